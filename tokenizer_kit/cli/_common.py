@@ -1,0 +1,122 @@
+"""What every CLI verb shares: error handling, JSON output, progress bars, logging.
+
+Results go to stdout (a rich table, or JSON with ``--format json``); logs, progress and
+errors go to stderr. A known error (``TokenizerKitError``, a missing file) prints as one
+line and exits 2; set ``TOKENIZER_KIT_DEBUG=1`` for the traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import sys
+from enum import Enum
+from typing import Any, Callable, Iterator
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ..errors import TokenizerKitError
+
+__all__ = [
+    "OutputFormat",
+    "err_console",
+    "out_console",
+    "cli_command",
+    "emit_json",
+    "progress_bar",
+    "setup_logging",
+    "fail",
+]
+
+err_console = Console(stderr=True)
+out_console = Console()
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+def setup_logging(verbose: bool = False) -> None:
+    level = logging.INFO if verbose else logging.WARNING
+    root = logging.getLogger("tokenizer_kit")
+    if not any(getattr(h, "_tokenizer_kit", False) for h in root.handlers):
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        h._tokenizer_kit = True  # type: ignore[attr-defined]
+        root.addHandler(h)
+    root.setLevel(level)
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print ``error: message`` as one line on stderr and exit ``code``."""
+    one_line = " ".join(str(message).split())
+    err_console.print(f"[bold red]error:[/] {one_line}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def cli_command(fn: Callable) -> Callable:
+    """Wrap a verb: known errors become one stderr line and a non-zero exit."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except (TokenizerKitError, FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError) as e:
+            if os.environ.get("TOKENIZER_KIT_DEBUG"):
+                raise
+            msg = str(e)
+            if isinstance(e, OSError) and e.filename and str(e.filename) not in msg:
+                msg = f"{msg}: {e.filename}"
+            fail(msg)
+        except KeyboardInterrupt:
+            fail("interrupted; outputs written so far are whole (writes are atomic)", code=130)
+
+    return wrapper
+
+
+def _jsonable(o: Any):
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if hasattr(o, "__fspath__"):
+        return os.fspath(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def emit_json(obj: Any) -> None:
+    """Machine-readable result on stdout (plain print: no rich markup or wrapping)."""
+    sys.stdout.write(json.dumps(obj, indent=2, default=_jsonable) + "\n")
+    sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, total: int | None, *, enabled: bool = True) -> Iterator[Callable[[int], None]]:
+    """Yield ``advance(n)``; draws a bar on stderr while the step runs."""
+    if not enabled or not err_console.is_terminal:
+        yield lambda n=1: None
+        return
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
+    ) as prog:
+        task = prog.add_task(description, total=total)
+        yield lambda n=1: prog.advance(task, n)

@@ -1,0 +1,452 @@
+"""RQ-Kmeans (OneRec, arXiv 2506.13695 sec. 2.1.2, eq. 5-8).
+
+``R(1) = x``; for each level l: ``C(l) = KMeans(R(l), K_l)``, ``s_l = argmin_k ||R(l) - c_k||``,
+``R(l+1) = R(l) - c_{s_l}``.
+
+Balanced mode keeps cluster sizes even *inside* the Lloyd iterations (size-constrained
+k-means by dual prices): each code k carries a price ``p_k`` and items take
+``argmin_k ||r - c_k||^2 + p_k``. Prices rise on over-full codes and fall on empty ones until
+sizes are even; centroids are then the means of the balanced clusters. The prices are
+saved with the codebooks, so encoding new items uses the same rule as training.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import InputError, TokenizerKitError
+from ._base import register_quantizer
+from ._kmeans import KMeansConfig, nearest, resolve_device, train_kmeans
+
+__all__ = ["RQKMeansConfig", "RQKMeans", "parse_codebook_sizes", "suggest_codebook_size"]
+
+logger = logging.getLogger(__name__)
+
+
+def parse_codebook_sizes(spec: str | int | list[int], levels: int | None = None) -> list[int]:
+    """``"256"`` with ``levels=3`` -> [256, 256, 256]; ``"8192,8192,8192"`` -> as given."""
+    if isinstance(spec, int):
+        sizes = [spec]
+    elif isinstance(spec, str):
+        try:
+            sizes = [int(s) for s in spec.replace(" ", "").split(",") if s]
+        except ValueError:
+            raise TokenizerKitError(
+                f"codebook size {spec!r} is not an integer or comma-separated integers (e.g. 256 or 8192,8192,8192)"
+            ) from None
+    else:
+        sizes = [int(s) for s in spec]
+    if len(sizes) == 1 and levels is not None:
+        sizes = sizes * levels
+    if levels is not None and len(sizes) != levels:
+        raise TokenizerKitError(f"{len(sizes)} codebook sizes given for {levels} levels; give one size or one per level")
+    return sizes
+
+
+def suggest_codebook_size(n: int) -> int:
+    """A power of two that leaves at least ~4 items per code."""
+    return max(2, 2 ** int(math.floor(math.log2(max(n // 4, 2)))))
+
+
+@dataclass
+class RQKMeansConfig:
+    codebook_sizes: list[int] = field(default_factory=lambda: [256, 256, 256])
+    niter: int = 20
+    seed: int = 1234
+    max_points_per_centroid: int = 256
+    balanced: bool = False
+    balance_iters: int = 5
+    # balanced mode only: the training items of each (level 1..L-1) prefix get distinct
+    # last-level codes (one assignment problem per colliding prefix)
+    distinct_last_level: bool = True
+    beam_size: int = 1
+    batch_size: int = 16384
+    device: str = "auto"
+
+    def errors(self) -> list[str]:
+        errs = []
+        if not self.codebook_sizes:
+            errs.append("codebook_sizes must list at least one level")
+        for i, k in enumerate(self.codebook_sizes):
+            if not isinstance(k, int) or k < 2:
+                errs.append(f"codebook size of level {i} must be an integer >= 2, got {k!r}")
+        if self.niter < 1:
+            errs.append(f"niter must be >= 1, got {self.niter}")
+        if self.max_points_per_centroid < 1:
+            errs.append(f"max_points_per_centroid must be >= 1, got {self.max_points_per_centroid}")
+        if self.beam_size < 1:
+            errs.append(f"beam_size must be >= 1, got {self.beam_size}")
+        if self.batch_size < 1:
+            errs.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.balance_iters < 0:
+            errs.append(f"balance_iters must be >= 0, got {self.balance_iters}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            errs.append(f"device must be auto, cpu or cuda, got {self.device!r}")
+        return errs
+
+    def validate(self) -> "RQKMeansConfig":
+        errs = self.errors()
+        if errs:
+            raise TokenizerKitError("invalid RQ-Kmeans config: " + "; ".join(errs))
+        return self
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RQKMeansConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise TokenizerKitError(f"unknown RQ-Kmeans config keys {unknown}; known keys are {sorted(known)}")
+        return cls(**d)
+
+
+def _balanced_prices(
+    dist: np.ndarray, target: float, prices: np.ndarray, iters: int = 60, tol: float = 0.25
+) -> np.ndarray:
+    """Dual prices ``p`` (K,) so that ``argmin_k dist[i, k] + p[k]`` gives even cluster sizes.
+
+    ``dist`` (n, K) holds ``||c||^2 - 2 r.c``. A sub-gradient ascent on the dual of the
+    size-constrained assignment LP; the step starts at the median gap between an item's best
+    and second-best code and shrinks, so it settles instead of oscillating.
+    """
+    n, k = dist.shape
+    part = np.partition(dist, 1, axis=1)
+    gap = float(np.median(part[:, 1] - part[:, 0])) + 1e-12
+    p = prices.astype(np.float32, copy=True)
+    lo, hi = math.floor(target * (1 - tol)), math.ceil(target * (1 + tol))
+    work = np.empty_like(dist)
+    best = None
+    best_dev = math.inf
+    for t in range(iters):
+        np.add(dist, p[None, :], out=work)
+        counts = np.bincount(work.argmin(1), minlength=k).astype(np.float64)
+        dev = np.abs(counts - target).sum()
+        if dev < best_dev:
+            best_dev, best = dev, p.copy()
+        if counts.max() <= hi and counts.min() >= lo:
+            break
+        step = gap * 2.0 / math.sqrt(t + 1.0)
+        p += (step * (counts - target) / max(target, 1.0)).astype(np.float32)
+        p -= p.mean()
+    return best if best is not None else p
+
+
+def _cluster_means(x: np.ndarray, assign: np.ndarray, old: np.ndarray) -> np.ndarray:
+    """Means of ``x`` (n, d) per cluster; an empty cluster keeps its ``old`` centroid."""
+    k = old.shape[0]
+    order = np.argsort(assign, kind="stable")
+    counts = np.bincount(assign, minlength=k)
+    filled = np.flatnonzero(counts)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])[filled]
+    sums = np.add.reduceat(x[order].astype(np.float64), starts, axis=0)  # [filled, d]
+    out = old.copy()
+    out[filled] = (sums / counts[filled, None]).astype(np.float32)
+    return out
+
+
+@register_quantizer
+class RQKMeans:
+    """Residual k-means with FAISS. ``fit(x)``, ``encode(x) -> (n, L)``, ``decode(codes)``."""
+
+    method: ClassVar[str] = "rq-kmeans"
+
+    def __init__(self, config: RQKMeansConfig | None = None, **kwargs):
+        if config is None:
+            config = RQKMeansConfig(**kwargs)
+        elif kwargs:
+            config = RQKMeansConfig(**{**asdict(config), **kwargs})
+        self.config = config.validate()
+        self.codebooks: list[np.ndarray] = []
+        self.biases: list[np.ndarray] = []
+        self._cnorms: list[np.ndarray] = []
+        self._dim: int | None = None
+        self.fit_codes_: np.ndarray | None = None
+        self._summary: dict[str, Any] = {}
+
+    # ---- properties -------------------------------------------------------------------
+    @property
+    def codebook_sizes(self) -> list[int]:
+        return list(self.config.codebook_sizes)
+
+    @property
+    def levels(self) -> int:
+        return len(self.config.codebook_sizes)
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            raise TokenizerKitError("quantizer is not fitted; call fit(x) first")
+        return self._dim
+
+    @property
+    def is_fitted(self) -> bool:
+        return len(self.codebooks) == self.levels
+
+    # ---- training ---------------------------------------------------------------------
+    def _check_input(self, x: np.ndarray, what: str) -> np.ndarray:
+        if not isinstance(x, np.ndarray) or x.ndim != 2:
+            shape = getattr(x, "shape", None)
+            raise InputError(f"{what}: expected an array of shape (n, d), got {shape}")
+        if self._dim is not None and x.shape[1] != self._dim:
+            raise InputError(
+                f"{what}: vectors have dimension {x.shape[1]} but the codebooks expect {self._dim}; "
+                "use embeddings from the same model the tokenizer was built on"
+            )
+        return x
+
+    def fit(self, x: np.ndarray) -> "RQKMeans":
+        """Train the codebooks on ``x`` (n, d). Also keeps the training items' codes in
+        ``fit_codes_`` (n, L) (greedy, as in the paper)."""
+        x = self._check_input(x, "fit")
+        n, d = x.shape
+        cfg = self.config
+        kmax = max(cfg.codebook_sizes)
+        if n < kmax:
+            raise InputError(
+                f"too few items for the codebook: a level of {kmax} codes needs at least {kmax} items, "
+                f"got {n}; use --codebook-size {suggest_codebook_size(n)} or fewer"
+            )
+        if n < 39 * kmax:
+            logger.info(
+                "%d items for %d codes (%.1f per code); FAISS suggests >= 39 per code", n, kmax, n / kmax
+            )
+        device = resolve_device(cfg.device)
+        self._dim = d
+        t_start = time.perf_counter()
+        residual = np.array(x, dtype=np.float32, order="C", copy=True)  # [n, d]
+        codes = np.empty((n, self.levels), dtype=np.int64)
+        self.codebooks, self.biases, self._cnorms = [], [], []
+        level_times = []
+        rng = np.random.default_rng(cfg.seed)
+        for level, k in enumerate(cfg.codebook_sizes):
+            t0 = time.perf_counter()
+            kcfg = KMeansConfig(niter=cfg.niter, seed=cfg.seed + level, max_points_per_centroid=cfg.max_points_per_centroid)
+            cents = train_kmeans(residual, k, kcfg, device=device)
+            bias = np.zeros(k, dtype=np.float32)
+            if cfg.balanced:
+                cents, bias = self._balance_level(residual, cents, rng)
+            self.codebooks.append(cents)
+            self.biases.append(bias)
+            self._cnorms.append((cents * cents).sum(1))
+            last = level == self.levels - 1
+            joint = cfg.balanced and cfg.distinct_last_level and last and self.levels > 1
+            before = residual.copy() if joint else None
+            codes[:, level] = self._assign_level(residual, level, device)
+            if joint:
+                moved = self._distinct_last_level(before, codes)
+                if len(moved):
+                    residual[moved] = before[moved] - cents[codes[moved, level]]
+                self._moved_last = int(len(moved))
+            level_times.append(time.perf_counter() - t0)
+        self.fit_codes_ = codes
+        self._summary = {
+            "n_train": int(n),
+            "dim": int(d),
+            "device": device,
+            "fit_seconds": time.perf_counter() - t_start,
+            "level_seconds": level_times,
+            "fit_mse": float(np.mean(residual.astype(np.float64) ** 2)),
+            "distinct_last_level_moved": getattr(self, "_moved_last", 0),
+        }
+        logger.info("RQ-Kmeans fit on %d x %d in %.2fs", n, d, self._summary["fit_seconds"])
+        return self
+
+    train = fit
+
+    def _balance_level(self, residual: np.ndarray, cents: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
+        """Size-balanced Lloyd iterations from the FAISS centroids; returns (centroids, prices)."""
+        cfg = self.config
+        k, d = cents.shape
+        n = residual.shape[0]
+        cap = cfg.max_points_per_centroid * k
+        sample = residual if n <= cap else residual[np.sort(rng.choice(n, cap, replace=False))]
+        ns = sample.shape[0]
+        target = ns / k
+        prices = np.zeros(k, dtype=np.float32)
+        for _ in range(max(cfg.balance_iters, 1)):
+            dist = sample @ cents.T  # [ns, K]
+            dist *= -2.0
+            dist += (cents * cents).sum(1)[None, :]
+            prices = _balanced_prices(dist, target, prices)
+            assign = (dist + prices[None, :]).argmin(1)
+            cents = _cluster_means(sample, assign, cents)
+        # final prices for the final centroids
+        dist = sample @ cents.T
+        dist *= -2.0
+        dist += (cents * cents).sum(1)[None, :]
+        prices = _balanced_prices(dist, target, prices)
+        return np.ascontiguousarray(cents, dtype=np.float32), prices.astype(np.float32)
+
+    def _distinct_last_level(self, r_last: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Give the items of each prefix distinct last-level codes; returns moved rows.
+
+        Per prefix whose items collide, a min-cost assignment (Hungarian, scipy) of its m
+        items to the K last-level codes under ``||r - c_k||^2 + p_k``; with m > K each code
+        takes ceil(m / K) items at most. Changes ``codes[:, -1]`` in place.
+        """
+        from scipy.optimize import linear_sum_assignment
+
+        k = self.codebook_sizes[-1]
+        c, cn, b = self.codebooks[-1], self._cnorms[-1], self.biases[-1]
+        order = np.lexsort(codes[:, ::-1].T[1:])  # sort rows by prefix
+        pre = codes[order, :-1]
+        bounds = np.flatnonzero((pre[1:] != pre[:-1]).any(1)) + 1
+        groups = np.split(order, bounds)
+        moved = []
+        for g in groups:
+            if len(g) < 2:
+                continue
+            last = codes[g, -1]
+            if len(np.unique(last)) == len(g):
+                continue
+            rg = r_last[g]
+            cost = cn[None, :] + b[None, :] - 2.0 * (rg @ c.T)  # [m, K]
+            reps = -(-len(g) // k)
+            if reps > 1:
+                cost = np.tile(cost, (1, reps))
+            rows, cols = linear_sum_assignment(cost)
+            new = np.empty(len(g), dtype=np.int64)
+            new[rows] = cols % k
+            changed = new != last
+            codes[g, -1] = new
+            moved.extend(g[changed].tolist())
+        return np.asarray(sorted(moved), dtype=np.int64)
+
+    def _assign_level(self, residual: np.ndarray, level: int, device: str) -> np.ndarray:
+        """Greedy codes of one level for ``residual`` (n, d); subtracts the chosen centroids in place."""
+        n = residual.shape[0]
+        out = np.empty(n, dtype=np.int64)
+        bs = self.config.batch_size
+        c, cn, b = self.codebooks[level], self._cnorms[level], self.biases[level]
+        bias = b if b.any() else None
+        for s in range(0, n, bs):
+            r = residual[s : s + bs]
+            _, ids = nearest(r, c, cnorm=cn, bias=bias)
+            out[s : s + bs] = ids[:, 0]
+            r -= c[ids[:, 0]]
+        return out
+
+    # ---- encode / decode --------------------------------------------------------------
+    def encode(self, x: np.ndarray, *, batch_size: int | None = None, beam_size: int | None = None) -> np.ndarray:
+        """Codes (n, L) int64 for ``x`` (n, d); streams ``x`` in batches (memmaps welcome)."""
+        if not self.is_fitted:
+            raise TokenizerKitError("quantizer is not fitted; call fit(x) or load a tokenizer")
+        x = self._check_input(x, "encode")
+        n = x.shape[0]
+        bs = batch_size or self.config.batch_size
+        beam = beam_size or self.config.beam_size
+        out = np.empty((n, self.levels), dtype=np.int64)
+        step = max(1, bs // beam) if beam > 1 else bs
+        for s in range(0, n, step):
+            xb = np.ascontiguousarray(x[s : s + step], dtype=np.float32)
+            out[s : s + step] = self._encode_greedy(xb) if beam == 1 else self._encode_beam(xb, beam)
+        return out
+
+    def _encode_greedy(self, xb: np.ndarray) -> np.ndarray:
+        r = xb.copy()
+        codes = np.empty((xb.shape[0], self.levels), dtype=np.int64)
+        for level, c in enumerate(self.codebooks):
+            b = self.biases[level]
+            _, ids = nearest(r, c, cnorm=self._cnorms[level], bias=b if b.any() else None)
+            codes[:, level] = ids[:, 0]
+            r -= c[ids[:, 0]]
+        return codes
+
+    def _encode_beam(self, xb: np.ndarray, beam: int) -> np.ndarray:
+        """Beam search over levels on ``||x - x^||^2 + sum of prices``; never worse than greedy."""
+        b, d = xb.shape
+        r = xb[:, None, :].copy()  # [b, nb, d]
+        acc = np.zeros((b, 1), dtype=np.float64)  # accumulated prices per beam
+        codes = np.zeros((b, 1, 0), dtype=np.int64)
+        score = None
+        for level, c in enumerate(self.codebooks):
+            nb = r.shape[1]
+            bias = self.biases[level]
+            kk = min(beam, c.shape[0])
+            s, ids = nearest(r.reshape(b * nb, d), c, cnorm=self._cnorms[level], bias=bias if bias.any() else None, k=kk)
+            total = s.reshape(b, nb * kk).astype(np.float64) + np.repeat(acc, kk, axis=1)
+            keep = min(beam, nb * kk)
+            sel = np.argpartition(total, keep - 1, axis=1)[:, :keep] if keep < nb * kk else np.tile(np.arange(nb * kk), (b, 1))
+            order = np.take_along_axis(total, sel, 1).argsort(1, kind="stable")
+            sel = np.take_along_axis(sel, order, 1)  # [b, keep]
+            parent = sel // kk
+            new_code = np.take_along_axis(ids.reshape(b, nb * kk), sel, 1)
+            rows = np.arange(b)[:, None]
+            r = r[rows, parent] - c[new_code]
+            acc = acc[rows, parent] + (bias[new_code] if bias.any() else 0.0)
+            codes = np.concatenate([codes[rows, parent], new_code[:, :, None]], axis=2)
+            score = np.take_along_axis(total, sel, 1)
+        best = codes[:, 0, :]
+        # the greedy path is not always inside the beam; keep whichever is better
+        greedy = self._encode_greedy(xb)
+        g_score = self._objective(xb, greedy)
+        b_score = score[:, 0]
+        return np.where((g_score < b_score)[:, None], greedy, best)
+
+    def _objective(self, xb: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        err = xb - self.decode(codes)
+        obj = np.einsum("ij,ij->i", err, err).astype(np.float64)
+        for level, bias in enumerate(self.biases):
+            if bias.any():
+                obj += bias[codes[:, level]]
+        return obj
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """Sum of the chosen centroids, (n, d) float32."""
+        if not self.is_fitted:
+            raise TokenizerKitError("quantizer is not fitted; call fit(x) or load a tokenizer")
+        codes = np.asarray(codes)
+        if codes.ndim != 2 or codes.shape[1] != self.levels:
+            raise InputError(f"decode: expected codes of shape (n, {self.levels}), got {codes.shape}")
+        for level, k in enumerate(self.codebook_sizes):
+            col = codes[:, level]
+            if col.size and (col.min() < 0 or col.max() >= k):
+                raise InputError(f"decode: level {level} codes must be in [0, {k}), got range [{col.min()}, {col.max()}]")
+        out = np.zeros((codes.shape[0], self.dim), dtype=np.float32)
+        for level, c in enumerate(self.codebooks):
+            out += c[codes[:, level]]
+        return out
+
+    # ---- serialisation ----------------------------------------------------------------
+    def config_dict(self) -> dict[str, Any]:
+        d = asdict(self.config)
+        d["dim"] = self._dim
+        return d
+
+    def state_tensors(self) -> dict[str, np.ndarray]:
+        out = {}
+        for level, (c, b) in enumerate(zip(self.codebooks, self.biases)):
+            out[f"codebook_{level}"] = c
+            out[f"bias_{level}"] = b
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        return dict(self._summary)
+
+    @classmethod
+    def from_state(cls, config: dict[str, Any], tensors: dict[str, np.ndarray]) -> "RQKMeans":
+        config = dict(config)
+        dim = config.pop("dim", None)
+        q = cls(RQKMeansConfig.from_dict(config))
+        for level, k in enumerate(q.codebook_sizes):
+            key = f"codebook_{level}"
+            if key not in tensors:
+                raise TokenizerKitError(f"missing tensor {key!r} in the RQ-Kmeans weights")
+            c = np.ascontiguousarray(tensors[key], dtype=np.float32)
+            if c.ndim != 2 or c.shape[0] != k or (dim is not None and c.shape[1] != dim):
+                raise TokenizerKitError(f"tensor {key!r} has shape {c.shape}, expected ({k}, {dim})")
+            b = np.ascontiguousarray(tensors.get(f"bias_{level}", np.zeros(k, np.float32)), dtype=np.float32)
+            q.codebooks.append(c)
+            q.biases.append(b)
+            q._cnorms.append((c * c).sum(1))
+        expected = {f"codebook_{i}" for i in range(q.levels)} | {f"bias_{i}" for i in range(q.levels)}
+        unexpected = sorted(set(tensors) - expected)
+        if unexpected:
+            raise TokenizerKitError(f"unexpected tensors {unexpected} in the RQ-Kmeans weights")
+        q._dim = int(q.codebooks[0].shape[1])
+        return q
