@@ -1,5 +1,14 @@
-"""Feature extraction backends (text embeddings now; VLM token features with their issue)."""
+"""Feature extraction: VLM/text token features into a sharded store; text embeddings."""
 
+from ._store import STORE_FORMAT_VERSION, FeatureStore, FeatureStoreWriter, write_feature_store
 from ._text_embed import default_text_model_path, embed_texts, item_texts
 
-__all__ = ["default_text_model_path", "embed_texts", "item_texts"]
+__all__ = [
+    "STORE_FORMAT_VERSION",
+    "FeatureStore",
+    "FeatureStoreWriter",
+    "default_text_model_path",
+    "embed_texts",
+    "item_texts",
+    "write_feature_store",
+]
