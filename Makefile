@@ -25,8 +25,17 @@ install-gpu: $(STAMP)
 	$(PY) -m pip uninstall -y -q faiss-cpu
 	$(PY) -m pip install -q faiss-gpu-cu12==1.14.1.post1
 
-demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m tokenizer_kit.demo --data $(SHARED)/data/amazon-office --out $(DEMO_OUT)
+TK := HF_HUB_OFFLINE=1 $(VENV)/bin/tokenizer-kit
+OFFICE := $(SHARED)/data/amazon-office
+
+demo: $(STAMP) $(DEMO_OUT)/office_minilm.parquet
+	$(TK) build-codebook $(DEMO_OUT)/office_minilm.parquet --levels 3 --codebook-size 256 --balanced \
+		--categories $(OFFICE)/Office.item.json --out $(DEMO_OUT)/tokenizer --overwrite --format json > $(DEMO_OUT)/build.json
+	$(TK) report $(DEMO_OUT)/tokenizer --categories $(OFFICE)/Office.item.json --html $(DEMO_OUT)/report.html
+
+$(DEMO_OUT)/office_minilm.parquet: | $(STAMP)
+	mkdir -p $(DEMO_OUT)
+	$(TK) embed-text $(OFFICE)/Office.item.json --fields title,description,brand,categories --out $@
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

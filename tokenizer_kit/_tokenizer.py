@@ -291,7 +291,7 @@ class SemanticTokenizer:
         import pyarrow.parquet as pq
         from safetensors.numpy import save_file
 
-        from .io._sids import sids_table
+        from .io import sids_table
 
         save_file({k: np.ascontiguousarray(v) for k, v in self.quantizer.state_tensors().items()}, str(directory / WEIGHTS_NAME))
         for name, tensors in self.attachments.items():

@@ -28,7 +28,7 @@ def assign(
     from .. import SemanticTokenizer
     from ..evaluation import collision_stats
     from ..io import load_embeddings
-    from ..io._sids import write_sids_parquet
+    from ..io import write_sids_parquet
 
     tok = SemanticTokenizer.from_pretrained(tokenizer)
     emb = load_embeddings(embeddings, ids_path=ids, id_column=id_column, vector_column=vector_column)

@@ -8,7 +8,16 @@ from ._atomic import (
     replace_directory,
     sha256_file,
 )
-from ._embeddings import Embeddings, load_embeddings, read_ids_file, validate_ids, validate_vectors
+from ._embeddings import (
+    Embeddings,
+    load_embeddings,
+    read_ids_file,
+    validate_ids,
+    validate_vectors,
+    write_embeddings_parquet,
+)
+from ._sids import sids_table, write_sids_parquet
+from ._synthetic import make_clustered_embeddings
 from ._tables import (
     item_categories,
     read_catalog,
@@ -26,6 +35,7 @@ __all__ = [
     "atomic_write_json",
     "item_categories",
     "load_embeddings",
+    "make_clustered_embeddings",
     "read_catalog",
     "read_ids_file",
     "read_interactions",
@@ -33,7 +43,10 @@ __all__ = [
     "read_lcrec_items",
     "replace_directory",
     "sha256_file",
+    "sids_table",
     "top_category",
     "validate_ids",
     "validate_vectors",
+    "write_embeddings_parquet",
+    "write_sids_parquet",
 ]

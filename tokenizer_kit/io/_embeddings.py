@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["Embeddings", "load_embeddings", "validate_vectors", "validate_ids", "read_ids_file"]
+__all__ = ["Embeddings", "load_embeddings", "validate_vectors", "validate_ids", "read_ids_file", "write_embeddings_parquet"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def validate_ids(ids: np.ndarray, n: int, source: str = "input") -> None:
     if len(uniq) != len(ids):
         dup = int(np.argmax(counts > 1))
         raise InputError(
-            f"{source}: duplicate item id {uniq[dup]!r} ({int(counts[dup])} times, first at row "
+            f"{source}: duplicate item id {str(uniq[dup])!r} ({int(counts[dup])} times, first at row "
             f"{int(first[dup])}); item ids must be unique, deduplicate the input"
         )
 
@@ -229,11 +229,10 @@ def load_embeddings(
             )
     else:
         emb = _load_dir(path, ids_p, id_column, vector_column)
-    if emb.vectors.ndim == 2 and emb.vectors.dtype != np.float32 and validate:
-        emb.vectors = _as_float32(emb.vectors)
     if validate:
         validate_vectors(emb.vectors, source)
         validate_ids(emb.ids, emb.vectors.shape[0], source)
+        emb.vectors = _as_float32(emb.vectors)
     return emb
 
 
@@ -268,3 +267,24 @@ def _load_dir(path: Path, ids_p: Path | None, id_column: str, vector_column: str
         f"{source}: directory holds no Parquet, .npy shards or saved HF dataset; "
         "pass an embeddings file or such a directory"
     )
+
+
+def write_embeddings_parquet(path: str | Path, ids, vectors: np.ndarray, *, column: str = "embedding", metadata: dict | None = None) -> Path:
+    """Write ``item_id`` + a fixed-size-list float32 ``column`` atomically (what ``load_embeddings`` reads)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ._atomic import atomic_write
+
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, d = x.shape
+    ids = np.asarray(ids)
+    id_arr = pa.array(ids.tolist(), pa.int64()) if ids.dtype.kind in "iu" else pa.array([str(i) for i in ids.tolist()], pa.string())
+    vec = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), d)
+    table = pa.table({"item_id": id_arr, column: vec})
+    if metadata:
+        table = table.replace_schema_metadata({"tokenizer_kit": json.dumps(metadata)})
+    path = Path(path)
+    with atomic_write(path) as tmp:
+        pq.write_table(table, tmp)
+    return path

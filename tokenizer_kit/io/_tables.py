@@ -152,7 +152,7 @@ def _check_unique(ids: np.ndarray, source: str) -> None:
     if len(uniq) != len(ids):
         j = int(np.argmax(counts > 1))
         raise InputError(
-            f"{source}: duplicate item id {uniq[j]!r} (first at row {int(first[j])}); item ids must be unique"
+            f"{source}: duplicate item id {str(uniq[j])!r} (first at row {int(first[j])}); item ids must be unique"
         )
 
 

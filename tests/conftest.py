@@ -1,0 +1,51 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("TOKENIZER_KIT_SHARED", ROOT.parent / "shared"))
+OFFICE = SHARED / "data" / "amazon-office"
+DATA = Path(__file__).parent / "data"
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        cuda = False
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords and not cuda:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def office_dir() -> Path:
+    if not (OFFICE / "Office.item.json").exists():
+        pytest.skip(f"bundled Office data not found at {OFFICE}")
+    return OFFICE
+
+
+@pytest.fixture(scope="session")
+def office_emb():
+    """Office items embedded with all-MiniLM-L6-v2 (mean-pooled, normalised), stored as fp16.
+
+    Made by `python benchmarks/make_office_embeddings.py --out tests/data/office_minilm_f16.npy`;
+    a slow test checks a fresh embedding of some items matches it.
+    """
+    x = np.load(DATA / "office_minilm_f16.npy").astype(np.float32)
+    ids = np.array((DATA / "office_minilm_f16.ids.txt").read_text().split(), dtype=object)
+    return ids, x
+
+
+@pytest.fixture(scope="session")
+def clustered():
+    from tokenizer_kit.io import make_clustered_embeddings
+
+    return make_clustered_embeddings(3000, 32, n_topics=16, n_sub=8, seed=3)
