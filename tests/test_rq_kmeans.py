@@ -170,3 +170,16 @@ def test_gpu_kmeans_matches_cpu_quality(clustered):
     e_gpu = ((clustered - gpu.decode(gpu.fit_codes_)) ** 2).sum()
     assert gpu.summary()["device"] == "cuda"
     assert e_gpu <= 1.05 * e_cpu
+
+
+def test_kmeans_plusplus_init(clustered):
+    from tokenizer_kit.quantizers._kmeans import kmeans_plusplus
+
+    c = kmeans_plusplus(clustered[:500], 16, seed=0)
+    assert c.shape == (16, 32)
+    # seeds are data points, all distinct
+    d = ((clustered[:500][:, None, :] - c[None]) ** 2).sum(-1)
+    assert np.allclose(d.min(0), 0, atol=1e-6) and len({tuple(r) for r in c.tolist()}) == 16
+    q = RQKMeans(codebook_sizes=[16, 16], init="kmeans++", seed=0).fit(clustered)
+    q2 = RQKMeans(codebook_sizes=[16, 16], init="kmeans++", seed=0).fit(clustered)
+    np.testing.assert_array_equal(q.fit_codes_, q2.fit_codes_)

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import InputError, TokenizerKitError
 
-__all__ = ["KMeansConfig", "train_kmeans", "nearest", "resolve_device", "faiss_num_gpus"]
+__all__ = ["KMeansConfig", "kmeans_plusplus", "train_kmeans", "nearest", "resolve_device", "faiss_num_gpus"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,42 @@ class KMeansConfig:
     seed: int = 1234
     max_points_per_centroid: int = 256
     nredo: int = 1
+    # "random" (FAISS's own sampling) or "kmeans++" (greedy, 2 + ln K trials per step, as
+    # scikit-learn). On Office 3x256 k-means++ lowers plain relative error 0.170 -> 0.148 but
+    # raises collisions 25% -> 55% (level-2/3 entropy 0.37 of ln K), and costs K passes.
+    init: str = "random"
+    # k-means++ runs on at most this many points per centroid (it is K sequential passes)
+    init_points_per_centroid: int = 32
+
+
+def kmeans_plusplus(x: np.ndarray, k: int, *, seed: int, n_trials: int | None = None) -> np.ndarray:
+    """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007; greedy trials as scikit-learn).
+
+    ``x`` (n, d) float32 -> centroids (k, d). Each step samples ``n_trials`` candidates with
+    probability proportional to the squared distance to the nearest chosen centroid and keeps
+    the one that lowers the potential most. Cost O(n k d n_trials).
+    """
+    rng = np.random.default_rng(seed)
+    n, d = x.shape
+    t = n_trials or (2 + int(np.log(k)))
+    xn = np.einsum("ij,ij->i", x, x)
+    cents = np.empty((k, d), dtype=np.float32)
+    first = int(rng.integers(n))
+    cents[0] = x[first]
+    dmin = np.maximum(xn - 2.0 * (x @ x[first]) + xn[first], 0.0)
+    for j in range(1, k):
+        cum = np.cumsum(dmin, dtype=np.float64)
+        if cum[-1] <= 0:  # fewer distinct points than k: repeat points
+            cand = rng.integers(n, size=t)
+        else:
+            cand = np.minimum(np.searchsorted(cum, rng.random(t) * cum[-1]), n - 1)
+        dc = xn[None, :] - 2.0 * (x[cand] @ x.T) + xn[cand][:, None]  # [t, n]
+        np.maximum(dc, 0.0, out=dc)
+        np.minimum(dc, dmin[None, :], out=dc)
+        best = int(dc.sum(1).argmin())
+        cents[j] = x[cand[best]]
+        dmin = dc[best]
+    return cents
 
 
 def train_kmeans(x: np.ndarray, k: int, cfg: KMeansConfig, *, device: str = "cpu") -> np.ndarray:
@@ -75,6 +111,14 @@ def train_kmeans(x: np.ndarray, k: int, cfg: KMeansConfig, *, device: str = "cpu
     use_gpu = device == "cuda" and faiss_num_gpus() > 0
     if device == "cuda" and not use_gpu:
         logger.warning("FAISS has no GPU support here (faiss-cpu); k-means runs on the CPU")
+    init = None
+    if cfg.init == "kmeans++":
+        cap = cfg.init_points_per_centroid * k
+        rng = np.random.default_rng(cfg.seed)
+        sub = x if n <= cap else x[np.sort(rng.choice(n, cap, replace=False))]
+        init = kmeans_plusplus(sub, k, seed=cfg.seed)
+    elif cfg.init != "random":
+        raise TokenizerKitError(f"k-means init must be 'kmeans++' or 'random', got {cfg.init!r}")
     km = faiss.Kmeans(
         d,
         k,
@@ -89,7 +133,7 @@ def train_kmeans(x: np.ndarray, k: int, cfg: KMeansConfig, *, device: str = "cpu
         gpu=use_gpu,
         spherical=False,
     )
-    km.train(x)
+    km.train(x, init_centroids=init)
     return np.ascontiguousarray(km.centroids, dtype=np.float32).reshape(k, d)
 
 

@@ -60,6 +60,7 @@ class RQKMeansConfig:
     niter: int = 20
     seed: int = 1234
     max_points_per_centroid: int = 256
+    init: str = "random"
     balanced: bool = False
     balance_iters: int = 5
     # balanced mode only: the training items of each (level 1..L-1) prefix get distinct
@@ -86,6 +87,8 @@ class RQKMeansConfig:
             errs.append(f"batch_size must be >= 1, got {self.batch_size}")
         if self.balance_iters < 0:
             errs.append(f"balance_iters must be >= 0, got {self.balance_iters}")
+        if self.init not in ("kmeans++", "random"):
+            errs.append(f"init must be 'kmeans++' or 'random', got {self.init!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             errs.append(f"device must be auto, cpu or cuda, got {self.device!r}")
         return errs
@@ -225,7 +228,9 @@ class RQKMeans:
         rng = np.random.default_rng(cfg.seed)
         for level, k in enumerate(cfg.codebook_sizes):
             t0 = time.perf_counter()
-            kcfg = KMeansConfig(niter=cfg.niter, seed=cfg.seed + level, max_points_per_centroid=cfg.max_points_per_centroid)
+            kcfg = KMeansConfig(
+                niter=cfg.niter, seed=cfg.seed + level, max_points_per_centroid=cfg.max_points_per_centroid, init=cfg.init
+            )
             cents = train_kmeans(residual, k, kcfg, device=device)
             bias = np.zeros(k, dtype=np.float32)
             if cfg.balanced:
