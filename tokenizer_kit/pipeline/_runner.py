@@ -1,0 +1,94 @@
+"""Stage bookkeeping for the pipeline: skip a stage whose output exists and matches its config.
+
+Each finished stage writes ``<workdir>/stages/<name>.json`` (atomically) with a hash of its
+config chained with its upstream stages' hashes. On the next run a stage is
+
+- **skipped** when its record's hash matches and its outputs exist;
+- **restarted fresh** when a record exists with another hash (config or upstream changed);
+- **resumed** when there is no record but outputs exist (a killed run): the stage's own
+  resume logic (resumable shards, training checkpoints) picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ..io import atomic_write_json
+
+__all__ = ["StageRunner", "StageOutcome", "config_hash"]
+
+logger = logging.getLogger(__name__)
+
+
+def config_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class StageOutcome:
+    name: str
+    status: str  # "ran", "resumed", "skipped"
+    seconds: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class StageRunner:
+    def __init__(self, workdir: str | Path):
+        self.workdir = Path(workdir)
+        self.records = self.workdir / "stages"
+        self.records.mkdir(parents=True, exist_ok=True)
+        self._hashes: dict[str, str] = {}
+        self.outcomes: list[StageOutcome] = []
+
+    def _record_path(self, name: str) -> Path:
+        return self.records / f"{name}.json"
+
+    def record(self, name: str) -> dict[str, Any] | None:
+        p = self._record_path(name)
+        if not p.exists():
+            return None
+        try:
+            return json.loads(p.read_text())
+        except json.JSONDecodeError:
+            logger.warning("stage record %s is corrupt; the stage will run again", p)
+            return None
+
+    def run(
+        self,
+        name: str,
+        config: dict[str, Any],
+        *,
+        outputs: Sequence[Path],
+        fn: Callable[[str], dict[str, Any]],
+        upstream: Sequence[str] = (),
+    ) -> StageOutcome:
+        """Run ``fn(mode)`` unless the stage is up to date; ``mode`` is "fresh" or "resume"."""
+        h = config_hash({"stage": name, "config": config, "upstream": [self._hashes.get(u) for u in upstream]})
+        self._hashes[name] = h
+        rec = self.record(name)
+        outs_exist = all(Path(o).exists() for o in outputs)
+        if rec is not None and rec.get("hash") == h and outs_exist:
+            out = StageOutcome(name, "skipped", 0.0, rec.get("info", {}))
+            self.outcomes.append(out)
+            logger.info("stage %s is up to date; skipped", name)
+            return out
+        mode = "resume" if (rec is None and any(Path(o).exists() for o in outputs)) else "fresh"
+        if rec is not None:
+            self._record_path(name).unlink()
+        t0 = time.perf_counter()
+        info = fn(mode) or {}
+        secs = time.perf_counter() - t0
+        atomic_write_json(
+            self._record_path(name),
+            {"stage": name, "hash": h, "config": config, "upstream": list(upstream), "seconds": secs,
+             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "outputs": [str(o) for o in outputs], "info": info},
+        )
+        out = StageOutcome(name, "resumed" if mode == "resume" else "ran", secs, info)
+        self.outcomes.append(out)
+        return out
