@@ -8,12 +8,15 @@ node id is stored. Leaves (depth ``S``) are the last block of nodes and have no
 
 Arrays (``N`` nodes, ``I`` internal nodes, ``n`` items, ``S`` SID length)::
 
-    child_ptr   (I + 1,) int64   children of internal node v: nodes child_ptr[v]..child_ptr[v+1]-1
+    child_ptr   (I + 1,) int32   children of internal node v: nodes child_ptr[v]..child_ptr[v+1]-1
     node_token  (N,)     int32   code of the edge into v (-1 for the root)
-    item_start  (N,)     int64   first position in ``order`` of the items under v
-    item_count  (N,)     int64   items under v (a leaf with count > 1 is a collision)
-    order       (n,)     int64   item rows sorted by SID
+    item_start  (N,)     int32   first position in ``order`` of the items under v
+    item_count  (N,)     int32   items under v (a leaf with count > 1 is a collision)
+    order       (n,)     int32   item rows sorted by SID
     depth_start (S + 2,) int64   nodes of depth d are depth_start[d]..depth_start[d+1]-1
+
+(position arrays are int64 from 2^31 nodes or items on.) About 8 bytes per node plus 4 per
+item and per internal node: 10M items with 4-level SIDs take ~250 MB.
 
 Build is a lexsort plus linear passes: O(n log n) time, O(n S) memory. Lookups walk
 the trie with one binary search per level.
@@ -42,11 +45,14 @@ class SIDTrie:
     """
 
     def __init__(self, *, child_ptr, node_token, item_start, item_count, order, depth_start):
-        self.child_ptr = np.asarray(child_ptr, dtype=np.int64)
+        # positions fit int32 below 2^31 nodes / items: half the memory at 10M items
+        big = max(len(node_token), len(order)) >= 2**31 - 1
+        idt = np.int64 if big else np.int32
+        self.child_ptr = np.asarray(child_ptr, dtype=idt)
         self.node_token = np.asarray(node_token, dtype=np.int32)
-        self.item_start = np.asarray(item_start, dtype=np.int64)
-        self.item_count = np.asarray(item_count, dtype=np.int64)
-        self.order = np.asarray(order, dtype=np.int64)
+        self.item_start = np.asarray(item_start, dtype=idt)
+        self.item_count = np.asarray(item_count, dtype=idt)
+        self.order = np.asarray(order, dtype=idt)
         self.depth_start = np.asarray(depth_start, dtype=np.int64)
         self._check()
 
@@ -196,7 +202,7 @@ class SIDTrie:
         if node < 0:
             return np.zeros(0, np.int64)
         s = int(self.item_start[node])
-        return self.order[s : s + int(self.item_count[node])].copy()
+        return self.order[s : s + int(self.item_count[node])].astype(np.int64)
 
     def item_of(self, sid: Sequence[int]) -> int:
         """Row of the item with this full SID; -1 if none. Under a collision, the first such row."""
