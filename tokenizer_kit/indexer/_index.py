@@ -475,14 +475,15 @@ class SIDIndex:
         suffix_size = self.suffix_size
         if len(t_idx):
             if self.policy == "suffix":
-                taken: dict[tuple, int] = {}
+                retired_top: dict[tuple, int] = {}
                 for r in retired.tolist():
-                    taken[tuple(r[:L])] = max(taken.get(tuple(r[:L]), -1), r[L])
+                    retired_top[tuple(r[:L])] = max(retired_top.get(tuple(r[:L]), -1), r[L])
+                taken: dict[tuple, int] = {}  # largest suffix ever issued per code group (live or retired)
                 for i in t_idx.tolist():
                     t = tuple(codes[i].tolist())
                     if t not in taken:
                         kids = self.trie.allowed_next(list(t))
-                        taken[t] = int(kids.max()) if len(kids) else -1
+                        taken[t] = max(int(kids.max()) if len(kids) else -1, retired_top.get(t, -1))
                     collided[i] = taken[t] >= 0
                     taken[t] += 1
                     out_sids[i] = list(t) + [taken[t]]

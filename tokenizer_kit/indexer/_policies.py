@@ -6,7 +6,7 @@
                   (Hungarian, scipy) of the colliding items to the prefix's free last-level
                   codes plus the contested ones, cost = reconstruction error
                   ||x - decode(prefix, k)||^2; items that do not fit go to the nearest free
-                  SID under a sibling prefix (second-to-last level varied).
+                  SID under the next best prefix (second-to-last level varied, then higher).
 * ``none``     -- SIDs are the codes; collisions are only reported.
 
 ``place_new`` resolves cold-start items against a fixed set of occupied and retired SIDs
@@ -119,40 +119,49 @@ def _decode_prefix_block(decode: Decode, prefix: Sequence[int], k_last: int) -> 
     return decode(cand)  # [K, d]
 
 
+_MAX_CANDIDATES = 1 << 20
+
+
 def _nearest_free(
     x: np.ndarray, codes: np.ndarray, sizes: Sequence[int], decode: Decode, blocked: OccupiedSet
 ) -> tuple[np.ndarray, float]:
-    """Best free SID (by reconstruction error) under the same prefix, else a sibling prefix."""
+    """Best free SID by reconstruction error: under the same prefix (levels < L-1) if one is
+    free, else under the shorter prefix levels < L-2 (the next best prefixes), and so on up.
+
+    SID keys are mixed radix, so the SIDs under a prefix are one contiguous key range.
+    """
     L = len(sizes)
-    K = int(sizes[-1])
-    prefix = codes[:-1]
-    base = int(sid_keys(np.append(prefix, 0)[None, :], sizes)[0])
-    used = blocked.used_in_range(base, base + K) - base
-    free = np.setdiff1d(np.arange(K), used)
-    if len(free):
-        err = _sq_err(x[None, :], _decode_prefix_block(decode, prefix, K))[0]
-        k = int(free[np.argmin(err[free])])
-        return np.append(prefix, k), float(err[k])
-    if L < 2:
-        raise InputError(f"every one of the {K} codes is taken; use the suffix policy or a larger codebook")
-    # next best prefix: vary the second-to-last level, best (j, k) over all free pairs
-    K2 = int(sizes[-2])
-    best, best_err = None, np.inf
-    for j in range(K2):
-        pre = np.append(codes[:-2], j)
-        b = int(sid_keys(np.append(pre, 0)[None, :], sizes)[0])
-        fr = np.setdiff1d(np.arange(K), blocked.used_in_range(b, b + K) - b)
-        if not len(fr):
+    codes = np.asarray(codes, np.int64)
+    for t in range(L - 1, -1, -1):
+        span = int(np.prod([int(k) for k in sizes[t:]]))
+        if span > _MAX_CANDIDATES:
+            break
+        base = int(sid_keys(np.concatenate([codes[:t], np.zeros(L - t, np.int64)])[None, :], sizes)[0])
+        free = np.setdiff1d(np.arange(span, dtype=np.int64), blocked.used_in_range(base, base + span) - base)
+        if not len(free):
             continue
-        err = _sq_err(x[None, :], _decode_prefix_block(decode, pre, K)[fr])[0]
-        i = int(np.argmin(err))
-        if err[i] < best_err:
-            best, best_err = np.append(pre, fr[i]), float(err[i])
-    if best is None:
-        raise InputError(
-            f"prefix {codes[:-2].tolist()} has no free SID at its last two levels; use the suffix policy or larger codebooks"
-        )
-    return best, best_err
+        best, best_err = -1, np.inf
+        for s0 in range(0, len(free), 65536):
+            f = free[s0 : s0 + 65536]
+            cand = np.empty((len(f), L), np.int64)  # decode the suffix digits of each free key
+            cand[:, :t] = codes[:t]
+            rem = f.copy()
+            for l in range(L - 1, t - 1, -1):
+                cand[:, l] = rem % int(sizes[l])
+                rem //= int(sizes[l])
+            err = _sq_err(x[None, :], decode(cand))[0]
+            i = int(np.argmin(err))
+            if err[i] < best_err:
+                best, best_err = base + int(f[i]), float(err[i])
+        out = np.empty(L, np.int64)
+        rem = best
+        for l in range(L - 1, -1, -1):
+            out[l] = rem % int(sizes[l])
+            rem //= int(sizes[l])
+        return out, best_err
+    raise InputError(
+        f"no free SID near codes {codes.tolist()} (codebooks {list(sizes)} are nearly full); use the suffix policy or larger codebooks"
+    )
 
 
 def reassign_sids(
@@ -170,6 +179,9 @@ def reassign_sids(
     if x.shape[0] != n:
         raise InputError(f"reassign: {n} codes but {x.shape[0]} vectors; pass the embeddings the codes were made from")
     K = int(sizes[-1])
+    cap = float(np.prod([float(k) for k in sizes]))
+    if n + (0 if retired is None else len(retired)) > cap:
+        raise InputError(f"{n} items do not fit in {int(cap)} SIDs of codebooks {list(sizes)}; use the suffix policy or larger codebooks")
     keys = sid_keys(codes, sizes)
     uniq, inv, counts = np.unique(keys, return_inverse=True, return_counts=True)
     colliding = counts[inv] > 1
