@@ -52,6 +52,7 @@ def test_policies_remove_every_collision(small_tok, policy):
         for g in range(len(cnt)):
                 assert sorted(idx.sids[inv.ravel() == g, 3].tolist()) == list(range(cnt[g]))
         assert idx.stats["max_suffix"] == cnt.max()
+        assert idx.level_sizes[-1] == max(8, cnt.max())  # suffix vocabulary reserved for cold start
     else:
         assert idx.sid_length == 3
         # items alone on their code keep it; every moved item was in a colliding group

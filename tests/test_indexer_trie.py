@@ -173,3 +173,22 @@ def test_sampling_under_processor_is_always_valid():
                              temperature=2.0, pad_token_id=0, eos_token_id=2)
     seen = {tuple(vocab.decode_codes(g)) for g in out[:, 1:].tolist()}
     assert seen <= real and len(seen) > 5
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_logits_processor_on_cuda_matches_cpu():
+    sizes = [16, 16, 8]
+    sids = _random_sids(300, sizes, seed=8)
+    trie = SIDTrie.build(sids)
+    vocab = SIDVocab(sizes, base=3)
+    V = 3 + sum(sizes)
+    rng = np.random.default_rng(1)
+    gen = vocab.encode_batch(sids[rng.integers(0, len(sids), 64)])[:, :2]
+    ids = torch.tensor(np.concatenate([np.ones((64, 3), np.int64), gen], 1))
+    scores = torch.randn(64, V)
+    proc = TrieLogitsProcessor(trie, vocab, prompt_length=3, eos_token_id=2)
+    cpu = proc(ids, scores.clone())
+    gpu = proc(ids.cuda(), scores.cuda()).cpu()
+    assert torch.equal(torch.isfinite(cpu), torch.isfinite(gpu))
+    assert torch.isfinite(cpu).sum(1).min() >= 1

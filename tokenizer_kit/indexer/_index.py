@@ -44,9 +44,16 @@ _HISTORY_KEEP = 100
 
 @dataclass
 class IndexConfig:
-    """How codes become SIDs. ``policy``: suffix | reassign | none; ``nearest_k``: neighbours listed per cold-start item."""
+    """How codes become SIDs.
+
+    ``policy``: suffix | reassign | none. ``suffix_reserve``: smallest size of the suffix
+    level's vocabulary, so cold start rarely adds tokens to an LLM that already has them.
+    ``nearest_k`` / ``nearest_candidates``: neighbours listed per cold-start item, out of
+    at most that many items under its prefix.
+    """
 
     policy: str = "suffix"
+    suffix_reserve: int = 8
     nearest_k: int = 5
     nearest_candidates: int = 4096
 
@@ -54,6 +61,8 @@ class IndexConfig:
         errs = []
         if self.policy not in POLICIES:
             errs.append(f"policy must be one of {list(POLICIES)}, got {self.policy!r}")
+        if self.suffix_reserve < 1:
+            errs.append(f"suffix_reserve must be >= 1, got {self.suffix_reserve}")
         if self.nearest_k < 0:
             errs.append(f"nearest_k must be >= 0, got {self.nearest_k}")
         if self.nearest_candidates < 1:
@@ -191,7 +200,8 @@ class SIDIndex:
         suffix_size = 0
         if config.policy == "suffix":
             sids = suffix_sids(codes, rank=err, retired=[] if retired is None else retired)
-            suffix_size = int(max(sids[:, -1].max() if n else 0, retired[:, -1].max() if retired is not None and len(retired) else 0)) + 1
+            top = int(max(sids[:, -1].max() if n else 0, retired[:, -1].max() if retired is not None and len(retired) else 0)) + 1
+            suffix_size = max(top, config.suffix_reserve)
         elif config.policy == "reassign":
             sids, moved, extra = reassign_sids(codes, np.asarray(x), codebook_sizes, decode, retired=retired)
         else:
@@ -495,7 +505,11 @@ class SIDIndex:
                 out_sids[t_idx], collided[t_idx], moved[t_idx] = s_, c_, mv
             else:
                 out_sids[t_idx] = codes[t_idx]
-                collided[t_idx] = [self.trie.contains(c) for c in codes[t_idx].tolist()]
+                seen_new: set[tuple] = set()
+                for i in t_idx.tolist():
+                    t = tuple(codes[i].tolist())
+                    collided[i] = t in seen_new or self.trie.contains(t)
+                    seen_new.add(t)
         # the new index: replaced rows change in place, new rows are appended
         new_rows = t_idx[~known[t_idx]]
         sids = self.sids.copy()
