@@ -5,7 +5,8 @@ Directory layout (format version 1)::
     tokenizer.json          manifest: format/package version, method, config, input dim,
                             preprocessing, codebook sizes, per-file sha256, metrics, sections
     quantizer.safetensors   the quantizer's weights (codebooks, prices / network weights)
-    sids.parquet            item_id, code_0..code_{L-1}, sid ("<a_3><b_4><c_1>")
+    sids.parquet            item_id, code_0..code_{L-1}, sid ("<a_3><b_4><c_1>"); an index built
+                            with the ``suffix`` collision policy adds code_L (``<d_k>``)
     <name>.safetensors      attachments added by later stages (e.g. the indexer's trie)
 
 ``save_pretrained`` writes a staging directory and swaps it in (atomic); ``from_pretrained``
@@ -106,6 +107,8 @@ class SemanticTokenizer:
         self.normalize = bool(normalize)
         self.item_ids = item_ids
         self.codes = codes
+        # the indexer's disambiguation level (n,), or None: SIDs are then codes + [suffix]
+        self.sid_suffix: np.ndarray | None = None
         self.metrics = metrics or {}
         self.info = info or {}
         # later stages add manifest sections (JSON) and weight files (safetensors) here
@@ -226,8 +229,17 @@ class SemanticTokenizer:
         """Reconstructions (n, d) in the preprocessed space (normalised if ``normalize``)."""
         return self.quantizer.decode(np.asarray(codes, dtype=np.int64))
 
+    @property
+    def sids(self) -> np.ndarray | None:
+        """Full SIDs (n, L) or (n, L + 1) with the indexer's suffix level; None if no items."""
+        if self.codes is None:
+            return None
+        if self.sid_suffix is None:
+            return self.codes
+        return np.concatenate([self.codes, np.asarray(self.sid_suffix, np.int64)[:, None]], 1)
+
     def sid_strings(self, codes: np.ndarray | None = None) -> list[str]:
-        codes = self.codes if codes is None else codes
+        codes = self.sids if codes is None else codes
         if codes is None:
             return []
         return [sid_string(row) for row in np.asarray(codes).tolist()]
@@ -297,7 +309,7 @@ class SemanticTokenizer:
         for name, tensors in self.attachments.items():
             save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(directory / f"{name}.safetensors"))
         if self.item_ids is not None and self.codes is not None:
-            pq.write_table(sids_table(self.item_ids, self.codes, self.sid_strings()), directory / SIDS_NAME)
+            pq.write_table(sids_table(self.item_ids, self.sids, self.sid_strings()), directory / SIDS_NAME)
 
     def save_pretrained(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write the tokenizer directory atomically; an existing one is kept unless ``overwrite``."""
@@ -391,5 +403,7 @@ class SemanticTokenizer:
             ids = table.column("item_id").to_numpy(zero_copy_only=False)
             tok.item_ids = ids.astype(np.int64) if ids.dtype.kind in "iu" else ids.astype(str).astype(object)
             tok.codes = np.stack([table.column(f"code_{l}").to_numpy().astype(np.int64) for l in range(tok.levels)], 1)
+            if f"code_{tok.levels}" in table.column_names:
+                tok.sid_suffix = table.column(f"code_{tok.levels}").to_numpy().astype(np.int64)
         tok.path = path
         return tok

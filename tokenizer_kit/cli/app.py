@@ -22,6 +22,7 @@ _COMMAND_MODULES = [
     "_assign",
     "_report",
     "_embed_text",
+    "_index",
 ]
 
 

@@ -1,0 +1,158 @@
+"""``tokenizer-kit index`` / ``lookup`` / ``import-index``: SIDs, the trie, lookups, LC-Rec interop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ._common import OutputFormat, cli_command, emit_json, err_console, out_console, setup_logging
+
+__all__ = ["register"]
+
+
+def _kv_table(title: str, res: dict):
+    from rich.table import Table
+
+    t = Table(title=title)
+    t.add_column("field")
+    t.add_column("value", justify="right")
+    for k, v in res.items():
+        if isinstance(v, (dict, list)):
+            continue
+        t.add_row(k, f"{v:.6g}" if isinstance(v, float) else str(v))
+    return t
+
+
+def index(
+    tokenizer: Path = typer.Argument(..., help="Tokenizer directory from build-codebook."),
+    policy: str = typer.Option("suffix", "--policy", help="Collision policy: suffix (append a level), reassign (move to a free code), none (report only)."),
+    embeddings: Optional[Path] = typer.Option(None, "--embeddings", "-e", help="Embeddings of the indexed items: needed by reassign; ranks suffixes and pins embeddings for cold start."),
+    ids: Optional[Path] = typer.Option(None, "--ids", help="Item ids for a .npy input."),
+    id_column: str = typer.Option("item_id", "--id-column"),
+    vector_column: Optional[str] = typer.Option(None, "--vector-column"),
+    export_lcrec: Optional[Path] = typer.Option(None, "--export-lcrec", help="Also write an LC-Rec style *.index.json (item -> ['<a_1>', ...])."),
+    vocab_out: Optional[Path] = typer.Option(None, "--vocab-out", help="Also write the SID vocabulary JSON (tokens for add_tokens, per-level offsets)."),
+    vocab_base: int = typer.Option(0, "--vocab-base", min=0, help="First token id of the SID vocabulary (e.g. the LLM's vocab size)."),
+    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+):
+    """(Re)build the SIDs (one item per SID) and the trie of a tokenizer directory."""
+    setup_logging(verbose)
+    from .. import SemanticTokenizer
+    from ..indexer import IndexConfig, SIDIndex
+    from ..io import load_embeddings
+
+    config = IndexConfig(policy=policy).validate()
+    tok = SemanticTokenizer.from_pretrained(tokenizer)
+    x = xid = None
+    if embeddings is not None:
+        emb = load_embeddings(embeddings, ids_path=ids, id_column=id_column, vector_column=vector_column)
+        x, xid = emb.vectors, emb.ids
+    with err_console.status(f"indexing {len(tok)} items ({policy})"):
+        idx = SIDIndex.for_tokenizer(tok, config=config, x=x, ids=xid)
+        idx.save(tok, tokenizer)
+    if export_lcrec is not None:
+        idx.export_lcrec(export_lcrec)
+    if vocab_out is not None:
+        idx.vocab(base=vocab_base).save(vocab_out)
+    res = {"tokenizer": str(tokenizer), "version": idx.version, "sid_length": idx.sid_length,
+           "level_sizes": idx.level_sizes, **idx.stats}
+    if export_lcrec is not None:
+        res["lcrec_index"] = str(export_lcrec)
+    if vocab_out is not None:
+        res["vocab"] = str(vocab_out)
+    if fmt == OutputFormat.json:
+        emit_json(res)
+    else:
+        out_console.print(_kv_table(f"indexed {tokenizer} (policy {idx.policy}, version {idx.version})", res))
+
+
+def _load_index(path: Path):
+    """A tokenizer directory's index, or an imported LC-Rec *.index.json."""
+    from .. import SemanticTokenizer
+    from ..errors import TokenizerKitError
+    from ..indexer import SIDIndex
+
+    if path.is_file() and path.suffix == ".json":
+        return SIDIndex.from_lcrec(path)
+    tok = SemanticTokenizer.from_pretrained(path)
+    idx = SIDIndex.from_tokenizer(tok)
+    if idx is None:
+        raise TokenizerKitError(f"{path} has no SID index; run `tokenizer-kit index {path}` first")
+    return idx
+
+
+def lookup(
+    source: Path = typer.Argument(..., help="Tokenizer directory (indexed) or an LC-Rec *.index.json."),
+    item: Optional[str] = typer.Option(None, "--item", help="Item id -> its SID."),
+    sid: Optional[str] = typer.Option(None, "--sid", help='Full SID -> its item, e.g. "<a_1><b_2><c_3>".'),
+    prefix: Optional[str] = typer.Option(None, "--prefix", help='SID prefix -> allowed next tokens and item count, e.g. "<a_1>" ("" for the root).'),
+    limit: int = typer.Option(20, "--limit", min=0, help="Items listed under a prefix."),
+    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+):
+    """Look up item -> SID, SID -> item, or prefix -> allowed next tokens and item count."""
+    setup_logging(verbose)
+    from .._tokenizer import parse_sid_string, sid_string
+    from ..errors import InputError
+
+    if item is None and sid is None and prefix is None:
+        raise InputError("nothing to look up; pass --item ID, --sid '<a_1><b_2><c_3>' or --prefix '<a_1>'")
+    idx = _load_index(source)
+    res: dict = {}
+    if item is not None:
+        codes = idx.sid_of(item)
+        res["item"] = {"item_id": item, "sid": sid_string(codes), "codes": codes}
+    if sid is not None:
+        codes = parse_sid_string(sid)
+        if len(codes) != idx.sid_length:
+            raise InputError(f"SID {sid!r} has {len(codes)} tokens; SIDs in this index have {idx.sid_length} (use --prefix for a prefix)")
+        found = idx.item_of(codes)
+        res["sid"] = {"sid": sid, "valid": found is not None, "item_id": None if found is None else (found.item() if hasattr(found, "item") else found)}
+    if prefix is not None:
+        items = idx.items_under(prefix)
+        res["prefix"] = {
+            "prefix": prefix,
+            "count": idx.count_under(prefix),
+            "allowed_next": idx.allowed_next(prefix),
+            "items": [v.item() if hasattr(v, "item") else v for v in items[:limit]],
+        }
+    if fmt == OutputFormat.json:
+        emit_json(res)
+        return
+    if "item" in res:
+        out_console.print(f"item {item} -> {res['item']['sid']}", highlight=False)
+    if "sid" in res:
+        r = res["sid"]
+        out_console.print(f"{sid} -> " + (f"item {r['item_id']}" if r["valid"] else "no item (not a valid SID)"), highlight=False)
+    if "prefix" in res:
+        r = res["prefix"]
+        nxt = r["allowed_next"]
+        shown = " ".join(nxt[:32]) + (f" ... ({len(nxt)} in all)" if len(nxt) > 32 else "")
+        out_console.print(f"prefix {prefix!r}: {r['count']} items; next tokens: {shown or '(none: full SID or unknown prefix)'}", highlight=False)
+        if r["items"]:
+            out_console.print("items: " + ", ".join(map(str, r["items"])), highlight=False)
+
+
+def import_index(
+    path: Path = typer.Argument(..., help="An LC-Rec / LETTER / MiniOneRec style *.index.json (item -> ['<a_1>', ...])."),
+    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+):
+    """Build a trie over another tool's SIDs and report collisions and trie size (look up with `lookup FILE`)."""
+    setup_logging(verbose)
+    from ..indexer import SIDIndex
+
+    idx = SIDIndex.from_lcrec(path)
+    if fmt == OutputFormat.json:
+        emit_json(idx.stats)
+    else:
+        out_console.print(_kv_table(f"imported {path}", idx.stats))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("index")(cli_command(index))
+    app.command("lookup")(cli_command(lookup))
+    app.command("import-index")(cli_command(import_index))

@@ -1,0 +1,637 @@
+"""``SIDIndex``: one SID per item and one item per SID, its trie, and cold-start updates.
+
+Stored inside the tokenizer directory (``SemanticTokenizer`` extension points):
+
+* ``sids.parquet``          item_id, code_0..code_{S-1} (the SIDs, suffix level included), sid
+* ``trie.safetensors``      the ``SIDTrie`` arrays
+* ``index.safetensors``     raw_codes (n, L) quantizer codes before collision resolution,
+                            moved (n,) uint8, emb_hash (n,) uint64 (0 = unknown),
+                            retired (r, S) SIDs that were taken back and are never reissued
+* manifest ``sections.index``: policy, version (bumped by every update), level sizes,
+                            build statistics and an update history
+
+Cold start (``assign``) encodes new items with the frozen quantizer, resolves them against
+the existing SIDs without changing any, and returns a new ``SIDIndex`` (version + 1); the
+caller saves it with ``save``, which rewrites the directory atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .._tokenizer import level_token, parse_sid_string, sid_string
+from ..errors import ArtifactError, InputError, TokenizerKitError
+from ._policies import POLICIES, OccupiedSet, place_new, reassign_sids, sid_keys, suffix_sids
+from ._trie import SIDTrie
+from ._vocab import SIDVocab
+
+__all__ = ["IndexConfig", "SIDIndex", "embedding_hash", "read_lcrec_index", "INDEX_FORMAT"]
+
+logger = logging.getLogger(__name__)
+
+INDEX_FORMAT = 1
+_HISTORY_KEEP = 100
+
+
+@dataclass
+class IndexConfig:
+    """How codes become SIDs.
+
+    ``policy``: suffix | reassign | none. ``suffix_reserve``: smallest size of the suffix
+    level's vocabulary, so cold start rarely adds tokens to an LLM that already has them.
+    ``nearest_k`` / ``nearest_candidates``: neighbours listed per cold-start item, out of
+    at most that many items under its prefix.
+    """
+
+    policy: str = "suffix"
+    suffix_reserve: int = 8
+    nearest_k: int = 5
+    nearest_candidates: int = 4096
+
+    def errors(self) -> list[str]:
+        errs = []
+        if self.policy not in POLICIES:
+            errs.append(f"policy must be one of {list(POLICIES)}, got {self.policy!r}")
+        if self.suffix_reserve < 1:
+            errs.append(f"suffix_reserve must be >= 1, got {self.suffix_reserve}")
+        if self.nearest_k < 0:
+            errs.append(f"nearest_k must be >= 0, got {self.nearest_k}")
+        if self.nearest_candidates < 1:
+            errs.append(f"nearest_candidates must be >= 1, got {self.nearest_candidates}")
+        return errs
+
+    def validate(self) -> "IndexConfig":
+        errs = self.errors()
+        if errs:
+            raise InputError("index config: " + "; ".join(errs))
+        return self
+
+
+def embedding_hash(x: np.ndarray) -> np.ndarray:
+    """A 64-bit fingerprint per row of ``x`` (n, d), rounded to 4 decimals (0 is reserved for 'unknown')."""
+    xr = np.ascontiguousarray(np.round(np.asarray(x, np.float32), 4) + np.float32(0.0))  # +0 folds -0.0 into 0.0
+    out = np.empty(len(xr), np.uint64)
+    for i in range(len(xr)):
+        out[i] = int.from_bytes(hashlib.blake2b(xr[i].tobytes(), digest_size=8).digest(), "little") or 1
+    return out
+
+
+def _as_ids(ids) -> np.ndarray:
+    ids = np.asarray(ids)
+    if ids.dtype.kind in "iu":
+        return ids.astype(np.int64)
+    return np.asarray([str(i) for i in ids.tolist()], dtype=object)
+
+
+def _merge_ids(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if a.dtype.kind in "iu" and b.dtype.kind in "iu":
+        return np.concatenate([a, b]).astype(np.int64)
+    return np.asarray([str(i) for i in a.tolist()] + [str(i) for i in b.tolist()], dtype=object)
+
+
+def read_lcrec_index(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """LC-Rec / LETTER / MiniOneRec ``*.index.json`` -> (item ids (n,), SIDs (n, S))."""
+    from ..evaluation import read_index_json
+
+    return read_index_json(path)
+
+
+@dataclass
+class SIDIndex:
+    """Item ids (n,), their SIDs (n, S) and the trie; see the module docstring for the files."""
+
+    item_ids: np.ndarray
+    sids: np.ndarray
+    raw_codes: np.ndarray
+    codebook_sizes: list[int]
+    policy: str = "suffix"
+    version: int = 1
+    suffix_size: int = 0
+    moved: np.ndarray | None = None
+    emb_hash: np.ndarray | None = None
+    retired: np.ndarray | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    _trie: SIDTrie | None = field(default=None, repr=False)
+    _rows: dict[str, int] | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        n = len(self.item_ids)
+        self.item_ids = _as_ids(self.item_ids)
+        self.sids = np.asarray(self.sids, np.int64).reshape(n, -1)
+        self.raw_codes = np.asarray(self.raw_codes, np.int64).reshape(n, -1)
+        self.codebook_sizes = [int(k) for k in self.codebook_sizes]
+        self.moved = np.zeros(n, bool) if self.moved is None else np.asarray(self.moved, bool)
+        self.emb_hash = np.zeros(n, np.uint64) if self.emb_hash is None else np.asarray(self.emb_hash, np.uint64)
+        self.retired = np.zeros((0, self.sid_length), np.int64) if self.retired is None else np.asarray(self.retired, np.int64).reshape(-1, self.sid_length)
+
+    # ---- shape ------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def levels(self) -> int:
+        return len(self.codebook_sizes)
+
+    @property
+    def sid_length(self) -> int:
+        return self.levels + (1 if self.policy == "suffix" else 0)
+
+    @property
+    def level_sizes(self) -> list[int]:
+        """Tokens per SID level (the suffix level last, under ``suffix``)."""
+        return self.codebook_sizes + ([max(1, self.suffix_size)] if self.policy == "suffix" else [])
+
+    @property
+    def trie(self) -> SIDTrie:
+        if self._trie is None:
+            self._trie = SIDTrie.build(self.sids)
+        return self._trie
+
+    def vocab(self, *, base: int = 0) -> SIDVocab:
+        return SIDVocab(self.level_sizes, base=base)
+
+    # ---- building -----------------------------------------------------------------------------
+    @classmethod
+    def build(
+        cls,
+        item_ids: Sequence | np.ndarray,
+        codes: np.ndarray,
+        *,
+        codebook_sizes: Sequence[int],
+        config: IndexConfig | None = None,
+        x: np.ndarray | None = None,
+        decode=None,
+        retired: np.ndarray | None = None,
+        version: int = 1,
+    ) -> "SIDIndex":
+        """SIDs for ``codes`` (n, L) under ``config.policy``.
+
+        ``x`` (n, d) preprocessed vectors and ``decode(codes) -> (m, d)`` are needed by
+        ``reassign`` and used by ``suffix`` to number each group best-quantised first.
+        """
+        config = (config or IndexConfig()).validate()
+        codes = np.asarray(codes, np.int64)
+        n = len(codes)
+        item_ids = _as_ids(item_ids)
+        if len(item_ids) != n:
+            raise InputError(f"{len(item_ids)} item ids for {n} code rows")
+        if config.policy == "reassign" and (x is None or decode is None):
+            raise InputError("the reassign policy needs the items' embeddings (pass --embeddings) to rank free codes")
+        if x is not None and len(x) != n:
+            raise InputError(f"{len(x)} vectors for {n} indexed items; pass the embeddings the tokenizer was built on")
+        from ..evaluation import collision_stats
+
+        t0 = time.perf_counter()
+        err = None
+        if x is not None and decode is not None:
+            err = ((np.asarray(x, np.float64) - decode(codes)) ** 2).sum(1)
+        moved = np.zeros(n, bool)
+        extra = np.zeros(n)
+        suffix_size = 0
+        if config.policy == "suffix":
+            sids = suffix_sids(codes, rank=err, retired=[] if retired is None else retired)
+            top = int(max(sids[:, -1].max() if n else 0, retired[:, -1].max() if retired is not None and len(retired) else 0)) + 1
+            suffix_size = max(top, config.suffix_reserve)
+        elif config.policy == "reassign":
+            sids, moved, extra = reassign_sids(codes, np.asarray(x), codebook_sizes, decode, retired=retired)
+        else:
+            sids = codes.copy()
+        resolve_s = time.perf_counter() - t0
+        before = collision_stats(codes)
+        after = collision_stats(sids)
+        stats: dict[str, Any] = {
+            "policy": config.policy,
+            "n_items": int(n),
+            "collision_rate_codes": before["collision_rate"],
+            "colliding_items_codes": before["colliding_items"],
+            "largest_bucket_codes": before["largest_bucket"],
+            "collision_rate_sids": after["collision_rate"],
+            "duplicate_sids": int(n - after["unique_sids"]),
+            "max_suffix": int(sids[:, -1].max()) + 1 if config.policy == "suffix" and n else 0,
+            "moved_items": int(moved.sum()),
+            "moved_rate": float(moved.mean()) if n else 0.0,
+            "moved_other_prefix": int(((sids[:, :-1] != codes[:, :-1]).any(1)).sum()) if config.policy == "reassign" else 0,
+            "resolve_seconds": resolve_s,
+        }
+        if err is not None:
+            sse0 = float(err.sum())
+            sse1 = sse0 + float(extra.sum())
+            d = np.asarray(x).shape[1]
+            stats.update(
+                reconstruction_mse_codes=sse0 / (n * d),
+                reconstruction_mse_sids=sse1 / (n * d),
+                reconstruction_cost_relative=(sse1 / sse0 - 1.0) if sse0 > 0 else 0.0,
+                extra_sq_error_per_moved_item=float(extra[moved].mean()) if moved.any() else 0.0,
+            )
+        idx = cls(
+            item_ids=item_ids,
+            sids=sids,
+            raw_codes=codes,
+            codebook_sizes=list(codebook_sizes),
+            policy=config.policy,
+            version=version,
+            suffix_size=suffix_size,
+            moved=moved,
+            retired=retired,
+            stats=stats,
+        )
+        t1 = time.perf_counter()
+        trie = idx.trie
+        stats["trie_build_seconds"] = time.perf_counter() - t1
+        stats["trie_nodes"] = trie.n_nodes
+        stats["trie_bytes"] = trie.nbytes
+        return idx
+
+    @classmethod
+    def for_tokenizer(cls, tok, *, config: IndexConfig | None = None, x: np.ndarray | None = None, ids=None) -> "SIDIndex":
+        """(Re)build the index of a tokenizer's items from their quantizer codes.
+
+        ``x`` (n, d) raw embeddings of the indexed items (any order when ``ids`` are given).
+        """
+        if tok.codes is None or tok.item_ids is None:
+            raise TokenizerKitError("this tokenizer holds no items; build it with build-codebook or assign items first")
+        old = cls.from_tokenizer(tok)
+        codes = old.raw_codes if old is not None else tok.codes
+        config = (config or IndexConfig()).validate()
+        new_len = tok.levels + (1 if config.policy == "suffix" else 0)
+        retired = None
+        if old is not None and len(old.retired):
+            if old.retired.shape[1] == new_len:
+                retired = old.retired
+            else:
+                logger.warning("dropping %d retired SIDs of length %d: the %s policy makes SIDs of length %d",
+                               len(old.retired), old.retired.shape[1], config.policy, new_len)
+        xp = None
+        hashes = None
+        if x is not None:
+            x = np.asarray(x)
+            if ids is not None:
+                pos = {str(i): r for r, i in enumerate(_as_ids(ids).tolist())}
+                missing = [i for i in tok.item_ids.tolist() if str(i) not in pos]
+                if missing:
+                    raise InputError(f"the embeddings lack {len(missing)} indexed items (first {missing[0]!r}); pass the embeddings the tokenizer was built on")
+                x = x[[pos[str(i)] for i in tok.item_ids.tolist()]]
+            hashes = embedding_hash(x)
+            xp = tok.preprocess(x, what="index embeddings")
+        idx = cls.build(
+            tok.item_ids,
+            codes,
+            codebook_sizes=tok.codebook_sizes,
+            config=config,
+            x=xp,
+            decode=tok.decode,
+            retired=retired,
+            version=(old.version + 1) if old is not None else 1,
+        )
+        if hashes is not None:
+            idx.emb_hash = hashes
+        elif old is not None:
+            idx.emb_hash = old.emb_hash.copy()
+        if old is not None:
+            idx.history = list(old.history)
+            changed = int((old.sids != idx.sids).any(1).sum()) if old.sids.shape == idx.sids.shape else len(idx)
+            idx.stats["changed_sids_vs_previous"] = changed
+        idx.history = (idx.history + [{"version": idx.version, "event": "index", "policy": idx.policy, "at": _now(), "items": len(idx)}])[-_HISTORY_KEEP:]
+        return idx
+
+    # ---- persistence ----------------------------------------------------------------------------
+    @classmethod
+    def from_tokenizer(cls, tok) -> "SIDIndex | None":
+        """The index stored in a loaded tokenizer, or None if it was never indexed."""
+        sec = tok.sections.get("index")
+        if not sec:
+            return None
+        if int(sec.get("format", 1)) > INDEX_FORMAT:
+            raise ArtifactError(f"the index was written in format {sec.get('format')}, newer than this tokenizer-kit reads ({INDEX_FORMAT}); upgrade")
+        arr = tok.attachments.get("index")
+        tarr = tok.attachments.get("trie")
+        if arr is None or tarr is None:
+            raise ArtifactError("the manifest has an index section but index.safetensors or trie.safetensors is missing; rerun `tokenizer-kit index`")
+        sids = tok.sids
+        idx = cls(
+            item_ids=tok.item_ids,
+            sids=sids,
+            raw_codes=arr["raw_codes"],
+            codebook_sizes=tok.codebook_sizes,
+            policy=sec["policy"],
+            version=int(sec["version"]),
+            suffix_size=int(sec.get("suffix_size", 0)),
+            moved=arr["moved"].astype(bool),
+            emb_hash=arr["emb_hash"],
+            retired=arr["retired"],
+            stats=dict(sec.get("stats", {})),
+            history=list(sec.get("history", [])),
+        )
+        if idx.sids.shape[1] != idx.sid_length:
+            raise ArtifactError(f"sids.parquet has SIDs of length {idx.sids.shape[1]} but the {idx.policy} index expects {idx.sid_length}; rerun `tokenizer-kit index`")
+        trie = SIDTrie.from_arrays(tarr)
+        if trie.n_items != len(idx) or trie.sid_length != idx.sid_length:
+            raise ArtifactError(f"trie.safetensors holds {trie.n_items} items of length {trie.sid_length}, sids.parquet {len(idx)}; rerun `tokenizer-kit index`")
+        idx._trie = trie
+        return idx
+
+    def section(self) -> dict[str, Any]:
+        return {
+            "format": INDEX_FORMAT,
+            "policy": self.policy,
+            "version": self.version,
+            "sid_length": self.sid_length,
+            "codebook_sizes": self.codebook_sizes,
+            "level_sizes": self.level_sizes,
+            "suffix_size": self.suffix_size,
+            "n_items": len(self),
+            "n_retired": int(len(self.retired)),
+            "updated_at": _now(),
+            "stats": self.stats,
+            "history": self.history[-_HISTORY_KEEP:],
+        }
+
+    def attach(self, tok) -> None:
+        """Put this index into ``tok`` (items, SIDs, manifest section, trie and index arrays)."""
+        L = tok.levels
+        if self.levels != L:
+            raise InputError(f"index has {self.levels} code levels, the tokenizer {L}")
+        tok.item_ids = self.item_ids
+        tok.codes = self.sids[:, :L].copy()
+        tok.sid_suffix = self.sids[:, L].copy() if self.sid_length > L else None
+        tok._id_index = None
+        tok.sections["index"] = self.section()
+        tok.attachments["trie"] = self.trie.state_arrays()
+        tok.attachments["index"] = {
+            "raw_codes": self.raw_codes.astype(np.int32),
+            "moved": self.moved.astype(np.uint8),
+            "emb_hash": self.emb_hash.astype(np.uint64),
+            "retired": self.retired.astype(np.int64).reshape(-1, self.sid_length),
+        }
+
+    def save(self, tok, path: str | os.PathLike | None = None) -> Path:
+        """Attach to ``tok`` and rewrite its directory atomically (the old one stays whole on failure)."""
+        path = Path(path) if path is not None else tok.path
+        if path is None:
+            raise InputError("no tokenizer directory to save the index into; pass a path")
+        self.attach(tok)
+        return tok.save_pretrained(path, overwrite=True)
+
+    # ---- lookups ----------------------------------------------------------------------------------
+    def row_of(self, item_id) -> int:
+        if self._rows is None:
+            self._rows = {str(i): r for r, i in enumerate(self.item_ids.tolist())}
+        return self._rows.get(str(item_id), -1)
+
+    def sid_of(self, item_id) -> list[int]:
+        r = self.row_of(item_id)
+        if r < 0:
+            raise InputError(f"item {item_id!r} is not in the index; assign it with `tokenizer-kit assign NEW --tokenizer DIR --update`")
+        return self.sids[r].tolist()
+
+    def item_of(self, sid: str | Sequence[int]):
+        """Item id of a full SID (string or codes), or None."""
+        codes = parse_sid_string(sid) if isinstance(sid, str) else list(sid)
+        r = self.trie.item_of(codes)
+        return None if r < 0 else self.item_ids[r]
+
+    def allowed_next(self, prefix: str | Sequence[int]) -> list[str]:
+        """Tokens that may follow ``prefix`` (a SID prefix string or codes)."""
+        codes = _prefix_codes(prefix)
+        return [level_token(len(codes), int(c)) for c in self.trie.allowed_next(codes)]
+
+    def count_under(self, prefix: str | Sequence[int]) -> int:
+        return self.trie.count_under(_prefix_codes(prefix))
+
+    def items_under(self, prefix: str | Sequence[int]) -> np.ndarray:
+        return self.item_ids[self.trie.items_under(_prefix_codes(prefix))]
+
+    def sid_strings(self) -> list[str]:
+        return [sid_string(r) for r in self.sids.tolist()]
+
+    def check(self) -> None:
+        """Raise if the index breaks its invariants (duplicate SIDs under a resolving policy, trie != SIDs)."""
+        trie = SIDTrie.build(self.sids)
+        if self.policy != "none" and trie.n_leaves != len(self):
+            raise ArtifactError(f"index holds {len(self) - trie.n_leaves} duplicate SIDs under policy {self.policy}")
+        if not np.array_equal(self.trie.leaf_sids(), np.unique(self.sids, axis=0).reshape(-1, self.sid_length)):
+            raise ArtifactError("the trie does not hold exactly the index's SIDs; rerun `tokenizer-kit index`")
+        if len(self.retired) and self.policy != "none":
+            live = set(sid_keys(self.sids, self._key_sizes()).tolist())
+            if live & set(sid_keys(self.retired, self._key_sizes()).tolist()):
+                raise ArtifactError("a retired SID was given to a live item")
+
+    def _key_sizes(self) -> list[int]:
+        sizes = list(self.codebook_sizes)
+        if self.policy == "suffix":
+            top = int(self.sids[:, -1].max()) + 1 if len(self) else 1
+            if len(self.retired):
+                top = max(top, int(self.retired[:, -1].max()) + 1)
+            sizes.append(max(top, self.suffix_size, 1))
+        return sizes
+
+    # ---- cold start ----------------------------------------------------------------------------------
+    def assign(self, tok, ids, x: np.ndarray, *, replace: bool = False, config: IndexConfig | None = None,
+               batch_size: int | None = None) -> tuple["SIDIndex", list[dict[str, Any]], dict[str, Any]]:
+        """Index new items without changing any existing SID.
+
+        ``ids`` (m,) and raw embeddings ``x`` (m, d). Items already indexed with the same
+        embedding keep their SID (idempotent); a known id with a different embedding raises
+        unless ``replace`` (its old SID is retired, never reissued). Returns the new index
+        (version + 1 if anything changed), one lookup row per input item, and a summary.
+        """
+        config = (config or IndexConfig(policy=self.policy)).validate()
+        ids = _as_ids(ids)
+        x = np.asarray(x)
+        m = len(ids)
+        if x.ndim != 2 or x.shape[0] != m:
+            raise InputError(f"{m} item ids but embeddings of shape {x.shape}")
+        seen: set[str] = set()
+        for i in ids.tolist():
+            if str(i) in seen:
+                raise InputError(f"item {i!r} appears twice in the new items; give each item one row")
+            seen.add(str(i))
+        hashes = embedding_hash(x)
+        rows = np.asarray([self.row_of(i) for i in ids.tolist()], np.int64)
+        known = rows >= 0
+        differs = known & (self.emb_hash[np.maximum(rows, 0)] != 0) & (self.emb_hash[np.maximum(rows, 0)] != hashes)
+        if differs.any() and not replace:
+            first = ids[np.flatnonzero(differs)[0]]
+            raise InputError(
+                f"{int(differs.sum())} known items come with a different embedding (first {first!r}); "
+                "pass --replace to retire their SIDs and give them new ones, or drop them"
+            )
+        todo = (~known) | differs  # rows to place
+        L = self.levels
+        xp = tok.preprocess(x, what="new items") if todo.any() else None
+        codes = np.zeros((m, L), np.int64)
+        if todo.any():
+            codes[todo] = np.asarray(tok.quantizer.encode(xp[todo], batch_size=batch_size), np.int64)
+        retired = self.retired
+        rep_rows = rows[differs]
+        if len(rep_rows):
+            retired = np.concatenate([retired, self.sids[rep_rows]])
+        S = self.sid_length
+        out_sids = np.zeros((m, S), np.int64)
+        collided = np.zeros(m, bool)
+        moved = np.zeros(m, bool)
+        out_sids[known & ~differs] = self.sids[rows[known & ~differs]]
+        t_idx = np.flatnonzero(todo)
+        suffix_size = self.suffix_size
+        if len(t_idx):
+            if self.policy == "suffix":
+                retired_top: dict[tuple, int] = {}
+                for r in retired.tolist():
+                    retired_top[tuple(r[:L])] = max(retired_top.get(tuple(r[:L]), -1), r[L])
+                taken: dict[tuple, int] = {}  # largest suffix ever issued per code group (live or retired)
+                for i in t_idx.tolist():
+                    t = tuple(codes[i].tolist())
+                    if t not in taken:
+                        kids = self.trie.allowed_next(list(t))
+                        taken[t] = max(int(kids.max()) if len(kids) else -1, retired_top.get(t, -1))
+                    collided[i] = taken[t] >= 0
+                    taken[t] += 1
+                    out_sids[i] = list(t) + [taken[t]]
+                suffix_size = max(suffix_size, int(out_sids[t_idx, -1].max()) + 1)
+            elif self.policy == "reassign":
+                sizes = self.codebook_sizes
+                blocked = OccupiedSet(np.concatenate([sid_keys(self.sids, sizes), sid_keys(retired, sizes)]))
+                s_, c_, mv = place_new(codes[t_idx], xp[t_idx], sizes, tok.decode, blocked)
+                out_sids[t_idx], collided[t_idx], moved[t_idx] = s_, c_, mv
+            else:
+                out_sids[t_idx] = codes[t_idx]
+                seen_new: set[tuple] = set()
+                for i in t_idx.tolist():
+                    t = tuple(codes[i].tolist())
+                    collided[i] = t in seen_new or self.trie.contains(t)
+                    seen_new.add(t)
+        # the new index: replaced rows change in place, new rows are appended
+        new_rows = t_idx[~known[t_idx]]
+        sids = self.sids.copy()
+        raw = self.raw_codes.copy()
+        mv_all = self.moved.copy()
+        eh = self.emb_hash.copy()
+        fill = known & (self.emb_hash[np.maximum(rows, 0)] == 0)
+        eh[rows[fill]] = hashes[fill]  # first sighting pins the embedding of items indexed without one
+        if len(rep_rows):
+            sel = np.flatnonzero(differs)
+            sids[rep_rows] = out_sids[sel]
+            raw[rep_rows] = codes[sel]
+            mv_all[rep_rows] = moved[sel]
+            eh[rep_rows] = hashes[sel]
+        changed = bool(len(t_idx)) or bool(fill.any())
+        new = SIDIndex(
+            item_ids=_merge_ids(self.item_ids, ids[new_rows]),
+            sids=np.concatenate([sids, out_sids[new_rows]]),
+            raw_codes=np.concatenate([raw, codes[new_rows]]),
+            codebook_sizes=self.codebook_sizes,
+            policy=self.policy,
+            version=self.version + (1 if changed else 0),
+            suffix_size=suffix_size,
+            moved=np.concatenate([mv_all, moved[new_rows]]),
+            emb_hash=np.concatenate([eh, hashes[new_rows]]),
+            retired=retired,
+            stats=dict(self.stats),
+            history=list(self.history),
+        )
+        status = np.where(~known, "new", np.where(differs, "replaced", "known"))
+        nearest = self._nearest(tok, xp, out_sids, todo, config, exclude=rows)
+        table = [
+            {
+                "item_id": ids[i].item() if hasattr(ids[i], "item") else ids[i],
+                "sid": sid_string(out_sids[i].tolist()),
+                "codes": out_sids[i].tolist(),
+                "status": str(status[i]),
+                "collided": bool(collided[i]),
+                "moved": bool(moved[i]),
+                "nearest": nearest[i],
+            }
+            for i in range(m)
+        ]
+        summary = {
+            "policy": self.policy,
+            "items": int(m),
+            "new": int((~known).sum()),
+            "known": int((known & ~differs).sum()),
+            "replaced": int(differs.sum()),
+            "collided": int(collided.sum()),
+            "moved": int(moved.sum()),
+            "retired_total": int(len(retired)),
+            "version_before": self.version,
+            "version_after": new.version,
+            "index_items": len(new),
+            "suffix_vocab_grew": bool(self.policy == "suffix" and suffix_size > self.suffix_size),
+        }
+        if changed:
+            new.history = (new.history + [{"version": new.version, "event": "assign", "at": _now(), "new": summary["new"],
+                                           "replaced": summary["replaced"]}])[-_HISTORY_KEEP:]
+        return new, table, summary
+
+    def _nearest(self, tok, xp, out_sids, todo, config: IndexConfig, exclude: np.ndarray) -> list[list]:
+        """Up to k indexed items under each placed item's prefix (first L-1 levels), nearest first."""
+        res: list[list] = [[] for _ in range(len(out_sids))]
+        if config.nearest_k == 0 or not len(self):
+            return res
+        L = self.levels
+        for i in np.flatnonzero(todo).tolist():
+            prefix = out_sids[i, : max(L - 1, 0)].tolist()
+            cand = self.trie.items_under(prefix)[: config.nearest_candidates]
+            cand = cand[cand != exclude[i]]  # a replaced item is not its own neighbour
+            if not len(cand):
+                continue
+            d = ((tok.decode(self.raw_codes[cand]) - xp[i][None, :]) ** 2).sum(1)
+            top = cand[np.argsort(d, kind="stable")[: config.nearest_k]]
+            res[i] = [v.item() if hasattr(v, "item") else v for v in self.item_ids[top]]
+        return res
+
+    # ---- interop --------------------------------------------------------------------------------------
+    def to_lcrec(self) -> dict[str, list[str]]:
+        """LC-Rec ``*.index.json`` content: item id -> ["<a_1>", "<b_2>", ...]."""
+        return {str(i): [level_token(l, c) for l, c in enumerate(row)] for i, row in zip(self.item_ids.tolist(), self.sids.tolist())}
+
+    def export_lcrec(self, path: str | os.PathLike) -> Path:
+        from ..io import atomic_write_bytes
+
+        atomic_write_bytes(path, json.dumps(self.to_lcrec()).encode())
+        return Path(path)
+
+    @classmethod
+    def from_lcrec(cls, path: str | os.PathLike) -> "SIDIndex":
+        """An index over another tool's SIDs (policy ``none``: reported as they are, nothing resolved)."""
+        from ..evaluation import collision_stats
+
+        ids, sids = read_lcrec_index(path)
+        sizes = (sids.max(0) + 1).tolist()
+        idx = cls(item_ids=ids, sids=sids, raw_codes=sids, codebook_sizes=sizes, policy="none")
+        t0 = time.perf_counter()
+        trie = idx.trie
+        st = collision_stats(sids)
+        idx.stats = {
+            "policy": "imported",
+            "source": str(path),
+            "n_items": len(idx),
+            "sid_length": int(sids.shape[1]),
+            "level_sizes": sizes,
+            "collision_rate_sids": st["collision_rate"],
+            "duplicate_sids": int(len(idx) - st["unique_sids"]),
+            "largest_bucket": st["largest_bucket"],
+            "trie_nodes": trie.n_nodes,
+            "trie_bytes": trie.nbytes,
+            "trie_build_seconds": time.perf_counter() - t0,
+        }
+        return idx
+
+
+def _prefix_codes(prefix: str | Sequence[int]) -> list[int]:
+    if isinstance(prefix, str):
+        return [] if prefix.strip() == "" else parse_sid_string(prefix)
+    return [int(c) for c in prefix]
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
