@@ -182,9 +182,22 @@ def test_config_reports_every_error():
         RQVAEConfig.from_dict({"epochs": 3})
 
 
-def test_too_few_items():
+def test_too_few_items_and_unfitted():
     with pytest.raises(TokenizerKitError, match="too few items"):
         RQVAE(codebook_sizes=[64]).fit(np.zeros((10, 4), np.float32))
+    with pytest.raises(TokenizerKitError, match="not fitted"):
+        RQVAE(codebook_sizes=[4]).encode(np.zeros((10, 4), np.float32))
+
+
+def test_fit_reads_memmap_and_rejects_wrong_dim(tmp_path, fitted, data):
+    q, _ = fitted
+    np.save(tmp_path / "x.npy", data[:600])
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    np.testing.assert_array_equal(q.encode(mm), q.encode(data[:600]))
+    with pytest.raises(TokenizerKitError, match="dimension 8"):
+        q.encode(np.zeros((3, 8), np.float32))
+    small = RQVAE(codebook_sizes=[8, 8], **{**FAST, "max_epochs": 2}).fit(mm)
+    assert small.fit_codes_.shape == (600, 2)
 
 
 def test_cli_build_rq_vae(tmp_path, data):
@@ -206,6 +219,17 @@ def test_cli_build_rq_vae(tmp_path, data):
     rep = json.loads(res.stdout)["tokenizers"][0]
     assert rep["method"] == "rq-vae" and rep["n_items"] == 1000
     assert (tmp_path / "ck" / "optimizer.pt").exists()
+    # --resume from the finished checkpoint: no epochs left, the same weights come back
+    out2 = tmp_path / "tok_resumed"
+    res = runner.invoke(
+        app,
+        ["build-codebook", str(tmp_path / "x.npy"), "--out", str(out2), "--method", "rq-vae", "--levels", "2",
+         "--codebook-size", "16", "--config", str(cfg), "--resume", str(tmp_path / "ck"), "--format", "json"],
+    )
+    assert res.exit_code == 0, res.output
+    a, b = SemanticTokenizer.from_pretrained(out), SemanticTokenizer.from_pretrained(out2)
+    np.testing.assert_array_equal(a.codes, b.codes)
+    assert json.loads((out2 / "tokenizer.json").read_text())["training"]["resumed_from"] == str(tmp_path / "ck")
     res = runner.invoke(app, ["report", str(out), "--format", "json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["tokenizers"][0]["n_items"] == 1000

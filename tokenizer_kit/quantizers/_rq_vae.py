@@ -55,7 +55,7 @@ class RQVAEConfig:
     beta: float = 0.25  # commitment weight (VQ-VAE's beta)
     standardize: bool = True  # train on (x - mean) / std; decode undoes it
     # optimisation
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 1e-4
     batch_size: int = 512
     max_epochs: int = 200
@@ -621,6 +621,8 @@ class RQVAE:
 
     def encode(self, x: np.ndarray, *, batch_size: int | None = None) -> np.ndarray:
         """Codes (n, L) int64: greedy residual search on the encoder's latents."""
+        if not self.is_fitted:
+            raise TokenizerKitError("quantizer is not fitted; call fit(x) or load a tokenizer")
         x = self._check_input(x, "encode")
         n = x.shape[0]
         bs = batch_size or self.config.encode_batch_size
