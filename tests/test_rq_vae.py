@@ -238,3 +238,15 @@ def test_cli_build_rq_vae(tmp_path, data):
     res = runner.invoke(app, ["build-codebook", str(tmp_path / "x.npy"), "--out", str(tmp_path / "t2"), "--method", "rq-vae", "--config", str(bad)])
     assert res.exit_code == 2
     assert "unknown RQ-VAE config keys" in res.output
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_bf16_trains_without_collapse(data):
+    q = RQVAE(codebook_sizes=SIZES, device="cuda", bf16=True, **{k: v for k, v in FAST.items() if k != "num_threads"}).fit(data)
+    s = q.summary()
+    assert s["device"] == "cuda" and s["bf16"] is True
+    codes = q.encode(data)
+    for level, k in enumerate(SIZES):
+        assert level_stats(codes[:, level], k)["utilization"] >= 0.9
+    assert s["final_train_loss"] < s["first_train_loss"]
