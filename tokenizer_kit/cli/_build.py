@@ -34,6 +34,9 @@ def build_codebook(
     niter: Optional[int] = typer.Option(None, "--niter", help="k-means iterations per level (rq-kmeans; default 20)."),
     max_points_per_centroid: Optional[int] = typer.Option(None, "--max-points-per-centroid", help="k-means sample cap per centroid (rq-kmeans; default 256)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (FAISS GPU k-means when available)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Max training epochs (rq-vae; default 200, early stop on validation)."),
+    checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="Write a resumable training checkpoint here every epoch (rq-vae)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Resume training from a --checkpoint-dir (rq-vae)."),
     config: Optional[Path] = typer.Option(None, "--config", help="JSON file of extra quantizer config keys (flags given here win)."),
     ids: Optional[Path] = typer.Option(None, "--ids", help="Item ids for a .npy input (.npy/.json/.txt)."),
     id_column: str = typer.Option("item_id", "--id-column", help="Item id column (Parquet / datasets)."),
@@ -71,6 +74,16 @@ def build_codebook(
             qcfg["max_points_per_centroid"] = max_points_per_centroid
     elif balanced or beam_size != 1:
         raise TokenizerKitError(f"--balanced and --beam-size apply to rq-kmeans, not {method}")
+    if method == "rq-vae":
+        if epochs is not None:
+            qcfg["max_epochs"] = epochs
+        if checkpoint_dir is not None:
+            qcfg["checkpoint_dir"] = str(checkpoint_dir)
+        if resume is not None:
+            qcfg["resume_from"] = str(resume)
+        qcfg.setdefault("progress", verbose)
+    elif epochs is not None or checkpoint_dir is not None or resume is not None:
+        raise TokenizerKitError(f"--epochs, --checkpoint-dir and --resume apply to rq-vae, not {method}")
     emb = load_embeddings(embeddings, ids_path=ids, id_column=id_column, vector_column=vector_column)
     cats_map = _categories(categories, category_column)
     cats = None if cats_map is None else [cats_map.get(str(i)) for i in emb.ids.tolist()]

@@ -9,6 +9,8 @@ __all__ = [
     "Quantizer",
     "RQKMeans",
     "RQKMeansConfig",
+    "RQVAE",
+    "RQVAEConfig",
     "faiss_num_gpus",
     "get_quantizer_class",
     "list_methods",
@@ -19,3 +21,12 @@ __all__ = [
     "suggest_codebook_size",
     "train_kmeans",
 ]
+
+
+def __getattr__(name):
+    # RQ-VAE imports torch (seconds); load it on first use so RQ-Kmeans stays light
+    if name in ("RQVAE", "RQVAEConfig"):
+        from . import _rq_vae
+
+        return getattr(_rq_vae, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,687 @@
+"""RQ-VAE (Lee et al. 2022; TIGER, Rajput et al. 2023): MLP encoder -> residual VQ -> MLP decoder.
+
+Training minimises (TIGER eq. 1, VQ-VAE eq. 3 per level)::
+
+    L = ||x - D(z_q)||^2 + sum_l ||sg(r_l) - e_l||^2 + beta * ||r_l - sg(e_l)||^2
+
+with ``z = E(x)``, ``r_1 = z``, ``e_l = C_l[argmin_k ||r_l - c_k||]``, ``r_{l+1} = r_l - e_l``
+and the straight-through estimator ``z_q = z + sg(sum_l e_l - z)``.
+
+What keeps it from collapsing (the common failure: one code for every item, 40-90% dead
+codes): inputs are standardised, every level is initialised by FAISS k-means on the
+residuals of an early sample (``train_kmeans`` from ``_kmeans``), and codes left unused for
+an epoch (or ``restart_interval`` steps) are re-seeded from current residuals.
+
+Codes at inference come from ``nearest`` (the same GEMM + argmin as RQ-Kmeans) on the
+encoder's latents; ``decode`` runs the decoder, so reconstructions live in input space.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+from ..errors import InputError, TokenizerKitError
+from ._base import register_quantizer
+from ._kmeans import KMeansConfig, nearest, resolve_device, train_kmeans
+from ._rq_kmeans import suggest_codebook_size
+
+try:
+    import torch
+    from torch import nn
+except ImportError as e:  # pragma: no cover - torch is a hard dependency of the package
+    raise ImportError("RQ-VAE needs torch; pip install torch") from e
+
+__all__ = ["RQVAEConfig", "RQVAE", "RQVAEModel"]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class RQVAEConfig:
+    codebook_sizes: list[int] = field(default_factory=lambda: [256, 256, 256])
+    latent_dim: int = 64
+    hidden_dims: list[int] = field(default_factory=lambda: [512, 256])
+    beta: float = 0.25  # commitment weight (VQ-VAE's beta)
+    standardize: bool = True  # train on (x - mean) / std; decode undoes it
+    # optimisation
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 512
+    max_epochs: int = 200
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05  # cosine decay to lr * min_lr_ratio
+    grad_clip: float = 1.0
+    # anti-collapse
+    kmeans_init: bool = True
+    kmeans_init_samples: int = 16384  # latents of the first batches used for the k-means init
+    kmeans_niter: int = 20
+    restart_dead_codes: bool = True
+    restart_interval: int = 0  # steps between dead-code checks; 0 = once per epoch
+    restart_noise: float = 0.01  # relative jitter added to re-seeded codes
+    # early stopping on validation reconstruction
+    val_fraction: float = 0.05
+    patience: int = 20  # epochs without improvement before stopping
+    min_delta: float = 1e-4  # relative improvement that counts
+    # runtime
+    seed: int = 1234
+    device: str = "auto"
+    bf16: bool = True  # autocast encoder/decoder to bf16 on CUDA (never on CPU)
+    encode_batch_size: int = 16384
+    # torch CPU threads while training (0 = torch's default). Small MLPs on a busy machine
+    # often run faster on 1 thread than on many spinning ones.
+    num_threads: int = 0
+    progress: bool = False  # tqdm bar on stderr (also on when the logger is at INFO)
+    checkpoint_dir: str | None = None  # write a resumable checkpoint here every epoch
+    checkpoint_every: int = 1  # epochs
+    resume_from: str | None = None  # a checkpoint directory written by checkpoint_dir
+
+    def errors(self) -> list[str]:
+        errs = []
+        if not self.codebook_sizes:
+            errs.append("codebook_sizes must list at least one level")
+        for i, k in enumerate(self.codebook_sizes):
+            if not isinstance(k, int) or k < 2:
+                errs.append(f"codebook size of level {i} must be an integer >= 2, got {k!r}")
+        if not isinstance(self.latent_dim, int) or self.latent_dim < 1:
+            errs.append(f"latent_dim must be an integer >= 1, got {self.latent_dim!r}")
+        for i, h in enumerate(self.hidden_dims):
+            if not isinstance(h, int) or h < 1:
+                errs.append(f"hidden_dims[{i}] must be an integer >= 1, got {h!r}")
+        if self.beta < 0:
+            errs.append(f"beta must be >= 0, got {self.beta}")
+        if self.lr <= 0:
+            errs.append(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            errs.append(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.batch_size < 2:
+            errs.append(f"batch_size must be >= 2, got {self.batch_size}")
+        if self.max_epochs < 1:
+            errs.append(f"max_epochs must be >= 1, got {self.max_epochs}")
+        if self.warmup_steps < 0:
+            errs.append(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            errs.append(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.grad_clip < 0:
+            errs.append(f"grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
+        if self.kmeans_init_samples < 1:
+            errs.append(f"kmeans_init_samples must be >= 1, got {self.kmeans_init_samples}")
+        if self.kmeans_niter < 1:
+            errs.append(f"kmeans_niter must be >= 1, got {self.kmeans_niter}")
+        if self.restart_interval < 0:
+            errs.append(f"restart_interval must be >= 0 (0 = once per epoch), got {self.restart_interval}")
+        if self.restart_noise < 0:
+            errs.append(f"restart_noise must be >= 0, got {self.restart_noise}")
+        if not 0 <= self.val_fraction < 0.5:
+            errs.append(f"val_fraction must be in [0, 0.5), got {self.val_fraction}")
+        if self.patience < 1:
+            errs.append(f"patience must be >= 1, got {self.patience}")
+        if self.min_delta < 0:
+            errs.append(f"min_delta must be >= 0, got {self.min_delta}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            errs.append(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.encode_batch_size < 1:
+            errs.append(f"encode_batch_size must be >= 1, got {self.encode_batch_size}")
+        if self.num_threads < 0:
+            errs.append(f"num_threads must be >= 0 (0 = torch default), got {self.num_threads}")
+        if self.checkpoint_every < 1:
+            errs.append(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        return errs
+
+    def validate(self) -> "RQVAEConfig":
+        errs = self.errors()
+        if errs:
+            raise TokenizerKitError("invalid RQ-VAE config: " + "; ".join(errs))
+        return self
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RQVAEConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise TokenizerKitError(f"unknown RQ-VAE config keys {unknown}; known keys are {sorted(known)}")
+        return cls(**d)
+
+    def architecture(self) -> dict[str, Any]:
+        """The keys a checkpoint must share with the config that resumes it."""
+        return {
+            "codebook_sizes": list(self.codebook_sizes),
+            "latent_dim": self.latent_dim,
+            "hidden_dims": list(self.hidden_dims),
+            "standardize": self.standardize,
+        }
+
+
+# ---- the network ------------------------------------------------------------------------
+
+
+def _mlp(*, dims: list[int]) -> nn.Sequential:
+    """Linear layers ``dims[0] -> ... -> dims[-1]`` with SiLU between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i in range(len(dims) - 1):
+        layers.append(nn.Linear(dims[i], dims[i + 1]))
+        if i < len(dims) - 2:
+            layers.append(nn.SiLU())
+    return nn.Sequential(*layers)
+
+
+class ResidualVQ(nn.Module):
+    """L codebooks ``(K_l, m)``; greedy residual assignment with straight-through gradients."""
+
+    def __init__(self, *, codebook_sizes: list[int], dim: int):
+        super().__init__()
+        self.codebooks = nn.ParameterList([nn.Parameter(torch.randn(k, dim) * 0.1) for k in codebook_sizes])
+
+    def forward(self, z: torch.Tensor, *, beta: float):
+        """``z`` (b, m) fp32 -> (z_q straight-through (b, m), codes (b, L), vq loss, residuals [L x (b, m)])."""
+        r = z
+        zq = torch.zeros_like(z)
+        codes, residuals = [], []
+        vq_loss = z.new_zeros(())
+        for c in self.codebooks:
+            rd = r.detach()
+            residuals.append(rd)
+            with torch.no_grad():
+                dist = (c * c).sum(1)[None, :] - 2.0 * (rd @ c.T)  # [b, K]; ||r||^2 is constant per row
+                idx = dist.argmin(1)
+            e = c[idx]  # [b, m]
+            # codebook term moves e towards sg(r); commitment term moves the encoder towards sg(e)
+            vq_loss = vq_loss + (e - rd).pow(2).mean() + beta * (r - e.detach()).pow(2).mean()
+            r = r - e.detach()
+            zq = zq + e
+            codes.append(idx)
+        zq_st = z + (zq - z).detach()
+        # the codebook gradient reaches e through vq_loss only; the decoder's through z_q_st
+        return zq_st, torch.stack(codes, 1), vq_loss, residuals
+
+
+class RQVAEModel(nn.Module):
+    """Encoder (d -> hidden -> m), residual VQ, decoder (m -> reversed hidden -> d).
+
+    ``mean`` (d,) and ``scale`` () standardise inputs; both are buffers saved with the weights.
+    """
+
+    def __init__(self, *, dim: int, latent_dim: int, hidden_dims: list[int], codebook_sizes: list[int]):
+        super().__init__()
+        self.encoder = _mlp(dims=[dim, *hidden_dims, latent_dim])
+        self.decoder = _mlp(dims=[latent_dim, *reversed(hidden_dims), dim])
+        self.rvq = ResidualVQ(codebook_sizes=codebook_sizes, dim=latent_dim)
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("scale", torch.ones(()))
+
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.scale
+
+    def unstandardize(self, y: torch.Tensor) -> torch.Tensor:
+        return y * self.scale + self.mean
+
+
+# ---- the quantizer ----------------------------------------------------------------------
+
+
+def _resolve_torch_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        return resolve_device("cuda")  # raises the project's one-line error
+    return device
+
+
+def _cosine_lambda(total: int, warmup: int, floor: float) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        t = min(1.0, (step - warmup) / max(1, total - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return f
+
+
+@register_quantizer
+class RQVAE:
+    """RQ-VAE quantizer with the same verbs as :class:`RQKMeans`.
+
+    >>> q = RQVAE(codebook_sizes=[256] * 3, max_epochs=100).fit(x)   # x (n, d) float32
+    >>> codes = q.encode(x)          # (n, 3) int64
+    >>> x_hat = q.decode(codes)      # (n, d) float32, the decoder's reconstruction
+    """
+
+    method: ClassVar[str] = "rq-vae"
+
+    def __init__(self, config: RQVAEConfig | None = None, **kwargs):
+        if config is None:
+            config = RQVAEConfig.from_dict(kwargs)
+        elif kwargs:
+            config = RQVAEConfig.from_dict({**asdict(config), **kwargs})
+        self.config = config.validate()
+        self.model: RQVAEModel | None = None
+        self._dim: int | None = None
+        self.fit_codes_: np.ndarray | None = None
+        self._summary: dict[str, Any] = {}
+
+    # ---- properties -------------------------------------------------------------------
+    @property
+    def codebook_sizes(self) -> list[int]:
+        return list(self.config.codebook_sizes)
+
+    @property
+    def levels(self) -> int:
+        return len(self.config.codebook_sizes)
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            raise TokenizerKitError("quantizer is not fitted; call fit(x) first")
+        return self._dim
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.model is not None
+
+    def _check_input(self, x: np.ndarray, what: str) -> np.ndarray:
+        if not isinstance(x, np.ndarray) or x.ndim != 2:
+            raise InputError(f"{what}: expected an array of shape (n, d), got {getattr(x, 'shape', None)}")
+        if self._dim is not None and x.shape[1] != self._dim:
+            raise InputError(
+                f"{what}: vectors have dimension {x.shape[1]} but the RQ-VAE expects {self._dim}; "
+                "use embeddings from the same model the tokenizer was built on"
+            )
+        return x
+
+    def _new_model(self, d: int) -> RQVAEModel:
+        cfg = self.config
+        return RQVAEModel(dim=d, latent_dim=cfg.latent_dim, hidden_dims=list(cfg.hidden_dims), codebook_sizes=self.codebook_sizes)
+
+    # ---- training ---------------------------------------------------------------------
+    def fit(self, x: np.ndarray, *, on_epoch_end: Callable[[dict[str, Any]], None] | None = None) -> "RQVAE":
+        """Train on ``x`` (n, d) (a memmap is read batch by batch) and keep the codes of
+        every row in ``fit_codes_`` (n, L).
+
+        ``on_epoch_end(state)`` is called after each epoch (and its checkpoint) with the
+        epoch's numbers; raising from it stops training, which a later ``resume_from``
+        continues exactly.
+        """
+        threads = torch.get_num_threads()
+        if self.config.num_threads:
+            torch.set_num_threads(self.config.num_threads)
+        try:
+            return self._fit(x, on_epoch_end=on_epoch_end)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _fit(self, x: np.ndarray, *, on_epoch_end: Callable[[dict[str, Any]], None] | None) -> "RQVAE":
+        x = self._check_input(x, "fit")
+        n, d = x.shape
+        cfg = self.config
+        kmax = max(cfg.codebook_sizes)
+        if n < kmax:
+            raise InputError(
+                f"too few items for the codebook: a level of {kmax} codes needs at least {kmax} items, "
+                f"got {n}; use --codebook-size {suggest_codebook_size(n)} or fewer"
+            )
+        device = _resolve_torch_device(cfg.device)
+        amp = device == "cuda" and cfg.bf16
+        t_start = time.perf_counter()
+        self._dim = d
+
+        # split: a seeded permutation, so a resumed run sees the same split
+        perm = np.random.default_rng([cfg.seed, 0]).permutation(n)
+        n_val = int(round(n * cfg.val_fraction))
+        if n - n_val < kmax:
+            n_val = max(0, n - kmax)
+        val_idx = np.sort(perm[:n_val])
+        train_idx = np.sort(perm[n_val:])
+        n_train = len(train_idx)
+        bs = min(cfg.batch_size, n_train)
+        steps_per_epoch = max(1, n_train // bs)  # drop the last partial batch
+        total_steps = steps_per_epoch * cfg.max_epochs
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            model = self._new_model(d)
+        model.to(device)
+        # no weight decay on codebooks: it would pull rarely used codes to 0
+        net = [p for name, p in model.named_parameters() if not name.startswith("rvq.")]
+        opt = torch.optim.AdamW(
+            [{"params": net}, {"params": list(model.rvq.parameters()), "weight_decay": 0.0}],
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+        )
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine_lambda(total_steps, min(cfg.warmup_steps, total_steps // 10), cfg.min_lr_ratio))
+        gen = torch.Generator().manual_seed(cfg.seed + 1)  # dead-code restarts
+
+        state: dict[str, Any] = {
+            "epoch": 0,
+            "step": 0,
+            "best_val": math.inf,
+            "best_epoch": -1,
+            "bad_epochs": 0,
+            "restarts": [0] * self.levels,
+            "history": [],
+            "stopped_early": False,
+        }
+        usage = [torch.zeros(k, dtype=torch.long, device=device) for k in self.codebook_sizes]
+        best_weights = None
+        resumed_from = None
+        if cfg.resume_from:
+            best_weights = self._load_checkpoint(Path(cfg.resume_from), model, opt, sched, gen, usage, state, n=n, d=d)
+            resumed_from = str(cfg.resume_from)
+            logger.info("resumed RQ-VAE from %s at epoch %d", cfg.resume_from, state["epoch"])
+        else:
+            self._init_standardization(model, x, train_idx)
+            if cfg.kmeans_init:
+                self._kmeans_init(model, x, train_idx, device)
+
+        want_bar = cfg.progress or logger.isEnabledFor(logging.INFO)
+        bar = None
+        if want_bar and state["epoch"] < cfg.max_epochs and not state["stopped_early"]:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.max_epochs, initial=state["epoch"], desc="rq-vae", unit="epoch", leave=False)
+
+        restart_every = cfg.restart_interval or steps_per_epoch
+        try:
+            while state["epoch"] < cfg.max_epochs and not state["stopped_early"]:
+                epoch = state["epoch"]
+                model.train()
+                order = train_idx[np.random.default_rng([cfg.seed, 1, epoch]).permutation(n_train)]
+                sums = np.zeros(3)
+                for s in range(steps_per_epoch):
+                    idx = np.sort(order[s * bs : (s + 1) * bs])  # sorted: sequential reads from a memmap
+                    xb = torch.from_numpy(np.ascontiguousarray(x[idx], dtype=np.float32)).to(device)
+                    xs = model.standardize(xb)
+                    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+                        z = model.encoder(xs)
+                    zq, codes, vq_loss, residuals = model.rvq(z.float(), beta=cfg.beta)
+                    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+                        y = model.decoder(zq)
+                    rec = (y.float() - xs).pow(2).mean()
+                    loss = rec + vq_loss
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if cfg.grad_clip:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    opt.step()
+                    sched.step()
+                    state["step"] += 1
+                    for lvl in range(self.levels):
+                        usage[lvl] += torch.bincount(codes[:, lvl], minlength=usage[lvl].numel())
+                    if cfg.restart_dead_codes and state["step"] % restart_every == 0:
+                        self._restart_dead(model, opt, usage, residuals, gen, state)
+                    sums += (loss.item(), rec.item(), vq_loss.item())
+                mean = sums / steps_per_epoch
+                scale2 = float(model.scale) ** 2
+                rec_train = float(mean[1]) * scale2
+                val = self._val_mse(model, x, val_idx, device) if n_val else rec_train
+                improved = val < state["best_val"] * (1 - cfg.min_delta)
+                if improved:
+                    state["best_val"], state["best_epoch"], state["bad_epochs"] = val, epoch, 0
+                    best_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                else:
+                    state["bad_epochs"] += 1
+                    if state["bad_epochs"] >= cfg.patience:
+                        state["stopped_early"] = True
+                state["history"].append(
+                    {"epoch": epoch, "loss": float(mean[0]), "train_mse": rec_train, "vq_loss": float(mean[2]), "val_mse": val, "lr": sched.get_last_lr()[0]}
+                )
+                state["epoch"] = epoch + 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{mean[0]:.4f}", val_mse=f"{val:.3g}")
+                logger.debug("epoch %d loss %.5f val_mse %.4g", epoch, mean[0], val)
+                if cfg.checkpoint_dir and (state["epoch"] % cfg.checkpoint_every == 0 or state["stopped_early"] or state["epoch"] == cfg.max_epochs):
+                    self._save_checkpoint(Path(cfg.checkpoint_dir), model, opt, sched, gen, usage, state, best_weights, n=n, d=d)
+                if on_epoch_end is not None:
+                    on_epoch_end(dict(state["history"][-1], step=state["step"], stopped_early=state["stopped_early"]))
+        finally:
+            if bar is not None:
+                bar.close()
+
+        if best_weights is not None:
+            model.load_state_dict(best_weights)
+        model.eval()
+        self.model = model.cpu() if device != "cpu" else model
+        t_train = time.perf_counter() - t_start
+        self.fit_codes_ = self.encode(x)
+        hist = state["history"]
+        self._summary = {
+            "n_train": int(n_train),
+            "n_val": int(n_val),
+            "dim": int(d),
+            "device": device,
+            "bf16": bool(amp),
+            "epochs": int(state["epoch"]),
+            "steps": int(state["step"]),
+            "best_epoch": int(state["best_epoch"]),
+            "best_val_mse": float(state["best_val"]),
+            "stopped_early": bool(state["stopped_early"]),
+            "dead_code_restarts": list(state["restarts"]),
+            "final_train_loss": hist[-1]["loss"] if hist else None,
+            "first_train_loss": hist[0]["loss"] if hist else None,
+            "train_seconds": t_train,
+            "fit_seconds": time.perf_counter() - t_start,
+            "resumed_from": resumed_from,
+            # every 10th epoch keeps the manifest small
+            "history": [h for h in hist if h["epoch"] % 10 == 0 or h is hist[-1]],
+        }
+        logger.info(
+            "RQ-VAE fit on %d x %d: %d epochs, best val mse %.4g at epoch %d, %.1fs",
+            n, d, state["epoch"], state["best_val"], state["best_epoch"], t_train,
+        )
+        return self
+
+    train = fit
+
+    def _init_standardization(self, model: RQVAEModel, x: np.ndarray, idx: np.ndarray, chunk: int = 65536) -> None:
+        """Per-feature mean and one global std over the training rows, in float64 chunks."""
+        d = x.shape[1]
+        if not self.config.standardize:
+            return
+        s1 = np.zeros(d)
+        s2 = 0.0
+        for s in range(0, len(idx), chunk):
+            s1 += np.asarray(x[idx[s : s + chunk]], dtype=np.float64).sum(0)
+        mean = s1 / len(idx)
+        for s in range(0, len(idx), chunk):
+            a = np.asarray(x[idx[s : s + chunk]], dtype=np.float64) - mean
+            s2 += float((a * a).sum())
+        std = math.sqrt(s2 / (len(idx) * d)) or 1.0
+        model.mean.copy_(torch.from_numpy(mean.astype(np.float32)))
+        model.scale.fill_(std)
+
+    @torch.no_grad()
+    def _kmeans_init(self, model: RQVAEModel, x: np.ndarray, train_idx: np.ndarray, device: str) -> None:
+        """FAISS k-means per level on the residuals of the first batches' latents."""
+        cfg = self.config
+        m = min(len(train_idx), max(cfg.kmeans_init_samples, max(cfg.codebook_sizes)))
+        order = train_idx[np.random.default_rng([cfg.seed, 1, 0]).permutation(len(train_idx))][:m]
+        xb = torch.from_numpy(np.ascontiguousarray(x[np.sort(order)], dtype=np.float32)).to(device)
+        r = model.encoder(model.standardize(xb)).float().cpu().numpy()  # [m, latent]
+        r = np.ascontiguousarray(r)
+        for level, c in enumerate(model.rvq.codebooks):
+            k = c.shape[0]
+            kcfg = KMeansConfig(niter=cfg.kmeans_niter, seed=cfg.seed + level)
+            cents = train_kmeans(r, k, kcfg, device="cpu")
+            c.copy_(torch.from_numpy(cents))
+            _, ids = nearest(r, cents)
+            r = r - cents[ids[:, 0]]
+
+    @torch.no_grad()
+    def _restart_dead(self, model: RQVAEModel, opt, usage: list, residuals: list, gen: torch.Generator, state: dict) -> None:
+        """Codes unused since the last check take a random current residual (plus jitter)."""
+        cfg = self.config
+        for level, c in enumerate(model.rvq.codebooks):
+            dead = torch.nonzero(usage[level] == 0).flatten()
+            usage[level].zero_()
+            if dead.numel() == 0:
+                continue
+            r = residuals[level]  # [b, m] this step's residuals at this level
+            pick = torch.randint(0, r.shape[0], (dead.numel(),), generator=gen).to(r.device)
+            noise = torch.randn(dead.numel(), r.shape[1], generator=gen).to(r.device)
+            scale = r.std() * cfg.restart_noise
+            c[dead] = r[pick] + noise * scale
+            st = opt.state.get(c)
+            if st:  # forget the dead rows' Adam moments
+                st["exp_avg"][dead] = 0
+                st["exp_avg_sq"][dead] = 0
+            state["restarts"][level] += int(dead.numel())
+
+    @torch.no_grad()
+    def _val_mse(self, model: RQVAEModel, x: np.ndarray, idx: np.ndarray, device: str, chunk: int = 8192) -> float:
+        """Reconstruction MSE per element in input space (the metric the report shows)."""
+        model.eval()
+        sse = 0.0
+        for s in range(0, len(idx), chunk):
+            xb = torch.from_numpy(np.ascontiguousarray(x[idx[s : s + chunk]], dtype=np.float32)).to(device)
+            z = model.encoder(model.standardize(xb))
+            zq, _, _, _ = model.rvq(z.float(), beta=0.0)
+            y = model.unstandardize(model.decoder(zq).float())
+            sse += float((y - xb).pow(2).sum())
+        model.train()
+        return sse / (len(idx) * x.shape[1])
+
+    # ---- checkpoints ------------------------------------------------------------------
+    def _save_checkpoint(self, path: Path, model, opt, sched, gen, usage, state, best_weights, *, n: int, d: int) -> None:
+        """A directory: model/best weights (safetensors), optimizer+scheduler (torch.save of
+        state dicts, loaded with weights_only=True), RNG state and trainer state (JSON)."""
+        from safetensors.torch import save_file
+
+        from ..io import atomic_directory
+
+        with atomic_directory(path, overwrite=True) as tmp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+            if best_weights is not None:
+                save_file({k: v.contiguous() for k, v in best_weights.items()}, str(tmp / "best.safetensors"))
+            torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / "optimizer.pt")
+            rng = {"restart_generator": gen.get_state()}
+            rng.update({f"usage_{i}": u.cpu().contiguous() for i, u in enumerate(usage)})
+            save_file(rng, str(tmp / "rng.safetensors"))
+            meta = {
+                "format": CHECKPOINT_FORMAT,
+                "method": self.method,
+                "n": n,
+                "d": d,
+                "seed": self.config.seed,
+                "architecture": self.config.architecture(),
+                "state": state,
+            }
+            (tmp / "trainer_state.json").write_text(json.dumps(meta, indent=1))
+
+    def _load_checkpoint(self, path: Path, model, opt, sched, gen, usage, state, *, n: int, d: int):
+        from safetensors.torch import load_file
+
+        if not (path / "trainer_state.json").exists():
+            raise TokenizerKitError(f"resume_from {path}: no trainer_state.json; pass a directory written by checkpoint_dir")
+        meta = json.loads((path / "trainer_state.json").read_text())
+        expect = {"n": n, "d": d, "seed": self.config.seed, "architecture": self.config.architecture()}
+        diff = [f"{k} {meta.get(k)!r} != {v!r}" for k, v in expect.items() if meta.get(k) != v]
+        if meta.get("format") != CHECKPOINT_FORMAT or diff:
+            raise TokenizerKitError(
+                f"resume_from {path} does not match this run ({'; '.join(diff) or 'checkpoint format'}); "
+                "resume with the same data, seed and architecture or start without resume_from"
+            )
+        try:
+            model.load_state_dict(load_file(str(path / "model.safetensors")), strict=True)
+            opt_state = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
+            opt.load_state_dict(opt_state["optimizer"])
+            sched.load_state_dict(opt_state["scheduler"])
+            rng = load_file(str(path / "rng.safetensors"))
+            gen.set_state(rng["restart_generator"])
+            for i, u in enumerate(usage):
+                u.copy_(rng[f"usage_{i}"])
+        except (OSError, RuntimeError, KeyError) as e:
+            raise TokenizerKitError(f"resume_from {path}: cannot load the checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        state.update(meta["state"])
+        best = path / "best.safetensors"
+        return load_file(str(best)) if best.exists() else None
+
+    # ---- encode / decode --------------------------------------------------------------
+    @torch.no_grad()
+    def latents(self, x: np.ndarray, *, batch_size: int | None = None) -> np.ndarray:
+        """Encoder outputs ``z`` (n, latent_dim) float32 for ``x`` (n, d)."""
+        if not self.is_fitted:
+            raise TokenizerKitError("quantizer is not fitted; call fit(x) or load a tokenizer")
+        x = self._check_input(x, "encode")
+        bs = batch_size or self.config.encode_batch_size
+        out = np.empty((x.shape[0], self.config.latent_dim), dtype=np.float32)
+        for s in range(0, x.shape[0], bs):
+            xb = torch.from_numpy(np.array(x[s : s + bs], dtype=np.float32))  # a copy: memmaps are read-only
+            out[s : s + bs] = self.model.encoder(self.model.standardize(xb)).numpy()
+        return out
+
+    def encode(self, x: np.ndarray, *, batch_size: int | None = None) -> np.ndarray:
+        """Codes (n, L) int64: greedy residual search on the encoder's latents."""
+        if not self.is_fitted:
+            raise TokenizerKitError("quantizer is not fitted; call fit(x) or load a tokenizer")
+        x = self._check_input(x, "encode")
+        n = x.shape[0]
+        bs = batch_size or self.config.encode_batch_size
+        books = [c.detach().numpy() for c in self.model.rvq.codebooks]
+        norms = [(c * c).sum(1) for c in books]
+        out = np.empty((n, self.levels), dtype=np.int64)
+        for s in range(0, n, bs):
+            r = self.latents(x[s : s + bs])  # [b, m]
+            for level, c in enumerate(books):
+                _, ids = nearest(r, c, cnorm=norms[level])
+                out[s : s + bs, level] = ids[:, 0]
+                r -= c[ids[:, 0]]
+        return out
+
+    @torch.no_grad()
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """The decoder's reconstruction (n, d) float32 in input space."""
+        if not self.is_fitted:
+            raise TokenizerKitError("quantizer is not fitted; call fit(x) or load a tokenizer")
+        codes = np.asarray(codes)
+        if codes.ndim != 2 or codes.shape[1] != self.levels:
+            raise InputError(f"decode: expected codes of shape (n, {self.levels}), got {codes.shape}")
+        for level, k in enumerate(self.codebook_sizes):
+            col = codes[:, level]
+            if col.size and (col.min() < 0 or col.max() >= k):
+                raise InputError(f"decode: level {level} codes must be in [0, {k}), got range [{col.min()}, {col.max()}]")
+        ct = torch.from_numpy(codes.astype(np.int64))
+        zq = sum(c[ct[:, level]] for level, c in enumerate(self.model.rvq.codebooks))  # [n, m]
+        return self.model.unstandardize(self.model.decoder(zq)).numpy().astype(np.float32, copy=False)
+
+    # ---- serialisation ----------------------------------------------------------------
+    def config_dict(self) -> dict[str, Any]:
+        d = asdict(self.config)
+        d["dim"] = self._dim
+        return d
+
+    def state_tensors(self) -> dict[str, np.ndarray]:
+        if not self.is_fitted:
+            raise TokenizerKitError("quantizer is not fitted; nothing to save")
+        return {k: v.detach().cpu().numpy().copy() for k, v in self.model.state_dict().items()}
+
+    def summary(self) -> dict[str, Any]:
+        return copy.deepcopy(self._summary)
+
+    @classmethod
+    def from_state(cls, config: dict[str, Any], tensors: dict[str, np.ndarray]) -> "RQVAE":
+        config = dict(config)
+        dim = config.pop("dim", None)
+        q = cls(RQVAEConfig.from_dict(config))
+        if dim is None:
+            if "mean" not in tensors:
+                raise TokenizerKitError("RQ-VAE config has no 'dim' and the weights no 'mean'; the artifact is incomplete")
+            dim = int(tensors["mean"].shape[0])
+        model = q._new_model(int(dim))
+        try:
+            model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in tensors.items()}, strict=True)
+        except RuntimeError as e:
+            raise TokenizerKitError(f"RQ-VAE weights do not match the config: {' '.join(str(e).split())[:300]}") from None
+        model.eval()
+        q.model = model
+        q._dim = int(dim)
+        return q
