@@ -1,7 +1,7 @@
 """Does RQ-VAE collapse without its guards? Office MiniLM 3 x 256, four variants:
 full (k-means init + dead-code restarts), no k-means init, no restarts, neither.
 
-    python benchmarks/bench_rq_vae_ablation.py --office /tmp/tk/office.npy \
+    python benchmarks/bench_rq_vae_ablation.py --office tests/data/office_minilm_f16.npy \
         --out benchmarks/results/rq_vae_ablation.json
 """
 
@@ -27,7 +27,7 @@ def main() -> None:
     from tokenizer_kit.quantizers import RQVAE
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--office", type=Path, default=Path("/tmp/tk/office.npy"))
+    ap.add_argument("--office", type=Path, default=Path(__file__).resolve().parents[1] / "tests" / "data" / "office_minilm_f16.npy")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "rq_vae_ablation.json")
     ap.add_argument("--epochs", type=int, default=60)
     args = ap.parse_args()

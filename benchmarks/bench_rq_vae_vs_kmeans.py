@@ -12,8 +12,7 @@ Settings:
           minutes here; there is no larger real catalogue on this machine, and embedding one
           with MiniLM on 2 busy cores would cost more than the comparison itself.
 
-    python benchmarks/bench_rq_vae_vs_kmeans.py --office /tmp/tk/office.npy \
-        --office-ids /tmp/tk/office.ids.txt --out benchmarks/results/rq_vae_vs_kmeans.json
+    python benchmarks/bench_rq_vae_vs_kmeans.py --out benchmarks/results/rq_vae_vs_kmeans.json
 
 Writes one JSON with the machine, the commands, every build's output and report, and a
 compact table; prints the table as Markdown.
@@ -84,7 +83,11 @@ def held_out(x: np.ndarray, sizes: list[int], vae_cfg: dict, seed: int = 1234) -
     perm = np.random.default_rng(seed).permutation(len(x))
     te, tr = np.sort(perm[: len(x) // 10]), np.sort(perm[len(x) // 10 :])
     out = {"n_fit": int(len(tr)), "n_held_out": int(len(te))}
-    for name, q in (("rq-kmeans", RQKMeans(codebook_sizes=sizes, seed=seed)), ("rq-vae", RQVAE(codebook_sizes=sizes, seed=seed, **vae_cfg))):
+    for name, q in (
+        ("rq-kmeans", RQKMeans(codebook_sizes=sizes, seed=seed)),
+        ("rq-kmeans-balanced", RQKMeans(codebook_sizes=sizes, seed=seed, balanced=True)),
+        ("rq-vae", RQVAE(codebook_sizes=sizes, seed=seed, **vae_cfg)),
+    ):
         t0 = time.perf_counter()
         q.fit(x[tr])
         fit_s = time.perf_counter() - t0
@@ -117,14 +120,19 @@ def run_setting(name: str, emb: Path, ids: Path | None, sizes: list[int], vae_cf
         common += ["--ids", str(ids)]
     runs = {}
     commands = {}
-    for method, extra in (("rq-kmeans", []), ("rq-vae", ["--config", str(cfg_path)])):
-        out = work / f"{name}_{method}"
+    variants = (
+        ("rq-kmeans", "rq-kmeans", []),
+        ("rq-kmeans-balanced", "rq-kmeans", ["--balanced"]),
+        ("rq-vae", "rq-vae", ["--config", str(cfg_path)]),
+    )
+    for label, method, extra in variants:
+        out = work / f"{name}_{label}"
         args = ["build-codebook", *common, "--out", str(out), "--method", method, *extra]
-        commands[method] = "tokenizer-kit " + " ".join(args)
+        commands[label] = "tokenizer-kit " + " ".join(args)
         build, wall = cli(*args)
-        runs[method] = {"build": build["tokenizers"][0], "wall_seconds": wall, "path": out}
-        print(f"[{name}] {method}: built in {wall:.1f}s", file=sys.stderr)
-    rep_args = ["report", str(runs["rq-kmeans"]["path"]), str(runs["rq-vae"]["path"]), "--format", "json"]
+        runs[label] = {"build": build["tokenizers"][0], "wall_seconds": wall, "path": out}
+        print(f"[{name}] {label}: built in {wall:.1f}s", file=sys.stderr)
+    rep_args = ["report", *[str(r["path"]) for r in runs.values()], "--format", "json"]
     commands["report"] = "tokenizer-kit " + " ".join(rep_args)
     report, _ = cli(*rep_args)
     by_name = {r["name"]: r for r in report["tokenizers"]}
@@ -166,8 +174,8 @@ def markdown(results: list[dict]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--office", type=Path, default=Path("/tmp/tk/office.npy"))
-    ap.add_argument("--office-ids", type=Path, default=Path("/tmp/tk/office.ids.txt"))
+    ap.add_argument("--office", type=Path, default=ROOT / "tests" / "data" / "office_minilm_f16.npy")
+    ap.add_argument("--office-ids", type=Path, default=ROOT / "tests" / "data" / "office_minilm_f16.ids.txt")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "rq_vae_vs_kmeans.json")
     ap.add_argument("--large-n", type=int, default=50000)
     ap.add_argument("--large-d", type=int, default=256)
@@ -182,7 +190,7 @@ def main() -> None:
     base = {"num_threads": 1, "progress": False}
     with tempfile.TemporaryDirectory(prefix="rqvae_bench_") as tmp:
         work = Path(tmp)
-        x = np.load(args.office)
+        x = np.load(args.office).astype(np.float32)
         result["settings"].append(
             run_setting("office", args.office, args.office_ids, [256] * 3, {**base, "max_epochs": args.office_epochs, "batch_size": 256}, work, x)
         )

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+_DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -46,8 +48,8 @@ def office_index(tok_dir: str | None):
         tok = SemanticTokenizer.from_pretrained(tok_dir)
         idx = SIDIndex.from_tokenizer(tok)
         return idx
-    x = np.load("/tmp/tk/office.npy")
-    ids = [l.strip() for l in open("/tmp/tk/office.ids.txt")]
+    x = np.load(_DATA / "office_minilm_f16.npy").astype(np.float32)
+    ids = [l.strip() for l in open(_DATA / "office_minilm_f16.ids.txt")]
     tok = SemanticTokenizer.build(x, ids=ids, codebook_sizes=[256] * 3, seed=1234)
     return SIDIndex.for_tokenizer(tok, config=IndexConfig(policy="suffix"), x=x)
 

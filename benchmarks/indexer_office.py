@@ -35,8 +35,8 @@ def machine() -> dict:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--embeddings", default="/tmp/tk/office.npy")
-    ap.add_argument("--ids", default="/tmp/tk/office.ids.txt")
+    ap.add_argument("--embeddings", default=str(Path(__file__).resolve().parents[1] / "tests" / "data" / "office_minilm_f16.npy"))
+    ap.add_argument("--ids", default=str(Path(__file__).resolve().parents[1] / "tests" / "data" / "office_minilm_f16.ids.txt"))
     ap.add_argument("--holdout", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "indexer_office.json"))

@@ -183,3 +183,8 @@ def test_kmeans_plusplus_init(clustered):
     q = RQKMeans(codebook_sizes=[16, 16], init="kmeans++", seed=0).fit(clustered)
     q2 = RQKMeans(codebook_sizes=[16, 16], init="kmeans++", seed=0).fit(clustered)
     np.testing.assert_array_equal(q.fit_codes_, q2.fit_codes_)
+
+
+def test_unknown_config_key_is_a_clear_error():
+    with pytest.raises(TokenizerKitError, match=r"unknown RQ-Kmeans config keys \['nitre'\]"):
+        RQKMeans(codebook_sizes=[4], nitre=3)

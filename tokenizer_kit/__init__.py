@@ -10,9 +10,20 @@ __all__ = [
     "InputError",
     "RQKMeans",
     "RQKMeansConfig",
+    "RQVAE",
+    "RQVAEConfig",
     "SemanticTokenizer",
     "TokenizerKitError",
     "__version__",
     "parse_sid_string",
     "sid_string",
 ]
+
+
+def __getattr__(name):
+    # RQ-VAE imports torch (seconds); load it on first use
+    if name in ("RQVAE", "RQVAEConfig"):
+        from . import quantizers
+
+        return getattr(quantizers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -160,9 +160,9 @@ class RQKMeans:
 
     def __init__(self, config: RQKMeansConfig | None = None, **kwargs):
         if config is None:
-            config = RQKMeansConfig(**kwargs)
+            config = RQKMeansConfig.from_dict(kwargs)
         elif kwargs:
-            config = RQKMeansConfig(**{**asdict(config), **kwargs})
+            config = RQKMeansConfig.from_dict({**asdict(config), **kwargs})
         self.config = config.validate()
         self.codebooks: list[np.ndarray] = []
         self.biases: list[np.ndarray] = []
