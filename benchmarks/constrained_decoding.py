@@ -89,14 +89,16 @@ def main():
             kw = dict(max_new_tokens=S, num_beams=beam, num_return_sequences=beam, do_sample=False,
                       pad_token_id=0, eos_token_id=2)
 
+            # built once and reused across generate calls, as a serving process would
+            proc = TrieLogitsProcessor(trie, vocab, prompt_length=args.prompt_len, eos_token_id=2, device=args.device)
+            fn = prefix_allowed_tokens_fn(trie, vocab, prompt_length=args.prompt_len, eos_token_id=2)
+
             def run(mode):
                 with torch.no_grad():
                     if mode == "unconstrained":
                         return model.generate(prompts, **kw)
                     if mode == "processor":
-                        proc = TrieLogitsProcessor(trie, vocab, prompt_length=args.prompt_len, eos_token_id=2)
                         return model.generate(prompts, logits_processor=LogitsProcessorList([proc]), **kw)
-                    fn = prefix_allowed_tokens_fn(trie, vocab, prompt_length=args.prompt_len, eos_token_id=2)
                     return model.generate(prompts, prefix_allowed_tokens_fn=fn, **kw)
 
             modes = ("unconstrained", "processor", "prefix_fn")

@@ -87,10 +87,20 @@ class TrieLogitsProcessor:
     ``__call__(input_ids (B, T), scores (B, V)) -> scores (B, V)`` with every token that
     would leave the trie set to -inf. ``prompt_length`` is the length of the (padded)
     prompt; if None it is taken from the first call and kept until a call sees a shorter
-    sequence (a new ``generate``). Make one processor per ``generate`` call to be safe.
+    sequence (a new ``generate``); pass ``prompt_length`` when prompts of different lengths
+    follow each other. A processor can be reused across ``generate`` calls; ``device``
+    moves the trie arrays there up front (else on the first call, once per device).
     """
 
-    def __init__(self, trie: SIDTrie, vocab: SIDVocab, *, prompt_length: int | None = None, eos_token_id: int | None = None):
+    def __init__(
+        self,
+        trie: SIDTrie,
+        vocab: SIDVocab,
+        *,
+        prompt_length: int | None = None,
+        eos_token_id: int | None = None,
+        device: str | torch.device | None = None,
+    ):
         _check(trie, vocab)
         self.trie = trie
         self.vocab = vocab
@@ -107,8 +117,13 @@ class TrieLogitsProcessor:
             "level_ids": vocab.table,  # [L, Kmax]
         }
         self._dev: dict[str, dict[str, torch.Tensor]] = {}
+        if device is not None:  # move the trie arrays now, not inside the first generate step
+            self._tensors(torch.device(device))
 
     def _tensors(self, device: torch.device) -> dict[str, torch.Tensor]:
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
         key = str(device)
         if key not in self._dev:
             self._dev[key] = {k: torch.as_tensor(v, dtype=torch.int64, device=device) for k, v in self._np.items()}

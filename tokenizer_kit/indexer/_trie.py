@@ -35,6 +35,25 @@ __all__ = ["SIDTrie"]
 _ARRAYS = ("child_ptr", "node_token", "item_start", "item_count", "order", "depth_start")
 
 
+def _sid_order(sids: np.ndarray) -> np.ndarray:
+    """Row order sorting ``sids`` (n, S) lexicographically (stable).
+
+    One int64 mixed-radix key and a radix-friendly stable argsort when the SID space fits
+    in 62 bits (several times faster than lexsort at 10M rows); lexsort otherwise.
+    """
+    n = len(sids)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    radix = sids.max(0).astype(np.float64) + 1
+    if float(np.prod(radix)) < 2.0**62:
+        key = np.zeros(n, np.int64)
+        for l in range(sids.shape[1]):
+            key *= int(radix[l])
+            key += sids[:, l]
+        return np.argsort(key, kind="stable")
+    return np.lexsort(sids.T[::-1])
+
+
 class SIDTrie:
     """Trie of the SIDs ``sids`` (n, S); item ``r`` is row ``r`` of ``sids``.
 
@@ -68,7 +87,7 @@ class SIDTrie:
         n, S = sids.shape
         if n and sids.min() < 0:
             raise InputError(f"SIDs: codes must be >= 0, found {int(sids.min())}; drop or fix the rows with negative codes")
-        order = np.lexsort(sids.T[::-1]) if n else np.zeros(0, np.int64)
+        order = _sid_order(sids)
         srt = sids[order]  # [n, S] sorted lexicographically
         new = np.zeros(n, dtype=bool)  # a row starts a new depth-d node
         if n:
