@@ -3,16 +3,22 @@
 from ._version import __version__
 from .errors import ArtifactError, InputError, TokenizerKitError
 from ._tokenizer import SemanticTokenizer, parse_sid_string, sid_string
+from .indexer import IndexConfig, SIDIndex, SIDTrie, SIDVocab
 from .quantizers import RQKMeans, RQKMeansConfig
 
 __all__ = [
     "ArtifactError",
+    "IndexConfig",
     "InputError",
     "RQKMeans",
     "RQKMeansConfig",
     "RQVAE",
     "RQVAEConfig",
+    "SIDIndex",
+    "SIDTrie",
+    "SIDVocab",
     "SemanticTokenizer",
+    "TrieLogitsProcessor",
     "TokenizerKitError",
     "__version__",
     "parse_sid_string",
@@ -26,4 +32,8 @@ def __getattr__(name):
         from . import quantizers
 
         return getattr(quantizers, name)
+    if name == "TrieLogitsProcessor":
+        from . import indexer
+
+        return indexer.TrieLogitsProcessor
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

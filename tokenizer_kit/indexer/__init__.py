@@ -1,6 +1,5 @@
 """Indexer: codes -> SIDs (collision policies), the SID trie, vocabulary, constrained decoding, cold start."""
 
-from ._decoding import TrieLogitsProcessor, prefix_allowed_tokens_fn
 from ._index import IndexConfig, SIDIndex, embedding_hash, read_lcrec_index
 from ._policies import POLICIES, reassign_sids, suffix_sids
 from ._trie import SIDTrie
@@ -19,3 +18,12 @@ __all__ = [
     "TrieLogitsProcessor",
     "prefix_allowed_tokens_fn",
 ]
+
+
+def __getattr__(name):
+    # constrained decoding imports torch (seconds); load it on first use
+    if name in ("TrieLogitsProcessor", "prefix_allowed_tokens_fn"):
+        from . import _decoding
+
+        return getattr(_decoding, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
