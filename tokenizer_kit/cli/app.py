@@ -21,6 +21,7 @@ _COMMAND_MODULES = [
     "_build",
     "_assign",
     "_report",
+    "_extract",
 ]
 
 

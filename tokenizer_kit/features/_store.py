@@ -7,6 +7,7 @@ Layout of a store directory::
     shard-00000/offsets.npy        [n+1] int64, item i owns tokens[offsets[i]:offsets[i+1]]
     shard-00000/segments.npy       [T] int16, index into manifest["segments"] (which field)
     shard-00000/item_ids.json      [n] item ids (strings)
+    shard-00000/extra.json         optional: rows covered, per-item error / skip records
     shard-00000/DONE               written last: a shard without it is incomplete
 
 Shards are written to a staging directory and renamed into place, so a killed run leaves
@@ -155,6 +156,18 @@ class FeatureStore:
             mask[r, : len(t)] = True
             seg[r, : len(s)] = s
         return out, mask, seg
+
+    def records(self) -> dict[str, list[dict]]:
+        """Per-item records the extractor left in the shards: ``{"errors": [...], "skipped": [...]}``
+        (images that failed to load; items left out for having no content)."""
+        out: dict[str, list[dict]] = {"errors": [], "skipped": []}
+        for sh in self._shards:
+            p = sh.path / "extra.json"
+            if p.exists():
+                extra = json.loads(p.read_text())
+                for k in out:
+                    out[k].extend(extra.get(k, []))
+        return out
 
     def iter_batches(self, batch_size: int, max_tokens: int | None = None) -> Iterable[tuple[list[str], np.ndarray, np.ndarray, np.ndarray]]:
         """Yield (item_ids, tokens, mask, segments) over the whole store in order."""
