@@ -242,3 +242,48 @@ def test_cli_extract_json_and_random_init_warning(tmp_path, image_catalog, clip_
     # unknown column: one-line error naming it
     r = CliRunner().invoke(_cli(), ["extract", str(image_catalog), "--text-fields", "title,nope", "--out", str(tmp_path / "u")])
     assert r.exit_code == 2 and "nope" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_hf_clip(tmp_path_factory) -> str:
+    """A tiny random CLIPModel (dual tower) saved with MiniLM's tokenizer and a 32 px image processor."""
+    import torch
+    from transformers import AutoTokenizer, CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    from tokenizer_kit.features import default_text_model_path
+
+    d = tmp_path_factory.mktemp("hfclip")
+    cfg = CLIPConfig(
+        text_config=dict(vocab_size=30522, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=64),
+        vision_config=dict(hidden_size=48, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=24,
+    )
+    torch.manual_seed(0)
+    CLIPModel(cfg).save_pretrained(d)
+    AutoTokenizer.from_pretrained(default_text_model_path()).save_pretrained(d)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(d)
+    return str(d)
+
+
+def test_hf_vision_language_encoder(tmp_path, image_catalog, tiny_hf_clip):
+    import torch
+
+    from tokenizer_kit.features._backends import build_backend
+    from tokenizer_kit.features._images import load_image
+
+    cfg = ExtractConfig(backend="hf", model=tiny_hf_clip, text_fields=("title",), image_fields=("cover",), batch_size=4)
+    res = extract_features(image_catalog, tmp_path / "s", cfg)
+    st = FeatureStore.open(tmp_path / "s")
+    assert st.dim == 24 and res.n_image_errors == 2
+    tok, seg = st.get("i0")
+    assert (seg == 0).sum() == 1 + N_PATCH and (seg == 1).sum() > 0
+    assert "i2" not in st.item_ids and st.records()["skipped"] == [{"item_id": "i2", "error": "no content in any field"}]
+    # the CLS row is CLIP's projected image embedding (joint space)
+    b = build_backend(cfg)
+    px = b.image_transform(load_image(str(image_catalog.parent / "img/c0.png")))[None]
+    with torch.inference_mode():
+        out = b.model.get_image_features(pixel_values=px)
+    want = (out if torch.is_tensor(out) else out.pooler_output).numpy()[0]
+    np.testing.assert_allclose(tok[0].astype(np.float32), want, rtol=2e-2, atol=2e-3)

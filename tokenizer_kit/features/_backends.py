@@ -12,6 +12,7 @@ Both backends speak the same small protocol:
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 from typing import Any, Sequence
@@ -198,10 +199,13 @@ class HFBackend:
         import torch
 
         enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_tokens, return_tensors="pt").to(self.device)
-        inputs = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        module = self.model.text_model if self.dual else self.model
+        # pass only what the encoder takes (a CLIP text tower has no token_type_ids)
+        accepted = inspect.signature(module.forward).parameters
+        inputs = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids") and k in accepted}
         with torch.inference_mode():
             if self.dual:
-                h = self._states(self.model.text_model, **inputs)  # [n, t, hidden]
+                h = self._states(module, **inputs)  # [n, t, hidden]
                 tp = getattr(self.model, "text_projection", None)
                 if tp is not None:
                     h = tp(h)  # [n, t, proj]
