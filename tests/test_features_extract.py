@@ -287,3 +287,48 @@ def test_hf_vision_language_encoder(tmp_path, image_catalog, tiny_hf_clip):
         out = b.model.get_image_features(pixel_values=px)
     want = (out if torch.is_tensor(out) else out.pooler_output).numpy()[0]
     np.testing.assert_allclose(tok[0].astype(np.float32), want, rtol=2e-2, atol=2e-3)
+
+
+def test_saved_hf_dataset_and_jsonl_catalogues(tmp_path, clip_cfg, image_catalog):
+    import datasets
+
+    feats = datasets.Features({
+        "item_id": datasets.Value("string"),
+        "title": datasets.Value("string"),
+        "cover": datasets.Image(),
+        "frames": datasets.Sequence(datasets.Image()),
+    })
+    ds = datasets.Dataset.from_dict(
+        {"item_id": ["a", "b"], "title": ["lamp", None],
+         "cover": [{"bytes": _png(1), "path": None}, None],
+         "frames": [[{"bytes": _png(2), "path": None}], [{"bytes": _png(3), "path": None}, {"bytes": _png(4), "path": None}]]},
+        features=feats,
+    )
+    ds.save_to_disk(str(tmp_path / "hfds"))
+    cfg = _clip_config(clip_cfg, text_fields=("title",))
+    extract_features(tmp_path / "hfds", tmp_path / "s1", cfg)
+    st = FeatureStore.open(tmp_path / "s1")
+    assert [(st.get(i)[1] == 1).sum() for i in ("a", "b")] == [1 + N_PATCH, 2 * (1 + N_PATCH)]
+    assert (st.get("b")[1] == 0).sum() == 0
+    # JSONL: image paths relative to the catalogue's directory, frames as a JSON list in a string
+    img_dir = image_catalog.parent / "img"
+    lines = [{"item_id": "x", "title": "pen", "cover": str(img_dir / "c0.png"), "frames": json.dumps([str(img_dir / "c1.png")] * 3)}]
+    (tmp_path / "cat.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+    extract_features(tmp_path / "cat.jsonl", tmp_path / "s2", cfg)
+    seg = FeatureStore.open(tmp_path / "s2").get("x")[1]
+    assert [(seg == s).sum() for s in range(3)] == [1 + N_PATCH, 3 * (1 + N_PATCH), (seg == 2).sum()] and (seg == 2).sum() > 0
+
+
+@pytest.mark.gpu
+def test_open_clip_cuda_matches_cpu(tmp_path, image_catalog, clip_cfg):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    extract_features(image_catalog, tmp_path / "cpu", _clip_config(clip_cfg))
+    extract_features(image_catalog, tmp_path / "gpu", _clip_config(clip_cfg, device="cuda"))
+    a, b = FeatureStore.open(tmp_path / "cpu"), FeatureStore.open(tmp_path / "gpu")
+    assert a.item_ids == b.item_ids
+    for i in range(len(a)):
+        np.testing.assert_array_equal(a.segments(i), b.segments(i))
+        np.testing.assert_allclose(a.tokens(i).astype(np.float32), b.tokens(i).astype(np.float32), atol=2e-2)

@@ -74,6 +74,8 @@ class FeatureStore:
                 f"{path}: feature store format {fv} is newer than this tokenizer-kit reads "
                 f"({STORE_FORMAT_VERSION}); upgrade tokenizer-kit"
             )
+        if not manifest.get("complete"):
+            logger.warning("%s is unfinished (%d complete shards); resume the extraction to add the rest", path, len(manifest.get("shards", [])))
         shards = []
         for name in manifest.get("shards", []):
             sp = path / name
@@ -230,6 +232,10 @@ class FeatureStoreWriter:
             raise InputError("write_shard: item_ids, tokens and segments must have the same length")
         name = f"shard-{len(self.manifest['shards']):05d}"
         staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=self.path))
+        # mkdtemp makes 0700; a store is shared data, so honour the umask like mkdir would
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)
         try:
             lens = [int(len(t)) for t in tokens]
             for t, s in zip(tokens, segments):
