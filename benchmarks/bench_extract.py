@@ -49,9 +49,9 @@ def bench_hf(data: Path, fields, limit: int | None, batch_size: int, device: str
         table = table.slice(0, limit)
     cfg = ExtractConfig(backend="hf", text_fields=tuple(fields), max_tokens_per_field=64, batch_size=batch_size, device=device)
     with tempfile.TemporaryDirectory() as d:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         res = extract_features(table, Path(d) / "store", cfg)
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         st = FeatureStore.open(Path(d) / "store")
         size = sum(f.stat().st_size for f in (Path(d) / "store").rglob("*") if f.is_file())
         lens = st.lengths()
@@ -68,6 +68,8 @@ def bench_hf(data: Path, fields, limit: int | None, batch_size: int, device: str
         "store_mib": size / 2**20,
         "encode_seconds": res.seconds,
         "wall_seconds_incl_model_load": wall,
+        "cpu_seconds_incl_model_load": cpu,
+        "items_per_cpu_s": res.n_items / cpu,
         "items_per_s": res.items_per_s,
         "tokens_per_s": res.tokens_per_s,
     }
@@ -96,7 +98,9 @@ def bench_clip(n_items: int, n_frames: int, batch_size: int, device: str, num_wo
     cfg = ExtractConfig(backend="open_clip", model="ViT-B-32", random_init=True, text_fields=("title",),
                         image_fields=("cover", "frames"), batch_size=batch_size, device=device, num_workers=num_workers)
     with tempfile.TemporaryDirectory() as d:
+        c0 = time.perf_counter(), time.process_time()
         res = extract_features(table, Path(d) / "store", cfg)
+        cpu = time.process_time() - c0[1]
     images = n_items * (1 + n_frames)
     return {
         "what": "open_clip ViT-B-32 random-init, synthetic 256x256 JPEG cover + frames, title",
@@ -109,6 +113,7 @@ def bench_clip(n_items: int, n_frames: int, batch_size: int, device: str, num_wo
         "seconds": res.seconds,
         "items_per_s": res.items_per_s,
         "images_per_s": images / res.seconds,
+        "cpu_seconds_main_process_incl_model_build": cpu,
         "tokens_per_s": res.tokens_per_s,
     }
 
@@ -126,7 +131,7 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     a = ap.parse_args()
-    out = {"benchmark": "extract", "machine": machine(), "runs": []}
+    out = {"benchmark": "extract", "argv": sys.argv[1:], "machine": machine(), "runs": []}
     if not a.skip_hf:
         out["runs"].append(bench_hf(a.data, a.fields.split(","), a.limit, a.batch_size, a.device))
         print(json.dumps(out["runs"][-1], indent=2), file=sys.stderr)
@@ -135,6 +140,7 @@ def main():
         print(json.dumps(out["runs"][-1], indent=2), file=sys.stderr)
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / f"extract-{socket.gethostname()}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out["load_avg_1m_at_end"] = os.getloadavg()[0]
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(path)
 

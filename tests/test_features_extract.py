@@ -332,3 +332,24 @@ def test_open_clip_cuda_matches_cpu(tmp_path, image_catalog, clip_cfg):
     for i in range(len(a)):
         np.testing.assert_array_equal(a.segments(i), b.segments(i))
         np.testing.assert_allclose(a.tokens(i).astype(np.float32), b.tokens(i).astype(np.float32), atol=2e-2)
+
+
+def test_open_clip_local_checkpoint(tmp_path, image_catalog, clip_cfg):
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    from tokenizer_kit.features._images import load_image
+
+    open_clip.add_model_config(Path(clip_cfg))
+    torch.manual_seed(123)
+    model, _, pre = open_clip.create_model_and_transforms(Path(clip_cfg).stem)
+    ckpt = tmp_path / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt))
+    cfg = _clip_config(clip_cfg, random_init=False, pretrained=str(ckpt), text_fields=("title",), image_fields=("cover",))
+    res = extract_features(image_catalog, tmp_path / "s", cfg)
+    st = FeatureStore.open(tmp_path / "s")
+    assert not res.random_init and st.manifest["backend_info"]["weights"] == str(ckpt)
+    with torch.inference_mode():
+        want = model.eval().encode_image(pre(load_image(str(image_catalog.parent / "img/c1.png")))[None]).numpy()[0]
+    np.testing.assert_allclose(st.get("i1")[0][0].astype(np.float32), want, rtol=2e-2, atol=2e-3)

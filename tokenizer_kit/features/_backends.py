@@ -72,7 +72,7 @@ class OpenCLIPBackend:
             clip, _, preprocess = open_clip.create_model_and_transforms(
                 name, pretrained=None if random_init else pretrained, device=device
             )
-        except (RuntimeError, OSError, ValueError) as e:
+        except Exception as e:  # hub, file and format errors alike: the user fixes --pretrained
             msg = " ".join(str(e).split())[:200]
             raise TokenizerKitError(
                 f"could not load open_clip {name} weights {pretrained!r} ({msg}); pass a local checkpoint file "
@@ -176,7 +176,14 @@ class HFBackend:
             self.image_transform = _HFImageTransform(AutoImageProcessor.from_pretrained(model))
         if self.dual:
             tp = getattr(m, "text_projection", None)
+            vp = getattr(m, "visual_projection", None)
             self.dim = int(tp.out_features) if tp is not None else int(m.config.text_config.hidden_size)
+            vdim = int(vp.out_features) if vp is not None else int(m.config.vision_config.hidden_size)
+            if need_images and vdim != self.dim:
+                raise InputError(
+                    f"transformers model {model!r}: text tokens are {self.dim}-d but image tokens {vdim}-d and it has "
+                    "no projection to a joint space; use text or image fields only"
+                )
         else:
             self.dim = int(m.config.hidden_size)
         n_layers = self._n_layers()

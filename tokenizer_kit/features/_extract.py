@@ -125,6 +125,8 @@ class ExtractConfig:
         keys = ("backend", "model", "pretrained", "random_init", "text_fields", "image_fields",
                 "max_tokens_per_field", "max_tokens", "image_pool", "layer", "seed")
         d = {k: getattr(self, k) for k in keys}
+        if self.backend == "open_clip" and not self.model:
+            d["model"] = "ViT-B-32"  # the backend's default; hf's None means the offline MiniLM
         d["text_fields"] = list(self.text_fields)
         d["image_fields"] = list(self.image_fields)
         return d
