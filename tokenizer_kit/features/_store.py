@@ -7,6 +7,7 @@ Layout of a store directory::
     shard-00000/offsets.npy        [n+1] int64, item i owns tokens[offsets[i]:offsets[i+1]]
     shard-00000/segments.npy       [T] int16, index into manifest["segments"] (which field)
     shard-00000/item_ids.json      [n] item ids (strings)
+    shard-00000/extra.json         optional: rows covered, per-item error / skip records
     shard-00000/DONE               written last: a shard without it is incomplete
 
 Shards are written to a staging directory and renamed into place, so a killed run leaves
@@ -73,6 +74,8 @@ class FeatureStore:
                 f"{path}: feature store format {fv} is newer than this tokenizer-kit reads "
                 f"({STORE_FORMAT_VERSION}); upgrade tokenizer-kit"
             )
+        if not manifest.get("complete"):
+            logger.warning("%s is unfinished (%d complete shards); resume the extraction to add the rest", path, len(manifest.get("shards", [])))
         shards = []
         for name in manifest.get("shards", []):
             sp = path / name
@@ -156,6 +159,18 @@ class FeatureStore:
             seg[r, : len(s)] = s
         return out, mask, seg
 
+    def records(self) -> dict[str, list[dict]]:
+        """Per-item records the extractor left in the shards: ``{"errors": [...], "skipped": [...]}``
+        (images that failed to load; items left out for having no content)."""
+        out: dict[str, list[dict]] = {"errors": [], "skipped": []}
+        for sh in self._shards:
+            p = sh.path / "extra.json"
+            if p.exists():
+                extra = json.loads(p.read_text())
+                for k in out:
+                    out[k].extend(extra.get(k, []))
+        return out
+
     def iter_batches(self, batch_size: int, max_tokens: int | None = None) -> Iterable[tuple[list[str], np.ndarray, np.ndarray, np.ndarray]]:
         """Yield (item_ids, tokens, mask, segments) over the whole store in order."""
         for s in range(0, len(self), batch_size):
@@ -217,6 +232,10 @@ class FeatureStoreWriter:
             raise InputError("write_shard: item_ids, tokens and segments must have the same length")
         name = f"shard-{len(self.manifest['shards']):05d}"
         staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=self.path))
+        # mkdtemp makes 0700; a store is shared data, so honour the umask like mkdir would
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)
         try:
             lens = [int(len(t)) for t in tokens]
             for t, s in zip(tokens, segments):

@@ -1,0 +1,352 @@
+"""Catalogue -> token feature store: text fields and images through an encoder, resumably.
+
+Per item, the tokens of its image fields (each image: CLS then patches) and then of its
+text fields are concatenated in the order of ``image_fields + text_fields``; each token
+carries a segment id (index into the manifest's ``segments``: which field it came from).
+
+Items are processed in catalogue order in shards of ``shard_size`` rows. Each shard is
+written whole (see ``FeatureStoreWriter``) with the number of catalogue rows it covers, so
+a killed run resumes at the first row no complete shard covers; a store made with another
+config (or from another catalogue) is refused. Images that are missing or fail to decode
+are skipped with a per-item record (``--strict`` raises instead); an item with no content
+in any field is left out of the store and recorded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .._version import __version__
+from ..errors import InputError
+from ._store import FeatureStoreWriter
+
+__all__ = ["ExtractConfig", "ExtractResult", "extract_features"]
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("open_clip", "hf")
+
+
+@dataclass
+class ExtractConfig:
+    """What to extract and how. ``validate()`` reports every problem at once.
+
+    backend: ``open_clip`` or ``hf`` (transformers). model: open_clip model name or config
+    JSON; for ``hf`` a model directory (default: the offline all-MiniLM-L6-v2).
+    max_tokens_per_field: cap on each text field's tokens. max_tokens: cap on an item's
+    tokens after concatenation (None: no cap). image_pool: average-pool each image's patch
+    grid to ``image_pool x image_pool`` (CLS kept). layer: hidden-state index (hf only;
+    None: last layer).
+    """
+
+    backend: str = "hf"
+    model: str | None = None
+    pretrained: str | None = None
+    random_init: bool = False
+    text_fields: tuple[str, ...] = ()
+    image_fields: tuple[str, ...] = ()
+    max_tokens_per_field: int = 64
+    max_tokens: int | None = None
+    image_pool: int | None = None
+    layer: int | None = None
+    batch_size: int = 32
+    shard_size: int = 4096
+    num_workers: int = 0
+    strict: bool = False
+    device: str = "cpu"
+    seed: int = 0
+
+    def __post_init__(self):
+        self.text_fields = tuple(self.text_fields)
+        self.image_fields = tuple(self.image_fields)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ExtractConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise InputError(f"unknown extract config key(s) {unknown}; known: {sorted(names)}")
+        return cls(**d)
+
+    def errors(self) -> list[str]:
+        e = []
+        if self.backend not in BACKENDS:
+            e.append(f"backend must be one of {list(BACKENDS)}, got {self.backend!r}")
+        if not self.text_fields and not self.image_fields:
+            e.append("give at least one field (--text-fields and/or --image-fields)")
+        both = sorted(set(self.text_fields) & set(self.image_fields))
+        if both:
+            e.append(f"field(s) {both} are listed as both text and image fields")
+        for name, fs in (("text", self.text_fields), ("image", self.image_fields)):
+            if len(set(fs)) != len(fs):
+                e.append(f"duplicate {name} field in {list(fs)}")
+        if self.backend == "open_clip":
+            if self.random_init and self.pretrained:
+                e.append("pass either --pretrained or --random-init, not both")
+            if not self.random_init and not self.pretrained:
+                e.append("open_clip needs weights: --pretrained CHECKPOINT_OR_TAG (or --random-init for tests)")
+            if self.layer is not None:
+                e.append("--layer applies to the hf backend only")
+        if self.backend == "hf":
+            if self.pretrained:
+                e.append("--pretrained applies to open_clip; for hf pass the model directory with --model")
+            if self.random_init:
+                e.append("--random-init applies to open_clip only")
+        for name in ("max_tokens_per_field", "batch_size", "shard_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                e.append(f"{name} must be a positive integer, got {v!r}")
+        if self.max_tokens is not None and (not isinstance(self.max_tokens, int) or self.max_tokens < 1):
+            e.append(f"max_tokens must be a positive integer or None, got {self.max_tokens!r}")
+        if self.image_pool is not None and (not isinstance(self.image_pool, int) or self.image_pool < 1):
+            e.append(f"image_pool must be a positive integer or None, got {self.image_pool!r}")
+        if not isinstance(self.num_workers, int) or self.num_workers < 0:
+            e.append(f"num_workers must be >= 0, got {self.num_workers!r}")
+        return e
+
+    def validate(self) -> "ExtractConfig":
+        errs = self.errors()
+        if errs:
+            raise InputError("invalid extract config: " + "; ".join(errs))
+        return self
+
+    def store_config(self) -> dict[str, Any]:
+        """The part that defines the store's content (a resume must match it exactly)."""
+        keys = ("backend", "model", "pretrained", "random_init", "text_fields", "image_fields",
+                "max_tokens_per_field", "max_tokens", "image_pool", "layer", "seed")
+        d = {k: getattr(self, k) for k in keys}
+        if self.backend == "open_clip" and not self.model:
+            d["model"] = "ViT-B-32"  # the backend's default; hf's None means the offline MiniLM
+        d["text_fields"] = list(self.text_fields)
+        d["image_fields"] = list(self.image_fields)
+        return d
+
+
+@dataclass
+class ExtractResult:
+    path: Path
+    n_rows: int
+    n_items: int
+    n_tokens: int
+    dim: int
+    n_image_errors: int
+    n_skipped_items: int
+    rows_resumed: int
+    rows_this_run: int
+    seconds: float
+    items_per_s: float
+    tokens_per_s: float
+    random_init: bool
+    errors: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["path"] = str(self.path)
+        d["errors"] = self.errors[:20]
+        return d
+
+
+def _text_value(v: Any) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, (list, tuple)):
+        v = ", ".join(str(x) for x in v if x is not None)
+    s = str(v).strip()
+    return s or None
+
+
+def _catalog_fingerprint(item_ids: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for i in item_ids:
+        h.update(str(i).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def _rows_done(writer: FeatureStoreWriter) -> int:
+    n = 0
+    for name in writer.manifest["shards"]:
+        p = writer.path / name / "extra.json"
+        n += int(json.loads(p.read_text())["n_rows"]) if p.exists() else 0
+    return n
+
+
+def extract_features(
+    catalog,
+    out: str | os.PathLike,
+    config: ExtractConfig,
+    *,
+    overwrite: bool = False,
+    base_dir: str | os.PathLike | None = None,
+    progress: Callable[[int], None] | None = None,
+    backend=None,
+) -> ExtractResult:
+    """Extract token features of every item of ``catalog`` into the store at ``out``.
+
+    ``catalog``: a path (anything ``read_catalog`` reads) or a ``pyarrow.Table`` with
+    ``item_id``. ``base_dir``: where relative image paths start (default: the catalogue's
+    directory). ``progress(n)`` is called after each batch with the items done. Resumes an
+    unfinished store at ``out`` made with the same config.
+    """
+    from ..io import read_catalog
+
+    config.validate()
+    if isinstance(catalog, (str, os.PathLike)):
+        if base_dir is None:
+            base_dir = Path(catalog).parent
+        table = read_catalog(catalog)
+    else:
+        table = catalog
+    base = Path(base_dir) if base_dir is not None else None
+    cols = set(table.column_names)
+    absent = [f for f in (*config.text_fields, *config.image_fields) if f not in cols]
+    if absent:
+        raise InputError(f"catalogue has no column(s) {absent} (columns: {sorted(cols)}); fix --text-fields/--image-fields")
+    item_ids = [str(i) for i in table.column("item_id").to_pylist()]
+    n_rows = len(item_ids)
+
+    store_cfg = config.store_config()
+    store_cfg["catalog"] = {"n_rows": n_rows, "item_ids_sha256": _catalog_fingerprint(item_ids)}
+    if backend is None:
+        from ._backends import build_backend
+
+        backend = build_backend(config)
+    if config.random_init:
+        logger.warning("open_clip %s runs with random weights: the features are random (no CLIP weights ship offline)", config.model)
+    segments = [*config.image_fields, *config.text_fields]
+    seg_id = {f: i for i, f in enumerate(segments)}
+    writer = FeatureStoreWriter(out, dim=backend.dim, config=store_cfg, segments=segments, overwrite=overwrite)
+    start_row = _rows_done(writer)
+    if start_row:
+        logger.info("resuming %s at row %d of %d (%d complete shards)", out, start_row, n_rows, len(writer.manifest["shards"]))
+    if progress is not None and start_row:
+        progress(start_row)
+
+    t0 = time.perf_counter()
+    n_items_run = n_tokens_run = 0
+    fields = [*config.image_fields, *config.text_fields]
+    for s in range(start_row, n_rows, config.shard_size):
+        rows = table.slice(s, min(config.shard_size, n_rows - s)).select(fields).to_pylist()
+        ids, toks, segs, errors, skipped = _encode_shard(rows, item_ids[s : s + len(rows)], config, backend, seg_id, base, progress)
+        writer.write_shard(ids, toks, segs, extra={"n_rows": len(rows), "first_row": s, "errors": errors, "skipped": skipped})
+        n_items_run += len(ids)
+        n_tokens_run += int(sum(len(t) for t in toks))
+    seconds = time.perf_counter() - t0
+
+    all_errors, n_skipped = [], 0
+    for name in writer.manifest["shards"]:
+        p = writer.path / name / "extra.json"
+        if p.exists():
+            extra = json.loads(p.read_text())
+            all_errors.extend(extra.get("errors", []))
+            n_skipped += len(extra.get("skipped", []))
+    m = writer.manifest
+    writer.finish(
+        backend_info=backend.describe(),
+        random_init=bool(config.random_init),
+        token_budget={
+            "max_tokens_per_field": config.max_tokens_per_field,
+            "max_tokens": config.max_tokens,
+            "image_pool": config.image_pool,
+        },
+        n_image_errors=len(all_errors),
+        n_skipped_items=n_skipped,
+        tokenizer_kit_version=__version__,
+    )
+    return ExtractResult(
+        path=Path(out),
+        n_rows=n_rows,
+        n_items=int(m["n_items"]),
+        n_tokens=int(m["n_tokens"]),
+        dim=int(backend.dim),
+        n_image_errors=len(all_errors),
+        n_skipped_items=n_skipped,
+        rows_resumed=start_row,
+        rows_this_run=n_rows - start_row,
+        seconds=seconds,
+        items_per_s=(n_rows - start_row) / seconds if seconds > 0 else 0.0,
+        tokens_per_s=n_tokens_run / seconds if seconds > 0 else 0.0,
+        random_init=bool(config.random_init),
+        errors=all_errors,
+    )
+
+
+def _batches(rows, order, config: ExtractConfig, backend, base: Path | None):
+    """Yield lists of ``(k, images, errors)`` over ``order`` (indices into ``rows``);
+    images are decoded in DataLoader workers."""
+    if not config.image_fields:
+        for s in range(0, len(order), config.batch_size):
+            yield [(int(k), [], []) for k in order[s : s + config.batch_size]]
+        return
+    from torch.utils.data import DataLoader, Subset
+
+    from ._images import ImageItems, collate_items
+
+    ds = Subset(ImageItems(rows, config.image_fields, backend.image_transform, base), [int(k) for k in order])
+    yield from DataLoader(ds, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers, collate_fn=collate_items)
+
+
+def _encode_shard(rows, ids, config: ExtractConfig, backend, seg_id, base, progress):
+    import torch
+
+    # length-sorted batches pad little; the order depends only on the shard's rows, so a
+    # resumed run batches (and computes) exactly as an uninterrupted one
+    text_len = [sum(len(_text_value(r.get(f)) or "") for f in config.text_fields) for r in rows]
+    order = np.argsort(text_len, kind="stable")
+    parts: dict[int, list[tuple[int, np.ndarray]]] = {k: [] for k in range(len(rows))}
+    errors: list[dict] = []
+    for batch in _batches(rows, order, config, backend, base):
+        ks = [k for k, _, _ in batch]
+        # images: one forward over every image of the batch, in sub-batches of batch_size
+        flat = [(k, f, img) for k, imgs, _ in batch for f, _, img in imgs]
+        for s in range(0, len(flat), config.batch_size):
+            chunk = flat[s : s + config.batch_size]
+            x = backend.encode_images(torch.stack([img for _, _, img in chunk]))  # [n, 1+P, d]
+            for (k, f, _), t in zip(chunk, x):
+                parts[k].append((seg_id[f], t))
+        for k, _, errs in batch:
+            for e in errs:
+                if config.strict:
+                    raise InputError(
+                        f"item {ids[k]!r}: image {e['field']}[{e['index']}] {e['source']} failed ({e['error']}); "
+                        "fix the catalogue or drop --strict to skip it"
+                    )
+                logger.warning("item %s: skipping image %s[%d]: %s", ids[k], e["field"], e["index"], e["error"])
+                errors.append((k, {"item_id": ids[k], **e}))
+        for f in config.text_fields:
+            have = [(k, v) for k in ks if (v := _text_value(rows[k].get(f))) is not None]
+            if not have:
+                continue
+            states = backend.encode_texts([v for _, v in have], config.max_tokens_per_field)
+            for (k, _), t in zip(have, states):
+                parts[k].append((seg_id[f], t))
+        if progress is not None:
+            progress(len(ks))
+    toks: list[np.ndarray] = []
+    segs: list[np.ndarray] = []
+    out_ids: list[str] = []
+    skipped: list[dict] = []
+    for k in range(len(rows)):  # catalogue order
+        if not parts[k]:
+            skipped.append({"item_id": ids[k], "error": "no content in any field"})
+            continue
+        # image fields then text fields, each in the order listed (parts arrive that way)
+        t = np.concatenate([p for _, p in parts[k]]).astype(np.float16)
+        sg = np.concatenate([np.full(len(p), sid, np.int16) for sid, p in parts[k]])
+        if config.max_tokens is not None:
+            t, sg = t[: config.max_tokens], sg[: config.max_tokens]
+        out_ids.append(ids[k])
+        toks.append(t)
+        segs.append(sg)
+    errors.sort(key=lambda ke: (ke[0], ke[1]["field"], ke[1]["index"]))
+    return out_ids, toks, segs, [e for _, e in errors], skipped
