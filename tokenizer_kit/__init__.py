@@ -3,11 +3,14 @@
 from ._version import __version__
 from .errors import ArtifactError, InputError, TokenizerKitError
 from ._tokenizer import SemanticTokenizer, parse_sid_string, sid_string
+from .features import ExtractConfig, FeatureStore, extract_features
 from .indexer import IndexConfig, SIDIndex, SIDTrie, SIDVocab
 from .quantizers import RQKMeans, RQKMeansConfig
 
 __all__ = [
     "ArtifactError",
+    "ExtractConfig",
+    "FeatureStore",
     "IndexConfig",
     "InputError",
     "RQKMeans",
@@ -21,6 +24,7 @@ __all__ = [
     "TrieLogitsProcessor",
     "TokenizerKitError",
     "__version__",
+    "extract_features",
     "parse_sid_string",
     "sid_string",
 ]
