@@ -24,6 +24,7 @@ _COMMAND_MODULES = [
     "_embed_text",
     "_index",
     "_extract",
+    "_pipeline",
 ]
 
 
