@@ -21,6 +21,9 @@ _COMMAND_MODULES = [
     "_build",
     "_assign",
     "_report",
+    "_mine_pairs",
+    "_align",
+    "_embed",
 ]
 
 
