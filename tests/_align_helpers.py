@@ -68,3 +68,29 @@ def tiny_lm_dir(path):
 def tiny_captions(n_items: int, cluster) -> list[str]:
     names = ["stapler black", "pen blue", "paper office", "stapler blue", "pen black", "paper black", "office pen", "blue paper"]
     return [f"{names[int(cluster[i]) % len(names)]} w{i % 40}" for i in range(n_items)]
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models run ~20x faster on one thread on a busy 2-core box (no spin contention)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def cli_app():
+    """A typer app with the alignment verbs (independent of the other verbs' modules)."""
+    import typer
+
+    from tokenizer_kit.cli import _align, _embed, _mine_pairs
+
+    app = typer.Typer(pretty_exceptions_enable=False)
+    for mod in (_mine_pairs, _align, _embed):
+        mod.register(app)
+    return app

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from _align_helpers import one_torch_thread  # noqa: F401
 from tokenizer_kit.alignment import QFormer, QFormerConfig, info_nce, info_nce_reference, item_vectors, pair_similarity
 from tokenizer_kit.errors import InputError
 
