@@ -22,8 +22,8 @@ from tokenizer_kit.errors import InputError
     "seed,cfg",
     [
         (0, PairMiningConfig()),
-        (1, PairMiningConfig(alpha=0.5, user_weight_power=0.0, block_users=7)),
-        (2, PairMiningConfig(max_items_per_user=6, max_users_per_item=9, block_users=3)),
+        (1, PairMiningConfig(alpha=0.5, user_weight_power=0.0)),
+        (2, PairMiningConfig(max_items_per_user=6, max_users_per_item=9)),
     ],
 )
 def test_swing_equals_brute_force(seed, cfg):

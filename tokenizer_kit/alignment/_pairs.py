@@ -8,9 +8,9 @@ Swing similarity of items i and j::
 after two caps: each user keeps the latest ``max_items_per_user`` distinct items and each
 item the latest ``max_users_per_item`` users (the usual guards against heavy users and
 blockbuster items). The fast path is sparse linear algebra: with the capped user x item
-matrix A, the user co-count C = A A^T gives |I_u ∩ I_v|; every user pair with C_uv >= 2 gets
-a row b_uv = a_u * a_v (elementwise) and weight W_uv, and sim = B^T diag(W) B, computed in
-blocks of users. ``swing_reference`` is the plain Python definition (tests, benchmarks).
+item pairs of every user are grouped by item pair, user pairs are formed inside each group,
+and each term is weighted and summed with numpy (see ``swing_similarity``); nothing loops over
+users or items in Python. ``swing_reference`` is the plain Python definition (tests, benchmarks).
 
 User-to-item pairs (OneRec): for each user, the latest positive training click is the target
 and is paired with the most similar item (Swing; item co-occurrence cosine breaks ties and
@@ -44,7 +44,6 @@ class PairMiningConfig:
     min_swing_score: float = 0.0
     u2i_history: int = 10
     u2i_targets_per_user: int = 1
-    block_users: int = 4096
 
     def errors(self) -> list[str]:
         e = []
@@ -52,7 +51,7 @@ class PairMiningConfig:
             e.append(f"alpha must be > 0, got {self.alpha}")
         if self.user_weight_power < 0:
             e.append(f"user_weight_power must be >= 0, got {self.user_weight_power}")
-        for name in ("max_items_per_user", "max_users_per_item", "u2i_history", "block_users"):
+        for name in ("max_items_per_user", "max_users_per_item", "u2i_history"):
             if int(getattr(self, name)) < 1:
                 e.append(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.swing_topk < 0:
@@ -121,41 +120,67 @@ def _user_item_matrix(users: np.ndarray, items: np.ndarray, n_users: int, n_item
     return a
 
 
+def _pairs_within_runs(starts: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """All index pairs (p, q), p < q, inside each run [start, start + size): two int64 arrays."""
+    sizes = sizes.astype(np.int64)
+    # element r of a run pairs with the size - 1 - r elements after it
+    elem_start = np.repeat(starts.astype(np.int64), sizes)
+    elem = elem_start + (np.arange(int(sizes.sum()), dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes))
+    after = np.repeat(starts + sizes, sizes) - elem - 1
+    first = np.repeat(elem, after)
+    second = first + 1 + (np.arange(int(after.sum()), dtype=np.int64) - np.repeat(np.cumsum(after) - after, after))
+    return first, second
+
+
 def swing_similarity(log: InteractionLog, config: PairMiningConfig | None = None):
     """Swing similarity as a symmetric ``scipy.sparse.csr_matrix`` (n_items, n_items), float64,
-    zero diagonal. Vectorised over user pairs in blocks of ``config.block_users`` users."""
+    zero diagonal.
+
+    Vectorised over "quadruples" (item pair i<j, user pair u<v, all four interactions present),
+    the terms of the Swing sum, without ever forming the dense-ish user x user co-count matrix:
+    (1) every user's item pairs (u, i, j); (2) grouped by (i, j), the groups of >= 2 users give
+    the user pairs; (3) a user pair that shares c items appears in c(c-1)/2 quadruples, which
+    gives |I_u ∩ I_v| = c from a count; (4) weights summed per item pair with ``bincount``.
+    Memory is O(number of quadruples), bounded through ``max_users_per_item``.
+    """
     import scipy.sparse as sp
 
     cfg = (config or PairMiningConfig()).validate()
     n_users, n_items = len(log.user_ids), len(log.item_ids)
     users, items = cap_interactions(log, max_items_per_user=cfg.max_items_per_user, max_users_per_item=cfg.max_users_per_item)
     a = _user_item_matrix(users, items, n_users, n_items)
-    deg = np.asarray(a.sum(axis=1)).ravel()
-    w = np.where(deg > 0, np.maximum(deg, 1.0) ** (-cfg.user_weight_power), 0.0)
-    sim = sp.csr_matrix((n_items, n_items), dtype=np.float64)
-    pair_budget = 2_000_000  # nnz of B per chunk bounds memory
-    for s in range(0, n_users, cfg.block_users):
-        blk = a[s : s + cfg.block_users]
-        c = (blk @ a.T).tocoo()  # [b, n_users] co-counts |I_u ∩ I_v|
-        uu = c.row.astype(np.int64) + s
-        vv = c.col.astype(np.int64)
-        keep = (vv > uu) & (c.data >= 2)
-        uu, vv, cnt = uu[keep], vv[keep], c.data[keep]
-        if len(uu) == 0:
-            continue
-        wt = w[uu] * w[vv] / (cfg.alpha + cnt)
-        per = np.maximum(cnt, 1)
-        bounds = np.searchsorted(np.cumsum(per), np.arange(pair_budget, per.sum() + pair_budget, pair_budget))
-        lo = 0
-        for hi in np.unique(np.r_[bounds, len(uu)]):
-            hi = int(min(max(hi, lo + 1), len(uu)))
-            if hi <= lo:
-                continue
-            b = a[uu[lo:hi]].multiply(a[vv[lo:hi]]).tocsr()  # [p, n_items] common items per pair
-            sim = sim + (b.T @ sp.diags(wt[lo:hi]) @ b)
-            lo = hi
-    sim = sim.tocsr()
-    sim.setdiag(0.0)
+    a.sort_indices()
+    deg = np.diff(a.indptr).astype(np.int64)
+    w = np.where(deg > 0, np.maximum(deg, 1).astype(np.float64) ** (-cfg.user_weight_power), 0.0)
+    # (1) item pairs per user: triples (u, i, j), i < j
+    f, g = _pairs_within_runs(a.indptr[:-1].astype(np.int64), deg)
+    t_user = np.repeat(np.arange(n_users, dtype=np.int64), deg)[f]
+    t_key = a.indices[f].astype(np.int64) * n_items + a.indices[g].astype(np.int64)
+    del f, g
+    # (2) group by item pair; users inside a group stay ascending (stable sort)
+    order = np.argsort(t_key, kind="stable")
+    t_key, t_user = t_key[order], t_user[order]
+    new = np.r_[True, t_key[1:] != t_key[:-1]]
+    starts = np.flatnonzero(new)
+    sizes = np.diff(np.r_[starts, len(t_key)])
+    keep = sizes >= 2
+    starts, sizes = starts[keep], sizes[keep]
+    group_key = t_key[starts]
+    if len(starts) == 0:
+        return sp.csr_matrix((n_items, n_items), dtype=np.float64)
+    p, q = _pairs_within_runs(starts, sizes)
+    q_group = np.repeat(np.arange(len(starts), dtype=np.int64), sizes * (sizes - 1) // 2)
+    uu, vv = t_user[p], t_user[q]
+    del p, q, t_user
+    # (3) |I_u ∩ I_v| from how often the user pair occurs: c(c-1)/2 times
+    _, inv, n_uv = np.unique(uu * n_users + vv, return_inverse=True, return_counts=True)
+    common = np.rint((1.0 + np.sqrt(1.0 + 8.0 * n_uv)) / 2.0)
+    weight = w[uu] * w[vv] / (cfg.alpha + common[inv])
+    # (4) sum per item pair
+    val = np.bincount(q_group, weights=weight, minlength=len(starts))
+    gi, gj = group_key // n_items, group_key % n_items
+    sim = sp.csr_matrix((np.r_[val, val], (np.r_[gi, gj], np.r_[gj, gi])), shape=(n_items, n_items))
+    sim.sum_duplicates()
     sim.eliminate_zeros()
     sim.sort_indices()
     return sim
