@@ -25,6 +25,9 @@ _COMMAND_MODULES = [
     "_index",
     "_extract",
     "_pipeline",
+    "_mine_pairs",
+    "_align",
+    "_embed",
 ]
 
 

@@ -1,0 +1,138 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from _align_helpers import cluster_pairs, clustered_store, one_torch_thread, tiny_captions, tiny_lm_dir  # noqa: F401
+from tokenizer_kit.alignment import (
+    AlignConfig,
+    QFormerConfig,
+    embed_store,
+    load_alignment,
+    load_caption_lm,
+    pair_recall_at_k,
+    train_alignment,
+)
+from tokenizer_kit.errors import ArtifactError, InputError
+from tokenizer_kit.io import load_embeddings
+
+
+def _cfg(**kw):
+    base = dict(
+        qformer=QFormerConfig(feature_dim=16, d_model=16, n_queries=2, n_layers=1, n_heads=2),
+        steps=12, batch_size=16, lr=3e-3, warmup_steps=2, caption_weight=0.0, log_every=1, checkpoint_every=4, eval_fraction=0.1,
+    )
+    base.update(kw)
+    return AlignConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("align")
+    store, ids, cluster = clustered_store(d / "store")
+    return store, ids, cluster, cluster_pairs(ids, cluster)
+
+
+def _metrics(out):
+    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_training_lowers_the_loss(data, tmp_path):
+    store, ids, cluster, pairs = data
+    s = train_alignment(store=store, pairs=pairs, out=tmp_path / "a", config=_cfg(steps=30, log_every=5))
+    losses = [m["info_nce"] for m in _metrics(tmp_path / "a") if "info_nce" in m]
+    assert losses[-1] < losses[0] - 0.1
+    assert s["steps_done"] == 30 and "eval" in s
+    meta = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert meta["format_version"] == 1 and meta["config"]["steps"] == 30
+
+
+def test_resume_reproduces_uninterrupted_run(data, tmp_path):
+    store, ids, cluster, pairs = data
+    cfg = _cfg(qformer=QFormerConfig(feature_dim=16, d_model=16, n_queries=2, n_layers=1, n_heads=2, dropout=0.1))
+    train_alignment(store=store, pairs=pairs, out=tmp_path / "full", config=cfg)
+    part = train_alignment(store=store, pairs=pairs, out=tmp_path / "part", config=cfg, stop_after=5)
+    assert part["steps_done"] == 5 and not (tmp_path / "part" / "model.safetensors").exists()
+    s = train_alignment(store=store, pairs=pairs, out=tmp_path / "part", config=cfg)
+    assert s["steps_done"] == 12
+    a = load_file(str(tmp_path / "full" / "model.safetensors"))
+    b = load_file(str(tmp_path / "part" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    la = [(m["step"], m["loss"]) for m in _metrics(tmp_path / "full") if "loss" in m]
+    lb = [(m["step"], m["loss"]) for m in _metrics(tmp_path / "part") if "loss" in m]
+    assert la == lb
+
+
+def test_resume_with_other_config_is_refused(data, tmp_path):
+    store, ids, cluster, pairs = data
+    train_alignment(store=store, pairs=pairs, out=tmp_path / "r", config=_cfg(), stop_after=4)
+    with pytest.raises(ArtifactError):
+        train_alignment(store=store, pairs=pairs, out=tmp_path / "r", config=_cfg(lr=1e-2))
+
+
+def test_caption_loss_with_tiny_llama(data, tmp_path):
+    store, ids, cluster, pairs = data
+    lm = load_caption_lm(str(tiny_lm_dir(tmp_path / "lm")))
+    before = {k: v.clone() for k, v in lm[0].state_dict().items()}
+    caps = tiny_captions(len(store), cluster)
+    cfg = _cfg(steps=25, lr=1e-2, caption_weight=1.0, caption_batch=8, log_every=5)
+    s = train_alignment(store=store, pairs=pairs, out=tmp_path / "c", config=cfg, captions=caps, caption_lm=lm)
+    m = _metrics(tmp_path / "c")
+    cap = [x["caption"] for x in m if "caption" in x]
+    assert len(cap) == 5 and cap[-1] < cap[0]
+    ev = s["eval"]
+    # the prefix is trained to carry the caption: with it the LM does better than without
+    assert ev["caption_loss_with_prefix"] < ev["caption_loss_without_prefix"]
+    for k, v in lm[0].state_dict().items():  # the LM stays frozen
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+    w = load_file(str(tmp_path / "c" / "model.safetensors"))
+    assert w["caption_proj.weight"].shape == (32, 16)
+
+
+def test_caption_needs_captions(data, tmp_path):
+    store, ids, cluster, pairs = data
+    with pytest.raises(InputError):
+        train_alignment(store=store, pairs=pairs, out=tmp_path / "x", config=_cfg(caption_weight=0.5), captions=None, caption_lm=(None, None))
+
+
+@pytest.mark.parametrize("pooling,dim", [("flatten", 32), ("mean", 16), ("raw", 32)])
+def test_embed_feeds_load_embeddings(data, tmp_path, pooling, dim):
+    store, ids, cluster, pairs = data
+    train_alignment(store=store, pairs=pairs, out=tmp_path / "m", config=_cfg(steps=3))
+    rec = embed_store(store, tmp_path / "m", tmp_path / "e.parquet", pooling=pooling, batch_size=7)
+    emb = load_embeddings(tmp_path / "e.parquet")
+    assert list(map(str, emb.ids)) == ids and emb.vectors.shape == (len(ids), dim) and rec["dim"] == dim
+    # batch size does not change the result
+    embed_store(store, tmp_path / "m", tmp_path / "e2.parquet", pooling=pooling, batch_size=64)
+    np.testing.assert_allclose(load_embeddings(tmp_path / "e2.parquet").vectors, emb.vectors, rtol=1e-5, atol=1e-6)
+    if pooling != "raw":
+        np.testing.assert_allclose(np.linalg.norm(emb.vectors, axis=1), 1.0, rtol=1e-5)
+
+
+def test_load_alignment_detects_tampering(data, tmp_path):
+    store, ids, cluster, pairs = data
+    train_alignment(store=store, pairs=pairs, out=tmp_path / "t", config=_cfg(steps=2))
+    qf, meta = load_alignment(tmp_path / "t")
+    assert qf.config.n_queries == 2
+    p = tmp_path / "t" / "model.safetensors"
+    p.write_bytes(p.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(ArtifactError):
+        load_alignment(tmp_path / "t")
+
+
+def test_pair_recall_matches_brute_force():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 6)).astype(np.float32)
+    a, b = rng.integers(0, 50, 30), rng.integers(0, 50, 30)
+    keep = a != b
+    a, b = a[keep], b[keep]
+    hits = 0
+    for q, t in list(zip(a, b)) + list(zip(b, a)):
+        s = x @ x[q]
+        s[q] = -np.inf
+        hits += int((s > s[t]).sum() < 5)
+    assert pair_recall_at_k(x, a, b, 5, chunk=7) == pytest.approx(hits / (2 * len(a)))

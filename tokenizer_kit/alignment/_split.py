@@ -1,0 +1,117 @@
+"""Leave-one-out split of interaction logs (the usual protocol for sequential recommendation).
+
+Per user, interactions are ordered by ``timestamp`` (ties keep file order): the last one is
+the test item, the second to last the validation item, the rest is training. Users with fewer
+than ``min_interactions`` (default 3) interactions go wholly to training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError
+
+__all__ = ["InteractionLog", "leave_one_out_split", "interaction_log"]
+
+
+@dataclass
+class InteractionLog:
+    """Interactions as parallel arrays, sorted by (user, time).
+
+    ``users`` / ``items`` (n,) int64 codes into ``user_ids`` / ``item_ids``; ``timestamps``
+    (n,) int64; ``positive`` (n,) bool (``label > 0`` where a label column exists, else True).
+    """
+
+    users: np.ndarray
+    items: np.ndarray
+    timestamps: np.ndarray
+    positive: np.ndarray
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+
+    def __len__(self) -> int:
+        return int(len(self.users))
+
+    def subset(self, keep: np.ndarray) -> "InteractionLog":
+        return InteractionLog(self.users[keep], self.items[keep], self.timestamps[keep], self.positive[keep], self.user_ids, self.item_ids)
+
+    def user_bounds(self) -> np.ndarray:
+        """Start of each user's run in the sorted arrays, (n_runs+1,) int64."""
+        if len(self.users) == 0:
+            return np.zeros(1, np.int64)
+        change = np.flatnonzero(np.diff(self.users)) + 1
+        return np.concatenate([[0], change, [len(self.users)]]).astype(np.int64)
+
+
+def interaction_log(table, *, item_ids: np.ndarray | None = None) -> InteractionLog:
+    """Convert an interactions Table (``read_interactions``) into a sorted :class:`InteractionLog`.
+
+    ``item_ids`` fixes the item vocabulary (codes follow it; interactions with other items
+    are dropped); by default it is the sorted set of items in the log.
+    """
+    for c in ("user_id", "item_id"):
+        if c not in table.column_names:
+            raise InputError(f"interactions lack a {c!r} column (columns: {table.column_names}); give user_id, item_id, timestamp")
+    u = np.asarray(table.column("user_id").to_numpy(zero_copy_only=False)).astype(str)
+    it = np.asarray(table.column("item_id").to_numpy(zero_copy_only=False)).astype(str)
+    n = len(u)
+    ts = (
+        np.asarray(table.column("timestamp").to_numpy(zero_copy_only=False), dtype=np.int64)
+        if "timestamp" in table.column_names
+        else np.arange(n, dtype=np.int64)
+    )
+    if "label" in table.column_names:
+        lab = np.asarray(table.column("label").to_numpy(zero_copy_only=False), dtype=np.float64)
+        pos = np.nan_to_num(lab, nan=0.0) > 0
+    else:
+        pos = np.ones(n, dtype=bool)
+    user_ids, ucode = np.unique(u, return_inverse=True)
+    if item_ids is None:
+        item_ids, icode = np.unique(it, return_inverse=True)
+    else:
+        item_ids = np.asarray(item_ids).astype(str)
+        order = np.argsort(item_ids, kind="stable")
+        pos_in = np.searchsorted(item_ids[order], it)
+        pos_in = np.clip(pos_in, 0, len(item_ids) - 1)
+        found = item_ids[order][pos_in] == it
+        icode = np.where(found, order[pos_in], -1)
+        if not found.all():
+            keep = found
+            ucode, icode, ts, pos = ucode[keep], icode[keep], ts[keep], pos[keep]
+    # sort by user, then time; row order breaks ties (stable)
+    order = np.lexsort((np.arange(len(ucode)), ts, ucode))
+    return InteractionLog(
+        users=ucode[order].astype(np.int64),
+        items=np.asarray(icode)[order].astype(np.int64),
+        timestamps=ts[order],
+        positive=pos[order],
+        user_ids=user_ids.astype(object),
+        item_ids=np.asarray(item_ids).astype(object),
+    )
+
+
+@dataclass
+class Split:
+    """``train`` / ``valid`` / ``test`` logs; valid and test hold at most one row per user."""
+
+    train: InteractionLog
+    valid: InteractionLog
+    test: InteractionLog
+
+
+def leave_one_out_split(log_or_table, *, min_interactions: int = 3) -> Split:
+    """Leave-one-out split per user (last -> test, second to last -> valid, rest -> train)."""
+    log = log_or_table if isinstance(log_or_table, InteractionLog) else interaction_log(log_or_table)
+    b = log.user_bounds()
+    starts, ends = b[:-1], b[1:]
+    n = len(log)
+    role = np.zeros(n, dtype=np.int8)  # 0 train, 1 valid, 2 test
+    big = (ends - starts) >= max(int(min_interactions), 3)
+    role[ends[big] - 1] = 2
+    role[ends[big] - 2] = 1
+    return Split(log.subset(role == 0), log.subset(role == 1), log.subset(role == 2))
+
+
+__all__ += ["Split"]

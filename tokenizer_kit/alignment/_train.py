@@ -1,0 +1,484 @@
+"""Alignment training: QFormer on item pairs with InfoNCE (+ caption loss), DDP-ready.
+
+Output directory::
+
+    config.json           format version, package version, AlignConfig, inputs, eval results
+    model.safetensors     trainable weights: qformer.*, caption_proj.* (if any), temperature.*
+    metrics.jsonl         one JSON line per logged step (and the final eval)
+    checkpoint/           latest resume state: model.safetensors + trainer_state.pt (optimizer,
+                          scheduler, step, RNG; loaded with weights_only=True) + meta.json
+
+Batches are a pure function of (seed, step) (a seeded permutation per epoch), so a resumed run
+sees exactly the batches an uninterrupted one would. Under ``torchrun`` each rank takes a
+strided slice of every global batch (in-batch negatives are per rank) and DDP averages grads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import __version__
+from ..errors import ArtifactError, InputError
+from ..io import atomic_directory, atomic_write, atomic_write_json, sha256_file
+from ._losses import Temperature, info_nce, item_vectors
+from ._qformer import QFormer, QFormerConfig
+
+__all__ = ["AlignConfig", "AlignmentModel", "train_alignment", "evaluate_alignment", "embed_indices", "pair_recall_at_k", "pooled_features", "ALIGNMENT_FORMAT_VERSION"]
+
+logger = logging.getLogger(__name__)
+
+ALIGNMENT_FORMAT_VERSION = 1
+
+
+@dataclass
+class AlignConfig:
+    qformer: QFormerConfig = field(default_factory=QFormerConfig)
+    steps: int = 500
+    batch_size: int = 128
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 1.0
+    temperature: float = 0.07
+    learn_temperature: bool = False
+    max_tokens: int = 128
+    caption_weight: float = 0.1
+    caption_lm: str | None = None
+    caption_batch: int = 8
+    caption_every: int = 1
+    caption_max_tokens: int = 32
+    caption_fields: tuple[str, ...] = ("title", "brand", "categories")
+    eval_fraction: float = 0.05
+    eval_k: int = 10
+    eval_caption_items: int = 256
+    log_every: int = 10
+    checkpoint_every: int = 100
+    bf16: bool = True
+    seed: int = 0
+
+    def errors(self) -> list[str]:
+        e = list(self.qformer.errors())
+        for name in ("steps", "batch_size", "max_tokens", "caption_batch", "caption_every", "caption_max_tokens", "eval_k", "log_every", "checkpoint_every"):
+            if int(getattr(self, name)) < 1:
+                e.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size < 2:
+            e.append(f"batch_size must be >= 2 for in-batch negatives, got {self.batch_size}")
+        if not self.lr > 0:
+            e.append(f"lr must be > 0, got {self.lr}")
+        if self.warmup_steps < 0:
+            e.append(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            e.append(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if not self.temperature > 0:
+            e.append(f"temperature must be > 0, got {self.temperature}")
+        if self.caption_weight < 0:
+            e.append(f"caption_weight must be >= 0, got {self.caption_weight}")
+        if not 0 <= self.eval_fraction < 1:
+            e.append(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if self.grad_clip < 0:
+            e.append(f"grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
+        return e
+
+    def validate(self) -> "AlignConfig":
+        e = self.errors()
+        if e:
+            raise InputError("invalid alignment config: " + "; ".join(e))
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["caption_fields"] = list(self.caption_fields)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "AlignConfig":
+        d = dict(d)
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise InputError(f"unknown alignment config keys {sorted(unknown)}")
+        q = d.pop("qformer", {})
+        if "caption_fields" in d:
+            d["caption_fields"] = tuple(d["caption_fields"])
+        return cls(qformer=q if isinstance(q, QFormerConfig) else QFormerConfig.from_dict(q), **d)
+
+
+class AlignmentModel(nn.Module):
+    """The trainable part: QFormer, optional caption prefix projection, temperature.
+
+    ``forward(tokens (b, t, f), mask (b, t), caption_rows (c,) local indices | None)``
+    -> ``(M~ (b, n_q, d), prefix (c, n_q, H) | None, tau scalar)``.
+    """
+
+    def __init__(self, config: AlignConfig, *, lm_hidden: int | None = None):
+        super().__init__()
+        self.qformer = QFormer(config.qformer)
+        self.caption_proj = nn.Linear(config.qformer.d_model, lm_hidden) if lm_hidden else None
+        self.temperature = Temperature(config.temperature, learn=config.learn_temperature)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor, caption_rows: torch.Tensor | None = None):
+        m = self.qformer(tokens, mask)
+        prefix = None
+        if self.caption_proj is not None and caption_rows is not None:
+            prefix = self.caption_proj(m[caption_rows])
+        return m, prefix, self.temperature()
+
+
+# --------------------------------------------------------------------------- data helpers
+def _pair_indices(pairs, store) -> tuple[np.ndarray, np.ndarray, int]:
+    a = pairs.column("item_a").to_pylist()
+    b = pairs.column("item_b").to_pylist()
+    idx = {iid: i for i, iid in enumerate(store.item_ids)}
+    ia = np.array([idx.get(str(x), -1) for x in a], dtype=np.int64)
+    ib = np.array([idx.get(str(x), -1) for x in b], dtype=np.int64)
+    ok = (ia >= 0) & (ib >= 0) & (ia != ib)
+    return ia[ok], ib[ok], int((~ok).sum())
+
+
+def _lr_lambda(cfg: AlignConfig) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        prog = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, prog)))
+
+    return f
+
+
+def _batch_for_step(step: int, n_pairs: int, batch_size: int, seed: int) -> np.ndarray:
+    per_epoch = max(1, n_pairs // batch_size)
+    epoch, k = divmod(step, per_epoch)
+    perm = np.random.default_rng([seed, epoch]).permutation(n_pairs)
+    return perm[k * batch_size : (k + 1) * batch_size]
+
+
+def _device_of(device: str | None) -> torch.device:
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@torch.no_grad()
+def embed_indices(model: QFormer, store, indices: Sequence[int], *, batch_size: int = 256, max_tokens: int | None = None, device: torch.device | str = "cpu", progress=None) -> np.ndarray:
+    """M~ for store rows ``indices``: (n, n_q, d) float32, in batches."""
+    model.eval()
+    dev = torch.device(device)
+    out = np.empty((len(indices), model.config.n_queries, model.config.d_model), dtype=np.float32)
+    for s in range(0, len(indices), batch_size):
+        chunk = list(indices[s : s + batch_size])
+        tok, mask, _ = store.batch(chunk, max_tokens)
+        m = model(torch.from_numpy(tok).to(dev), torch.from_numpy(mask).to(dev))
+        out[s : s + len(chunk)] = m.float().cpu().numpy()
+        if progress is not None:
+            progress(len(chunk))
+    return out
+
+
+def pooled_features(store, *, batch_size: int = 512, max_tokens: int | None = None) -> np.ndarray:
+    """Masked mean of each item's raw token vectors, L2-normalised: (n, feature_dim) float32."""
+    out = np.empty((len(store), store.dim), dtype=np.float32)
+    for s in range(0, len(store), batch_size):
+        idx = list(range(s, min(s + batch_size, len(store))))
+        tok, mask, _ = store.batch(idx, max_tokens)
+        v = (tok * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1)
+        out[s : s + len(idx)] = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    return out
+
+
+def pair_recall_at_k(vectors: np.ndarray, a: np.ndarray, b: np.ndarray, k: int = 10, *, chunk: int = 1024) -> float:
+    """Recall@k of pair retrieval, both directions: for each pair (a, b) the query a ranks all
+    other items by dot product (cosine for unit vectors); a hit if b is in the top k."""
+    x = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
+    q = np.r_[a, b]
+    t = np.r_[b, a]
+    hits = 0
+    for s in range(0, len(q), chunk):
+        qi = torch.from_numpy(q[s : s + chunk])
+        sims = x[qi] @ x.T  # [c, n]
+        sims[torch.arange(len(qi)), qi] = float("-inf")
+        target = sims[torch.arange(len(qi)), torch.from_numpy(t[s : s + chunk])]
+        rank = (sims > target[:, None]).sum(1)  # items strictly better than the partner
+        hits += int((rank < k).sum())
+    return hits / max(len(q), 1)
+
+
+# --------------------------------------------------------------------------- checkpoints
+def _save_weights(model: nn.Module, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_write(path) as tmp:
+        save_file(sd, str(tmp))
+
+
+def _load_weights(model: nn.Module, path: Path) -> None:
+    from safetensors.torch import load_file
+
+    sd = load_file(str(path))
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise ArtifactError(f"{path}: weights do not match the model (missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}); was it written with another config?")
+
+
+def _save_checkpoint(out: Path, model, opt, sched, step: int, cfg: AlignConfig) -> None:
+    with atomic_directory(out / "checkpoint", overwrite=True) as d:
+        _save_weights(model, d / "model.safetensors")
+        state = {
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "step": step,
+            "torch_rng": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        torch.save(state, d / "trainer_state.pt")
+        atomic_write_json(d / "meta.json", {"step": step, "config": cfg.to_dict(), "version": __version__})
+
+
+def _load_checkpoint(out: Path, model, opt, sched, cfg: AlignConfig) -> int:
+    d = out / "checkpoint"
+    meta = json.loads((d / "meta.json").read_text())
+    saved = dict(meta["config"])
+    now = cfg.to_dict()
+    diff = sorted(k for k in now if saved.get(k) != now[k])
+    if diff:
+        raise ArtifactError(f"{d}: checkpoint was written with another config (differs in {diff}); use the same options or a new --out")
+    _load_weights(model, d / "model.safetensors")
+    state = torch.load(d / "trainer_state.pt", weights_only=True, map_location="cpu")
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    if "cuda_rng" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return int(state["step"])
+
+
+# --------------------------------------------------------------------------- training
+def _dist_info() -> tuple[int, int, bool]:
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        return dist.get_rank(), dist.get_world_size(), True
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), False
+    return 0, 1, False
+
+
+def train_alignment(
+    *,
+    store,
+    pairs,
+    out: str | os.PathLike,
+    config: AlignConfig | None = None,
+    captions: Sequence[str] | None = None,
+    caption_lm=None,
+    eval_pairs=None,
+    resume: bool = True,
+    stop_after: int | None = None,
+    device: str | None = None,
+    progress: Callable[[int], None] | None = None,
+    inputs_info: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train the QFormer and write the alignment directory ``out``; returns the summary dict.
+
+    ``store``: a FeatureStore; ``pairs``: Table ``item_a, item_b[, source]``; ``captions``:
+    one caption per store item (needed when ``caption_weight > 0``); ``caption_lm``: a
+    ``(model, tokenizer)`` pair, else loaded from ``config.caption_lm``; ``eval_pairs``:
+    held-out pairs (default: hold out ``eval_fraction`` of ``pairs``). ``stop_after`` ends the
+    run early after that many steps (simulates an interruption; the checkpoint stays).
+    """
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from ._caption import CaptionLM, load_caption_lm
+
+    cfg = (config or AlignConfig()).validate()
+    if cfg.qformer.feature_dim != store.dim:
+        raise InputError(f"qformer.feature_dim is {cfg.qformer.feature_dim} but the feature store has dim {store.dim}; set feature_dim={store.dim}")
+    out = Path(out)
+    rank, world, own_pg = _dist_info()
+    dev = _device_of(device)
+    if dev.type == "cuda" and world > 1:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+        torch.cuda.set_device(dev)
+    torch.manual_seed(cfg.seed)
+    np_rng = np.random.default_rng(cfg.seed)
+
+    ia, ib, dropped = _pair_indices(pairs, store)
+    if dropped:
+        logger.warning("%d pairs name items missing from the feature store (or self-pairs); skipped", dropped)
+    if eval_pairs is not None:
+        ea, eb, _ = _pair_indices(eval_pairs, store)
+    else:
+        perm = np_rng.permutation(len(ia))
+        n_eval = int(round(cfg.eval_fraction * len(ia)))
+        ev, tr = perm[:n_eval], np.sort(perm[n_eval:])
+        ea, eb = ia[ev], ib[ev]
+        ia, ib = ia[tr], ib[tr]
+    if len(ia) < cfg.batch_size:
+        raise InputError(f"{len(ia)} training pairs match the feature store, fewer than batch_size {cfg.batch_size}; lower --batch-size or give more pairs")
+
+    use_caption = cfg.caption_weight > 0
+    cap = None
+    if use_caption:
+        if captions is None or len(captions) != len(store):
+            raise InputError("the caption loss needs one caption per feature-store item; pass --catalog or --caption-weight 0")
+        lm, tok = caption_lm if caption_lm is not None else load_caption_lm(cfg.caption_lm, device=str(dev))
+        cap = CaptionLM(lm, tok, captions, max_tokens=cfg.caption_max_tokens).to(dev)
+    model = AlignmentModel(cfg, lm_hidden=cap.hidden_size if cap is not None else None).to(dev)
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
+
+    start = 0
+    if resume and (out / "checkpoint" / "meta.json").exists():
+        start = _load_checkpoint(out, model, opt, sched, cfg)
+        logger.info("resumed from %s at step %d", out / "checkpoint", start)
+    elif rank == 0 and (out / "model.safetensors").exists() and not resume:
+        logger.info("overwriting %s", out)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        mpath = out / "metrics.jsonl"
+        if mpath.exists():  # keep only lines a resumed run will not rewrite
+            kept = [ln for ln in mpath.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= start and "eval" not in json.loads(ln)]
+            mpath.write_text("".join(k + "\n" for k in kept))
+    ddp_model = DDP(model, find_unused_parameters=cap is not None and cfg.caption_every > 1) if world > 1 else model
+    autocast = dev.type == "cuda" and cfg.bf16
+
+    t0 = time.time()
+    step = start
+    end = cfg.steps if stop_after is None else min(cfg.steps, start + int(stop_after))
+    model.train()
+    if cap is not None:
+        cap.train()
+    running: dict[str, float] = {}
+    while step < end:
+        gidx = _batch_for_step(step, len(ia), cfg.batch_size, cfg.seed)
+        lidx = gidx[rank::world]
+        a, b = ia[lidx], ib[lidx]
+        items, inv = np.unique(np.r_[a, b], return_inverse=True)
+        inv_a, inv_b = inv[: len(a)], inv[len(a) :]
+        tok, mask, _ = store.batch(items.tolist(), cfg.max_tokens)
+        cap_rows = None
+        cap_step = cap is not None and step % cfg.caption_every == 0
+        if cap_step:
+            crng = np.random.default_rng([cfg.seed, 7, step, rank])
+            cap_rows = np.sort(crng.choice(len(items), size=min(cfg.caption_batch, len(items)), replace=False))
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=autocast):
+            m, prefix, tau = ddp_model(
+                torch.from_numpy(tok).to(dev), torch.from_numpy(mask).to(dev), None if cap_rows is None else torch.from_numpy(cap_rows).to(dev)
+            )
+            ta, tb = torch.from_numpy(inv_a).to(dev), torch.from_numpy(inv_b).to(dev)
+            eye = torch.eye(len(a), dtype=torch.bool, device=dev)
+            same_b = (tb[None, :] == tb[:, None]) & ~eye
+            same_a = (ta[None, :] == ta[:, None]) & ~eye
+            l_nce = info_nce(m[ta], m[tb], tau, same_a=same_a, same_b=same_b)
+            loss = l_nce
+            l_cap = None
+            if cap_step:
+                l_cap = cap.loss(prefix, torch.from_numpy(items[cap_rows]).to(dev))
+                loss = loss + cfg.caption_weight * l_cap
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip) if cfg.grad_clip > 0 else torch.tensor(0.0)
+        opt.step()
+        sched.step()
+        step += 1
+        vals = {"loss": float(loss.detach()), "info_nce": float(l_nce.detach()), "grad_norm": float(gnorm)}
+        if l_cap is not None:
+            vals["caption"] = float(l_cap.detach())
+        for k, v in vals.items():
+            running[k] = running.get(k, 0.0) + v
+            running["_n_" + k] = running.get("_n_" + k, 0) + 1
+        if rank == 0 and (step % cfg.log_every == 0 or step == end):
+            avg = {k: v / running["_n_" + k] for k, v in running.items() if not k.startswith("_n_")}
+            rec = {"step": step, **avg, "lr": sched.get_last_lr()[0], "tau": float(tau.detach()), "elapsed_s": round(time.time() - t0, 3)}
+            running = {}
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(rec) + "\n")
+            logger.info("step %d loss %.4f", step, rec["loss"])
+        if step % cfg.checkpoint_every == 0 or step == end:
+            if rank == 0:
+                _save_checkpoint(out, model, opt, sched, step, cfg)
+            if world > 1:
+                dist.barrier()
+        if progress is not None:
+            progress(1)
+
+    summary: dict[str, Any] = {"steps_done": step, "steps": cfg.steps, "world_size": world, "train_pairs": int(len(ia)), "eval_pairs": int(len(ea)), "train_seconds": round(time.time() - t0, 2)}
+    if world > 1:
+        # every rank must hold the same weights after DDP steps
+        chk = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1).to(dev)
+        allc = [torch.zeros_like(chk) for _ in range(world)]
+        dist.all_gather(allc, chk)
+        summary["ranks_in_sync"] = bool(all(torch.equal(c, allc[0]) for c in allc))
+    if step >= cfg.steps and rank == 0:
+        ev = evaluate_alignment(model, store, ea, eb, cfg, cap=cap, device=dev)
+        summary["eval"] = ev
+        _save_weights(model, out / "model.safetensors")
+        info = dict(inputs_info or {})
+        info.setdefault("feature_store", {"path": str(store.path), "dim": store.dim, "n_items": len(store), "config": store.manifest.get("config")})
+        atomic_write_json(
+            out / "config.json",
+            {
+                "format_version": ALIGNMENT_FORMAT_VERSION,
+                "tokenizer_kit_version": __version__,
+                "kind": "qformer-alignment",
+                "config": cfg.to_dict(),
+                "lm_hidden": cap.hidden_size if cap is not None else None,
+                "inputs": info,
+                "summary": summary,
+                "weights_sha256": sha256_file(out / "model.safetensors"),
+            },
+        )
+        with open(out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": step, "eval": ev}) + "\n")
+    if world > 1:
+        dist.barrier()
+    if own_pg:
+        dist.destroy_process_group()
+    return summary
+
+
+@torch.no_grad()
+def evaluate_alignment(model: AlignmentModel, store, ea: np.ndarray, eb: np.ndarray, cfg: AlignConfig, *, cap=None, device="cpu") -> dict[str, Any]:
+    """Held-out pair recall@k (aligned vs mean-pooled raw features) and, with a caption LM,
+    caption loss with and without the M~ prefix on held-out items."""
+    res: dict[str, Any] = {"k": cfg.eval_k, "n_pairs": int(len(ea))}
+    if len(ea) == 0:
+        return res
+    m = embed_indices(model.qformer, store, list(range(len(store))), max_tokens=cfg.max_tokens, device=device)
+    aligned = item_vectors(torch.from_numpy(m)).numpy()
+    raw = pooled_features(store, max_tokens=cfg.max_tokens)
+    ra = pair_recall_at_k(aligned, ea, eb, cfg.eval_k)
+    rr = pair_recall_at_k(raw, ea, eb, cfg.eval_k)
+    res.update({"recall_aligned": ra, "recall_raw_pooled": rr, "recall_ratio": ra / rr if rr > 0 else None})
+    if cap is not None and model.caption_proj is not None:
+        items = np.unique(np.r_[ea, eb])[: cfg.eval_caption_items]
+        cap.eval()
+        with_p, without = [], []
+        for s in range(0, len(items), 16):
+            rows = torch.from_numpy(items[s : s + 16]).to(device)
+            prefix = model.caption_proj(torch.from_numpy(m[items[s : s + 16]]).to(device))
+            with_p.append(cap.loss(prefix, rows, reduction="none"))
+            without.append(cap.loss(None, rows, reduction="none"))
+        res["caption_loss_with_prefix"] = float(torch.cat(with_p).mean())
+        res["caption_loss_without_prefix"] = float(torch.cat(without).mean())
+        res["caption_items"] = int(len(items))
+    model.train()
+    return res
