@@ -184,7 +184,7 @@ def pipeline(
         stage(f"build-codebook[{name}]", sec_cb, [tok / "tokenizer.json"],
               lambda mode, emb=emb, tok=tok: _invoke("build-codebook", [str(emb), "--out", str(tok), "--overwrite", "--categories", catalog, *seed, *_flags("build-codebook", sec_cb)]),
               upstream=(up,))
-        stage(f"index[{name}]", sec_ix, [tok / "tokenizer.json", W / f"{tok.name}.index.json"],
+        stage(f"index[{name}]", sec_ix, [W / f"{tok.name}.index.json"],
               lambda mode, emb=emb, tok=tok: _invoke("index", [str(tok), "--embeddings", str(emb), "--export-lcrec", str(W / f"{tok.name}.index.json"), *_flags("index", sec_ix)]),
               upstream=(f"build-codebook[{name}]",))
     sec = cfg.section("report")
@@ -192,7 +192,7 @@ def pipeline(
 
     def do_report(mode):
         rep = _invoke("report", [*(str(d) for d in tok_dirs.values()), "--categories", catalog, "--html", str(report_html), *_flags("report", sec)])
-        rep["coclick_agreement"] = {n: _coclick_agreement(d, held) for n, d in tok_dirs.items()}
+        rep["coclick_agreement"] = {d.name: _coclick_agreement(d, held) for d in tok_dirs.values()}
         from ..io import atomic_write_json
 
         atomic_write_json(report_json, rep)

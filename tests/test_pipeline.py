@@ -1,0 +1,94 @@
+"""`tokenizer-kit pipeline` end to end on a slice of Office: runs, skips, re-runs what changed."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from tokenizer_kit.cli.app import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def office_slice(office_dir, tmp_path_factory):
+    d = tmp_path_factory.mktemp("slice")
+    items = json.loads((office_dir / "Office.item.json").read_text())
+    keep = {k for k in items if int(k) < 160}
+    (d / "s.item.json").write_text(json.dumps({k: items[k] for k in sorted(keep, key=int)}))
+    inter = json.loads((office_dir / "Office.inter.json").read_text())
+    small = {u: [i for i in seq if str(i) in keep] for u, seq in inter.items()}
+    small = {u: s for u, s in small.items() if len(s) >= 4}
+    (d / "s.inter.json").write_text(json.dumps(small))
+    return d
+
+
+def _config(d, codebook_size=8, extra=""):
+    text = f"""
+workdir = "work"
+seed = 0
+[data]
+catalog = "s.item.json"
+interactions = "s.inter.json"
+[extract]
+text_fields = "title,brand,categories"
+max_tokens_per_field = 12
+[align]
+steps = 12
+batch_size = 16
+d_model = 32
+layers = 1
+heads = 2
+caption_weight = 0.0
+checkpoint_every = 5
+[codebook]
+levels = 2
+codebook_size = "{codebook_size}"
+balanced = true
+{extra}
+"""
+    (d / "p.toml").write_text(text)
+    return d / "p.toml"
+
+
+def _run(cfg):
+    r = runner.invoke(app, ["pipeline", str(cfg), "--format", "json"])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+def test_pipeline_runs_then_skips_then_reruns_changed(office_slice):
+    cfg = _config(office_slice)
+    first = _run(cfg)
+    st = {s["stage"]: s["status"] for s in first["stages"]}
+    assert set(st) >= {"extract", "mine-pairs", "align", "embed", "embed-raw", "build-codebook[aligned]", "index[aligned]",
+                       "build-codebook[raw]", "index[raw]", "report"}
+    assert set(st.values()) == {"ran"}
+    toks = first["tokenizers"]
+    assert set(toks) == {"tokenizer", "tokenizer_raw"} and toks["tokenizer"]["n_items"] == 160
+    rep = json.loads((office_slice / "work" / "report.json").read_text())
+    assert [t["name"] for t in rep["tokenizers"]] == ["tokenizer", "tokenizer_raw"]
+    assert rep["coclick_agreement"]["tokenizer"]["pairs"] > 0
+    assert (office_slice / "work" / "report.html").exists()
+
+    again = _run(cfg)
+    assert {s["status"] for s in again["stages"]} == {"skipped"}
+
+    # a codebook change re-runs the codebook and everything after it, nothing before
+    third = _run(_config(office_slice, codebook_size=16))
+    st = {s["stage"]: s["status"] for s in third["stages"]}
+    assert st["extract"] == st["align"] == st["embed"] == "skipped"
+    assert st["build-codebook[aligned]"] == st["index[aligned]"] == st["report"] == "ran"
+    assert third["tokenizers"]["tokenizer"]["entropy_normalized"] and len(third["tokenizers"]["tokenizer"]["entropy_normalized"]) == 2
+
+
+def test_pipeline_config_errors_reported_at_once(office_slice):
+    (office_slice / "bad.toml").write_text(
+        'workdir = "w"\nbogus = 1\n[data]\ncatalog = "missing.json"\n[codebook]\nlevelz = 3\n'
+    )
+    r = runner.invoke(app, ["pipeline", str(office_slice / "bad.toml")])
+    assert r.exit_code == 2
+    err = r.stderr
+    for part in ("unknown top-level keys ['bogus']", "needs interactions", "missing.json does not exist", "unknown options ['levelz']"):
+        assert part in err
+    assert not (office_slice / "w").exists()
