@@ -134,7 +134,7 @@ def test_too_few_items_error():
 
 
 def test_encode_dim_mismatch(fitted):
-    with pytest.raises(InputError, match="dimension 5 but the codebooks expect 32"):
+    with pytest.raises(InputError, match="dimension 5 but the RQ-Kmeans codebook expects 32"):
         fitted.encode(np.zeros((3, 5), np.float32))
 
 

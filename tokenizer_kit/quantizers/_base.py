@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Quantizer", "register_quantizer", "get_quantizer_class", "list_methods"]
+__all__ = ["Quantizer", "QuantizerBase", "register_quantizer", "get_quantizer_class", "list_methods"]
 
 
 @runtime_checkable
@@ -44,6 +44,92 @@ class Quantizer(Protocol):
 
     @classmethod
     def from_state(cls, config: dict[str, Any], tensors: dict[str, np.ndarray]) -> "Quantizer": ...
+
+
+class QuantizerBase:
+    """What every residual quantizer shares: config handling, sizes, input and code checks.
+
+    Subclasses set ``config_class`` (a dataclass with ``from_dict`` / ``validate`` and a
+    ``codebook_sizes`` field), ``describe`` (how errors name the model) and ``is_fitted``.
+    """
+
+    config_class: ClassVar[type]
+    describe: ClassVar[str] = "quantizer"
+
+    def __init__(self, config=None, **kwargs):
+        from dataclasses import asdict
+
+        cls = self.config_class
+        if config is None:
+            config = cls.from_dict(kwargs)
+        elif kwargs:
+            config = cls.from_dict({**asdict(config), **kwargs})
+        self.config = config.validate()
+        self._dim: int | None = None
+        self.fit_codes_: np.ndarray | None = None
+        self._summary: dict[str, Any] = {}
+
+    @property
+    def codebook_sizes(self) -> list[int]:
+        return list(self.config.codebook_sizes)
+
+    @property
+    def levels(self) -> int:
+        return len(self.config.codebook_sizes)
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            from ..errors import TokenizerKitError
+
+            raise TokenizerKitError("quantizer is not fitted; call fit(x) first")
+        return self._dim
+
+    @property
+    def is_fitted(self) -> bool:  # pragma: no cover - subclasses define it
+        raise NotImplementedError
+
+    def _require_fitted(self) -> None:
+        if not self.is_fitted:
+            from ..errors import TokenizerKitError
+
+            raise TokenizerKitError("quantizer is not fitted; call fit(x) or load a tokenizer")
+
+    def _check_input(self, x: np.ndarray, what: str) -> np.ndarray:
+        """``x`` must be (n, d) with the fitted ``d``."""
+        from ..errors import InputError
+
+        if not isinstance(x, np.ndarray) or x.ndim != 2:
+            raise InputError(f"{what}: expected an array of shape (n, d), got {getattr(x, 'shape', None)}")
+        if self._dim is not None and x.shape[1] != self._dim:
+            raise InputError(
+                f"{what}: vectors have dimension {x.shape[1]} but the {self.describe} expects {self._dim}; "
+                "use embeddings from the same model the tokenizer was built on"
+            )
+        return x
+
+    def _check_codes(self, codes) -> np.ndarray:
+        """``codes`` must be (n, L) with level l in [0, K_l)."""
+        from ..errors import InputError
+
+        codes = np.asarray(codes)
+        if codes.ndim != 2 or codes.shape[1] != self.levels:
+            raise InputError(f"decode: expected codes of shape (n, {self.levels}), got {codes.shape}")
+        for level, k in enumerate(self.codebook_sizes):
+            col = codes[:, level]
+            if col.size and (col.min() < 0 or col.max() >= k):
+                raise InputError(f"decode: level {level} codes must be in [0, {k}), got range [{col.min()}, {col.max()}]")
+        return codes
+
+    def config_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        d = asdict(self.config)
+        d["dim"] = self._dim
+        return d
+
+    def summary(self) -> dict[str, Any]:
+        return dict(self._summary)
 
 
 _REGISTRY: dict[str, type] = {}

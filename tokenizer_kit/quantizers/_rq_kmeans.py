@@ -15,13 +15,13 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import numpy as np
 
 from ..errors import InputError, TokenizerKitError
-from ._base import register_quantizer
+from ._base import QuantizerBase, register_quantizer
 from ._kmeans import KMeansConfig, nearest, resolve_device, train_kmeans
 
 __all__ = ["RQKMeansConfig", "RQKMeans", "parse_codebook_sizes", "suggest_codebook_size"]
@@ -153,55 +153,24 @@ def _cluster_means(x: np.ndarray, assign: np.ndarray, old: np.ndarray) -> np.nda
 
 
 @register_quantizer
-class RQKMeans:
+class RQKMeans(QuantizerBase):
     """Residual k-means with FAISS. ``fit(x)``, ``encode(x) -> (n, L)``, ``decode(codes)``."""
 
     method: ClassVar[str] = "rq-kmeans"
+    config_class = RQKMeansConfig
+    describe = "RQ-Kmeans codebook"
 
     def __init__(self, config: RQKMeansConfig | None = None, **kwargs):
-        if config is None:
-            config = RQKMeansConfig.from_dict(kwargs)
-        elif kwargs:
-            config = RQKMeansConfig.from_dict({**asdict(config), **kwargs})
-        self.config = config.validate()
+        super().__init__(config, **kwargs)
         self.codebooks: list[np.ndarray] = []
         self.biases: list[np.ndarray] = []
         self._cnorms: list[np.ndarray] = []
-        self._dim: int | None = None
-        self.fit_codes_: np.ndarray | None = None
-        self._summary: dict[str, Any] = {}
-
-    # ---- properties -------------------------------------------------------------------
-    @property
-    def codebook_sizes(self) -> list[int]:
-        return list(self.config.codebook_sizes)
-
-    @property
-    def levels(self) -> int:
-        return len(self.config.codebook_sizes)
-
-    @property
-    def dim(self) -> int:
-        if self._dim is None:
-            raise TokenizerKitError("quantizer is not fitted; call fit(x) first")
-        return self._dim
 
     @property
     def is_fitted(self) -> bool:
         return len(self.codebooks) == self.levels
 
     # ---- training ---------------------------------------------------------------------
-    def _check_input(self, x: np.ndarray, what: str) -> np.ndarray:
-        if not isinstance(x, np.ndarray) or x.ndim != 2:
-            shape = getattr(x, "shape", None)
-            raise InputError(f"{what}: expected an array of shape (n, d), got {shape}")
-        if self._dim is not None and x.shape[1] != self._dim:
-            raise InputError(
-                f"{what}: vectors have dimension {x.shape[1]} but the codebooks expect {self._dim}; "
-                "use embeddings from the same model the tokenizer was built on"
-            )
-        return x
-
     def fit(self, x: np.ndarray) -> "RQKMeans":
         """Train the codebooks on ``x`` (n, d). Also keeps the training items' codes in
         ``fit_codes_`` (n, L) (greedy, as in the paper)."""
@@ -339,8 +308,7 @@ class RQKMeans:
     # ---- encode / decode --------------------------------------------------------------
     def encode(self, x: np.ndarray, *, batch_size: int | None = None, beam_size: int | None = None) -> np.ndarray:
         """Codes (n, L) int64 for ``x`` (n, d); streams ``x`` in batches (memmaps welcome)."""
-        if not self.is_fitted:
-            raise TokenizerKitError("quantizer is not fitted; call fit(x) or load a tokenizer")
+        self._require_fitted()
         x = self._check_input(x, "encode")
         n = x.shape[0]
         bs = batch_size or self.config.batch_size
@@ -403,35 +371,20 @@ class RQKMeans:
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """Sum of the chosen centroids, (n, d) float32."""
-        if not self.is_fitted:
-            raise TokenizerKitError("quantizer is not fitted; call fit(x) or load a tokenizer")
-        codes = np.asarray(codes)
-        if codes.ndim != 2 or codes.shape[1] != self.levels:
-            raise InputError(f"decode: expected codes of shape (n, {self.levels}), got {codes.shape}")
-        for level, k in enumerate(self.codebook_sizes):
-            col = codes[:, level]
-            if col.size and (col.min() < 0 or col.max() >= k):
-                raise InputError(f"decode: level {level} codes must be in [0, {k}), got range [{col.min()}, {col.max()}]")
+        self._require_fitted()
+        codes = self._check_codes(codes)
         out = np.zeros((codes.shape[0], self.dim), dtype=np.float32)
         for level, c in enumerate(self.codebooks):
             out += c[codes[:, level]]
         return out
 
     # ---- serialisation ----------------------------------------------------------------
-    def config_dict(self) -> dict[str, Any]:
-        d = asdict(self.config)
-        d["dim"] = self._dim
-        return d
-
     def state_tensors(self) -> dict[str, np.ndarray]:
         out = {}
         for level, (c, b) in enumerate(zip(self.codebooks, self.biases)):
             out[f"codebook_{level}"] = c
             out[f"bias_{level}"] = b
         return out
-
-    def summary(self) -> dict[str, Any]:
-        return dict(self._summary)
 
     @classmethod
     def from_state(cls, config: dict[str, Any], tensors: dict[str, np.ndarray]) -> "RQKMeans":

@@ -23,14 +23,14 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import numpy as np
 
 from ..errors import InputError, TokenizerKitError
-from ._base import register_quantizer
+from ._base import QuantizerBase, register_quantizer
 from ._kmeans import KMeansConfig, nearest, resolve_device, train_kmeans
 from ._rq_kmeans import suggest_codebook_size
 
@@ -248,7 +248,7 @@ def _cosine_lambda(total: int, warmup: int, floor: float) -> Callable[[int], flo
 
 
 @register_quantizer
-class RQVAE:
+class RQVAE(QuantizerBase):
     """RQ-VAE quantizer with the same verbs as :class:`RQKMeans`.
 
     >>> q = RQVAE(codebook_sizes=[256] * 3, max_epochs=100).fit(x)   # x (n, d) float32
@@ -258,45 +258,16 @@ class RQVAE:
 
     method: ClassVar[str] = "rq-vae"
 
+    config_class = RQVAEConfig
+    describe = "RQ-VAE"
+
     def __init__(self, config: RQVAEConfig | None = None, **kwargs):
-        if config is None:
-            config = RQVAEConfig.from_dict(kwargs)
-        elif kwargs:
-            config = RQVAEConfig.from_dict({**asdict(config), **kwargs})
-        self.config = config.validate()
+        super().__init__(config, **kwargs)
         self.model: RQVAEModel | None = None
-        self._dim: int | None = None
-        self.fit_codes_: np.ndarray | None = None
-        self._summary: dict[str, Any] = {}
-
-    # ---- properties -------------------------------------------------------------------
-    @property
-    def codebook_sizes(self) -> list[int]:
-        return list(self.config.codebook_sizes)
-
-    @property
-    def levels(self) -> int:
-        return len(self.config.codebook_sizes)
-
-    @property
-    def dim(self) -> int:
-        if self._dim is None:
-            raise TokenizerKitError("quantizer is not fitted; call fit(x) first")
-        return self._dim
 
     @property
     def is_fitted(self) -> bool:
         return self.model is not None
-
-    def _check_input(self, x: np.ndarray, what: str) -> np.ndarray:
-        if not isinstance(x, np.ndarray) or x.ndim != 2:
-            raise InputError(f"{what}: expected an array of shape (n, d), got {getattr(x, 'shape', None)}")
-        if self._dim is not None and x.shape[1] != self._dim:
-            raise InputError(
-                f"{what}: vectors have dimension {x.shape[1]} but the RQ-VAE expects {self._dim}; "
-                "use embeddings from the same model the tokenizer was built on"
-            )
-        return x
 
     def _new_model(self, d: int) -> RQVAEModel:
         cfg = self.config
@@ -609,8 +580,7 @@ class RQVAE:
     @torch.no_grad()
     def latents(self, x: np.ndarray, *, batch_size: int | None = None) -> np.ndarray:
         """Encoder outputs ``z`` (n, latent_dim) float32 for ``x`` (n, d)."""
-        if not self.is_fitted:
-            raise TokenizerKitError("quantizer is not fitted; call fit(x) or load a tokenizer")
+        self._require_fitted()
         x = self._check_input(x, "encode")
         bs = batch_size or self.config.encode_batch_size
         out = np.empty((x.shape[0], self.config.latent_dim), dtype=np.float32)
@@ -621,8 +591,7 @@ class RQVAE:
 
     def encode(self, x: np.ndarray, *, batch_size: int | None = None) -> np.ndarray:
         """Codes (n, L) int64: greedy residual search on the encoder's latents."""
-        if not self.is_fitted:
-            raise TokenizerKitError("quantizer is not fitted; call fit(x) or load a tokenizer")
+        self._require_fitted()
         x = self._check_input(x, "encode")
         n = x.shape[0]
         bs = batch_size or self.config.encode_batch_size
@@ -640,25 +609,13 @@ class RQVAE:
     @torch.no_grad()
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """The decoder's reconstruction (n, d) float32 in input space."""
-        if not self.is_fitted:
-            raise TokenizerKitError("quantizer is not fitted; call fit(x) or load a tokenizer")
-        codes = np.asarray(codes)
-        if codes.ndim != 2 or codes.shape[1] != self.levels:
-            raise InputError(f"decode: expected codes of shape (n, {self.levels}), got {codes.shape}")
-        for level, k in enumerate(self.codebook_sizes):
-            col = codes[:, level]
-            if col.size and (col.min() < 0 or col.max() >= k):
-                raise InputError(f"decode: level {level} codes must be in [0, {k}), got range [{col.min()}, {col.max()}]")
+        self._require_fitted()
+        codes = self._check_codes(codes)
         ct = torch.from_numpy(codes.astype(np.int64))
         zq = sum(c[ct[:, level]] for level, c in enumerate(self.model.rvq.codebooks))  # [n, m]
         return self.model.unstandardize(self.model.decoder(zq)).numpy().astype(np.float32, copy=False)
 
     # ---- serialisation ----------------------------------------------------------------
-    def config_dict(self) -> dict[str, Any]:
-        d = asdict(self.config)
-        d["dim"] = self._dim
-        return d
-
     def state_tensors(self) -> dict[str, np.ndarray]:
         if not self.is_fitted:
             raise TokenizerKitError("quantizer is not fitted; nothing to save")
