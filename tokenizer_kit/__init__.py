@@ -30,7 +30,25 @@ __all__ = [
 ]
 
 
+_LAZY_ALIGNMENT = (
+    "AlignConfig",
+    "PairMiningConfig",
+    "QFormer",
+    "QFormerConfig",
+    "embed_store",
+    "leave_one_out_split",
+    "load_alignment",
+    "mine_pairs",
+    "train_alignment",
+)
+__all__ += list(_LAZY_ALIGNMENT)
+
+
 def __getattr__(name):
+    if name in _LAZY_ALIGNMENT:
+        from . import alignment
+
+        return getattr(alignment, name)
     # RQ-VAE imports torch (seconds); load it on first use
     if name in ("RQVAE", "RQVAEConfig"):
         from . import quantizers

@@ -31,6 +31,7 @@ def register(app: typer.Typer) -> None:
         n_queries: int = typer.Option(None, "--queries", help="N_q learnable queries (default 4)."),
         n_layers: int = typer.Option(None, "--layers", help="N_c layers (default 4)."),
         n_heads: int = typer.Option(None, "--heads"),
+        pooled_query_init: bool = typer.Option(None, "--pooled-query-init/--learned-query-init", help="Start the queries from the mean of the item's tokens (not in the paper; helped on Office)."),
         max_tokens: int = typer.Option(None, "--max-tokens", help="Tokens read per item (longer items are truncated)."),
         temperature: float = typer.Option(None, "--temperature"),
         learn_temperature: bool = typer.Option(None, "--learn-temperature/--fixed-temperature"),
@@ -68,7 +69,7 @@ def register(app: typer.Typer) -> None:
                 raise InputError(f"{config}: not valid JSON ({e.msg}); give an AlignConfig JSON object") from None
         cfg = AlignConfig.from_dict(base)
         q = cfg.qformer
-        for name, val in (("d_model", d_model), ("n_queries", n_queries), ("n_layers", n_layers), ("n_heads", n_heads)):
+        for name, val in (("d_model", d_model), ("n_queries", n_queries), ("n_layers", n_layers), ("n_heads", n_heads), ("pooled_query_init", pooled_query_init)):
             if val is not None:
                 setattr(q, name, val)
         over = {
