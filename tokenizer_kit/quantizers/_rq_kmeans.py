@@ -165,6 +165,7 @@ class RQKMeans(QuantizerBase):
         self.codebooks: list[np.ndarray] = []
         self.biases: list[np.ndarray] = []
         self._cnorms: list[np.ndarray] = []
+        self._fast: list[tuple[np.ndarray, np.ndarray]] = []  # per level: (-2 C^T, ||c||^2 + price)
 
     @property
     def is_fitted(self) -> bool:
@@ -192,7 +193,7 @@ class RQKMeans(QuantizerBase):
         t_start = time.perf_counter()
         residual = np.array(x, dtype=np.float32, order="C", copy=True)  # [n, d]
         codes = np.empty((n, self.levels), dtype=np.int64)
-        self.codebooks, self.biases, self._cnorms = [], [], []
+        self.codebooks, self.biases, self._cnorms, self._fast = [], [], [], []
         level_times = []
         rng = np.random.default_rng(cfg.seed)
         for level, k in enumerate(cfg.codebook_sizes):
@@ -206,11 +207,11 @@ class RQKMeans(QuantizerBase):
                 cents, bias = self._balance_level(residual, cents, rng)
             self.codebooks.append(cents)
             self.biases.append(bias)
-            self._cnorms.append((cents * cents).sum(1))
+            self._refresh_cache()
             last = level == self.levels - 1
             joint = cfg.balanced and cfg.distinct_last_level and last and self.levels > 1
             before = residual.copy() if joint else None
-            codes[:, level] = self._assign_level(residual, level, device)
+            codes[:, level] = self._assign_level(residual, level)
             if joint:
                 moved = self._distinct_last_level(before, codes)
                 if len(moved):
@@ -291,18 +292,13 @@ class RQKMeans(QuantizerBase):
             moved.extend(g[changed].tolist())
         return np.asarray(sorted(moved), dtype=np.int64)
 
-    def _assign_level(self, residual: np.ndarray, level: int, device: str) -> np.ndarray:
+    def _assign_level(self, residual: np.ndarray, level: int) -> np.ndarray:
         """Greedy codes of one level for ``residual`` (n, d); subtracts the chosen centroids in place."""
         n = residual.shape[0]
         out = np.empty(n, dtype=np.int64)
         bs = self.config.batch_size
-        c, cn, b = self.codebooks[level], self._cnorms[level], self.biases[level]
-        bias = b if b.any() else None
         for s in range(0, n, bs):
-            r = residual[s : s + bs]
-            _, ids = nearest(r, c, cnorm=cn, bias=bias)
-            out[s : s + bs] = ids[:, 0]
-            r -= c[ids[:, 0]]
+            out[s : s + bs] = self._greedy_level(residual[s : s + bs], level)
         return out
 
     # ---- encode / decode --------------------------------------------------------------
@@ -320,14 +316,34 @@ class RQKMeans(QuantizerBase):
             out[s : s + step] = self._encode_greedy(xb) if beam == 1 else self._encode_beam(xb, beam)
         return out
 
+    def _greedy_level(self, r: np.ndarray, level: int, buf: np.ndarray | None = None) -> np.ndarray:
+        """Codes of one level for residuals ``r`` (b, d), subtracted from ``r`` in place.
+
+        The hot loop of encoding: one GEMM into a reused buffer against the cached
+        ``-2 C^T``, one pass adding ``||c||^2 + price``, one argmin.
+        """
+        neg2ct, offset = self._fast[level]
+        if buf is None or buf.shape[0] != r.shape[0]:
+            buf = np.empty((r.shape[0], neg2ct.shape[1]), dtype=np.float32)
+        np.matmul(r, neg2ct, out=buf)  # [b, K]
+        buf += offset
+        ids = buf.argmin(1)
+        r -= self.codebooks[level][ids]
+        return ids
+
+    def _refresh_cache(self) -> None:
+        self._cnorms = [(c * c).sum(1) for c in self.codebooks]
+        self._fast = [
+            (np.ascontiguousarray(-2.0 * c.T, dtype=np.float32), (cn + b).astype(np.float32))
+            for c, cn, b in zip(self.codebooks, self._cnorms, self.biases)
+        ]
+
     def _encode_greedy(self, xb: np.ndarray) -> np.ndarray:
-        r = xb.copy()
+        r = np.array(xb, dtype=np.float32, copy=True)
         codes = np.empty((xb.shape[0], self.levels), dtype=np.int64)
-        for level, c in enumerate(self.codebooks):
-            b = self.biases[level]
-            _, ids = nearest(r, c, cnorm=self._cnorms[level], bias=b if b.any() else None)
-            codes[:, level] = ids[:, 0]
-            r -= c[ids[:, 0]]
+        buf = None
+        for level in range(self.levels):
+            codes[:, level] = self._greedy_level(r, level, buf)
         return codes
 
     def _encode_beam(self, xb: np.ndarray, beam: int) -> np.ndarray:
@@ -401,10 +417,10 @@ class RQKMeans(QuantizerBase):
             b = np.ascontiguousarray(tensors.get(f"bias_{level}", np.zeros(k, np.float32)), dtype=np.float32)
             q.codebooks.append(c)
             q.biases.append(b)
-            q._cnorms.append((c * c).sum(1))
         expected = {f"codebook_{i}" for i in range(q.levels)} | {f"bias_{i}" for i in range(q.levels)}
         unexpected = sorted(set(tensors) - expected)
         if unexpected:
             raise TokenizerKitError(f"unexpected tensors {unexpected} in the RQ-Kmeans weights")
         q._dim = int(q.codebooks[0].shape[1])
+        q._refresh_cache()
         return q
