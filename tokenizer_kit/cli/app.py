@@ -22,6 +22,7 @@ _COMMAND_MODULES = [
     "_assign",
     "_report",
     "_index",
+    "_evaluate_retrieval",
 ]
 
 
