@@ -1,8 +1,8 @@
 """Downstream table: the same generative retriever, seeds and split on several sets of SIDs.
 
 Each ``--sids NAME=PATH`` is a tokenizer directory or an LC-Rec ``*.index.json``;
-``--random-like NAME`` adds a floor: random distinct SIDs with the same level sizes as
-that entry. Writes one JSON (rows: Recall@5/10, NDCG@5/10, train seconds, ...) with a
+``--random-like NAME`` (or ``NAME=PATH``) adds a floor: random distinct SIDs with the same
+level sizes as that entry. Writes one JSON (rows: Recall@5/10, NDCG@5/10, train seconds, ...) with a
 machine description.
 
     python benchmarks/bench_retrieval.py \
@@ -32,8 +32,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--interactions", required=True)
     ap.add_argument("--sids", action="append", default=[], metavar="NAME=PATH")
-    ap.add_argument("--random-like", action="append", default=[], metavar="NAME")
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--random-like", action="append", default=[], metavar="NAME[=PATH]")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--d-model", type=int, default=64)
     ap.add_argument("--d-ff", type=int, default=256)
@@ -49,15 +51,17 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = RetrievalConfig(arch=args.arch, epochs=args.epochs, seed=args.seed, d_model=args.d_model, d_ff=args.d_ff,
-                          num_layers=args.layers, beam_size=args.beam, device=args.device).validate()
+                          num_layers=args.layers, beam_size=args.beam, device=args.device,
+                          batch_size=args.batch_size, lr=args.lr, cpu_threads=args.threads or 1).validate()
     sources: dict[str, object] = {}
     for spec in args.sids:
         name, _, path = spec.partition("=")
         if not path:
             ap.error(f"--sids expects NAME=PATH, got {spec!r}")
         sources[name] = path
-    for name in args.random_like:
-        ref = load_sid_index(sources[name])
+    for spec in args.random_like:  # NAME of a --sids entry, or NAME=PATH of a reference not evaluated itself
+        name, _, path = spec.partition("=")
+        ref = load_sid_index(path or sources[name])
         sources[f"random-like-{name}"] = random_sid_index(ref.item_ids, ref.level_sizes, seed=args.seed)
     rows = []
     for name, src in sources.items():

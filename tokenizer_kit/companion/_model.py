@@ -65,9 +65,9 @@ class RetrievalConfig:
     d_ff: int = 256
     dropout: float = 0.1
     max_history: int = 20
-    epochs: int = 3
-    batch_size: int = 256
-    lr: float = 2e-3
+    epochs: int = 1
+    batch_size: int = 64
+    lr: float = 3e-3
     weight_decay: float = 0.035
     warmup_ratio: float = 0.05
     grad_clip: float = 1.0
