@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from tokenizer_kit.cli.app import app
