@@ -8,7 +8,7 @@ machine description.
     python benchmarks/bench_retrieval.py \
         --interactions /work/shared/data/amazon-office/Office.inter.json \
         --sids rqkmeans=/tmp/cw/tok_plain --sids rqkmeans-balanced=/tmp/cw/tok_bal \
-        --random-like rqkmeans --epochs 1 --out benchmarks/results/retrieval_office.json
+        --random-like rqkmeans --epochs 3 --out benchmarks/results/retrieval_office.json
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     ap.add_argument("--interactions", required=True)
     ap.add_argument("--sids", action="append", default=[], metavar="NAME=PATH")
     ap.add_argument("--random-like", action="append", default=[], metavar="NAME[=PATH]")
-    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)

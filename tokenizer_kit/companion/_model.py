@@ -65,7 +65,7 @@ class RetrievalConfig:
     d_ff: int = 256
     dropout: float = 0.1
     max_history: int = 20
-    epochs: int = 1
+    epochs: int = 3
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 0.035
