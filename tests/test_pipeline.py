@@ -45,6 +45,13 @@ checkpoint_every = 5
 levels = 2
 codebook_size = "{codebook_size}"
 balanced = true
+[retrieval]
+enabled = true
+epochs = 1
+d_model = 16
+layers = 1
+heads = 2
+d_ff = 32
 {extra}
 """
     (d / "p.toml").write_text(text)
@@ -70,6 +77,8 @@ def test_pipeline_runs_then_skips_then_reruns_changed(office_slice):
     assert [t["name"] for t in rep["tokenizers"]] == ["tokenizer", "tokenizer_raw"]
     assert rep["coclick_agreement"]["tokenizer"]["pairs"] > 0
     assert (office_slice / "work" / "report.html").exists()
+    ret = first["retrieval"]["aligned"]["test"]
+    assert 0.0 <= ret["recall@5"] <= ret["recall@10"] <= 1.0 and "ndcg@10" in ret
 
     again = _run(cfg)
     assert {s["status"] for s in again["stages"]} == {"skipped"}
@@ -78,7 +87,7 @@ def test_pipeline_runs_then_skips_then_reruns_changed(office_slice):
     third = _run(_config(office_slice, codebook_size=16))
     st = {s["stage"]: s["status"] for s in third["stages"]}
     assert st["extract"] == st["align"] == st["embed"] == "skipped"
-    assert st["build-codebook[aligned]"] == st["index[aligned]"] == st["report"] == "ran"
+    assert st["build-codebook[aligned]"] == st["index[aligned]"] == st["report"] == st["evaluate-retrieval[aligned]"] == "ran"
     assert third["tokenizers"]["tokenizer"]["entropy_normalized"] and len(third["tokenizers"]["tokenizer"]["entropy_normalized"]) == 2
 
 

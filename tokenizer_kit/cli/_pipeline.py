@@ -203,6 +203,8 @@ def pipeline(
     if cfg.retrieval:
         sec = cfg.section("retrieval")
         for name, tok in tok_dirs.items():
+            if name != "aligned" and not cfg.retrieval_baseline:
+                continue
             out = W / f"retrieval_{name}.json"
             stage(f"evaluate-retrieval[{name}]", {**sec, "seed": cfg.seed}, [out],
                   lambda mode, tok=tok, out=out: _invoke("evaluate-retrieval", ["--tokenizer", str(tok), "--interactions", inter, "--out", str(out), *seed, *_flags("evaluate-retrieval", sec)]),
@@ -242,8 +244,8 @@ def pipeline(
             out_console.print(f"held-out co-clicked pairs sharing the level-1 code [{n}]: {a['same_level1']:.4f} "
                               f"(random pairs: {a['same_level1_random']:.4f}; {a['pairs']} pairs)")
     for n, r in retrieval.items():
-        m = r.get("metrics", r)
-        out_console.print(f"retrieval [{n}]: " + ", ".join(f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float)))
+        m = r.get("test", r)
+        out_console.print(f"retrieval [{n}] (test, full ranking): " + ", ".join(f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float)))
     out_console.print(f"report: {report_json}  html: {report_html}  total {summary['seconds']:.1f}s")
 
 

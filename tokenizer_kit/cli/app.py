@@ -28,6 +28,7 @@ _COMMAND_MODULES = [
     "_mine_pairs",
     "_align",
     "_embed",
+    "_evaluate_retrieval",
 ]
 
 

@@ -40,6 +40,7 @@ class PipelineConfig:
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
     baseline: bool = True  # also tokenize mean-pooled raw features, for comparison
     retrieval: bool = False  # run the companion's downstream evaluation
+    retrieval_baseline: bool = False  # ... on the raw-feature tokenizer too
 
     def section(self, name: str) -> dict[str, Any]:
         return dict(self.stages.get(name, {}))
@@ -89,6 +90,7 @@ def load_pipeline_config(path: str | Path, *, option_names: dict[str, set[str]] 
         sec = dict(sec)
         if name == "retrieval":
             sec.pop("enabled", None)
+            sec.pop("baseline", None)
         if option_names is not None and verb in option_names:
             bad = sorted(k for k in sec if k.replace("-", "_") not in option_names[verb])
             if bad:
@@ -106,4 +108,5 @@ def load_pipeline_config(path: str | Path, *, option_names: dict[str, set[str]] 
         stages=stages,
         baseline=bool(raw.get("baseline", {}).get("enabled", True)),
         retrieval=bool(raw.get("retrieval", {}).get("enabled", False)),
+        retrieval_baseline=bool(raw.get("retrieval", {}).get("baseline", False)),
     )

@@ -1,0 +1,530 @@
+"""A small generative retriever over SID tokens: history SIDs -> the next item's SID.
+
+Token ids: 0 pad, 1 eos, 2 bos (the T5 decoder start), 3 sep, then the SID tokens of the
+index's ``SIDVocab`` (one block per level, from id 4). A history of m items is the m SIDs
+flattened, m * S tokens.
+
+* ``t5`` (TIGER's choice): a randomly initialised ``T5ForConditionalGeneration``; the
+  encoder reads ``history + eos``, the decoder writes ``bos`` then the S target tokens.
+* ``decoder``: a randomly initialised ``LlamaForCausalLM`` reading ``history + sep`` and
+  continuing with the S target tokens (prompts left-padded, so every row's SID starts at
+  the same position, as the trie processor wants).
+
+Inference is beam search in ``transformers`` ``generate`` under the indexer's
+``TrieLogitsProcessor``, so every returned SID is an item's; beams come back best first
+and become a ranked list of items (an SID shared by several items, possible only under
+policy ``none``, puts all of them at its rank, in index order).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from ..errors import ArtifactError, InputError
+
+__all__ = ["RetrievalConfig", "GenerativeRetriever", "PAD_ID", "EOS_ID", "BOS_ID", "SEP_ID", "SPECIAL_TOKENS"]
+
+logger = logging.getLogger(__name__)
+
+PAD_ID, EOS_ID, BOS_ID, SEP_ID = 0, 1, 2, 3
+SPECIAL_TOKENS = 4
+_FORMAT = 1
+
+
+@dataclass
+class RetrievalConfig:
+    """Model, training and decoding settings of the downstream check (TIGER-like, scaled to CPU).
+
+    ``epochs`` passes over the sliding-window training examples with AdamW (linear warmup
+    over ``warmup_ratio`` of the steps, then linear decay). ``eval_every`` > 0 scores the
+    validation users every that many epochs and keeps the best weights (by NDCG@10).
+    ``beam_size`` must be >= the largest cut-off in ``ks``. ``max_eval_users`` caps the
+    users scored (None = all). ``device``: auto | cpu | cuda. The defaults are sized for a
+    few minutes of CPU on Office-size data (TIGER itself: d_model 128, 4 layers, d_ff 1024,
+    far more steps); raise ``epochs`` / ``d_model`` when a GPU is there. ``cpu_threads``:
+    torch threads while training / decoding on CPU (restored after; 0 = leave torch's
+    setting). One is the default because these small matrices gain little from more, and
+    on a shared machine two threads ran 10x slower than one (OpenMP waiting on busy cores).
+    """
+
+    arch: str = "t5"
+    d_model: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    d_ff: int = 256
+    dropout: float = 0.1
+    max_history: int = 20
+    epochs: int = 3
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 0.035
+    warmup_ratio: float = 0.05
+    grad_clip: float = 1.0
+    beam_size: int = 10
+    eval_batch_size: int = 128
+    eval_every: int = 0
+    max_eval_users: int | None = None
+    ks: tuple[int, ...] = (5, 10)
+    seed: int = 0
+    device: str = "auto"
+    cpu_threads: int = 1
+
+    def errors(self) -> list[str]:
+        e = []
+        if self.arch not in ("t5", "decoder"):
+            e.append(f"arch must be 't5' or 'decoder', got {self.arch!r}")
+        for name in ("d_model", "num_layers", "num_heads", "d_ff", "max_history", "batch_size", "beam_size", "eval_batch_size"):
+            if int(getattr(self, name)) < 1:
+                e.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_heads >= 1 and self.d_model % self.num_heads:
+            e.append(f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
+        if self.epochs < 0:
+            e.append(f"epochs must be >= 0, got {self.epochs}")
+        if not 0.0 <= self.dropout < 1.0:
+            e.append(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.lr <= 0:
+            e.append(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            e.append(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            e.append(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.cpu_threads < 0:
+            e.append(f"cpu_threads must be >= 0 (0 = torch's default), got {self.cpu_threads}")
+        if self.eval_every < 0:
+            e.append(f"eval_every must be >= 0, got {self.eval_every}")
+        if self.max_eval_users is not None and self.max_eval_users < 1:
+            e.append(f"max_eval_users must be >= 1 or None, got {self.max_eval_users}")
+        ks = list(self.ks)
+        if not ks or any(int(k) < 1 for k in ks):
+            e.append(f"ks must be cut-offs >= 1, got {ks}")
+        elif self.beam_size < max(ks):
+            e.append(f"beam_size ({self.beam_size}) must be >= the largest cut-off {max(ks)} (full ranking needs that many items)")
+        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            e.append(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+        elif str(self.device).startswith("cuda") and not torch.cuda.is_available():
+            e.append(f"device {self.device!r} asked for but CUDA is not available; use --device cpu or auto")
+        return e
+
+    def validate(self) -> "RetrievalConfig":
+        errs = self.errors()
+        if errs:
+            raise InputError("retrieval config: " + "; ".join(errs))
+        self.ks = tuple(int(k) for k in self.ks)
+        return self
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RetrievalConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise InputError(f"retrieval config: unknown keys {unknown}; known keys are {sorted(known)}")
+        d = dict(d)
+        if "ks" in d:
+            d["ks"] = tuple(d["ks"])
+        return cls(**d).validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ks"] = list(self.ks)
+        return d
+
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+
+@contextlib.contextmanager
+def _threads(cfg: "RetrievalConfig", device: torch.device) -> Iterator[None]:
+    """Scoped ``torch.set_num_threads`` on CPU (the caller's setting comes back afterwards)."""
+    if device.type != "cpu" or not cfg.cpu_threads:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(cfg.cpu_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _build_model(cfg: RetrievalConfig, vocab_size: int, max_positions: int):
+    from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
+
+    if cfg.arch == "t5":
+        mc = T5Config(
+            vocab_size=vocab_size,
+            d_model=cfg.d_model,
+            d_kv=cfg.d_model // cfg.num_heads,
+            d_ff=cfg.d_ff,
+            num_layers=cfg.num_layers,
+            num_decoder_layers=cfg.num_layers,
+            num_heads=cfg.num_heads,
+            dropout_rate=cfg.dropout,
+            feed_forward_proj="relu",
+            pad_token_id=PAD_ID,
+            eos_token_id=EOS_ID,
+            bos_token_id=BOS_ID,
+            decoder_start_token_id=BOS_ID,
+            tie_word_embeddings=True,
+        )
+        return T5ForConditionalGeneration(mc)
+    mc = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=cfg.d_model,
+        intermediate_size=cfg.d_ff,
+        num_hidden_layers=2 * cfg.num_layers,  # as deep as the t5 model's encoder + decoder
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=max_positions,
+        attention_dropout=cfg.dropout,
+        pad_token_id=PAD_ID,
+        eos_token_id=EOS_ID,
+        bos_token_id=BOS_ID,
+        tie_word_embeddings=True,
+    )
+    return LlamaForCausalLM(mc)
+
+
+class GenerativeRetriever:
+    """The model plus what maps items to tokens and back (an ``SIDIndex``'s SIDs, vocabulary and trie).
+
+    >>> r = GenerativeRetriever(index, RetrievalConfig(epochs=5))
+    >>> r.fit(split.train_hist, split.train_target)          # per-epoch mean losses
+    >>> ranked = r.rank(split.test_hist)                     # (n, beam) item rows, -1 = empty
+    """
+
+    def __init__(self, index, config: RetrievalConfig | None = None, *, model=None):
+        self.config = (config or RetrievalConfig()).validate()
+        self.index = index
+        self.vocab = index.vocab(base=SPECIAL_TOKENS)
+        self.trie = index.trie
+        self.S = int(index.sid_length)
+        self.item_tokens = self.vocab.encode_batch(index.sids)  # [n_items, S] token ids
+        self.vocab_size = int(self.vocab.vocab_end)
+        # SIDs -> item rows: mixed-radix keys of every item, sorted, for a searchsorted lookup
+        self._radix = np.asarray([int(self.item_tokens[:, l].max()) + 1 for l in range(self.S)], np.int64)
+        keys = self._keys(self.item_tokens)
+        self._key_order = np.argsort(keys, kind="stable")
+        self._sorted_keys = keys[self._key_order]
+        self.device = self.config.torch_device()
+        self.max_positions = self.config.max_history * self.S + self.S + 2
+        if model is None:
+            torch.manual_seed(self.config.seed)
+            model = _build_model(self.config, self.vocab_size, self.max_positions)
+        self.model = model.to(self.device)
+        self.history: list[dict[str, Any]] = []
+
+    # ---- sizes ----------------------------------------------------------------------------
+    @property
+    def n_parameters(self) -> int:
+        return int(sum(p.numel() for p in self.model.parameters()))
+
+    def _keys(self, tok: np.ndarray) -> np.ndarray:
+        key = np.zeros(len(tok), np.int64)
+        for l in range(self.S):
+            key = key * self._radix[l] + tok[:, l]
+        return key
+
+    # ---- batches ----------------------------------------------------------------------------
+    def _prompt(self, hist: np.ndarray) -> np.ndarray:
+        hist = np.asarray(hist, np.int64)[-self.config.max_history :]
+        toks = self.item_tokens[hist].reshape(-1)  # [m * S]
+        end = EOS_ID if self.config.arch == "t5" else SEP_ID
+        return np.append(toks, end)
+
+    def _batch(self, hists: list[np.ndarray], targets: np.ndarray | None) -> dict[str, torch.Tensor]:
+        prompts = [self._prompt(h) for h in hists]
+        B = len(prompts)
+        P = max(len(p) for p in prompts)
+        ids = np.full((B, P), PAD_ID, np.int64)
+        mask = np.zeros((B, P), np.int64)
+        left = self.config.arch == "decoder"
+        for i, p in enumerate(prompts):
+            if left:
+                ids[i, P - len(p) :], mask[i, P - len(p) :] = p, 1
+            else:
+                ids[i, : len(p)], mask[i, : len(p)] = p, 1
+        out = {"input_ids": ids, "attention_mask": mask}
+        if targets is not None:
+            tgt = self.item_tokens[np.asarray(targets, np.int64)]  # [B, S]
+            if self.config.arch == "t5":
+                out["labels"] = np.concatenate([tgt, np.full((B, 1), EOS_ID, np.int64)], 1)  # [B, S+1]
+            else:
+                out["input_ids"] = np.concatenate([ids, tgt], 1)  # [B, P+S]
+                out["attention_mask"] = np.concatenate([mask, np.ones_like(tgt)], 1)
+                labels = np.full(out["input_ids"].shape, -100, np.int64)
+                labels[:, P:] = tgt
+                out["labels"] = labels
+        if left:
+            m = out["attention_mask"]
+            out["position_ids"] = np.maximum(np.cumsum(m, 1) - 1, 0)
+        return {k: torch.as_tensor(v, device=self.device) for k, v in out.items()}
+
+    # ---- training ----------------------------------------------------------------------------
+    def fit(self, *args, **kwargs) -> list[dict[str, Any]]:
+        """Train on (history, target) examples; returns one record per epoch (mean loss, seconds, validation metrics).
+
+        ``fit(hists, targets, *, valid=(hists, targets) | None, on_epoch=callable | None)``.
+        """
+        with _threads(self.config, self.device):
+            return self._fit(*args, **kwargs)
+
+    def _fit(
+        self,
+        hists: list[np.ndarray],
+        targets: np.ndarray,
+        *,
+        valid: tuple[list[np.ndarray], np.ndarray] | None = None,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    ) -> list[dict[str, Any]]:
+        cfg = self.config
+        n = len(targets)
+        if n == 0:
+            raise InputError("no training examples; users need at least 4 items for a training target under leave-one-out")
+        targets = np.asarray(targets, np.int64)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        steps_per_epoch = math.ceil(n / cfg.batch_size)
+        total = max(1, steps_per_epoch * cfg.epochs)
+        warm = max(1, int(cfg.warmup_ratio * total))
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            (no_decay if p.ndim < 2 or "norm" in name else decay).append(p)
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
+        )
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm)))
+        )
+        best = (-1.0, None)
+        step = 0
+        lengths = np.asarray([min(len(h), cfg.max_history) for h in hists], np.int64)
+        for epoch in range(cfg.epochs):
+            t0 = time.perf_counter()
+            self.model.train()
+            loss_sum, seen = 0.0, 0
+            for sel in self._epoch_batches(lengths, gen):
+                batch = self._batch([hists[i] for i in sel], targets[sel])
+                loss = self.model(**batch).loss
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                opt.step()
+                sched.step()
+                step += 1
+                loss_sum += float(loss.detach()) * len(sel)
+                seen += len(sel)
+            rec: dict[str, Any] = {"epoch": epoch + 1, "loss": loss_sum / seen, "seconds": time.perf_counter() - t0, "step": step}
+            if valid is not None and cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
+                from ._metrics import retrieval_metrics
+
+                vh, vt = valid
+                rec["valid"] = retrieval_metrics(self.rank(vh), vt, cfg.ks)
+                score = rec["valid"][f"ndcg@{max(cfg.ks)}"]
+                if score > best[0]:
+                    best = (score, {k: v.detach().clone() for k, v in self.model.state_dict().items()})
+                    rec["best"] = True
+            logger.info("epoch %d/%d loss %.4f (%.1fs)%s", epoch + 1, cfg.epochs, rec["loss"], rec["seconds"],
+                        f" valid {rec['valid']}" if "valid" in rec else "")
+            self.history.append(rec)
+            if on_epoch is not None:
+                on_epoch(rec)
+        if best[1] is not None:
+            self.model.load_state_dict(best[1])
+        return self.history
+
+    def _epoch_batches(self, lengths: np.ndarray, gen: torch.Generator) -> list[np.ndarray]:
+        """Shuffled batches of similar history length (sorted within pools of 50 batches: less padding), in shuffled order."""
+        bs = self.config.batch_size
+        perm = torch.randperm(len(lengths), generator=gen).numpy()
+        pool = 50 * bs
+        batches = []
+        for s in range(0, len(perm), pool):
+            chunk = perm[s : s + pool]
+            chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+            batches.extend(chunk[i : i + bs] for i in range(0, len(chunk), bs))
+        order = torch.randperm(len(batches), generator=gen).tolist()
+        return [batches[i] for i in order]
+
+    @torch.no_grad()
+    def loss(self, hists: list[np.ndarray], targets: np.ndarray) -> float:
+        """Mean loss (eval mode) of the examples."""
+        with _threads(self.config, self.device):
+            return self._loss(hists, targets)
+
+    def _loss(self, hists: list[np.ndarray], targets: np.ndarray) -> float:
+        self.model.eval()
+        tot, cnt = 0.0, 0
+        for s in range(0, len(targets), self.config.eval_batch_size):
+            sl = slice(s, s + self.config.eval_batch_size)
+            b = self._batch(hists[sl], np.asarray(targets)[sl])
+            tot += float(self.model(**b).loss) * len(b["input_ids"])
+            cnt += len(b["input_ids"])
+        return tot / max(cnt, 1)
+
+    # ---- inference -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate_sids(self, hists: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Trie-constrained beam search: SID token ids (n, beam, S) best first, and their scores (n, beam)."""
+        with _threads(self.config, self.device):
+            return self._generate_sids(hists)
+
+    @torch.no_grad()
+    def _generate_sids(self, hists: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        from transformers import LogitsProcessorList
+
+        from ..indexer import TrieLogitsProcessor
+
+        cfg = self.config
+        self.model.eval()
+        beam = cfg.beam_size
+        out_tok = np.zeros((len(hists), beam, self.S), np.int64)
+        out_score = np.zeros((len(hists), beam), np.float32)
+        for s in range(0, len(hists), cfg.eval_batch_size):
+            b = self._batch(hists[s : s + cfg.eval_batch_size], None)
+            B = b["input_ids"].shape[0]
+            if cfg.arch == "t5":
+                prompt_len = 1  # the decoder start token
+                kw = {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]}
+            else:
+                prompt_len = b["input_ids"].shape[1]
+                kw = {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]}
+            proc = TrieLogitsProcessor(self.trie, self.vocab, prompt_length=prompt_len, eos_token_id=EOS_ID)
+            res = self.model.generate(
+                **kw,
+                logits_processor=LogitsProcessorList([proc]),
+                num_beams=beam,
+                num_return_sequences=beam,
+                max_new_tokens=self.S,
+                min_new_tokens=self.S,
+                do_sample=False,
+                early_stopping=True,
+                length_penalty=0.0,
+                output_scores=False,
+                return_dict_in_generate=True,
+                pad_token_id=PAD_ID,
+                eos_token_id=EOS_ID,
+                decoder_start_token_id=BOS_ID if cfg.arch == "t5" else None,
+            )
+            seq = res.sequences[:, prompt_len : prompt_len + self.S]  # [B*beam, <=S]
+            if seq.shape[1] < self.S:
+                seq = torch.nn.functional.pad(seq, (0, self.S - seq.shape[1]), value=PAD_ID)
+            out_tok[s : s + B] = seq.reshape(B, beam, self.S).cpu().numpy()
+            sc = getattr(res, "sequences_scores", None)
+            if sc is not None:
+                out_score[s : s + B] = sc.reshape(B, beam).float().cpu().numpy()
+        return out_tok, out_score
+
+    def items_of_sids(self, sid_tokens: np.ndarray) -> np.ndarray:
+        """Token ids (..., S) -> item row (...) of that SID (first in index order under a collision), -1 if none."""
+        flat = np.asarray(sid_tokens, np.int64).reshape(-1, self.S)
+        ok = np.ones(len(flat), bool)
+        for l in range(self.S):
+            lo = self.vocab.table[l, 0]
+            code = flat[:, l] - lo
+            ok &= (code >= 0) & (code < self.vocab.level_sizes[l]) & (flat[:, l] < self.vocab_size)
+        keys = self._keys(np.where(ok[:, None], flat, 0))
+        pos = np.searchsorted(self._sorted_keys, keys)
+        posc = np.minimum(pos, len(self._sorted_keys) - 1)
+        hit = ok & (pos < len(self._sorted_keys)) & (self._sorted_keys[posc] == keys)
+        return np.where(hit, self._key_order[posc], -1).reshape(np.shape(sid_tokens)[:-1])
+
+    def rank(self, hists: list[np.ndarray], *, k: int | None = None) -> np.ndarray:
+        """Ranked item rows (n, k) for each history (k = beam size by default); -1 fills empty slots."""
+        toks, _ = self.generate_sids(hists)
+        return self.rank_sids(toks, k=k)
+
+    def rank_sids(self, toks: np.ndarray, *, k: int | None = None) -> np.ndarray:
+        """Generated SID token ids (n, beam, S), best first -> ranked item rows (n, k); -1 fills empty slots."""
+        k = self.config.beam_size if k is None else int(k)
+        first = self.items_of_sids(toks)  # [n, beam]
+        n = len(toks)
+        out = np.full((n, k), -1, np.int64)
+        dup = len(self._sorted_keys) != len(np.unique(self._sorted_keys))
+        for i in range(n):
+            rows: list[int] = []
+            for j, r in enumerate(first[i].tolist()):
+                if r < 0:
+                    continue
+                if dup:  # every item of a shared SID takes the SID's rank
+                    key = self._keys(toks[i, j][None, :])[0]
+                    lo, hi = np.searchsorted(self._sorted_keys, [key, key + 1])
+                    cand = sorted(self._key_order[lo:hi].tolist())
+                else:
+                    cand = [r]
+                for c in cand:
+                    if c not in rows:
+                        rows.append(c)
+                if len(rows) >= k:
+                    break
+            rows = rows[:k]
+            out[i, : len(rows)] = rows
+        return out
+
+    def recommend(self, histories: list[list], *, k: int = 10) -> list[list]:
+        """Item ids in -> top-k item ids out (unknown history items are ignored)."""
+        hist_rows = [np.asarray([r for r in (self.index.row_of(i) for i in h) if r >= 0], np.int64) for h in histories]
+        ranked = self.rank(hist_rows, k=k)
+        ids = self.index.item_ids
+        return [[ids[r].item() if hasattr(ids[r], "item") else ids[r] for r in row if r >= 0] for row in ranked.tolist()]
+
+    # ---- persistence -----------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Directory with ``config.json`` (retrieval config, vocab layout, format) and ``model.safetensors``."""
+        from safetensors.torch import save_model
+
+        from ..io import atomic_directory, atomic_write_json
+
+        path = Path(path)
+        with atomic_directory(path, overwrite=True) as tmp:
+            tmp = Path(tmp)
+            save_model(self.model, str(tmp / "model.safetensors"))
+            atomic_write_json(
+                tmp / "config.json",
+                {
+                    "format": "tokenizer-kit-companion",
+                    "format_version": _FORMAT,
+                    "config": self.config.to_dict(),
+                    "sid_length": self.S,
+                    "level_sizes": self.vocab.level_sizes,
+                    "vocab_size": self.vocab_size,
+                    "n_items": int(len(self.index)),
+                },
+            )
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, index) -> "GenerativeRetriever":
+        """Load a saved model for ``index`` (the SIDs it was trained on); strict, never unpickles."""
+        from safetensors.torch import load_model
+
+        path = Path(path)
+        try:
+            meta = json.loads((path / "config.json").read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ArtifactError(f"{path}: cannot read config.json ({e}); pass a directory written by GenerativeRetriever.save") from None
+        if meta.get("format") != "tokenizer-kit-companion":
+            raise ArtifactError(f"{path}: config.json is not a tokenizer-kit companion model")
+        if int(meta.get("format_version", 0)) > _FORMAT:
+            raise ArtifactError(f"{path}: format {meta.get('format_version')} is newer than this tokenizer-kit reads ({_FORMAT}); upgrade")
+        r = cls(index, RetrievalConfig.from_dict(meta["config"]))
+        if r.vocab.level_sizes != meta["level_sizes"] or r.S != meta["sid_length"]:
+            raise ArtifactError(
+                f"{path}: model was trained on SIDs with level sizes {meta['level_sizes']}, this index has {r.vocab.level_sizes}; "
+                "load it with the index it was trained on"
+            )
+        load_model(r.model, str(path / "model.safetensors"), strict=True, device=str(r.device))
+        return r
