@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..errors import TokenizerKitError
@@ -56,7 +57,7 @@ def setup_logging(verbose: bool = False) -> None:
 def fail(message: str, code: int = 2) -> None:
     """Print ``error: message`` as one line on stderr and exit ``code``."""
     one_line = " ".join(str(message).split())
-    err_console.print(f"[bold red]error:[/] {one_line}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(one_line)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from ._common import OutputFormat, cli_command, emit_json, err_console, out_console, setup_logging
 
@@ -143,12 +144,12 @@ def pipeline(
     t_all = time.perf_counter()
 
     def stage(name, conf, outputs, fn, upstream=()):
-        err_console.print(f"[bold cyan]stage[/] {name}", highlight=False)
+        err_console.print(f"[bold cyan]stage[/] {escape(name)}", highlight=False)
         try:
             out = runner.run(name, conf, outputs=outputs, fn=fn, upstream=upstream)
         except StageFailed as e:
             raise typer.Exit(2) from e
-        err_console.print(f"  {name}: {out.status} in {out.seconds:.1f}s", highlight=False)
+        err_console.print(escape(f"  {name}: {out.status} in {out.seconds:.1f}s"), highlight=False)
         return out
 
     sec = cfg.section("extract")
@@ -161,13 +162,16 @@ def pipeline(
     sec.setdefault("seed", cfg.seed)
 
     def do_align(mode):
-        args = ["--features", str(feats), "--pairs", str(pairs), "--catalog", catalog, "--out", str(align_dir), *_flags("align", sec)]
+        # held-out recall@k is measured on each user's (validation, test) items: pairs that
+        # mining never saw (the target), not on a slice of the mined pairs
+        args = ["--features", str(feats), "--pairs", str(pairs), "--eval-pairs", str(held), "--catalog", catalog,
+                "--out", str(align_dir), *_flags("align", sec)]
         finished = (align_dir / "config.json").exists() and not (align_dir / "checkpoint").exists()
         if mode == "fresh" or finished:
             args.append("--overwrite")
         return _invoke("align", args)
 
-    stage("align", sec, [align_dir / "model.safetensors"], do_align, upstream=("extract", "mine-pairs"))
+    stage("align", {**sec, "eval_pairs": "heldout"}, [align_dir / "model.safetensors"], do_align, upstream=("extract", "mine-pairs"))
     sec = cfg.section("embed")
     stage("embed", sec, [emb_aligned],
           lambda mode: _invoke("embed", ["--features", str(feats), "--alignment", str(align_dir), "--out", str(emb_aligned), "--overwrite", *_flags("embed", sec)]),
@@ -234,18 +238,18 @@ def pipeline(
     for c in ("stage", "status", "seconds"):
         st.add_column(c, justify="right" if c == "seconds" else "left")
     for s in summary["stages"]:
-        st.add_row(s["stage"], s["status"], f"{s['seconds']:.1f}")
+        st.add_row(escape(s["stage"]), s["status"], f"{s['seconds']:.1f}")
     out_console.print(st)
     from ._render import metrics_table
 
     out_console.print(metrics_table(rep["tokenizers"], title="tokenizers"))
     for n, a in (summary["coclick_agreement"] or {}).items():
         if a.get("pairs"):
-            out_console.print(f"held-out co-clicked pairs sharing the level-1 code [{n}]: {a['same_level1']:.4f} "
-                              f"(random pairs: {a['same_level1_random']:.4f}; {a['pairs']} pairs)")
+            out_console.print(escape(f"held-out co-clicked pairs sharing the level-1 code [{n}]: {a['same_level1']:.4f} "
+                                     f"(random pairs: {a['same_level1_random']:.4f}; {a['pairs']} pairs)"))
     for n, r in retrieval.items():
         m = r.get("test", r)
-        out_console.print(f"retrieval [{n}] (test, full ranking): " + ", ".join(f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float)))
+        out_console.print(escape(f"retrieval [{n}] (test, full ranking): " + ", ".join(f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float))))
     out_console.print(f"report: {report_json}  html: {report_html}  total {summary['seconds']:.1f}s")
 
 
