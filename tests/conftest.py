@@ -36,7 +36,7 @@ def office_dir() -> Path:
 def office_emb():
     """Office items embedded with all-MiniLM-L6-v2 (mean-pooled, normalised), stored as fp16.
 
-    Made by `python benchmarks/make_office_embeddings.py --out tests/data/office_minilm_f16.npy`;
+    Made by `python benchmarks/make_office_embeddings.py`;
     a slow test checks a fresh embedding of some items matches it.
     """
     x = np.load(DATA / "office_minilm_f16.npy").astype(np.float32)

@@ -143,3 +143,18 @@ def test_atomic_write_keeps_old_on_error(tmp_path):
             raise RuntimeError("crash")
     assert json.loads(p.read_text()) == {"v": 1}
     assert [q.name for q in tmp_path.iterdir()] == ["f.json"]
+
+
+@pytest.mark.slow
+def test_committed_office_embeddings_match_minilm(office_dir, office_emb):
+    """tests/data/office_minilm_f16.npy is what benchmarks/make_office_embeddings.py makes."""
+    from tokenizer_kit.features import embed_texts, item_texts
+
+    ids, x = office_emb
+    fields = ["title", "description", "brand", "categories"]
+    table = read_catalog(office_dir / "Office.item.json")
+    assert table.column("item_id").to_pylist() == ids.tolist()
+    rows = [0, 1, 500, 1234, 2419]
+    fresh = embed_texts(item_texts([table.slice(r, 1).select(fields).to_pylist()[0] for r in rows], fields))
+    cos = (fresh * x[rows]).sum(1) / np.linalg.norm(x[rows], axis=1)
+    assert (cos > 0.999).all()
