@@ -15,11 +15,12 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
+from .._config import ValidatedConfig
 from ..errors import InputError, TokenizerKitError
 from ._base import QuantizerBase, register_quantizer
 from ._kmeans import KMeansConfig, nearest, resolve_device, train_kmeans
@@ -55,7 +56,9 @@ def suggest_codebook_size(n: int) -> int:
 
 
 @dataclass
-class RQKMeansConfig:
+class RQKMeansConfig(ValidatedConfig):
+    label: ClassVar[str] = "RQ-Kmeans"
+
     codebook_sizes: list[int] = field(default_factory=lambda: [256, 256, 256])
     niter: int = 20
     seed: int = 1234
@@ -93,19 +96,6 @@ class RQKMeansConfig:
             errs.append(f"device must be auto, cpu or cuda, got {self.device!r}")
         return errs
 
-    def validate(self) -> "RQKMeansConfig":
-        errs = self.errors()
-        if errs:
-            raise TokenizerKitError("invalid RQ-Kmeans config: " + "; ".join(errs))
-        return self
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RQKMeansConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise TokenizerKitError(f"unknown RQ-Kmeans config keys {unknown}; known keys are {sorted(known)}")
-        return cls(**d)
 
 
 def _balanced_prices(

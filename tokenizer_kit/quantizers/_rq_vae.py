@@ -23,12 +23,13 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import numpy as np
 
+from .._config import ValidatedConfig
 from ..errors import InputError, TokenizerKitError
 from ._base import QuantizerBase, register_quantizer
 from ._kmeans import KMeansConfig, nearest, resolve_device, train_kmeans
@@ -48,7 +49,9 @@ CHECKPOINT_FORMAT = 1
 
 
 @dataclass
-class RQVAEConfig:
+class RQVAEConfig(ValidatedConfig):
+    label: ClassVar[str] = "RQ-VAE"
+
     codebook_sizes: list[int] = field(default_factory=lambda: [256, 256, 256])
     latent_dim: int = 64
     hidden_dims: list[int] = field(default_factory=lambda: [512, 256])
@@ -138,19 +141,6 @@ class RQVAEConfig:
             errs.append(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         return errs
 
-    def validate(self) -> "RQVAEConfig":
-        errs = self.errors()
-        if errs:
-            raise TokenizerKitError("invalid RQ-VAE config: " + "; ".join(errs))
-        return self
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RQVAEConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise TokenizerKitError(f"unknown RQ-VAE config keys {unknown}; known keys are {sorted(known)}")
-        return cls(**d)
 
     def architecture(self) -> dict[str, Any]:
         """The keys a checkpoint must share with the config that resumes it."""
