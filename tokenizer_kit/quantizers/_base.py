@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Quantizer", "QuantizerBase", "register_quantizer", "get_quantizer_class", "list_methods"]
+__all__ = ["Quantizer", "QuantizerBase", "suggest_codebook_size", "register_quantizer", "get_quantizer_class", "list_methods"]
 
 
 @runtime_checkable
@@ -44,6 +44,13 @@ class Quantizer(Protocol):
 
     @classmethod
     def from_state(cls, config: dict[str, Any], tensors: dict[str, np.ndarray]) -> "Quantizer": ...
+
+
+def suggest_codebook_size(n: int) -> int:
+    """A power of two that leaves at least ~4 items per code."""
+    import math
+
+    return max(2, 2 ** int(math.floor(math.log2(max(n // 4, 2)))))
 
 
 class QuantizerBase:
@@ -105,6 +112,19 @@ class QuantizerBase:
             raise InputError(
                 f"{what}: vectors have dimension {x.shape[1]} but the {self.describe} expects {self._dim}; "
                 "use embeddings from the same model the tokenizer was built on"
+            )
+        return x
+
+    def _check_fit_input(self, x: np.ndarray) -> np.ndarray:
+        """``x`` must be (n, d) with at least as many items as the largest codebook."""
+        from ..errors import InputError
+
+        x = self._check_input(x, "fit")
+        n, kmax = x.shape[0], max(self.config.codebook_sizes)
+        if n < kmax:
+            raise InputError(
+                f"too few items for the codebook: a level of {kmax} codes needs at least {kmax} items, "
+                f"got {n}; use --codebook-size {suggest_codebook_size(n)} or fewer"
             )
         return x
 

@@ -21,8 +21,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .._config import ValidatedConfig
-from ..errors import InputError, TokenizerKitError
-from ._base import QuantizerBase, register_quantizer
+from ..errors import TokenizerKitError
+from ._base import QuantizerBase, register_quantizer, suggest_codebook_size
 from ._kmeans import KMeansConfig, nearest, resolve_device, train_kmeans
 
 __all__ = ["RQKMeansConfig", "RQKMeans", "parse_codebook_sizes", "suggest_codebook_size"]
@@ -48,11 +48,6 @@ def parse_codebook_sizes(spec: str | int | list[int], levels: int | None = None)
     if levels is not None and len(sizes) != levels:
         raise TokenizerKitError(f"{len(sizes)} codebook sizes given for {levels} levels; give one size or one per level")
     return sizes
-
-
-def suggest_codebook_size(n: int) -> int:
-    """A power of two that leaves at least ~4 items per code."""
-    return max(2, 2 ** int(math.floor(math.log2(max(n // 4, 2)))))
 
 
 @dataclass
@@ -165,15 +160,10 @@ class RQKMeans(QuantizerBase):
     def fit(self, x: np.ndarray) -> "RQKMeans":
         """Train the codebooks on ``x`` (n, d). Also keeps the training items' codes in
         ``fit_codes_`` (n, L) (greedy, as in the paper)."""
-        x = self._check_input(x, "fit")
+        x = self._check_fit_input(x)
         n, d = x.shape
         cfg = self.config
         kmax = max(cfg.codebook_sizes)
-        if n < kmax:
-            raise InputError(
-                f"too few items for the codebook: a level of {kmax} codes needs at least {kmax} items, "
-                f"got {n}; use --codebook-size {suggest_codebook_size(n)} or fewer"
-            )
         if n < 39 * kmax:
             logger.info(
                 "%d items for %d codes (%.1f per code); FAISS suggests >= 39 per code", n, kmax, n / kmax

@@ -30,10 +30,9 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 
 from .._config import ValidatedConfig
-from ..errors import InputError, TokenizerKitError
+from ..errors import TokenizerKitError
 from ._base import QuantizerBase, register_quantizer
 from ._kmeans import KMeansConfig, nearest, resolve_device, train_kmeans
-from ._rq_kmeans import suggest_codebook_size
 
 try:
     import torch
@@ -281,15 +280,10 @@ class RQVAE(QuantizerBase):
             torch.set_num_threads(threads)
 
     def _fit(self, x: np.ndarray, *, on_epoch_end: Callable[[dict[str, Any]], None] | None) -> "RQVAE":
-        x = self._check_input(x, "fit")
+        x = self._check_fit_input(x)
         n, d = x.shape
         cfg = self.config
         kmax = max(cfg.codebook_sizes)
-        if n < kmax:
-            raise InputError(
-                f"too few items for the codebook: a level of {kmax} codes needs at least {kmax} items, "
-                f"got {n}; use --codebook-size {suggest_codebook_size(n)} or fewer"
-            )
         device = _resolve_torch_device(cfg.device)
         amp = device == "cuda" and cfg.bf16
         t_start = time.perf_counter()
