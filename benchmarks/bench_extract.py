@@ -13,31 +13,17 @@ import argparse
 import io
 import json
 import os
-import platform
 import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _machine import machine_info as machine  # benchmarks/ is on sys.path when run as a script
+
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-def machine() -> dict:
-    import torch
-
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "load_avg_1m": os.getloadavg()[0],
-    }
 
 
 def bench_hf(data: Path, fields, limit: int | None, batch_size: int, device: str) -> dict:

@@ -23,33 +23,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _machine import machine_info as machine  # benchmarks/ is on sys.path when run as a script
+
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def machine() -> dict:
-    import faiss
-    import torch
-
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "loadavg_at_start": list(os.getloadavg()),
-        "numpy": np.__version__,
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "faiss": faiss.__version__,
-        "cuda": torch.cuda.is_available(),
-    }
 
 
 def cli(*args: str) -> tuple[dict, float]:

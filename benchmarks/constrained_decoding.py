@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from _machine import machine_info as machine  # benchmarks/ is on sys.path when run as a script
 
 import numpy as np
 
@@ -29,18 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tokenizer_kit import SemanticTokenizer  # noqa: E402
 from tokenizer_kit.indexer import IndexConfig, SIDIndex, TrieLogitsProcessor, prefix_allowed_tokens_fn  # noqa: E402
-
-
-def machine() -> dict:
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "cuda": torch.cuda.is_available(),
-        "torch_threads": torch.get_num_threads(),
-    }
 
 
 def office_index(tok_dir: str | None):

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
+
+from _machine import machine_info as machine  # benchmarks/ is on sys.path when run as a script
 
 import numpy as np
 
@@ -24,13 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tokenizer_kit import SemanticTokenizer  # noqa: E402
 from tokenizer_kit.indexer import IndexConfig, SIDIndex  # noqa: E402
-
-
-def machine() -> dict:
-    import torch
-
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
-            "torch": torch.__version__, "numpy": np.__version__}
 
 
 def main():

@@ -9,25 +9,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import sys
 import time
 from pathlib import Path
+
+from _machine import machine_info as machine  # benchmarks/ is on sys.path when run as a script
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tokenizer_kit.indexer import SIDTrie, suffix_sids  # noqa: E402
-
-
-def machine() -> dict:
-    import torch
-
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
-            "torch": torch.__version__, "numpy": np.__version__}
 
 
 def skewed_codes(n: int, k: int, levels: int, rng) -> np.ndarray:
