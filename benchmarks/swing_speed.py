@@ -22,7 +22,7 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _machine import machine  # noqa: E402
+from _machine import machine_info as machine  # noqa: E402
 
 from tokenizer_kit.alignment import PairMiningConfig, interaction_log, leave_one_out_split, swing_reference, swing_similarity  # noqa: E402
 from tokenizer_kit.io import read_interactions  # noqa: E402

@@ -38,6 +38,23 @@ def test_swing_equals_brute_force(seed, cfg):
     assert np.all(np.diag(fast) == 0)
 
 
+def test_swing_wide_keys_take_the_argsort_path(monkeypatch):
+    """Keys too wide to pack with their payload into one int64 fall back to a lexsort; both
+    paths give the same Swing matrix."""
+    from tokenizer_kit.alignment import _pairs
+
+    log = interaction_log(random_log(3))
+    packed = swing_similarity(log).toarray()
+    k = np.array([5, 1, 5, 1, 3], np.int64)
+    v = np.array([9, 7, 2, 8, 0], np.int64)
+    np.testing.assert_array_equal(np.stack(_pairs._sort_by_key(k, v, 10)), [[1, 1, 3, 5, 5], [7, 8, 0, 2, 9]])
+    wide = _pairs._sort_by_key(k << 40, v, 1 << 30)  # 40 + 30 bits > 63: lexsort
+    np.testing.assert_array_equal(np.stack(wide), [k[[1, 3, 4, 2, 0]] << 40, [7, 8, 0, 2, 9]])
+    real = _pairs._sort_by_key
+    monkeypatch.setattr(_pairs, "_sort_by_key", lambda key, payload, bound: real(key, payload, 1 << 62))
+    np.testing.assert_allclose(swing_similarity(log).toarray(), packed, rtol=1e-12, atol=1e-15)
+
+
 def test_swing_definition_by_hand():
     # users 0,1 share items {a, b}; user 2 has {a, b, c}; weights off, alpha 1
     t = pa.table({"user_id": ["0", "0", "1", "1", "2", "2", "2"], "item_id": ["a", "b", "a", "b", "a", "b", "c"], "timestamp": [0, 1, 0, 1, 0, 1, 2]})

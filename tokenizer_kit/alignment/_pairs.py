@@ -111,6 +111,23 @@ def _rank_in_runs(sorted_keys: np.ndarray) -> np.ndarray:
     return idx - first
 
 
+def _sort_by_key(key: np.ndarray, payload: np.ndarray, payload_bound: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sort ``key`` (ascending) and carry ``payload`` (ties: payload ascending), both int64 >= 0.
+
+    When key and payload fit one int64 together they are packed and sorted with ``np.sort``
+    (NumPy's vectorised sort, several times faster than ``argsort`` on tens of millions of
+    elements); otherwise a lexicographic argsort gives the same order.
+    """
+    if len(key) == 0:
+        return key, payload
+    shift = max(int(payload_bound - 1).bit_length(), 1)
+    if int(key.max()) < (1 << (63 - shift)):
+        packed = np.sort((key << shift) | payload)
+        return packed >> shift, packed & ((1 << shift) - 1)
+    order = np.lexsort((payload, key))
+    return key[order], payload[order]
+
+
 def _user_item_matrix(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int):
     import scipy.sparse as sp
 
@@ -157,25 +174,29 @@ def swing_similarity(log: InteractionLog, config: PairMiningConfig | None = None
     t_user = np.repeat(np.arange(n_users, dtype=np.int64), deg)[f]
     t_key = a.indices[f].astype(np.int64) * n_items + a.indices[g].astype(np.int64)
     del f, g
-    # (2) group by item pair; users inside a group stay ascending (stable sort)
-    order = np.argsort(t_key, kind="stable")
-    t_key, t_user = t_key[order], t_user[order]
+    # (2) group by item pair, users ascending inside a group
+    t_key, t_user = _sort_by_key(t_key, t_user, n_users)
     new = np.r_[True, t_key[1:] != t_key[:-1]]
     starts = np.flatnonzero(new)
     sizes = np.diff(np.r_[starts, len(t_key)])
     keep = sizes >= 2
     starts, sizes = starts[keep], sizes[keep]
     group_key = t_key[starts]
+    del t_key, new
     if len(starts) == 0:
         return sp.csr_matrix((n_items, n_items), dtype=np.float64)
     p, q = _pairs_within_runs(starts, sizes)
     q_group = np.repeat(np.arange(len(starts), dtype=np.int64), sizes * (sizes - 1) // 2)
-    uu, vv = t_user[p], t_user[q]
+    pair = t_user[p] * n_users + t_user[q]  # user pair u < v
     del p, q, t_user
     # (3) |I_u ∩ I_v| from how often the user pair occurs: c(c-1)/2 times
-    _, inv, n_uv = np.unique(uu * n_users + vv, return_inverse=True, return_counts=True)
+    pair, q_group = _sort_by_key(pair, q_group, len(starts))
+    run = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
+    n_uv = np.diff(np.r_[run, len(pair)])
     common = np.rint((1.0 + np.sqrt(1.0 + 8.0 * n_uv)) / 2.0)
-    weight = w[uu] * w[vv] / (cfg.alpha + common[inv])
+    uu, vv = pair[run] // n_users, pair[run] % n_users
+    weight = np.repeat(w[uu] * w[vv] / (cfg.alpha + common), n_uv)
+    del pair
     # (4) sum per item pair
     val = np.bincount(q_group, weights=weight, minlength=len(starts))
     gi, gj = group_key // n_items, group_key % n_items
