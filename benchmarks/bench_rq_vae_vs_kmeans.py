@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def cli(*args: str) -> tuple[dict, float]:
     cmd = [sys.executable, "-m", "tokenizer_kit.cli.app", *args]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p), HF_HUB_OFFLINE="1")
     t0 = time.perf_counter()
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
