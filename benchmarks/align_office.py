@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _machine import machine  # noqa: E402
+from _machine import machine_info as machine  # noqa: E402
 from office_feature_store import DATA, build  # noqa: E402
 
 from tokenizer_kit.alignment import (  # noqa: E402
@@ -49,7 +49,6 @@ from tokenizer_kit.alignment import (  # noqa: E402
 )
 from tokenizer_kit.features import FeatureStore  # noqa: E402
 from tokenizer_kit.io import load_embeddings, read_catalog, read_interactions  # noqa: E402
-from tokenizer_kit.quantizers import RQKMeans  # noqa: E402
 
 
 def code_agreement(codes: np.ndarray, a: np.ndarray, b: np.ndarray) -> dict:
@@ -57,6 +56,14 @@ def code_agreement(codes: np.ndarray, a: np.ndarray, b: np.ndarray) -> dict:
     l12 = float(np.mean((codes[a, 0] == codes[b, 0]) & (codes[a, 1] == codes[b, 1])))
     p = np.bincount(codes[:, 0]) / len(codes)
     return {"level1_same": l1, "level12_same": l12, "level1_chance": float((p**2).sum())}
+
+
+def _torch_device_info(device: str | None) -> dict:
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    info = {"torch": torch.__version__, "train_device": dev, "torch_threads": torch.get_num_threads()}
+    if dev.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
 
 
 def main() -> None:
@@ -73,47 +80,66 @@ def main() -> None:
     ap.add_argument("--caption-batch", type=int, default=4)
     ap.add_argument("--caption-every", type=int, default=2)
     ap.add_argument("--pooled-query-init", action="store_true")
+    ap.add_argument("--dropout", type=float, default=0.0)
+    ap.add_argument("--temperature", type=float, default=0.07)
+    ap.add_argument("--learn-temperature", action="store_true")
+    ap.add_argument("--weight-decay", type=float, default=0.01)
+    ap.add_argument("--u2i-history", type=int, default=10)
+    ap.add_argument("--swing-topk", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0, help="model init and batch order (pairs and split do not depend on it)")
+    ap.add_argument("--checkpoint-every", type=int, default=500)
+    ap.add_argument("--cache-tokens-gib", type=float, default=2.0)
     ap.add_argument("--u2i-targets", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is far faster on a loaded 2-core box)")
+    ap.add_argument("--store", default=None, help="an existing feature store (default: build WORK/office_store with MiniLM)")
+    ap.add_argument("--data", default=str(DATA), help="directory with Office.inter.json and Office.item.json")
+    ap.add_argument("--device", default=None, help="torch device for training (default: cuda when present)")
+    ap.add_argument("--no-sids", action="store_true", help="skip the RQ-Kmeans SID step (machines without FAISS)")
     ap.add_argument("--tag", default="")
     ap.add_argument("--results", default=str(Path(__file__).resolve().parent / "results" / "align_office.json"))
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     work = Path(args.work)
     t_all = time.time()
-    store = FeatureStore.open(build(work / "office_store"))
+    store = FeatureStore.open(args.store) if args.store else FeatureStore.open(build(work / "office_store"))
+    data = Path(args.data)
 
-    log = interaction_log(read_interactions(DATA / "Office.inter.json"))
+    log = interaction_log(read_interactions(data / "Office.inter.json"))
     split = leave_one_out_split(log)
     t0 = time.time()
-    pairs, pstats = mine_pairs(split.train, PairMiningConfig(u2i_targets_per_user=args.u2i_targets))
+    pairs, pstats = mine_pairs(split.train, PairMiningConfig(u2i_targets_per_user=args.u2i_targets, u2i_history=args.u2i_history, swing_topk=args.swing_topk))
     t_mine = time.time() - t0
     ids = log.item_ids
     heldout = pa.table({"item_a": ids[split.valid.items].astype(str).tolist(), "item_b": ids[split.test.items].astype(str).tolist()})
 
-    cat = read_catalog(DATA / "Office.item.json")
+    cat = read_catalog(data / "Office.item.json")
     recs = {r["item_id"]: r for r in cat.to_pylist()}
     caps = caption_texts([recs.get(i, {}) for i in store.item_ids])
     lm = load_caption_lm(None) if args.caption_weight > 0 else None
 
     cfg = AlignConfig(
-        qformer=QFormerConfig(feature_dim=store.dim, d_model=args.d_model, n_layers=args.layers, n_heads=args.heads, pooled_query_init=args.pooled_query_init),
+        qformer=QFormerConfig(feature_dim=store.dim, d_model=args.d_model, n_layers=args.layers, n_heads=args.heads, pooled_query_init=args.pooled_query_init, dropout=args.dropout),
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,
+        weight_decay=args.weight_decay,
+        temperature=args.temperature,
+        learn_temperature=args.learn_temperature,
+        cache_tokens_gib=args.cache_tokens_gib,
+        seed=args.seed,
         warmup_steps=max(1, args.steps // 10),
         max_tokens=args.max_tokens,
         caption_weight=args.caption_weight,
         caption_batch=args.caption_batch,
         caption_every=args.caption_every,
         log_every=10,
-        checkpoint_every=50,
+        checkpoint_every=args.checkpoint_every,
     )
     out = work / f"office_align{args.tag}"
     t0 = time.time()
-    summary = train_alignment(store=store, pairs=pairs, out=out, config=cfg, captions=caps, caption_lm=lm, eval_pairs=heldout, resume=False)
+    summary = train_alignment(store=store, pairs=pairs, out=out, config=cfg, captions=caps, caption_lm=lm, eval_pairs=heldout, resume=False, device=args.device)
     t_train = time.time() - t0
     ev = summary["eval"]
 
@@ -151,13 +177,16 @@ def main() -> None:
     a = np.array([store.index_of(i) for i in heldout.column("item_a").to_pylist()])
     b = np.array([store.index_of(i) for i in heldout.column("item_b").to_pylist()])
     sids = {}
-    for name, x in (("aligned", np.asarray(emb.vectors, np.float32)), ("raw_pooled", raw)):
-        codes = RQKMeans(codebook_sizes=[256] * 3).fit(x).fit_codes_
-        sids[name] = code_agreement(codes, a, b)
+    if not args.no_sids:
+        from tokenizer_kit.quantizers import RQKMeans
+
+        for name, x in (("aligned", np.asarray(emb.vectors, np.float32)), ("raw_pooled", raw)):
+            codes = RQKMeans(codebook_sizes=[256] * 3).fit(x).fit_codes_
+            sids[name] = code_agreement(codes, a, b)
     full_raw = pooled_features(store, max_tokens=None)
     result = {
         "benchmark": "align_office",
-        "machine": machine(),
+        "machine": {**machine(), **_torch_device_info(args.device)},
         "command": "python " + " ".join(sys.argv),
         "data": {"items_in_store": len(store), "heldout_pairs": int(len(a)), "pair_mining": pstats},
         "config": cfg.to_dict(),
@@ -168,7 +197,7 @@ def main() -> None:
         "targets": {
             "recall_ratio_ge_1.3": ev["recall_ratio"] is not None and ev["recall_ratio"] >= 1.3,
             "caption_prefix_lowers_loss": ("caption_loss_with_prefix" in ev) and ev["caption_loss_with_prefix"] < ev["caption_loss_without_prefix"],
-            "aligned_sids_level1_more_cooclick": sids["aligned"]["level1_same"] > sids["raw_pooled"]["level1_same"],
+            "aligned_sids_level1_more_cooclick": (sids["aligned"]["level1_same"] > sids["raw_pooled"]["level1_same"]) if sids else None,
         },
         "metrics_jsonl": [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()],
     }

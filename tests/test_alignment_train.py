@@ -67,6 +67,21 @@ def test_resume_reproduces_uninterrupted_run(data, tmp_path):
     assert la == lb
 
 
+def test_token_cache_trains_exactly_like_the_store(data, tmp_path):
+    """The device-resident token cache is a speed option: same batches, same weights, and a
+    run checkpointed without it resumes with it."""
+    store, ids, cluster, pairs = data
+    cfg = _cfg(max_tokens=5)  # truncates: items hold 3-9 tokens
+    train_alignment(store=store, pairs=pairs, out=tmp_path / "c", config=cfg)
+    nc = _cfg(max_tokens=5, cache_tokens_gib=0.0)
+    train_alignment(store=store, pairs=pairs, out=tmp_path / "n", config=nc, stop_after=5)
+    train_alignment(store=store, pairs=pairs, out=tmp_path / "n", config=cfg)
+    a = load_file(str(tmp_path / "c" / "model.safetensors"))
+    b = load_file(str(tmp_path / "n" / "model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
 def test_resume_with_other_config_is_refused(data, tmp_path):
     store, ids, cluster, pairs = data
     train_alignment(store=store, pairs=pairs, out=tmp_path / "r", config=_cfg(), stop_after=4)

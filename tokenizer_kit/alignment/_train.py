@@ -66,6 +66,10 @@ class AlignConfig:
     log_every: int = 10
     checkpoint_every: int = 100
     bf16: bool = True
+    # hold every item's first max_tokens token vectors (fp16) on the training device when
+    # they fit in this many GiB: batches become one gather instead of a per-item copy loop
+    # (the loop, not the GPU, bounded training speed on an H100); 0 always reads the store
+    cache_tokens_gib: float = 2.0
     seed: int = 0
 
     def errors(self) -> list[str]:
@@ -89,6 +93,8 @@ class AlignConfig:
             e.append(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
         if self.grad_clip < 0:
             e.append(f"grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
+        if not self.cache_tokens_gib >= 0:
+            e.append(f"cache_tokens_gib must be >= 0 (0 disables), got {self.cache_tokens_gib}")
         return e
 
     def validate(self) -> "AlignConfig":
@@ -144,6 +150,36 @@ def _pair_indices(pairs, store) -> tuple[np.ndarray, np.ndarray, int]:
     ib = np.array([idx.get(str(x), -1) for x in b], dtype=np.int64)
     ok = (ia >= 0) & (ib >= 0) & (ia != ib)
     return ia[ok], ib[ok], int((~ok).sum())
+
+
+class _TokenCache:
+    """Every item's first ``max_tokens`` token vectors, padded, fp16, on ``device``.
+
+    ``batch(items)`` returns what ``store.batch(items, max_tokens)`` returns (tokens float32,
+    mask), padded to the longest item of the batch, as tensors already on the device.
+    """
+
+    def __init__(self, store, max_tokens: int, device: torch.device):
+        lengths = np.minimum(store.lengths(), max_tokens)
+        t = max(1, int(lengths.max(initial=1)))
+        tok = np.zeros((len(store), t, store.dim), dtype=np.float16)
+        for i, n in enumerate(lengths.tolist()):
+            tok[i, :n] = store.tokens(i)[:n]
+        self.tokens = torch.from_numpy(tok).to(device)
+        self.lengths = torch.from_numpy(lengths).to(device)
+        self._np_lengths = lengths
+        self._pos = torch.arange(t, device=device)
+
+    @staticmethod
+    def nbytes(store, max_tokens: int) -> int:
+        return len(store) * min(int(store.lengths().max(initial=1)), max_tokens) * store.dim * 2
+
+    def batch(self, items: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        t = max(1, int(self._np_lengths[items].max(initial=1)))
+        idx = torch.from_numpy(np.asarray(items, dtype=np.int64)).to(self.tokens.device)
+        tok = self.tokens[idx, :t].float()
+        mask = self._pos[:t][None, :] < self.lengths[idx][:, None]
+        return tok, mask
 
 
 def _lr_lambda(cfg: AlignConfig) -> Callable[[int], float]:
@@ -246,12 +282,16 @@ def _save_checkpoint(out: Path, model, opt, sched, step: int, cfg: AlignConfig) 
         atomic_write_json(d / "meta.json", {"step": step, "config": cfg.to_dict(), "version": __version__})
 
 
+_RESUME_FREE = frozenset({"cache_tokens_gib", "log_every", "checkpoint_every"})
+
+
 def _load_checkpoint(out: Path, model, opt, sched, cfg: AlignConfig) -> int:
     d = out / "checkpoint"
     meta = json.loads((d / "meta.json").read_text())
     saved = dict(meta["config"])
     now = cfg.to_dict()
-    diff = sorted(k for k in now if saved.get(k) != now[k])
+    # options that change speed, not results, may differ on resume
+    diff = sorted(k for k in now if k not in _RESUME_FREE and saved.get(k) != now[k])
     if diff:
         raise ArtifactError(f"{d}: checkpoint was written with another config (differs in {diff}); use the same options or a new --out")
     _load_weights(model, d / "model.safetensors")
@@ -357,6 +397,10 @@ def train_alignment(
         if mpath.exists():  # keep only lines a resumed run will not rewrite
             kept = [ln for ln in mpath.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= start and "eval" not in json.loads(ln)]
             mpath.write_text("".join(k + "\n" for k in kept))
+    cache = None
+    if cfg.cache_tokens_gib > 0 and _TokenCache.nbytes(store, cfg.max_tokens) <= cfg.cache_tokens_gib * 2**30:
+        cache = _TokenCache(store, cfg.max_tokens, dev)
+        logger.info("token cache: %d items x %d tokens on %s", len(store), cache.tokens.shape[1], dev)
     ddp_model = DDP(model, find_unused_parameters=cap is not None and cfg.caption_every > 1) if world > 1 else model
     autocast = dev.type == "cuda" and cfg.bf16
 
@@ -373,16 +417,18 @@ def train_alignment(
         a, b = ia[lidx], ib[lidx]
         items, inv = np.unique(np.r_[a, b], return_inverse=True)
         inv_a, inv_b = inv[: len(a)], inv[len(a) :]
-        tok, mask, _ = store.batch(items.tolist(), cfg.max_tokens)
+        if cache is not None:
+            tok_t, mask_t = cache.batch(items)
+        else:
+            tok, mask, _ = store.batch(items.tolist(), cfg.max_tokens)
+            tok_t, mask_t = torch.from_numpy(tok).to(dev), torch.from_numpy(mask).to(dev)
         cap_rows = None
         cap_step = cap is not None and step % cfg.caption_every == 0
         if cap_step:
             crng = np.random.default_rng([cfg.seed, 7, step, rank])
             cap_rows = np.sort(crng.choice(len(items), size=min(cfg.caption_batch, len(items)), replace=False))
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=autocast):
-            m, prefix, tau = ddp_model(
-                torch.from_numpy(tok).to(dev), torch.from_numpy(mask).to(dev), None if cap_rows is None else torch.from_numpy(cap_rows).to(dev)
-            )
+            m, prefix, tau = ddp_model(tok_t, mask_t, None if cap_rows is None else torch.from_numpy(cap_rows).to(dev))
             ta, tb = torch.from_numpy(inv_a).to(dev), torch.from_numpy(inv_b).to(dev)
             eye = torch.eye(len(a), dtype=torch.bool, device=dev)
             same_b = (tb[None, :] == tb[:, None]) & ~eye

@@ -43,6 +43,7 @@ def register(app: typer.Typer) -> None:
         caption_fields: str = typer.Option(None, "--caption-fields", help="Comma-separated catalogue columns forming the caption."),
         eval_fraction: float = typer.Option(None, "--eval-fraction"),
         checkpoint_every: int = typer.Option(None, "--checkpoint-every"),
+        cache_tokens_gib: float = typer.Option(None, "--cache-tokens-gib", help="Hold all items' tokens on the training device when they fit in this many GiB (default 2; 0 reads the store every step)."),
         seed: int = typer.Option(None, "--seed"),
         device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda when available)."),
         resume: bool = typer.Option(True, "--resume/--no-resume", help="Resume from OUT/checkpoint when present."),
@@ -76,7 +77,8 @@ def register(app: typer.Typer) -> None:
             "steps": steps, "batch_size": batch_size, "lr": lr, "warmup_steps": warmup_steps, "max_tokens": max_tokens,
             "temperature": temperature, "learn_temperature": learn_temperature, "caption_weight": caption_weight,
             "caption_lm": caption_lm, "caption_batch": caption_batch, "caption_every": caption_every,
-            "eval_fraction": eval_fraction, "checkpoint_every": checkpoint_every, "seed": seed,
+            "eval_fraction": eval_fraction, "checkpoint_every": checkpoint_every,
+            "cache_tokens_gib": cache_tokens_gib, "seed": seed,
         }
         for k, v in over.items():
             if v is not None:
