@@ -102,6 +102,8 @@ def test_caption_loss_with_tiny_llama(data, tmp_path):
     ev = s["eval"]
     # the prefix is trained to carry the caption: with it the LM does better than without
     assert ev["caption_loss_with_prefix"] < ev["caption_loss_without_prefix"]
+    # captions follow the item's cluster: the own prefix beats another item's (a derangement)
+    assert ev["caption_loss_with_prefix"] < ev["caption_loss_other_item_prefix"] < ev["caption_loss_without_prefix"]
     for k, v in lm[0].state_dict().items():  # the LM stays frozen (training may have moved it to CUDA)
         torch.testing.assert_close(v.cpu(), before[k], rtol=0, atol=0)
     w = load_file(str(tmp_path / "c" / "model.safetensors"))

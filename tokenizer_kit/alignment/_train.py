@@ -516,15 +516,25 @@ def evaluate_alignment(model: AlignmentModel, store, ea: np.ndarray, eb: np.ndar
     res.update({"recall_aligned": ra, "recall_raw_pooled": rr, "recall_ratio": ra / rr if rr > 0 else None})
     if cap is not None and model.caption_proj is not None:
         items = np.unique(np.r_[ea, eb])[: cfg.eval_caption_items]
+        # control: each caption after ANOTHER item's prefix (a seeded derangement); a prefix
+        # that carries item content scores its own caption better than another item's
+        perm = np.random.default_rng(cfg.seed).permutation(len(items))
+        other = np.empty_like(items)
+        other[perm] = items[np.roll(perm, 1)]
         cap.eval()
-        with_p, without = [], []
+        with_p, without, shuffled = [], [], []
         for s in range(0, len(items), 16):
             rows = torch.from_numpy(items[s : s + 16]).to(device)
             prefix = model.caption_proj(torch.from_numpy(m[items[s : s + 16]]).to(device))
             with_p.append(cap.loss(prefix, rows, reduction="none"))
             without.append(cap.loss(None, rows, reduction="none"))
+            if len(items) > 1:
+                prefix_o = model.caption_proj(torch.from_numpy(m[other[s : s + 16]]).to(device))
+                shuffled.append(cap.loss(prefix_o, rows, reduction="none"))
         res["caption_loss_with_prefix"] = float(torch.cat(with_p).mean())
         res["caption_loss_without_prefix"] = float(torch.cat(without).mean())
+        if shuffled:
+            res["caption_loss_other_item_prefix"] = float(torch.cat(shuffled).mean())
         res["caption_items"] = int(len(items))
     model.train()
     return res

@@ -137,4 +137,6 @@ def register(app: typer.Typer) -> None:
                 f"held-out recall@{ev['k']}: aligned {ev['recall_aligned']:.4f}, raw pooled {ev['recall_raw_pooled']:.4f} ({ev['n_pairs']:,} pairs)"
             )
         if "caption_loss_with_prefix" in ev:
-            out_console.print(f"caption loss: with M~ prefix {ev['caption_loss_with_prefix']:.3f}, without {ev['caption_loss_without_prefix']:.3f}")
+            other = ev.get("caption_loss_other_item_prefix")
+            other_s = f", another item's prefix {other:.3f}" if other is not None else ""
+            out_console.print(f"caption loss: with M~ prefix {ev['caption_loss_with_prefix']:.3f}, without {ev['caption_loss_without_prefix']:.3f}{other_s}")
