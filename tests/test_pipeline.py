@@ -77,6 +77,8 @@ def test_pipeline_runs_then_skips_then_reruns_changed(office_slice):
     assert [t["name"] for t in rep["tokenizers"]] == ["tokenizer", "tokenizer_raw"]
     assert rep["coclick_agreement"]["tokenizer"]["pairs"] > 0
     assert (office_slice / "work" / "report.html").exists()
+    ev = first["alignment"]
+    assert ev["n_pairs"] > 0 and ev["recall_ratio"] == pytest.approx(ev["recall_aligned"] / ev["recall_raw_pooled"])
     ret = first["retrieval"]["aligned"]["test"]
     assert 0.0 <= ret["recall@5"] <= ret["recall@10"] <= 1.0 and "ndcg@10" in ret
 

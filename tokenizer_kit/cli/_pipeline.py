@@ -227,6 +227,7 @@ def pipeline(
             for t in rep["tokenizers"]
         },
         "coclick_agreement": rep.get("coclick_agreement"),
+        "alignment": _alignment_eval(align_dir),
         "retrieval": retrieval or None,
     }
     if fmt == OutputFormat.json:
@@ -243,6 +244,14 @@ def pipeline(
     from ._render import metrics_table
 
     out_console.print(metrics_table(rep["tokenizers"], title="tokenizers"))
+    ev = summary["alignment"]
+    if ev and ev.get("recall_ratio") is not None:
+        out_console.print(escape(f"alignment, held-out pairs recall@{ev['k']}: aligned {ev['recall_aligned']:.4f} vs raw pooled "
+                                 f"{ev['recall_raw_pooled']:.4f} ({ev['recall_ratio']:.2f}x; {ev['n_pairs']} pairs)"))
+    if ev and "caption_loss_with_prefix" in ev:
+        other = ev.get("caption_loss_other_item_prefix")
+        out_console.print(escape(f"caption loss: own M~ prefix {ev['caption_loss_with_prefix']:.3f}, none {ev['caption_loss_without_prefix']:.3f}"
+                                 + (f", another item's prefix {other:.3f}" if other is not None else "")))
     for n, a in (summary["coclick_agreement"] or {}).items():
         if a.get("pairs"):
             out_console.print(escape(f"held-out co-clicked pairs sharing the level-1 code [{n}]: {a['same_level1']:.4f} "
@@ -251,6 +260,14 @@ def pipeline(
         m = r.get("test", r)
         out_console.print(escape(f"retrieval [{n}] (test, full ranking): " + ", ".join(f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float))))
     out_console.print(f"report: {report_json}  html: {report_html}  total {summary['seconds']:.1f}s")
+
+
+def _alignment_eval(align_dir: Path) -> dict | None:
+    """The held-out evaluation the align stage wrote, if it ran."""
+    try:
+        return json.loads((align_dir / "config.json").read_text())["summary"].get("eval")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def register(app: typer.Typer) -> None:
