@@ -162,7 +162,10 @@ def test_parse_codebook_sizes():
 
 @pytest.mark.gpu
 def test_gpu_kmeans_matches_cpu_quality(clustered):
-    from tokenizer_kit.quantizers import faiss_num_gpus  # noqa: F401 (import check)
+    from tokenizer_kit.quantizers import faiss_num_gpus
+
+    if faiss_num_gpus() == 0:
+        pytest.skip("FAISS has no GPU support here (faiss-cpu): GPU k-means cannot run")
 
     cpu = RQKMeans(codebook_sizes=[16, 16], device="cpu").fit(clustered)
     gpu = RQKMeans(codebook_sizes=[16, 16], device="cuda").fit(clustered)
@@ -188,3 +191,18 @@ def test_kmeans_plusplus_init(clustered):
 def test_unknown_config_key_is_a_clear_error():
     with pytest.raises(TokenizerKitError, match=r"unknown RQ-Kmeans config keys \['nitre'\]"):
         RQKMeans(codebook_sizes=[4], nitre=3)
+
+
+def test_gpu_only_torch_sees_runs_kmeans_on_cpu_and_says_so(clustered, monkeypatch, caplog):
+    """faiss-cpu beside a CUDA torch: k-means runs on the CPU and the summary says cpu."""
+    from tokenizer_kit.quantizers import _kmeans
+
+    monkeypatch.setattr(_kmeans, "_torch_cuda_available", lambda: True)
+    monkeypatch.setattr(_kmeans, "faiss_num_gpus", lambda: 0)
+    assert _kmeans.resolve_device("auto") == "cuda"  # RQ-VAE trains on the GPU torch sees
+    assert _kmeans.kmeans_device("auto") == "cpu"
+    with caplog.at_level("WARNING"):
+        assert _kmeans.kmeans_device("cuda") == "cpu"
+    assert "faiss-cpu" in caplog.text
+    q = RQKMeans(codebook_sizes=[8, 8], device="cuda").fit(clustered)
+    assert q.summary()["device"] == "cpu"

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import InputError, TokenizerKitError
 
-__all__ = ["KMeansConfig", "kmeans_plusplus", "train_kmeans", "nearest", "resolve_device", "faiss_num_gpus"]
+__all__ = ["KMeansConfig", "kmeans_plusplus", "train_kmeans", "nearest", "resolve_device", "kmeans_device", "faiss_num_gpus"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,18 @@ def resolve_device(device: str) -> str:
     if device == "cuda" and not (faiss_num_gpus() > 0 or _torch_cuda_available()):
         raise TokenizerKitError("device 'cuda' requested but no GPU is visible; use --device cpu or auto")
     return device
+
+
+def kmeans_device(device: str) -> str:
+    """Where FAISS k-means actually runs for a requested ``device``: ``cuda`` only when FAISS
+    itself has GPU support (faiss-gpu); a GPU that only torch sees runs k-means on the CPU
+    (logged once per call), so summaries never claim a GPU that did no work."""
+    resolved = resolve_device(device)
+    if resolved == "cuda" and faiss_num_gpus() == 0:
+        if device == "cuda":
+            logger.warning("FAISS has no GPU support here (faiss-cpu); k-means runs on the CPU. `make install-gpu` installs faiss-gpu")
+        return "cpu"
+    return resolved
 
 
 @dataclass

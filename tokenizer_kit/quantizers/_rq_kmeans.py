@@ -23,7 +23,7 @@ import numpy as np
 from .._config import ValidatedConfig
 from ..errors import TokenizerKitError
 from ._base import QuantizerBase, register_quantizer, suggest_codebook_size
-from ._kmeans import KMeansConfig, nearest, resolve_device, train_kmeans
+from ._kmeans import KMeansConfig, kmeans_device, nearest, train_kmeans
 
 __all__ = ["RQKMeansConfig", "RQKMeans", "parse_codebook_sizes", "suggest_codebook_size"]
 
@@ -168,7 +168,7 @@ class RQKMeans(QuantizerBase):
             logger.info(
                 "%d items for %d codes (%.1f per code); FAISS suggests >= 39 per code", n, kmax, n / kmax
             )
-        device = resolve_device(cfg.device)
+        device = kmeans_device(cfg.device)
         self._dim = d
         t_start = time.perf_counter()
         residual = np.array(x, dtype=np.float32, order="C", copy=True)  # [n, d]
