@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
         max_items_per_user: int = typer.Option(200, "--max-items-per-user", help="Cap: latest items kept per user."),
         max_users_per_item: int = typer.Option(1000, "--max-users-per-item", help="Cap: latest users kept per item."),
         u2i_history: int = typer.Option(10, "--u2i-history", help="User-to-item: latest positive clicks searched for the partner."),
-        u2i_targets: int = typer.Option(1, "--u2i-targets", help="User-to-item: targets per user (latest clicks; 0 disables)."),
+        u2i_targets: int = typer.Option(1, "--u2i-targets", help="User-to-item: targets per user (latest clicks; 0 disables). The paper pairs one; 40 gave the best held-out recall on Office (README)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
         fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table or json."),
         verbose: bool = typer.Option(False, "--verbose", "-v"),
