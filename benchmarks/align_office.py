@@ -57,12 +57,14 @@ def code_agreement(codes: np.ndarray, a: np.ndarray, b: np.ndarray) -> dict:
     return {"level1_same": l1, "level12_same": l12, "level1_chance": float((p**2).sum())}
 
 
-def _torch_device_info(device: str | None) -> dict:
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    info = {"torch": torch.__version__, "train_device": dev, "torch_threads": torch.get_num_threads()}
-    if dev.startswith("cuda"):
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
+def validation_pairs(split) -> tuple[list[str], list[str]]:
+    """(each user's last training item, validation item) as item ids: pairs for choosing a
+    configuration without looking at test items."""
+    ids = split.train.item_ids
+    last = split.train.user_bounds()[1:] - 1
+    last_of = dict(zip(split.train.users[last].tolist(), split.train.items[last].tolist()))
+    vi = [(last_of[u], it) for u, it in zip(split.valid.users.tolist(), split.valid.items.tolist()) if u in last_of]
+    return [str(ids[x]) for x, _ in vi], [str(ids[y]) for _, y in vi]
 
 
 def main() -> None:
@@ -112,13 +114,7 @@ def main() -> None:
     t_mine = time.time() - t0
     ids = log.item_ids
     heldout = pa.table({"item_a": ids[split.valid.items].astype(str).tolist(), "item_b": ids[split.test.items].astype(str).tolist()})
-    # validation pairs for choosing a configuration without looking at test items:
-    # (each user's last training item, validation item)
-    last_train = split.train.items[split.train.user_bounds()[1:] - 1]
-    last_user = split.train.users[split.train.user_bounds()[1:] - 1]
-    pos_of_user = dict(zip(last_user.tolist(), last_train.tolist()))
-    vi = [(pos_of_user[u], it) for u, it in zip(split.valid.users.tolist(), split.valid.items.tolist()) if u in pos_of_user]
-    valpairs = ([str(ids[x]) for x, _ in vi], [str(ids[y]) for _, y in vi])
+    valpairs = validation_pairs(split)
 
     cat = read_catalog(data / "Office.item.json")
     recs = {r["item_id"]: r for r in cat.to_pylist()}
@@ -166,7 +162,6 @@ def main() -> None:
         for name, x in (("aligned", np.asarray(emb.vectors, np.float32)), ("raw_pooled", raw)):
             codes = RQKMeans(codebook_sizes=[256] * 3).fit(x).fit_codes_
             sids[name] = code_agreement(codes, a, b)
-    full_raw = pooled_features(store, max_tokens=None)
     va = np.array([store.index_of(i) for i in valpairs[0]])
     vb = np.array([store.index_of(i) for i in valpairs[1]])
     aligned_vec = np.asarray(emb.vectors, np.float32)  # flatten pooling: the vectors recall is scored on
@@ -175,13 +170,14 @@ def main() -> None:
     validation = {"pairs": "(last training item, validation item) per user", "n_pairs": int(len(va)), "recall_aligned": r_va, "recall_raw_pooled": r_vr, "recall_ratio": r_va / r_vr}
     result = {
         "benchmark": "align_office",
-        "machine": {**machine(), **_torch_device_info(args.device)},
+        "machine": machine(),
+        "train_device": str(args.device or ("cuda" if torch.cuda.is_available() else "cpu")),
         "command": "python " + " ".join(sys.argv),
         "data": {"items_in_store": len(store), "heldout_pairs": int(len(a)), "pair_mining": pstats},
         "config": cfg.to_dict(),
         "timing_s": {"mine_pairs": round(t_mine, 2), "train_and_eval": round(t_train, 1), "embed": round(t_embed, 1), "total": round(time.time() - t_all, 1)},
         "eval": ev,
-        "recall_at_10_raw_pooled_all_tokens": pair_recall_at_k(full_raw, a, b, 10),
+        "recall_at_10_raw_pooled_all_tokens": pair_recall_at_k(raw, a, b, 10),
         "validation": validation,
         "sid_level_agreement": sids,
         "targets": {

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _machine import machine_info  # noqa: E402
+from align_office import validation_pairs  # noqa: E402
 from office_feature_store import DATA  # noqa: E402
 
 from tokenizer_kit.alignment import interaction_log, leave_one_out_split, pair_recall_at_k, pooled_features  # noqa: E402
@@ -39,11 +40,7 @@ def main() -> None:
     log = interaction_log(read_interactions(DATA / "Office.inter.json"))
     split = leave_one_out_split(log)
     ids = log.item_ids
-    last = split.train.user_bounds()[1:] - 1
-    last_of = dict(zip(split.train.users[last].tolist(), split.train.items[last].tolist()))
-    vi = [(last_of[u], it) for u, it in zip(split.valid.users.tolist(), split.valid.items.tolist()) if u in last_of]
-    va = np.array([store.index_of(str(ids[x])) for x, _ in vi])
-    vb = np.array([store.index_of(str(ids[y])) for _, y in vi])
+    va, vb = (np.array([store.index_of(i) for i in side]) for side in validation_pairs(split))
     ta = np.array([store.index_of(str(i)) for i in ids[split.valid.items]])
     tb = np.array([store.index_of(str(i)) for i in ids[split.test.items]])
     raw = pooled_features(store, max_tokens=args.max_tokens)
