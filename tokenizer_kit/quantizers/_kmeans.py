@@ -54,16 +54,23 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def _faiss_gpu_for(device: str, *, warn: bool) -> bool:
+    """Whether FAISS k-means runs on the GPU for ``device``; with ``warn``, says so when
+    ``cuda`` was asked for but FAISS has no GPU support."""
+    if device != "cuda":
+        return False
+    if faiss_num_gpus() > 0:
+        return True
+    if warn:
+        logger.warning("FAISS has no GPU support here (faiss-cpu); k-means runs on the CPU. `make install-gpu` installs faiss-gpu")
+    return False
+
+
 def kmeans_device(device: str) -> str:
     """Where FAISS k-means actually runs for a requested ``device``: ``cuda`` only when FAISS
     itself has GPU support (faiss-gpu); a GPU that only torch sees runs k-means on the CPU
-    (logged once per call), so summaries never claim a GPU that did no work."""
-    resolved = resolve_device(device)
-    if resolved == "cuda" and faiss_num_gpus() == 0:
-        if device == "cuda":
-            logger.warning("FAISS has no GPU support here (faiss-cpu); k-means runs on the CPU. `make install-gpu` installs faiss-gpu")
-        return "cpu"
-    return resolved
+    (logged when ``cuda`` was asked for), so summaries never claim a GPU that did no work."""
+    return "cuda" if _faiss_gpu_for(resolve_device(device), warn=device == "cuda") else "cpu"
 
 
 @dataclass
@@ -120,9 +127,7 @@ def train_kmeans(x: np.ndarray, k: int, cfg: KMeansConfig, *, device: str = "cpu
     n, d = x.shape
     if n < k:
         raise InputError(f"k-means needs at least k={k} points, got {n}")
-    use_gpu = device == "cuda" and faiss_num_gpus() > 0
-    if device == "cuda" and not use_gpu:
-        logger.warning("FAISS has no GPU support here (faiss-cpu); k-means runs on the CPU")
+    use_gpu = _faiss_gpu_for(device, warn=True)
     init = None
     if cfg.init == "kmeans++":
         cap = cfg.init_points_per_centroid * k
