@@ -11,9 +11,11 @@ __all__ = ["ValidatedConfig"]
 
 
 class ValidatedConfig:
-    """Mixin for dataclass configs: define ``errors() -> list[str]`` and ``label``."""
+    """Mixin for dataclass configs: define ``errors() -> list[str]``, ``label`` and, for another
+    error type than ``TokenizerKitError``, ``error_type``."""
 
     label: ClassVar[str] = "config"
+    error_type: ClassVar[type[TokenizerKitError]] = TokenizerKitError
 
     def errors(self) -> list[str]:  # pragma: no cover - subclasses define it
         return []
@@ -22,14 +24,19 @@ class ValidatedConfig:
         """Raise one error listing every problem, or return ``self``."""
         errs = self.errors()
         if errs:
-            raise TokenizerKitError(f"invalid {self.label} config: " + "; ".join(errs))
+            raise self.error_type(f"invalid {self.label} config: " + "; ".join(errs))
         return self
+
+    @classmethod
+    def check_keys(cls, d: dict[str, Any]) -> None:
+        """Unknown keys in ``d`` are an error naming the known ones."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise cls.error_type(f"unknown {cls.label} config keys {unknown}; known keys are {sorted(known)}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]):
         """Build from a dict; unknown keys are an error naming the known ones."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise TokenizerKitError(f"unknown {cls.label} config keys {unknown}; known keys are {sorted(known)}")
+        cls.check_keys(d)
         return cls(**d)

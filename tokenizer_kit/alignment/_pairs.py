@@ -22,10 +22,11 @@ from __future__ import annotations
 import itertools
 import logging
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from .._config import ValidatedConfig
 from ..errors import InputError
 from ._split import InteractionLog
 
@@ -35,7 +36,10 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class PairMiningConfig:
+class PairMiningConfig(ValidatedConfig):
+    label: ClassVar[str] = "pair-mining"
+    error_type: ClassVar[type[InputError]] = InputError
+
     alpha: float = 1.0
     user_weight_power: float = 0.5
     max_items_per_user: int = 200
@@ -59,12 +63,6 @@ class PairMiningConfig:
         if self.u2i_targets_per_user < 0:
             e.append(f"u2i_targets_per_user must be >= 0, got {self.u2i_targets_per_user}")
         return e
-
-    def validate(self) -> "PairMiningConfig":
-        e = self.errors()
-        if e:
-            raise InputError("invalid pair-mining config: " + "; ".join(e))
-        return self
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -13,19 +13,23 @@ the attention, so padding never changes the output. Output M~: (b, n_queries, d_
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._config import ValidatedConfig
 from ..errors import InputError
 
 __all__ = ["QFormerConfig", "QFormer", "RMSNorm", "CrossAttention", "FeedForward"]
 
 
 @dataclass
-class QFormerConfig:
+class QFormerConfig(ValidatedConfig):
+    label: ClassVar[str] = "QFormer"
+    error_type: ClassVar[type[InputError]] = InputError
+
     feature_dim: int = 384
     d_model: int = 512
     n_queries: int = 4
@@ -51,13 +55,6 @@ class QFormerConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "QFormerConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise InputError(f"unknown QFormer config keys {sorted(unknown)}; expected {sorted(cls.__dataclass_fields__)}")
-        return cls(**d)
 
 
 class RMSNorm(nn.Module):
@@ -127,10 +124,7 @@ class QFormer(nn.Module):
 
     def __init__(self, config: QFormerConfig):
         super().__init__()
-        e = config.errors()
-        if e:
-            raise InputError("invalid QFormer config: " + "; ".join(e))
-        self.config = config
+        self.config = config.validate()
         self.input_proj = nn.Linear(config.feature_dim, config.d_model)
         self.input_norm = RMSNorm(config.d_model, eps=config.norm_eps)
         self.queries = nn.Parameter(torch.randn(config.n_queries, config.d_model) * 0.02)

@@ -22,13 +22,14 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from .. import __version__
+from .._config import ValidatedConfig
 from ..errors import ArtifactError, InputError
 from ..io import atomic_directory, atomic_write, atomic_write_json, sha256_file
 from ._losses import Temperature, info_nce, item_vectors
@@ -42,7 +43,10 @@ ALIGNMENT_FORMAT_VERSION = 1
 
 
 @dataclass
-class AlignConfig:
+class AlignConfig(ValidatedConfig):
+    label: ClassVar[str] = "alignment"
+    error_type: ClassVar[type[InputError]] = InputError
+
     qformer: QFormerConfig = field(default_factory=QFormerConfig)
     steps: int = 500
     batch_size: int = 128
@@ -97,12 +101,6 @@ class AlignConfig:
             e.append(f"cache_tokens_gib must be >= 0 (0 disables), got {self.cache_tokens_gib}")
         return e
 
-    def validate(self) -> "AlignConfig":
-        e = self.errors()
-        if e:
-            raise InputError("invalid alignment config: " + "; ".join(e))
-        return self
-
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["caption_fields"] = list(self.caption_fields)
@@ -110,10 +108,8 @@ class AlignConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "AlignConfig":
+        cls.check_keys(d)
         d = dict(d)
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise InputError(f"unknown alignment config keys {sorted(unknown)}")
         q = d.pop("qformer", {})
         if "caption_fields" in d:
             d["caption_fields"] = tuple(d["caption_fields"])

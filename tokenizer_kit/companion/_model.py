@@ -24,13 +24,14 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
 import torch
 
+from .._config import ValidatedConfig
 from ..errors import ArtifactError, InputError
 
 __all__ = ["RetrievalConfig", "GenerativeRetriever", "PAD_ID", "EOS_ID", "BOS_ID", "SEP_ID", "SPECIAL_TOKENS"]
@@ -43,7 +44,7 @@ _FORMAT = 1
 
 
 @dataclass
-class RetrievalConfig:
+class RetrievalConfig(ValidatedConfig):
     """Model, training and decoding settings of the downstream check (TIGER-like, scaled to CPU).
 
     ``epochs`` passes over the sliding-window training examples with AdamW (linear warmup
@@ -57,6 +58,9 @@ class RetrievalConfig:
     setting). One is the default because these small matrices gain little from more, and
     on a shared machine two threads ran 10x slower than one (OpenMP waiting on busy cores).
     """
+
+    label: ClassVar[str] = "retrieval"
+    error_type: ClassVar[type[InputError]] = InputError
 
     arch: str = "t5"
     d_model: int = 64
@@ -117,18 +121,13 @@ class RetrievalConfig:
         return e
 
     def validate(self) -> "RetrievalConfig":
-        errs = self.errors()
-        if errs:
-            raise InputError("retrieval config: " + "; ".join(errs))
+        super().validate()
         self.ks = tuple(int(k) for k in self.ks)
         return self
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RetrievalConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise InputError(f"retrieval config: unknown keys {unknown}; known keys are {sorted(known)}")
+        cls.check_keys(d)
         d = dict(d)
         if "ks" in d:
             d["ks"] = tuple(d["ks"])

@@ -22,10 +22,11 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
+from .._config import ValidatedConfig
 from .._version import __version__
 from ..errors import InputError
 from ._store import FeatureStoreWriter
@@ -38,7 +39,7 @@ BACKENDS = ("open_clip", "hf")
 
 
 @dataclass
-class ExtractConfig:
+class ExtractConfig(ValidatedConfig):
     """What to extract and how. ``validate()`` reports every problem at once.
 
     backend: ``open_clip`` or ``hf`` (transformers). model: open_clip model name or config
@@ -48,6 +49,9 @@ class ExtractConfig:
     grid to ``image_pool x image_pool`` (CLS kept). layer: hidden-state index (hf only;
     None: last layer).
     """
+
+    label: ClassVar[str] = "extract"
+    error_type: ClassVar[type[InputError]] = InputError
 
     backend: str = "hf"
     model: str | None = None
@@ -69,14 +73,6 @@ class ExtractConfig:
     def __post_init__(self):
         self.text_fields = tuple(self.text_fields)
         self.image_fields = tuple(self.image_fields)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ExtractConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise InputError(f"unknown extract config key(s) {unknown}; known: {sorted(names)}")
-        return cls(**d)
 
     def errors(self) -> list[str]:
         e = []
@@ -113,12 +109,6 @@ class ExtractConfig:
         if not isinstance(self.num_workers, int) or self.num_workers < 0:
             e.append(f"num_workers must be >= 0, got {self.num_workers!r}")
         return e
-
-    def validate(self) -> "ExtractConfig":
-        errs = self.errors()
-        if errs:
-            raise InputError("invalid extract config: " + "; ".join(errs))
-        return self
 
     def store_config(self) -> dict[str, Any]:
         """The part that defines the store's content (a resume must match it exactly)."""

@@ -24,10 +24,11 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
+from .._config import ValidatedConfig
 from .._tokenizer import level_token, parse_sid_string, sid_string
 from ..errors import ArtifactError, InputError, TokenizerKitError
 from ._policies import POLICIES, OccupiedSet, place_new, reassign_sids, sid_keys, suffix_sids
@@ -43,7 +44,7 @@ _HISTORY_KEEP = 100
 
 
 @dataclass
-class IndexConfig:
+class IndexConfig(ValidatedConfig):
     """How codes become SIDs.
 
     ``policy``: suffix | reassign | none. ``suffix_reserve``: smallest size of the suffix
@@ -51,6 +52,9 @@ class IndexConfig:
     ``nearest_k`` / ``nearest_candidates``: neighbours listed per cold-start item, out of
     at most that many items under its prefix.
     """
+
+    label: ClassVar[str] = "index"
+    error_type: ClassVar[type[InputError]] = InputError
 
     policy: str = "suffix"
     suffix_reserve: int = 8
@@ -69,11 +73,6 @@ class IndexConfig:
             errs.append(f"nearest_candidates must be >= 1, got {self.nearest_candidates}")
         return errs
 
-    def validate(self) -> "IndexConfig":
-        errs = self.errors()
-        if errs:
-            raise InputError("index config: " + "; ".join(errs))
-        return self
 
 
 def embedding_hash(x: np.ndarray) -> np.ndarray:
