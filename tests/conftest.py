@@ -1,3 +1,4 @@
+import json
 import os
 from pathlib import Path
 
@@ -49,3 +50,17 @@ def clustered():
     from tokenizer_kit.io import make_clustered_embeddings
 
     return make_clustered_embeddings(3000, 32, n_topics=16, n_sub=8, seed=3)
+
+
+@pytest.fixture(scope="session")
+def office_slice(office_dir, tmp_path_factory):
+    """Office items with id < 160 and the users with >= 4 of them: a pipeline in seconds."""
+    d = tmp_path_factory.mktemp("slice")
+    items = json.loads((office_dir / "Office.item.json").read_text())
+    keep = {k for k in items if int(k) < 160}
+    (d / "s.item.json").write_text(json.dumps({k: items[k] for k in sorted(keep, key=int)}))
+    inter = json.loads((office_dir / "Office.inter.json").read_text())
+    small = {u: [i for i in seq if str(i) in keep] for u, seq in inter.items()}
+    small = {u: s for u, s in small.items() if len(s) >= 4}
+    (d / "s.inter.json").write_text(json.dumps(small))
+    return d

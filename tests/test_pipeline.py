@@ -10,19 +10,6 @@ from tokenizer_kit.cli.app import app
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def office_slice(office_dir, tmp_path_factory):
-    d = tmp_path_factory.mktemp("slice")
-    items = json.loads((office_dir / "Office.item.json").read_text())
-    keep = {k for k in items if int(k) < 160}
-    (d / "s.item.json").write_text(json.dumps({k: items[k] for k in sorted(keep, key=int)}))
-    inter = json.loads((office_dir / "Office.inter.json").read_text())
-    small = {u: [i for i in seq if str(i) in keep] for u, seq in inter.items()}
-    small = {u: s for u, s in small.items() if len(s) >= 4}
-    (d / "s.inter.json").write_text(json.dumps(small))
-    return d
-
-
 def _config(d, codebook_size=8, extra=""):
     text = f"""
 workdir = "work"
