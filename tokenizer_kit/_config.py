@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import MISSING, field, fields
 from typing import Any, ClassVar
 
 from .errors import TokenizerKitError
 
-__all__ = ["ValidatedConfig"]
+__all__ = ["ValidatedConfig", "setting"]
+
+
+def setting(default: Any = MISSING, *, help: str, default_factory: Any = MISSING, **meta: Any):
+    """A config field that carries its own help text (and any CLI hints in ``meta``).
+
+    The stage's dataclass is the one source of a setting's name, default, help and
+    validation: CLI options and config-file keys are derived from these fields.
+
+    >>> steps: int = setting(3000, help="Training steps.")
+    """
+    return field(default=default, default_factory=default_factory, metadata={"help": help, **meta})
 
 
 class ValidatedConfig:
