@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ._metrics import tokenizer_metrics
 from ._version import __version__
 from .errors import ArtifactError, InputError, TokenizerKitError
 from .io import Embeddings, atomic_directory, atomic_write_json, sha256_file, validate_ids, validate_vectors
@@ -254,8 +255,6 @@ class SemanticTokenizer:
         batch: int = 65536,
     ) -> dict[str, Any]:
         """Metrics of ``codes`` (default: the indexed items); reconstruction needs ``x``."""
-        from .evaluation import tokenizer_metrics
-
         codes = self.codes if codes is None else codes
         if codes is None:
             raise TokenizerKitError("no codes to evaluate: build the tokenizer or pass codes")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import __version__
+from .._version import __version__
 from ..errors import ArtifactError, InputError
 from ..io import atomic_write, sha256_file
 from ._losses import item_vectors

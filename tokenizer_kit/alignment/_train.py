@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import __version__
+from .._version import __version__
 from .._config import ValidatedConfig
 from ..errors import ArtifactError, InputError
 from ..io import atomic_directory, atomic_write, atomic_write_json, sha256_file

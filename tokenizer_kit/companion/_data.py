@@ -32,7 +32,7 @@ def load_sid_index(source: "str | os.PathLike | object"):
     A tokenizer directory that was never indexed gets an in-memory index under the default
     ``suffix`` policy (one item per SID), as ``tokenizer-kit index DIR`` would build.
     """
-    from .. import SemanticTokenizer
+    from .._tokenizer import SemanticTokenizer
     from ..indexer import SIDIndex
 
     if isinstance(source, SIDIndex):

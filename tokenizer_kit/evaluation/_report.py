@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..io import atomic_write_bytes
-from ._metrics import tokenizer_metrics
+from .._metrics import tokenizer_metrics
 
 __all__ = ["read_index_json", "report_target", "build_report", "render_html", "REPORT_LEVEL_KEYS"]
 

@@ -1,6 +1,12 @@
 """Tokenizer metrics (OneRec Table 11 and what users ask for beyond it).
 
 Entropies are in nats (the paper's unit: the ceiling for K codes is ln K) and in bits.
+
+Pure functions of codes (and vectors), below every stage that measures: the tokenizer
+records them at build time, the indexer counts collisions with them, and
+``tokenizer_kit.evaluation`` (which also loads artifacts to report on them) re-exports them.
+They live here, not in ``evaluation``, so that the tokenizer does not import the package
+that imports the tokenizer.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import InputError
+from .errors import InputError
 
 __all__ = [
     "level_stats",
