@@ -1,17 +1,20 @@
 """Indexer: codes -> SIDs (collision policies), the SID trie, vocabulary, constrained decoding, cold start."""
 
 from ._index import IndexConfig, SIDIndex, embedding_hash, read_lcrec_index
-from ._policies import POLICIES, reassign_sids, suffix_sids
+from .policies import POLICIES, CollisionPolicy, get_policy, reassign_sids, register_policy, suffix_sids
 from ._trie import SIDTrie
 from ._vocab import SIDVocab
 
 __all__ = [
+    "CollisionPolicy",
     "IndexConfig",
     "POLICIES",
     "SIDIndex",
     "embedding_hash",
+    "get_policy",
     "read_lcrec_index",
     "reassign_sids",
+    "register_policy",
     "suffix_sids",
     "SIDTrie",
     "SIDVocab",

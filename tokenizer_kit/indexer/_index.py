@@ -28,10 +28,11 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from .._config import ValidatedConfig
+from .._config import ValidatedConfig, setting
 from .._tokenizer import level_token, parse_sid_string, sid_string
 from ..errors import ArtifactError, InputError, TokenizerKitError
-from ._policies import POLICIES, OccupiedSet, place_new, reassign_sids, sid_keys, suffix_sids
+from ._cold_start import cold_start
+from .policies import POLICIES, CollisionPolicy, IndexView, get_policy, sid_keys
 from ._trie import SIDTrie
 from ._vocab import SIDVocab
 
@@ -45,21 +46,20 @@ _HISTORY_KEEP = 100
 
 @dataclass
 class IndexConfig(ValidatedConfig):
-    """How codes become SIDs.
-
-    ``policy``: suffix | reassign | none. ``suffix_reserve``: smallest size of the suffix
-    level's vocabulary, so cold start rarely adds tokens to an LLM that already has them.
-    ``nearest_k`` / ``nearest_candidates``: neighbours listed per cold-start item, out of
-    at most that many items under its prefix.
-    """
+    """How codes become SIDs (see ``indexer.policies`` for the collision policies)."""
 
     label: ClassVar[str] = "index"
     error_type: ClassVar[type[InputError]] = InputError
 
-    policy: str = "suffix"
-    suffix_reserve: int = 8
-    nearest_k: int = 5
-    nearest_candidates: int = 4096
+    policy: str = setting(
+        "suffix",
+        help="Collision policy: suffix (append a level), reassign (move to a free code), none (report only).",
+    )
+    suffix_reserve: int = setting(
+        8, help="Smallest size of the suffix level's vocabulary, so cold start rarely adds tokens to an LLM that already has them."
+    )
+    nearest_k: int = setting(5, help="Neighbours listed per cold-start item.")
+    nearest_candidates: int = setting(4096, help="Cold start looks for neighbours among at most this many items under the item's prefix.")
 
     def errors(self) -> list[str]:
         errs = []
@@ -95,6 +95,53 @@ def _merge_ids(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if a.dtype.kind in "iu" and b.dtype.kind in "iu":
         return np.concatenate([a, b]).astype(np.int64)
     return np.asarray([str(i) for i in a.tolist()] + [str(i) for i in b.tolist()], dtype=object)
+
+
+def _check_build_input(item_ids, codes: np.ndarray, x, decode, policy: CollisionPolicy) -> np.ndarray:
+    n = len(codes)
+    item_ids = _as_ids(item_ids)
+    if len(item_ids) != n:
+        raise InputError(f"{len(item_ids)} item ids for {n} code rows")
+    if policy.needs_vectors and (x is None or decode is None):
+        raise InputError(f"the {policy.name} policy needs the items' embeddings (pass --embeddings) to rank free codes")
+    if x is not None and len(x) != n:
+        raise InputError(f"{len(x)} vectors for {n} indexed items; pass the embeddings the tokenizer was built on")
+    return item_ids
+
+
+def _build_stats(policy: CollisionPolicy, codes: np.ndarray, res, err, x, resolve_s: float) -> dict[str, Any]:
+    """Collisions before and after, moves and, with vectors, the reconstruction cost of the SIDs."""
+    from ..evaluation import collision_stats
+
+    n = len(codes)
+    before = collision_stats(codes)
+    after = collision_stats(res.sids)
+    stats: dict[str, Any] = {
+        "policy": policy.name,
+        "n_items": int(n),
+        "collision_rate_codes": before["collision_rate"],
+        "colliding_items_codes": before["colliding_items"],
+        "largest_bucket_codes": before["largest_bucket"],
+        "collision_rate_sids": after["collision_rate"],
+        "duplicate_sids": int(n - after["unique_sids"]),
+        "max_suffix": 0,
+        "moved_items": int(res.moved.sum()),
+        "moved_rate": float(res.moved.mean()) if n else 0.0,
+        "moved_other_prefix": 0,
+        **res.stats,
+        "resolve_seconds": resolve_s,
+    }
+    if err is not None:
+        sse0 = float(err.sum())
+        sse1 = sse0 + float(res.extra.sum())
+        d = np.asarray(x).shape[1]
+        stats.update(
+            reconstruction_mse_codes=sse0 / (n * d),
+            reconstruction_mse_sids=sse1 / (n * d),
+            reconstruction_cost_relative=(sse1 / sse0 - 1.0) if sse0 > 0 else 0.0,
+            extra_sq_error_per_moved_item=float(res.extra[res.moved].mean()) if res.moved.any() else 0.0,
+        )
+    return stats
 
 
 def read_lcrec_index(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
@@ -142,13 +189,17 @@ class SIDIndex:
         return len(self.codebook_sizes)
 
     @property
+    def policy_obj(self) -> CollisionPolicy:
+        return get_policy(self.policy)
+
+    @property
     def sid_length(self) -> int:
-        return self.levels + (1 if self.policy == "suffix" else 0)
+        return self.policy_obj.sid_length(self.levels)
 
     @property
     def level_sizes(self) -> list[int]:
         """Tokens per SID level (the suffix level last, under ``suffix``)."""
-        return self.codebook_sizes + ([max(1, self.suffix_size)] if self.policy == "suffix" else [])
+        return self.policy_obj.level_sizes(self.codebook_sizes, self.suffix_size)
 
     @property
     def trie(self) -> SIDTrie:
@@ -179,68 +230,25 @@ class SIDIndex:
         ``reassign`` and used by ``suffix`` to number each group best-quantised first.
         """
         config = (config or IndexConfig()).validate()
+        policy = get_policy(config.policy)
         codes = np.asarray(codes, np.int64)
-        n = len(codes)
-        item_ids = _as_ids(item_ids)
-        if len(item_ids) != n:
-            raise InputError(f"{len(item_ids)} item ids for {n} code rows")
-        if config.policy == "reassign" and (x is None or decode is None):
-            raise InputError("the reassign policy needs the items' embeddings (pass --embeddings) to rank free codes")
-        if x is not None and len(x) != n:
-            raise InputError(f"{len(x)} vectors for {n} indexed items; pass the embeddings the tokenizer was built on")
-        from ..evaluation import collision_stats
-
+        item_ids = _check_build_input(item_ids, codes, x, decode, policy)
         t0 = time.perf_counter()
         err = None
         if x is not None and decode is not None:
             err = ((np.asarray(x, np.float64) - decode(codes)) ** 2).sum(1)
-        moved = np.zeros(n, bool)
-        extra = np.zeros(n)
-        suffix_size = 0
-        if config.policy == "suffix":
-            sids = suffix_sids(codes, rank=err, retired=[] if retired is None else retired)
-            top = int(max(sids[:, -1].max() if n else 0, retired[:, -1].max() if retired is not None and len(retired) else 0)) + 1
-            suffix_size = max(top, config.suffix_reserve)
-        elif config.policy == "reassign":
-            sids, moved, extra = reassign_sids(codes, np.asarray(x), codebook_sizes, decode, retired=retired)
-        else:
-            sids = codes.copy()
-        resolve_s = time.perf_counter() - t0
-        before = collision_stats(codes)
-        after = collision_stats(sids)
-        stats: dict[str, Any] = {
-            "policy": config.policy,
-            "n_items": int(n),
-            "collision_rate_codes": before["collision_rate"],
-            "colliding_items_codes": before["colliding_items"],
-            "largest_bucket_codes": before["largest_bucket"],
-            "collision_rate_sids": after["collision_rate"],
-            "duplicate_sids": int(n - after["unique_sids"]),
-            "max_suffix": int(sids[:, -1].max()) + 1 if config.policy == "suffix" and n else 0,
-            "moved_items": int(moved.sum()),
-            "moved_rate": float(moved.mean()) if n else 0.0,
-            "moved_other_prefix": int(((sids[:, :-1] != codes[:, :-1]).any(1)).sum()) if config.policy == "reassign" else 0,
-            "resolve_seconds": resolve_s,
-        }
-        if err is not None:
-            sse0 = float(err.sum())
-            sse1 = sse0 + float(extra.sum())
-            d = np.asarray(x).shape[1]
-            stats.update(
-                reconstruction_mse_codes=sse0 / (n * d),
-                reconstruction_mse_sids=sse1 / (n * d),
-                reconstruction_cost_relative=(sse1 / sse0 - 1.0) if sse0 > 0 else 0.0,
-                extra_sq_error_per_moved_item=float(extra[moved].mean()) if moved.any() else 0.0,
-            )
+        res = policy.build(codes, sizes=codebook_sizes, x=x, decode=decode, err=err, retired=retired,
+                           suffix_reserve=config.suffix_reserve)
+        stats = _build_stats(policy, codes, res, err, x, time.perf_counter() - t0)
         idx = cls(
             item_ids=item_ids,
-            sids=sids,
+            sids=res.sids,
             raw_codes=codes,
             codebook_sizes=list(codebook_sizes),
             policy=config.policy,
             version=version,
-            suffix_size=suffix_size,
-            moved=moved,
+            suffix_size=res.suffix_size,
+            moved=res.moved,
             retired=retired,
             stats=stats,
         )
@@ -262,7 +270,7 @@ class SIDIndex:
         old = cls.from_tokenizer(tok)
         codes = old.raw_codes if old is not None else tok.codes
         config = (config or IndexConfig()).validate()
-        new_len = tok.levels + (1 if config.policy == "suffix" else 0)
+        new_len = get_policy(config.policy).sid_length(tok.levels)
         retired = None
         if old is not None and len(old.retired):
             if old.retired.shape[1] == new_len:
@@ -416,23 +424,18 @@ class SIDIndex:
     def check(self) -> None:
         """Raise if the index breaks its invariants (duplicate SIDs under a resolving policy, trie != SIDs)."""
         trie = SIDTrie.build(self.sids)
-        if self.policy != "none" and trie.n_leaves != len(self):
+        resolves = self.policy_obj.resolves
+        if resolves and trie.n_leaves != len(self):
             raise ArtifactError(f"index holds {len(self) - trie.n_leaves} duplicate SIDs under policy {self.policy}")
         if not np.array_equal(self.trie.leaf_sids(), np.unique(self.sids, axis=0).reshape(-1, self.sid_length)):
             raise ArtifactError("the trie does not hold exactly the index's SIDs; rerun `tokenizer-kit index`")
-        if len(self.retired) and self.policy != "none":
+        if len(self.retired) and resolves:
             live = set(sid_keys(self.sids, self._key_sizes()).tolist())
             if live & set(sid_keys(self.retired, self._key_sizes()).tolist()):
                 raise ArtifactError("a retired SID was given to a live item")
 
     def _key_sizes(self) -> list[int]:
-        sizes = list(self.codebook_sizes)
-        if self.policy == "suffix":
-            top = int(self.sids[:, -1].max()) + 1 if len(self) else 1
-            if len(self.retired):
-                top = max(top, int(self.retired[:, -1].max()) + 1)
-            sizes.append(max(top, self.suffix_size, 1))
-        return sizes
+        return self.policy_obj.key_sizes(self.codebook_sizes, self.sids, self.retired, self.suffix_size)
 
     # ---- cold start ----------------------------------------------------------------------------------
     def assign(self, tok, ids, x: np.ndarray, *, replace: bool = False, config: IndexConfig | None = None,
@@ -445,148 +448,20 @@ class SIDIndex:
         (version + 1 if anything changed), one lookup row per input item, and a summary.
         """
         config = (config or IndexConfig(policy=self.policy)).validate()
-        ids = _as_ids(ids)
-        x = np.asarray(x)
-        m = len(ids)
-        if x.ndim != 2 or x.shape[0] != m:
-            raise InputError(f"{m} item ids but embeddings of shape {x.shape}")
-        seen: set[str] = set()
-        for i in ids.tolist():
-            if str(i) in seen:
-                raise InputError(f"item {i!r} appears twice in the new items; give each item one row")
-            seen.add(str(i))
-        hashes = embedding_hash(x)
-        rows = np.asarray([self.row_of(i) for i in ids.tolist()], np.int64)
-        known = rows >= 0
-        differs = known & (self.emb_hash[np.maximum(rows, 0)] != 0) & (self.emb_hash[np.maximum(rows, 0)] != hashes)
-        if differs.any() and not replace:
-            first = ids[np.flatnonzero(differs)[0]]
-            raise InputError(
-                f"{int(differs.sum())} known items come with a different embedding (first {first!r}); "
-                "pass --replace to retire their SIDs and give them new ones, or drop them"
-            )
-        todo = (~known) | differs  # rows to place
-        L = self.levels
-        xp = tok.preprocess(x, what="new items") if todo.any() else None
-        codes = np.zeros((m, L), np.int64)
-        if todo.any():
-            codes[todo] = np.asarray(tok.quantizer.encode(xp[todo], batch_size=batch_size), np.int64)
-        retired = self.retired
-        rep_rows = rows[differs]
-        if len(rep_rows):
-            retired = np.concatenate([retired, self.sids[rep_rows]])
-        S = self.sid_length
-        out_sids = np.zeros((m, S), np.int64)
-        collided = np.zeros(m, bool)
-        moved = np.zeros(m, bool)
-        out_sids[known & ~differs] = self.sids[rows[known & ~differs]]
-        t_idx = np.flatnonzero(todo)
-        suffix_size = self.suffix_size
-        if len(t_idx):
-            if self.policy == "suffix":
-                retired_top: dict[tuple, int] = {}
-                for r in retired.tolist():
-                    retired_top[tuple(r[:L])] = max(retired_top.get(tuple(r[:L]), -1), r[L])
-                taken: dict[tuple, int] = {}  # largest suffix ever issued per code group (live or retired)
-                for i in t_idx.tolist():
-                    t = tuple(codes[i].tolist())
-                    if t not in taken:
-                        kids = self.trie.allowed_next(list(t))
-                        taken[t] = max(int(kids.max()) if len(kids) else -1, retired_top.get(t, -1))
-                    collided[i] = taken[t] >= 0
-                    taken[t] += 1
-                    out_sids[i] = list(t) + [taken[t]]
-                suffix_size = max(suffix_size, int(out_sids[t_idx, -1].max()) + 1)
-            elif self.policy == "reassign":
-                sizes = self.codebook_sizes
-                blocked = OccupiedSet(np.concatenate([sid_keys(self.sids, sizes), sid_keys(retired, sizes)]))
-                s_, c_, mv = place_new(codes[t_idx], xp[t_idx], sizes, tok.decode, blocked)
-                out_sids[t_idx], collided[t_idx], moved[t_idx] = s_, c_, mv
-            else:
-                out_sids[t_idx] = codes[t_idx]
-                seen_new: set[tuple] = set()
-                for i in t_idx.tolist():
-                    t = tuple(codes[i].tolist())
-                    collided[i] = t in seen_new or self.trie.contains(t)
-                    seen_new.add(t)
-        # the new index: replaced rows change in place, new rows are appended
-        new_rows = t_idx[~known[t_idx]]
-        sids = self.sids.copy()
-        raw = self.raw_codes.copy()
-        mv_all = self.moved.copy()
-        eh = self.emb_hash.copy()
-        fill = known & (self.emb_hash[np.maximum(rows, 0)] == 0)
-        eh[rows[fill]] = hashes[fill]  # first sighting pins the embedding of items indexed without one
-        if len(rep_rows):
-            sel = np.flatnonzero(differs)
-            sids[rep_rows] = out_sids[sel]
-            raw[rep_rows] = codes[sel]
-            mv_all[rep_rows] = moved[sel]
-            eh[rep_rows] = hashes[sel]
-        changed = bool(len(t_idx)) or bool(fill.any())
-        new = SIDIndex(
-            item_ids=_merge_ids(self.item_ids, ids[new_rows]),
-            sids=np.concatenate([sids, out_sids[new_rows]]),
-            raw_codes=np.concatenate([raw, codes[new_rows]]),
-            codebook_sizes=self.codebook_sizes,
-            policy=self.policy,
-            version=self.version + (1 if changed else 0),
-            suffix_size=suffix_size,
-            moved=np.concatenate([mv_all, moved[new_rows]]),
-            emb_hash=np.concatenate([eh, hashes[new_rows]]),
-            retired=retired,
-            stats=dict(self.stats),
-            history=list(self.history),
-        )
-        status = np.where(~known, "new", np.where(differs, "replaced", "known"))
-        nearest = self._nearest(tok, xp, out_sids, todo, config, exclude=rows)
-        table = [
-            {
-                "item_id": ids[i].item() if hasattr(ids[i], "item") else ids[i],
-                "sid": sid_string(out_sids[i].tolist()),
-                "codes": out_sids[i].tolist(),
-                "status": str(status[i]),
-                "collided": bool(collided[i]),
-                "moved": bool(moved[i]),
-                "nearest": nearest[i],
-            }
-            for i in range(m)
-        ]
-        summary = {
-            "policy": self.policy,
-            "items": int(m),
-            "new": int((~known).sum()),
-            "known": int((known & ~differs).sum()),
-            "replaced": int(differs.sum()),
-            "collided": int(collided.sum()),
-            "moved": int(moved.sum()),
-            "retired_total": int(len(retired)),
-            "version_before": self.version,
-            "version_after": new.version,
-            "index_items": len(new),
-            "suffix_vocab_grew": bool(self.policy == "suffix" and suffix_size > self.suffix_size),
-        }
-        if changed:
-            new.history = (new.history + [{"version": new.version, "event": "assign", "at": _now(), "new": summary["new"],
-                                           "replaced": summary["replaced"]}])[-_HISTORY_KEEP:]
-        return new, table, summary
+        return cold_start(self, tok, ids, x, replace=replace, config=config, batch_size=batch_size)
 
-    def _nearest(self, tok, xp, out_sids, todo, config: IndexConfig, exclude: np.ndarray) -> list[list]:
-        """Up to k indexed items under each placed item's prefix (first L-1 levels), nearest first."""
-        res: list[list] = [[] for _ in range(len(out_sids))]
-        if config.nearest_k == 0 or not len(self):
-            return res
-        L = self.levels
-        for i in np.flatnonzero(todo).tolist():
-            prefix = out_sids[i, : max(L - 1, 0)].tolist()
-            cand = self.trie.items_under(prefix)[: config.nearest_candidates]
-            cand = cand[cand != exclude[i]]  # a replaced item is not its own neighbour
-            if not len(cand):
-                continue
-            d = ((tok.decode(self.raw_codes[cand]) - xp[i][None, :]) ** 2).sum(1)
-            top = cand[np.argsort(d, kind="stable")[: config.nearest_k]]
-            res[i] = [v.item() if hasattr(v, "item") else v for v in self.item_ids[top]]
-        return res
+    def view(self) -> "IndexView":
+        """The live SIDs as collision policies read them during cold start."""
+        return _TrieView(self)
+
+    def rows_of(self, ids) -> np.ndarray:
+        """Row of each item id (m,) in the index, -1 where it is not indexed."""
+        return np.asarray([self.row_of(i) for i in _as_ids(ids).tolist()], np.int64)
+
+    def rows_under(self, prefix: Sequence[int], *, limit: int | None = None) -> np.ndarray:
+        """Rows of the items whose SID starts with ``prefix``, in SID order (the first ``limit``)."""
+        rows = self.trie.items_under(prefix)
+        return rows if limit is None else rows[:limit]
 
     # ---- interop --------------------------------------------------------------------------------------
     def to_lcrec(self) -> dict[str, list[str]]:
@@ -624,6 +499,22 @@ class SIDIndex:
             "trie_build_seconds": time.perf_counter() - t0,
         }
         return idx
+
+
+class _TrieView:
+    """``IndexView`` over one index's trie and SIDs."""
+
+    def __init__(self, index: SIDIndex):
+        self.index = index
+
+    def allowed_next(self, prefix: Sequence[int]) -> np.ndarray:
+        return self.index.trie.allowed_next(prefix)
+
+    def contains(self, sid: Sequence[int]) -> bool:
+        return self.index.trie.contains(sid)
+
+    def sids_under(self, prefix: Sequence[int]) -> np.ndarray:
+        return self.index.sids[self.index.trie.items_under(prefix)]
 
 
 def _prefix_codes(prefix: str | Sequence[int]) -> list[int]:

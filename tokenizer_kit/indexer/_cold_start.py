@@ -1,0 +1,208 @@
+"""Cold start: give new items SIDs with the frozen tokenizer, never changing an existing SID.
+
+One round, in named steps: check the input, sort the items into known / replaced / new,
+encode the ones to place, let the collision policy place them against the live and retired
+SIDs, build the new index (replaced rows change in place, new rows are appended), and report
+a lookup row per item (its SID, status and nearest indexed neighbours) and a summary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._tokenizer import sid_string
+from ..errors import InputError
+
+if TYPE_CHECKING:
+    from ._index import IndexConfig, SIDIndex
+
+__all__ = ["cold_start", "Round"]
+
+
+@dataclass
+class Round:
+    """One cold-start round over m input items (arrays are (m,) unless noted)."""
+
+    ids: np.ndarray
+    hashes: np.ndarray  # embedding fingerprints
+    rows: np.ndarray  # the item's row in the index, -1 if new
+    known: np.ndarray  # indexed before
+    differs: np.ndarray  # indexed before with another embedding (placed again under --replace)
+    xp: np.ndarray | None = None  # (m, d) preprocessed vectors, when anything is placed
+    codes: np.ndarray | None = None  # (m, L) quantizer codes of the placed items (0 elsewhere)
+    sids: np.ndarray | None = None  # (m, S) every item's SID after the round
+    collided: np.ndarray | None = None
+    moved: np.ndarray | None = None
+
+    @property
+    def todo(self) -> np.ndarray:
+        return (~self.known) | self.differs
+
+    @property
+    def new_rows(self) -> np.ndarray:
+        """Input rows appended to the index."""
+        return np.flatnonzero(~self.known)
+
+
+def _check_input(ids, x) -> tuple[np.ndarray, np.ndarray]:
+    from ._index import _as_ids
+
+    ids = _as_ids(ids)
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[0] != len(ids):
+        raise InputError(f"{len(ids)} item ids but embeddings of shape {x.shape}")
+    seen: set[str] = set()
+    for i in ids.tolist():
+        if str(i) in seen:
+            raise InputError(f"item {i!r} appears twice in the new items; give each item one row")
+        seen.add(str(i))
+    return ids, x
+
+
+def _classify(index: "SIDIndex", ids: np.ndarray, x: np.ndarray, replace: bool) -> Round:
+    """Known items with the same embedding keep their SID; with another one they need ``replace``."""
+    from ._index import embedding_hash
+
+    hashes = embedding_hash(x)
+    rows = index.rows_of(ids)
+    known = rows >= 0
+    old_hash = index.emb_hash[np.maximum(rows, 0)] if len(index) else np.zeros(len(ids), np.uint64)
+    differs = known & (old_hash != 0) & (old_hash != hashes)
+    if differs.any() and not replace:
+        first = ids[np.flatnonzero(differs)[0]]
+        raise InputError(
+            f"{int(differs.sum())} known items come with a different embedding (first {first!r}); "
+            "pass --replace to retire their SIDs and give them new ones, or drop them"
+        )
+    return Round(ids=ids, hashes=hashes, rows=rows, known=known, differs=differs)
+
+
+def _encode(rnd: Round, tok, x: np.ndarray, levels: int, batch_size: int | None) -> None:
+    todo = rnd.todo
+    rnd.codes = np.zeros((len(rnd.ids), levels), np.int64)
+    if todo.any():
+        rnd.xp = tok.preprocess(x, what="new items")
+        rnd.codes[todo] = np.asarray(tok.quantizer.encode(rnd.xp[todo], batch_size=batch_size), np.int64)
+
+
+def _place(rnd: Round, index: "SIDIndex", tok, retired: np.ndarray) -> None:
+    """Known items keep their SID; the policy places the others in input order."""
+    m = len(rnd.ids)
+    rnd.sids = np.zeros((m, index.sid_length), np.int64)
+    rnd.collided = np.zeros(m, bool)
+    rnd.moved = np.zeros(m, bool)
+    keep = rnd.known & ~rnd.differs
+    rnd.sids[keep] = index.sids[rnd.rows[keep]]
+    t = np.flatnonzero(rnd.todo)
+    if len(t):
+        p = index.policy_obj.place_new(
+            rnd.codes[t], view=index.view(), retired=retired, sizes=index.codebook_sizes,
+            x=None if rnd.xp is None else rnd.xp[t], decode=tok.decode,
+        )
+        rnd.sids[t], rnd.collided[t], rnd.moved[t] = p.sids, p.collided, p.moved
+
+
+def _updated_index(index: "SIDIndex", rnd: Round, retired: np.ndarray, changed: bool) -> "SIDIndex":
+    """The index after the round: replaced rows change in place, new rows are appended."""
+    from ._index import SIDIndex, _merge_ids
+
+    rep_rows = rnd.rows[rnd.differs]
+    sids, raw, moved, eh = index.sids.copy(), index.raw_codes.copy(), index.moved.copy(), index.emb_hash.copy()
+    fill = rnd.known & (index.emb_hash[np.maximum(rnd.rows, 0)] == 0)
+    eh[rnd.rows[fill]] = rnd.hashes[fill]  # first sighting pins the embedding of items indexed without one
+    if len(rep_rows):
+        sel = np.flatnonzero(rnd.differs)
+        sids[rep_rows], raw[rep_rows], moved[rep_rows], eh[rep_rows] = rnd.sids[sel], rnd.codes[sel], rnd.moved[sel], rnd.hashes[sel]
+    new = rnd.new_rows
+    suffix_size = index.policy_obj.grown_suffix_size(index.suffix_size, rnd.sids[rnd.todo])
+    return SIDIndex(
+        item_ids=_merge_ids(index.item_ids, rnd.ids[new]),
+        sids=np.concatenate([sids, rnd.sids[new]]),
+        raw_codes=np.concatenate([raw, rnd.codes[new]]),
+        codebook_sizes=index.codebook_sizes,
+        policy=index.policy,
+        version=index.version + (1 if changed else 0),
+        suffix_size=suffix_size,
+        moved=np.concatenate([moved, rnd.moved[new]]),
+        emb_hash=np.concatenate([eh, rnd.hashes[new]]),
+        retired=retired,
+        stats=dict(index.stats),
+        history=list(index.history),
+    )
+
+
+def _nearest(index: "SIDIndex", tok, rnd: Round, config: "IndexConfig") -> list[list]:
+    """Up to k indexed items under each placed item's prefix (first L-1 levels), nearest first."""
+    res: list[list] = [[] for _ in range(len(rnd.ids))]
+    if config.nearest_k == 0 or not len(index):
+        return res
+    L = index.levels
+    for i in np.flatnonzero(rnd.todo).tolist():
+        cand = index.rows_under(rnd.sids[i, : max(L - 1, 0)].tolist(), limit=config.nearest_candidates)
+        cand = cand[cand != rnd.rows[i]]  # a replaced item is not its own neighbour
+        if not len(cand):
+            continue
+        d = ((tok.decode(index.raw_codes[cand]) - rnd.xp[i][None, :]) ** 2).sum(1)
+        top = cand[np.argsort(d, kind="stable")[: config.nearest_k]]
+        res[i] = [v.item() if hasattr(v, "item") else v for v in index.item_ids[top]]
+    return res
+
+
+def _table(rnd: Round, nearest: list[list]) -> list[dict[str, Any]]:
+    status = np.where(~rnd.known, "new", np.where(rnd.differs, "replaced", "known"))
+    return [
+        {
+            "item_id": rnd.ids[i].item() if hasattr(rnd.ids[i], "item") else rnd.ids[i],
+            "sid": sid_string(rnd.sids[i].tolist()),
+            "codes": rnd.sids[i].tolist(),
+            "status": str(status[i]),
+            "collided": bool(rnd.collided[i]),
+            "moved": bool(rnd.moved[i]),
+            "nearest": nearest[i],
+        }
+        for i in range(len(rnd.ids))
+    ]
+
+
+def _summary(index: "SIDIndex", new: "SIDIndex", rnd: Round, retired: np.ndarray) -> dict[str, Any]:
+    return {
+        "policy": index.policy,
+        "items": int(len(rnd.ids)),
+        "new": int((~rnd.known).sum()),
+        "known": int((rnd.known & ~rnd.differs).sum()),
+        "replaced": int(rnd.differs.sum()),
+        "collided": int(rnd.collided.sum()),
+        "moved": int(rnd.moved.sum()),
+        "retired_total": int(len(retired)),
+        "version_before": index.version,
+        "version_after": new.version,
+        "index_items": len(new),
+        "suffix_vocab_grew": bool(new.suffix_size > index.suffix_size),
+    }
+
+
+def cold_start(
+    index: "SIDIndex", tok, ids, x, *, replace: bool, config: "IndexConfig", batch_size: int | None
+) -> tuple["SIDIndex", list[dict[str, Any]], dict[str, Any]]:
+    """See ``SIDIndex.assign``."""
+    from ._index import _HISTORY_KEEP, _now
+
+    ids, x = _check_input(ids, x)
+    rnd = _classify(index, ids, x, replace)
+    _encode(rnd, tok, x, index.levels, batch_size)
+    retired = index.retired
+    if rnd.differs.any():
+        retired = np.concatenate([retired, index.sids[rnd.rows[rnd.differs]]])
+    _place(rnd, index, tok, retired)
+    fill = rnd.known & (index.emb_hash[np.maximum(rnd.rows, 0)] == 0) if len(index) else np.zeros(len(ids), bool)
+    changed = bool(rnd.todo.any()) or bool(fill.any())
+    new = _updated_index(index, rnd, retired, changed)
+    table = _table(rnd, _nearest(index, tok, rnd, config))
+    summary = _summary(index, new, rnd, retired)
+    if changed:
+        event = {"version": new.version, "event": "assign", "at": _now(), "new": summary["new"], "replaced": summary["replaced"]}
+        new.history = (new.history + [event])[-_HISTORY_KEEP:]
+    return new, table, summary

@@ -1,0 +1,56 @@
+"""SID keys: one int64 per SID (mixed radix over the level sizes), and a set of occupied keys."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ...errors import InputError
+
+__all__ = ["sid_keys", "OccupiedSet", "sq_err"]
+
+
+def sid_keys(sids: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
+    """One int64 per row (mixed radix over ``sizes``); rows (n, S) with code < size."""
+    sids = np.asarray(sids, dtype=np.int64)
+    total = 1.0
+    for s in sizes:
+        total *= float(s)
+    if total >= 2.0**62:
+        raise InputError(f"SID space {list(sizes)} is too large for int64 keys (product >= 2^62)")
+    key = np.zeros(sids.shape[0], np.int64)
+    for l, s in enumerate(sizes):
+        key = key * int(s) + sids[:, l]
+    return key
+
+
+class OccupiedSet:
+    """SID keys in use (a sorted array plus a set of additions): membership and the keys of a range.
+
+    SID keys are mixed radix, so the SIDs under a prefix are one contiguous key range.
+    """
+
+    def __init__(self, keys: np.ndarray):
+        self.base = np.unique(np.asarray(keys, np.int64))
+        self.added: set[int] = set()
+
+    def __contains__(self, key: int) -> bool:
+        i = np.searchsorted(self.base, key)
+        return (i < len(self.base) and self.base[i] == key) or int(key) in self.added
+
+    def add(self, key: int) -> None:
+        self.added.add(int(key))
+
+    def used_in_range(self, lo: int, hi: int) -> np.ndarray:
+        a, b = np.searchsorted(self.base, [lo, hi])
+        extra = [k for k in self.added if lo <= k < hi] if self.added else []
+        return np.concatenate([self.base[a:b], np.asarray(extra, np.int64)])
+
+
+def sq_err(x: np.ndarray, recon: np.ndarray) -> np.ndarray:
+    """||x_i - recon_j||^2 for x (m, d), recon (k, d) -> (m, k) float64."""
+    x = np.asarray(x, np.float64)
+    r = np.asarray(recon, np.float64)
+    d = (x * x).sum(1)[:, None] - 2.0 * x @ r.T + (r * r).sum(1)[None, :]
+    return np.maximum(d, 0.0)
