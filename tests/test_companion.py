@@ -12,12 +12,11 @@ from tokenizer_kit.companion import (
     GenerativeRetriever,
     RetrievalConfig,
     evaluate_retrieval,
-    leave_one_out_split,
     load_sid_index,
     random_sid_index,
     retrieval_metrics,
+    sequence_split,
     target_ranks,
-    user_sequences,
 )
 from tokenizer_kit.errors import InputError
 from tokenizer_kit.indexer import SIDIndex
@@ -39,6 +38,24 @@ def _sequences(n_users=60, n_items=40, seed=0):
         start, length = int(rng.integers(n_items)), int(rng.integers(5, 9))
         seqs.append(np.asarray([(start + j) % n_items for j in range(length)], np.int64))
     return seqs
+
+
+def _table(seqs, ids=lambda r: f"i{r}"):
+    """Interactions of users u0, u1, ... walking ``seqs`` in order (one time step per item)."""
+    import pyarrow as pa
+
+    users = [f"u{u:03d}" for u, s in enumerate(seqs) for _ in s]
+    items = [ids(int(r)) for s in seqs for r in s]
+    ts = [t for s in seqs for t in range(len(s))]
+    return pa.table({"user_id": users, "item_id": items, "timestamp": pa.array(ts, pa.int64())})
+
+
+def _split(seqs, max_history=20):
+    """``sequence_split`` of sequences of item rows (the index is the identity on them)."""
+    n = max(int(max(s)) for s in seqs) + 1
+    idx = SIDIndex(item_ids=np.asarray([f"i{k}" for k in range(n)], dtype=object), sids=np.arange(n)[:, None],
+                   raw_codes=np.arange(n)[:, None], codebook_sizes=[n], policy="none")
+    return sequence_split(_table(seqs), idx, max_history=max_history)
 
 
 def _write_lcrec(tmp_path, index, seqs):
@@ -70,30 +87,35 @@ def test_metrics_match_hand_computed_values():
 
 
 # ---- data --------------------------------------------------------------------------------------
-def test_leave_one_out_split_positions_and_truncation():
+def test_sequence_split_positions_and_truncation():
     seqs = [np.arange(10, 16), np.array([1, 2]), np.arange(100, 130)]
-    sp = leave_one_out_split(seqs, max_history=4)
-    assert sp.stats["users_skipped_short"] == 1
+    sp = _split(seqs, max_history=4)
+    assert sp.stats["users"] == 3 and sp.stats["users_without_test"] == 1
     assert sp.test_target.tolist() == [15, 129] and sp.valid_target.tolist() == [14, 128]
+    assert sp.test_users.tolist() == ["u000", "u002"] and sp.valid_users.tolist() == ["u000", "u002"]
     assert sp.test_hist[0].tolist() == [11, 12, 13, 14]  # last 4 before the test item
     assert sp.test_hist[1].tolist() == [125, 126, 127, 128]
     assert sp.valid_hist[0].tolist() == [10, 11, 12, 13]
-    # training targets: every position before the validation item, never the held-out ones
+    # training targets: every position after the first and before the validation item, never
+    # the held-out ones; the short user (2 items) gives one training example and no test
     tr0 = [t for h, t in zip(sp.train_hist, sp.train_target) if h[0] < 100]
-    assert sorted(tr0) == [11, 12, 13]
-    assert not {14, 15, 128, 129} & set(sp.train_target.tolist()) and len(sp.train_target) == 3 + 27
+    assert sorted(tr0) == [2, 11, 12, 13]
+    assert not {14, 15, 128, 129} & set(sp.train_target.tolist()) and len(sp.train_target) == 3 + 1 + 27
     assert all(len(h) <= 4 for h in sp.train_hist)
 
 
-def test_user_sequences_orders_by_time_and_drops_unknown_items():
+def test_sequence_split_orders_by_time_and_drops_unknown_items():
     import pyarrow as pa
 
     idx = _index(n=5)
-    table = pa.table({"user_id": ["a", "a", "a", "b"], "item_id": ["i2", "i0", "zz", "i1"], "timestamp": [5, 1, 3, 0]})
-    users, seqs, st = user_sequences(table, idx)
-    assert users == ["a", "b"]
-    assert seqs[0].tolist() == [0, 2] and seqs[1].tolist() == [1]
-    assert st["unknown_item_interactions"] == 1
+    table = pa.table({"user_id": ["a", "a", "a", "a", "b"], "item_id": ["i2", "i0", "zz", "i3", "i1"], "timestamp": [5, 1, 3, 0, 0]})
+    sp = sequence_split(table, idx)
+    # a in time order: i3 i0 zz i2 -> roles train train valid test; zz has no SID and is
+    # dropped after the roles are given, so i2 stays a's test item and a has no validation item
+    assert sp.test_users.tolist() == ["a"] and sp.test_target.tolist() == [2] and sp.test_hist[0].tolist() == [3, 0]
+    assert len(sp.valid_target) == 0
+    assert sp.train_target.tolist() == [0] and sp.train_hist[0].tolist() == [3]
+    assert sp.stats["unknown_item_interactions"] == 1 and sp.stats["users_without_test"] == 1
 
 
 def test_random_sid_index_is_distinct_with_the_given_shape():
@@ -121,7 +143,7 @@ def test_every_generated_sid_is_an_item(arch):
 
 def test_training_lowers_the_loss_and_learns_the_rule():
     idx = _index()
-    sp = leave_one_out_split(_sequences(n_users=120), max_history=20)
+    sp = _split(_sequences(n_users=120), max_history=20)
     r = GenerativeRetriever(idx, RetrievalConfig(epochs=20, **TINY))
     before = r.loss(sp.valid_hist, sp.valid_target)
     hist = r.fit(sp.train_hist, sp.train_target)
@@ -156,7 +178,7 @@ def test_same_seed_same_result(tmp_path):
 
 def test_save_load_round_trip(tmp_path):
     idx = _index()
-    sp = leave_one_out_split(_sequences(), max_history=20)
+    sp = _split(_sequences(), max_history=20)
     r = GenerativeRetriever(idx, RetrievalConfig(epochs=1, **TINY))
     r.fit(sp.train_hist, sp.train_target)
     r.save(tmp_path / "m")

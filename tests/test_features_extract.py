@@ -131,15 +131,25 @@ def test_pool_and_token_cap_recorded(tmp_path, image_catalog, clip_cfg):
 def test_interrupted_run_resumes_to_same_store(tmp_path, image_catalog, clip_cfg):
     cfg = _clip_config(clip_cfg)
     extract_features(image_catalog, tmp_path / "one", cfg)
-    seen = []
+    class Killer:
+        """A progress reporter that dies inside the second shard."""
 
-    def killer(n):
-        seen.append(n)
-        if sum(seen) > 3:  # dies inside the second shard
-            raise KeyboardInterrupt
+        def task(self, description, total=None, *, unit="item", completed=0):
+            from tokenizer_kit._progress import NullProgress
+
+            t = NullProgress().task(description, total, unit=unit, completed=completed)
+            advance = t.advance
+
+            def dying(n=1, **metrics):
+                advance(n, **metrics)
+                if t.completed > 3:
+                    raise KeyboardInterrupt
+
+            t.advance = dying
+            return t
 
     with pytest.raises(KeyboardInterrupt):
-        extract_features(image_catalog, tmp_path / "two", cfg, progress=killer)
+        extract_features(image_catalog, tmp_path / "two", cfg, progress=Killer())
     m = json.loads((tmp_path / "two" / "manifest.json").read_text())
     assert m["shards"] == ["shard-00000"] and not m.get("complete")
     assert not list((tmp_path / "two").glob(".shard-*")), "no half-written shard left behind"

@@ -15,6 +15,7 @@ checks every file's checksum and refuses newer formats. Nothing is unpickled.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ._metrics import tokenizer_metrics
+from ._progress import Progress
 from ._version import __version__
 from .errors import ArtifactError, InputError, TokenizerKitError
 from .io import Embeddings, atomic_directory, atomic_write_json, sha256_file, validate_ids, validate_vectors
@@ -154,14 +156,18 @@ class SemanticTokenizer:
         method: str = "rq-kmeans",
         normalize: bool = False,
         categories: Sequence[str | None] | None = None,
+        progress: Progress | None = None,
         **quantizer_config: Any,
     ) -> "SemanticTokenizer":
         """Fit a quantizer on ``x`` (n, d) and assign every item its codes.
 
         ``quantizer_config`` goes to the method's config (e.g. ``codebook_sizes``, ``balanced``,
         ``beam_size``, ``seed``, ``device`` for RQ-Kmeans). The whole config is validated
-        before any compute.
+        before any compute. ``progress`` reaches the quantizer's ``fit`` where it takes one
+        (RQ-VAE: one task over its epochs).
         """
+        if isinstance(progress, bool):  # RQ-VAE's former config flag of that name
+            progress = None
         source = ""
         if isinstance(x, Embeddings):
             ids = x.ids if ids is None else ids
@@ -178,7 +184,10 @@ class SemanticTokenizer:
         tok = cls(quantizer, normalize=normalize)
         xp = tok.preprocess(x, what=source or "embeddings")
         t0 = time.perf_counter()
-        quantizer.fit(xp)
+        if progress is not None and "progress" in inspect.signature(quantizer.fit).parameters:
+            quantizer.fit(xp, progress=progress)
+        else:
+            quantizer.fit(xp)
         fit_s = time.perf_counter() - t0
         codes = getattr(quantizer, "fit_codes_", None)
         beam = getattr(getattr(quantizer, "config", None), "beam_size", 1)

@@ -1,11 +1,15 @@
-"""Alignment stage: pair mining (Swing, user-to-item), QFormer, InfoNCE + caption losses, training, embedding."""
+"""Alignment stage: pair mining (Swing, user-to-item), QFormer, InfoNCE + caption losses, training, embedding.
 
+The leave-one-out split lives in ``tokenizer_kit.io`` (one rule for alignment and the
+companion); it is re-exported here for convenience.
+"""
+
+from ..io import InteractionLog, Split, interaction_log, leave_one_out_split
 from ._caption import CaptionLM, caption_texts, default_caption_lm, load_caption_lm
 from ._embed import POOLINGS, embed_store, load_alignment, pool_queries
 from ._losses import Temperature, info_nce, info_nce_reference, item_vectors, pair_similarity
 from ._pairs import PairMiningConfig, cap_interactions, mine_pairs, swing_reference, swing_similarity, swing_topk, user_to_item_pairs
 from ._qformer import CrossAttention, FeedForward, QFormer, QFormerConfig, RMSNorm
-from ._split import InteractionLog, Split, interaction_log, leave_one_out_split
 from ._train import (
     ALIGNMENT_FORMAT_VERSION,
     AlignConfig,

@@ -18,12 +18,14 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._progress import Progress, as_progress
+from .._torch_utils import resolve_device
 from .._version import __version__
 from ..errors import ArtifactError, InputError
 from ..io import atomic_write, sha256_file
@@ -86,9 +88,12 @@ def embed_store(
     batch_size: int = 256,
     max_tokens: int | None = None,
     device: str | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Embed every item of ``store`` and write ``out`` (Parquet); returns a summary dict."""
+    """Embed every item of ``store`` and write ``out`` (Parquet); returns a summary dict.
+
+    ``device``: auto (None) | cpu | cuda[:N]; ``progress`` gets one task advanced per batch.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -96,7 +101,7 @@ def embed_store(
         raise InputError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device)
     model, meta = load_alignment(alignment, device=str(dev))
     q = model.config
     if q.feature_dim != store.dim:
@@ -116,7 +121,7 @@ def embed_store(
     }
     schema = pa.schema([("item_id", pa.string()), ("embedding", pa.list_(pa.float32(), dim))], metadata={"tokenizer_kit": json.dumps(record)})
     n = 0
-    with atomic_write(out) as tmp:
+    with atomic_write(out) as tmp, as_progress(progress).task("embed", total=len(store), unit="item") as task:
         with pq.ParquetWriter(str(tmp), schema) as w:
             for ids, tok, mask, _ in store.iter_batches(batch_size, max_tokens):
                 m = model(torch.from_numpy(tok).to(dev), torch.from_numpy(mask).to(dev))
@@ -124,8 +129,7 @@ def embed_store(
                 col = pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), dim)
                 w.write_table(pa.table({"item_id": pa.array(ids, pa.string()), "embedding": col}, schema=schema))
                 n += len(ids)
-                if progress is not None:
-                    progress(len(ids))
+                task.advance(len(ids))
     record["n_items"] = n
     record["out"] = str(out)
     return record

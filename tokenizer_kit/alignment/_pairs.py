@@ -28,7 +28,7 @@ import numpy as np
 
 from .._config import ValidatedConfig
 from ..errors import InputError
-from ._split import InteractionLog
+from ..io import InteractionLog
 
 __all__ = ["PairMiningConfig", "swing_similarity", "swing_reference", "swing_topk", "user_to_item_pairs", "mine_pairs", "cap_interactions"]
 

@@ -17,19 +17,20 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from .._version import __version__
 from .._config import ValidatedConfig
+from .._progress import Progress, as_progress
+from .._torch_utils import decay_groups, resolve_device, warmup_decay
+from .._version import __version__
 from ..errors import ArtifactError, InputError
 from ..io import atomic_directory, atomic_write, atomic_write_json, sha256_file
 from ._losses import Temperature, info_nce, item_vectors
@@ -155,7 +156,7 @@ class _TokenCache:
     mask), padded to the longest item of the batch, as tensors already on the device.
     """
 
-    def __init__(self, store, max_tokens: int, device: torch.device):
+    def __init__(self, store, *, max_tokens: int, device: torch.device):
         lengths = np.minimum(store.lengths(), max_tokens)
         t = max(1, int(lengths.max(initial=1)))
         tok = np.zeros((len(store), t, store.dim), dtype=np.float16)
@@ -178,16 +179,6 @@ class _TokenCache:
         return tok, mask
 
 
-def _lr_lambda(cfg: AlignConfig) -> Callable[[int], float]:
-    def f(step: int) -> float:
-        if cfg.warmup_steps and step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        prog = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, prog)))
-
-    return f
-
-
 def _batch_for_step(step: int, n_pairs: int, batch_size: int, seed: int) -> np.ndarray:
     per_epoch = max(1, n_pairs // batch_size)
     epoch, k = divmod(step, per_epoch)
@@ -195,25 +186,22 @@ def _batch_for_step(step: int, n_pairs: int, batch_size: int, seed: int) -> np.n
     return perm[k * batch_size : (k + 1) * batch_size]
 
 
-def _device_of(device: str | None) -> torch.device:
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 @torch.no_grad()
-def embed_indices(model: QFormer, store, indices: Sequence[int], *, batch_size: int = 256, max_tokens: int | None = None, device: torch.device | str = "cpu", progress=None) -> np.ndarray:
+def embed_indices(
+    model: QFormer, store, indices: Sequence[int], *, batch_size: int = 256, max_tokens: int | None = None,
+    device: torch.device | str = "cpu", progress: Progress | None = None,
+) -> np.ndarray:
     """M~ for store rows ``indices``: (n, n_q, d) float32, in batches."""
     model.eval()
     dev = torch.device(device)
     out = np.empty((len(indices), model.config.n_queries, model.config.d_model), dtype=np.float32)
-    for s in range(0, len(indices), batch_size):
-        chunk = list(indices[s : s + batch_size])
-        tok, mask, _ = store.batch(chunk, max_tokens)
-        m = model(torch.from_numpy(tok).to(dev), torch.from_numpy(mask).to(dev))
-        out[s : s + len(chunk)] = m.float().cpu().numpy()
-        if progress is not None:
-            progress(len(chunk))
+    with as_progress(progress).task("embed", total=len(indices), unit="item") as task:
+        for s in range(0, len(indices), batch_size):
+            chunk = list(indices[s : s + batch_size])
+            tok, mask, _ = store.batch(chunk, max_tokens)
+            m = model(torch.from_numpy(tok).to(dev), torch.from_numpy(mask).to(dev))
+            out[s : s + len(chunk)] = m.float().cpu().numpy()
+            task.advance(len(chunk))
     return out
 
 
@@ -313,6 +301,35 @@ def _dist_info() -> tuple[int, int, bool]:
     return 0, 1, False
 
 
+@dataclass(kw_only=True)
+class _Run:
+    """What one training run holds between its steps (built by :func:`_setup`)."""
+
+    cfg: AlignConfig
+    store: Any
+    out: Path
+    dev: torch.device
+    rank: int
+    world: int
+    own_pg: bool
+    ia: np.ndarray  # training pairs, store rows [n]
+    ib: np.ndarray
+    ea: np.ndarray  # held-out pairs, store rows [m]
+    eb: np.ndarray
+    model: AlignmentModel
+    ddp_model: nn.Module
+    cap: Any
+    params: list
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    cache: _TokenCache | None = None
+    step: int = 0
+
+    @property
+    def autocast(self) -> bool:
+        return self.dev.type == "cuda" and self.cfg.bf16
+
+
 def train_alignment(
     *,
     store,
@@ -325,7 +342,7 @@ def train_alignment(
     resume: bool = True,
     stop_after: int | None = None,
     device: str | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
     inputs_info: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train the QFormer and write the alignment directory ``out``; returns the summary dict.
@@ -335,166 +352,236 @@ def train_alignment(
     ``(model, tokenizer)`` pair, else loaded from ``config.caption_lm``; ``eval_pairs``:
     held-out pairs (default: hold out ``eval_fraction`` of ``pairs``). ``stop_after`` ends the
     run early after that many steps (simulates an interruption; the checkpoint stays).
+    ``device``: auto (None) | cpu | cuda[:N]. ``progress`` gets one task, advanced per step
+    with the step's loss.
+
+    The run is a recipe of named steps (torchtune's shape): :func:`_setup` (distributed
+    init, pairs, model, optimizer, resume, token cache), :func:`_train` (the loop over
+    :func:`_train_step`, with logging and checkpoints), then, once every step is done,
+    :func:`evaluate_alignment` and :func:`_save_final`.
     """
-    import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
-    from ._caption import CaptionLM, load_caption_lm
-
     cfg = (config or AlignConfig()).validate()
     if cfg.qformer.feature_dim != store.dim:
         raise InputError(f"qformer.feature_dim is {cfg.qformer.feature_dim} but the feature store has dim {store.dim}; set feature_dim={store.dim}")
-    out = Path(out)
+    run = _setup(cfg, store, pairs, Path(out), captions=captions, caption_lm=caption_lm, eval_pairs=eval_pairs, resume=resume, device=device)
+    end = cfg.steps if stop_after is None else min(cfg.steps, run.step + int(stop_after))
+    t0 = time.time()
+    _train(run, end, progress)
+    summary: dict[str, Any] = {
+        "steps_done": run.step, "steps": cfg.steps, "world_size": run.world, "train_pairs": int(len(run.ia)),
+        "eval_pairs": int(len(run.ea)), "train_seconds": round(time.time() - t0, 2),
+    }
+    if run.world > 1:
+        summary["ranks_in_sync"] = _ranks_in_sync(run)
+    if run.step >= cfg.steps and run.rank == 0:
+        summary["eval"] = evaluate_alignment(run.model, store, run.ea, run.eb, cfg, cap=run.cap, device=run.dev)
+        _save_final(run, summary, inputs_info)
+    _teardown(run)
+    return summary
+
+
+def _setup(cfg: AlignConfig, store, pairs, out: Path, *, captions, caption_lm, eval_pairs, resume: bool, device) -> _Run:
+    """Everything before the first step; the order of the seeded draws is part of the
+    result (pairs split, then the caption LM, then the model's initialisation)."""
     rank, world, own_pg = _dist_info()
-    dev = _device_of(device)
+    dev = resolve_device(device)
     if dev.type == "cuda" and world > 1:
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
         torch.cuda.set_device(dev)
     torch.manual_seed(cfg.seed)
-    np_rng = np.random.default_rng(cfg.seed)
+    ia, ib, ea, eb = _train_eval_pairs(cfg, store, pairs, eval_pairs)
+    model, cap = _build_model(cfg, store, captions, caption_lm, dev)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(decay_groups(model.named_parameters(), cfg.weight_decay), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_decay(cfg.steps, cfg.warmup_steps, floor=cfg.min_lr_ratio))
+    run = _Run(cfg=cfg, store=store, out=out, dev=dev, rank=rank, world=world, own_pg=own_pg, ia=ia, ib=ib, ea=ea, eb=eb,
+               model=model, ddp_model=model, cap=cap, params=params, opt=opt, sched=sched)
+    run.step = _resume(run, resume)
+    if cfg.cache_tokens_gib > 0 and _TokenCache.nbytes(store, cfg.max_tokens) <= cfg.cache_tokens_gib * 2**30:
+        run.cache = _TokenCache(store, max_tokens=cfg.max_tokens, device=dev)
+        logger.info("token cache: %d items x %d tokens on %s", len(store), run.cache.tokens.shape[1], dev)
+    if world > 1:  # after resuming: DDP broadcasts rank 0's weights when it wraps the model
+        from torch.nn.parallel import DistributedDataParallel as DDP
 
+        run.ddp_model = DDP(model, find_unused_parameters=cap is not None and cfg.caption_every > 1)
+    return run
+
+
+def _train_eval_pairs(cfg: AlignConfig, store, pairs, eval_pairs) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Training and held-out pairs as store rows: ``eval_pairs`` when given, else a seeded
+    ``eval_fraction`` of ``pairs``."""
     ia, ib, dropped = _pair_indices(pairs, store)
     if dropped:
         logger.warning("%d pairs name items missing from the feature store (or self-pairs); skipped", dropped)
     if eval_pairs is not None:
         ea, eb, _ = _pair_indices(eval_pairs, store)
     else:
-        perm = np_rng.permutation(len(ia))
+        perm = np.random.default_rng(cfg.seed).permutation(len(ia))
         n_eval = int(round(cfg.eval_fraction * len(ia)))
         ev, tr = perm[:n_eval], np.sort(perm[n_eval:])
         ea, eb = ia[ev], ib[ev]
         ia, ib = ia[tr], ib[tr]
     if len(ia) < cfg.batch_size:
-        raise InputError(f"{len(ia)} training pairs match the feature store, fewer than batch_size {cfg.batch_size}; lower --batch-size or give more pairs")
+        raise InputError(f"{len(ia)} training pairs match the feature store, fewer than batch_size {cfg.batch_size}; lower batch_size or give more pairs")
+    return ia, ib, ea, eb
 
-    use_caption = cfg.caption_weight > 0
+
+def _build_model(cfg: AlignConfig, store, captions, caption_lm, dev: torch.device):
+    """The trainable model and, when ``caption_weight > 0``, the frozen caption LM wrapper."""
+    from ._caption import CaptionLM, load_caption_lm
+
     cap = None
-    if use_caption:
+    if cfg.caption_weight > 0:
         if captions is None or len(captions) != len(store):
-            raise InputError("the caption loss needs one caption per feature-store item; pass --catalog or --caption-weight 0")
+            raise InputError("the caption loss needs one caption per feature-store item; pass the catalogue's captions or set caption_weight to 0")
         lm, tok = caption_lm if caption_lm is not None else load_caption_lm(cfg.caption_lm, device=str(dev))
         cap = CaptionLM(lm, tok, captions, max_tokens=cfg.caption_max_tokens).to(dev)
     model = AlignmentModel(cfg, lm_hidden=cap.hidden_size if cap is not None else None).to(dev)
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
+    return model, cap
 
-    start = 0
+
+def _resume(run: _Run, resume: bool) -> int:
+    """Load the checkpoint in ``out`` when resuming (returns its step, else 0) and drop the
+    metric lines the resumed run will write again."""
+    out, start = run.out, 0
     if resume and (out / "checkpoint" / "meta.json").exists():
-        start = _load_checkpoint(out, model, opt, sched, cfg)
+        start = _load_checkpoint(out, run.model, run.opt, run.sched, run.cfg)
         logger.info("resumed from %s at step %d", out / "checkpoint", start)
-    elif rank == 0 and (out / "model.safetensors").exists() and not resume:
+    elif run.rank == 0 and (out / "model.safetensors").exists() and not resume:
         logger.info("overwriting %s", out)
-    if rank == 0:
+    if run.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         mpath = out / "metrics.jsonl"
-        if mpath.exists():  # keep only lines a resumed run will not rewrite
+        if mpath.exists():
             kept = [ln for ln in mpath.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= start and "eval" not in json.loads(ln)]
             mpath.write_text("".join(k + "\n" for k in kept))
-    cache = None
-    if cfg.cache_tokens_gib > 0 and _TokenCache.nbytes(store, cfg.max_tokens) <= cfg.cache_tokens_gib * 2**30:
-        cache = _TokenCache(store, cfg.max_tokens, dev)
-        logger.info("token cache: %d items x %d tokens on %s", len(store), cache.tokens.shape[1], dev)
-    ddp_model = DDP(model, find_unused_parameters=cap is not None and cfg.caption_every > 1) if world > 1 else model
-    autocast = dev.type == "cuda" and cfg.bf16
+    return start
 
+
+def _train(run: _Run, end: int, progress: Progress | None) -> None:
+    """Steps ``run.step`` .. ``end``: a log record every ``log_every`` steps (means since the
+    last one), a checkpoint every ``checkpoint_every`` and at ``end``."""
+    cfg = run.cfg
+    run.model.train()
+    if run.cap is not None:
+        run.cap.train()
+    running: dict[str, list[float]] = {}
     t0 = time.time()
-    step = start
-    end = cfg.steps if stop_after is None else min(cfg.steps, start + int(stop_after))
-    model.train()
-    if cap is not None:
-        cap.train()
-    running: dict[str, float] = {}
-    while step < end:
-        gidx = _batch_for_step(step, len(ia), cfg.batch_size, cfg.seed)
-        lidx = gidx[rank::world]
-        a, b = ia[lidx], ib[lidx]
-        items, inv = np.unique(np.r_[a, b], return_inverse=True)
-        inv_a, inv_b = inv[: len(a)], inv[len(a) :]
-        if cache is not None:
-            tok_t, mask_t = cache.batch(items)
-        else:
-            tok, mask, _ = store.batch(items.tolist(), cfg.max_tokens)
-            tok_t, mask_t = torch.from_numpy(tok).to(dev), torch.from_numpy(mask).to(dev)
-        cap_rows = None
-        cap_step = cap is not None and step % cfg.caption_every == 0
-        if cap_step:
-            crng = np.random.default_rng([cfg.seed, 7, step, rank])
-            cap_rows = np.sort(crng.choice(len(items), size=min(cfg.caption_batch, len(items)), replace=False))
-        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=autocast):
-            m, prefix, tau = ddp_model(tok_t, mask_t, None if cap_rows is None else torch.from_numpy(cap_rows).to(dev))
-            ta, tb = torch.from_numpy(inv_a).to(dev), torch.from_numpy(inv_b).to(dev)
-            eye = torch.eye(len(a), dtype=torch.bool, device=dev)
-            same_b = (tb[None, :] == tb[:, None]) & ~eye
-            same_a = (ta[None, :] == ta[:, None]) & ~eye
-            l_nce = info_nce(m[ta], m[tb], tau, same_a=same_a, same_b=same_b)
-            loss = l_nce
-            l_cap = None
-            if cap_step:
-                l_cap = cap.loss(prefix, torch.from_numpy(items[cap_rows]).to(dev))
-                loss = loss + cfg.caption_weight * l_cap
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip) if cfg.grad_clip > 0 else torch.tensor(0.0)
-        opt.step()
-        sched.step()
-        step += 1
-        vals = {"loss": float(loss.detach()), "info_nce": float(l_nce.detach()), "grad_norm": float(gnorm)}
-        if l_cap is not None:
-            vals["caption"] = float(l_cap.detach())
-        for k, v in vals.items():
-            running[k] = running.get(k, 0.0) + v
-            running["_n_" + k] = running.get("_n_" + k, 0) + 1
-        if rank == 0 and (step % cfg.log_every == 0 or step == end):
-            avg = {k: v / running["_n_" + k] for k, v in running.items() if not k.startswith("_n_")}
-            rec = {"step": step, **avg, "lr": sched.get_last_lr()[0], "tau": float(tau.detach()), "elapsed_s": round(time.time() - t0, 3)}
-            running = {}
-            with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(rec) + "\n")
-            logger.info("step %d loss %.4f", step, rec["loss"])
-        if step % cfg.checkpoint_every == 0 or step == end:
-            if rank == 0:
-                _save_checkpoint(out, model, opt, sched, step, cfg)
-            if world > 1:
-                dist.barrier()
-        if progress is not None:
-            progress(1)
+    with as_progress(progress).task("align", total=cfg.steps, unit="step", completed=run.step) as task:
+        while run.step < end:
+            vals, tau = _train_step(run)
+            run.step += 1
+            for k, v in vals.items():
+                running.setdefault(k, []).append(v)
+            if run.rank == 0 and (run.step % cfg.log_every == 0 or run.step == end):
+                _log_record(run, running, tau, time.time() - t0)
+                running = {}
+            if run.step % cfg.checkpoint_every == 0 or run.step == end:
+                if run.rank == 0:
+                    _save_checkpoint(run.out, run.model, run.opt, run.sched, run.step, cfg)
+                if run.world > 1:
+                    import torch.distributed as dist
 
-    summary: dict[str, Any] = {"steps_done": step, "steps": cfg.steps, "world_size": world, "train_pairs": int(len(ia)), "eval_pairs": int(len(ea)), "train_seconds": round(time.time() - t0, 2)}
-    if world > 1:
-        # every rank must hold the same weights after DDP steps
-        chk = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1).to(dev)
-        allc = [torch.zeros_like(chk) for _ in range(world)]
-        dist.all_gather(allc, chk)
-        summary["ranks_in_sync"] = bool(all(torch.equal(c, allc[0]) for c in allc))
-    if step >= cfg.steps and rank == 0:
-        ev = evaluate_alignment(model, store, ea, eb, cfg, cap=cap, device=dev)
-        summary["eval"] = ev
-        _save_weights(model, out / "model.safetensors")
-        info = dict(inputs_info or {})
-        info.setdefault("feature_store", {"path": str(store.path), "dim": store.dim, "n_items": len(store), "config": store.manifest.get("config")})
-        atomic_write_json(
-            out / "config.json",
-            {
-                "format_version": ALIGNMENT_FORMAT_VERSION,
-                "tokenizer_kit_version": __version__,
-                "kind": "qformer-alignment",
-                "config": cfg.to_dict(),
-                "lm_hidden": cap.hidden_size if cap is not None else None,
-                "inputs": info,
-                "summary": summary,
-                "weights_sha256": sha256_file(out / "model.safetensors"),
-            },
-        )
-        with open(out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({"step": step, "eval": ev}) + "\n")
-    if world > 1:
+                    dist.barrier()
+            task.advance(1, loss=vals["loss"])
+
+
+def _step_batch(run: _Run, step: int):
+    """This rank's pairs of global batch ``step``: the unique items' tokens (on the device)
+    and each side's position among them."""
+    gidx = _batch_for_step(step, len(run.ia), run.cfg.batch_size, run.cfg.seed)
+    lidx = gidx[run.rank :: run.world]
+    a, b = run.ia[lidx], run.ib[lidx]
+    items, inv = np.unique(np.r_[a, b], return_inverse=True)
+    if run.cache is not None:
+        tok_t, mask_t = run.cache.batch(items)
+    else:
+        tok, mask, _ = run.store.batch(items.tolist(), run.cfg.max_tokens)
+        tok_t, mask_t = torch.from_numpy(tok).to(run.dev), torch.from_numpy(mask).to(run.dev)
+    return items, inv[: len(a)], inv[len(a) :], tok_t, mask_t
+
+
+def _train_step(run: _Run) -> tuple[dict[str, float], torch.Tensor]:
+    """One optimizer step: InfoNCE over the batch's pairs (+ the caption loss on a seeded
+    subset of its items every ``caption_every`` steps). Returns the step's numbers and tau."""
+    cfg, dev, step = run.cfg, run.dev, run.step
+    items, inv_a, inv_b, tok_t, mask_t = _step_batch(run, step)
+    cap_rows = None
+    if run.cap is not None and step % cfg.caption_every == 0:
+        crng = np.random.default_rng([cfg.seed, 7, step, run.rank])
+        cap_rows = np.sort(crng.choice(len(items), size=min(cfg.caption_batch, len(items)), replace=False))
+    with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=run.autocast):
+        m, prefix, tau = run.ddp_model(tok_t, mask_t, None if cap_rows is None else torch.from_numpy(cap_rows).to(dev))
+        ta, tb = torch.from_numpy(inv_a).to(dev), torch.from_numpy(inv_b).to(dev)
+        eye = torch.eye(len(inv_a), dtype=torch.bool, device=dev)
+        same_b = (tb[None, :] == tb[:, None]) & ~eye  # pairs sharing an item are not negatives
+        same_a = (ta[None, :] == ta[:, None]) & ~eye
+        l_nce = info_nce(m[ta], m[tb], tau, same_a=same_a, same_b=same_b)
+        loss, l_cap = l_nce, None
+        if cap_rows is not None:
+            l_cap = run.cap.loss(prefix, torch.from_numpy(items[cap_rows]).to(dev))
+            loss = loss + cfg.caption_weight * l_cap
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    gnorm = torch.nn.utils.clip_grad_norm_(run.params, cfg.grad_clip) if cfg.grad_clip > 0 else torch.tensor(0.0)
+    run.opt.step()
+    run.sched.step()
+    vals = {"loss": float(loss.detach()), "info_nce": float(l_nce.detach()), "grad_norm": float(gnorm)}
+    if l_cap is not None:
+        vals["caption"] = float(l_cap.detach())
+    return vals, tau
+
+
+def _log_record(run: _Run, running: dict[str, list[float]], tau: torch.Tensor, elapsed: float) -> None:
+    """One line of ``metrics.jsonl``: the means since the last line, lr, tau, elapsed seconds."""
+    avg = {k: sum(v) / len(v) for k, v in running.items()}
+    rec = {"step": run.step, **avg, "lr": run.sched.get_last_lr()[0], "tau": float(tau.detach()), "elapsed_s": round(elapsed, 3)}
+    with open(run.out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    logger.info("step %d loss %.4f", run.step, rec["loss"])
+
+
+def _ranks_in_sync(run: _Run) -> bool:
+    """Whether every rank holds the same weights after the DDP steps."""
+    import torch.distributed as dist
+
+    chk = torch.stack([p.detach().double().sum() for p in run.model.parameters()]).sum().reshape(1).to(run.dev)
+    allc = [torch.zeros_like(chk) for _ in range(run.world)]
+    dist.all_gather(allc, chk)
+    return bool(all(torch.equal(c, allc[0]) for c in allc))
+
+
+def _save_final(run: _Run, summary: dict[str, Any], inputs_info: dict[str, Any] | None) -> None:
+    """The deployable artifact: ``model.safetensors`` and ``config.json`` (rank 0)."""
+    out, store, cap = run.out, run.store, run.cap
+    _save_weights(run.model, out / "model.safetensors")
+    info = dict(inputs_info or {})
+    info.setdefault("feature_store", {"path": str(store.path), "dim": store.dim, "n_items": len(store), "config": store.manifest.get("config")})
+    atomic_write_json(
+        out / "config.json",
+        {
+            "format_version": ALIGNMENT_FORMAT_VERSION,
+            "tokenizer_kit_version": __version__,
+            "kind": "qformer-alignment",
+            "config": run.cfg.to_dict(),
+            "lm_hidden": cap.hidden_size if cap is not None else None,
+            "inputs": info,
+            "summary": summary,
+            "weights_sha256": sha256_file(out / "model.safetensors"),
+        },
+    )
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": run.step, "eval": summary["eval"]}) + "\n")
+
+
+def _teardown(run: _Run) -> None:
+    """Wait for every rank; end the process group this run started."""
+    if run.world > 1:
+        import torch.distributed as dist
+
         dist.barrier()
-    if own_pg:
-        dist.destroy_process_group()
-    return summary
+        if run.own_pg:
+            dist.destroy_process_group()
 
 
 @torch.no_grad()

@@ -119,10 +119,10 @@ def register(app: typer.Typer) -> None:
             "catalog": None if catalog is None else str(catalog),
         }
         is_rank0 = int(os.environ.get("RANK", "0")) == 0
-        with progress_bar("align", cfg.steps, enabled=is_rank0) as advance:
+        with progress_bar(enabled=is_rank0) as progress:
             summary = train_alignment(
                 store=store, pairs=pair_table, out=out, config=cfg, captions=captions, eval_pairs=ev_table,
-                resume=resume, device=device, progress=advance, inputs_info=info,
+                resume=resume, device=device, progress=progress, inputs_info=info,
             )
         if not is_rank0:
             return

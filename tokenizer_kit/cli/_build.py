@@ -81,7 +81,6 @@ def build_codebook(
             qcfg["checkpoint_dir"] = str(checkpoint_dir)
         if resume is not None:
             qcfg["resume_from"] = str(resume)
-        qcfg.setdefault("progress", verbose)
     elif epochs is not None or checkpoint_dir is not None or resume is not None:
         raise TokenizerKitError(f"--epochs, --checkpoint-dir and --resume apply to rq-vae, not {method}")
     emb = load_embeddings(embeddings, ids_path=ids, id_column=id_column, vector_column=vector_column)

@@ -104,11 +104,38 @@ def emit_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
+class _RichTask:
+    def __init__(self, prog: Progress, task_id):
+        self.prog, self.task_id = prog, task_id
+
+    def advance(self, n: int = 1, **metrics: Any) -> None:
+        self.prog.update(self.task_id, advance=n, metrics="  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "_RichTask":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _RichProgress:
+    """``tokenizer_kit._progress.Progress`` drawn as rich bars on stderr, one per library task."""
+
+    def __init__(self, prog: Progress):
+        self.prog = prog
+
+    def task(self, description: str, total: int | None = None, *, unit: str = "item", completed: int = 0) -> _RichTask:
+        return _RichTask(self.prog, self.prog.add_task(description, total=total, completed=completed, metrics=""))
+
+
 @contextlib.contextmanager
-def progress_bar(description: str, total: int | None, *, enabled: bool = True) -> Iterator[Callable[[int], None]]:
-    """Yield ``advance(n)``; draws a bar on stderr while the step runs."""
+def progress_bar(*, enabled: bool = True) -> Iterator["_RichProgress | None"]:
+    """Yield the ``progress`` to pass to a library call: bars on stderr in a terminal, else None."""
     if not enabled or not err_console.is_terminal:
-        yield lambda n=1: None
+        yield None
         return
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -116,8 +143,8 @@ def progress_bar(description: str, total: int | None, *, enabled: bool = True) -
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
+        TextColumn("{task.fields[metrics]}"),
         console=err_console,
         transient=False,
     ) as prog:
-        task = prog.add_task(description, total=total)
-        yield lambda n=1: prog.advance(task, n)
+        yield _RichProgress(prog)

@@ -35,8 +35,8 @@ def register(app: typer.Typer) -> None:
         if out.exists() and not overwrite:
             raise InputError(f"{out} already exists; pass --overwrite or choose another path")
         store = FeatureStore.open(features)
-        with progress_bar("embed", len(store)) as advance:
-            rec = embed_store(store, alignment, out, pooling=pooling, batch_size=batch_size, max_tokens=max_tokens, device=device, progress=advance)
+        with progress_bar() as progress:
+            rec = embed_store(store, alignment, out, pooling=pooling, batch_size=batch_size, max_tokens=max_tokens, device=device, progress=progress)
         if fmt == OutputFormat.json:
             emit_json(rec)
             return

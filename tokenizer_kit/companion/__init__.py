@@ -10,8 +10,8 @@ leave-one-out full ranking: Recall@5/10 and NDCG@5/10 as TIGER defines them.
 >>> res["test"]["recall@10"], res["test"]["ndcg@10"]
 """
 
-from ._data import SequenceSplit, leave_one_out_split, load_sid_index, random_sid_index, user_sequences
-from ._evaluate import evaluate_retrieval, machine_info
+from ._data import SequenceSplit, load_sid_index, random_sid_index, sequence_split
+from ._evaluate import evaluate_retrieval, machine_info, score_split
 from ._metrics import retrieval_metrics, target_ranks
 from ._model import GenerativeRetriever, RetrievalConfig
 
@@ -20,11 +20,11 @@ __all__ = [
     "RetrievalConfig",
     "SequenceSplit",
     "evaluate_retrieval",
-    "leave_one_out_split",
     "load_sid_index",
     "machine_info",
     "random_sid_index",
     "retrieval_metrics",
+    "score_split",
+    "sequence_split",
     "target_ranks",
-    "user_sequences",
 ]

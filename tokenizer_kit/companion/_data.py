@@ -4,10 +4,12 @@ SIDs come from a tokenizer directory (its ``SIDIndex``) or an LC-Rec ``*.index.j
 another tool's SIDs get the same test. Interactions are anything
 ``tokenizer_kit.io.read_interactions`` reads (Parquet, LC-Rec ``*.inter.json``).
 
-Leave-one-out, as in TIGER / LC-Rec / P5: per user (items in time order) the last item is
-the test target, the second to last the validation target, and every earlier position is
-a training target (sliding window); each history is the last ``max_history`` items before
-its target.
+Leave-one-out, as in TIGER / LC-Rec / P5, with the roles of the one split in
+``tokenizer_kit.io`` (the split alignment mines its pairs from): per user (items in time
+order) the last item is the test target, the second to last the validation target, and
+every earlier position after the first is a training target (sliding window); each history
+is the last ``max_history`` items before its target. Users with fewer than 3 items give
+training examples only.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, TokenizerKitError
+from ..io import TEST, TRAIN, VALID, InteractionLog, interaction_log, leave_one_out_roles
 
-__all__ = ["SequenceSplit", "leave_one_out_split", "load_sid_index", "random_sid_index", "user_sequences"]
+__all__ = ["SequenceSplit", "load_sid_index", "random_sid_index", "sequence_split"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,47 +85,15 @@ def random_sid_index(item_ids, level_sizes, *, seed: int = 0):
     return idx
 
 
-def user_sequences(interactions, index=None) -> tuple[list[str], list[np.ndarray], dict]:
-    """Per-user item rows of ``index`` in time order.
-
-    ``interactions`` is a path or a ``pyarrow.Table`` (``user_id``, ``item_id``, ``timestamp``).
-    Items the index does not know are dropped (counted in the returned stats); with
-    ``index=None`` rows are positions in the sorted unique item ids.
-    Returns (user ids, sequences of int64 rows, stats).
-    """
-    from ..io import read_interactions
-
-    table = interactions if hasattr(interactions, "column_names") else read_interactions(interactions)
-    users = np.asarray(table.column("user_id").to_numpy(zero_copy_only=False), dtype=object).astype(str)
-    items = np.asarray(table.column("item_id").to_numpy(zero_copy_only=False), dtype=object).astype(str)
-    ts = np.asarray(table.column("timestamp").to_numpy(zero_copy_only=False), dtype=np.int64)
-    if index is None:
-        known = np.unique(items)
-        pos = {k: r for r, k in enumerate(known.tolist())}
-    else:
-        pos = {str(i): r for r, i in enumerate(index.item_ids.tolist())}
-    rows = np.fromiter((pos.get(i, -1) for i in items.tolist()), np.int64, len(items))
-    unknown = int((rows < 0).sum())
-    if unknown == len(rows):
-        raise InputError(
-            f"none of the {len(rows)} interactions name an item of the SID index (first item {items[0]!r}); "
-            "pass the interactions of the catalogue the tokenizer was built on"
-        )
-    if unknown:
-        logger.warning("dropping %d of %d interactions whose items have no SID", unknown, len(rows))
-    keep = rows >= 0
-    users, rows, ts = users[keep], rows[keep], ts[keep]
-    order = np.lexsort((np.arange(len(ts)), ts, users))  # by user, then time, then file order
-    users, rows = users[order], rows[order]
-    cut = np.flatnonzero(users[1:] != users[:-1]) + 1
-    seqs = np.split(rows, cut)
-    uids = users[np.concatenate([[0], cut])].tolist() if len(users) else []
-    return uids, seqs, {"interactions": int(len(keep)), "unknown_item_interactions": unknown, "users": len(uids)}
-
-
-@dataclass
+@dataclass(kw_only=True)
 class SequenceSplit:
-    """Examples as (history rows, target row); histories are lists of int64 arrays (<= max_history items)."""
+    """Next-item examples of the leave-one-out split: (history rows, target row) each.
+
+    Histories are lists of (<= ``max_history``,) int64 arrays of index rows, oldest first;
+    targets are (n,) int64 index rows. ``valid_users`` / ``test_users`` (n,) hold the user id
+    of each validation / test example (one per user at most), so per-user results of
+    several runs can be paired.
+    """
 
     train_hist: list[np.ndarray]
     train_target: np.ndarray
@@ -131,6 +102,8 @@ class SequenceSplit:
     test_hist: list[np.ndarray]
     test_target: np.ndarray
     stats: dict
+    valid_users: np.ndarray
+    test_users: np.ndarray
 
     def subset(self, part: str, max_examples: int | None) -> tuple[list[np.ndarray], np.ndarray]:
         hist, tgt = getattr(self, f"{part}_hist"), getattr(self, f"{part}_target")
@@ -139,40 +112,77 @@ class SequenceSplit:
         return hist[:max_examples], tgt[:max_examples]
 
 
-def leave_one_out_split(sequences: list[np.ndarray], *, max_history: int = 20, min_length: int = 3) -> SequenceSplit:
-    """Leave-one-out split of per-user sequences (see the module docstring).
+def _index_rows(log: InteractionLog, index) -> np.ndarray:
+    """Index row of every interaction of ``log`` (n,) int64, -1 for items the index lacks;
+    without an index, positions in the log's sorted item ids."""
+    if index is None:
+        return np.asarray(log.items, np.int64)
+    pos = {str(i): r for r, i in enumerate(index.item_ids.tolist())}
+    vocab_rows = np.fromiter((pos.get(str(i), -1) for i in log.item_ids.tolist()), np.int64, len(log.item_ids))
+    return vocab_rows[log.items] if len(log) else np.zeros(0, np.int64)
 
-    Users with fewer than ``min_length`` (>= 3) items are skipped: they cannot give a
-    training, a validation and a test target.
+
+def sequence_split(interactions, index=None, *, max_history: int = 20, max_users: int | None = None) -> SequenceSplit:
+    """Next-item examples of ``interactions`` under the one leave-one-out split.
+
+    ``interactions``: a path (Parquet, LC-Rec ``*.inter.json``), a ``pyarrow.Table``
+    (``user_id``, ``item_id``, ``timestamp``) or an :class:`~tokenizer_kit.io.InteractionLog`.
+    Roles come from :func:`tokenizer_kit.io.leave_one_out_roles` on the whole log, the rule
+    alignment uses: every interaction that has an earlier one of the same user becomes an
+    example of its role (training, validation, test), predicted from the ``max_history``
+    interactions before it. A user with fewer than 3 interactions gives training examples
+    only. Items the index lacks are dropped from histories and targets afterwards (counted
+    in ``stats``), so they never move another interaction to a different role.
+    ``max_users`` keeps the first that many users (sorted by id), for quick runs.
     """
+    from ..io import read_interactions
+
     if max_history < 1:
         raise InputError(f"max_history must be >= 1, got {max_history}")
-    if min_length < 3:
-        raise InputError(f"min_length must be >= 3 (one train, one validation, one test item), got {min_length}")
-    th, tt, vh, vt, sh, st = [], [], [], [], [], []
-    skipped = 0
-    for seq in sequences:
-        seq = np.asarray(seq, np.int64)
-        n = len(seq)
-        if n < min_length:
-            skipped += 1
-            continue
-        for t in range(1, n - 2):
-            th.append(seq[max(0, t - max_history) : t])
-            tt.append(seq[t])
-        vh.append(seq[max(0, n - 2 - max_history) : n - 2])
-        vt.append(seq[n - 2])
-        sh.append(seq[max(0, n - 1 - max_history) : n - 1])
-        st.append(seq[n - 1])
-    if not st:
-        raise InputError(f"no user has at least {min_length} items; leave-one-out needs a train, a validation and a test item per user")
+    if isinstance(interactions, InteractionLog):
+        log = interactions
+    else:
+        log = interaction_log(interactions if hasattr(interactions, "column_names") else read_interactions(interactions))
+    role = leave_one_out_roles(log)
+    if max_users is not None:
+        keep = log.users < int(max_users)
+        log, role = log.subset(keep), role[keep]
+    rows = _index_rows(log, index)
+    unknown = int((rows < 0).sum())
+    if len(rows) and unknown == len(rows):
+        raise InputError(
+            f"none of the {len(rows)} interactions name an item of the SID index (first item {log.item_ids[log.items[0]]!r}); "
+            "pass the interactions of the catalogue the tokenizer was built on"
+        )
+    if unknown:
+        logger.warning("dropping %d of %d interactions whose items have no SID", unknown, len(rows))
+    parts: dict[int, tuple[list, list, list]] = {r: ([], [], []) for r in (TRAIN, VALID, TEST)}
+    bounds = log.user_bounds()
+    for s, e in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        known = rows[s:e] >= 0
+        seq, rl = rows[s:e][known], role[s:e][known]
+        user = log.user_ids[log.users[s]]
+        for t in range(1, len(seq)):
+            hist, tgt, users = parts[int(rl[t])]
+            hist.append(seq[max(0, t - max_history) : t])
+            tgt.append(seq[t])
+            users.append(user)
+    n_users = len(bounds) - 1
+    if not parts[TEST][1]:
+        raise InputError("no user has a test item with an SID after an earlier one; leave-one-out needs users with at least 3 interactions")
+    as_arr = lambda v: np.asarray(v, np.int64)  # noqa: E731
     stats = {
-        "users": len(st),
-        "users_skipped_short": skipped,
-        "train_examples": len(tt),
-        "valid_examples": len(vt),
-        "test_examples": len(st),
+        "interactions": int(len(rows)),
+        "unknown_item_interactions": unknown,
+        "users": n_users,
+        "users_without_test": n_users - len(parts[TEST][1]),
+        "train_examples": len(parts[TRAIN][1]),
+        "valid_examples": len(parts[VALID][1]),
+        "test_examples": len(parts[TEST][1]),
         "max_history": max_history,
     }
-    as_arr = lambda v: np.asarray(v, np.int64)  # noqa: E731
-    return SequenceSplit(th, as_arr(tt), vh, as_arr(vt), sh, as_arr(st), stats)
+    (th, tt, _), (vh, vt, vu), (sh, st, su) = parts[TRAIN], parts[VALID], parts[TEST]
+    return SequenceSplit(
+        train_hist=th, train_target=as_arr(tt), valid_hist=vh, valid_target=as_arr(vt), test_hist=sh, test_target=as_arr(st),
+        stats=stats, valid_users=np.asarray(vu, dtype=object), test_users=np.asarray(su, dtype=object),
+    )

@@ -11,11 +11,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ._data import leave_one_out_split, load_sid_index, user_sequences
+from .._progress import Progress
+from ._data import SequenceSplit, load_sid_index, sequence_split
 from ._metrics import retrieval_metrics, target_ranks
 from ._model import GenerativeRetriever, RetrievalConfig
 
-__all__ = ["evaluate_retrieval"]
+__all__ = ["evaluate_retrieval", "score_split", "machine_info"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,59 +29,77 @@ def evaluate_retrieval(
     max_users: int | None = None,
     model_out: str | os.PathLike | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Downstream check of SIDs: leave-one-out next-item retrieval, full ranking, Recall/NDCG@K.
 
     ``sids``: a tokenizer directory, an LC-Rec ``*.index.json`` or a ``SIDIndex``.
     ``interactions``: a path (Parquet, LC-Rec ``*.inter.json``) or a ``pyarrow.Table``.
     ``max_users``: keep only the first that many users (sorted by id), for quick runs.
+    ``on_epoch(record)`` is called after every training epoch; ``progress`` gets a task for
+    training (steps, with the loss) and one per decoded split (users).
     Returns a JSON-ready dict: test and validation metrics, training losses, timings.
+
+    Steps: load the SIDs, :func:`~tokenizer_kit.companion.sequence_split` (the one
+    leave-one-out split), train (:meth:`GenerativeRetriever.fit`), :func:`_validate`,
+    :func:`score_split` on the test users, save the model if asked, :func:`_result`.
     """
     cfg = RetrievalConfig.from_dict(config) if isinstance(config, dict) else (config or RetrievalConfig()).validate()
     t_all = time.perf_counter()
     index = load_sid_index(sids)
-    users, seqs, seq_stats = user_sequences(interactions, index)
-    if max_users is not None:
-        users, seqs = users[: int(max_users)], seqs[: int(max_users)]
-    split = leave_one_out_split(seqs, max_history=cfg.max_history)
+    split = sequence_split(interactions, index, max_history=cfg.max_history, max_users=max_users)
     logger.info("split: %s", split.stats)
     retr = GenerativeRetriever(index, cfg)
     t0 = time.perf_counter()
-    history = retr.fit(split.train_hist, split.train_target,
-                       valid=split.subset("valid", cfg.max_eval_users), on_epoch=on_epoch)
-    train_s = time.perf_counter() - t0
-
-    def score(part: str) -> tuple[dict[str, Any], float]:
-        hist, tgt = split.subset(part, cfg.max_eval_users)
-        t = time.perf_counter()
-        toks, _ = retr.generate_sids(hist)
-        first = retr.items_of_sids(toks)  # [n, beam]
-        ranked = retr.rank_sids(toks)
-        m = retrieval_metrics(ranked, tgt, cfg.ks)
-        m["users"] = int(len(tgt))
-        m["invalid_sid_rate"] = float((first < 0).mean()) if first.size else 0.0
-        r = target_ranks(ranked, tgt)
-        m["mean_rank_of_hits"] = float(r[r >= 0].mean()) if (r >= 0).any() else None
-        return m, time.perf_counter() - t
-
-    if cfg.eval_every:
-        valid, valid_s = score("valid")
-    else:  # beam search on the validation users only when it selects the epoch; its loss is cheap
-        t = time.perf_counter()
-        vh, vt = split.subset("valid", cfg.max_eval_users)
-        valid = {"loss": retr.loss(vh, vt), "users": int(len(vt))}
-        valid_s = time.perf_counter() - t
-    test, test_s = score("test")
+    history = retr.fit(split.train_hist, split.train_target, valid=split.subset("valid", cfg.max_eval_users), on_epoch=on_epoch, progress=progress)
+    seconds = {"train": time.perf_counter() - t0}
+    valid, seconds["valid"] = _validate(retr, split, progress)
+    test, seconds["test"] = score_split(retr, split, "test", progress=progress)
     if model_out is not None:
         retr.save(model_out)
+    seconds["total"] = time.perf_counter() - t_all
     source = sids if isinstance(sids, (str, os.PathLike)) else getattr(index, "stats", {}).get("source", "in-memory index")
+    return _result(retr, split, history, valid=valid, test=test, seconds=seconds, source=source, model_out=model_out)
+
+
+def score_split(retr: GenerativeRetriever, split: SequenceSplit, part: str, *, progress: Progress | None = None) -> tuple[dict[str, Any], float]:
+    """Beam-search the ``part`` ("valid" or "test") users of ``split`` (at most
+    ``max_eval_users``) and score the ranked items: (metrics, seconds)."""
+    cfg = retr.config
+    hist, tgt = split.subset(part, cfg.max_eval_users)
+    t = time.perf_counter()
+    toks, _ = retr.generate_sids(hist, progress=progress, description=f"decode {part}")
+    first = retr.items_of_sids(toks)  # [n, beam]
+    ranked = retr.rank_sids(toks)
+    m = retrieval_metrics(ranked, tgt, cfg.ks)
+    m["users"] = int(len(tgt))
+    m["invalid_sid_rate"] = float((first < 0).mean()) if first.size else 0.0
+    r = target_ranks(ranked, tgt)
+    m["mean_rank_of_hits"] = float(r[r >= 0].mean()) if (r >= 0).any() else None
+    return m, time.perf_counter() - t
+
+
+def _validate(retr: GenerativeRetriever, split: SequenceSplit, progress: Progress | None) -> tuple[dict[str, Any], float]:
+    """Validation numbers: beam search when it selects the epoch (``eval_every``), else only
+    the loss (cheap)."""
+    cfg = retr.config
+    if cfg.eval_every:
+        return score_split(retr, split, "valid", progress=progress)
+    t = time.perf_counter()
+    vh, vt = split.subset("valid", cfg.max_eval_users)
+    return {"loss": retr.loss(vh, vt), "users": int(len(vt))}, time.perf_counter() - t
+
+
+def _result(retr: GenerativeRetriever, split: SequenceSplit, history, *, valid, test, seconds, source, model_out) -> dict[str, Any]:
+    """The JSON-ready result of :func:`evaluate_retrieval`."""
+    index, cfg = retr.index, retr.config
     return {
         "sids": str(source),
         "sid_length": int(index.sid_length),
         "level_sizes": [int(k) for k in index.level_sizes],
         "n_items": int(len(index)),
         "duplicate_sids": int(len(index) - index.trie.n_leaves),
-        "data": {**seq_stats, **split.stats},
+        "data": dict(split.stats),
         "config": cfg.to_dict(),
         "parameters": retr.n_parameters,
         "device": str(retr.device),
@@ -90,9 +109,9 @@ def evaluate_retrieval(
             "epochs": cfg.epochs,
             "losses": [round(h["loss"], 6) for h in history],
             "epoch_records": history,
-            "seconds": train_s,
+            "seconds": seconds["train"],
         },
-        "seconds": {"train": train_s, "valid": valid_s, "test": test_s, "total": time.perf_counter() - t_all},
+        "seconds": seconds,
         "machine": machine_info(),
         "model_out": None if model_out is None else str(model_out),
     }

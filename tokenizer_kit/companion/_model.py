@@ -32,6 +32,8 @@ import numpy as np
 import torch
 
 from .._config import ValidatedConfig
+from .._progress import Progress, ProgressTask, as_progress
+from .._torch_utils import decay_groups, resolve_device, warmup_decay
 from ..errors import ArtifactError, InputError
 
 __all__ = ["RetrievalConfig", "GenerativeRetriever", "PAD_ID", "EOS_ID", "BOS_ID", "SEP_ID", "SPECIAL_TOKENS"]
@@ -114,10 +116,10 @@ class RetrievalConfig(ValidatedConfig):
             e.append(f"ks must be cut-offs >= 1, got {ks}")
         elif self.beam_size < max(ks):
             e.append(f"beam_size ({self.beam_size}) must be >= the largest cut-off {max(ks)} (full ranking needs that many items)")
-        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
-            e.append(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
-        elif str(self.device).startswith("cuda") and not torch.cuda.is_available():
-            e.append(f"device {self.device!r} asked for but CUDA is not available; use --device cpu or auto")
+        try:
+            resolve_device(self.device)
+        except InputError as err:
+            e.append(str(err))
         return e
 
     def validate(self) -> "RetrievalConfig":
@@ -139,9 +141,7 @@ class RetrievalConfig(ValidatedConfig):
         return d
 
     def torch_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        return resolve_device(self.device)
 
 
 @contextlib.contextmanager
@@ -272,78 +272,94 @@ class GenerativeRetriever:
         return {k: torch.as_tensor(v, device=self.device) for k, v in out.items()}
 
     # ---- training ----------------------------------------------------------------------------
-    def fit(self, *args, **kwargs) -> list[dict[str, Any]]:
-        """Train on (history, target) examples; returns one record per epoch (mean loss, seconds, validation metrics).
-
-        ``fit(hists, targets, *, valid=(hists, targets) | None, on_epoch=callable | None)``.
-        """
-        with _threads(self.config, self.device):
-            return self._fit(*args, **kwargs)
-
-    def _fit(
+    def fit(
         self,
         hists: list[np.ndarray],
         targets: np.ndarray,
         *,
         valid: tuple[list[np.ndarray], np.ndarray] | None = None,
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
+        progress: Progress | None = None,
     ) -> list[dict[str, Any]]:
+        """Train on (history, target) examples; returns one record per epoch (mean loss,
+        seconds, step, validation metrics when ``eval_every`` scores ``valid``).
+
+        AdamW (the package's parameter groups) with linear warmup and linear decay; with
+        ``eval_every`` the weights of the best validation epoch (NDCG at the largest cut-off)
+        are kept. ``on_epoch(record)`` is called after each epoch; ``progress`` gets one
+        task advanced per step with the loss.
+        """
+        with _threads(self.config, self.device):
+            return self._fit(hists, targets, valid=valid, on_epoch=on_epoch, progress=progress)
+
+    def _fit(self, hists, targets, *, valid, on_epoch, progress) -> list[dict[str, Any]]:
         cfg = self.config
-        n = len(targets)
-        if n == 0:
-            raise InputError("no training examples; users need at least 4 items for a training target under leave-one-out")
+        if len(targets) == 0:
+            raise InputError("no training examples; users need at least 2 interactions with SIDs for a training target under leave-one-out")
         targets = np.asarray(targets, np.int64)
         gen = torch.Generator().manual_seed(cfg.seed)
         torch.manual_seed(cfg.seed)
-        steps_per_epoch = math.ceil(n / cfg.batch_size)
-        total = max(1, steps_per_epoch * cfg.epochs)
-        warm = max(1, int(cfg.warmup_ratio * total))
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            (no_decay if p.ndim < 2 or "norm" in name else decay).append(p)
-        opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
-        )
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm)))
-        )
-        best = (-1.0, None)
-        step = 0
+        total = max(1, math.ceil(len(targets) / cfg.batch_size) * cfg.epochs)
+        opt, sched = self._optimizer(total)
         lengths = np.asarray([min(len(h), cfg.max_history) for h in hists], np.int64)
-        for epoch in range(cfg.epochs):
-            t0 = time.perf_counter()
-            self.model.train()
-            loss_sum, seen = 0.0, 0
-            for sel in self._epoch_batches(lengths, gen):
-                batch = self._batch([hists[i] for i in sel], targets[sel])
-                loss = self.model(**batch).loss
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-                opt.step()
-                sched.step()
-                step += 1
-                loss_sum += float(loss.detach()) * len(sel)
-                seen += len(sel)
-            rec: dict[str, Any] = {"epoch": epoch + 1, "loss": loss_sum / seen, "seconds": time.perf_counter() - t0, "step": step}
-            if valid is not None and cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
-                from ._metrics import retrieval_metrics
-
-                vh, vt = valid
-                rec["valid"] = retrieval_metrics(self.rank(vh), vt, cfg.ks)
-                score = rec["valid"][f"ndcg@{max(cfg.ks)}"]
-                if score > best[0]:
-                    best = (score, {k: v.detach().clone() for k, v in self.model.state_dict().items()})
-                    rec["best"] = True
-            logger.info("epoch %d/%d loss %.4f (%.1fs)%s", epoch + 1, cfg.epochs, rec["loss"], rec["seconds"],
-                        f" valid {rec['valid']}" if "valid" in rec else "")
-            self.history.append(rec)
-            if on_epoch is not None:
-                on_epoch(rec)
+        best: tuple[float, dict | None] = (-1.0, None)
+        step = 0
+        with as_progress(progress).task("retrieval train", total=total, unit="step") as task:
+            for epoch in range(1, cfg.epochs + 1):
+                t0 = time.perf_counter()
+                loss, step = self._train_epoch(hists, targets, lengths, gen, opt, sched, step, task)
+                rec: dict[str, Any] = {"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - t0, "step": step}
+                if valid is not None and cfg.eval_every and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
+                    best = self._validate_epoch(valid, rec, best)
+                logger.info("epoch %d/%d loss %.4f (%.1fs)%s", epoch, cfg.epochs, rec["loss"], rec["seconds"],
+                            f" valid {rec['valid']}" if "valid" in rec else "")
+                self.history.append(rec)
+                if on_epoch is not None:
+                    on_epoch(rec)
         if best[1] is not None:
             self.model.load_state_dict(best[1])
         return self.history
+
+    def _optimizer(self, total: int):
+        """AdamW over the package's parameter groups; linear warmup over ``warmup_ratio`` of
+        the ``total`` steps, then linear decay to 0."""
+        cfg = self.config
+        opt = torch.optim.AdamW(decay_groups(self.model.named_parameters(), cfg.weight_decay), lr=cfg.lr)
+        warm = max(1, int(cfg.warmup_ratio * total))
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, warmup_decay(total, warm, shape="linear"))
+
+    def _train_epoch(self, hists, targets, lengths, gen, opt, sched, step: int, task: ProgressTask) -> tuple[float, int]:
+        """One pass over the examples in length-bucketed shuffled batches: (mean loss, step)."""
+        cfg = self.config
+        self.model.train()
+        loss_sum, seen = 0.0, 0
+        for sel in self._epoch_batches(lengths, gen):
+            batch = self._batch([hists[i] for i in sel], targets[sel])
+            loss = self.model(**batch).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            step += 1
+            loss_sum += float(loss.detach()) * len(sel)
+            seen += len(sel)
+            task.advance(1, loss=float(loss.detach()))
+        return loss_sum / seen, step
+
+    def _validate_epoch(self, valid, rec: dict[str, Any], best: tuple[float, dict | None]) -> tuple[float, dict | None]:
+        """Score the validation users into ``rec["valid"]``; returns the best (score, weights) so far."""
+        from ._metrics import retrieval_metrics
+
+        cfg = self.config
+        vh, vt = valid
+        rec["valid"] = retrieval_metrics(self.rank(vh), vt, cfg.ks)
+        score = rec["valid"][f"ndcg@{max(cfg.ks)}"]
+        if score > best[0]:
+            rec["best"] = True
+            return score, {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        return best
 
     def _epoch_batches(self, lengths: np.ndarray, gen: torch.Generator) -> list[np.ndarray]:
         """Shuffled batches of similar history length (sorted within pools of 50 batches: less padding), in shuffled order."""
@@ -376,56 +392,57 @@ class GenerativeRetriever:
 
     # ---- inference -----------------------------------------------------------------------------
     @torch.no_grad()
-    def generate_sids(self, hists: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Trie-constrained beam search: SID token ids (n, beam, S) best first, and their scores (n, beam)."""
-        with _threads(self.config, self.device):
-            return self._generate_sids(hists)
+    def generate_sids(self, hists: list[np.ndarray], *, progress: Progress | None = None, description: str = "decode") -> tuple[np.ndarray, np.ndarray]:
+        """Trie-constrained beam search: SID token ids (n, beam, S) best first, and their
+        scores (n, beam). ``progress`` gets one task (``description``) advanced per batch."""
+        with _threads(self.config, self.device), as_progress(progress).task(description, total=len(hists), unit="user") as task:
+            cfg = self.config
+            self.model.eval()
+            out_tok = np.zeros((len(hists), cfg.beam_size, self.S), np.int64)
+            out_score = np.zeros((len(hists), cfg.beam_size), np.float32)
+            for s in range(0, len(hists), cfg.eval_batch_size):
+                chunk = hists[s : s + cfg.eval_batch_size]
+                out_tok[s : s + len(chunk)], out_score[s : s + len(chunk)] = self._generate_batch(chunk)
+                task.advance(len(chunk))
+        return out_tok, out_score
 
     @torch.no_grad()
-    def _generate_sids(self, hists: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def _generate_batch(self, hists: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """One batch of :meth:`generate_sids`: (B, beam, S) token ids and (B, beam) scores."""
         from transformers import LogitsProcessorList
 
         from ..indexer import TrieLogitsProcessor
 
         cfg = self.config
-        self.model.eval()
         beam = cfg.beam_size
-        out_tok = np.zeros((len(hists), beam, self.S), np.int64)
-        out_score = np.zeros((len(hists), beam), np.float32)
-        for s in range(0, len(hists), cfg.eval_batch_size):
-            b = self._batch(hists[s : s + cfg.eval_batch_size], None)
-            B = b["input_ids"].shape[0]
-            if cfg.arch == "t5":
-                prompt_len = 1  # the decoder start token
-                kw = {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]}
-            else:
-                prompt_len = b["input_ids"].shape[1]
-                kw = {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]}
-            proc = TrieLogitsProcessor(self.trie, self.vocab, prompt_length=prompt_len, eos_token_id=EOS_ID)
-            res = self.model.generate(
-                **kw,
-                logits_processor=LogitsProcessorList([proc]),
-                num_beams=beam,
-                num_return_sequences=beam,
-                max_new_tokens=self.S,
-                min_new_tokens=self.S,
-                do_sample=False,
-                early_stopping=True,
-                length_penalty=0.0,
-                output_scores=False,
-                return_dict_in_generate=True,
-                pad_token_id=PAD_ID,
-                eos_token_id=EOS_ID,
-                decoder_start_token_id=BOS_ID if cfg.arch == "t5" else None,
-            )
-            seq = res.sequences[:, prompt_len : prompt_len + self.S]  # [B*beam, <=S]
-            if seq.shape[1] < self.S:
-                seq = torch.nn.functional.pad(seq, (0, self.S - seq.shape[1]), value=PAD_ID)
-            out_tok[s : s + B] = seq.reshape(B, beam, self.S).cpu().numpy()
-            sc = getattr(res, "sequences_scores", None)
-            if sc is not None:
-                out_score[s : s + B] = sc.reshape(B, beam).float().cpu().numpy()
-        return out_tok, out_score
+        b = self._batch(hists, None)
+        B = b["input_ids"].shape[0]
+        # t5: the SID follows the decoder start token; decoder: it follows the whole prompt
+        prompt_len = 1 if cfg.arch == "t5" else b["input_ids"].shape[1]
+        proc = TrieLogitsProcessor(self.trie, self.vocab, prompt_length=prompt_len, eos_token_id=EOS_ID)
+        res = self.model.generate(
+            input_ids=b["input_ids"],
+            attention_mask=b["attention_mask"],
+            logits_processor=LogitsProcessorList([proc]),
+            num_beams=beam,
+            num_return_sequences=beam,
+            max_new_tokens=self.S,
+            min_new_tokens=self.S,
+            do_sample=False,
+            early_stopping=True,
+            length_penalty=0.0,
+            output_scores=False,
+            return_dict_in_generate=True,
+            pad_token_id=PAD_ID,
+            eos_token_id=EOS_ID,
+            decoder_start_token_id=BOS_ID if cfg.arch == "t5" else None,
+        )
+        seq = res.sequences[:, prompt_len : prompt_len + self.S]  # [B*beam, <=S]
+        if seq.shape[1] < self.S:
+            seq = torch.nn.functional.pad(seq, (0, self.S - seq.shape[1]), value=PAD_ID)
+        sc = getattr(res, "sequences_scores", None)
+        scores = sc.reshape(B, beam).float().cpu().numpy() if sc is not None else np.zeros((B, beam), np.float32)
+        return seq.reshape(B, beam, self.S).cpu().numpy(), scores
 
     def items_of_sids(self, sid_tokens: np.ndarray) -> np.ndarray:
         """Token ids (..., S) -> item row (...) of that SID (first in index order under a collision), -1 if none."""
@@ -441,9 +458,9 @@ class GenerativeRetriever:
         hit = ok & (pos < len(self._sorted_keys)) & (self._sorted_keys[posc] == keys)
         return np.where(hit, self._key_order[posc], -1).reshape(np.shape(sid_tokens)[:-1])
 
-    def rank(self, hists: list[np.ndarray], *, k: int | None = None) -> np.ndarray:
+    def rank(self, hists: list[np.ndarray], *, k: int | None = None, progress: Progress | None = None) -> np.ndarray:
         """Ranked item rows (n, k) for each history (k = beam size by default); -1 fills empty slots."""
-        toks, _ = self.generate_sids(hists)
+        toks, _ = self.generate_sids(hists, progress=progress)
         return self.rank_sids(toks, k=k)
 
     def rank_sids(self, toks: np.ndarray, *, k: int | None = None) -> np.ndarray:

@@ -81,59 +81,74 @@ def report_target(
 
     ``embeddings`` (an :class:`~tokenizer_kit.io.Embeddings`) enables reconstruction for a
     tokenizer directory, matched by item id; without it the build-time numbers are reused.
+    ``codebook_sizes`` applies to an ``*.index.json`` (default: inferred from the codes).
     """
-    from .._tokenizer import SemanticTokenizer
-
     target = Path(target)
     name = name or target.name
     if target.is_dir():
-        tok = SemanticTokenizer.from_pretrained(target)
-        if tok.codes is None:
-            raise InputError(f"{target}: tokenizer holds no indexed items (no sids.parquet)")
-        cats = _categories_for(tok.item_ids, categories)
-        x = None
-        if embeddings is not None:
-            pos = {str(i): r for r, i in enumerate(embeddings.ids.tolist())}
-            rows = [pos.get(str(i)) for i in tok.item_ids.tolist()]
-            missing = sum(r is None for r in rows)
-            if missing:
-                raise InputError(
-                    f"{missing} of {len(rows)} tokenized items are missing from the embeddings given; "
-                    "pass the embeddings the tokenizer was built on"
-                )
-            x = np.asarray(embeddings.vectors)[np.asarray(rows)]
-        m = tok.evaluate(x, categories=cats)
-        if x is None:
-            for k in ("reconstruction_mse", "reconstruction_relative"):
-                m[k] = tok.metrics.get(k)
-        out = {
-            "name": name,
-            "path": str(target),
-            "kind": "tokenizer",
-            "method": tok.method,
-            "config": tok.quantizer.config_dict(),
-            "build_seconds": tok.info.get("fit_seconds"),
-            **m,
-        }
-        if tok.sections:
-            out["sections"] = {k: v for k, v in tok.sections.items() if isinstance(v, (dict, list, str, int, float))}
-        return (out, tok.codes, tok.codebook_sizes) if return_codes else out
-    if target.suffix == ".json":
-        ids, codes = read_index_json(target)
-        sizes = list(codebook_sizes) if codebook_sizes else [int(codes[:, l].max()) + 1 for l in range(codes.shape[1])]
-        if len(sizes) != codes.shape[1]:
-            raise InputError(f"{target}: {codes.shape[1]} levels but {len(sizes)} codebook sizes given")
-        m = tokenizer_metrics(codes, sizes, categories=_categories_for(ids, categories))
-        out = {
-            "name": name,
-            "path": str(target),
-            "kind": "index_json",
-            "method": "external",
-            "codebook_sizes_inferred": codebook_sizes is None,
-            **m,
-        }
-        return (out, codes, sizes) if return_codes else out
-    raise InputError(f"{target}: expected a tokenizer directory or an LC-Rec *.index.json file")
+        out, codes, sizes = _report_tokenizer(target, name, embeddings, categories)
+    elif target.suffix == ".json":
+        out, codes, sizes = _report_index_json(target, name, categories, codebook_sizes)
+    else:
+        raise InputError(f"{target}: expected a tokenizer directory or an LC-Rec *.index.json file")
+    return (out, codes, sizes) if return_codes else out
+
+
+def _report_tokenizer(target: Path, name: str, embeddings, categories):
+    """Report, codes and codebook sizes of a tokenizer directory."""
+    from .._tokenizer import SemanticTokenizer
+
+    tok = SemanticTokenizer.from_pretrained(target)
+    if tok.codes is None:
+        raise InputError(f"{target}: tokenizer holds no indexed items (no sids.parquet)")
+    x = None if embeddings is None else _vectors_of(tok.item_ids, embeddings)
+    m = tok.evaluate(x, categories=_categories_for(tok.item_ids, categories))
+    if x is None:
+        for k in ("reconstruction_mse", "reconstruction_relative"):
+            m[k] = tok.metrics.get(k)
+    out = {
+        "name": name,
+        "path": str(target),
+        "kind": "tokenizer",
+        "method": tok.method,
+        "config": tok.quantizer.config_dict(),
+        "build_seconds": tok.info.get("fit_seconds"),
+        **m,
+    }
+    if tok.sections:
+        out["sections"] = {k: v for k, v in tok.sections.items() if isinstance(v, (dict, list, str, int, float))}
+    return out, tok.codes, tok.codebook_sizes
+
+
+def _vectors_of(item_ids: np.ndarray, embeddings) -> np.ndarray:
+    """The rows of ``embeddings`` for ``item_ids`` (n, d), matched by id; every item must be there."""
+    pos = {str(i): r for r, i in enumerate(embeddings.ids.tolist())}
+    rows = [pos.get(str(i)) for i in item_ids.tolist()]
+    missing = sum(r is None for r in rows)
+    if missing:
+        raise InputError(
+            f"{missing} of {len(rows)} tokenized items are missing from the embeddings given; "
+            "pass the embeddings the tokenizer was built on"
+        )
+    return np.asarray(embeddings.vectors)[np.asarray(rows)]
+
+
+def _report_index_json(target: Path, name: str, categories, codebook_sizes):
+    """Report, codes and codebook sizes of another tool's LC-Rec ``*.index.json``."""
+    ids, codes = read_index_json(target)
+    sizes = list(codebook_sizes) if codebook_sizes else [int(codes[:, l].max()) + 1 for l in range(codes.shape[1])]
+    if len(sizes) != codes.shape[1]:
+        raise InputError(f"{target}: {codes.shape[1]} levels but {len(sizes)} codebook sizes given")
+    m = tokenizer_metrics(codes, sizes, categories=_categories_for(ids, categories))
+    out = {
+        "name": name,
+        "path": str(target),
+        "kind": "index_json",
+        "method": "external",
+        "codebook_sizes_inferred": codebook_sizes is None,
+        **m,
+    }
+    return out, codes, sizes
 
 
 def build_report(targets: Sequence[dict[str, Any]]) -> dict[str, Any]:

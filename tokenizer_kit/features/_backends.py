@@ -251,13 +251,16 @@ class _HFImageTransform:
 
 def build_backend(config) -> OpenCLIPBackend | HFBackend:
     """Backend for an ``ExtractConfig`` (validated)."""
+    from .._torch_utils import resolve_device
+
+    device = str(resolve_device(config.device))
     if config.backend == "open_clip":
         return OpenCLIPBackend(
             model=config.model or "ViT-B-32",
             pretrained=config.pretrained,
             random_init=config.random_init,
             image_pool=config.image_pool,
-            device=config.device,
+            device=device,
             seed=config.seed,
         )
     from ._text_embed import default_text_model_path
@@ -267,6 +270,6 @@ def build_backend(config) -> OpenCLIPBackend | HFBackend:
         layer=config.layer,
         need_images=bool(config.image_fields),
         image_pool=config.image_pool,
-        device=config.device,
+        device=device,
         seed=config.seed,
     )

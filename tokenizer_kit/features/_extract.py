@@ -22,11 +22,12 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
 from .._config import ValidatedConfig
+from .._progress import Progress, ProgressTask, as_progress
 from .._version import __version__
 from ..errors import InputError
 from ._store import FeatureStoreWriter
@@ -178,33 +179,24 @@ def extract_features(
     *,
     overwrite: bool = False,
     base_dir: str | os.PathLike | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
     backend=None,
 ) -> ExtractResult:
     """Extract token features of every item of ``catalog`` into the store at ``out``.
 
     ``catalog``: a path (anything ``read_catalog`` reads) or a ``pyarrow.Table`` with
     ``item_id``. ``base_dir``: where relative image paths start (default: the catalogue's
-    directory). ``progress(n)`` is called after each batch with the items done. Resumes an
-    unfinished store at ``out`` made with the same config.
-    """
-    from ..io import read_catalog
+    directory). ``progress`` gets one task over the catalogue's rows, advanced per batch.
+    Resumes an unfinished store at ``out`` made with the same config.
 
+    Steps: :func:`_open_catalog`, the backend and :class:`FeatureStoreWriter` (which refuses
+    a store of another config), :func:`_encode_shard` per shard not yet written, then
+    :func:`_finish` (the manifest) and the result.
+    """
     config.validate()
-    if isinstance(catalog, (str, os.PathLike)):
-        if base_dir is None:
-            base_dir = Path(catalog).parent
-        table = read_catalog(catalog)
-    else:
-        table = catalog
-    base = Path(base_dir) if base_dir is not None else None
-    cols = set(table.column_names)
-    absent = [f for f in (*config.text_fields, *config.image_fields) if f not in cols]
-    if absent:
-        raise InputError(f"catalogue has no column(s) {absent} (columns: {sorted(cols)}); fix --text-fields/--image-fields")
+    table, base = _open_catalog(catalog, base_dir, config)
     item_ids = [str(i) for i in table.column("item_id").to_pylist()]
     n_rows = len(item_ids)
-
     store_cfg = config.store_config()
     store_cfg["catalog"] = {"n_rows": n_rows, "item_ids_sha256": _catalog_fingerprint(item_ids)}
     if backend is None:
@@ -214,45 +206,24 @@ def extract_features(
     if config.random_init:
         logger.warning("open_clip %s runs with random weights: the features are random (no CLIP weights ship offline)", config.model)
     segments = [*config.image_fields, *config.text_fields]
-    seg_id = {f: i for i, f in enumerate(segments)}
     writer = FeatureStoreWriter(out, dim=backend.dim, config=store_cfg, segments=segments, overwrite=overwrite)
     start_row = _rows_done(writer)
     if start_row:
         logger.info("resuming %s at row %d of %d (%d complete shards)", out, start_row, n_rows, len(writer.manifest["shards"]))
-    if progress is not None and start_row:
-        progress(start_row)
 
     t0 = time.perf_counter()
-    n_items_run = n_tokens_run = 0
-    fields = [*config.image_fields, *config.text_fields]
-    for s in range(start_row, n_rows, config.shard_size):
-        rows = table.slice(s, min(config.shard_size, n_rows - s)).select(fields).to_pylist()
-        ids, toks, segs, errors, skipped = _encode_shard(rows, item_ids[s : s + len(rows)], config, backend, seg_id, base, progress)
-        writer.write_shard(ids, toks, segs, extra={"n_rows": len(rows), "first_row": s, "errors": errors, "skipped": skipped})
-        n_items_run += len(ids)
-        n_tokens_run += int(sum(len(t) for t in toks))
+    n_tokens_run = 0
+    seg_id = {f: i for i, f in enumerate(segments)}
+    with as_progress(progress).task("extract", total=n_rows, unit="item", completed=start_row) as task:
+        for s in range(start_row, n_rows, config.shard_size):
+            rows = table.slice(s, min(config.shard_size, n_rows - s)).select(segments).to_pylist()
+            ids, toks, segs, errors, skipped = _encode_shard(rows, item_ids[s : s + len(rows)], config, backend, seg_id, base, task)
+            writer.write_shard(ids, toks, segs, extra={"n_rows": len(rows), "first_row": s, "errors": errors, "skipped": skipped})
+            n_tokens_run += int(sum(len(t) for t in toks))
     seconds = time.perf_counter() - t0
 
-    all_errors, n_skipped = [], 0
-    for name in writer.manifest["shards"]:
-        p = writer.path / name / "extra.json"
-        if p.exists():
-            extra = json.loads(p.read_text())
-            all_errors.extend(extra.get("errors", []))
-            n_skipped += len(extra.get("skipped", []))
+    all_errors, n_skipped = _finish(writer, config, backend)
     m = writer.manifest
-    writer.finish(
-        backend_info=backend.describe(),
-        random_init=bool(config.random_init),
-        token_budget={
-            "max_tokens_per_field": config.max_tokens_per_field,
-            "max_tokens": config.max_tokens,
-            "image_pool": config.image_pool,
-        },
-        n_image_errors=len(all_errors),
-        n_skipped_items=n_skipped,
-        tokenizer_kit_version=__version__,
-    )
     return ExtractResult(
         path=Path(out),
         n_rows=n_rows,
@@ -271,6 +242,48 @@ def extract_features(
     )
 
 
+def _open_catalog(catalog, base_dir, config: ExtractConfig):
+    """The catalogue as a Table and the directory relative image paths start from; every
+    field the config names must be a column."""
+    from ..io import read_catalog
+
+    if isinstance(catalog, (str, os.PathLike)):
+        if base_dir is None:
+            base_dir = Path(catalog).parent
+        table = read_catalog(catalog)
+    else:
+        table = catalog
+    cols = set(table.column_names)
+    absent = [f for f in (*config.text_fields, *config.image_fields) if f not in cols]
+    if absent:
+        raise InputError(f"catalogue has no column(s) {absent} (columns: {sorted(cols)}); fix text_fields/image_fields")
+    return table, Path(base_dir) if base_dir is not None else None
+
+
+def _finish(writer: FeatureStoreWriter, config: ExtractConfig, backend) -> tuple[list[dict], int]:
+    """Gather every shard's image errors and skipped items and write the final manifest."""
+    all_errors, n_skipped = [], 0
+    for name in writer.manifest["shards"]:
+        p = writer.path / name / "extra.json"
+        if p.exists():
+            extra = json.loads(p.read_text())
+            all_errors.extend(extra.get("errors", []))
+            n_skipped += len(extra.get("skipped", []))
+    writer.finish(
+        backend_info=backend.describe(),
+        random_init=bool(config.random_init),
+        token_budget={
+            "max_tokens_per_field": config.max_tokens_per_field,
+            "max_tokens": config.max_tokens,
+            "image_pool": config.image_pool,
+        },
+        n_image_errors=len(all_errors),
+        n_skipped_items=n_skipped,
+        tokenizer_kit_version=__version__,
+    )
+    return all_errors, n_skipped
+
+
 def _batches(rows, order, config: ExtractConfig, backend, base: Path | None):
     """Yield lists of ``(k, images, errors)`` over ``order`` (indices into ``rows``);
     images are decoded in DataLoader workers."""
@@ -282,11 +295,11 @@ def _batches(rows, order, config: ExtractConfig, backend, base: Path | None):
 
     from ._images import ImageItems, collate_items
 
-    ds = Subset(ImageItems(rows, config.image_fields, backend.image_transform, base), [int(k) for k in order])
+    ds = Subset(ImageItems(rows, fields=config.image_fields, transform=backend.image_transform, base_dir=base), [int(k) for k in order])
     yield from DataLoader(ds, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers, collate_fn=collate_items)
 
 
-def _encode_shard(rows, ids, config: ExtractConfig, backend, seg_id, base, progress):
+def _encode_shard(rows, ids, config: ExtractConfig, backend, seg_id, base, task: ProgressTask):
     import torch
 
     # length-sorted batches pad little; the order depends only on the shard's rows, so a
@@ -320,8 +333,7 @@ def _encode_shard(rows, ids, config: ExtractConfig, backend, seg_id, base, progr
             states = backend.encode_texts([v for _, v in have], config.max_tokens_per_field)
             for (k, _), t in zip(have, states):
                 parts[k].append((seg_id[f], t))
-        if progress is not None:
-            progress(len(ks))
+        task.advance(len(ks))
     toks: list[np.ndarray] = []
     segs: list[np.ndarray] = []
     out_ids: list[str] = []

@@ -80,7 +80,7 @@ class ImageItems:
     ``{"field", "index", "source", "error"}`` for images that failed to load.
     """
 
-    def __init__(self, cells: Sequence[dict[str, Any]], fields: Sequence[str], transform: Callable, base_dir: Path | None):
+    def __init__(self, cells: Sequence[dict[str, Any]], *, fields: Sequence[str], transform: Callable, base_dir: Path | None):
         self.cells = list(cells)
         self.fields = list(fields)
         self.transform = transform

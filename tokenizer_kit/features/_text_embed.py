@@ -11,6 +11,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from .._progress import Progress, as_progress
 from ..errors import TokenizerKitError
 
 __all__ = ["default_text_model_path", "item_texts", "embed_texts"]
@@ -52,23 +53,26 @@ def embed_texts(
     batch_size: int = 64,
     max_length: int = 256,
     normalize: bool = True,
-    device: str = "cpu",
-    progress=None,
+    device: str | None = "cpu",
+    progress: Progress | None = None,
 ) -> np.ndarray:
     """Mean-pooled (and L2-normalised) embeddings (n, d) float32.
 
-    ``progress`` is an optional callable ``progress(n_done)`` for the caller's progress bar.
+    ``device``: auto (None) | cpu | cuda[:N]; ``progress`` gets one task advanced per batch.
     """
     import torch
     from transformers import AutoModel, AutoTokenizer
 
+    from .._torch_utils import resolve_device
+
+    device = resolve_device(device)
     path = model_path or default_text_model_path()
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModel.from_pretrained(path).to(device).eval()
     # sort by length so batches pad little; results go back in input order
     order = np.argsort([len(t) for t in texts], kind="stable")
     out = np.empty((len(texts), model.config.hidden_size), dtype=np.float32)
-    with torch.inference_mode():
+    with torch.inference_mode(), as_progress(progress).task("embed texts", total=len(texts), unit="item") as task:
         for s in range(0, len(texts), batch_size):
             idx = order[s : s + batch_size]
             enc = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(device)
@@ -78,6 +82,5 @@ def embed_texts(
             if normalize:
                 v = torch.nn.functional.normalize(v, dim=-1)
             out[idx] = v.float().cpu().numpy()
-            if progress is not None:
-                progress(len(idx))
+            task.advance(len(idx))
     return out

@@ -1,4 +1,4 @@
-"""Inputs and artifact files: embeddings, catalogues, interactions, atomic writes."""
+"""Inputs and artifact files: embeddings, catalogues, interactions and their leave-one-out split, atomic writes."""
 
 from ._atomic import (
     atomic_directory,
@@ -17,6 +17,7 @@ from ._embeddings import (
     write_embeddings_parquet,
 )
 from ._sids import sids_table, write_sids_parquet
+from ._splits import TEST, TRAIN, VALID, InteractionLog, Split, interaction_log, leave_one_out_roles, leave_one_out_split
 from ._synthetic import make_clustered_embeddings
 from ._tables import (
     item_categories,
@@ -29,11 +30,19 @@ from ._tables import (
 
 __all__ = [
     "Embeddings",
+    "InteractionLog",
+    "Split",
+    "TEST",
+    "TRAIN",
+    "VALID",
     "atomic_directory",
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_json",
+    "interaction_log",
     "item_categories",
+    "leave_one_out_roles",
+    "leave_one_out_split",
     "load_embeddings",
     "make_clustered_embeddings",
     "read_catalog",

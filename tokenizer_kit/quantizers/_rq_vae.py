@@ -30,15 +30,18 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 
 from .._config import ValidatedConfig
+from .._progress import Progress, as_progress
 from ..errors import TokenizerKitError
 from ._base import QuantizerBase, register_quantizer
-from ._kmeans import KMeansConfig, nearest, resolve_device, train_kmeans
+from ._kmeans import KMeansConfig, nearest, train_kmeans
 
 try:
     import torch
     from torch import nn
 except ImportError as e:  # pragma: no cover - torch is a hard dependency of the package
     raise ImportError("RQ-VAE needs torch; pip install torch") from e
+
+from .._torch_utils import decay_groups, resolve_device, warmup_decay
 
 __all__ = ["RQVAEConfig", "RQVAE", "RQVAEModel"]
 
@@ -83,7 +86,6 @@ class RQVAEConfig(ValidatedConfig):
     # torch CPU threads while training (0 = torch's default). Small MLPs on a busy machine
     # often run faster on 1 thread than on many spinning ones.
     num_threads: int = 0
-    progress: bool = False  # tqdm bar on stderr (also on when the logger is at INFO)
     checkpoint_dir: str | None = None  # write a resumable checkpoint here every epoch
     checkpoint_every: int = 1  # epochs
     resume_from: str | None = None  # a checkpoint directory written by checkpoint_dir
@@ -140,6 +142,12 @@ class RQVAEConfig(ValidatedConfig):
             errs.append(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         return errs
 
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RQVAEConfig":
+        # "progress" (a bool that turned on a tqdm bar) was a field until progress became
+        # the caller's: ``fit(x, progress=...)``; configs saved with it still load
+        return super().from_dict({k: v for k, v in d.items() if k != "progress"})
 
     def architecture(self) -> dict[str, Any]:
         """The keys a checkpoint must share with the config that resumes it."""
@@ -218,22 +226,24 @@ class RQVAEModel(nn.Module):
 # ---- the quantizer ----------------------------------------------------------------------
 
 
-def _resolve_torch_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        return resolve_device("cuda")  # raises the project's one-line error
-    return device
+@dataclass(kw_only=True)
+class _FitRun:
+    """What one :meth:`RQVAE.fit` holds between its steps (built by ``_setup``)."""
 
-
-def _cosine_lambda(total: int, warmup: int, floor: float) -> Callable[[int], float]:
-    def f(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        t = min(1.0, (step - warmup) / max(1, total - warmup))
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
-
-    return f
+    device: torch.device
+    amp: bool  # bf16 autocast of encoder and decoder (CUDA only)
+    train_idx: np.ndarray  # sorted training rows
+    val_idx: np.ndarray  # sorted validation rows
+    batch_size: int
+    steps_per_epoch: int
+    model: RQVAEModel
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    gen: torch.Generator  # draws of the dead-code restarts
+    usage: list  # per level, (K,) code counts since the last restart check
+    state: dict  # epoch, step, best_val, best_epoch, bad_epochs, restarts, history, stopped_early (checkpointed)
+    best_weights: dict | None = None
+    resumed_from: str | None = None
 
 
 @register_quantizer
@@ -263,158 +273,169 @@ class RQVAE(QuantizerBase):
         return RQVAEModel(dim=d, latent_dim=cfg.latent_dim, hidden_dims=list(cfg.hidden_dims), codebook_sizes=self.codebook_sizes)
 
     # ---- training ---------------------------------------------------------------------
-    def fit(self, x: np.ndarray, *, on_epoch_end: Callable[[dict[str, Any]], None] | None = None) -> "RQVAE":
+    def fit(
+        self,
+        x: np.ndarray,
+        *,
+        on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+        progress: Progress | None = None,
+    ) -> "RQVAE":
         """Train on ``x`` (n, d) (a memmap is read batch by batch) and keep the codes of
         every row in ``fit_codes_`` (n, L).
 
         ``on_epoch_end(state)`` is called after each epoch (and its checkpoint) with the
         epoch's numbers; raising from it stops training, which a later ``resume_from``
-        continues exactly.
+        continues exactly. ``progress`` gets one task over ``max_epochs``, advanced per
+        epoch with the loss and validation MSE.
+
+        Steps: :meth:`_setup` (split, model, optimizer, resume or initialisation), then per
+        epoch :meth:`_train_epoch` (over :meth:`_train_step`) and :meth:`_end_epoch`
+        (validation, early stopping, checkpoint), then :meth:`_finish` (best weights, codes,
+        summary).
         """
         threads = torch.get_num_threads()
         if self.config.num_threads:
             torch.set_num_threads(self.config.num_threads)
         try:
-            return self._fit(x, on_epoch_end=on_epoch_end)
+            x = self._check_fit_input(x)
+            t_start = time.perf_counter()
+            run = self._setup(x)
+            state = run.state
+            with as_progress(progress).task("rq-vae", total=self.config.max_epochs, unit="epoch", completed=state["epoch"]) as task:
+                while state["epoch"] < self.config.max_epochs and not state["stopped_early"]:
+                    mean = self._train_epoch(run, x)
+                    self._end_epoch(run, x, mean)
+                    last = state["history"][-1]
+                    task.advance(1, loss=last["loss"], val_mse=last["val_mse"])
+                    if on_epoch_end is not None:
+                        on_epoch_end(dict(last, step=state["step"], stopped_early=state["stopped_early"]))
+            return self._finish(run, x, t_start)
         finally:
             torch.set_num_threads(threads)
 
-    def _fit(self, x: np.ndarray, *, on_epoch_end: Callable[[dict[str, Any]], None] | None) -> "RQVAE":
-        x = self._check_fit_input(x)
+    def _setup(self, x: np.ndarray) -> _FitRun:
+        """Train/validation split (a seeded permutation, so a resumed run sees the same
+        split), model, AdamW and schedule, then a checkpoint's state or a fresh start
+        (standardisation, k-means initialisation of the codebooks)."""
         n, d = x.shape
         cfg = self.config
-        kmax = max(cfg.codebook_sizes)
-        device = _resolve_torch_device(cfg.device)
-        amp = device == "cuda" and cfg.bf16
-        t_start = time.perf_counter()
         self._dim = d
-
-        # split: a seeded permutation, so a resumed run sees the same split
+        device = resolve_device(cfg.device)
         perm = np.random.default_rng([cfg.seed, 0]).permutation(n)
         n_val = int(round(n * cfg.val_fraction))
-        if n - n_val < kmax:
-            n_val = max(0, n - kmax)
-        val_idx = np.sort(perm[:n_val])
-        train_idx = np.sort(perm[n_val:])
-        n_train = len(train_idx)
-        bs = min(cfg.batch_size, n_train)
-        steps_per_epoch = max(1, n_train // bs)  # drop the last partial batch
+        if n - n_val < max(cfg.codebook_sizes):
+            n_val = max(0, n - max(cfg.codebook_sizes))
+        val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        bs = min(cfg.batch_size, len(train_idx))
+        steps_per_epoch = max(1, len(train_idx) // bs)  # drop the last partial batch
         total_steps = steps_per_epoch * cfg.max_epochs
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             model = self._new_model(d)
         model.to(device)
-        # no weight decay on codebooks: it would pull rarely used codes to 0
-        net = [p for name, p in model.named_parameters() if not name.startswith("rvq.")]
-        opt = torch.optim.AdamW(
-            [{"params": net}, {"params": list(model.rvq.parameters()), "weight_decay": 0.0}],
-            lr=cfg.lr,
-            weight_decay=cfg.weight_decay,
+        # no weight decay on codebooks (it would pull rarely used codes to 0); unlike the
+        # package default, biases are decayed: RQ-VAE always trained so, and its codes stay put
+        groups = decay_groups(model.named_parameters(), cfg.weight_decay, no_decay=lambda name, p: name.startswith("rvq."))
+        opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_decay(total_steps, min(cfg.warmup_steps, total_steps // 10), floor=cfg.min_lr_ratio))
+        run = _FitRun(
+            device=device, amp=device.type == "cuda" and cfg.bf16, train_idx=train_idx, val_idx=val_idx, batch_size=bs,
+            steps_per_epoch=steps_per_epoch, model=model, opt=opt, sched=sched,
+            gen=torch.Generator().manual_seed(cfg.seed + 1),  # dead-code restarts
+            usage=[torch.zeros(k, dtype=torch.long, device=device) for k in self.codebook_sizes],
+            state={"epoch": 0, "step": 0, "best_val": math.inf, "best_epoch": -1, "bad_epochs": 0,
+                   "restarts": [0] * self.levels, "history": [], "stopped_early": False},
         )
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine_lambda(total_steps, min(cfg.warmup_steps, total_steps // 10), cfg.min_lr_ratio))
-        gen = torch.Generator().manual_seed(cfg.seed + 1)  # dead-code restarts
-
-        state: dict[str, Any] = {
-            "epoch": 0,
-            "step": 0,
-            "best_val": math.inf,
-            "best_epoch": -1,
-            "bad_epochs": 0,
-            "restarts": [0] * self.levels,
-            "history": [],
-            "stopped_early": False,
-        }
-        usage = [torch.zeros(k, dtype=torch.long, device=device) for k in self.codebook_sizes]
-        best_weights = None
-        resumed_from = None
         if cfg.resume_from:
-            best_weights = self._load_checkpoint(Path(cfg.resume_from), model, opt, sched, gen, usage, state, n=n, d=d)
-            resumed_from = str(cfg.resume_from)
-            logger.info("resumed RQ-VAE from %s at epoch %d", cfg.resume_from, state["epoch"])
+            run.best_weights = self._load_checkpoint(Path(cfg.resume_from), model, opt, sched, run.gen, run.usage, run.state, n=n, d=d)
+            run.resumed_from = str(cfg.resume_from)
+            logger.info("resumed RQ-VAE from %s at epoch %d", cfg.resume_from, run.state["epoch"])
         else:
             self._init_standardization(model, x, train_idx)
             if cfg.kmeans_init:
                 self._kmeans_init(model, x, train_idx, device)
+        return run
 
-        want_bar = cfg.progress or logger.isEnabledFor(logging.INFO)
-        bar = None
-        if want_bar and state["epoch"] < cfg.max_epochs and not state["stopped_early"]:
-            from tqdm.auto import tqdm
+    def _train_epoch(self, run: _FitRun, x: np.ndarray) -> np.ndarray:
+        """One pass over the training rows in a seeded order: mean (loss, reconstruction, vq)."""
+        cfg, state, bs = self.config, run.state, run.batch_size
+        run.model.train()
+        order = run.train_idx[np.random.default_rng([cfg.seed, 1, state["epoch"]]).permutation(len(run.train_idx))]
+        restart_every = cfg.restart_interval or run.steps_per_epoch
+        sums = np.zeros(3)
+        for s in range(run.steps_per_epoch):
+            idx = np.sort(order[s * bs : (s + 1) * bs])  # sorted: sequential reads from a memmap
+            losses, residuals = self._train_step(run, x, idx)
+            state["step"] += 1
+            if cfg.restart_dead_codes and state["step"] % restart_every == 0:
+                self._restart_dead(run.model, run.opt, run.usage, residuals, run.gen, state)
+            sums += losses
+        return sums / run.steps_per_epoch
 
-            bar = tqdm(total=cfg.max_epochs, initial=state["epoch"], desc="rq-vae", unit="epoch", leave=False)
+    def _train_step(self, run: _FitRun, x: np.ndarray, idx: np.ndarray) -> tuple[tuple[float, float, float], list]:
+        """One optimizer step on rows ``idx``; counts code usage. Returns (loss, reconstruction,
+        vq loss) and the batch's residuals per level (for dead-code restarts)."""
+        cfg, model = self.config, run.model
+        xb = torch.from_numpy(np.ascontiguousarray(x[idx], dtype=np.float32)).to(run.device)
+        xs = model.standardize(xb)
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=run.amp):
+            z = model.encoder(xs)
+        zq, codes, vq_loss, residuals = model.rvq(z.float(), beta=cfg.beta)
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=run.amp):
+            y = model.decoder(zq)
+        rec = (y.float() - xs).pow(2).mean()
+        loss = rec + vq_loss
+        run.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        run.opt.step()
+        run.sched.step()
+        for lvl in range(self.levels):
+            run.usage[lvl] += torch.bincount(codes[:, lvl], minlength=run.usage[lvl].numel())
+        return (loss.item(), rec.item(), vq_loss.item()), residuals
 
-        restart_every = cfg.restart_interval or steps_per_epoch
-        try:
-            while state["epoch"] < cfg.max_epochs and not state["stopped_early"]:
-                epoch = state["epoch"]
-                model.train()
-                order = train_idx[np.random.default_rng([cfg.seed, 1, epoch]).permutation(n_train)]
-                sums = np.zeros(3)
-                for s in range(steps_per_epoch):
-                    idx = np.sort(order[s * bs : (s + 1) * bs])  # sorted: sequential reads from a memmap
-                    xb = torch.from_numpy(np.ascontiguousarray(x[idx], dtype=np.float32)).to(device)
-                    xs = model.standardize(xb)
-                    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
-                        z = model.encoder(xs)
-                    zq, codes, vq_loss, residuals = model.rvq(z.float(), beta=cfg.beta)
-                    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
-                        y = model.decoder(zq)
-                    rec = (y.float() - xs).pow(2).mean()
-                    loss = rec + vq_loss
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if cfg.grad_clip:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    opt.step()
-                    sched.step()
-                    state["step"] += 1
-                    for lvl in range(self.levels):
-                        usage[lvl] += torch.bincount(codes[:, lvl], minlength=usage[lvl].numel())
-                    if cfg.restart_dead_codes and state["step"] % restart_every == 0:
-                        self._restart_dead(model, opt, usage, residuals, gen, state)
-                    sums += (loss.item(), rec.item(), vq_loss.item())
-                mean = sums / steps_per_epoch
-                scale2 = float(model.scale) ** 2
-                rec_train = float(mean[1]) * scale2
-                val = self._val_mse(model, x, val_idx, device) if n_val else rec_train
-                improved = val < state["best_val"] * (1 - cfg.min_delta)
-                if improved:
-                    state["best_val"], state["best_epoch"], state["bad_epochs"] = val, epoch, 0
-                    best_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-                else:
-                    state["bad_epochs"] += 1
-                    if state["bad_epochs"] >= cfg.patience:
-                        state["stopped_early"] = True
-                state["history"].append(
-                    {"epoch": epoch, "loss": float(mean[0]), "train_mse": rec_train, "vq_loss": float(mean[2]), "val_mse": val, "lr": sched.get_last_lr()[0]}
-                )
-                state["epoch"] = epoch + 1
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{mean[0]:.4f}", val_mse=f"{val:.3g}")
-                logger.debug("epoch %d loss %.5f val_mse %.4g", epoch, mean[0], val)
-                if cfg.checkpoint_dir and (state["epoch"] % cfg.checkpoint_every == 0 or state["stopped_early"] or state["epoch"] == cfg.max_epochs):
-                    self._save_checkpoint(Path(cfg.checkpoint_dir), model, opt, sched, gen, usage, state, best_weights, n=n, d=d)
-                if on_epoch_end is not None:
-                    on_epoch_end(dict(state["history"][-1], step=state["step"], stopped_early=state["stopped_early"]))
-        finally:
-            if bar is not None:
-                bar.close()
+    def _end_epoch(self, run: _FitRun, x: np.ndarray, mean: np.ndarray) -> None:
+        """Validation MSE in input space, best weights and early stopping, the epoch's
+        history record, and a checkpoint when one is due."""
+        cfg, state, model = self.config, run.state, run.model
+        epoch = state["epoch"]
+        rec_train = float(mean[1]) * float(model.scale) ** 2
+        val = self._val_mse(model, x, run.val_idx, run.device) if len(run.val_idx) else rec_train
+        if val < state["best_val"] * (1 - cfg.min_delta):
+            state["best_val"], state["best_epoch"], state["bad_epochs"] = val, epoch, 0
+            run.best_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        else:
+            state["bad_epochs"] += 1
+            if state["bad_epochs"] >= cfg.patience:
+                state["stopped_early"] = True
+        state["history"].append(
+            {"epoch": epoch, "loss": float(mean[0]), "train_mse": rec_train, "vq_loss": float(mean[2]), "val_mse": val, "lr": run.sched.get_last_lr()[0]}
+        )
+        state["epoch"] = epoch + 1
+        logger.debug("epoch %d loss %.5f val_mse %.4g", epoch, mean[0], val)
+        if cfg.checkpoint_dir and (state["epoch"] % cfg.checkpoint_every == 0 or state["stopped_early"] or state["epoch"] == cfg.max_epochs):
+            n, d = x.shape
+            self._save_checkpoint(Path(cfg.checkpoint_dir), model, run.opt, run.sched, run.gen, run.usage, state, run.best_weights, n=n, d=d)
 
-        if best_weights is not None:
-            model.load_state_dict(best_weights)
+    def _finish(self, run: _FitRun, x: np.ndarray, t_start: float) -> "RQVAE":
+        """Keep the best weights (on the CPU), encode every row and write the summary."""
+        model, state = run.model, run.state
+        if run.best_weights is not None:
+            model.load_state_dict(run.best_weights)
         model.eval()
-        self.model = model.cpu() if device != "cpu" else model
+        self.model = model.cpu() if run.device.type != "cpu" else model
         t_train = time.perf_counter() - t_start
         self.fit_codes_ = self.encode(x)
+        n, d = x.shape
         hist = state["history"]
         self._summary = {
-            "n_train": int(n_train),
-            "n_val": int(n_val),
+            "n_train": int(len(run.train_idx)),
+            "n_val": int(len(run.val_idx)),
             "dim": int(d),
-            "device": device,
-            "bf16": bool(amp),
+            "device": str(run.device),
+            "bf16": bool(run.amp),
             "epochs": int(state["epoch"]),
             "steps": int(state["step"]),
             "best_epoch": int(state["best_epoch"]),
@@ -425,7 +446,7 @@ class RQVAE(QuantizerBase):
             "first_train_loss": hist[0]["loss"] if hist else None,
             "train_seconds": t_train,
             "fit_seconds": time.perf_counter() - t_start,
-            "resumed_from": resumed_from,
+            "resumed_from": run.resumed_from,
             # every 10th epoch keeps the manifest small
             "history": [h for h in hist if h["epoch"] % 10 == 0 or h is hist[-1]],
         }

@@ -1,8 +1,20 @@
-"""Leave-one-out split of interaction logs (the usual protocol for sequential recommendation).
+"""The one leave-one-out split of interaction logs (the usual protocol for sequential
+recommendation: SASRec, TIGER, LC-Rec, P5), shared by alignment and the companion.
 
-Per user, interactions are ordered by ``timestamp`` (ties keep file order): the last one is
-the test item, the second to last the validation item, the rest is training. Users with fewer
-than ``min_interactions`` (default 3) interactions go wholly to training.
+The rule, per user, with the user's interactions in time order (``timestamp``; ties keep
+file order):
+
+* the last interaction is the user's **test** item and the one before it the
+  **validation** item; every earlier one is **training**;
+* a user with fewer than ``min_interactions`` (default and minimum 3) interactions has no
+  validation or test item: all of that user's interactions are training.
+
+Both consumers take their roles from :func:`leave_one_out_roles`, so they cannot disagree:
+alignment mines its training pairs from the training rows only (and evaluates on the
+held-out validation/test rows), and the companion (``tokenizer_kit.companion``) predicts
+each training, validation and test row from the rows before it. A short user therefore
+gives the companion training examples but no validation or test example, and a held-out
+row that alignment never trained on is exactly a row the companion scores.
 """
 
 from __future__ import annotations
@@ -13,7 +25,9 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["InteractionLog", "leave_one_out_split", "interaction_log"]
+__all__ = ["InteractionLog", "Split", "TRAIN", "VALID", "TEST", "interaction_log", "leave_one_out_roles", "leave_one_out_split"]
+
+TRAIN, VALID, TEST = 0, 1, 2
 
 
 @dataclass
@@ -101,17 +115,23 @@ class Split:
     test: InteractionLog
 
 
-def leave_one_out_split(log_or_table, *, min_interactions: int = 3) -> Split:
-    """Leave-one-out split per user (last -> test, second to last -> valid, rest -> train)."""
-    log = log_or_table if isinstance(log_or_table, InteractionLog) else interaction_log(log_or_table)
+def leave_one_out_roles(log: InteractionLog, *, min_interactions: int = 3) -> np.ndarray:
+    """Role of every row of ``log``: (n,) int8, ``TRAIN`` / ``VALID`` / ``TEST`` (the module's rule)."""
+    if int(min_interactions) < 3:
+        raise InputError(f"min_interactions must be >= 3 (one training, one validation, one test item), got {min_interactions}")
     b = log.user_bounds()
     starts, ends = b[:-1], b[1:]
-    n = len(log)
-    role = np.zeros(n, dtype=np.int8)  # 0 train, 1 valid, 2 test
-    big = (ends - starts) >= max(int(min_interactions), 3)
-    role[ends[big] - 1] = 2
-    role[ends[big] - 2] = 1
-    return Split(log.subset(role == 0), log.subset(role == 1), log.subset(role == 2))
+    role = np.full(len(log), TRAIN, dtype=np.int8)
+    big = (ends - starts) >= int(min_interactions)
+    role[ends[big] - 1] = TEST
+    role[ends[big] - 2] = VALID
+    return role
 
 
-__all__ += ["Split"]
+def leave_one_out_split(log_or_table, *, min_interactions: int = 3) -> Split:
+    """Leave-one-out split per user (last -> test, second to last -> valid, rest -> train;
+    short users wholly train). ``log_or_table``: an :class:`InteractionLog` or an
+    interactions Table (``read_interactions``)."""
+    log = log_or_table if isinstance(log_or_table, InteractionLog) else interaction_log(log_or_table)
+    role = leave_one_out_roles(log, min_interactions=min_interactions)
+    return Split(log.subset(role == TRAIN), log.subset(role == VALID), log.subset(role == TEST))
