@@ -175,34 +175,48 @@ def test_known_item_with_new_embedding_needs_replace(small_tok):
         idx.assign(tok, np.array(["n1", "n1"], dtype=object), x[:2])
 
 
-def test_failed_update_leaves_previous_index_loadable(tmp_path, small_tok, monkeypatch):
+@pytest.mark.parametrize("where", ["segment", "manifest", "compact"])
+def test_failed_update_leaves_previous_index_loadable(tmp_path, small_tok, monkeypatch, where):
     tok, x, ids = small_tok
     tok = SemanticTokenizer.build(x[:500], ids=ids[:500], codebook_sizes=[6, 6, 24], seed=0)
     path = tmp_path / "tok"
     SIDIndex.for_tokenizer(tok, x=x[:500]).save(tok, path)
+    before = {p.name: p.read_bytes() for p in path.iterdir()}
     tok = SemanticTokenizer.from_pretrained(path)
     idx = SIDIndex.from_tokenizer(tok)
     new, _, _ = idx.assign(tok, ids[500:], x[500:])
 
     import safetensors.numpy as stn
 
-    real = stn.save_file
-    calls = {"n": 0}
+    import tokenizer_kit.io as tio
 
-    def flaky(tensors, filename, *a, **k):  # fail on the second safetensors file (after others were written)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise OSError("disk full (injected)")
-        return real(tensors, filename, *a, **k)
+    def boom(*a, **k):
+        raise OSError("disk full (injected)")
 
-    monkeypatch.setattr(stn, "save_file", flaky)
+    if where == "segment":  # the segment file fails
+        monkeypatch.setattr(stn, "save_file", boom)
+    elif where == "manifest":  # the segment is written, the manifest replace fails
+        monkeypatch.setattr(tio, "atomic_write_json", boom)
+    else:  # a full rewrite fails after some files were written
+        real, calls = stn.save_file, {"n": 0}
+
+        def flaky(tensors, filename, *a, **k):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise OSError("disk full (injected)")
+            return real(tensors, filename, *a, **k)
+
+        monkeypatch.setattr(stn, "save_file", flaky)
     with pytest.raises(OSError, match="injected"):
-        new.save(tok, path)
-    monkeypatch.setattr(stn, "save_file", real)
+        new.compact(tok, path) if where == "compact" else new.save(tok, path)
+    monkeypatch.undo()
     back = SIDIndex.from_tokenizer(SemanticTokenizer.from_pretrained(path))
     assert back.version == 1 and len(back) == 500
     np.testing.assert_array_equal(back.sids, idx.sids)
     assert not any(p.name.endswith(".staging") for p in tmp_path.iterdir())
+    after = {p.name: p.read_bytes() for p in path.iterdir() if not p.name.startswith(".")}
+    assert after.keys() - before.keys() <= {f"{new.pending[0].name}.safetensors"}  # at most an unreferenced segment
+    assert all(after[k] == before[k] for k in before)
 
 
 def test_lcrec_export_import_roundtrip(tmp_path, small_tok):

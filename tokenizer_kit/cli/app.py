@@ -23,6 +23,7 @@ _COMMAND_MODULES = [
     "_report",
     "_embed_text",
     "_index",
+    "_compact",
     "_extract",
     "_pipeline",
     "_mine_pairs",

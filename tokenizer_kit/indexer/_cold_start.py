@@ -15,6 +15,7 @@ import numpy as np
 
 from .._tokenizer import sid_string
 from ..errors import InputError
+from ._segments import Segment
 
 if TYPE_CHECKING:
     from ._index import IndexConfig, SIDIndex
@@ -105,33 +106,53 @@ def _place(rnd: Round, index: "SIDIndex", tok, retired: np.ndarray) -> None:
         rnd.sids[t], rnd.collided[t], rnd.moved[t] = p.sids, p.collided, p.moved
 
 
-def _updated_index(index: "SIDIndex", rnd: Round, retired: np.ndarray, changed: bool) -> "SIDIndex":
-    """The index after the round: replaced rows change in place, new rows are appended."""
+def _segment(index: "SIDIndex", rnd: Round, fill: np.ndarray, version: int) -> Segment:
+    """The round as a segment: new items appended, replaced and newly pinned rows updated."""
+    new = rnd.new_rows
+    upd = np.flatnonzero(rnd.differs | fill)  # input rows that update an indexed row
+    rows = rnd.rows[upd]
+    pinned = fill[upd]  # same SID, first embedding seen
+    sids = np.where(pinned[:, None], index.sids[rows], rnd.sids[upd])
+    raw = np.where(pinned[:, None], index.raw_codes[rows], rnd.codes[upd])
+    moved = np.where(pinned, index.moved[rows], rnd.moved[upd])
+    return Segment(
+        version=version,
+        item_ids=rnd.ids[new],
+        sids=np.concatenate([rnd.sids[new], sids]),
+        raw_codes=np.concatenate([rnd.codes[new], raw]),
+        moved=np.concatenate([rnd.moved[new], moved]),
+        emb_hash=np.concatenate([rnd.hashes[new], rnd.hashes[upd]]),
+        rows=rows,
+        retired=index.sids[rnd.rows[rnd.differs]],
+    )
+
+
+def _updated_index(index: "SIDIndex", seg: Segment, retired: np.ndarray, suffix_size: int) -> "SIDIndex":
+    """The index after the round (replaced rows change in place, new rows are appended), with
+    the round pending as a segment; the stored base trie is kept, the rows updated leave it."""
     from ._index import SIDIndex, _merge_ids
 
-    rep_rows = rnd.rows[rnd.differs]
-    sids, raw, moved, eh = index.sids.copy(), index.raw_codes.copy(), index.moved.copy(), index.emb_hash.copy()
-    fill = rnd.known & (index.emb_hash[np.maximum(rnd.rows, 0)] == 0)
-    eh[rnd.rows[fill]] = rnd.hashes[fill]  # first sighting pins the embedding of items indexed without one
-    if len(rep_rows):
-        sel = np.flatnonzero(rnd.differs)
-        sids[rep_rows], raw[rep_rows], moved[rep_rows], eh[rep_rows] = rnd.sids[sel], rnd.codes[sel], rnd.moved[sel], rnd.hashes[sel]
-    new = rnd.new_rows
-    suffix_size = index.policy_obj.grown_suffix_size(index.suffix_size, rnd.sids[rnd.todo])
-    return SIDIndex(
-        item_ids=_merge_ids(index.item_ids, rnd.ids[new]),
-        sids=np.concatenate([sids, rnd.sids[new]]),
-        raw_codes=np.concatenate([raw, rnd.codes[new]]),
-        codebook_sizes=index.codebook_sizes,
-        policy=index.policy,
-        version=index.version + (1 if changed else 0),
-        suffix_size=suffix_size,
-        moved=np.concatenate([moved, rnd.moved[new]]),
-        emb_hash=np.concatenate([eh, rnd.hashes[new]]),
-        retired=retired,
-        stats=dict(index.stats),
-        history=list(index.history),
+    arrays = {}
+    for k in ("sids", "raw_codes", "moved", "emb_hash"):
+        a = np.concatenate([getattr(index, k), getattr(seg, k)[: seg.appended]])
+        a[seg.rows] = getattr(seg, k)[seg.appended :]
+        arrays[k] = a
+    new = SIDIndex(
+        item_ids=_merge_ids(index.item_ids, seg.item_ids), **arrays, codebook_sizes=index.codebook_sizes, policy=index.policy,
+        version=seg.version, suffix_size=suffix_size, retired=retired, stats=dict(index.stats), history=list(index.history),
+        segments=list(index.segments), pending=list(index.pending) + [seg],
     )
+    live = index.live
+    trie, n_base, dead, dead_sids = live.base, live.n_base, live.dead, live.dead_sids
+    fresh = np.setdiff1d(seg.rows[seg.rows < n_base], dead)
+    if len(fresh):
+        dead_sids = np.concatenate([dead_sids, index.sids[fresh]])
+        dead = np.concatenate([dead, fresh])
+        order = np.argsort(dead, kind="stable")
+        dead, dead_sids = dead[order], dead_sids[order]
+    new._base = (trie, n_base, dead, dead_sids)
+    new._origin = index._origin
+    return new
 
 
 def _nearest(index: "SIDIndex", tok, rnd: Round, config: "IndexConfig") -> list[list]:
@@ -199,7 +220,11 @@ def cold_start(
     _place(rnd, index, tok, retired)
     fill = rnd.known & (index.emb_hash[np.maximum(rnd.rows, 0)] == 0) if len(index) else np.zeros(len(ids), bool)
     changed = bool(rnd.todo.any()) or bool(fill.any())
-    new = _updated_index(index, rnd, retired, changed)
+    if changed:
+        suffix_size = index.policy_obj.grown_suffix_size(index.suffix_size, rnd.sids[rnd.todo])
+        new = _updated_index(index, _segment(index, rnd, fill, index.version + 1), retired, suffix_size)
+    else:
+        new = index
     table = _table(rnd, _nearest(index, tok, rnd, config))
     summary = _summary(index, new, rnd, retired)
     if changed:

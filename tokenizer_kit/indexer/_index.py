@@ -33,6 +33,8 @@ from .._tokenizer import level_token, parse_sid_string, sid_string
 from ..errors import ArtifactError, InputError, TokenizerKitError
 from ._cold_start import cold_start
 from .policies import POLICIES, CollisionPolicy, IndexView, get_policy, sid_keys
+from ._ids import IdLookup, as_ids, concat_ids
+from ._segments import SEGMENT_PREFIX, LiveSIDs, Segment, apply_segments, commit_segments
 from ._trie import SIDTrie
 from ._vocab import SIDVocab
 
@@ -84,17 +86,19 @@ def embedding_hash(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def _as_ids(ids) -> np.ndarray:
-    ids = np.asarray(ids)
-    if ids.dtype.kind in "iu":
-        return ids.astype(np.int64)
-    return np.asarray([str(i) for i in ids.tolist()], dtype=object)
+_as_ids = as_ids
 
 
 def _merge_ids(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if a.dtype.kind in "iu" and b.dtype.kind in "iu":
-        return np.concatenate([a, b]).astype(np.int64)
-    return np.asarray([str(i) for i in a.tolist()] + [str(i) for i in b.tolist()], dtype=object)
+    return concat_ids([a, b])
+
+
+def _segment_arrays(tok, info: dict[str, Any]) -> dict[str, np.ndarray]:
+    name = info.get("name") if isinstance(info, dict) else None
+    if not isinstance(name, str) or not name.startswith(SEGMENT_PREFIX) or name not in tok.attachments:
+        raise ArtifactError(f"the index lists segment {name!r} but the tokenizer directory does not hold {name}.safetensors; "
+                            "restore the directory or rebuild the index with `tokenizer-kit index`")
+    return tok.attachments[name]
 
 
 def _check_build_input(item_ids, codes: np.ndarray, x, decode, policy: CollisionPolicy) -> np.ndarray:
@@ -167,8 +171,15 @@ class SIDIndex:
     retired: np.ndarray | None = None
     stats: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    # segments (see _segments.py): committed ones (manifest entries) and rounds not yet saved
+    segments: list[dict[str, Any]] = field(default_factory=list)
+    pending: list[Segment] = field(default_factory=list)
     _trie: SIDTrie | None = field(default=None, repr=False)
-    _rows: dict[str, int] | None = field(default=None, repr=False)
+    _rows: Any = field(default=None, repr=False)
+    # the stored base: its trie covers rows [0, n_base) as first written; dead rows were updated since
+    _base: tuple[SIDTrie, int, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    _live: LiveSIDs | None = field(default=None, repr=False)
+    _origin: tuple[Any, int] | None = field(default=None, repr=False)  # (directory, version) it was loaded from or saved to
 
     def __post_init__(self):
         n = len(self.item_ids)
@@ -203,9 +214,23 @@ class SIDIndex:
 
     @property
     def trie(self) -> SIDTrie:
+        """One trie over every live SID (built on first use when segments are loaded)."""
         if self._trie is None:
-            self._trie = SIDTrie.build(self.sids)
+            if self._base is not None and self._base[1] == len(self) and not len(self._base[2]):
+                self._trie = self._base[0]
+            else:
+                self._trie = SIDTrie.build(self.sids)
         return self._trie
+
+    @property
+    def live(self) -> LiveSIDs:
+        """The live SIDs read through the stored base trie and a small overlay (no full rebuild)."""
+        if self._live is None:
+            if self._base is None:
+                self._base = (self.trie, len(self), np.zeros(0, np.int64), np.zeros((0, self.sid_length), np.int64))
+            trie, n_base, dead, dead_sids = self._base
+            self._live = LiveSIDs(trie, self.sids, n_base, dead, dead_sids)
+        return self._live
 
     def vocab(self, *, base: int = 0) -> SIDVocab:
         return SIDVocab(self.level_sizes, base=base)
@@ -267,8 +292,9 @@ class SIDIndex:
         """
         if tok.codes is None or tok.item_ids is None:
             raise TokenizerKitError("this tokenizer holds no items; build it with build-codebook or assign items first")
-        old = cls.from_tokenizer(tok)
+        old = cls.from_tokenizer(tok)  # with its segments merged
         codes = old.raw_codes if old is not None else tok.codes
+        item_ids = old.item_ids if old is not None else tok.item_ids
         config = (config or IndexConfig()).validate()
         new_len = get_policy(config.policy).sid_length(tok.levels)
         retired = None
@@ -283,15 +309,15 @@ class SIDIndex:
         if x is not None:
             x = np.asarray(x)
             if ids is not None:
-                pos = {str(i): r for r, i in enumerate(_as_ids(ids).tolist())}
-                missing = [i for i in tok.item_ids.tolist() if str(i) not in pos]
-                if missing:
-                    raise InputError(f"the embeddings lack {len(missing)} indexed items (first {missing[0]!r}); pass the embeddings the tokenizer was built on")
-                x = x[[pos[str(i)] for i in tok.item_ids.tolist()]]
+                rows = IdLookup(_as_ids(ids)).rows(item_ids)
+                if (rows < 0).any():
+                    raise InputError(f"the embeddings lack {int((rows < 0).sum())} indexed items (first {item_ids[np.argmax(rows < 0)]!r}); "
+                                     "pass the embeddings the tokenizer was built on")
+                x = x[rows]
             hashes = embedding_hash(x)
             xp = tok.preprocess(x, what="index embeddings")
         idx = cls.build(
-            tok.item_ids,
+            item_ids,
             codes,
             codebook_sizes=tok.codebook_sizes,
             config=config,
@@ -314,7 +340,7 @@ class SIDIndex:
     # ---- persistence ----------------------------------------------------------------------------
     @classmethod
     def from_tokenizer(cls, tok) -> "SIDIndex | None":
-        """The index stored in a loaded tokenizer, or None if it was never indexed."""
+        """The index stored in a loaded tokenizer (base and segments merged), or None if it was never indexed."""
         sec = tok.sections.get("index")
         if not sec:
             return None
@@ -324,30 +350,29 @@ class SIDIndex:
         tarr = tok.attachments.get("trie")
         if arr is None or tarr is None:
             raise ArtifactError("the manifest has an index section but index.safetensors or trie.safetensors is missing; rerun `tokenizer-kit index`")
-        sids = tok.sids
-        idx = cls(
-            item_ids=tok.item_ids,
-            sids=sids,
-            raw_codes=arr["raw_codes"],
-            codebook_sizes=tok.codebook_sizes,
-            policy=sec["policy"],
-            version=int(sec["version"]),
-            suffix_size=int(sec.get("suffix_size", 0)),
-            moved=arr["moved"].astype(bool),
-            emb_hash=arr["emb_hash"],
-            retired=arr["retired"],
-            stats=dict(sec.get("stats", {})),
-            history=list(sec.get("history", [])),
-        )
-        if idx.sids.shape[1] != idx.sid_length:
-            raise ArtifactError(f"sids.parquet has SIDs of length {idx.sids.shape[1]} but the {idx.policy} index expects {idx.sid_length}; rerun `tokenizer-kit index`")
+        sid_length = get_policy(sec["policy"]).sid_length(tok.levels)
+        base = {"item_ids": _as_ids(tok.item_ids), "sids": tok.sids, "raw_codes": np.asarray(arr["raw_codes"], np.int64),
+                "moved": arr["moved"].astype(bool), "emb_hash": arr["emb_hash"], "retired": np.asarray(arr["retired"], np.int64).reshape(-1, sid_length)}
+        if base["sids"].shape[1] != sid_length:
+            raise ArtifactError(f"sids.parquet has SIDs of length {base['sids'].shape[1]} but the {sec['policy']} index expects {sid_length}; rerun `tokenizer-kit index`")
+        segments = [Segment.from_tensors(info, _segment_arrays(tok, info), sid_length=sid_length, levels=tok.levels)
+                    for info in sec.get("segments", [])]
+        merged, dead, dead_sids = apply_segments(base, segments, concat_ids)
+        idx = cls(**merged, codebook_sizes=tok.codebook_sizes, policy=sec["policy"], version=int(sec["version"]),
+                  suffix_size=int(sec.get("suffix_size", 0)), stats=dict(sec.get("stats", {})), history=list(sec.get("history", [])),
+                  segments=list(sec.get("segments", [])))
         trie = SIDTrie.from_arrays(tarr)
-        if trie.n_items != len(idx) or trie.sid_length != idx.sid_length:
-            raise ArtifactError(f"trie.safetensors holds {trie.n_items} items of length {trie.sid_length}, sids.parquet {len(idx)}; rerun `tokenizer-kit index`")
-        idx._trie = trie
+        n_base = len(base["item_ids"])
+        if trie.n_items != n_base or trie.sid_length != sid_length:
+            raise ArtifactError(f"trie.safetensors holds {trie.n_items} items of length {trie.sid_length}, sids.parquet {n_base}; rerun `tokenizer-kit index`")
+        idx._base = (trie, n_base, dead, dead_sids)
+        idx._origin = (tok.path, idx.version)
         return idx
 
-    def section(self) -> dict[str, Any]:
+    def section(self, segments: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The manifest's ``sections.index``; ``segments``: the segment entries after the base."""
+        segments = [] if segments is None else segments
+        n_segment_rows = sum(int(g["appended"]) for g in segments)
         return {
             "format": INDEX_FORMAT,
             "policy": self.policy,
@@ -357,14 +382,17 @@ class SIDIndex:
             "level_sizes": self.level_sizes,
             "suffix_size": self.suffix_size,
             "n_items": len(self),
+            "base_items": len(self) - n_segment_rows,
             "n_retired": int(len(self.retired)),
             "updated_at": _now(),
             "stats": self.stats,
             "history": self.history[-_HISTORY_KEEP:],
+            "segments": segments,
         }
 
     def attach(self, tok) -> None:
-        """Put this index into ``tok`` (items, SIDs, manifest section, trie and index arrays)."""
+        """Put this index into ``tok`` as a new base (items, SIDs, manifest section, trie and
+        index arrays; segments folded in)."""
         L = tok.levels
         if self.levels != L:
             raise InputError(f"index has {self.levels} code levels, the tokenizer {L}")
@@ -373,6 +401,8 @@ class SIDIndex:
         tok.sid_suffix = self.sids[:, L].copy() if self.sid_length > L else None
         tok._id_index = None
         tok.sections["index"] = self.section()
+        for name in [k for k in tok.attachments if k.startswith(SEGMENT_PREFIX)]:
+            del tok.attachments[name]
         tok.attachments["trie"] = self.trie.state_arrays()
         tok.attachments["index"] = {
             "raw_codes": self.raw_codes.astype(np.int32),
@@ -382,18 +412,44 @@ class SIDIndex:
         }
 
     def save(self, tok, path: str | os.PathLike | None = None) -> Path:
-        """Attach to ``tok`` and rewrite its directory atomically (the old one stays whole on failure)."""
+        """Save into ``tok``'s directory (or ``path``).
+
+        Rounds of cold start on an index loaded from that directory are appended as segments
+        (one new file each, then the manifest; O(new items)); anything else (a new or
+        re-resolved index, another directory) rewrites the directory atomically as a new
+        base. Either way a failure leaves the previous version whole.
+        """
+        path = Path(path) if path is not None else tok.path
+        if path is None:
+            raise InputError("no tokenizer directory to save the index into; pass a path")
+        if self.pending and self._origin is not None and _same_dir(self._origin[0], path):
+            commit_segments(self, tok, path)
+        else:
+            self.compact(tok, path)
+        return path
+
+    def compact(self, tok, path: str | os.PathLike | None = None) -> Path:
+        """Rewrite the directory with this index as its base: every segment folded in, no SID changed."""
         path = Path(path) if path is not None else tok.path
         if path is None:
             raise InputError("no tokenizer directory to save the index into; pass a path")
         self.attach(tok)
-        return tok.save_pretrained(path, overwrite=True)
+        tok.save_pretrained(path, overwrite=True)
+        self.segments, self.pending = [], []
+        self._base = (self.trie, len(self), np.zeros(0, np.int64), np.zeros((0, self.sid_length), np.int64))
+        self._live = None
+        self._origin = (path, self.version)
+        return path
 
     # ---- lookups ----------------------------------------------------------------------------------
-    def row_of(self, item_id) -> int:
+    def rows_of(self, ids) -> np.ndarray:
+        """Row of each item id (m,) in the index, -1 where it is not indexed."""
         if self._rows is None:
-            self._rows = {str(i): r for r, i in enumerate(self.item_ids.tolist())}
-        return self._rows.get(str(item_id), -1)
+            self._rows = IdLookup(self.item_ids)
+        return self._rows.rows(_as_ids(ids))
+
+    def row_of(self, item_id) -> int:
+        return int(self.rows_of([item_id])[0])
 
     def sid_of(self, item_id) -> list[int]:
         r = self.row_of(item_id)
@@ -404,19 +460,27 @@ class SIDIndex:
     def item_of(self, sid: str | Sequence[int]):
         """Item id of a full SID (string or codes), or None."""
         codes = parse_sid_string(sid) if isinstance(sid, str) else list(sid)
-        r = self.trie.item_of(codes)
+        r = self.live.item_row(codes)
         return None if r < 0 else self.item_ids[r]
 
     def allowed_next(self, prefix: str | Sequence[int]) -> list[str]:
         """Tokens that may follow ``prefix`` (a SID prefix string or codes)."""
         codes = _prefix_codes(prefix)
-        return [level_token(len(codes), int(c)) for c in self.trie.allowed_next(codes)]
+        return [level_token(len(codes), int(c)) for c in self.live.allowed_next(codes)]
 
     def count_under(self, prefix: str | Sequence[int]) -> int:
-        return self.trie.count_under(_prefix_codes(prefix))
+        return self.live.count_under(_prefix_codes(prefix))
 
     def items_under(self, prefix: str | Sequence[int]) -> np.ndarray:
-        return self.item_ids[self.trie.items_under(_prefix_codes(prefix))]
+        return self.item_ids[self.live.rows_under(_prefix_codes(prefix))]
+
+    def rows_under(self, prefix: Sequence[int], *, limit: int | None = None) -> np.ndarray:
+        """Rows of the items whose SID starts with ``prefix``, in SID order (the first ``limit``)."""
+        return self.live.rows_under(list(prefix), limit)
+
+    def view(self) -> "IndexView":
+        """The live SIDs as collision policies read them during cold start."""
+        return self.live
 
     def sid_strings(self) -> list[str]:
         return [sid_string(r) for r in self.sids.tolist()]
@@ -449,19 +513,6 @@ class SIDIndex:
         """
         config = (config or IndexConfig(policy=self.policy)).validate()
         return cold_start(self, tok, ids, x, replace=replace, config=config, batch_size=batch_size)
-
-    def view(self) -> "IndexView":
-        """The live SIDs as collision policies read them during cold start."""
-        return _TrieView(self)
-
-    def rows_of(self, ids) -> np.ndarray:
-        """Row of each item id (m,) in the index, -1 where it is not indexed."""
-        return np.asarray([self.row_of(i) for i in _as_ids(ids).tolist()], np.int64)
-
-    def rows_under(self, prefix: Sequence[int], *, limit: int | None = None) -> np.ndarray:
-        """Rows of the items whose SID starts with ``prefix``, in SID order (the first ``limit``)."""
-        rows = self.trie.items_under(prefix)
-        return rows if limit is None else rows[:limit]
 
     # ---- interop --------------------------------------------------------------------------------------
     def to_lcrec(self) -> dict[str, list[str]]:
@@ -501,26 +552,17 @@ class SIDIndex:
         return idx
 
 
-class _TrieView:
-    """``IndexView`` over one index's trie and SIDs."""
-
-    def __init__(self, index: SIDIndex):
-        self.index = index
-
-    def allowed_next(self, prefix: Sequence[int]) -> np.ndarray:
-        return self.index.trie.allowed_next(prefix)
-
-    def contains(self, sid: Sequence[int]) -> bool:
-        return self.index.trie.contains(sid)
-
-    def sids_under(self, prefix: Sequence[int]) -> np.ndarray:
-        return self.index.sids[self.index.trie.items_under(prefix)]
-
-
 def _prefix_codes(prefix: str | Sequence[int]) -> list[int]:
     if isinstance(prefix, str):
         return [] if prefix.strip() == "" else parse_sid_string(prefix)
     return [int(c) for c in prefix]
+
+
+def _same_dir(a, b) -> bool:
+    try:
+        return a is not None and b is not None and Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
 
 
 def _now() -> str:
