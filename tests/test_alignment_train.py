@@ -46,7 +46,7 @@ def test_training_lowers_the_loss(data, tmp_path):
     assert losses[-1] < losses[0] - 0.1
     assert s["steps_done"] == 30 and "eval" in s
     meta = json.loads((tmp_path / "a" / "config.json").read_text())
-    assert meta["format_version"] == 1 and meta["config"]["steps"] == 30
+    assert meta["format_version"] == 2 and meta["format"] == "tokenizer-kit/alignment" and meta["config"]["steps"] == 30
 
 
 def test_resume_reproduces_uninterrupted_run(data, tmp_path):

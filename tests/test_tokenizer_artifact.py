@@ -7,6 +7,7 @@ import pytest
 
 from tokenizer_kit import SemanticTokenizer, parse_sid_string, sid_string
 from tokenizer_kit.errors import ArtifactError, InputError
+from tokenizer_kit.io import seal
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def test_round_trip(built, clustered, tmp_path):
     np.testing.assert_array_equal(tok.encode(clustered[:100]), built.encode(clustered[:100]))
     np.testing.assert_array_equal(tok.decode(built.codes[:50]), built.decode(built.codes[:50]))
     m = json.loads((p / "tokenizer.json").read_text())
-    assert m["format_version"] == 1 and m["input_dim"] == 32 and set(m["files"]) == {"quantizer.safetensors", "sids.parquet"}
+    assert m["format_version"] == 2 and m["format"] == "tokenizer-kit/tokenizer" and m["input_dim"] == 32 and set(m["files"]) == {"quantizer.safetensors", "sids.parquet"}
     assert tok.sid_strings()[0] == sid_string(built.codes[0])
     assert parse_sid_string(tok.sid_strings()[0]) == built.codes[0].tolist()
 
@@ -67,7 +68,7 @@ def test_failed_save_leaves_previous_whole(built, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="disk full"):
         built.save_pretrained(p, overwrite=True)
     assert {f.name: f.read_bytes() for f in p.iterdir()} == snapshot
-    assert not [q for q in tmp_path.iterdir() if q.name.startswith(".")]  # no staging left behind
+    assert [q.name for q in tmp_path.iterdir() if q.name.startswith(".")] == [".tok.lock"]  # no staging left behind
     monkeypatch.undo()
     SemanticTokenizer.from_pretrained(p)
 
@@ -99,7 +100,7 @@ def test_newer_format_refused(built, tmp_path):
     p = built.save_pretrained(tmp_path / "tok")
     m = json.loads((p / "tokenizer.json").read_text())
     m["format_version"] = 99
-    (p / "tokenizer.json").write_text(json.dumps(m))
+    (p / "tokenizer.json").write_text(json.dumps(seal(m)))
     with pytest.raises(ArtifactError, match="format 99, newer than"):
         SemanticTokenizer.from_pretrained(p)
 
@@ -108,7 +109,7 @@ def test_newer_package_warns(built, tmp_path, caplog):
     p = built.save_pretrained(tmp_path / "tok")
     m = json.loads((p / "tokenizer.json").read_text())
     m["package_version"] = "99.0.0"
-    (p / "tokenizer.json").write_text(json.dumps(m))
+    (p / "tokenizer.json").write_text(json.dumps(seal(m)))
     SemanticTokenizer.from_pretrained(p)
     assert any("newer than" in r.message for r in caplog.records)
 
@@ -123,12 +124,12 @@ def test_not_a_directory(tmp_path):
 
 def test_attachments_and_sections_round_trip(built, tmp_path):
     built.attachments["extra"] = {"a": np.arange(5, dtype=np.int64)}
-    built.sections["index"] = {"policy": "none", "version": 1}
+    built.sections["notes"] = {"policy": "none", "version": 1}
     try:
         p = built.save_pretrained(tmp_path / "tok")
         tok = SemanticTokenizer.from_pretrained(p)
         np.testing.assert_array_equal(tok.attachments["extra"]["a"], np.arange(5))
-        assert tok.sections["index"] == {"policy": "none", "version": 1}
+        assert tok.sections["notes"] == {"policy": "none", "version": 1}
     finally:
         built.attachments.clear()
         built.sections.clear()

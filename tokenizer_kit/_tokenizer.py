@@ -1,16 +1,20 @@
 """``SemanticTokenizer``: a quantizer + preprocessing + the catalogue's SIDs, as one artifact.
 
-Directory layout (format version 1)::
+Directory layout (format version 2; ``io._manifest.TOKENIZER``)::
 
     tokenizer.json          manifest: format/package version, method, config, input dim,
-                            preprocessing, codebook sizes, per-file sha256, metrics, sections
+                            preprocessing, codebook sizes, per-file sha256 and size, metrics,
+                            sections, and the manifest's own checksum
     quantizer.safetensors   the quantizer's weights (codebooks, prices / network weights)
     sids.parquet            item_id, code_0..code_{L-1}, sid ("<a_3><b_4><c_1>"); an index built
                             with the ``suffix`` collision policy adds code_L (``<d_k>``)
     <name>.safetensors      attachments added by later stages (e.g. the indexer's trie)
 
-``save_pretrained`` writes a staging directory and swaps it in (atomic); ``from_pretrained``
-checks every file's checksum and refuses newer formats. Nothing is unpickled.
+``save_pretrained`` writes a staging directory and switches it in with one atomic step
+under the directory's writer lock (``io.write_artifact``); ``from_pretrained`` checks the
+manifest, every file's checksum and the content (finite codebooks, codes inside their
+codebooks, one row per item) and refuses newer formats. Nothing is unpickled. Directories
+written in format 1 (the first wave) still load.
 """
 
 from __future__ import annotations
@@ -27,9 +31,9 @@ import numpy as np
 
 from ._metrics import tokenizer_metrics
 from ._progress import Progress
-from ._version import __version__
 from .errors import ArtifactError, InputError, TokenizerKitError
-from .io import Embeddings, atomic_directory, atomic_write_json, sha256_file, validate_ids, validate_vectors
+from .io import Embeddings, validate_ids, validate_vectors
+from .io._manifest import TOKENIZER, Manifest, read_artifact, read_manifest, write_artifact
 from .quantizers import get_quantizer_class
 
 __all__ = [
@@ -43,8 +47,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-MANIFEST_NAME = "tokenizer.json"
+FORMAT_VERSION = TOKENIZER.format_version
+MANIFEST_NAME = TOKENIZER.manifest_name
 WEIGHTS_NAME = "quantizer.safetensors"
 SIDS_NAME = "sids.parquet"
 
@@ -72,18 +76,6 @@ def parse_sid_string(sid: str) -> list[int]:
             raise InputError(f"SID {sid!r}: token {level} is <{tok}>, expected <{expect}_N>")
         out.append(int(code))
     return out
-
-
-def _sha256_map(directory: Path) -> dict[str, str]:
-    return {p.name: sha256_file(p) for p in sorted(directory.iterdir()) if p.is_file() and p.name != MANIFEST_NAME}
-
-
-def _version_tuple(v: str) -> tuple[int, ...]:
-    out = []
-    for part in str(v).split("."):
-        digits = "".join(ch for ch in part if ch.isdigit())
-        out.append(int(digits) if digits else 0)
-    return tuple(out)
 
 
 class SemanticTokenizer:
@@ -286,11 +278,10 @@ class SemanticTokenizer:
         return self.codes[r]
 
     # ---- persistence --------------------------------------------------------------------
-    def manifest(self, files: dict[str, str]) -> dict[str, Any]:
+    def manifest_fields(self) -> dict[str, Any]:
+        """The tokenizer's own manifest fields (``io.write_artifact`` adds the envelope:
+        format, versions, file checksums, the manifest's checksum)."""
         return {
-            "format_version": FORMAT_VERSION,
-            "package": "tokenizer-kit",
-            "package_version": __version__,
             "method": self.method,
             "config": self.quantizer.config_dict(),
             "input_dim": self.dim,
@@ -299,7 +290,6 @@ class SemanticTokenizer:
             "preprocessing": {"normalize": self.normalize, "dtype": "float32"},
             "n_items": len(self),
             "token_format": "<a_{code}><b_{code}>...",
-            "files": files,
             "metrics": self.metrics,
             "training": self.quantizer.summary(),
             "build": self.info,
@@ -319,99 +309,155 @@ class SemanticTokenizer:
         if self.item_ids is not None and self.codes is not None:
             pq.write_table(sids_table(self.item_ids, self.sids, self.sid_strings()), directory / SIDS_NAME)
 
-    def save_pretrained(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-        """Write the tokenizer directory atomically; an existing one is kept unless ``overwrite``."""
+    def save_pretrained(self, path: str | os.PathLike, *, overwrite: bool = False, lock_timeout: float | None = None) -> Path:
+        """Write the tokenizer directory atomically; an existing one is kept unless ``overwrite``.
+
+        Goes through ``io.write_artifact``: the new directory is switched in with one atomic
+        step under the directory's writer lock (waiting up to ``lock_timeout`` seconds for
+        another writer); a failure or a kill leaves the previous directory whole.
+        """
         path = Path(path)
-        with atomic_directory(path, overwrite=overwrite) as staging:
-            self.write_files(staging)
-            atomic_write_json(staging / MANIFEST_NAME, self.manifest(_sha256_map(staging)))
+        with write_artifact(path, TOKENIZER, overwrite=overwrite, lock_timeout=lock_timeout) as w:
+            self.write_files(w.dir)
+            w.fields.update(self.manifest_fields())
         self.path = path
         logger.info("saved tokenizer to %s", path)
         return path
 
     @staticmethod
-    def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
-        path = Path(path)
-        if not path.exists():
-            raise ArtifactError(f"tokenizer directory {path} does not exist; build one with `tokenizer-kit build-codebook`")
-        if not path.is_dir():
-            raise ArtifactError(f"{path} is not a tokenizer directory (expected a directory with {MANIFEST_NAME})")
-        mpath = path / MANIFEST_NAME
-        if not mpath.exists():
-            raise ArtifactError(f"{path} has no {MANIFEST_NAME}; it is not a tokenizer directory or it is incomplete")
-        try:
-            manifest = json.loads(mpath.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ArtifactError(f"{mpath} is corrupt ({e}); rebuild the tokenizer or restore it") from None
-        if not isinstance(manifest, dict) or "format_version" not in manifest:
-            raise ArtifactError(f"{mpath} is not a tokenizer-kit manifest (no format_version)")
-        fv = manifest["format_version"]
-        if not isinstance(fv, int) or fv > FORMAT_VERSION:
-            raise ArtifactError(
-                f"{path} was written in tokenizer format {fv}, newer than this tokenizer-kit {__version__} reads "
-                f"({FORMAT_VERSION}); upgrade tokenizer-kit"
-            )
-        pv = manifest.get("package_version", "0")
-        if _version_tuple(pv) > _version_tuple(__version__):
-            logger.warning("%s was written by tokenizer-kit %s, newer than this %s", path, pv, __version__)
-        return manifest
-
-    @staticmethod
-    def verify_files(path: Path, manifest: dict[str, Any]) -> None:
-        files = manifest.get("files")
-        if not isinstance(files, dict):
-            raise ArtifactError(f"{path}/{MANIFEST_NAME} lists no files; the tokenizer directory is corrupt")
-        for name, digest in files.items():
-            fp = path / name
-            if not fp.exists():
-                raise ArtifactError(f"{fp} is missing; the tokenizer directory is incomplete, rebuild or restore it")
-            got = sha256_file(fp)
-            if got != digest:
-                raise ArtifactError(
-                    f"{fp} fails its checksum (sha256 {got[:12]}..., manifest says {digest[:12]}...); "
-                    "the file is corrupt or was changed, rebuild or restore it"
-                )
+    def read_manifest(path: str | os.PathLike, *, verify: Any = False) -> dict[str, Any]:
+        """The checked manifest of a tokenizer directory as a dict (files verified if ``verify``)."""
+        m = read_manifest(path, TOKENIZER, verify=verify)
+        _check_fields(m)
+        return m.data
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *, verify: bool = True) -> "SemanticTokenizer":
-        """Load a tokenizer directory (checksums verified unless ``verify=False``)."""
-        import pyarrow.parquet as pq
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
+        """Load a tokenizer directory (checksums verified unless ``verify=False``).
 
+        Reads a consistent snapshot even while another process commits a new version
+        (``io.read_artifact``). Besides checksums, the content is checked: codebooks finite,
+        every code inside its codebook, one row per item id and no null ids. Directories in
+        the first-wave format (1) load too; saving rewrites them in the current format.
+        """
         path = Path(path)
-        manifest = cls.read_manifest(path)
-        if verify:
-            cls.verify_files(path, manifest)
-        qcls = get_quantizer_class(manifest["method"])
-        try:
-            tensors = load_file(str(path / WEIGHTS_NAME))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise ArtifactError(f"{path / WEIGHTS_NAME} cannot be read ({e}); rebuild or restore the tokenizer") from None
-        try:
-            quantizer = qcls.from_state(manifest["config"], tensors)
-        except TokenizerKitError as e:
-            raise ArtifactError(f"{path}: {e}") from None
-        tok = cls(
-            quantizer,
-            normalize=bool(manifest.get("preprocessing", {}).get("normalize", False)),
-            metrics=manifest.get("metrics", {}),
-            info=manifest.get("build", {}),
-        )
-        tok.sections = dict(manifest.get("sections", {}))
-        for name in manifest.get("files", {}):
-            if name.endswith(".safetensors") and name != WEIGHTS_NAME:
-                tok.attachments[name[: -len(".safetensors")]] = load_file(str(path / name))
-        sp = path / SIDS_NAME
-        if sp.exists():
-            try:
-                table = pq.read_table(sp)
-            except Exception as e:
-                raise ArtifactError(f"{sp} cannot be read ({type(e).__name__}); rebuild or restore the tokenizer") from None
-            ids = table.column("item_id").to_numpy(zero_copy_only=False)
-            tok.item_ids = ids.astype(np.int64) if ids.dtype.kind in "iu" else ids.astype(str).astype(object)
-            tok.codes = np.stack([table.column(f"code_{l}").to_numpy().astype(np.int64) for l in range(tok.levels)], 1)
-            if f"code_{tok.levels}" in table.column_names:
-                tok.sid_suffix = table.column(f"code_{tok.levels}").to_numpy().astype(np.int64)
+        tok = read_artifact(path, TOKENIZER, lambda m: cls._load(m), verify="sha256" if verify else "none")
         tok.path = path
         return tok
+
+    @classmethod
+    def _load(cls, m: Manifest) -> "SemanticTokenizer":
+        from safetensors.numpy import load_file
+
+        _check_fields(m)
+        where = m.path
+        qcls = get_quantizer_class(m["method"])
+        tensors = _load_safetensors(m.file(WEIGHTS_NAME), load_file)
+        for key, t in tensors.items():
+            if t.dtype.kind == "f" and not np.isfinite(t).all():
+                raise ArtifactError(f"{m.file(WEIGHTS_NAME)}: tensor {key!r} holds NaN or infinite values; the quantizer is corrupt, {TOKENIZER.fix}")
+        try:
+            quantizer = qcls.from_state(m["config"], tensors)
+        except (TokenizerKitError, TypeError, ValueError, KeyError, AttributeError) as e:
+            raise ArtifactError(f"{where}: the quantizer's config and weights do not fit ({' '.join(str(e).split())}); {TOKENIZER.fix}") from None
+        sizes = m.get("codebook_sizes")
+        if sizes is not None and list(sizes) != list(quantizer.codebook_sizes):
+            raise ArtifactError(f"{where}: manifest codebook_sizes {sizes} differ from the quantizer's {list(quantizer.codebook_sizes)}; {TOKENIZER.fix}")
+        tok = cls(
+            quantizer,
+            normalize=bool(m.get("preprocessing", {}).get("normalize", False)),
+            metrics=m.get("metrics", {}),
+            info=m.get("build", {}),
+        )
+        tok.sections = dict(m.get("sections", {}))
+        for name in m.files:
+            if name.endswith(".safetensors") and name != WEIGHTS_NAME:
+                tok.attachments[name[: -len(".safetensors")]] = _load_safetensors(m.file(name), load_file)
+        if SIDS_NAME in m.files:
+            tok.item_ids, tok.codes, tok.sid_suffix = _read_sids(m, tok)
+        elif _int(m.get("n_items", 0)) > 0:
+            raise ArtifactError(f"{where}: the manifest counts {m['n_items']} items but lists no {SIDS_NAME}; {TOKENIZER.fix}")
+        return tok
+
+
+def _int(v: Any) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) else -1
+
+
+def _check_fields(m: Manifest) -> None:
+    """The tokenizer's fields have the types the loader relies on (one line per problem)."""
+    where = m.path / MANIFEST_NAME
+    types = {"method": str, "config": dict, "preprocessing": dict, "metrics": dict, "build": dict, "sections": dict,
+             "codebook_sizes": list, "n_items": int}
+    for key, typ in types.items():
+        required = key in ("method", "config")
+        if key not in m.data:
+            if required:
+                raise ArtifactError(f"{where} has no {key!r}; the manifest is incomplete, {TOKENIZER.fix}")
+            continue
+        v = m.data[key]
+        if not isinstance(v, typ) or isinstance(v, bool):
+            raise ArtifactError(f"{where}: {key!r} is {type(v).__name__} {str(v)[:40]!r}, expected {typ.__name__}; {TOKENIZER.fix}")
+    sizes = m.data.get("codebook_sizes")
+    if sizes is not None and not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in sizes):
+        raise ArtifactError(f"{where}: codebook_sizes {sizes!r} must be positive integers; {TOKENIZER.fix}")
+    if "n_items" in m.data and m.data["n_items"] < 0:
+        raise ArtifactError(f"{where}: n_items {m.data['n_items']} is negative; {TOKENIZER.fix}")
+
+
+def _load_safetensors(path: Path, load_file) -> dict[str, np.ndarray]:
+    from safetensors import SafetensorError
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, TypeError) as e:
+        raise ArtifactError(f"{path} cannot be read ({' '.join(str(e).split())[:200]}); {TOKENIZER.fix}") from None
+
+
+def _read_sids(m: Manifest, tok: "SemanticTokenizer") -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """item ids (n,), codes (n, L) and the suffix level (n,) or None, checked: integer codes
+    inside their codebooks, non-negative suffixes, no null and no duplicate ids."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    sp = m.file(SIDS_NAME)
+    try:
+        table = pq.read_table(sp)
+    except Exception as e:  # pyarrow raises several types for a damaged file
+        raise ArtifactError(f"{sp} cannot be read ({type(e).__name__}); {TOKENIZER.fix}") from None
+    L = tok.levels
+    need = ["item_id"] + [f"code_{l}" for l in range(L)]
+    missing = [c for c in need if c not in table.column_names]
+    if missing:
+        raise ArtifactError(f"{sp} lacks columns {missing}; {TOKENIZER.fix}")
+    n = table.num_rows
+    if _int(m.get("n_items", n)) != n:
+        raise ArtifactError(f"{sp} has {n} rows, the manifest counts {m.get('n_items')} items; {TOKENIZER.fix}")
+    idcol = table.column("item_id")
+    if idcol.null_count:
+        raise ArtifactError(f"{sp}: {idcol.null_count} rows have a null item_id; {TOKENIZER.fix}")
+    if n and pc.count_distinct(idcol).as_py() != n:
+        vc = pc.value_counts(idcol)
+        dup = next(v["values"] for v in vc.to_pylist() if v["counts"] > 1)
+        raise ArtifactError(f"{sp}: item {dup!r} has more than one row (duplicate item rows); {TOKENIZER.fix}")
+    sizes = list(tok.codebook_sizes)
+    cols = [f"code_{l}" for l in range(L)] + ([f"code_{L}"] if f"code_{L}" in table.column_names else [])
+    out = []
+    for l, name in enumerate(cols):
+        col = table.column(name)
+        if not pa.types.is_integer(col.type) or col.null_count:
+            raise ArtifactError(f"{sp}: column {name} must hold integer codes without nulls (has {col.type}, {col.null_count} nulls); {TOKENIZER.fix}")
+        c = col.to_numpy().astype(np.int64)
+        hi = sizes[l] if l < L else None
+        bad = (c < 0) | (c >= hi) if hi is not None else (c < 0)
+        if bad.any():
+            r = int(np.argmax(bad))
+            rng = f"[0, {hi})" if hi is not None else ">= 0"
+            raise ArtifactError(f"{sp}: row {r} has {name} = {int(c[r])}, outside {rng} (codebook size); the SIDs are corrupt, {TOKENIZER.fix}")
+        out.append(c)
+    ids = idcol.to_numpy(zero_copy_only=False)
+    ids = ids.astype(np.int64) if ids.dtype.kind in "iu" else ids.astype(str).astype(object)
+    codes = np.stack(out[:L], 1) if L else np.zeros((n, 0), np.int64)
+    suffix = out[L] if len(out) > L else None
+    return ids, codes, suffix

@@ -28,7 +28,8 @@ from .._progress import Progress, as_progress
 from .._torch_utils import resolve_device
 from .._version import __version__
 from ..errors import ArtifactError, InputError
-from ..io import atomic_write, sha256_file
+from ..io import atomic_write
+from ..io._manifest import ALIGNMENT, Manifest, read_artifact
 from ._losses import item_vectors
 from ._qformer import QFormer, QFormerConfig
 
@@ -40,30 +41,38 @@ POOLINGS = ("flatten", "mean", "raw")
 
 
 def load_alignment(path: str | os.PathLike, *, device: str = "cpu") -> tuple[QFormer, dict[str, Any]]:
-    """Load the QFormer of an alignment directory (strict, safetensors only)."""
+    """Load the QFormer of an alignment directory (strict, safetensors only).
+
+    Read through ``io.read_artifact`` (manifest ``config.json``, kind ``io.ALIGNMENT``):
+    checksums verified, newer formats refused, first-wave directories (format 1) accepted.
+    Returns the model and the manifest (``weights_sha256`` filled in from its files map).
+    """
+    return read_artifact(path, ALIGNMENT, lambda m: _load_alignment(m, device))
+
+
+def _load_alignment(m: Manifest, device: str) -> tuple[QFormer, dict[str, Any]]:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from ._train import ALIGNMENT_FORMAT_VERSION
-
-    path = Path(path)
-    cpath, wpath = path / "config.json", path / "model.safetensors"
-    if not cpath.exists() or not wpath.exists():
-        raise ArtifactError(f"{path} is not an alignment directory (needs config.json and model.safetensors); run `tokenizer-kit align` first")
+    wpath = m.file("model.safetensors")
+    meta = dict(m.data)
     try:
-        meta = json.loads(cpath.read_text())
-    except json.JSONDecodeError as e:
-        raise ArtifactError(f"{cpath} is corrupt ({e.msg}); re-run `tokenizer-kit align`") from None
-    fv = int(meta.get("format_version", 0))
-    if fv > ALIGNMENT_FORMAT_VERSION:
-        raise ArtifactError(f"{path}: alignment format {fv} is newer than this tokenizer-kit reads ({ALIGNMENT_FORMAT_VERSION}); upgrade tokenizer-kit")
-    if meta.get("weights_sha256") and sha256_file(wpath) != meta["weights_sha256"]:
-        raise ArtifactError(f"{wpath}: checksum does not match config.json; the file is corrupt or was replaced, re-run `tokenizer-kit align`")
-    qcfg = QFormerConfig.from_dict(meta["config"]["qformer"])
-    model = QFormer(qcfg)
-    sd = {k[len("qformer.") :]: v for k, v in load_file(str(wpath)).items() if k.startswith("qformer.")}
-    missing, unexpected = model.load_state_dict(sd, strict=False)
+        qcfg = QFormerConfig.from_dict(meta["config"]["qformer"])
+        model = QFormer(qcfg)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ArtifactError(f"{m.path / ALIGNMENT.manifest_name}: the QFormer config is missing or ill-typed ({' '.join(str(e).split())[:160]}); {ALIGNMENT.fix}") from None
+    try:
+        tensors = load_file(str(wpath))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ArtifactError(f"{wpath} cannot be read ({' '.join(str(e).split())[:160]}); {ALIGNMENT.fix}") from None
+    sd = {k[len("qformer.") :]: v for k, v in tensors.items() if k.startswith("qformer.")}
+    try:
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+    except RuntimeError as e:
+        raise ArtifactError(f"{wpath}: QFormer weights do not match config.json ({' '.join(str(e).split())[:160]})") from None
     if missing or unexpected:
         raise ArtifactError(f"{wpath}: QFormer weights do not match config.json (missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
+    meta["weights_sha256"] = m.files["model.safetensors"]["sha256"]
     return model.to(device).eval(), meta
 
 
@@ -117,7 +126,7 @@ def embed_store(
         "alignment": str(alignment),
         "alignment_weights_sha256": meta.get("weights_sha256"),
         "feature_store": str(store.path),
-        "tokenizer_kit_version": __version__,
+        "package_version": __version__,
     }
     schema = pa.schema([("item_id", pa.string()), ("embedding", pa.list_(pa.float32(), dim))], metadata={"tokenizer_kit": json.dumps(record)})
     n = 0

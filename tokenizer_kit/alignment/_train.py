@@ -2,7 +2,8 @@
 
 Output directory::
 
-    config.json           format version, package version, AlignConfig, inputs, eval results
+    config.json           manifest (``io.ALIGNMENT``): format and package version, AlignConfig,
+                          inputs, eval results, checksums; written last, switched in atomically
     model.safetensors     trainable weights: qformer.*, caption_proj.* (if any), temperature.*
     metrics.jsonl         one JSON line per logged step (and the final eval)
     checkpoint/           latest resume state: model.safetensors + trainer_state.pt (optimizer,
@@ -32,7 +33,8 @@ from .._progress import Progress, as_progress
 from .._torch_utils import decay_groups, resolve_device, warmup_decay
 from .._version import __version__
 from ..errors import ArtifactError, InputError
-from ..io import atomic_directory, atomic_write, atomic_write_json, sha256_file
+from ..io import atomic_directory, atomic_write, atomic_write_json
+from ..io._manifest import ALIGNMENT, write_artifact
 from ._losses import Temperature, info_nce, item_vectors
 from ._qformer import QFormer, QFormerConfig
 
@@ -40,7 +42,7 @@ __all__ = ["AlignConfig", "AlignmentModel", "train_alignment", "evaluate_alignme
 
 logger = logging.getLogger(__name__)
 
-ALIGNMENT_FORMAT_VERSION = 1
+ALIGNMENT_FORMAT_VERSION = ALIGNMENT.format_version
 
 
 @dataclass
@@ -263,7 +265,7 @@ def _save_checkpoint(out: Path, model, opt, sched, step: int, cfg: AlignConfig) 
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
         torch.save(state, d / "trainer_state.pt")
-        atomic_write_json(d / "meta.json", {"step": step, "config": cfg.to_dict(), "version": __version__})
+        atomic_write_json(d / "meta.json", {"step": step, "config": cfg.to_dict(), "package_version": __version__})
 
 
 _RESUME_FREE = frozenset({"cache_tokens_gib", "log_every", "checkpoint_every"})
@@ -552,26 +554,22 @@ def _ranks_in_sync(run: _Run) -> bool:
 
 
 def _save_final(run: _Run, summary: dict[str, Any], inputs_info: dict[str, Any] | None) -> None:
-    """The deployable artifact: ``model.safetensors`` and ``config.json`` (rank 0)."""
+    """The deployable artifact: ``model.safetensors`` and ``config.json`` (rank 0), switched in
+    with one atomic step (``io.write_artifact``); ``metrics.jsonl`` and ``checkpoint/`` carry over."""
     out, store, cap = run.out, run.store, run.cap
-    _save_weights(run.model, out / "model.safetensors")
     info = dict(inputs_info or {})
     info.setdefault("feature_store", {"path": str(store.path), "dim": store.dim, "n_items": len(store), "config": store.manifest.get("config")})
-    atomic_write_json(
-        out / "config.json",
-        {
-            "format_version": ALIGNMENT_FORMAT_VERSION,
-            "tokenizer_kit_version": __version__,
-            "kind": "qformer-alignment",
-            "config": run.cfg.to_dict(),
-            "lm_hidden": cap.hidden_size if cap is not None else None,
-            "inputs": info,
-            "summary": summary,
-            "weights_sha256": sha256_file(out / "model.safetensors"),
-        },
-    )
     with open(out / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"step": run.step, "eval": summary["eval"]}) + "\n")
+    with write_artifact(out, ALIGNMENT, overwrite=True) as w:
+        _save_weights(run.model, w.dir / "model.safetensors")
+        w.fields.update(
+            kind="qformer-alignment",
+            config=run.cfg.to_dict(),
+            lm_hidden=cap.hidden_size if cap is not None else None,
+            inputs=info,
+            summary=summary,
+        )
 
 
 def _teardown(run: _Run) -> None:

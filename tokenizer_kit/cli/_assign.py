@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from ._common import OutputFormat, cli_command, emit_json, err_console, out_console, setup_logging
+from ._common import OutputFormat, cli_command, emit_json, err_console, holds_writer_lock, out_console, setup_logging
 
 __all__ = ["register"]
 
@@ -137,4 +137,4 @@ def _summary_table(res: dict):
 
 
 def register(app: typer.Typer) -> None:
-    app.command("assign")(cli_command(assign))
+    app.command("assign")(cli_command(holds_writer_lock("tokenizer", when="update")(assign)))

@@ -28,6 +28,7 @@ __all__ = [
     "err_console",
     "out_console",
     "cli_command",
+    "holds_writer_lock",
     "emit_json",
     "progress_bar",
     "setup_logging",
@@ -81,6 +82,26 @@ def cli_command(fn: Callable) -> Callable:
             fail("interrupted; outputs written so far are whole (writes are atomic)", code=130)
 
     return wrapper
+
+
+def holds_writer_lock(param: str, *, when: str | None = None) -> Callable[[Callable], Callable]:
+    """Run a verb under the writer lock of the artifact its ``param`` names (only when the
+    boolean option ``when`` is set, if given): a read-modify-write such as ``assign --update``
+    or ``index`` then excludes every other writer of that artifact (``io.writer_lock``)."""
+
+    def deco(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            if when is not None and not kwargs.get(when):
+                return fn(*args, **kwargs)
+            from ..io import writer_lock
+
+            with writer_lock(kwargs[param]):
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+    return deco
 
 
 def _jsonable(o: Any):

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ._common import OutputFormat, cli_command, emit_json, err_console, out_console, setup_logging
+from ._common import OutputFormat, cli_command, emit_json, err_console, holds_writer_lock, out_console, setup_logging
 
 __all__ = ["register"]
 
@@ -153,6 +153,6 @@ def import_index(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("index")(cli_command(index))
+    app.command("index")(cli_command(holds_writer_lock("tokenizer")(index)))
     app.command("lookup")(cli_command(lookup))
     app.command("import-index")(cli_command(import_index))

@@ -19,7 +19,6 @@ policy ``none``, puts all of them at its rank, in index order).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -42,7 +41,6 @@ logger = logging.getLogger(__name__)
 
 PAD_ID, EOS_ID, BOS_ID, SEP_ID = 0, 1, 2, 3
 SPECIAL_TOKENS = 4
-_FORMAT = 1
 
 
 @dataclass
@@ -498,49 +496,50 @@ class GenerativeRetriever:
         return [[ids[r].item() if hasattr(ids[r], "item") else ids[r] for r in row if r >= 0] for row in ranked.tolist()]
 
     # ---- persistence -----------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> Path:
-        """Directory with ``config.json`` (retrieval config, vocab layout, format) and ``model.safetensors``."""
+    def save(self, path: str | os.PathLike, *, lock_timeout: float | None = None) -> Path:
+        """Directory with ``config.json`` (manifest ``io.COMPANION``: retrieval config, vocab
+        layout, versions, checksums) and ``model.safetensors``, switched in atomically."""
         from safetensors.torch import save_model
 
-        from ..io import atomic_directory, atomic_write_json
+        from ..io._manifest import COMPANION, write_artifact
 
         path = Path(path)
-        with atomic_directory(path, overwrite=True) as tmp:
-            tmp = Path(tmp)
-            save_model(self.model, str(tmp / "model.safetensors"))
-            atomic_write_json(
-                tmp / "config.json",
-                {
-                    "format": "tokenizer-kit-companion",
-                    "format_version": _FORMAT,
-                    "config": self.config.to_dict(),
-                    "sid_length": self.S,
-                    "level_sizes": self.vocab.level_sizes,
-                    "vocab_size": self.vocab_size,
-                    "n_items": int(len(self.index)),
-                },
+        with write_artifact(path, COMPANION, overwrite=True, lock_timeout=lock_timeout) as w:
+            save_model(self.model, str(w.dir / "model.safetensors"))
+            w.fields.update(
+                config=self.config.to_dict(),
+                sid_length=self.S,
+                level_sizes=self.vocab.level_sizes,
+                vocab_size=self.vocab_size,
+                n_items=int(len(self.index)),
             )
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike, index) -> "GenerativeRetriever":
         """Load a saved model for ``index`` (the SIDs it was trained on); strict, never unpickles."""
+        from ..io._manifest import COMPANION, read_artifact
+
+        return read_artifact(path, COMPANION, lambda m: cls._load(m, index))
+
+    @classmethod
+    def _load(cls, m, index) -> "GenerativeRetriever":
+        from safetensors import SafetensorError
         from safetensors.torch import load_model
 
-        path = Path(path)
+        path = m.path
+        meta = m.data
         try:
-            meta = json.loads((path / "config.json").read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ArtifactError(f"{path}: cannot read config.json ({e}); pass a directory written by GenerativeRetriever.save") from None
-        if meta.get("format") != "tokenizer-kit-companion":
-            raise ArtifactError(f"{path}: config.json is not a tokenizer-kit companion model")
-        if int(meta.get("format_version", 0)) > _FORMAT:
-            raise ArtifactError(f"{path}: format {meta.get('format_version')} is newer than this tokenizer-kit reads ({_FORMAT}); upgrade")
-        r = cls(index, RetrievalConfig.from_dict(meta["config"]))
-        if r.vocab.level_sizes != meta["level_sizes"] or r.S != meta["sid_length"]:
+            r = cls(index, RetrievalConfig.from_dict(meta["config"]))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ArtifactError(f"{path}: the retrieval config in config.json is missing or ill-typed ({' '.join(str(e).split())[:160]})") from None
+        if r.vocab.level_sizes != meta.get("level_sizes") or r.S != meta.get("sid_length"):
             raise ArtifactError(
-                f"{path}: model was trained on SIDs with level sizes {meta['level_sizes']}, this index has {r.vocab.level_sizes}; "
+                f"{path}: model was trained on SIDs with level sizes {meta.get('level_sizes')}, this index has {r.vocab.level_sizes}; "
                 "load it with the index it was trained on"
             )
-        load_model(r.model, str(path / "model.safetensors"), strict=True, device=str(r.device))
+        try:
+            load_model(r.model, str(m.file("model.safetensors")), strict=True, device=str(r.device))
+        except (SafetensorError, OSError, RuntimeError, ValueError) as e:
+            raise ArtifactError(f"{path}/model.safetensors does not load into the model ({' '.join(str(e).split())[:160]})") from None
         return r

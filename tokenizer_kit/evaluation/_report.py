@@ -154,7 +154,7 @@ def _report_index_json(target: Path, name: str, categories, codebook_sizes):
 def build_report(targets: Sequence[dict[str, Any]]) -> dict[str, Any]:
     from .._version import __version__
 
-    return {"tokenizer_kit_version": __version__, "tokenizers": list(targets)}
+    return {"package_version": __version__, "tokenizers": list(targets)}
 
 
 # ---- HTML ---------------------------------------------------------------------------------
@@ -222,7 +222,7 @@ def render_html(report: dict[str, Any], path: str | Path, *, codes: Mapping[str,
         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}figure{display:inline-block;margin:6px}"
         "figcaption{font-size:12px;color:#444}</style></head><body><h1>tokenizer-kit report</h1>"
         + "".join(rows)
-        + f"<footer><small>tokenizer-kit {html.escape(report.get('tokenizer_kit_version', ''))}</small></footer></body></html>"
+        + f"<footer><small>tokenizer-kit {html.escape(report.get('package_version', ''))}</small></footer></body></html>"
     )
     path = Path(path)
     atomic_write_bytes(path, page.encode())

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import os
 import time
@@ -28,7 +27,6 @@ import numpy as np
 
 from .._config import ValidatedConfig
 from .._progress import Progress, ProgressTask, as_progress
-from .._version import __version__
 from ..errors import InputError
 from ._store import FeatureStoreWriter
 
@@ -165,11 +163,7 @@ def _catalog_fingerprint(item_ids: Sequence[str]) -> str:
 
 
 def _rows_done(writer: FeatureStoreWriter) -> int:
-    n = 0
-    for name in writer.manifest["shards"]:
-        p = writer.path / name / "extra.json"
-        n += int(json.loads(p.read_text())["n_rows"]) if p.exists() else 0
-    return n
+    return sum(int(writer.shard_extra(name).get("n_rows", 0)) for name in writer.manifest["shards"])
 
 
 def extract_features(
@@ -206,24 +200,25 @@ def extract_features(
     if config.random_init:
         logger.warning("open_clip %s runs with random weights: the features are random (no CLIP weights ship offline)", config.model)
     segments = [*config.image_fields, *config.text_fields]
-    writer = FeatureStoreWriter(out, dim=backend.dim, config=store_cfg, segments=segments, overwrite=overwrite)
-    start_row = _rows_done(writer)
-    if start_row:
-        logger.info("resuming %s at row %d of %d (%d complete shards)", out, start_row, n_rows, len(writer.manifest["shards"]))
+    # the writer holds the store's lock until the with block ends (finish, error or interrupt)
+    with FeatureStoreWriter(out, dim=backend.dim, config=store_cfg, segments=segments, overwrite=overwrite) as writer:
+        start_row = _rows_done(writer)
+        if start_row:
+            logger.info("resuming %s at row %d of %d (%d complete shards)", out, start_row, n_rows, len(writer.manifest["shards"]))
 
-    t0 = time.perf_counter()
-    n_tokens_run = 0
-    seg_id = {f: i for i, f in enumerate(segments)}
-    with as_progress(progress).task("extract", total=n_rows, unit="item", completed=start_row) as task:
-        for s in range(start_row, n_rows, config.shard_size):
-            rows = table.slice(s, min(config.shard_size, n_rows - s)).select(segments).to_pylist()
-            ids, toks, segs, errors, skipped = _encode_shard(rows, item_ids[s : s + len(rows)], config, backend, seg_id, base, task)
-            writer.write_shard(ids, toks, segs, extra={"n_rows": len(rows), "first_row": s, "errors": errors, "skipped": skipped})
-            n_tokens_run += int(sum(len(t) for t in toks))
-    seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        n_tokens_run = 0
+        seg_id = {f: i for i, f in enumerate(segments)}
+        with as_progress(progress).task("extract", total=n_rows, unit="item", completed=start_row) as task:
+            for s in range(start_row, n_rows, config.shard_size):
+                rows = table.slice(s, min(config.shard_size, n_rows - s)).select(segments).to_pylist()
+                ids, toks, segs, errors, skipped = _encode_shard(rows, item_ids[s : s + len(rows)], config, backend, seg_id, base, task)
+                writer.write_shard(ids, toks, segs, extra={"n_rows": len(rows), "first_row": s, "errors": errors, "skipped": skipped})
+                n_tokens_run += int(sum(len(t) for t in toks))
+        seconds = time.perf_counter() - t0
 
-    all_errors, n_skipped = _finish(writer, config, backend)
-    m = writer.manifest
+        all_errors, n_skipped = _finish(writer, config, backend)
+        m = writer.manifest
     return ExtractResult(
         path=Path(out),
         n_rows=n_rows,
@@ -264,11 +259,9 @@ def _finish(writer: FeatureStoreWriter, config: ExtractConfig, backend) -> tuple
     """Gather every shard's image errors and skipped items and write the final manifest."""
     all_errors, n_skipped = [], 0
     for name in writer.manifest["shards"]:
-        p = writer.path / name / "extra.json"
-        if p.exists():
-            extra = json.loads(p.read_text())
-            all_errors.extend(extra.get("errors", []))
-            n_skipped += len(extra.get("skipped", []))
+        extra = writer.shard_extra(name)
+        all_errors.extend(extra.get("errors", []))
+        n_skipped += len(extra.get("skipped", []))
     writer.finish(
         backend_info=backend.describe(),
         random_init=bool(config.random_init),
@@ -279,7 +272,6 @@ def _finish(writer: FeatureStoreWriter, config: ExtractConfig, backend) -> tuple
         },
         n_image_errors=len(all_errors),
         n_skipped_items=n_skipped,
-        tokenizer_kit_version=__version__,
     )
     return all_errors, n_skipped
 

@@ -1,41 +1,50 @@
 """Feature store: ragged per-item token vectors, sharded, memory-mapped on read.
 
-Layout of a store directory::
+Layout of a store directory (format version 2, ``io.FEATURE_STORE``)::
 
-    manifest.json                  format version, backend, model, fields, dim, dtype, shards, ...
-    shard-00000/tokens.npy         [T, d] float16, all items' tokens back to back
-    shard-00000/offsets.npy        [n+1] int64, item i owns tokens[offsets[i]:offsets[i+1]]
-    shard-00000/segments.npy       [T] int16, index into manifest["segments"] (which field)
-    shard-00000/item_ids.json      [n] item ids (strings)
-    shard-00000/extra.json         optional: rows covered, per-item error / skip records
-    shard-00000/DONE               written last: a shard without it is incomplete
+    manifest.json                  envelope (format, versions, checksums), backend, model,
+                                   fields, dim, dtype, shards, n_items, n_tokens, complete
+    shard-00000.tokens.npy         [T, d] float16, all items' tokens back to back
+    shard-00000.offsets.npy        [n+1] int64, item i owns tokens[offsets[i]:offsets[i+1]]
+    shard-00000.segments.npy       [T] int16, index into manifest["segments"] (which field)
+    shard-00000.item_ids.json      [n] item ids (strings)
+    shard-00000.extra.json         optional: rows covered, per-item error / skip records
 
-Shards are written to a staging directory and renamed into place, so a killed run leaves
-only whole shards; the manifest lists the complete ones.
+Each shard is one append-only commit (``io.update_artifact``): its files are written beside
+the others, then the manifest is replaced; a killed run leaves only listed, whole shards
+(and unlisted files the next writer deletes). The writer holds the store's writer lock
+from open to ``finish``. ``overwrite`` builds the new store in a staging directory and
+switches it in at ``finish``: a failed or killed overwrite leaves the old store whole.
+Opening checks file sizes (``verify="sha256"`` for full checksums). Stores in format 1
+(shard subdirectories with DONE markers) still open, read-only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+from dataclasses import dataclass
 
 from ..errors import ArtifactError, InputError
-from ..io import atomic_write_json
+from ..io._atomic import _artifact_path, clean_stale, commit_directory, fsync_tree
+from ..io._lock import writer_lock
+from ..io._manifest import FEATURE_STORE, Manifest, read_artifact, read_manifest, update_artifact
 
 __all__ = ["FeatureStore", "FeatureStoreWriter", "write_feature_store", "STORE_FORMAT_VERSION"]
 
 logger = logging.getLogger(__name__)
 
-STORE_FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
+STORE_FORMAT_VERSION = FEATURE_STORE.format_version
+MANIFEST = FEATURE_STORE.manifest_name
+_PARTS = ("tokens.npy", "offsets.npy", "segments.npy", "item_ids.json")
 
 
 @dataclass
@@ -45,6 +54,25 @@ class _Shard:
     offsets: np.ndarray
     segments: np.ndarray
     item_ids: list[str]
+    extra: Path | None = None
+
+
+def _check_shard(sh: _Shard, dim: int, name: str, path: Path) -> None:
+    n = len(sh.item_ids) if isinstance(sh.item_ids, list) else -1
+    o = sh.offsets
+    ok = (
+        n >= 0
+        and all(isinstance(i, str) for i in sh.item_ids)
+        and sh.tokens.ndim == 2 and sh.tokens.shape[1] == dim
+        and o.ndim == 1 and len(o) == n + 1 and o.dtype.kind in "iu"
+        and (n == 0 or (int(o[0]) == 0 and bool((np.diff(o) >= 0).all())))
+        and int(o[-1]) == sh.tokens.shape[0] == sh.segments.shape[0]
+    )
+    if not ok:
+        raise ArtifactError(
+            f"shard {name} of {path} is inconsistent (item ids, offsets, tokens of shape {sh.tokens.shape} and dim {dim} disagree); "
+            f"{FEATURE_STORE.fix}"
+        )
 
 
 class FeatureStore:
@@ -59,40 +87,46 @@ class FeatureStore:
         self._index: dict[str, int] | None = None
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "FeatureStore":
-        path = Path(path)
-        mpath = path / MANIFEST
-        if not mpath.exists():
-            raise ArtifactError(f"{path} is not a feature store (no {MANIFEST}); run `tokenizer-kit extract` first")
-        try:
-            manifest = json.loads(mpath.read_text())
-        except json.JSONDecodeError as e:
-            raise ArtifactError(f"{mpath} is corrupt ({e.msg}); re-run extraction") from None
-        fv = int(manifest.get("format_version", 0))
-        if fv > STORE_FORMAT_VERSION:
-            raise ArtifactError(
-                f"{path}: feature store format {fv} is newer than this tokenizer-kit reads "
-                f"({STORE_FORMAT_VERSION}); upgrade tokenizer-kit"
-            )
+    def open(cls, path: str | os.PathLike, *, verify: Any = None) -> "FeatureStore":
+        """Open a store for reading (memory-mapped); ``verify``: None (sizes), "sha256", "none"."""
+        return read_artifact(path, FEATURE_STORE, lambda m: cls._open(m), verify=verify)
+
+    @classmethod
+    def _open(cls, m: Manifest) -> "FeatureStore":
+        path = m.path
+        manifest = m.data
         if not manifest.get("complete"):
             logger.warning("%s is unfinished (%d complete shards); resume the extraction to add the rest", path, len(manifest.get("shards", [])))
+        names = manifest.get("shards", [])
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ArtifactError(f"{path / MANIFEST}: 'shards' must be a list of shard names; {FEATURE_STORE.fix}")
+        dim = manifest.get("dim")
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+            raise ArtifactError(f"{path / MANIFEST}: 'dim' is {dim!r}, expected a positive integer; {FEATURE_STORE.fix}")
         shards = []
-        for name in manifest.get("shards", []):
-            sp = path / name
-            if not (sp / "DONE").exists():
-                raise ArtifactError(f"{sp} is incomplete (no DONE marker); resume the extraction")
+        for name in names:
+            if m.format_version < 2:
+                sp = path / name
+                if not (sp / "DONE").exists():
+                    raise ArtifactError(f"{sp} is incomplete (no DONE marker); resume the extraction")
+                files = {part: sp / part for part in _PARTS}
+                extra = sp / "extra.json"
+            else:
+                files = {part: m.file(f"{name}.{part}") for part in _PARTS}
+                extra = path / f"{name}.extra.json" if f"{name}.extra.json" in m.files else None
             try:
-                shards.append(
-                    _Shard(
-                        path=sp,
-                        tokens=np.load(sp / "tokens.npy", mmap_mode="r"),
-                        offsets=np.load(sp / "offsets.npy"),
-                        segments=np.load(sp / "segments.npy", mmap_mode="r"),
-                        item_ids=json.loads((sp / "item_ids.json").read_text()),
-                    )
+                sh = _Shard(
+                    path=path / name,
+                    tokens=np.load(files["tokens.npy"], mmap_mode="r", allow_pickle=False),
+                    offsets=np.load(files["offsets.npy"], allow_pickle=False),
+                    segments=np.load(files["segments.npy"], mmap_mode="r", allow_pickle=False),
+                    item_ids=json.loads(files["item_ids.json"].read_text()),
+                    extra=extra,
                 )
             except (OSError, ValueError) as e:
-                raise ArtifactError(f"{sp} is corrupt or missing files ({e}); delete it and resume the extraction") from None
+                raise ArtifactError(f"shard {name} of {path} is corrupt or missing files ({' '.join(str(e).split())[:160]}); {FEATURE_STORE.fix}") from None
+            _check_shard(sh, dim, name, path)
+            shards.append(sh)
         return cls(path, manifest, shards)
 
     # ---- sizes --------------------------------------------------------------------------
@@ -164,11 +198,9 @@ class FeatureStore:
         (images that failed to load; items left out for having no content)."""
         out: dict[str, list[dict]] = {"errors": [], "skipped": []}
         for sh in self._shards:
-            p = sh.path / "extra.json"
-            if p.exists():
-                extra = json.loads(p.read_text())
-                for k in out:
-                    out[k].extend(extra.get(k, []))
+            extra = _read_extra(sh.extra)
+            for k in out:
+                out[k].extend(extra.get(k, []))
         return out
 
     def iter_batches(self, batch_size: int, max_tokens: int | None = None) -> Iterable[tuple[list[str], np.ndarray, np.ndarray, np.ndarray]]:
@@ -178,96 +210,139 @@ class FeatureStore:
             yield ([self.item_ids[i] for i in idx], *self.batch(idx, max_tokens))
 
 
+def _read_extra(p: Path | None) -> dict[str, Any]:
+    if p is None or not p.exists():
+        return {}
+    try:
+        extra = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise ArtifactError(f"{p} cannot be read ({' '.join(str(e).split())[:120]}); {FEATURE_STORE.fix}") from None
+    return extra if isinstance(extra, dict) else {}
+
+
 class FeatureStoreWriter:
-    """Writes shards atomically; ``manifest.json`` is rewritten after every shard.
+    """Writes a store shard by shard, each shard one atomic append (see the module docstring).
 
     ``config`` (backend, model, fields, ...) is stored in the manifest; re-opening a store
-    whose config differs raises, so shards from different configs never mix.
+    whose config differs raises, so shards from different configs never mix. Use it as a
+    context manager (or call ``finish``/``close``): it holds the store's writer lock, and a
+    second writer waits ``lock_timeout`` seconds, then fails.
     """
 
-    def __init__(self, path: str | os.PathLike, *, dim: int, config: dict[str, Any], segments: Sequence[str], overwrite: bool = False):
-        self.path = Path(path)
+    def __init__(self, path: str | os.PathLike, *, dim: int, config: dict[str, Any], segments: Sequence[str],
+                 overwrite: bool = False, lock_timeout: float | None = None):
+        self.target = Path(path)
         self.dim = int(dim)
         self.config = dict(config)
         self.segments_names = list(segments)
-        mpath = self.path / MANIFEST
-        if mpath.exists() and overwrite:
-            shutil.rmtree(self.path)
-        self.path.mkdir(parents=True, exist_ok=True)
-        if (self.path / MANIFEST).exists():
-            m = json.loads((self.path / MANIFEST).read_text())
-            if m.get("config") != self.config or int(m.get("dim", -1)) != self.dim:
-                raise ArtifactError(
-                    f"{self.path} holds a store made with another config; pass --overwrite or a new --out"
-                )
-            self.manifest = m
-        else:
-            self.manifest = {
-                "format_version": STORE_FORMAT_VERSION,
-                "dim": self.dim,
-                "dtype": "float16",
-                "segments": self.segments_names,
-                "config": self.config,
-                "shards": [],
-                "n_items": 0,
-                "n_tokens": 0,
-            }
-        # drop leftovers of a killed run: shard dirs not in the manifest
-        for p in self.path.glob("shard-*"):
-            if p.name not in self.manifest["shards"]:
-                shutil.rmtree(p, ignore_errors=True)
-        for p in self.path.glob(".shard-*"):
-            shutil.rmtree(p, ignore_errors=True)
+        real = _artifact_path(path)
+        if os.path.lexists(real) and not real.is_dir():
+            raise ArtifactError(f"output path {path} exists and is not a directory; remove it or choose another --out")
+        self._stack = contextlib.ExitStack()
+        self._stack.enter_context(writer_lock(real, timeout=lock_timeout))
+        try:
+            clean_stale(real)
+            self._staging: Path | None = None
+            if overwrite and os.path.lexists(real):
+                # the new store grows beside the old one and replaces it at finish()
+                self._staging = Path(tempfile.mkdtemp(prefix=f".{real.name}.staging-", dir=real.parent))
+                self._stack.callback(shutil.rmtree, self._staging, True)
+                self.path = self._staging
+            else:
+                self.path = real
+            if (self.path / MANIFEST).exists():
+                m = read_manifest(self.path, FEATURE_STORE, verify="size")
+                if m.format_version < 2:
+                    raise ArtifactError(f"{path} is a feature store in format {m.format_version}, which cannot be resumed; pass --overwrite")
+                if m.get("config") != self.config or m.get("dim") != self.dim:
+                    raise ArtifactError(f"{path} holds a store made with another config; pass --overwrite or a new --out")
+                self.manifest = {k: v for k, v in m.data.items() if k in ("dim", "dtype", "segments", "config", "shards", "n_items", "n_tokens", "complete")}
+            else:
+                self.manifest = {
+                    "dim": self.dim,
+                    "dtype": "float16",
+                    "segments": self.segments_names,
+                    "config": self.config,
+                    "shards": [],
+                    "n_items": 0,
+                    "n_tokens": 0,
+                }
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def __enter__(self) -> "FeatureStoreWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the lock (an unfinished overwrite is discarded; the old store stays)."""
+        self._stack.close()
+
+    def _commit(self, fields: dict[str, Any], files: dict[str, Any] | None = None) -> None:
+        with update_artifact(self.path, FEATURE_STORE, create=True, verify="none", lock_of=self.target) as u:
+            for name, write in (files or {}).items():
+                with u.new_file(name) as tmp:
+                    with open(tmp, "wb") as f:
+                        write(f)
+            u.fields.clear()
+            u.fields.update(fields)
 
     @property
     def done_item_ids(self) -> set[str]:
         ids: set[str] = set()
         for name in self.manifest["shards"]:
-            ids.update(json.loads((self.path / name / "item_ids.json").read_text()))
+            ids.update(json.loads((self.path / f"{name}.item_ids.json").read_text()))
         return ids
+
+    def shard_extra(self, name: str) -> dict[str, Any]:
+        """The ``extra`` record written with shard ``name`` ({} if none)."""
+        return _read_extra(self.path / f"{name}.extra.json")
 
     def write_shard(self, item_ids: Sequence[str], tokens: Sequence[np.ndarray], segments: Sequence[np.ndarray], extra: dict | None = None) -> str:
         """Write one shard of items: ``tokens[i]`` (T_i, d), ``segments[i]`` (T_i,)."""
         if not (len(item_ids) == len(tokens) == len(segments)):
             raise InputError("write_shard: item_ids, tokens and segments must have the same length")
         name = f"shard-{len(self.manifest['shards']):05d}"
-        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=self.path))
-        # mkdtemp makes 0700; a store is shared data, so honour the umask like mkdir would
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)
-        try:
-            lens = [int(len(t)) for t in tokens]
-            for t, s in zip(tokens, segments):
-                if t.ndim != 2 or t.shape[1] != self.dim:
-                    raise InputError(f"write_shard: token array of shape {t.shape}, expected (T, {self.dim})")
-                if len(s) != len(t):
-                    raise InputError("write_shard: segments must have one id per token")
-            offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
-            flat = np.concatenate([np.asarray(t, dtype=np.float16) for t in tokens]) if lens and sum(lens) else np.zeros((0, self.dim), np.float16)
-            seg = np.concatenate([np.asarray(s, dtype=np.int16) for s in segments]) if lens and sum(lens) else np.zeros(0, np.int16)
-            np.save(staging / "tokens.npy", flat)
-            np.save(staging / "offsets.npy", offsets)
-            np.save(staging / "segments.npy", seg)
-            (staging / "item_ids.json").write_text(json.dumps([str(i) for i in item_ids]))
-            if extra:
-                (staging / "extra.json").write_text(json.dumps(extra))
-            (staging / "DONE").write_text("ok\n")
-            os.replace(staging, self.path / name)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        self.manifest["shards"].append(name)
-        self.manifest["n_items"] += len(item_ids)
-        self.manifest["n_tokens"] += int(offsets[-1])
-        atomic_write_json(self.path / MANIFEST, self.manifest)
+        lens = [int(len(t)) for t in tokens]
+        for t, sg in zip(tokens, segments):
+            if t.ndim != 2 or t.shape[1] != self.dim:
+                raise InputError(f"write_shard: token array of shape {t.shape}, expected (T, {self.dim})")
+            if len(sg) != len(t):
+                raise InputError("write_shard: segments must have one id per token")
+        offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+        flat = np.concatenate([np.asarray(t, dtype=np.float16) for t in tokens]) if lens and sum(lens) else np.zeros((0, self.dim), np.float16)
+        seg = np.concatenate([np.asarray(x, dtype=np.int16) for x in segments]) if lens and sum(lens) else np.zeros(0, np.int16)
+        files = {
+            f"{name}.tokens.npy": lambda f: np.save(f, flat),
+            f"{name}.offsets.npy": lambda f: np.save(f, offsets),
+            f"{name}.segments.npy": lambda f: np.save(f, seg),
+            f"{name}.item_ids.json": lambda f: f.write(json.dumps([str(i) for i in item_ids]).encode()),
+        }
+        if extra:
+            files[f"{name}.extra.json"] = lambda f: f.write(json.dumps(extra).encode())
+        new = dict(self.manifest)
+        new["shards"] = [*self.manifest["shards"], name]
+        new["n_items"] = self.manifest["n_items"] + len(item_ids)
+        new["n_tokens"] = self.manifest["n_tokens"] + int(offsets[-1])
+        self._commit(new, files)
+        self.manifest = new
         return name
 
     def finish(self, **info: Any) -> Path:
-        self.manifest.update(info)
-        self.manifest["complete"] = True
-        atomic_write_json(self.path / MANIFEST, self.manifest)
-        return self.path
+        """Mark the store complete (and switch an overwrite in); releases the lock."""
+        new = {**self.manifest, **info, "complete": True}
+        self._commit(new)
+        self.manifest = new
+        if self._staging is not None:
+            fsync_tree(self._staging)
+            commit_directory(self._staging, _artifact_path(self.target))
+            self._staging = None
+            self.path = _artifact_path(self.target)
+        self.close()
+        return self.target
 
 
 def write_feature_store(
@@ -287,8 +362,8 @@ def write_feature_store(
     dim = int(tokens[0].shape[1])
     if segments is None:
         segments = [np.zeros(len(t), np.int16) for t in tokens]
-    w = FeatureStoreWriter(path, dim=dim, config=config or {"backend": "arrays"}, segments=segment_names, overwrite=overwrite)
-    for s in range(0, len(item_ids), shard_size):
-        w.write_shard(item_ids[s : s + shard_size], tokens[s : s + shard_size], segments[s : s + shard_size])
-    w.finish()
+    with FeatureStoreWriter(path, dim=dim, config=config or {"backend": "arrays"}, segments=segment_names, overwrite=overwrite) as w:
+        for s in range(0, len(item_ids), shard_size):
+            w.write_shard(item_ids[s : s + shard_size], tokens[s : s + shard_size], segments[s : s + shard_size])
+        w.finish()
     return FeatureStore.open(path)

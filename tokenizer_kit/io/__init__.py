@@ -1,12 +1,32 @@
-"""Inputs and artifact files: embeddings, catalogues, interactions and their leave-one-out split, atomic writes."""
+"""Inputs and artifact files: embeddings, catalogues, interactions and their leave-one-out split, atomic writes, manifests."""
 
 from ._atomic import (
     atomic_directory,
     atomic_write,
     atomic_write_bytes,
     atomic_write_json,
+    commit_directory,
+    live_directory,
     replace_directory,
     sha256_file,
+)
+from ._lock import LockTimeout, writer_lock
+from ._manifest import (
+    ALIGNMENT,
+    COMPANION,
+    FEATURE_STORE,
+    KINDS,
+    STAGE_RECORD,
+    TOKENIZER,
+    ArtifactKind,
+    Manifest,
+    read_artifact,
+    read_manifest,
+    read_record,
+    seal,
+    update_artifact,
+    write_artifact,
+    write_record,
 )
 from ._embeddings import (
     Embeddings,
@@ -29,12 +49,31 @@ from ._tables import (
 )
 
 __all__ = [
+    "ALIGNMENT",
+    "COMPANION",
+    "FEATURE_STORE",
+    "KINDS",
+    "STAGE_RECORD",
+    "TOKENIZER",
+    "ArtifactKind",
     "Embeddings",
     "InteractionLog",
     "Split",
     "TEST",
     "TRAIN",
     "VALID",
+    "LockTimeout",
+    "Manifest",
+    "commit_directory",
+    "live_directory",
+    "read_artifact",
+    "read_manifest",
+    "read_record",
+    "seal",
+    "update_artifact",
+    "write_artifact",
+    "write_record",
+    "writer_lock",
     "atomic_directory",
     "atomic_write",
     "atomic_write_bytes",

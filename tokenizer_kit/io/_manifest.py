@@ -1,0 +1,698 @@
+"""One manifest for every artifact directory: versions, checksums, atomic commits, one writer.
+
+Every artifact directory (tokenizer, alignment model, feature store, companion model) is
+written and read through this module, and pipeline stage records through
+``write_record``/``read_record``. An artifact kind (``ArtifactKind``, all listed in ``KINDS``)
+fixes the manifest's file name, the format version written, the oldest one read and, per
+format version, the files that must be present.
+
+The manifest (JSON, human-readable) always holds::
+
+    "format": "tokenizer-kit/<kind>"   which artifact this is
+    "format_version": 2                refused when newer than this code reads
+    "package_version": "0.1.0"         the one package-version key; a newer one warns
+    "config": {...}                    the settings the artifact was made with
+    "files": {"name": {"sha256": "...", "size": 123}, ...}
+    ...                                the kind's own fields
+    "manifest_sha256": "..."           sha256 of the canonical JSON of all the above
+
+File names in ``files`` are plain names inside the directory (no ``/``, ``\\``, ``..``, no
+leading dot); each must be a regular file (not a symlink). The format version fixes the set
+of required files (``ArtifactKind.required``): an emptied ``files`` map is an error, not a
+way to switch checksums off. Editing the manifest by hand breaks ``manifest_sha256``;
+``seal(data)`` recomputes it (for tests and deliberate repairs).
+
+Writing, two kinds of atomic commit (both under the artifact's writer lock, ``_lock``):
+
+* ``write_artifact(path, kind)``: build or overwrite a whole directory. Yields a writer
+  whose ``.dir`` is a staging directory; write the files there and put the kind's fields
+  (``config`` ...) in ``.fields``. On success the checksums are computed, the sealed
+  manifest is written last and the directory is switched in with one atomic exchange
+  (``_atomic.commit_directory``). The old version stays whole until that instant.
+* ``update_artifact(path, kind)``: append-only change in place, costing O(new data). New
+  files are written beside the live ones under new names (``.new_file(name)``; a file the
+  manifest references is immutable), files can be dropped from the manifest
+  (``.drop_file``), then the manifest alone is replaced with ``os.replace``. Files no longer
+  referenced are deleted by the *next* writer (``collect_garbage``), so a reader that read
+  the previous manifest a moment ago still finds them. A kill before the manifest replace
+  leaves the old version; after it, the new one.
+
+Reading: ``read_manifest(path, kind)`` checks all of the above and the files' checksums
+(``verify``: "sha256" full, "size" cheap, "none" presence only). ``read_artifact(path, kind,
+load)`` runs ``load(manifest)`` on a consistent snapshot: readers take no lock; if a
+writer commits while a reader reads, the reader notices (the directory or manifest changed
+identity) and reads again. Directories written by older formats of a kind load when the
+kind knows them (``oldest_format``); they are rewritten in the current format on the next
+save.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import stat
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from .._version import __version__
+from ..errors import ArtifactError
+from ._atomic import _artifact_path, _fsync_path, _step, atomic_directory, atomic_write, clean_stale, live_directory, sha256_file
+from ._lock import writer_lock
+
+__all__ = [
+    "ArtifactKind",
+    "ArtifactUpdate",
+    "ArtifactWriter",
+    "Manifest",
+    "KINDS",
+    "TOKENIZER",
+    "ALIGNMENT",
+    "FEATURE_STORE",
+    "COMPANION",
+    "STAGE_RECORD",
+    "PACKAGE_VERSION_KEY",
+    "CHECKSUM_KEY",
+    "seal",
+    "manifest_checksum",
+    "check_file_name",
+    "read_manifest",
+    "read_artifact",
+    "write_artifact",
+    "update_artifact",
+    "collect_garbage",
+    "write_record",
+    "read_record",
+    "version_tuple",
+]
+
+logger = logging.getLogger(__name__)
+
+PACKAGE_VERSION_KEY = "package_version"
+CHECKSUM_KEY = "manifest_sha256"
+# spellings of the package version in manifests written before the one key
+_LEGACY_VERSION_KEYS = ("package_version", "tokenizer_kit_version", "version")
+_VERIFY_LEVELS = ("sha256", "size", "none")
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_TMP_RE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")  # atomic_write's temporary files
+
+
+# ----------------------------------------------------------------------------------- kinds
+@dataclass(frozen=True)
+class ArtifactKind:
+    """What one kind of artifact directory looks like, per format version.
+
+    ``required(format_version, data)`` returns the file names a manifest of that version
+    must list (``data`` is the manifest). ``sealed_since``: the first format version with
+    the envelope and ``manifest_sha256`` (older ones load without them). ``owned(name)``:
+    which unreferenced files an in-place writer may delete (default: every plain file).
+    ``keep``: entries of the directory that are not part of the artifact but survive a
+    whole-directory rewrite (training logs, resume checkpoints), carried over by hard link.
+    """
+
+    name: str
+    manifest_name: str
+    format_version: int
+    what: str
+    fix: str
+    required: Callable[[int, Mapping[str, Any]], set[str]] = lambda fv, data: set()
+    oldest_format: int = 1
+    sealed_since: int = 1
+    verify: str = "sha256"
+    owned: Callable[[str], bool] = lambda name: True
+    keep: tuple[str, ...] = ()
+    legacy_formats: tuple[str, ...] = ()  # values of "format" written by older versions
+    # the files map of a manifest older than ``sealed_since`` that has none: name -> sha256 or None
+    legacy_files: Callable[[int, Mapping[str, Any]], dict[str, Any]] | None = None
+
+    @property
+    def format_id(self) -> str:
+        return f"tokenizer-kit/{self.name}"
+
+
+def _tokenizer_required(fv: int, data: Mapping[str, Any]) -> set[str]:
+    req = {"quantizer.safetensors"}
+    if _int_or_zero(data.get("n_items")) > 0:
+        req.add("sids.parquet")
+    sections = data.get("sections")
+    if isinstance(sections, Mapping) and sections.get("index"):
+        req |= {"index.safetensors", "trie.safetensors"}
+    return req
+
+
+def _store_required(fv: int, data: Mapping[str, Any]) -> set[str]:
+    if fv < 2:
+        return set()
+    shards = data.get("shards")
+    if not isinstance(shards, list):
+        return set()
+    return {f"{s}.{part}" for s in shards if isinstance(s, str) for part in ("tokens.npy", "offsets.npy", "segments.npy", "item_ids.json")}
+
+
+def _int_or_zero(v: Any) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) else 0
+
+
+TOKENIZER = ArtifactKind(
+    name="tokenizer",
+    manifest_name="tokenizer.json",
+    # 1: first wave (files map of sha256 strings, no envelope); 2: envelope + sealed manifest
+    format_version=2,
+    sealed_since=2,
+    what="tokenizer directory",
+    fix="rebuild it with `tokenizer-kit build-codebook` (then `tokenizer-kit index`) or restore it",
+    required=_tokenizer_required,
+)
+ALIGNMENT = ArtifactKind(
+    name="alignment",
+    manifest_name="config.json",
+    # 1: "tokenizer_kit_version" and "weights_sha256"; 2: envelope + sealed manifest
+    format_version=2,
+    sealed_since=2,
+    what="alignment directory",
+    fix="re-run `tokenizer-kit align`",
+    required=lambda fv, data: {"model.safetensors"},
+    owned=lambda name: name == "model.safetensors",
+    keep=("metrics.jsonl", "checkpoint"),
+    legacy_files=lambda fv, data: {"model.safetensors": data.get("weights_sha256") if isinstance(data.get("weights_sha256"), str) else None},
+)
+FEATURE_STORE = ArtifactKind(
+    name="feature-store",
+    manifest_name="manifest.json",
+    # 1: shard subdirectories with DONE markers, no checksums; 2: flat shard files, sealed
+    format_version=2,
+    sealed_since=2,
+    what="feature store",
+    fix="re-run `tokenizer-kit extract` (with --overwrite)",
+    required=_store_required,
+    # token files are large and memory-mapped: opening checks sizes; pass verify="sha256" for a full check
+    verify="size",
+    owned=lambda name: name.startswith("shard-"),
+)
+COMPANION = ArtifactKind(
+    name="companion",
+    manifest_name="config.json",
+    # 1: "format": "tokenizer-kit-companion", no package version or checksums; 2: sealed
+    format_version=2,
+    sealed_since=2,
+    what="companion model directory",
+    fix="save it again with GenerativeRetriever.save (or re-run `tokenizer-kit evaluate-retrieval --save`)",
+    required=lambda fv, data: {"model.safetensors"},
+    legacy_formats=("tokenizer-kit-companion",),
+    legacy_files=lambda fv, data: {"model.safetensors": None},
+)
+STAGE_RECORD = ArtifactKind(
+    name="stage-record",
+    manifest_name="",
+    format_version=1,
+    sealed_since=1,
+    what="pipeline stage record",
+    fix="the stage runs again",
+)
+KINDS: dict[str, ArtifactKind] = {k.name: k for k in (TOKENIZER, ALIGNMENT, FEATURE_STORE, COMPANION, STAGE_RECORD)}
+
+
+# ----------------------------------------------------------------------------------- helpers
+def version_tuple(v: Any) -> tuple[int, ...]:
+    """``"1.2.3rc1"`` -> (1, 2, 3); anything unparsable compares as 0."""
+    out = []
+    for part in str(v).split("."):
+        digits = "".join(ch for ch in part if ch.isdigit())
+        out.append(int(digits) if digits else 0)
+    return tuple(out)
+
+
+def manifest_checksum(data: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON (sorted keys, no spaces, ASCII) of ``data`` minus the checksum."""
+    body = {k: v for k, v in data.items() if k != CHECKSUM_KEY}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def seal(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``data`` with ``manifest_sha256`` (re)computed, as the last key."""
+    out = {k: v for k, v in data.items() if k != CHECKSUM_KEY}
+    out[CHECKSUM_KEY] = manifest_checksum(out)
+    return out
+
+
+def check_file_name(name: Any, where: str = "manifest") -> str:
+    """``name`` if it is a plain file name inside a directory; ``ArtifactError`` otherwise."""
+    if not isinstance(name, str) or not name:
+        raise ArtifactError(f"{where} lists a file name {name!r} that is not a non-empty string; the manifest is corrupt")
+    if "/" in name or "\\" in name or "\x00" in name or name in (".", "..") or name.startswith("."):
+        raise ArtifactError(
+            f"{where} lists file {name!r}, which is not a plain name inside the directory (no '/', '\\\\', '..' or leading '.'); "
+            "the manifest was tampered with or is corrupt"
+        )
+    return name
+
+
+def _file_entry(path: Path, hash_it: bool = True) -> dict[str, Any]:
+    st = os.stat(path)
+    return {"sha256": sha256_file(path) if hash_it else None, "size": int(st.st_size)}
+
+
+def _files_of(directory: Path, manifest_name: str) -> dict[str, dict[str, Any]]:
+    """Entries for every plain, visible regular file directly in ``directory``."""
+    out = {}
+    for p in sorted(directory.iterdir(), key=lambda p: p.name):
+        if p.name == manifest_name or p.name.startswith("."):
+            continue
+        if p.is_file() and not p.is_symlink():
+            out[check_file_name(p.name, f"{directory}")] = _file_entry(p)
+    return out
+
+
+def _dump(data: Mapping[str, Any]) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=False, allow_nan=True) + "\n").encode()
+
+
+def _identity(directory: Path, manifest_name: str) -> tuple:
+    try:
+        d = os.stat(directory)
+        m = os.stat(directory / manifest_name)
+        return (d.st_ino, d.st_dev, m.st_ino, m.st_mtime_ns, m.st_size)
+    except OSError:
+        return ()
+
+
+# ----------------------------------------------------------------------------------- reading
+@dataclass
+class Manifest:
+    """A checked manifest: ``data`` (the JSON), ``files`` (name -> {"sha256", "size"}), where
+    it lives (``path``: the directory) and what it is (``kind``, ``format_version``)."""
+
+    path: Path
+    kind: ArtifactKind
+    data: dict[str, Any]
+    files: dict[str, dict[str, Any]]
+    format_version: int
+    package_version: str | None
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.data
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    @property
+    def config(self) -> Any:
+        return self.data.get("config")
+
+    def file(self, name: str) -> Path:
+        """The path of a file the manifest lists (a plain name inside the directory)."""
+        if name not in self.files:
+            raise ArtifactError(f"{self.path / self.kind.manifest_name} does not list {name}; the {self.kind.what} is incomplete, {self.kind.fix}")
+        return self.path / name
+
+    def verify(self, level: str | None = None) -> None:
+        """Check each listed file: present, a regular file, its size and (``sha256``) its checksum."""
+        level = _level(self.kind, level)
+        for name, entry in self.files.items():
+            _verify_file(self.path / name, entry, level, self.kind)
+
+
+def _level(kind: ArtifactKind, verify: Any) -> str:
+    if verify is None or verify is True:
+        return kind.verify if verify is None else "sha256"
+    if verify is False:
+        return "none"
+    if verify not in _VERIFY_LEVELS:
+        raise ValueError(f"verify must be one of {_VERIFY_LEVELS}, True or False, got {verify!r}")
+    return verify
+
+
+def _verify_file(fp: Path, entry: Mapping[str, Any], level: str, kind: ArtifactKind) -> None:
+    try:
+        st = os.lstat(fp)
+    except FileNotFoundError:
+        raise ArtifactError(f"{fp} is missing; the {kind.what} is incomplete, {kind.fix}") from None
+    except OSError as e:
+        raise ArtifactError(f"{fp} cannot be read ({e.strerror}); {kind.fix}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ArtifactError(f"{fp} is not a regular file (a symlink or a directory); an artifact holds its own files, {kind.fix}")
+    if level == "none":
+        return
+    size = entry.get("size")
+    if size is not None and st.st_size != size:
+        raise ArtifactError(f"{fp} has {st.st_size} bytes, its manifest says {size}; the file is truncated or was changed, {kind.fix}")
+    if level == "sha256" and entry.get("sha256"):
+        try:
+            got = sha256_file(fp)
+        except OSError as e:
+            raise ArtifactError(f"{fp} cannot be read ({e.strerror}); {kind.fix}") from None
+        if got != entry["sha256"]:
+            raise ArtifactError(
+                f"{fp} fails its checksum (sha256 {got[:12]}..., manifest says {entry['sha256'][:12]}...); "
+                f"the file is corrupt or was changed, {kind.fix}"
+            )
+
+
+def _load_json(mpath: Path, kind: ArtifactKind) -> dict[str, Any]:
+    try:
+        raw = mpath.read_bytes()
+    except IsADirectoryError:
+        raise ArtifactError(f"{mpath} is a directory, not a manifest file; {kind.fix}") from None
+    except OSError as e:
+        raise ArtifactError(f"cannot read {mpath} ({e.strerror}); check its permissions") from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ArtifactError(f"{mpath} is corrupt (not UTF-8 text); {kind.fix}") from None
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"{mpath} is corrupt ({e.msg} at line {e.lineno}); {kind.fix}") from None
+    except RecursionError:
+        raise ArtifactError(f"{mpath} is corrupt (nested too deeply); {kind.fix}") from None
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{mpath} is corrupt (a JSON {type(data).__name__}, expected an object); {kind.fix}")
+    return data
+
+
+def check_manifest(data: dict[str, Any], kind: ArtifactKind, where: str) -> tuple[int, dict[str, dict[str, Any]], str | None]:
+    """Check a manifest's envelope; returns (format version, files, package version).
+
+    ``where`` names the manifest in messages. Raises ``ArtifactError`` for a missing or newer
+    format, a foreign kind, a broken seal, bad file names or entries, or missing required files.
+    """
+    fv = data.get("format_version")
+    if not isinstance(fv, int) or isinstance(fv, bool) or fv < 1:
+        raise ArtifactError(f"{where} is not a tokenizer-kit {kind.what} manifest (format_version {fv!r}); {kind.fix}")
+    fmt = data.get("format")
+    if fmt is not None and fmt != kind.format_id and fmt not in kind.legacy_formats:
+        other = str(fmt).removeprefix("tokenizer-kit/")
+        raise ArtifactError(f"{where} describes a {other} artifact, not a {kind.what}; pass the right directory")
+    if fv > kind.format_version:
+        raise ArtifactError(
+            f"{where} was written in {kind.name} format {fv}, newer than this tokenizer-kit {__version__} reads "
+            f"({kind.format_version}); upgrade tokenizer-kit"
+        )
+    if fv < kind.oldest_format:
+        raise ArtifactError(f"{where} is in {kind.name} format {fv}, older than this tokenizer-kit reads ({kind.oldest_format}); {kind.fix}")
+    if fv >= kind.sealed_since:
+        if fmt != kind.format_id:
+            raise ArtifactError(f"{where} has format {fmt!r}, expected {kind.format_id!r}; {kind.fix}")
+        want = data.get(CHECKSUM_KEY)
+        if not isinstance(want, str):
+            raise ArtifactError(f"{where} has no {CHECKSUM_KEY}; the manifest is incomplete or was edited, {kind.fix}")
+        if manifest_checksum(data) != want:
+            raise ArtifactError(f"{where} fails its own checksum ({CHECKSUM_KEY}); the manifest was edited or is corrupt, {kind.fix}")
+    pv = None
+    for key in _LEGACY_VERSION_KEYS if fv < kind.sealed_since else (PACKAGE_VERSION_KEY,):
+        if key in data:
+            pv = data[key]
+            break
+    if pv is not None and not isinstance(pv, str):
+        raise ArtifactError(f"{where}: {PACKAGE_VERSION_KEY} is {pv!r}, expected a version string; {kind.fix}")
+    files_raw = data.get("files")
+    if files_raw is None and fv < kind.sealed_since:
+        files_raw = kind.legacy_files(fv, data) if kind.legacy_files is not None else {}
+    if not isinstance(files_raw, dict):
+        raise ArtifactError(f"{where} has no files map (got {type(files_raw).__name__}); the manifest is corrupt, {kind.fix}")
+    files: dict[str, dict[str, Any]] = {}
+    for name, entry in files_raw.items():
+        check_file_name(name, where)
+        if name == kind.manifest_name:
+            raise ArtifactError(f"{where} lists itself as a file; the manifest is corrupt, {kind.fix}")
+        if (entry is None or isinstance(entry, str)) and fv < kind.sealed_since:
+            entry = {"sha256": entry, "size": None}
+        sha = entry.get("sha256") if isinstance(entry, dict) else None
+        size = entry.get("size") if isinstance(entry, dict) else None
+        ok = isinstance(entry, dict) and (sha is None and fv < kind.sealed_since or isinstance(sha, str) and _SHA_RE.match(sha))
+        ok = ok and (size is None and fv < kind.sealed_since or isinstance(size, int) and not isinstance(size, bool) and size >= 0)
+        if not ok:
+            raise ArtifactError(f"{where}: the entry of {name} is {entry!r}, expected {{'sha256': 64 hex digits, 'size': bytes}}; {kind.fix}")
+        files[name] = {"sha256": sha, "size": size}
+    missing = sorted(kind.required(fv, data) - set(files))
+    if missing:
+        raise ArtifactError(
+            f"{where} does not list {', '.join(missing)}, which a {kind.name} of format {fv} must have "
+            f"(its files map was emptied or cut); {kind.fix}"
+        )
+    return fv, files, pv
+
+
+def read_manifest(path: str | os.PathLike, kind: ArtifactKind, *, verify: Any = None) -> Manifest:
+    """Read and check the manifest of the ``kind`` artifact at ``path``, then its files.
+
+    ``verify``: None (the kind's default), "sha256" or True (every file's checksum),
+    "size" (sizes only), "none" or False (presence only). Every problem is one
+    ``ArtifactError`` line saying what is wrong and how to fix it.
+    """
+    shown = Path(path)
+    p = live_directory(shown)
+    if not p.exists():
+        raise ArtifactError(f"{kind.what} {shown} does not exist; {kind.fix}")
+    if not p.is_dir():
+        raise ArtifactError(f"{shown} is not a {kind.what} (expected a directory with {kind.manifest_name})")
+    mpath = p / kind.manifest_name
+    if not mpath.exists():
+        raise ArtifactError(f"{shown} has no {kind.manifest_name}; it is not a {kind.what} or it is incomplete; {kind.fix}")
+    data = _load_json(mpath, kind)
+    fv, files, pv = check_manifest(data, kind, str(mpath))
+    if pv is not None and version_tuple(pv) > version_tuple(__version__):
+        logger.warning("%s was written by tokenizer-kit %s, newer than this %s; upgrade if anything looks wrong", shown, pv, __version__)
+    m = Manifest(path=p, kind=kind, data=data, files=files, format_version=fv, package_version=pv)
+    m.verify(verify)
+    return m
+
+
+def read_artifact(path: str | os.PathLike, kind: ArtifactKind, load: Callable[[Manifest], Any], *, verify: Any = None, retries: int = 10) -> Any:
+    """``load(manifest)`` on a consistent snapshot of the artifact at ``path``.
+
+    Readers take no lock. If a writer commits while ``load`` runs (the directory or the
+    manifest changed identity), the result is dropped and the artifact read again, up to
+    ``retries`` times; errors raised while it changed count as such a race. ``load`` reads
+    files through ``manifest.file(name)`` (or ``manifest.path``).
+    """
+    shown = Path(path)
+    last: Exception | None = None
+    for attempt in range(retries + 1):
+        d = live_directory(shown)
+        before = _identity(d, kind.manifest_name)
+        try:
+            m = read_manifest(shown, kind, verify=verify)
+            result = load(m)
+        except (ArtifactError, OSError) as e:
+            if before and _identity(live_directory(shown), kind.manifest_name) != before:
+                last = e
+                time.sleep(0.01 * (attempt + 1))
+                continue
+            raise
+        if _identity(live_directory(shown), kind.manifest_name) == before:
+            return result
+        time.sleep(0.01 * (attempt + 1))
+    raise ArtifactError(f"{shown} kept changing while being read ({retries + 1} tries; last error: {last}); retry when its writer has finished")
+
+
+# ----------------------------------------------------------------------------------- writing
+def _envelope(kind: ArtifactKind, fields: Mapping[str, Any], files: Mapping[str, Any]) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "format": kind.format_id,
+        "format_version": kind.format_version,
+        "package": "tokenizer-kit",
+        PACKAGE_VERSION_KEY: __version__,
+    }
+    for k, v in fields.items():
+        if k in data or k in ("files", CHECKSUM_KEY):
+            raise ValueError(f"manifest field {k!r} is set by the manifest module")
+        data[k] = v
+    data.setdefault("config", {})
+    data["files"] = dict(files)
+    return seal(data)
+
+
+@dataclass
+class ArtifactWriter:
+    """Yielded by ``write_artifact``: write files into ``dir``, put manifest fields in ``fields``."""
+
+    dir: Path
+    kind: ArtifactKind
+    fields: dict[str, Any] = field(default_factory=dict)
+    manifest: dict[str, Any] | None = None  # the sealed manifest, after the commit
+
+
+@contextlib.contextmanager
+def write_artifact(
+    path: str | os.PathLike,
+    kind: ArtifactKind,
+    *,
+    overwrite: bool = False,
+    lock_timeout: float | None = None,
+) -> Iterator[ArtifactWriter]:
+    """Write a whole ``kind`` artifact directory at ``path``, committed atomically.
+
+    >>> with write_artifact(out, TOKENIZER, overwrite=True) as w:
+    ...     save_file(tensors, str(w.dir / "quantizer.safetensors"))
+    ...     w.fields.update(config=cfg, method="rq-kmeans")
+
+    Every visible regular file in ``w.dir`` becomes part of the artifact (checksummed); the
+    manifest is written last; the required files of ``kind`` must be there. The directory is
+    switched in with one atomic step under the writer lock (a second writer waits up to
+    ``lock_timeout`` seconds); entries named in ``kind.keep`` are carried over from the old
+    version. On any exception nothing at ``path`` changes.
+    """
+    with atomic_directory(path, overwrite=overwrite, lock_timeout=lock_timeout, keep=kind.keep) as staging:
+        w = ArtifactWriter(dir=staging, kind=kind)
+        yield w
+        for p in staging.iterdir():
+            if p.name != kind.manifest_name and not p.name.startswith(".") and (p.is_symlink() or not p.is_file()):
+                raise ArtifactError(f"{kind.what} writer left {p.name}, which is not a regular file; artifacts are flat directories of files")
+        files = _files_of(staging, kind.manifest_name)
+        data = _envelope(kind, w.fields, files)
+        check_manifest(data, kind, f"the new {kind.manifest_name}")  # a writer bug, caught before the commit
+        with atomic_write(staging / kind.manifest_name) as tmp:
+            tmp.write_bytes(_dump(data))
+        w.manifest = data
+
+
+@dataclass
+class ArtifactUpdate:
+    """Yielded by ``update_artifact``: the live directory, the current manifest's fields to
+    change, new immutable files to add and files to drop from the manifest."""
+
+    dir: Path
+    kind: ArtifactKind
+    fields: dict[str, Any]
+    files: dict[str, dict[str, Any]]
+    previous: Manifest | None
+    _new: dict[str, Path] = field(default_factory=dict)
+    _dropped: set[str] = field(default_factory=set)
+    manifest: dict[str, Any] | None = None
+
+    @contextlib.contextmanager
+    def new_file(self, name: str) -> Iterator[Path]:
+        """Yield a temporary path; on success it becomes the new file ``name`` (atomically).
+
+        ``name`` must be a plain name not referenced by the current manifest: referenced
+        files are immutable (readers of the current version may be reading them).
+        """
+        check_file_name(name, f"new file of {self.dir}")
+        if name == self.kind.manifest_name:
+            raise ValueError("the manifest is written by the commit, not as a new file")
+        if name in self.files or name in self._new:
+            raise ArtifactError(f"{self.dir / name} already belongs to the {self.kind.what}; files are immutable, write a new name")
+        with atomic_write(self.dir / name) as tmp:
+            yield tmp
+        self._new[name] = self.dir / name
+
+    def drop_file(self, name: str) -> None:
+        """Leave ``name`` out of the next manifest; the next writer deletes it."""
+        if name in self._new:
+            raise ValueError(f"{name} was added in this update")
+        self.files.pop(name, None)
+        self._dropped.add(name)
+
+
+def collect_garbage(directory: str | os.PathLike, kind: ArtifactKind, referenced: Sequence[str]) -> list[str]:
+    """Delete files in ``directory`` no manifest references: temporary files of killed writers,
+    and files ``kind.owned`` claims that ``referenced`` does not list. Call with the lock held."""
+    d = Path(directory)
+    keep = set(referenced) | {kind.manifest_name}
+    removed = []
+    for p in list(d.iterdir()):
+        if p.name in keep or p.name in kind.keep:
+            continue
+        stale_tmp = _TMP_RE.match(p.name) is not None
+        if stale_tmp or (not p.name.startswith(".") and kind.owned(p.name)):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    _step("remove-unreferenced", os.unlink, p)
+            removed.append(p.name)
+    if removed:
+        logger.info("removed %d unreferenced files from %s", len(removed), d)
+    return removed
+
+
+@contextlib.contextmanager
+def update_artifact(
+    path: str | os.PathLike,
+    kind: ArtifactKind,
+    *,
+    create: bool = False,
+    lock_timeout: float | None = None,
+    verify: Any = "size",
+    lock_of: str | os.PathLike | None = None,
+) -> Iterator[ArtifactUpdate]:
+    """Change the ``kind`` artifact at ``path`` in place, append-only, at the cost of the new data.
+
+    >>> with update_artifact(tok_dir, TOKENIZER) as u:
+    ...     with u.new_file("segment-00002.parquet") as tmp:
+    ...         pq.write_table(table, tmp)
+    ...     u.fields["sections"]["index"]["segments"].append("segment-00002.parquet")
+
+    Holds the writer lock for the whole block (read-modify-write is safe); first deletes
+    what earlier writers left unreferenced. The manifest is replaced with ``os.replace`` when
+    the block succeeds; on an exception the new files are left unreferenced (and deleted by
+    the next writer) and the artifact is unchanged. ``create``: start an empty artifact
+    (``fields`` = {}) when ``path`` has no manifest yet. ``lock_of``: take that artifact's
+    lock instead (a staging copy of it being filled by a writer that already holds it).
+    """
+    shown = Path(path)
+    d = _artifact_path(path)
+    with writer_lock(_artifact_path(lock_of) if lock_of is not None else d, timeout=lock_timeout):
+        clean_stale(d)
+        if not (d / kind.manifest_name).exists() and create:
+            if os.path.lexists(d) and not d.is_dir():
+                raise ArtifactError(f"output path {shown} exists and is not a directory; remove it or choose another path")
+            d.mkdir(parents=True, exist_ok=True)
+            prev = None
+            fields: dict[str, Any] = {}
+            files: dict[str, dict[str, Any]] = {}
+        else:
+            prev = read_manifest(d, kind, verify=verify)
+            fields = {k: copy.deepcopy(v) for k, v in prev.data.items() if k not in ("format", "format_version", "package", "files", CHECKSUM_KEY, *_LEGACY_VERSION_KEYS)}
+            files = {k: dict(v) for k, v in prev.files.items()}
+            collect_garbage(d, kind, list(files))
+        u = ArtifactUpdate(dir=d, kind=kind, fields=fields, files=files, previous=prev)
+        try:
+            yield u
+        except BaseException:
+            for p in u._new.values():
+                with contextlib.suppress(OSError):
+                    p.unlink()
+            raise
+        for name, p in u._new.items():
+            u.files[name] = _file_entry(p)
+        for name, entry in list(u.files.items()):
+            if entry.get("sha256") is None:  # a legacy entry: checksum it now
+                u.files[name] = _file_entry(d / name)
+        data = _envelope(kind, u.fields, u.files)
+        check_manifest(data, kind, f"the new {kind.manifest_name}")
+        with atomic_write(d / kind.manifest_name) as tmp:
+            tmp.write_bytes(_dump(data))
+        _fsync_path(d)
+        u.manifest = data
+
+
+# ----------------------------------------------------------------------------------- records
+def write_record(path: str | os.PathLike, kind: ArtifactKind, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Write a one-file manifest (a pipeline stage record) atomically: the envelope (format,
+    versions, ``config``) plus ``fields``, sealed; ``files`` is empty. Returns what was written."""
+    data = _envelope(kind, fields, {})
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(_dump(data))
+    return data
+
+
+def read_record(path: str | os.PathLike, kind: ArtifactKind) -> dict[str, Any]:
+    """Read and check a one-file manifest written by ``write_record``; ``ArtifactError`` if
+    it is missing, corrupt, edited (seal), of another kind or of a newer format."""
+    p = Path(path)
+    if not p.is_file():
+        raise ArtifactError(f"{kind.what} {p} does not exist or is not a file")
+    data = _load_json(p, kind)
+    check_manifest(data, kind, str(p))
+    return data
