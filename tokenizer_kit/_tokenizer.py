@@ -20,7 +20,6 @@ written in format 1 (the first wave) still load.
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import os
 import time
