@@ -23,7 +23,8 @@ import numpy as np
 from .._config import ValidatedConfig
 from ..errors import TokenizerKitError
 from ._base import QuantizerBase, register_quantizer, suggest_codebook_size
-from ._kmeans import KMeansConfig, kmeans_device, nearest, train_kmeans
+from ._encode import BLOCK_ROWS, TorchEncoder, greedy_encode, greedy_level, run_blocks
+from ._kmeans import KMeansConfig, kmeans_device, nearest, resolve_device, train_kmeans
 
 __all__ = ["RQKMeansConfig", "RQKMeans", "parse_codebook_sizes", "suggest_codebook_size"]
 
@@ -157,22 +158,78 @@ class RQKMeans(QuantizerBase):
         return len(self.codebooks) == self.levels
 
     # ---- training ---------------------------------------------------------------------
+    @property
+    def sample_cap(self) -> int:
+        """Most training points any level uses: ``max_points_per_centroid x max(K)``."""
+        return self.config.max_points_per_centroid * max(self.config.codebook_sizes)
+
+    def sample_rows(self, n: int) -> np.ndarray:
+        """Rows (sorted) of the training sample for an input of ``n`` items: all rows when
+        ``n <= sample_cap``, else ``sample_cap`` rows drawn uniformly without replacement.
+        Depends only on ``n`` and the seed, so every reader of the input draws the same sample."""
+        cap = self.sample_cap
+        if n <= cap:
+            return np.arange(n, dtype=np.int64)
+        rng = np.random.default_rng([self.config.seed, 0x5A3D])
+        return np.sort(rng.choice(n, cap, replace=False)).astype(np.int64)
+
     def fit(self, x: np.ndarray) -> "RQKMeans":
-        """Train the codebooks on ``x`` (n, d). Also keeps the training items' codes in
-        ``fit_codes_`` (n, L) (greedy, as in the paper)."""
+        """Train the codebooks on ``x`` (n, d) and keep every item's codes in ``fit_codes_``
+        (n, L) (greedy, as in the paper).
+
+        The algorithm is the one the streaming build runs on any catalogue: each level is
+        trained on one sample of ``x`` (``sample_rows``; all of ``x`` when it has at most
+        ``max_points_per_centroid x K`` items), later levels on the sample's residuals; then
+        every item is encoded; in balanced mode each prefix's items get distinct last-level
+        codes (``distinct_last_level``).
+        """
         x = self._check_fit_input(x)
         n, d = x.shape
+        rows = self.sample_rows(n)
+        whole = len(rows) == n
+        sample = np.array(x, dtype=np.float32, order="C", copy=True) if whole else np.ascontiguousarray(x[rows], dtype=np.float32)
+        t_start = time.perf_counter()
+        sample_codes = self.fit_sample(sample, n_total=n)
+        codes = sample_codes if whole else self.encode(x, beam_size=1)
+        moved = 0
+        if self._joint_last_level:
+            groups = self.distinct_groups(codes)
+            if groups:
+                r_last = lambda g: self.last_residuals(np.ascontiguousarray(x[g], dtype=np.float32), codes[g])  # noqa: E731
+                moved = self.solve_distinct(groups, r_last, codes)
+        self.fit_codes_ = codes
+        self._summary.update(
+            {
+                "n_items": int(n),
+                "fit_seconds": time.perf_counter() - t_start,
+                "distinct_last_level_moved": int(moved),
+            }
+        )
+        logger.info("RQ-Kmeans fit on %d x %d in %.2fs", n, d, self._summary["fit_seconds"])
+        return self
+
+    train = fit
+
+    @property
+    def _joint_last_level(self) -> bool:
+        cfg = self.config
+        return bool(cfg.balanced and cfg.distinct_last_level and self.levels > 1)
+
+    def fit_sample(self, sample: np.ndarray, *, n_total: int | None = None) -> np.ndarray:
+        """Train every level on ``sample`` (m, d) float32 (overwritten with its final residuals);
+        returns the sample's greedy codes (m, L)."""
+        m, d = sample.shape
         cfg = self.config
         kmax = max(cfg.codebook_sizes)
-        if n < 39 * kmax:
-            logger.info(
-                "%d items for %d codes (%.1f per code); FAISS suggests >= 39 per code", n, kmax, n / kmax
-            )
+        if m < kmax:
+            self._check_fit_input(sample)
+        if m < 39 * kmax:
+            logger.info("%d items for %d codes (%.1f per code); FAISS suggests >= 39 per code", m, kmax, m / kmax)
         device = kmeans_device(cfg.device)
         self._dim = d
         t_start = time.perf_counter()
-        residual = np.array(x, dtype=np.float32, order="C", copy=True)  # [n, d]
-        codes = np.empty((n, self.levels), dtype=np.int64)
+        residual = sample
+        codes = np.empty((m, self.levels), dtype=np.int64)
         self.codebooks, self.biases, self._cnorms, self._fast = [], [], [], []
         level_times = []
         rng = np.random.default_rng(cfg.seed)
@@ -188,30 +245,19 @@ class RQKMeans(QuantizerBase):
             self.codebooks.append(cents)
             self.biases.append(bias)
             self._refresh_cache()
-            last = level == self.levels - 1
-            joint = cfg.balanced and cfg.distinct_last_level and last and self.levels > 1
-            before = residual.copy() if joint else None
             codes[:, level] = self._assign_level(residual, level)
-            if joint:
-                moved = self._distinct_last_level(before, codes)
-                if len(moved):
-                    residual[moved] = before[moved] - cents[codes[moved, level]]
-                self._moved_last = int(len(moved))
             level_times.append(time.perf_counter() - t0)
-        self.fit_codes_ = codes
         self._summary = {
-            "n_train": int(n),
+            "n_train": int(m),
+            "n_items": int(n_total if n_total is not None else m),
             "dim": int(d),
             "device": device,
             "fit_seconds": time.perf_counter() - t_start,
             "level_seconds": level_times,
             "fit_mse": float(np.mean(residual.astype(np.float64) ** 2)),
-            "distinct_last_level_moved": getattr(self, "_moved_last", 0),
+            "distinct_last_level_moved": 0,
         }
-        logger.info("RQ-Kmeans fit on %d x %d in %.2fs", n, d, self._summary["fit_seconds"])
-        return self
-
-    train = fit
+        return codes
 
     def _balance_level(self, residual: np.ndarray, cents: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
         """Size-balanced Lloyd iterations from the FAISS centroids; returns (centroids, prices)."""
@@ -237,29 +283,47 @@ class RQKMeans(QuantizerBase):
         prices = _balanced_prices(dist, target, prices)
         return np.ascontiguousarray(cents, dtype=np.float32), prices.astype(np.float32)
 
-    def _distinct_last_level(self, r_last: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """Give the items of each prefix distinct last-level codes; returns moved rows.
+    # ---- distinct last level (balanced mode) --------------------------------------------
+    @staticmethod
+    def distinct_groups(codes: np.ndarray) -> list[np.ndarray]:
+        """Rows of each prefix (levels 0..L-2) whose items share a last-level code, in prefix
+        order, rows ascending within a group."""
+        order = np.lexsort(codes[:, ::-1].T[1:])  # sort rows by prefix (stable: rows ascending)
+        pre = codes[order, :-1]
+        bounds = np.flatnonzero((pre[1:] != pre[:-1]).any(1)) + 1
+        out = []
+        for g in np.split(order, bounds):
+            if len(g) < 2:
+                continue
+            if len(np.unique(codes[g, -1])) == len(g):
+                continue
+            out.append(g)
+        return out
 
-        Per prefix whose items collide, a min-cost assignment (Hungarian, scipy) of its m
-        items to the K last-level codes under ``||r - c_k||^2 + p_k``; with m > K each code
-        takes ceil(m / K) items at most. Changes ``codes[:, -1]`` in place.
+    def last_residuals(self, x: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Residuals before the last level, ``x - sum_{l < L-1} c_l`` (m, d), subtracted level by
+        level in float32 as the encoder does."""
+        r = np.array(x, dtype=np.float32, order="C", copy=True)
+        for level in range(self.levels - 1):
+            r -= self.codebooks[level][codes[:, level]]
+        return r
+
+    def solve_distinct(self, groups: list[np.ndarray], r_last, codes: np.ndarray) -> int:
+        """Give the items of each group (one prefix) distinct last-level codes; returns how
+        many items moved. ``r_last(rows) -> (m, d)`` gives the residuals of a group's rows.
+
+        Per group a min-cost assignment (Hungarian, scipy) of its m items to the K last-level
+        codes under ``||r - c_k||^2 + p_k``; with m > K each code takes ceil(m / K) items at
+        most. Changes ``codes[:, -1]`` in place.
         """
         from scipy.optimize import linear_sum_assignment
 
         k = self.codebook_sizes[-1]
         c, cn, b = self.codebooks[-1], self._cnorms[-1], self.biases[-1]
-        order = np.lexsort(codes[:, ::-1].T[1:])  # sort rows by prefix
-        pre = codes[order, :-1]
-        bounds = np.flatnonzero((pre[1:] != pre[:-1]).any(1)) + 1
-        groups = np.split(order, bounds)
-        moved = []
+        moved = 0
         for g in groups:
-            if len(g) < 2:
-                continue
             last = codes[g, -1]
-            if len(np.unique(last)) == len(g):
-                continue
-            rg = r_last[g]
+            rg = r_last(g)
             cost = cn[None, :] + b[None, :] - 2.0 * (rg @ c.T)  # [m, K]
             reps = -(-len(g) // k)
             if reps > 1:
@@ -267,49 +331,80 @@ class RQKMeans(QuantizerBase):
             rows, cols = linear_sum_assignment(cost)
             new = np.empty(len(g), dtype=np.int64)
             new[rows] = cols % k
-            changed = new != last
+            moved += int((new != last).sum())
             codes[g, -1] = new
-            moved.extend(g[changed].tolist())
-        return np.asarray(sorted(moved), dtype=np.int64)
+        return moved
 
     def _assign_level(self, residual: np.ndarray, level: int) -> np.ndarray:
-        """Greedy codes of one level for ``residual`` (n, d); subtracts the chosen centroids in place."""
-        n = residual.shape[0]
-        out = np.empty(n, dtype=np.int64)
-        bs = self.config.batch_size
-        for s in range(0, n, bs):
-            out[s : s + bs] = self._greedy_level(residual[s : s + bs], level)
+        """Greedy codes of one level for ``residual`` (n, d); subtracts the chosen centroids in
+        place. Same blocks as ``encode``, so a level-by-level pass gives the same codes."""
+        out = np.empty(residual.shape[0], dtype=np.int64)
+        neg2ct, offset = self._fast[level]
+        cb = self.codebooks[level]
+
+        def one(s: int, e: int) -> None:
+            out[s:e] = greedy_level(residual[s:e], neg2ct, offset, cb)
+
+        run_blocks(one, residual.shape[0])
         return out
 
     # ---- encode / decode --------------------------------------------------------------
-    def encode(self, x: np.ndarray, *, batch_size: int | None = None, beam_size: int | None = None) -> np.ndarray:
-        """Codes (n, L) int64 for ``x`` (n, d); streams ``x`` in batches (memmaps welcome)."""
+    def encode(
+        self,
+        x: np.ndarray,
+        *,
+        batch_size: int | None = None,
+        beam_size: int | None = None,
+        device: str | None = None,
+        threads: int | None = None,
+    ) -> np.ndarray:
+        """Codes (n, L) int64 for ``x`` (n, d); streams ``x`` in batches (memmaps welcome).
+
+        Greedy codes run on the CPU in cache-sized blocks on every core (see ``_encode``), or
+        with torch on every GPU when ``device`` (default: the config's) resolves to ``cuda``
+        and torch sees one. Beam search runs on the CPU.
+        """
         self._require_fitted()
         x = self._check_input(x, "encode")
         n = x.shape[0]
         bs = batch_size or self.config.batch_size
         beam = beam_size or self.config.beam_size
+        if beam == 1 and self._use_torch(device or self.config.device):
+            return self.torch_encoder().encode(x, batch_size=max(bs, 65536))
         out = np.empty((n, self.levels), dtype=np.int64)
-        step = max(1, bs // beam) if beam > 1 else bs
+        if beam == 1:
+            # batches are whole multiples of the block, so codes do not depend on batch_size
+            step = max(BLOCK_ROWS, (bs // BLOCK_ROWS) * BLOCK_ROWS)
+            for s in range(0, n, step):
+                xb = np.ascontiguousarray(x[s : s + step], dtype=np.float32)
+                greedy_encode(xb, self.codebooks, self._fast, threads=threads, out=out[s : s + step])
+            return out
+        step = max(1, bs // beam)
         for s in range(0, n, step):
             xb = np.ascontiguousarray(x[s : s + step], dtype=np.float32)
-            out[s : s + step] = self._encode_greedy(xb) if beam == 1 else self._encode_beam(xb, beam)
+            out[s : s + step] = self._encode_beam(xb, beam)
         return out
 
-    def _greedy_level(self, r: np.ndarray, level: int, buf: np.ndarray | None = None) -> np.ndarray:
-        """Codes of one level for residuals ``r`` (b, d), subtracted from ``r`` in place.
+    @staticmethod
+    def _use_torch(device: str) -> bool:
+        """Greedy encode on torch when ``device`` resolves to cuda and torch itself sees a GPU."""
+        if resolve_device(device) != "cuda":
+            return False
+        try:
+            import torch
+        except ImportError:  # pragma: no cover - torch is a dependency
+            return False
+        return bool(torch.cuda.is_available())
 
-        The hot loop of encoding: one GEMM into a reused buffer against the cached
-        ``-2 C^T``, one pass adding ``||c||^2 + price``, one argmin.
-        """
+    def torch_encoder(self, devices: list[str] | None = None) -> TorchEncoder:
+        """A :class:`TorchEncoder` over this quantizer's codebooks (every GPU by default)."""
+        self._require_fitted()
+        return TorchEncoder(self.codebooks, [f[1] for f in self._fast], devices)
+
+    def _greedy_level(self, r: np.ndarray, level: int, buf: np.ndarray | None = None) -> np.ndarray:
+        """Codes of one level for residuals ``r`` (b, d), subtracted from ``r`` in place."""
         neg2ct, offset = self._fast[level]
-        if buf is None or buf.shape[0] != r.shape[0]:
-            buf = np.empty((r.shape[0], neg2ct.shape[1]), dtype=np.float32)
-        np.matmul(r, neg2ct, out=buf)  # [b, K]
-        buf += offset
-        ids = buf.argmin(1)
-        r -= self.codebooks[level][ids]
-        return ids
+        return greedy_level(r, neg2ct, offset, self.codebooks[level], buf)
 
     def _refresh_cache(self) -> None:
         self._cnorms = [(c * c).sum(1) for c in self.codebooks]
@@ -319,12 +414,7 @@ class RQKMeans(QuantizerBase):
         ]
 
     def _encode_greedy(self, xb: np.ndarray) -> np.ndarray:
-        r = np.array(xb, dtype=np.float32, copy=True)
-        codes = np.empty((xb.shape[0], self.levels), dtype=np.int64)
-        buf = None
-        for level in range(self.levels):
-            codes[:, level] = self._greedy_level(r, level, buf)
-        return codes
+        return greedy_encode(np.ascontiguousarray(xb, dtype=np.float32), self.codebooks, self._fast)
 
     def _encode_beam(self, xb: np.ndarray, beam: int) -> np.ndarray:
         """Beam search over levels on ``||x - x^||^2 + sum of prices``; never worse than greedy."""
