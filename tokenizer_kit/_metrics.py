@@ -20,6 +20,7 @@ from .errors import InputError
 
 __all__ = [
     "level_stats",
+    "level_stats_from_counts",
     "collision_stats",
     "prefix_fanout",
     "reconstruction_stats",
@@ -31,7 +32,13 @@ __all__ = [
 def level_stats(codes: np.ndarray, codebook_size: int) -> dict[str, float]:
     """Utilization, entropy (nats, bits, / ln K), perplexity and Gini of one level's codes (n,)."""
     k = int(codebook_size)
-    counts = np.bincount(np.asarray(codes, dtype=np.int64), minlength=k)[:k].astype(np.float64)
+    return level_stats_from_counts(np.bincount(np.asarray(codes, dtype=np.int64), minlength=k)[:k], k)
+
+
+def level_stats_from_counts(counts: np.ndarray, codebook_size: int) -> dict[str, float]:
+    """:func:`level_stats` from the items per code (K,) (what a streaming pass accumulates)."""
+    k = int(codebook_size)
+    counts = np.asarray(counts, dtype=np.float64)
     n = counts.sum()
     p = counts[counts > 0] / max(n, 1.0)
     h = float(-(p * np.log(p)).sum()) if n else 0.0

@@ -31,7 +31,7 @@ import numpy as np
 from ._metrics import tokenizer_metrics
 from ._progress import Progress
 from .errors import ArtifactError, InputError, TokenizerKitError
-from .io import Embeddings, validate_ids, validate_vectors
+from .io import Embeddings, as_float32_vectors, normalise_ids, validate_ids, validate_vectors
 from .io._manifest import TOKENIZER, Manifest, read_artifact, read_manifest, write_artifact
 from .quantizers import get_quantizer_class
 
@@ -166,11 +166,11 @@ class SemanticTokenizer:
             x = x.vectors
         qcls = get_quantizer_class(method)
         quantizer = qcls(**quantizer_config)
+        if not isinstance(x, np.ndarray) and hasattr(x, "detach"):  # a torch tensor (bfloat16 welcome)
+            x = as_float32_vectors(x, source or "embeddings")
         validate_vectors(x, source or "embeddings")
         n = x.shape[0]
-        ids_arr = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids)
-        if ids_arr.dtype.kind not in "iu":
-            ids_arr = ids_arr.astype(str).astype(object)
+        ids_arr = np.arange(n, dtype=np.int64) if ids is None else normalise_ids(ids, source or "item ids")
         validate_ids(ids_arr, n, source or "embeddings")
         tok = cls(quantizer, normalize=normalize)
         xp = tok.preprocess(x, what=source or "embeddings")
@@ -208,7 +208,7 @@ class SemanticTokenizer:
                 f"{what}: vectors have dimension {x.shape[1]} but this tokenizer expects {self.dim}; "
                 "embed with the model the tokenizer was built on"
             )
-        out = np.ascontiguousarray(x, dtype=np.float32)
+        out = np.ascontiguousarray(as_float32_vectors(x, what))
         if self.normalize:
             out = out.copy() if out is x else out
             for s in range(0, out.shape[0], batch):
@@ -222,6 +222,8 @@ class SemanticTokenizer:
 
     def encode(self, x: np.ndarray, *, batch_size: int | None = None, **kwargs) -> np.ndarray:
         """Codes (n, L) int64 for raw embeddings ``x`` (n, d), with this tokenizer's preprocessing."""
+        if not isinstance(x, np.ndarray) and hasattr(x, "detach"):  # a torch tensor (bfloat16 welcome)
+            x = as_float32_vectors(x, "encode input")
         validate_vectors(x, "encode input")
         xp = self.preprocess(x, what="encode input")
         return np.asarray(self.quantizer.encode(xp, batch_size=batch_size, **kwargs), dtype=np.int64)
@@ -306,7 +308,7 @@ class SemanticTokenizer:
         for name, tensors in self.attachments.items():
             save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(directory / f"{name}.safetensors"))
         if self.item_ids is not None and self.codes is not None:
-            pq.write_table(sids_table(self.item_ids, self.sids, self.sid_strings()), directory / SIDS_NAME)
+            pq.write_table(sids_table(self.item_ids, self.sids), directory / SIDS_NAME)
 
     def save_pretrained(self, path: str | os.PathLike, *, overwrite: bool = False, lock_timeout: float | None = None) -> Path:
         """Write the tokenizer directory atomically; an existing one is kept unless ``overwrite``.

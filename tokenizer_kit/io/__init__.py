@@ -36,7 +36,7 @@ from ._embeddings import (
     validate_vectors,
     write_embeddings_parquet,
 )
-from ._stream import Batch, EmbeddingStream, as_float32_vectors, open_embeddings
+from ._stream import Batch, EmbeddingStream, as_float32_vectors, normalise_ids, open_embeddings
 from ._sids import sids_table, write_sids_parquet
 from ._splits import TEST, TRAIN, VALID, InteractionLog, Split, interaction_log, leave_one_out_roles, leave_one_out_split
 from ._synthetic import make_clustered_embeddings
@@ -88,6 +88,7 @@ __all__ = [
     "leave_one_out_split",
     "load_embeddings",
     "make_clustered_embeddings",
+    "normalise_ids",
     "open_embeddings",
     "read_catalog",
     "read_ids_file",

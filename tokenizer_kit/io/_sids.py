@@ -9,22 +9,57 @@ import numpy as np
 
 from ._atomic import atomic_write
 
-__all__ = ["sids_table", "write_sids_parquet"]
+__all__ = ["sids_table", "write_sids_parquet", "sid_string_array", "SIDWriter"]
 
 
-def sids_table(ids: np.ndarray, codes: np.ndarray, sids: Sequence[str]):
+def _level_prefix(level: int) -> str:
+    # the same spelling as tokenizer_kit._tokenizer.level_token
+    return chr(ord("a") + level) if level < 26 else f"l{level}"
+
+
+def sid_string_array(codes: np.ndarray):
+    """SID strings ``<a_3><b_4><c_1>`` of ``codes`` (n, L) as an Arrow string array (vectorised)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    codes = np.asarray(codes, dtype=np.int64)
+    n, levels = codes.shape
+    if levels == 0:
+        return pa.array([""] * n, pa.string())
+    cols = []
+    for level in range(levels):
+        col = codes[:, level]
+        hi = int(col.max()) + 1 if n else 1
+        lo = int(col.min()) if n else 0
+        if lo < 0:
+            raise ValueError(f"negative code {lo} at level {level}")
+        tokens = pa.array([f"<{_level_prefix(level)}_{k}>" for k in range(hi)], pa.string())
+        cols.append(tokens.take(pa.array(col)))
+    return pc.binary_join_element_wise(*cols, "") if levels > 1 else cols[0]
+
+
+def _id_array(ids: np.ndarray):
     import pyarrow as pa
 
     ids = np.asarray(ids)
-    id_arr = pa.array(ids.tolist(), pa.int64()) if ids.dtype.kind in "iu" else pa.array([str(i) for i in ids.tolist()], pa.string())
-    cols = {"item_id": id_arr}
+    if ids.dtype.kind in "iu":
+        return pa.array(ids.astype(np.int64), pa.int64())
+    return pa.array([str(i) for i in ids.tolist()], pa.string())
+
+
+def sids_table(ids: np.ndarray, codes: np.ndarray, sids: Sequence[str] | None = None):
+    """Arrow table ``item_id, code_0..code_{L-1}, sid``; ``sids`` default to the codes' strings."""
+    import pyarrow as pa
+
+    codes = np.asarray(codes)
+    cols = {"item_id": _id_array(ids)}
     for l in range(codes.shape[1]):
         cols[f"code_{l}"] = pa.array(np.asarray(codes[:, l], dtype=np.int32))
-    cols["sid"] = pa.array(list(sids), pa.string())
+    cols["sid"] = sid_string_array(codes) if sids is None else pa.array(list(sids), pa.string())
     return pa.table(cols)
 
 
-def write_sids_parquet(path: str | Path, ids: np.ndarray, codes: np.ndarray, sids: Sequence[str]) -> Path:
+def write_sids_parquet(path: str | Path, ids: np.ndarray, codes: np.ndarray, sids: Sequence[str] | None = None) -> Path:
     """Write atomically: the previous file stays whole if anything fails."""
     import pyarrow.parquet as pq
 
@@ -32,3 +67,40 @@ def write_sids_parquet(path: str | Path, ids: np.ndarray, codes: np.ndarray, sid
     with atomic_write(path) as tmp:
         pq.write_table(sids_table(ids, codes, sids), tmp)
     return path
+
+
+class SIDWriter:
+    """Append SID rows batch by batch to one Parquet file (the layout of ``sids_table``).
+
+    >>> with SIDWriter(path) as w:
+    ...     for ids, codes in batches:
+    ...         w.write(ids, codes)
+    """
+
+    def __init__(self, path: str | Path, *, row_group_size: int = 1 << 20):
+        self.path = Path(path)
+        self.row_group_size = row_group_size
+        self._writer = None
+        self.rows = 0
+
+    def write(self, ids: np.ndarray, codes: np.ndarray) -> None:
+        import pyarrow.parquet as pq
+
+        table = sids_table(ids, codes)
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, table.schema)
+        elif table.schema != self._writer.schema:
+            raise ValueError(f"SID batch schema {table.schema} differs from the file's {self._writer.schema} (mixed id types?)")
+        self._writer.write_table(table, row_group_size=self.row_group_size)
+        self.rows += table.num_rows
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def __enter__(self) -> "SIDWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -137,6 +137,7 @@ class EmbeddingStream:
     dim: int = 0
     dtype: np.dtype = np.dtype(np.float32)
     random_access: bool = False  # rows can be read without a pass (memory-mapped .npy)
+    has_ids: bool = True  # False: the ids are row numbers (unique by construction)
 
     def __len__(self) -> int:
         return self.n
@@ -258,6 +259,7 @@ class NpyStream(EmbeddingStream):
         if ids is not None and len(ids) != self.n:
             raise InputError(f"{source}: {len(ids)} item ids for {self.n} vectors; give exactly one id per row")
         self._ids = ids
+        self.has_ids = ids is not None
 
     def _ids_slice(self, a: int, b: int) -> np.ndarray:
         if self._ids is None:
@@ -414,6 +416,7 @@ class ArrowStream(EmbeddingStream):
         vtype = schema.field(self.vcol).type
         self.dtype = _arrow_value_dtype(vtype, source, self.vcol)
         self.id_column = id_column if id_column in schema.names else None
+        self.has_ids = self.id_column is not None
         if self.id_column is None:
             logger.info("%s has no %r column; using row numbers as item ids", source, id_column)
         self.n = int(n)

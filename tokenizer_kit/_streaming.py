@@ -1,0 +1,398 @@
+"""Build and assign over catalogues of any size, in bounded memory.
+
+``build_streaming(source, out)`` is :meth:`SemanticTokenizer.build` for inputs that do not fit
+in memory (RQ-Kmeans): it gives the same codebooks and the same SIDs as the in-memory build on
+the same input and seed, because both run one algorithm:
+
+1. **Sample** (one pass, or direct reads from a memory-mapped ``.npy``): the rows
+   ``RQKMeans.sample_rows(n)``, at most ``max_points_per_centroid x max(K)`` of them, drawn
+   uniformly and deterministically in the seed.
+2. **Train** every level on the sample (later levels on the sample's residuals).
+3. **Encode** every item in batches, writing ``sids.parquet`` in the tokenizer directory as it
+   goes, and accumulating the metrics (reconstruction, per-level counts and entropy, SID keys
+   for collisions, the largest bucket and prefix fan-out; :class:`StreamingMetrics`).
+4. Balanced mode with ``distinct_last_level``: the codes are kept in memory as small ints
+   (n x L x 2 bytes for K <= 32768) instead of being written at once; the prefixes whose
+   items share a last-level code are solved as in memory (one assignment problem per
+   prefix), their items' last-level residuals being written to scratch files partitioned by
+   prefix in one more pass over the input (n_grouped x (4 d + 8) bytes on disk) and read back
+   a partition at a time; then one more pass reads only the ids and writes the SIDs.
+
+Memory: one batch of the input, the sample (``max_points_per_centroid x max(K) x d x 4``
+bytes: 64 MiB for 3 x 256 at d = 256, 2 GiB for 8192 codes), 8 bytes per item for SID keys
+and 8 for id hashes up to a budget (then spilled to disk by partition), and, in balanced mode,
+the codes. The tokenizer directory is written atomically (staging, then a swap).
+
+``assign_streaming(tok, source, out)`` encodes any number of items with a frozen tokenizer
+into a SID Parquet file, batch by batch. The per-batch work is :func:`encode_batch`, a pure
+function of (tokenizer, vectors) that a distributed engine can map over shards.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from ._progress import Progress, as_progress
+from ._stream_metrics import StreamingMetrics, sid_keys_of
+from ._tokenizer import MANIFEST_NAME, SIDS_NAME, SemanticTokenizer, _sha256_map
+from .errors import ArtifactError, InputError
+from .io import EmbeddingStream, atomic_directory, atomic_write, atomic_write_json, open_embeddings
+from .io._sids import SIDWriter
+from .io._spill import DEFAULT_KEY_BUDGET, SpilledKeys
+from .quantizers import RQKMeans
+from .quantizers._encode import BLOCK_ROWS
+
+__all__ = ["build_streaming", "assign_streaming", "encode_batch", "DEFAULT_STREAM_BATCH"]
+
+logger = logging.getLogger(__name__)
+
+# rows per read: a whole number of encode blocks, so codes equal an in-memory encode
+DEFAULT_STREAM_BATCH = 16 * BLOCK_ROWS  # 65,536 rows: 64 MiB at d = 256 fp32
+
+
+def encode_batch(tok: SemanticTokenizer, vectors) -> np.ndarray:
+    """Codes (b, L) int64 of one batch of raw embeddings (b, d): the tokenizer's preprocessing,
+    then its quantizer's encode. Pure in (tokenizer, batch): safe to map over shards."""
+    return tok.encode(vectors)
+
+
+def _as_stream(source, **open_kw) -> EmbeddingStream:
+    if isinstance(source, EmbeddingStream):
+        return source
+    return open_embeddings(source, **open_kw)
+
+
+def _aligned(batch_size: int) -> int:
+    return max(BLOCK_ROWS, (int(batch_size) // BLOCK_ROWS) * BLOCK_ROWS)
+
+
+# ---- item ids: uniqueness in bounded memory -------------------------------------------------
+def _id_hashes(ids: np.ndarray) -> np.ndarray:
+    import pandas as pd
+
+    ids = np.asarray(ids)
+    if ids.dtype.kind in "iu":
+        return pd.util.hash_array(ids.astype(np.int64), categorize=False).view(np.int64)
+    return pd.util.hash_array(np.asarray(ids, dtype=object), categorize=False).view(np.int64)
+
+
+class _UniqueIds:
+    """64-bit hashes of every id (8 bytes per item, spilled beyond a budget); a repeated hash
+    is confirmed on the ids themselves in one ids-only pass before it is called a duplicate."""
+
+    PARTS = 64
+
+    def __init__(self, *, budget: int, spill_dir):
+        part_of = lambda k: (k.view(np.uint64) >> np.uint64(58)).astype(np.int64)  # noqa: E731
+        self.keys = SpilledKeys(self.PARTS, part_of, budget=budget, spill_dir=spill_dir)
+
+    def add(self, ids: np.ndarray) -> None:
+        self.keys.add(_id_hashes(ids))
+
+    def check(self, stream: EmbeddingStream, batch_size: int) -> None:
+        repeated = []
+        for part in self.keys.partitions():
+            u, c = np.unique(part, return_counts=True)
+            repeated.append(u[c > 1])
+        rep = np.concatenate(repeated) if repeated else np.empty(0, np.int64)
+        if not len(rep):
+            return
+        rep.sort()
+        seen: dict[Any, tuple[int, int]] = {}
+        for b in stream.batches(batch_size, vectors=False):
+            h = _id_hashes(b.ids)
+            hit = np.flatnonzero(np.isin(h, rep))
+            for i in hit.tolist():
+                key = b.ids[i]
+                key = key.item() if isinstance(key, np.generic) else key
+                if key in seen:
+                    first, count = seen[key]
+                    seen[key] = (first, count + 1)
+                else:
+                    seen[key] = (b.start + i, 1)
+        for key, (first, count) in seen.items():
+            if count > 1:
+                raise InputError(
+                    f"{stream.source}: duplicate item id {str(key)!r} ({count} times, first at row {first}); "
+                    "item ids must be unique, deduplicate the input"
+                )
+
+    def close(self) -> None:
+        self.keys.close()
+
+
+# ---- distinct last level at scale ---------------------------------------------------------
+def _distinct_streaming(
+    q: RQKMeans,
+    tok: SemanticTokenizer,
+    stream: EmbeddingStream,
+    codes: np.ndarray,
+    batch_size: int,
+    scratch: Path,
+    *,
+    budget_bytes: int = 256 << 20,
+    progress: Progress | None = None,
+) -> tuple[int, float, int]:
+    """``q.solve_distinct`` over the whole catalogue; returns (moved items, SSE change, items
+    in groups). Residuals of grouped items go to scratch files by ranges of groups."""
+    groups = q.distinct_groups(codes)
+    if not groups:
+        return 0, 0.0, 0
+    d = stream.dim
+    group_of = np.full(codes.shape[0], -1, dtype=np.int32 if len(groups) < 2**31 else np.int64)
+    for gi, g in enumerate(groups):
+        group_of[g] = gi
+    members = int(sum(len(g) for g in groups))
+    parts = max(1, -(-members * (4 * d + 8) // budget_bytes))
+    n_groups = len(groups)
+    part_of_group = lambda gi: gi.astype(np.int64) * parts // n_groups  # noqa: E731
+    scratch.mkdir(parents=True, exist_ok=True)
+    files = [(scratch / f"rows-{p}.bin", scratch / f"res-{p}.bin") for p in range(parts)]
+    with as_progress(progress).task("distinct last level: residuals", total=stream.n, unit="item") as task:
+        for b in stream.batches(batch_size, ids=False):
+            m = len(b.vectors)
+            gi = group_of[b.start : b.start + m]
+            sel = np.flatnonzero(gi >= 0)
+            if len(sel):
+                xp = tok.preprocess(np.ascontiguousarray(b.vectors[sel]), what=stream.source)
+                rows = sel.astype(np.int64) + b.start
+                r = q.last_residuals(xp, codes[rows])
+                pp = part_of_group(gi[sel])
+                for p in np.unique(pp).tolist():
+                    k = pp == p
+                    with open(files[p][0], "ab") as f:
+                        f.write(rows[k].tobytes())
+                    with open(files[p][1], "ab") as f:
+                        f.write(np.ascontiguousarray(r[k]).tobytes())
+            task.advance(m)
+    moved = 0
+    dsse = 0.0
+    c_last = q.codebooks[-1].astype(np.float64)
+    part_groups = part_of_group(np.arange(n_groups))
+    with as_progress(progress).task("distinct last level: assignment", total=n_groups, unit="prefix") as task:
+        for p in range(parts):
+            fr, fx = files[p]
+            if not fr.exists():
+                continue
+            rows_p = np.fromfile(fr, dtype=np.int64)  # ascending: appended in stream order
+            res_p = np.fromfile(fx, dtype=np.float32).reshape(len(rows_p), d)
+            mine = [groups[gi] for gi in np.flatnonzero(part_groups == p).tolist()]
+            for g in mine:
+                pos = np.searchsorted(rows_p, g)
+                rg = res_p[pos]
+                old = codes[g, -1].astype(np.int64)
+                moved += q.solve_distinct([g], lambda _g, rg=rg: rg, codes)
+                new = codes[g, -1].astype(np.int64)
+                ch = np.flatnonzero(new != old)
+                if len(ch):
+                    r64 = rg[ch].astype(np.float64)
+                    dsse += float(((r64 - c_last[new[ch]]) ** 2).sum() - ((r64 - c_last[old[ch]]) ** 2).sum())
+            task.advance(len(mine))
+            fr.unlink()
+            fx.unlink()
+    return moved, dsse, members
+
+
+# ---- build ----------------------------------------------------------------------------------
+def build_streaming(
+    source,
+    out: str | os.PathLike,
+    *,
+    method: str = "rq-kmeans",
+    normalize: bool = False,
+    categories: Mapping[str, str | None] | None = None,
+    batch_size: int = DEFAULT_STREAM_BATCH,
+    overwrite: bool = False,
+    scratch_dir: str | os.PathLike | None = None,
+    key_budget: int = DEFAULT_KEY_BUDGET,
+    progress: Progress | None = None,
+    ids_path=None,
+    id_column: str = "item_id",
+    vector_column: str | None = None,
+    **quantizer_config: Any,
+) -> SemanticTokenizer:
+    """Build a tokenizer directory at ``out`` from embeddings of any size (see the module doc).
+
+    ``source`` is a path / URI / list of Parquet files or an :class:`EmbeddingStream`;
+    ``categories`` maps ``str(item_id)`` to a top category (level-1 NMI). Returns the
+    tokenizer without its SIDs in memory (load them with ``from_pretrained(out)``).
+    """
+    if method != "rq-kmeans":
+        raise InputError(f"streaming builds support rq-kmeans; method {method!r} trains on the whole input in memory (use SemanticTokenizer.build)")
+    q = RQKMeans(**quantizer_config)  # validates the whole config before any work
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ArtifactError(f"output directory {out} already exists; pass --overwrite (overwrite=True) to replace it, or choose another path")
+    if out.exists() and not out.is_dir():
+        raise ArtifactError(f"output path {out} exists and is not a directory; remove it or choose another path")
+    stream = _as_stream(source, ids_path=ids_path, id_column=id_column, vector_column=vector_column)
+    n, d = stream.n, stream.dim
+    if n == 0 or d == 0:
+        raise InputError(f"{stream.source}: empty input ({n} rows of dimension {d}); need at least one item with d >= 1")
+    kmax = max(q.codebook_sizes)
+    if n < kmax:
+        q._check_fit_input(np.empty((n, d), np.float32))
+    tok = SemanticTokenizer(q, normalize=normalize)
+    bs = _aligned(batch_size)
+    prog = as_progress(progress)
+    t0 = time.perf_counter()
+
+    rows = q.sample_rows(n)
+    with prog.task("sample", total=len(rows), unit="item") as task:
+        sample = tok.preprocess(stream.take(rows), what=stream.source)
+        task.advance(len(rows))
+    t_sample = time.perf_counter() - t0
+    q.fit_sample(sample, n_total=n)
+    del sample
+    t_train = time.perf_counter() - t0 - t_sample
+
+    beam = q.config.beam_size
+    joint = q._joint_last_level and beam == 1
+    scratch_base = Path(scratch_dir) if scratch_dir is not None else out.parent
+    scratch_base.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".scratch", dir=scratch_base))
+    cats = (lambda ids: [categories.get(str(i)) for i in ids.tolist()]) if categories is not None else (lambda ids: None)
+    moved = members = 0
+    try:
+        with atomic_directory(out, overwrite=overwrite) as staging:
+            metrics = StreamingMetrics(q.codebook_sizes, key_budget=key_budget, spill_dir=scratch)
+            unique_ids = _UniqueIds(budget=key_budget, spill_dir=scratch)
+            try:
+                small = np.int16 if kmax <= 32767 else np.int32
+                codes_all = np.empty((n, q.levels), dtype=small) if joint else None
+                t1 = time.perf_counter()
+                with SIDWriter(staging / SIDS_NAME) as writer, prog.task("encode", total=n, unit="item") as task:
+                    for b in stream.batches(bs):
+                        xp = tok.preprocess(b.vectors, what=stream.source)
+                        codes = q.encode(xp)
+                        metrics.add_reconstruction(xp, q.decode(codes))
+                        if stream.has_ids:
+                            unique_ids.add(b.ids)
+                        if joint:
+                            codes_all[b.start : b.start + len(codes)] = codes
+                        else:
+                            metrics.add_codes(codes, cats(b.ids))
+                            writer.write(b.ids, codes)
+                        task.advance(len(codes))
+                    t_encode = time.perf_counter() - t1
+                    if joint:
+                        moved, dsse, members = _distinct_streaming(q, tok, stream, codes_all, bs, scratch, progress=progress)
+                        metrics.add_sse_delta(dsse)
+                        with prog.task("write SIDs", total=n, unit="item") as wtask:
+                            for b in stream.batches(bs, vectors=False):
+                                codes = codes_all[b.start : b.start + len(b.ids)]
+                                metrics.add_codes(codes, cats(b.ids))
+                                writer.write(b.ids, codes)
+                                wtask.advance(len(b.ids))
+                unique_ids.check(stream, bs)
+                tok.metrics = metrics.result()
+            finally:
+                metrics.close()
+                unique_ids.close()
+            q._summary.update({"distinct_last_level_moved": int(moved), "distinct_last_level_items": int(members)})
+            tok.info = {
+                "source": str(stream.source),
+                "n_items": int(n),
+                "streaming": True,
+                "batch_size": int(bs),
+                "sample_seconds": t_sample,
+                "fit_seconds": t_train,
+                "encode_seconds": t_encode,
+                "total_seconds": time.perf_counter() - t0,
+                "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            tok.write_files(staging)  # weights and attachments; the SIDs are written above
+            manifest = tok.manifest(_sha256_map(staging))
+            manifest["n_items"] = int(n)
+            atomic_write_json(staging / MANIFEST_NAME, manifest)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    tok.path = out
+    logger.info("streaming build of %d x %d -> %s in %.1fs", n, d, out, tok.info["total_seconds"])
+    return tok
+
+
+# ---- assign ---------------------------------------------------------------------------------
+def _sorted_unique(a: np.ndarray) -> np.ndarray:
+    return np.unique(np.asarray(a, np.int64))
+
+
+def _member(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    if not len(sorted_keys):
+        return np.zeros(len(keys), bool)
+    pos = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    return sorted_keys[pos] == keys
+
+
+def assign_streaming(
+    tok: SemanticTokenizer,
+    source,
+    out: str | os.PathLike,
+    *,
+    batch_size: int = DEFAULT_STREAM_BATCH,
+    key_budget: int = DEFAULT_KEY_BUDGET,
+    scratch_dir: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+    ids_path=None,
+    id_column: str = "item_id",
+    vector_column: str | None = None,
+    encode: Callable[[SemanticTokenizer, np.ndarray], np.ndarray] = encode_batch,
+) -> dict[str, Any]:
+    """Encode every item of ``source`` with ``tok`` into ``out`` (Parquet: item_id, code_0..,
+    sid), batch by batch and atomically; returns a summary: items, collisions among them, and,
+    when ``tok`` holds indexed items, how many ids are already indexed and how many new codes
+    equal an indexed SID (8 bytes per indexed item for each)."""
+    stream = _as_stream(source, ids_path=ids_path, id_column=id_column, vector_column=vector_column)
+    out = Path(out)
+    if out.exists() and out.is_dir():
+        raise ArtifactError(f"--out {out} is a directory; pass a .parquet file path")
+    if stream.n and stream.dim != tok.dim:
+        raise InputError(
+            f"{stream.source}: vectors have dimension {stream.dim} but this tokenizer expects {tok.dim}; "
+            "embed with the model the tokenizer was built on"
+        )
+    bs = _aligned(batch_size)
+    index_keys = index_ids = None
+    if tok.codes is not None and tok.item_ids is not None:
+        index_keys = _sorted_unique(sid_keys_of(tok.codes, tok.codebook_sizes))
+        index_ids = _sorted_unique(_id_hashes(tok.item_ids))
+    known = shared = 0
+    scratch_base = Path(scratch_dir) if scratch_dir is not None else out.parent
+    scratch_base.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".scratch", dir=scratch_base))
+    t0 = time.perf_counter()
+    try:
+        metrics = StreamingMetrics(tok.codebook_sizes, key_budget=key_budget, spill_dir=scratch)
+        try:
+            with atomic_write(out) as tmp, SIDWriter(tmp) as writer, as_progress(progress).task("assign", total=stream.n, unit="item") as task:
+                for b in stream.batches(bs):
+                    codes = encode(tok, b.vectors)
+                    writer.write(b.ids, codes)
+                    metrics.add_codes(codes)
+                    if index_keys is not None:
+                        shared += int(_member(index_keys, sid_keys_of(codes, tok.codebook_sizes)).sum())
+                        known += int(_member(index_ids, _id_hashes(b.ids)).sum())
+                    task.advance(len(codes))
+            res = metrics.result()
+        finally:
+            metrics.close()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {
+        "n_items": int(stream.n),
+        "out": str(out),
+        "already_indexed_items": int(known),
+        "sids_shared_with_index": int(shared),
+        "collision_rate": res["collision_rate"],
+        "unique_sids": res["unique_sids"],
+        "largest_bucket": res["largest_bucket"],
+        "seconds": time.perf_counter() - t0,
+    }
