@@ -354,12 +354,9 @@ def assign_streaming(
     out = Path(out)
     if out.exists() and out.is_dir():
         raise ArtifactError(f"--out {out} is a directory; pass a .parquet file path")
-    if stream.n and stream.dim != tok.dim:
-        raise InputError(
-            f"{stream.source}: vectors have dimension {stream.dim} but this tokenizer expects {tok.dim}; "
-            "embed with the model the tokenizer was built on"
-        )
-    bs = _aligned(batch_size)
+    if stream.n == 0:
+        raise InputError(f"{stream.source}: empty input (0 rows); nothing to assign")
+    bs = _aligned(batch_size)  # a wrong dimension fails on the first batch, after its row checks
     index_keys = index_ids = None
     if tok.codes is not None and tok.item_ids is not None:
         index_keys = _sorted_unique(sid_keys_of(tok.codes, tok.codebook_sizes))

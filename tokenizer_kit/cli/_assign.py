@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from ._common import OutputFormat, cli_command, emit_json, err_console, holds_writer_lock, out_console, setup_logging
+from ._common import OutputFormat, cli_command, emit_json, err_console, holds_writer_lock, out_console, progress_bar, setup_logging
 
 __all__ = ["register"]
 
@@ -56,10 +56,8 @@ def assign(
     setup_logging(verbose)
     from .. import SemanticTokenizer
     from ..errors import TokenizerKitError
-    from ..evaluation import collision_stats
     from ..indexer import SIDIndex
     from ..io import load_embeddings
-    from ..io import write_sids_parquet
 
     tok = SemanticTokenizer.from_pretrained(tokenizer)
     idx = SIDIndex.from_tokenizer(tok)
@@ -67,41 +65,31 @@ def assign(
         raise TokenizerKitError(f"{tokenizer} has no SID index to update; run `tokenizer-kit index {tokenizer}` first")
     if idx is None and out is None:
         raise TokenizerKitError("pass --out FILE.parquet for the codes (this tokenizer has no SID index to report against)")
-    emb = load_embeddings(embeddings, ids_path=ids, id_column=id_column, vector_column=vector_column)
     if idx is None:
-        with err_console.status(f"encoding {len(emb)} items"):
-            codes = tok.encode(emb.vectors, batch_size=batch_size)
-        write_sids_parquet(out, emb.ids, codes, tok.sid_strings(codes))
-        known = 0
-        clash = 0
-        if tok.codes is not None:
-            index_ids = {str(i) for i in tok.item_ids.tolist()}
-            known = sum(str(i) in index_ids for i in emb.ids.tolist())
-            existing = {tuple(r) for r in tok.codes.tolist()}
-            clash = sum(tuple(r) in existing for r in codes.tolist())
-        res = {
-            "n_items": int(len(emb)),
-            "out": str(out),
-            "tokenizer": str(tokenizer),
-            "already_indexed_items": int(known),
-            "sids_shared_with_index": int(clash),
-            **{k: v for k, v in collision_stats(codes).items() if k in ("collision_rate", "unique_sids", "largest_bucket")},
-        }
+        # no index to cold-start into: stream the input, batch by batch, into --out
+        from .._streaming import assign_streaming
+
+        with progress_bar(enabled=True) as progress:
+            res = assign_streaming(
+                tok, embeddings, out, batch_size=batch_size or 65536, progress=progress,
+                ids_path=ids, id_column=id_column, vector_column=vector_column,
+            )
+        res = {"tokenizer": str(tokenizer), **res}
+        res.pop("seconds", None)
         if fmt == OutputFormat.json:
             emit_json(res)
         else:
             from rich.table import Table
 
-            t = Table(title=f"assigned {len(emb)} items -> {out}")
+            t = Table(title=f"assigned {res['n_items']} items -> {out}")
             t.add_column("field")
             t.add_column("value", justify="right")
             for k, v in res.items():
                 t.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
             out_console.print(t)
-            if len(emb):
-                out_console.print(f"first SID: {emb.ids[0]} -> {tok.sid_strings(codes[:1])[0]}")
         return
 
+    emb = load_embeddings(embeddings, ids_path=ids, id_column=id_column, vector_column=vector_column)
     with err_console.status(f"cold start: {len(emb)} items against {len(idx)} indexed"):
         new, table, summary = idx.assign(tok, emb.ids, emb.vectors, replace=replace, batch_size=batch_size)
         if update and new.version != idx.version:

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from ._common import OutputFormat, cli_command, emit_json, err_console, out_console, setup_logging
+from ._common import OutputFormat, cli_command, emit_json, err_console, out_console, progress_bar, setup_logging
 
 __all__ = ["register"]
 
@@ -83,12 +83,22 @@ def build_codebook(
             qcfg["resume_from"] = str(resume)
     elif epochs is not None or checkpoint_dir is not None or resume is not None:
         raise TokenizerKitError(f"--epochs, --checkpoint-dir and --resume apply to rq-vae, not {method}")
-    emb = load_embeddings(embeddings, ids_path=ids, id_column=id_column, vector_column=vector_column)
     cats_map = _categories(categories, category_column)
-    cats = None if cats_map is None else [cats_map.get(str(i)) for i in emb.ids.tolist()]
-    with err_console.status(f"building {method} tokenizer on {len(emb)} x {emb.dim}"):
-        tok = SemanticTokenizer.build(emb, method=method, normalize=normalize, categories=cats, **qcfg)
-        tok.save_pretrained(out, overwrite=overwrite)
+    if method == "rq-kmeans":
+        # streams the input in batches: any catalogue size, same SIDs as the in-memory build
+        from .._streaming import build_streaming
+
+        with progress_bar(enabled=True) as progress:
+            tok = build_streaming(
+                embeddings, out, normalize=normalize, categories=cats_map, overwrite=overwrite, progress=progress,
+                ids_path=ids, id_column=id_column, vector_column=vector_column, **qcfg,
+            )
+    else:
+        emb = load_embeddings(embeddings, ids_path=ids, id_column=id_column, vector_column=vector_column)
+        cats = None if cats_map is None else [cats_map.get(str(i)) for i in emb.ids.tolist()]
+        with err_console.status(f"building {method} tokenizer on {len(emb)} x {emb.dim}"):
+            tok = SemanticTokenizer.build(emb, method=method, normalize=normalize, categories=cats, **qcfg)
+            tok.save_pretrained(out, overwrite=overwrite)
     report = {"name": out.name, "path": str(out), "method": method, "build_seconds": tok.info["fit_seconds"], **tok.metrics}
     if fmt == OutputFormat.json:
         emit_json({"tokenizers": [report]})
