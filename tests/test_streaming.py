@@ -203,7 +203,8 @@ def test_duplicate_ids_fail_and_write_nothing(data, tmp_path):
     with pytest.raises(InputError, match="duplicate item id 'item12' \\(2 times, first at row 12\\)"):
         build_streaming(pdir, tmp_path / "tok", **CFG)
     assert not (tmp_path / "tok").exists()
-    assert [p.name for p in tmp_path.iterdir()] == ["pq"]
+    # nothing left behind but the writer's lock file (no staging, no scratch)
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == ["pq"]
 
 
 def test_existing_output_refused_before_any_work(data, tmp_path):

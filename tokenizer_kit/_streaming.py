@@ -42,9 +42,10 @@ import numpy as np
 
 from ._progress import Progress, as_progress
 from ._stream_metrics import StreamingMetrics, sid_keys_of
-from ._tokenizer import MANIFEST_NAME, SIDS_NAME, SemanticTokenizer, _sha256_map
+from ._tokenizer import SIDS_NAME, SemanticTokenizer
 from .errors import ArtifactError, InputError
-from .io import EmbeddingStream, atomic_directory, atomic_write, atomic_write_json, open_embeddings
+from .io import EmbeddingStream, atomic_write, open_embeddings
+from .io._manifest import TOKENIZER, write_artifact
 from .io._sids import SIDWriter
 from .io._spill import DEFAULT_KEY_BUDGET, SpilledKeys
 from .quantizers import RQKMeans
@@ -262,7 +263,8 @@ def build_streaming(
     cats = (lambda ids: [categories.get(str(i)) for i in ids.tolist()]) if categories is not None else (lambda ids: None)
     moved = members = 0
     try:
-        with atomic_directory(out, overwrite=overwrite) as staging:
+        with write_artifact(out, TOKENIZER, overwrite=overwrite) as w:
+            staging = w.dir
             metrics = StreamingMetrics(q.codebook_sizes, key_budget=key_budget, spill_dir=scratch)
             unique_ids = _UniqueIds(budget=key_budget, spill_dir=scratch)
             try:
@@ -310,9 +312,8 @@ def build_streaming(
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
             tok.write_files(staging)  # weights and attachments; the SIDs are written above
-            manifest = tok.manifest(_sha256_map(staging))
-            manifest["n_items"] = int(n)
-            atomic_write_json(staging / MANIFEST_NAME, manifest)
+            w.fields.update(tok.manifest_fields())
+            w.fields["n_items"] = int(n)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     tok.path = out
