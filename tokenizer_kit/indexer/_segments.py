@@ -236,38 +236,34 @@ class LiveSIDs:
 
 def commit_segments(index, tok, path) -> None:
     """Append ``index.pending`` to the tokenizer directory ``path``: one new immutable file
-    per segment, then the manifest replaced in one ``os.replace``. A failure before the
-    manifest replace leaves the previous version (the new files unreferenced)."""
+    per segment, then the manifest replaced in one ``os.replace`` (``io.update_artifact``,
+    under the directory's writer lock). A failure before the manifest replace leaves the
+    previous version (the new files unreferenced, deleted by the next writer)."""
     from pathlib import Path
 
     from safetensors.numpy import save_file
 
-    from .._tokenizer import MANIFEST_NAME
     from ..errors import TokenizerKitError
-    from ..io import atomic_write, atomic_write_json, sha256_file
+    from ..io._manifest import TOKENIZER, update_artifact
 
     path = Path(path)
-    manifest = tok.read_manifest(path)
-    sec = (manifest.get("sections") or {}).get("index") or {}
-    if sec.get("version") != index._origin[1]:
-        raise TokenizerKitError(
-            f"the index in {path} changed since it was loaded (version {index._origin[1]} -> {sec.get('version')}); "
-            "load it again and repeat the cold start"
-        )
-    infos = list(sec.get("segments", []))
-    files = dict(manifest["files"])
-    for seg in index.pending:
-        name = f"{seg.name}.safetensors"
-        if name in files:
-            raise TokenizerKitError(f"{path / name} already belongs to the index; load the index again and repeat the cold start")
-        with atomic_write(path / name) as tmp:
-            save_file(seg.tensors(), str(tmp))
-        files[name] = sha256_file(path / name)
-        infos.append(seg.info())
-    section = index.section(infos)
-    manifest["files"] = files
-    manifest.setdefault("sections", {})["index"] = section
-    atomic_write_json(path / MANIFEST_NAME, manifest)
+    with update_artifact(path, TOKENIZER) as u:
+        sec = (u.fields.get("sections") or {}).get("index") or {}
+        if sec.get("version") != index._origin[1]:
+            raise TokenizerKitError(
+                f"the index in {path} changed since it was loaded (version {index._origin[1]} -> {sec.get('version')}); "
+                "load it again and repeat the cold start"
+            )
+        infos = list(sec.get("segments", []))
+        for seg in index.pending:
+            name = f"{seg.name}.safetensors"
+            if name in u.files:
+                raise TokenizerKitError(f"{path / name} already belongs to the index; load the index again and repeat the cold start")
+            with u.new_file(name) as tmp:
+                save_file(seg.tensors(), str(tmp))
+            infos.append(seg.info())
+        section = index.section(infos)
+        u.fields.setdefault("sections", {})["index"] = section
     for seg in index.pending:  # the tokenizer object mirrors the directory: base rows plus segment attachments
         tok.attachments[seg.name] = seg.tensors()
     tok.sections["index"] = section
