@@ -188,7 +188,6 @@ def test_failed_update_leaves_previous_index_loadable(tmp_path, small_tok, monke
 
     import safetensors.numpy as stn
 
-    import tokenizer_kit.io as tio
 
     def boom(*a, **k):
         raise OSError("disk full (injected)")
@@ -196,7 +195,9 @@ def test_failed_update_leaves_previous_index_loadable(tmp_path, small_tok, monke
     if where == "segment":  # the segment file fails
         monkeypatch.setattr(stn, "save_file", boom)
     elif where == "manifest":  # the segment is written, the manifest replace fails
-        monkeypatch.setattr(tio, "atomic_write_json", boom)
+        import tokenizer_kit.io._manifest as tman
+
+        monkeypatch.setattr(tman, "_dump", boom)
     else:  # a full rewrite fails after some files were written
         real, calls = stn.save_file, {"n": 0}
 

@@ -657,24 +657,27 @@ def update_artifact(
             files = {k: dict(v) for k, v in prev.files.items()}
             collect_garbage(d, kind, list(files))
         u = ArtifactUpdate(dir=d, kind=kind, fields=fields, files=files, previous=prev)
+        committed = False
         try:
             yield u
+            for name, p in u._new.items():
+                u.files[name] = _file_entry(p)
+            for name, entry in list(u.files.items()):
+                if entry.get("sha256") is None:  # a legacy entry: checksum it now
+                    u.files[name] = _file_entry(d / name)
+            data = _envelope(kind, u.fields, u.files)
+            check_manifest(data, kind, f"the new {kind.manifest_name}")
+            with atomic_write(d / kind.manifest_name) as tmp:
+                tmp.write_bytes(_dump(data))
+            committed = True
+            _fsync_path(d)
+            u.manifest = data
         except BaseException:
-            for p in u._new.values():
-                with contextlib.suppress(OSError):
-                    p.unlink()
+            if not committed:  # the new files were never referenced: take them back now
+                for p in u._new.values():
+                    with contextlib.suppress(OSError):
+                        p.unlink()
             raise
-        for name, p in u._new.items():
-            u.files[name] = _file_entry(p)
-        for name, entry in list(u.files.items()):
-            if entry.get("sha256") is None:  # a legacy entry: checksum it now
-                u.files[name] = _file_entry(d / name)
-        data = _envelope(kind, u.fields, u.files)
-        check_manifest(data, kind, f"the new {kind.manifest_name}")
-        with atomic_write(d / kind.manifest_name) as tmp:
-            tmp.write_bytes(_dump(data))
-        _fsync_path(d)
-        u.manifest = data
 
 
 # ----------------------------------------------------------------------------------- records
