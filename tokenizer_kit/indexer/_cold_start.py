@@ -156,19 +156,32 @@ def _updated_index(index: "SIDIndex", seg: Segment, retired: np.ndarray, suffix_
 
 
 def _nearest(index: "SIDIndex", tok, rnd: Round, config: "IndexConfig") -> list[list]:
-    """Up to k indexed items under each placed item's prefix (first L-1 levels), nearest first."""
+    """Up to k indexed items under each placed item's prefix (first L-1 levels), nearest first.
+
+    Items sharing a prefix share its candidates, and each distinct candidate code row is
+    decoded once (a prefix holds at most K distinct code rows, however many items).
+    """
     res: list[list] = [[] for _ in range(len(rnd.ids))]
     if config.nearest_k == 0 or not len(index):
         return res
     L = index.levels
-    for i in np.flatnonzero(rnd.todo).tolist():
-        cand = index.rows_under(rnd.sids[i, : max(L - 1, 0)].tolist(), limit=config.nearest_candidates)
-        cand = cand[cand != rnd.rows[i]]  # a replaced item is not its own neighbour
+    todo = np.flatnonzero(rnd.todo)
+    groups: dict[tuple, list[int]] = {}
+    for i in todo.tolist():
+        groups.setdefault(tuple(rnd.sids[i, : max(L - 1, 0)].tolist()), []).append(i)
+    for prefix, items in groups.items():
+        cand = index.rows_under(list(prefix), limit=config.nearest_candidates)
         if not len(cand):
             continue
-        d = ((tok.decode(index.raw_codes[cand]) - rnd.xp[i][None, :]) ** 2).sum(1)
-        top = cand[np.argsort(d, kind="stable")[: config.nearest_k]]
-        res[i] = [v.item() if hasattr(v, "item") else v for v in index.item_ids[top]]
+        uniq, inv = np.unique(index.raw_codes[cand], axis=0, return_inverse=True)
+        recon = tok.decode(uniq)  # [u, d]
+        for i in items:
+            keep = cand != rnd.rows[i]  # a replaced item is not its own neighbour
+            if not keep.any():
+                continue
+            d = ((recon - rnd.xp[i][None, :]) ** 2).sum(1)[inv.ravel()[keep]]
+            top = cand[keep][np.argsort(d, kind="stable")[: config.nearest_k]]
+            res[i] = [v.item() if hasattr(v, "item") else v for v in index.item_ids[top]]
     return res
 
 

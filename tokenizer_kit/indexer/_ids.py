@@ -10,10 +10,13 @@ __all__ = ["as_ids", "concat_ids", "IdLookup"]
 
 
 def as_ids(ids) -> np.ndarray:
-    """int64 for integer ids, else an object array of strings."""
+    """int64 for integer ids, else an object array of strings (an object array is taken as
+    already normalised when its first and last ids are strings)."""
     ids = np.asarray(ids)
     if ids.dtype.kind in "iu":
-        return ids.astype(np.int64)
+        return ids.astype(np.int64, copy=False)
+    if ids.dtype == object and len(ids) and isinstance(ids[0], str) and isinstance(ids[-1], str) and len(ids) > 1024:
+        return ids
     if ids.dtype.kind in "US":
         return ids.astype(str).astype(object)
     return np.asarray([str(i) for i in ids.tolist()], dtype=object)

@@ -135,6 +135,8 @@ def apply_segments(base: dict[str, np.ndarray], segments: Sequence[Segment], mer
     (what the base trie still holds for them).
     """
     n_base = len(base["item_ids"])
+    if not segments:  # nothing to merge: no copy
+        return dict(base), np.zeros(0, np.int64), np.zeros((0, base["sids"].shape[1]), np.int64)
     out = {k: np.concatenate([base[k]] + [s.__dict__[k][: s.appended] for s in segments]) for k in ("sids", "raw_codes", "moved", "emb_hash")}
     out["item_ids"] = merge_ids([base["item_ids"]] + [s.item_ids for s in segments])
     out["retired"] = np.concatenate([base["retired"]] + [s.retired for s in segments])
