@@ -206,3 +206,22 @@ def test_cli_assign_update_appends_and_compact_merges(tmp_path):
     assert not any(p.name.startswith("index-seg-") for p in tok.iterdir())
     after = SIDIndex.from_tokenizer(SemanticTokenizer.from_pretrained(tok))
     _assert_same(after, before)
+
+
+def test_a_segment_the_index_lists_must_be_in_the_manifest(tmp_path):
+    import json
+
+    from tokenizer_kit.errors import ArtifactError
+    from tokenizer_kit.io._manifest import seal
+
+    x = _data(360, seed=9)
+    tok = SemanticTokenizer.build(x[:300], ids=np.arange(300), codebook_sizes=[4, 4, 32], seed=0)
+    SIDIndex.for_tokenizer(tok).save(tok, tmp_path / "tok")
+    t = SemanticTokenizer.from_pretrained(tmp_path / "tok")
+    SIDIndex.from_tokenizer(t).assign(t, np.arange(300, 360), x[300:360])[0].save(t)
+    mpath = tmp_path / "tok" / "tokenizer.json"
+    data = json.loads(mpath.read_text())
+    del data["files"]["index-seg-000002.safetensors"]  # dropped from the files map, resealed
+    mpath.write_text(json.dumps(seal(data)))
+    with pytest.raises(ArtifactError, match="does not list index-seg-000002.safetensors"):
+        SemanticTokenizer.from_pretrained(tmp_path / "tok")

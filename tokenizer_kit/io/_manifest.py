@@ -144,6 +144,10 @@ def _tokenizer_required(fv: int, data: Mapping[str, Any]) -> set[str]:
     sections = data.get("sections")
     if isinstance(sections, Mapping) and sections.get("index"):
         req |= {"index.safetensors", "trie.safetensors"}
+        segments = sections["index"].get("segments") if isinstance(sections["index"], Mapping) else None
+        for g in segments if isinstance(segments, list) else []:  # the index's cold-start segments
+            if isinstance(g, Mapping) and isinstance(g.get("name"), str):
+                req.add(f"{g['name']}.safetensors")
     return req
 
 
