@@ -225,3 +225,23 @@ def test_a_segment_the_index_lists_must_be_in_the_manifest(tmp_path):
     mpath.write_text(json.dumps(seal(data)))
     with pytest.raises(ArtifactError, match="does not list index-seg-000002.safetensors"):
         SemanticTokenizer.from_pretrained(tmp_path / "tok")
+
+
+def test_cold_start_appends_to_a_first_wave_tokenizer(tmp_path):
+    """A format-1 directory (sha256-only file entries) takes a segment; the manifest is sealed in format 2."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    legacy = Path(__file__).parent / "data" / "legacy"
+    shutil.copytree(legacy / "tokenizer_v1", tmp_path / "tok")
+    x = np.load(legacy / "tokenizer_v1_x.npy").astype(np.float32)
+    t = SemanticTokenizer.from_pretrained(tmp_path / "tok")
+    idx = SIDIndex.from_tokenizer(t)
+    new, _, summary = idx.assign(t, np.asarray([f"new{k}" for k in range(20)], dtype=object), x[:20] + 0.01)
+    new.save(t)
+    m = json.loads((tmp_path / "tok" / "tokenizer.json").read_text())
+    assert m["format_version"] == 2 and all(isinstance(e["size"], int) for e in m["files"].values())
+    back = SIDIndex.from_tokenizer(SemanticTokenizer.from_pretrained(tmp_path / "tok"))
+    _assert_same(back, new)
+    assert len(back) == len(idx) + 20 and summary["new"] == 20

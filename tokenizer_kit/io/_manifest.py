@@ -669,6 +669,8 @@ def update_artifact(
             for name, entry in list(u.files.items()):
                 if entry.get("sha256") is None:  # a legacy entry: checksum it now
                     u.files[name] = _file_entry(d / name)
+                elif entry.get("size") is None:  # a format-1 entry (sha256 only): its size, the checksum kept
+                    u.files[name] = {"sha256": entry["sha256"], "size": int(os.stat(d / name).st_size)}
             data = _envelope(kind, u.fields, u.files)
             check_manifest(data, kind, f"the new {kind.manifest_name}")
             with atomic_write(d / kind.manifest_name) as tmp:
