@@ -39,7 +39,7 @@ from ._embeddings import (
 from ._stream import Batch, EmbeddingStream, as_float32_vectors, normalise_ids, open_embeddings
 from ._sids import sids_table, write_sids_parquet
 from ._splits import TEST, TRAIN, VALID, InteractionLog, Split, interaction_log, leave_one_out_roles, leave_one_out_split
-from ._synthetic import make_clustered_embeddings
+from ._synthetic import make_clustered_embeddings, write_clustered_npy
 from ._tables import (
     item_categories,
     read_catalog,
@@ -101,6 +101,7 @@ __all__ = [
     "top_category",
     "validate_ids",
     "validate_vectors",
+    "write_clustered_npy",
     "write_embeddings_parquet",
     "write_sids_parquet",
 ]
