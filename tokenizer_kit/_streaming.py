@@ -50,6 +50,7 @@ from .io._sids import SIDWriter
 from .io._spill import DEFAULT_KEY_BUDGET, SpilledKeys
 from .quantizers import RQKMeans
 from .quantizers._encode import BLOCK_ROWS
+from .quantizers._plan import warn_if_crowded
 
 __all__ = ["build_streaming", "assign_streaming", "encode_batch", "DEFAULT_STREAM_BATCH"]
 
@@ -214,6 +215,7 @@ def build_streaming(
     overwrite: bool = False,
     scratch_dir: str | os.PathLike | None = None,
     key_budget: int = DEFAULT_KEY_BUDGET,
+    warn_collisions: float = 0.5,
     progress: Progress | None = None,
     ids_path=None,
     id_column: str = "item_id",
@@ -223,7 +225,10 @@ def build_streaming(
     """Build a tokenizer directory at ``out`` from embeddings of any size (see the module doc).
 
     ``source`` is a path / URI / list of Parquet files or an :class:`EmbeddingStream`;
-    ``categories`` maps ``str(item_id)`` to a top category (level-1 NMI). Returns the
+    ``categories`` maps ``str(item_id)`` to a top category (level-1 NMI). Right after training,
+    the collisions of the whole catalogue are predicted from the training sample's codes
+    (:func:`~tokenizer_kit.quantizers._plan.warn_if_crowded`) and a WARNING is logged when at
+    least ``warn_collisions`` of the items are predicted to share a SID. Returns the
     tokenizer without its SIDs in memory (load them with ``from_pretrained(out)``).
     """
     if method != "rq-kmeans":
@@ -251,9 +256,13 @@ def build_streaming(
         sample = tok.preprocess(stream.take(rows), what=stream.source)
         task.advance(len(rows))
     t_sample = time.perf_counter() - t0
-    q.fit_sample(sample, n_total=n)
+    sample_codes = q.fit_sample(sample, n_total=n)
     del sample
     t_train = time.perf_counter() - t0 - t_sample
+    predicted = None
+    if not q._joint_last_level:  # the distinct step removes within-prefix collisions itself
+        predicted = warn_if_crowded(sample_codes, n, q.codebook_sizes, threshold=warn_collisions, seed=q.config.seed)
+    del sample_codes
 
     beam = q.config.beam_size
     joint = q._joint_last_level and beam == 1
@@ -311,6 +320,9 @@ def build_streaming(
                 "total_seconds": time.perf_counter() - t0,
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
+            if predicted is not None:
+                tok.info["predicted_collision_rate"] = predicted["collision_rate"]
+                tok.info["predicted_largest_bucket"] = predicted["largest_bucket"]
             tok.write_files(staging)  # weights and attachments; the SIDs are written above
             w.fields.update(tok.manifest_fields())
             w.fields["n_items"] = int(n)

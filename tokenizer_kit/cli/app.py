@@ -30,6 +30,7 @@ _COMMAND_MODULES = [
     "_align",
     "_embed",
     "_evaluate_retrieval",
+    "_plan",
 ]
 
 

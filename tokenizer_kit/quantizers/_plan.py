@@ -257,6 +257,7 @@ def plan(source, config: PlanConfig | None = None, *, progress: Progress | None 
     ``EmbeddingStream``. ``config`` (or keyword settings of :class:`PlanConfig`).
     """
     from ..io import EmbeddingStream, as_float32_vectors, open_embeddings
+    from ._base import suggest_codebook_size
     from ._rq_kmeans import RQKMeans
 
     if config is None:
@@ -294,6 +295,8 @@ def plan(source, config: PlanConfig | None = None, *, progress: Progress | None 
             sp = ShapePlan(levels, k, int(min(space, 2**63 - 1)), n_total / space)
             if m < k:
                 sp.skipped = f"the sample has {m} items, fewer than {k} codes"
+            elif n_total < 4 * k:
+                sp.skipped = f"{n_total} items leave fewer than 4 per level-1 code; use at most {suggest_codebook_size(n_total)} codes"
             else:
                 t0 = time.perf_counter()
                 ppc = max(1, min(cfg.points_per_centroid, cfg.max_train_points // k))
