@@ -17,6 +17,11 @@ SPLIT_MODULES = [
     "companion/_evaluate.py",
     "companion/_model.py",
     "evaluation/_report.py",
+    "indexer/_index.py",
+    "indexer/_cold_start.py",
+    "indexer/_segments.py",
+    "indexer/policies/_suffix.py",
+    "indexer/policies/_reassign.py",
 ]
 
 

@@ -157,3 +157,31 @@ def test_sid_parse_errors():
         parse_sid_string("a_1 b_2")
     with pytest.raises(InputError, match="expected <b_N>"):
         parse_sid_string("<a_1><c_2>")
+
+
+@pytest.mark.parametrize("ids,code,match", [([0, 1, 2, 2, 4, 5], 0, "more than one row"), ([5, 0, 3, 3, 1, 2], 0, "more than one row"),
+                                            (list(range(6)), 2, r"code_1 = 2, outside \[0, 2\)"), (list(range(6)), -1, r"code_1 = -1")])
+def test_duplicate_item_rows_are_refused_on_load(tmp_path, ids, code, match):
+    """Sorted integer ids skip the hash count only when strictly increasing; a repeat is still
+    caught; codes are range-checked."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tokenizer_kit.io import sha256_file
+
+    x = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    tok = SemanticTokenizer.build(x, ids=np.arange(6), codebook_sizes=[2, 2], seed=0)
+    tok.save_pretrained(tmp_path / "t")
+    sp = tmp_path / "t" / "sids.parquet"
+    table = pq.read_table(sp)
+    table = table.set_column(0, "item_id", pa.array(ids, pa.int64()))
+    if code:
+        c = table.column("code_1").to_numpy().copy()
+        c[3] = code
+        table = table.set_column(table.column_names.index("code_1"), "code_1", pa.array(c))
+    pq.write_table(table, sp)
+    m = json.loads((tmp_path / "t" / "tokenizer.json").read_text())
+    m["files"]["sids.parquet"] = {"sha256": sha256_file(sp), "size": sp.stat().st_size}
+    (tmp_path / "t" / "tokenizer.json").write_text(json.dumps(seal(m)))
+    with pytest.raises(ArtifactError, match=match):
+        SemanticTokenizer.from_pretrained(tmp_path / "t")

@@ -239,6 +239,9 @@ class SemanticTokenizer:
             return None
         if self.sid_suffix is None:
             return self.codes
+        full = self.codes.base  # loaded codes and suffix are views of one (n, L + 1) array: no copy
+        if full is not None and self.sid_suffix.base is full and getattr(full, "shape", None) == (len(self.codes), self.levels + 1):
+            return full
         return np.concatenate([self.codes, np.asarray(self.sid_suffix, np.int64)[:, None]], 1)
 
     def sid_strings(self, codes: np.ndarray | None = None) -> list[str]:
@@ -415,6 +418,17 @@ def _load_safetensors(path: Path, load_file) -> dict[str, np.ndarray]:
         raise ArtifactError(f"{path} cannot be read ({' '.join(str(e).split())[:200]}); {TOKENIZER.fix}") from None
 
 
+def _increasing(col) -> bool:
+    """Integer ids in strictly increasing order (row numbers, time-ordered ids) hold no duplicate:
+    a linear check instead of hashing every id."""
+    import pyarrow as pa
+
+    if not pa.types.is_integer(col.type) or len(col) < 2:
+        return False
+    a = col.to_numpy()
+    return bool((a[1:] > a[:-1]).all())
+
+
 def _read_sids(m: Manifest, tok: "SemanticTokenizer") -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """item ids (n,), codes (n, L) and the suffix level (n,) or None, checked: integer codes
     inside their codebooks, non-negative suffixes, no null and no duplicate ids."""
@@ -423,11 +437,12 @@ def _read_sids(m: Manifest, tok: "SemanticTokenizer") -> tuple[np.ndarray, np.nd
     import pyarrow.parquet as pq
 
     sp = m.file(SIDS_NAME)
-    try:
-        table = pq.read_table(sp)
+    L = tok.levels
+    try:  # the columns loaded (not the SID strings, most of the file's bytes)
+        names = pq.read_schema(sp).names
+        table = pq.read_table(sp, columns=[c for c in ["item_id"] + [f"code_{l}" for l in range(L + 1)] if c in names])
     except Exception as e:  # pyarrow raises several types for a damaged file
         raise ArtifactError(f"{sp} cannot be read ({type(e).__name__}); {TOKENIZER.fix}") from None
-    L = tok.levels
     need = ["item_id"] + [f"code_{l}" for l in range(L)]
     missing = [c for c in need if c not in table.column_names]
     if missing:
@@ -438,27 +453,27 @@ def _read_sids(m: Manifest, tok: "SemanticTokenizer") -> tuple[np.ndarray, np.nd
     idcol = table.column("item_id")
     if idcol.null_count:
         raise ArtifactError(f"{sp}: {idcol.null_count} rows have a null item_id; {TOKENIZER.fix}")
-    if n and pc.count_distinct(idcol).as_py() != n:
+    if n and not _increasing(idcol) and pc.count_distinct(idcol).as_py() != n:
         vc = pc.value_counts(idcol)
         dup = next(v["values"] for v in vc.to_pylist() if v["counts"] > 1)
         raise ArtifactError(f"{sp}: item {dup!r} has more than one row (duplicate item rows); {TOKENIZER.fix}")
     sizes = list(tok.codebook_sizes)
     cols = [f"code_{l}" for l in range(L)] + ([f"code_{L}"] if f"code_{L}" in table.column_names else [])
-    out = []
+    full = np.empty((n, len(cols)), np.int64)  # one array for all levels: codes and suffix are views of it
     for l, name in enumerate(cols):
         col = table.column(name)
         if not pa.types.is_integer(col.type) or col.null_count:
             raise ArtifactError(f"{sp}: column {name} must hold integer codes without nulls (has {col.type}, {col.null_count} nulls); {TOKENIZER.fix}")
-        c = col.to_numpy().astype(np.int64)
+        c = full[:, l]
+        c[:] = col.to_numpy()
         hi = sizes[l] if l < L else None
-        bad = (c < 0) | (c >= hi) if hi is not None else (c < 0)
-        if bad.any():
+        if n and (c.min() < 0 or (hi is not None and c.max() >= hi)):
+            bad = (c < 0) | (c >= hi) if hi is not None else (c < 0)
             r = int(np.argmax(bad))
             rng = f"[0, {hi})" if hi is not None else ">= 0"
             raise ArtifactError(f"{sp}: row {r} has {name} = {int(c[r])}, outside {rng} (codebook size); the SIDs are corrupt, {TOKENIZER.fix}")
-        out.append(c)
     ids = idcol.to_numpy(zero_copy_only=False)
-    ids = ids.astype(np.int64) if ids.dtype.kind in "iu" else ids.astype(str).astype(object)
-    codes = np.stack(out[:L], 1) if L else np.zeros((n, 0), np.int64)
-    suffix = out[L] if len(out) > L else None
+    ids = ids.astype(np.int64, copy=False) if ids.dtype.kind in "iu" else ids.astype(str).astype(object)
+    codes = full[:, :L]
+    suffix = full[:, L] if len(cols) > L else None
     return ids, codes, suffix

@@ -128,19 +128,15 @@ def _segment(index: "SIDIndex", rnd: Round, fill: np.ndarray, version: int) -> S
 
 
 def _updated_index(index: "SIDIndex", seg: Segment, retired: np.ndarray, suffix_size: int) -> "SIDIndex":
-    """The index after the round (replaced rows change in place, new rows are appended), with
-    the round pending as a segment; the stored base trie is kept, the rows updated leave it."""
-    from ._index import SIDIndex, _merge_ids
+    """The index after the round (replaced rows change in place, new rows are appended; merged
+    on first use), with the round pending as a segment; the stored base trie is kept, the
+    base rows updated leave it for the overlay."""
+    from ._index import SIDIndex
 
-    arrays = {}
-    for k in ("sids", "raw_codes", "moved", "emb_hash"):
-        a = np.concatenate([getattr(index, k), getattr(seg, k)[: seg.appended]])
-        a[seg.rows] = getattr(seg, k)[seg.appended :]
-        arrays[k] = a
-    new = SIDIndex(
-        item_ids=_merge_ids(index.item_ids, seg.item_ids), **arrays, codebook_sizes=index.codebook_sizes, policy=index.policy,
-        version=seg.version, suffix_size=suffix_size, retired=retired, stats=dict(index.stats), history=list(index.history),
-        segments=list(index.segments), pending=list(index.pending) + [seg],
+    new = SIDIndex._after_round(
+        index, seg, codebook_sizes=index.codebook_sizes, policy=index.policy, version=seg.version, suffix_size=suffix_size,
+        retired=retired, stats=dict(index.stats), history=list(index.history), segments=list(index.segments),
+        pending=list(index.pending) + [seg],
     )
     live = index.live
     trie, n_base, dead, dead_sids = live.base, live.n_base, live.dead, live.dead_sids

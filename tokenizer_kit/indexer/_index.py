@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import time
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
@@ -185,7 +186,8 @@ class SIDIndex:
         n = len(self.item_ids)
         self.item_ids = _as_ids(self.item_ids)
         self.sids = np.asarray(self.sids, np.int64).reshape(n, -1)
-        self.raw_codes = np.asarray(self.raw_codes, np.int64).reshape(n, -1)
+        raw = np.asarray(self.raw_codes)  # int32 as stored is kept (a 10M-item index: 120 MB less)
+        self.raw_codes = (raw if raw.dtype in (np.int32, np.int64) else raw.astype(np.int64)).reshape(n, -1)
         self.codebook_sizes = [int(k) for k in self.codebook_sizes]
         self.moved = np.zeros(n, bool) if self.moved is None else np.asarray(self.moved, bool)
         self.emb_hash = np.zeros(n, np.uint64) if self.emb_hash is None else np.asarray(self.emb_hash, np.uint64)
@@ -193,7 +195,28 @@ class SIDIndex:
 
     # ---- shape ------------------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self.item_ids)
+        merge = self.__dict__.get("_merge")
+        return merge[2] if merge is not None else len(self.item_ids)
+
+    @classmethod
+    def _after_round(cls, parent: "SIDIndex", seg: Segment, **fields) -> "SIDIndex":
+        """The index after a cold-start round whose per-row arrays (the parent's plus the
+        segment) are merged on first use: a round that is only committed copies nothing."""
+        new = cls.__new__(cls)
+        for f in dataclasses.fields(cls):
+            if f.name not in _MERGED:
+                setattr(new, f.name, fields[f.name] if f.name in fields else (
+                    f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default))
+        new.__dict__["_merge"] = (parent, seg, len(parent) + seg.appended)
+        return new
+
+    def _materialize(self) -> None:
+        parent, seg, _ = self.__dict__.pop("_merge")
+        for k in ("sids", "raw_codes", "moved", "emb_hash"):
+            a = np.concatenate([getattr(parent, k), getattr(seg, k)[: seg.appended]])
+            a[seg.rows] = getattr(seg, k)[seg.appended :]
+            setattr(self, k, a)
+        self.item_ids = _merge_ids(parent.item_ids, seg.item_ids)
 
     @property
     def levels(self) -> int:
@@ -351,7 +374,7 @@ class SIDIndex:
         if arr is None or tarr is None:
             raise ArtifactError("the manifest has an index section but index.safetensors or trie.safetensors is missing; rerun `tokenizer-kit index`")
         sid_length = get_policy(sec["policy"]).sid_length(tok.levels)
-        base = {"item_ids": _as_ids(tok.item_ids), "sids": tok.sids, "raw_codes": np.asarray(arr["raw_codes"], np.int64),
+        base = {"item_ids": _as_ids(tok.item_ids), "sids": tok.sids, "raw_codes": arr["raw_codes"],
                 "moved": arr["moved"].astype(bool), "emb_hash": arr["emb_hash"], "retired": np.asarray(arr["retired"], np.int64).reshape(-1, sid_length)}
         if base["sids"].shape[1] != sid_length:
             raise ArtifactError(f"sids.parquet has SIDs of length {base['sids'].shape[1]} but the {sec['policy']} index expects {sid_length}; rerun `tokenizer-kit index`")
@@ -556,6 +579,29 @@ def _prefix_codes(prefix: str | Sequence[int]) -> list[int]:
     if isinstance(prefix, str):
         return [] if prefix.strip() == "" else parse_sid_string(prefix)
     return [int(c) for c in prefix]
+
+
+class _Merged:
+    """A per-row array of ``SIDIndex`` (item_ids, sids, ...), built on first use when the index
+    is the deferred result of a cold-start round (``SIDIndex._after_round``)."""
+
+    def __init__(self, name: str):
+        self.key = f"_{name}_"
+
+    def __get__(self, obj, cls=None):
+        if obj is None:
+            return self
+        if self.key not in obj.__dict__:
+            obj._materialize()
+        return obj.__dict__[self.key]
+
+    def __set__(self, obj, value):
+        obj.__dict__[self.key] = value
+
+
+_MERGED = ("item_ids", "sids", "raw_codes", "moved", "emb_hash")
+for _name in _MERGED:  # after the dataclass is made: its __init__ keeps the defaults, assignments go through _Merged
+    setattr(SIDIndex, _name, _Merged(_name))
 
 
 def _same_dir(a, b) -> bool:
