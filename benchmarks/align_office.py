@@ -110,7 +110,7 @@ def main() -> None:
     log = interaction_log(read_interactions(data / "Office.inter.json"))
     split = leave_one_out_split(log)
     t0 = time.time()
-    pairs, pstats = mine_pairs(split.train, PairMiningConfig(u2i_targets_per_user=args.u2i_targets, u2i_history=args.u2i_history, swing_topk=args.swing_topk))
+    pairs, pstats = mine_pairs(split.train, PairMiningConfig(u2i_targets=args.u2i_targets, u2i_history=args.u2i_history, swing_topk=args.swing_topk))
     t_mine = time.time() - t0
     ids = log.item_ids
     heldout = pa.table({"item_a": ids[split.valid.items].astype(str).tolist(), "item_b": ids[split.test.items].astype(str).tolist()})

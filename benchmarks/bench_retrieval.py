@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = RetrievalConfig(arch=args.arch, epochs=args.epochs, seed=args.seed, d_model=args.d_model, d_ff=args.d_ff,
-                          num_layers=args.layers, beam_size=args.beam, device=args.device,
+                          n_layers=args.layers, beam_size=args.beam, device=args.device,
                           batch_size=args.batch_size, lr=args.lr, cpu_threads=args.threads or 1).validate()
     sources: dict[str, object] = {}
     for spec in args.sids:

@@ -40,7 +40,7 @@ def main() -> None:
     }
     out = {"benchmark": "rq_vae_ablation", "machine": machine(), "n": int(x.shape[0]), "d": int(x.shape[1]), "epochs": args.epochs, "variants": {}}
     for name, over in variants.items():
-        cfg = {"codebook_sizes": [256] * 3, "max_epochs": args.epochs, "batch_size": 256, "num_threads": 1, **over}
+        cfg = {"codebook_sizes": [256] * 3, "max_epochs": args.epochs, "batch_size": 256, "cpu_threads": 1, **over}
         t0 = time.perf_counter()
         q = RQVAE(**cfg).fit(x)
         m = tokenizer_metrics(q.fit_codes_, q.codebook_sizes, x=x, x_hat=q.decode(q.fit_codes_))

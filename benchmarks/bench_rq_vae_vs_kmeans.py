@@ -171,7 +171,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
 
     result = {"benchmark": "rq_vae_vs_kmeans", "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(), "settings": []}
-    base = {"num_threads": 1}
+    base = {"cpu_threads": 1}
     with tempfile.TemporaryDirectory(prefix="rqvae_bench_") as tmp:
         work = Path(tmp)
         x = np.load(args.office).astype(np.float32)

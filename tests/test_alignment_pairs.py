@@ -101,7 +101,7 @@ def _u2i_brute_best_scores(log, sim, h):
 
 def test_user_to_item_pairs_pick_most_similar_history_item():
     log = interaction_log(random_log(4, n_users=20, n_items=15, n=300, labels=True))
-    cfg = PairMiningConfig(u2i_history=5)
+    cfg = PairMiningConfig(u2i_history=5, u2i_targets=1)
     sim = swing_similarity(log, cfg)
     t, p, s = user_to_item_pairs(log, sim, cfg)
     dense = sim.toarray()

@@ -94,7 +94,7 @@ def test_caption_loss_with_tiny_llama(data, tmp_path):
     lm = load_caption_lm(str(tiny_lm_dir(tmp_path / "lm")))
     before = {k: v.clone() for k, v in lm[0].state_dict().items()}
     caps = tiny_captions(len(store), cluster)
-    cfg = _cfg(steps=25, lr=1e-2, caption_weight=1.0, caption_batch=8, log_every=5)
+    cfg = _cfg(steps=25, lr=1e-2, caption_weight=1.0, caption_batch=8, caption_every=1, log_every=5)
     s = train_alignment(store=store, pairs=pairs, out=tmp_path / "c", config=cfg, captions=caps, caption_lm=lm)
     m = _metrics(tmp_path / "c")
     cap = [x["caption"] for x in m if "caption" in x]

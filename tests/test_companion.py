@@ -21,7 +21,7 @@ from tokenizer_kit.companion import (
 from tokenizer_kit.errors import InputError
 from tokenizer_kit.indexer import SIDIndex
 
-TINY = dict(d_model=32, d_ff=64, num_layers=1, num_heads=2, batch_size=32, eval_batch_size=64, lr=5e-3)
+TINY = dict(d_model=32, d_ff=64, n_layers=1, n_heads=2, batch_size=32, eval_batch_size=64, lr=5e-3)
 
 
 def _index(n=40, sizes=(4, 4, 4), seed=0):
@@ -191,7 +191,7 @@ def test_save_load_round_trip(tmp_path):
 
 def test_config_reports_every_error_at_once():
     with pytest.raises(InputError) as e:
-        RetrievalConfig(arch="rnn", d_model=30, num_heads=4, beam_size=5, lr=0).validate()
+        RetrievalConfig(arch="rnn", d_model=30, n_heads=4, beam_size=5, lr=0).validate()
     msg = str(e.value)
     for part in ("arch", "divisible", "beam_size", "lr"):
         assert part in msg
@@ -213,7 +213,7 @@ def test_cli_end_to_end_json(tmp_path):
     out = tmp_path / "res.json"
     res = CliRunner().invoke(app, [
         "evaluate-retrieval", "--tokenizer", str(idx_path), "--interactions", str(inter), "--epochs", "1",
-        "--d-model", "32", "--d-ff", "64", "--layers", "1", "--heads", "2", "--batch-size", "32",
+        "--d-model", "32", "--d-ff", "64", "--n-layers", "1", "--n-heads", "2", "--batch-size", "32",
         "--out", str(out), "--format", "json",
     ])
     assert res.exit_code == 0, res.output

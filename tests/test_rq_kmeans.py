@@ -129,7 +129,7 @@ def test_balanced_prices_are_saved(clustered):
 
 def test_too_few_items_error():
     x = np.random.default_rng(0).standard_normal((100, 8)).astype(np.float32)
-    with pytest.raises(InputError, match=r"needs at least 256 items, got 100; use --codebook-size 16"):
+    with pytest.raises(InputError, match=r"needs at least 256 items, got 100; set `codebook_sizes` to 16 or fewer"):
         RQKMeans(codebook_sizes=[256]).fit(x)
 
 
@@ -189,7 +189,7 @@ def test_kmeans_plusplus_init(clustered):
 
 
 def test_unknown_config_key_is_a_clear_error():
-    with pytest.raises(TokenizerKitError, match=r"unknown RQ-Kmeans config keys \['nitre'\]"):
+    with pytest.raises(TokenizerKitError, match=r"invalid RQ-Kmeans config: unknown keys \['nitre'\]"):
         RQKMeans(codebook_sizes=[4], nitre=3)
 
 

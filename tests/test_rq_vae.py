@@ -25,7 +25,7 @@ FAST = dict(
     warmup_steps=10,
     kmeans_init_samples=2048,
     kmeans_niter=10,
-    num_threads=1,
+    cpu_threads=1,
     seed=7,
 )
 
@@ -178,7 +178,7 @@ def test_config_reports_every_error():
     for part in ("codebook size of level 0", "beta", "lr", "device"):
         assert part in msg
     assert "\n" not in msg
-    with pytest.raises(TokenizerKitError, match="unknown RQ-VAE config keys"):
+    with pytest.raises(TokenizerKitError, match=r"invalid RQ-VAE config: unknown keys \['epochs'\]"):
         RQVAEConfig.from_dict({"epochs": 3})
 
 
@@ -219,12 +219,12 @@ def test_cli_build_rq_vae(tmp_path, data):
     rep = json.loads(res.stdout)["tokenizers"][0]
     assert rep["method"] == "rq-vae" and rep["n_items"] == 1000
     assert (tmp_path / "ck" / "optimizer.pt").exists()
-    # --resume from the finished checkpoint: no epochs left, the same weights come back
+    # --resume-from the finished checkpoint: no epochs left, the same weights come back
     out2 = tmp_path / "tok_resumed"
     res = runner.invoke(
         app,
         ["build-codebook", str(tmp_path / "x.npy"), "--out", str(out2), "--method", "rq-vae", "--levels", "2",
-         "--codebook-size", "16", "--config", str(cfg), "--resume", str(tmp_path / "ck"), "--format", "json"],
+         "--codebook-size", "16", "--config", str(cfg), "--resume-from", str(tmp_path / "ck"), "--format", "json"],
     )
     assert res.exit_code == 0, res.output
     a, b = SemanticTokenizer.from_pretrained(out), SemanticTokenizer.from_pretrained(out2)
@@ -237,13 +237,13 @@ def test_cli_build_rq_vae(tmp_path, data):
     bad.write_text(json.dumps({"epochs": 3}))
     res = runner.invoke(app, ["build-codebook", str(tmp_path / "x.npy"), "--out", str(tmp_path / "t2"), "--method", "rq-vae", "--config", str(bad)])
     assert res.exit_code == 2
-    assert "unknown RQ-VAE config keys" in res.output
+    assert "unknown key 'epochs' for rq-vae" in res.output
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_bf16_trains_without_collapse(data):
-    q = RQVAE(codebook_sizes=SIZES, device="cuda", bf16=True, **{k: v for k, v in FAST.items() if k != "num_threads"}).fit(data)
+    q = RQVAE(codebook_sizes=SIZES, device="cuda", bf16=True, **{k: v for k, v in FAST.items() if k != "cpu_threads"}).fit(data)
     s = q.summary()
     assert s["device"] == "cuda" and s["bf16"] is True
     codes = q.encode(data)

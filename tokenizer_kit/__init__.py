@@ -1,6 +1,7 @@
 """tokenizer-kit: semantic IDs for generative recommenders (OneRec-style item tokenizer)."""
 
 from ._version import __version__
+from ._config import list_presets
 from .errors import ArtifactError, InputError, TokenizerKitError
 from ._tokenizer import SemanticTokenizer, parse_sid_string, sid_string
 from .features import ExtractConfig, FeatureStore, extract_features
@@ -25,6 +26,7 @@ __all__ = [
     "TokenizerKitError",
     "__version__",
     "extract_features",
+    "list_presets",
     "parse_sid_string",
     "sid_string",
 ]

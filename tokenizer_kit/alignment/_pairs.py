@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .._config import ValidatedConfig
+from .._config import ValidatedConfig, setting
 from ..errors import InputError
 from ..io import InteractionLog
 
@@ -40,14 +40,21 @@ class PairMiningConfig(ValidatedConfig):
     label: ClassVar[str] = "pair-mining"
     error_type: ClassVar[type[InputError]] = InputError
 
-    alpha: float = 1.0
-    user_weight_power: float = 0.5
-    max_items_per_user: int = 200
-    max_users_per_item: int = 1000
-    swing_topk: int = 10
-    min_swing_score: float = 0.0
-    u2i_history: int = 10
-    u2i_targets_per_user: int = 1
+    # renamed settings, accepted when reading an older config
+    renamed: ClassVar[dict[str, str]] = {"u2i_targets_per_user": "u2i_targets", "topk": "swing_topk"}
+
+    alpha: float = setting(1.0, help="Swing smoothing alpha: 1 / (alpha + |I_u & I_v|) per user pair.")
+    user_weight_power: float = setting(0.5, help="Swing user weight |I_u|^-p (0 disables).")
+    max_items_per_user: int = setting(200, help="Cap: latest items kept per user.")
+    max_users_per_item: int = setting(1000, help="Cap: latest users kept per item.")
+    swing_topk: int = setting(10, help="Swing neighbours kept per item (0: no Swing pairs).")
+    min_swing_score: float = setting(0.0, help="Drop Swing pairs scoring below this.")
+    u2i_history: int = setting(10, help="User-to-item: latest positive clicks searched for the target's partner.")
+    u2i_targets: int = setting(
+        40,
+        help="User-to-item: targets per user (their latest clicks; 0 disables). The paper pairs one; "
+        "40 gave the best held-out recall on Office (README, benchmarks/results/align_office_cpu_u2i40_*.json).",
+    )
 
     def errors(self) -> list[str]:
         e = []
@@ -60,8 +67,8 @@ class PairMiningConfig(ValidatedConfig):
                 e.append(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.swing_topk < 0:
             e.append(f"swing_topk must be >= 0, got {self.swing_topk}")
-        if self.u2i_targets_per_user < 0:
-            e.append(f"u2i_targets_per_user must be >= 0, got {self.u2i_targets_per_user}")
+        if self.u2i_targets < 0:
+            e.append(f"u2i_targets must be >= 0, got {self.u2i_targets}")
         return e
 
     def to_dict(self) -> dict[str, Any]:
@@ -256,14 +263,14 @@ def _lookup(mat, r: np.ndarray, c: np.ndarray) -> np.ndarray:
 def user_to_item_pairs(log: InteractionLog, sim, config: PairMiningConfig | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """OneRec user-to-item pairs ``(targets, partners, scores)`` from a training log.
 
-    For each user the latest ``u2i_targets_per_user`` positive clicks are targets; each is paired
+    For each user the latest ``u2i_targets`` positive clicks are targets; each is paired
     with the item of highest Swing similarity among the ``u2i_history`` positive clicks before it
     (co-occurrence cosine breaks ties and replaces zeros; a target with no similar item is skipped).
     """
     cfg = (config or PairMiningConfig()).validate()
     m = log.positive
     u, it = log.users[m], log.items[m]
-    if len(u) == 0 or cfg.u2i_targets_per_user == 0:
+    if len(u) == 0 or cfg.u2i_targets == 0:
         z = np.zeros(0, np.int64)
         return z, z, np.zeros(0)
     n = len(u)
@@ -273,7 +280,7 @@ def user_to_item_pairs(log: InteractionLog, sim, config: PairMiningConfig | None
     pos = idx - first
     run_len = np.bincount(np.cumsum(start) - 1)
     from_end = run_len[np.cumsum(start) - 1] - 1 - pos
-    tsel = np.flatnonzero((from_end < cfg.u2i_targets_per_user) & (pos >= 1))
+    tsel = np.flatnonzero((from_end < cfg.u2i_targets) & (pos >= 1))
     # candidate (target row, history row) pairs: the h clicks before each target
     h = cfg.u2i_history
     offs = np.arange(1, h + 1)

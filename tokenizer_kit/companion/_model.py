@@ -30,7 +30,7 @@ from typing import Any, Callable, ClassVar, Iterator
 import numpy as np
 import torch
 
-from .._config import ValidatedConfig
+from .._config import ValidatedConfig, setting
 from .._progress import Progress, ProgressTask, as_progress
 from .._torch_utils import decay_groups, resolve_device, warmup_decay
 from ..errors import ArtifactError, InputError
@@ -62,37 +62,39 @@ class RetrievalConfig(ValidatedConfig):
     label: ClassVar[str] = "retrieval"
     error_type: ClassVar[type[InputError]] = InputError
 
-    arch: str = "t5"
-    d_model: int = 64
-    num_layers: int = 2
-    num_heads: int = 4
-    d_ff: int = 256
-    dropout: float = 0.1
-    max_history: int = 20
-    epochs: int = 3
-    batch_size: int = 64
-    lr: float = 3e-3
-    weight_decay: float = 0.035
-    warmup_ratio: float = 0.05
-    grad_clip: float = 1.0
-    beam_size: int = 10
-    eval_batch_size: int = 128
-    eval_every: int = 0
-    max_eval_users: int | None = None
-    ks: tuple[int, ...] = (5, 10)
-    seed: int = 0
-    device: str = "auto"
-    cpu_threads: int = 1
+    renamed: ClassVar[dict[str, str]] = {"num_layers": "n_layers", "num_heads": "n_heads"}
+
+    arch: str = setting("t5", help="t5 (encoder-decoder, as TIGER) or decoder (decoder-only).", choices=("t5", "decoder"))
+    d_model: int = setting(64, help="Model width.")
+    n_layers: int = setting(2, help="Layers (t5: each of encoder and decoder; decoder: twice this).")
+    n_heads: int = setting(4, help="Attention heads (must divide d_model).")
+    d_ff: int = setting(256, help="Feed-forward width.")
+    dropout: float = setting(0.1, help="Dropout.")
+    max_history: int = setting(20, help="Items of history per example.")
+    epochs: int = setting(3, help="Passes over the training windows (Office: 80-260 s each on 2 CPU cores, by load; "
+                          "1 epoch barely beats random SIDs).")
+    batch_size: int = setting(64, help="Training examples per step.")
+    lr: float = setting(3e-3, help="Peak AdamW learning rate.")
+    weight_decay: float = setting(0.035, help="AdamW weight decay.")
+    warmup_ratio: float = setting(0.05, help="Share of the steps spent in linear warmup.")
+    grad_clip: float = setting(1.0, help="Gradient norm clip.")
+    beam_size: int = setting(10, help="Beam width of the trie-constrained search (>= the largest cut-off in ks).")
+    eval_batch_size: int = setting(128, help="Users decoded per batch.")
+    eval_every: int = setting(0, help="Score validation users every N epochs and keep the best epoch (0: only the validation loss).")
+    max_eval_users: int | None = setting(None, help="Score only the first N validation / test users.")
+    ks: tuple[int, ...] = setting((5, 10), help="Cut-offs of Recall@K and NDCG@K.")
+    seed: int = setting(0, help="Seed of init, shuffling and dropout (same input + seed -> same result).")
+    device: str = setting("auto", help="auto, cpu, cuda or cuda:N.")
+    cpu_threads: int = setting(1, help="torch CPU threads while training and decoding on CPU (0: leave torch's setting). "
+                               "1 is often fastest on a busy machine.")
 
     def errors(self) -> list[str]:
         e = []
-        if self.arch not in ("t5", "decoder"):
-            e.append(f"arch must be 't5' or 'decoder', got {self.arch!r}")
-        for name in ("d_model", "num_layers", "num_heads", "d_ff", "max_history", "batch_size", "beam_size", "eval_batch_size"):
+        for name in ("d_model", "n_layers", "n_heads", "d_ff", "max_history", "batch_size", "beam_size", "eval_batch_size"):
             if int(getattr(self, name)) < 1:
                 e.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_heads >= 1 and self.d_model % self.num_heads:
-            e.append(f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
+        if self.n_heads >= 1 and self.d_model % self.n_heads:
+            e.append(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if self.epochs < 0:
             e.append(f"epochs must be >= 0, got {self.epochs}")
         if not 0.0 <= self.dropout < 1.0:
@@ -125,14 +127,6 @@ class RetrievalConfig(ValidatedConfig):
         self.ks = tuple(int(k) for k in self.ks)
         return self
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RetrievalConfig":
-        cls.check_keys(d)
-        d = dict(d)
-        if "ks" in d:
-            d["ks"] = tuple(d["ks"])
-        return cls(**d).validate()
-
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["ks"] = list(self.ks)
@@ -163,11 +157,11 @@ def _build_model(cfg: RetrievalConfig, vocab_size: int, max_positions: int):
         mc = T5Config(
             vocab_size=vocab_size,
             d_model=cfg.d_model,
-            d_kv=cfg.d_model // cfg.num_heads,
+            d_kv=cfg.d_model // cfg.n_heads,
             d_ff=cfg.d_ff,
-            num_layers=cfg.num_layers,
-            num_decoder_layers=cfg.num_layers,
-            num_heads=cfg.num_heads,
+            num_layers=cfg.n_layers,
+            num_decoder_layers=cfg.n_layers,
+            num_heads=cfg.n_heads,
             dropout_rate=cfg.dropout,
             feed_forward_proj="relu",
             pad_token_id=PAD_ID,
@@ -181,9 +175,9 @@ def _build_model(cfg: RetrievalConfig, vocab_size: int, max_positions: int):
         vocab_size=vocab_size,
         hidden_size=cfg.d_model,
         intermediate_size=cfg.d_ff,
-        num_hidden_layers=2 * cfg.num_layers,  # as deep as the t5 model's encoder + decoder
-        num_attention_heads=cfg.num_heads,
-        num_key_value_heads=cfg.num_heads,
+        num_hidden_layers=2 * cfg.n_layers,  # as deep as the t5 model's encoder + decoder
+        num_attention_heads=cfg.n_heads,
+        num_key_value_heads=cfg.n_heads,
         max_position_embeddings=max_positions,
         attention_dropout=cfg.dropout,
         pad_token_id=PAD_ID,
@@ -530,7 +524,7 @@ class GenerativeRetriever:
         path = m.path
         meta = m.data
         try:
-            r = cls(index, RetrievalConfig.from_dict(meta["config"]))
+            r = cls(index, RetrievalConfig.from_dict(meta["config"], legacy=True))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ArtifactError(f"{path}: the retrieval config in config.json is missing or ill-typed ({' '.join(str(e).split())[:160]})") from None
         if r.vocab.level_sizes != meta.get("level_sizes") or r.S != meta.get("sid_length"):

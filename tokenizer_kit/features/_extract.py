@@ -8,7 +8,7 @@ Items are processed in catalogue order in shards of ``shard_size`` rows. Each sh
 written whole (see ``FeatureStoreWriter``) with the number of catalogue rows it covers, so
 a killed run resumes at the first row no complete shard covers; a store made with another
 config (or from another catalogue) is refused. Images that are missing or fail to decode
-are skipped with a per-item record (``--strict`` raises instead); an item with no content
+are skipped with a per-item record (``strict`` raises instead); an item with no content
 in any field is left out of the store and recorded.
 """
 
@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from .._config import ValidatedConfig
+from .._config import ValidatedConfig, setting
 from .._progress import Progress, ProgressTask, as_progress
 from ..errors import InputError
 from ._store import FeatureStoreWriter
@@ -52,22 +52,22 @@ class ExtractConfig(ValidatedConfig):
     label: ClassVar[str] = "extract"
     error_type: ClassVar[type[InputError]] = InputError
 
-    backend: str = "hf"
-    model: str | None = None
-    pretrained: str | None = None
-    random_init: bool = False
-    text_fields: tuple[str, ...] = ()
-    image_fields: tuple[str, ...] = ()
-    max_tokens_per_field: int = 64
-    max_tokens: int | None = None
-    image_pool: int | None = None
-    layer: int | None = None
-    batch_size: int = 32
-    shard_size: int = 4096
-    num_workers: int = 0
-    strict: bool = False
-    device: str = "cpu"
-    seed: int = 0
+    backend: str = setting("hf", help="open_clip or hf (transformers).", choices=BACKENDS)
+    model: str | None = setting(None, help="open_clip model name or config JSON, or a transformers model dir (hf default: offline all-MiniLM-L6-v2).")
+    pretrained: str | None = setting(None, help="open_clip weights: a local checkpoint or a tag (downloads only where the machine can).")
+    random_init: bool = setting(False, help="open_clip with random weights (tests, throughput): the features are random.")
+    text_fields: tuple[str, ...] = setting(("title", "caption", "tags", "ocr", "asr"), help="Text columns, in order.")
+    image_fields: tuple[str, ...] = setting((), help="Image columns (paths or bytes, one or many per item).")
+    max_tokens_per_field: int = setting(64, help="Cap on each text field's tokens.")
+    max_tokens: int | None = setting(None, help="Cap on an item's tokens after concatenation (truncate; none: no cap).")
+    image_pool: int | None = setting(None, help="Average-pool each image's patch grid to N x N (CLS kept).")
+    layer: int | None = setting(None, help="hf: hidden-state index to keep (default: the last layer).")
+    batch_size: int = setting(32, help="Items per forward batch.")
+    shard_size: int = setting(4096, help="Items per store shard (the resume unit).")
+    num_workers: int = setting(2, help="DataLoader workers decoding images (0: in process; unused without image fields).")
+    strict: bool = setting(False, help="Fail on a missing or corrupt image instead of skipping it.")
+    device: str = setting("cpu", help="torch device, e.g. cpu or cuda.")
+    seed: int = setting(0, help="Seed (random-init weights).")
 
     def __post_init__(self):
         self.text_fields = tuple(self.text_fields)
@@ -75,10 +75,8 @@ class ExtractConfig(ValidatedConfig):
 
     def errors(self) -> list[str]:
         e = []
-        if self.backend not in BACKENDS:
-            e.append(f"backend must be one of {list(BACKENDS)}, got {self.backend!r}")
         if not self.text_fields and not self.image_fields:
-            e.append("give at least one field (--text-fields and/or --image-fields)")
+            e.append("give at least one field: set text_fields and/or image_fields")
         both = sorted(set(self.text_fields) & set(self.image_fields))
         if both:
             e.append(f"field(s) {both} are listed as both text and image fields")
@@ -87,16 +85,16 @@ class ExtractConfig(ValidatedConfig):
                 e.append(f"duplicate {name} field in {list(fs)}")
         if self.backend == "open_clip":
             if self.random_init and self.pretrained:
-                e.append("pass either --pretrained or --random-init, not both")
+                e.append("set either pretrained or random_init, not both")
             if not self.random_init and not self.pretrained:
-                e.append("open_clip needs weights: --pretrained CHECKPOINT_OR_TAG (or --random-init for tests)")
+                e.append("open_clip needs weights: set pretrained to a checkpoint or tag (or random_init for tests)")
             if self.layer is not None:
-                e.append("--layer applies to the hf backend only")
+                e.append("layer applies to the hf backend only; unset it for open_clip")
         if self.backend == "hf":
             if self.pretrained:
-                e.append("--pretrained applies to open_clip; for hf pass the model directory with --model")
+                e.append("pretrained applies to open_clip; for hf set model to the model directory")
             if self.random_init:
-                e.append("--random-init applies to open_clip only")
+                e.append("random_init applies to open_clip only; unset it for hf")
         for name in ("max_tokens_per_field", "batch_size", "shard_size"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
@@ -251,7 +249,7 @@ def _open_catalog(catalog, base_dir, config: ExtractConfig):
     cols = set(table.column_names)
     absent = [f for f in (*config.text_fields, *config.image_fields) if f not in cols]
     if absent:
-        raise InputError(f"catalogue has no column(s) {absent} (columns: {sorted(cols)}); fix text_fields/image_fields")
+        raise InputError(f"catalogue has no column(s) {absent} (columns: {sorted(cols)}); fix `text_fields` / `image_fields`")
     return table, Path(base_dir) if base_dir is not None else None
 
 
@@ -314,7 +312,7 @@ def _encode_shard(rows, ids, config: ExtractConfig, backend, seg_id, base, task:
                 if config.strict:
                     raise InputError(
                         f"item {ids[k]!r}: image {e['field']}[{e['index']}] {e['source']} failed ({e['error']}); "
-                        "fix the catalogue or drop --strict to skip it"
+                        "fix the catalogue, or unset `strict` to skip it"
                     )
                 logger.warning("item %s: skipping image %s[%d]: %s", ids[k], e["field"], e["index"], e["error"])
                 errors.append((k, {"item_id": ids[k], **e}))

@@ -31,7 +31,7 @@ class Round:
     hashes: np.ndarray  # embedding fingerprints
     rows: np.ndarray  # the item's row in the index, -1 if new
     known: np.ndarray  # indexed before
-    differs: np.ndarray  # indexed before with another embedding (placed again under --replace)
+    differs: np.ndarray  # indexed before with another embedding (placed again with ``replace``)
     xp: np.ndarray | None = None  # (m, d) preprocessed vectors, when anything is placed
     codes: np.ndarray | None = None  # (m, L) quantizer codes of the placed items (0 elsewhere)
     sids: np.ndarray | None = None  # (m, S) every item's SID after the round
@@ -76,7 +76,7 @@ def _classify(index: "SIDIndex", ids: np.ndarray, x: np.ndarray, replace: bool) 
         first = ids[np.flatnonzero(differs)[0]]
         raise InputError(
             f"{int(differs.sum())} known items come with a different embedding (first {first!r}); "
-            "pass --replace to retire their SIDs and give them new ones, or drop them"
+            "set `replace` to retire their SIDs and give them new ones, or drop them"
         )
     return Round(ids=ids, hashes=hashes, rows=rows, known=known, differs=differs)
 

@@ -57,6 +57,7 @@ class IndexConfig(ValidatedConfig):
     policy: str = setting(
         "suffix",
         help="Collision policy: suffix (append a level), reassign (move to a free code), none (report only).",
+        choices=tuple(POLICIES),
     )
     suffix_reserve: int = setting(
         8, help="Smallest size of the suffix level's vocabulary, so cold start rarely adds tokens to an LLM that already has them."
@@ -66,8 +67,6 @@ class IndexConfig(ValidatedConfig):
 
     def errors(self) -> list[str]:
         errs = []
-        if self.policy not in POLICIES:
-            errs.append(f"policy must be one of {list(POLICIES)}, got {self.policy!r}")
         if self.suffix_reserve < 1:
             errs.append(f"suffix_reserve must be >= 1, got {self.suffix_reserve}")
         if self.nearest_k < 0:
@@ -477,7 +476,7 @@ class SIDIndex:
     def sid_of(self, item_id) -> list[int]:
         r = self.row_of(item_id)
         if r < 0:
-            raise InputError(f"item {item_id!r} is not in the index; assign it with `tokenizer-kit assign NEW --tokenizer DIR --update`")
+            raise InputError(f"item {item_id!r} is not in the index; add it first by a cold start (assign, then save the index)")
         return self.sids[r].tolist()
 
     def item_of(self, sid: str | Sequence[int]):

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .._config import ValidatedConfig
+from .._config import ValidatedConfig, setting
 from ..errors import TokenizerKitError
 from ._base import QuantizerBase, register_quantizer, suggest_codebook_size
 from ._encode import BLOCK_ROWS, TorchEncoder, greedy_encode, greedy_level, run_blocks
@@ -55,19 +55,21 @@ def parse_codebook_sizes(spec: str | int | list[int], levels: int | None = None)
 class RQKMeansConfig(ValidatedConfig):
     label: ClassVar[str] = "RQ-Kmeans"
 
-    codebook_sizes: list[int] = field(default_factory=lambda: [256, 256, 256])
-    niter: int = 20
-    seed: int = 1234
-    max_points_per_centroid: int = 256
-    init: str = "random"
-    balanced: bool = False
-    balance_iters: int = 5
+    codebook_sizes: list[int] = setting(help="Codes per level (L_t levels of N_t codes).", default_factory=lambda: [256, 256, 256])
+    niter: int = setting(20, help="k-means iterations per level.")
+    seed: int = setting(1234, help="Random seed (same input + seed -> same SIDs).")
+    max_points_per_centroid: int = setting(256, help="k-means training sample cap per centroid.")
+    init: str = setting("random", help="Centroid init: random (FAISS's sampling) or kmeans++ (lower error, more collisions on Office).",
+                        choices=("random", "kmeans++"))
+    balanced: bool = setting(False, help="Size-balanced k-means per level + distinct last-level codes per prefix "
+                             "(no collisions; retrieved worse downstream on Office).")
+    balance_iters: int = setting(5, help="Balanced mode: balancing rounds per level.")
     # balanced mode only: the training items of each (level 1..L-1) prefix get distinct
     # last-level codes (one assignment problem per colliding prefix)
-    distinct_last_level: bool = True
-    beam_size: int = 1
-    batch_size: int = 16384
-    device: str = "auto"
+    distinct_last_level: bool = setting(True, help="Balanced mode: the items of each prefix get distinct last-level codes.")
+    beam_size: int = setting(1, help="Beam width for encoding (1 = greedy).")
+    batch_size: int = setting(16384, help="Items per encoding batch.")
+    device: str = setting("auto", help="auto, cpu or cuda (FAISS GPU k-means when available).", choices=("auto", "cpu", "cuda"))
 
     def errors(self) -> list[str]:
         errs = []
@@ -86,10 +88,6 @@ class RQKMeansConfig(ValidatedConfig):
             errs.append(f"batch_size must be >= 1, got {self.batch_size}")
         if self.balance_iters < 0:
             errs.append(f"balance_iters must be >= 0, got {self.balance_iters}")
-        if self.init not in ("kmeans++", "random"):
-            errs.append(f"init must be 'kmeans++' or 'random', got {self.init!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            errs.append(f"device must be auto, cpu or cuda, got {self.device!r}")
         return errs
 
 

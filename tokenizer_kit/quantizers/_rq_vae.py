@@ -29,7 +29,7 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from .._config import ValidatedConfig
+from .._config import ValidatedConfig, setting
 from .._progress import Progress, as_progress
 from ..errors import TokenizerKitError
 from ._base import QuantizerBase, register_quantizer
@@ -54,41 +54,42 @@ CHECKPOINT_FORMAT = 1
 class RQVAEConfig(ValidatedConfig):
     label: ClassVar[str] = "RQ-VAE"
 
-    codebook_sizes: list[int] = field(default_factory=lambda: [256, 256, 256])
-    latent_dim: int = 64
-    hidden_dims: list[int] = field(default_factory=lambda: [512, 256])
-    beta: float = 0.25  # commitment weight (VQ-VAE's beta)
-    standardize: bool = True  # train on (x - mean) / std; decode undoes it
+    renamed: ClassVar[dict[str, str]] = {"num_threads": "cpu_threads"}
+
+    codebook_sizes: list[int] = setting(help="Codes per level.", default_factory=lambda: [256, 256, 256])
+    latent_dim: int = setting(64, help="Width of the quantized latent.")
+    hidden_dims: list[int] = setting(help="Encoder hidden widths (the decoder mirrors them).", default_factory=lambda: [512, 256])
+    beta: float = setting(0.25, help="Commitment weight (VQ-VAE's beta).")
+    standardize: bool = setting(True, help="Train on (x - mean) / std; decode undoes it.")
     # optimisation
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 512
-    max_epochs: int = 200
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.05  # cosine decay to lr * min_lr_ratio
-    grad_clip: float = 1.0
+    lr: float = setting(3e-3, help="Peak AdamW learning rate.")
+    weight_decay: float = setting(1e-4, help="AdamW weight decay.")
+    batch_size: int = setting(512, help="Training batch size.")
+    max_epochs: int = setting(200, help="Most training epochs (early stop on validation reconstruction).")
+    warmup_steps: int = setting(100, help="Linear warmup steps.")
+    min_lr_ratio: float = setting(0.05, help="Cosine decay to lr * min_lr_ratio.")
+    grad_clip: float = setting(1.0, help="Gradient norm clip (0 = off).")
     # anti-collapse
-    kmeans_init: bool = True
-    kmeans_init_samples: int = 16384  # latents of the first batches used for the k-means init
-    kmeans_niter: int = 20
-    restart_dead_codes: bool = True
-    restart_interval: int = 0  # steps between dead-code checks; 0 = once per epoch
-    restart_noise: float = 0.01  # relative jitter added to re-seeded codes
+    kmeans_init: bool = setting(True, help="Initialise codebooks with k-means on the first batches' latents.")
+    kmeans_init_samples: int = setting(16384, help="Latents used for the k-means init.")
+    kmeans_niter: int = setting(20, help="k-means iterations of the init.")
+    restart_dead_codes: bool = setting(True, help="Re-seed unused codes during training.")
+    restart_interval: int = setting(0, help="Steps between dead-code checks (0 = once per epoch).")
+    restart_noise: float = setting(0.01, help="Relative jitter added to re-seeded codes.")
     # early stopping on validation reconstruction
-    val_fraction: float = 0.05
-    patience: int = 20  # epochs without improvement before stopping
-    min_delta: float = 1e-4  # relative improvement that counts
+    val_fraction: float = setting(0.05, help="Share of items held out for early stopping.")
+    patience: int = setting(20, help="Epochs without improvement before stopping.")
+    min_delta: float = setting(1e-4, help="Relative improvement that counts.")
     # runtime
-    seed: int = 1234
-    device: str = "auto"
-    bf16: bool = True  # autocast encoder/decoder to bf16 on CUDA (never on CPU)
-    encode_batch_size: int = 16384
-    # torch CPU threads while training (0 = torch's default). Small MLPs on a busy machine
-    # often run faster on 1 thread than on many spinning ones.
-    num_threads: int = 0
-    checkpoint_dir: str | None = None  # write a resumable checkpoint here every epoch
-    checkpoint_every: int = 1  # epochs
-    resume_from: str | None = None  # a checkpoint directory written by checkpoint_dir
+    seed: int = setting(1234, help="Random seed (same input + seed -> same SIDs).")
+    device: str = setting("auto", help="auto, cpu or cuda.", choices=("auto", "cpu", "cuda"))
+    bf16: bool = setting(True, help="Autocast encoder/decoder to bf16 on CUDA (never on CPU).")
+    encode_batch_size: int = setting(16384, help="Items per encoding batch.")
+    # Small MLPs on a busy machine often run faster on 1 thread than on many spinning ones.
+    cpu_threads: int = setting(0, help="torch CPU threads while training (0 = torch's default).")
+    checkpoint_dir: str | None = setting(None, help="Write a resumable training checkpoint here every checkpoint_every epochs.")
+    checkpoint_every: int = setting(1, help="Epochs between checkpoints.")
+    resume_from: str | None = setting(None, help="Resume training from a checkpoint directory written by checkpoint_dir.")
 
     def errors(self) -> list[str]:
         errs = []
@@ -132,12 +133,10 @@ class RQVAEConfig(ValidatedConfig):
             errs.append(f"patience must be >= 1, got {self.patience}")
         if self.min_delta < 0:
             errs.append(f"min_delta must be >= 0, got {self.min_delta}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            errs.append(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.encode_batch_size < 1:
             errs.append(f"encode_batch_size must be >= 1, got {self.encode_batch_size}")
-        if self.num_threads < 0:
-            errs.append(f"num_threads must be >= 0 (0 = torch default), got {self.num_threads}")
+        if self.cpu_threads < 0:
+            errs.append(f"cpu_threads must be >= 0 (0 = torch default), got {self.cpu_threads}")
         if self.checkpoint_every < 1:
             errs.append(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         return errs
@@ -294,8 +293,8 @@ class RQVAE(QuantizerBase):
         summary).
         """
         threads = torch.get_num_threads()
-        if self.config.num_threads:
-            torch.set_num_threads(self.config.num_threads)
+        if self.config.cpu_threads:
+            torch.set_num_threads(self.config.cpu_threads)
         try:
             x = self._check_fit_input(x)
             t_start = time.perf_counter()
@@ -633,7 +632,7 @@ class RQVAE(QuantizerBase):
     def from_state(cls, config: dict[str, Any], tensors: dict[str, np.ndarray]) -> "RQVAE":
         config = dict(config)
         dim = config.pop("dim", None)
-        q = cls(RQVAEConfig.from_dict(config))
+        q = cls(RQVAEConfig.from_dict(config, legacy=True))
         if dim is None:
             if "mean" not in tensors:
                 raise TokenizerKitError("RQ-VAE config has no 'dim' and the weights no 'mean'; the artifact is incomplete")
