@@ -166,7 +166,7 @@ def test_ten_rounds_of_cold_start(tmp_path, policy):
 def test_known_item_with_new_embedding_needs_replace(small_tok):
     tok, x, ids = small_tok
     idx = SIDIndex.for_tokenizer(tok, config=IndexConfig(policy="suffix"), x=x)
-    with pytest.raises(InputError, match="--replace"):
+    with pytest.raises(InputError, match="set `replace` to retire their SIDs"):
         idx.assign(tok, ids[:2], x[:2] + 0.5)
     new, table, summary = idx.assign(tok, ids[:2], x[:2] + 0.5, replace=True)
     assert summary["replaced"] == 2 and len(new.retired) == 2

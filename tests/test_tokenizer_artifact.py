@@ -49,7 +49,7 @@ def test_metrics_recorded(built):
 def test_existing_dir_kept_without_overwrite(built, tmp_path):
     p = built.save_pretrained(tmp_path / "tok")
     before = (p / "tokenizer.json").read_text()
-    with pytest.raises(ArtifactError, match="already exists; pass --overwrite"):
+    with pytest.raises(ArtifactError, match="already exists; set `overwrite` to replace it"):
         built.save_pretrained(p)
     assert (p / "tokenizer.json").read_text() == before
     built.save_pretrained(p, overwrite=True)

@@ -216,7 +216,7 @@ class SemanticTokenizer:
                 norms = np.linalg.norm(blk, axis=1, keepdims=True)
                 if (norms == 0).any():
                     row = s + int(np.argmax(norms[:, 0] == 0))
-                    raise InputError(f"{what}: row {row} is all zeros and cannot be L2-normalised; drop that item or build without --normalize")
+                    raise InputError(f"{what}: row {row} is all zeros and cannot be L2-normalised; drop that item or build without `normalize`")
                 blk /= norms
         return out
 

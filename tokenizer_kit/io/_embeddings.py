@@ -98,7 +98,7 @@ def load_embeddings(
 ) -> Embeddings:
     """Load item embeddings from a file or directory into memory (small inputs).
 
-    Accepts ``.npy`` (n, d) with an optional ids file (``--ids``, or ``X.ids.{npy,txt,json}``
+    Accepts ``.npy`` (n, d) with an optional ids file (``ids_path``, or ``X.ids.{npy,txt,json}``
     beside ``X.npy``), Parquet (``item_id`` + list vector column; a file, a directory, a list
     of files or a pyarrow filesystem URI), a directory of ``.npy`` shards, or a directory saved
     by ``datasets`` ``save_to_disk``. A float32 ``.npy`` stays memory-mapped; float16, float64

@@ -124,7 +124,7 @@ class QuantizerBase:
         if n < kmax:
             raise InputError(
                 f"too few items for the codebook: a level of {kmax} codes needs at least {kmax} items, "
-                f"got {n}; use --codebook-size {suggest_codebook_size(n)} or fewer"
+                f"got {n}; set `codebook_sizes` to {suggest_codebook_size(n)} or fewer"
             )
         return x
 

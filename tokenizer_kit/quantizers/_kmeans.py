@@ -50,7 +50,7 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if (faiss_num_gpus() > 0 or _torch_cuda_available()) else "cpu"
     if device == "cuda" and not (faiss_num_gpus() > 0 or _torch_cuda_available()):
-        raise TokenizerKitError("device 'cuda' requested but no GPU is visible; use --device cpu or auto")
+        raise TokenizerKitError("device 'cuda' requested but no GPU is visible; set `device` to cpu or auto")
     return device
 
 
