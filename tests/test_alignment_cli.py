@@ -37,7 +37,7 @@ def _run(args):
 
 def test_cli_end_to_end(slice_data, tmp_path):
     d = slice_data
-    r = _run(["mine-pairs", str(d / "inter.parquet"), "--out", str(tmp_path / "pairs.parquet"), "--heldout-out", str(tmp_path / "held.parquet"), "--topk", "5", "--format", "json"])
+    r = _run(["mine-pairs", str(d / "inter.parquet"), "--out", str(tmp_path / "pairs.parquet"), "--heldout-out", str(tmp_path / "held.parquet"), "--swing-topk", "5", "--u2i-targets", "1", "--format", "json"])
     assert r.exit_code == 0, r.output
     stats = json.loads(r.stdout)
     assert stats["pairs"]["swing"] > 0 and stats["pairs"]["u2i"] == 120 and stats["heldout"]["pairs"] == 120
@@ -45,7 +45,7 @@ def test_cli_end_to_end(slice_data, tmp_path):
     r = _run([
         "align", "--features", str(d / "store"), "--pairs", str(tmp_path / "pairs.parquet"), "--eval-pairs", str(tmp_path / "held.parquet"),
         "--catalog", str(d / "catalog.parquet"), "--caption-lm", str(tiny_lm_dir(tmp_path / "lm")), "--caption-weight", "0.5",
-        "--out", str(tmp_path / "al"), "--steps", "6", "--batch-size", "16", "--d-model", "16", "--queries", "2", "--layers", "1", "--heads", "2",
+        "--out", str(tmp_path / "al"), "--steps", "6", "--batch-size", "16", "--d-model", "16", "--n-queries", "2", "--n-layers", "1", "--n-heads", "2",
         "--format", "json",
     ])
     assert r.exit_code == 0, r.output
@@ -71,7 +71,7 @@ def test_cli_errors_are_one_line(slice_data, tmp_path):
     r = _run(["align", "--features", str(d / "store"), "--pairs", str(tmp_path / "p.parquet"), "--out", str(tmp_path / "a"), "--steps", "2"])
     assert r.exit_code == 2
     assert "--catalog" in r.output and len(r.output.strip().splitlines()) == 1
-    r = _run(["align", "--features", str(d / "store"), "--pairs", str(tmp_path / "p.parquet"), "--out", str(tmp_path / "a"), "--no-caption", "--steps", "0", "--lr", "-1"])
+    r = _run(["align", "--features", str(d / "store"), "--pairs", str(tmp_path / "p.parquet"), "--out", str(tmp_path / "a"), "--caption-weight", "0", "--steps", "0", "--lr", "-1"])
     assert r.exit_code == 2 and "steps" in r.output and "lr" in r.output
     r = _run(["mine-pairs", str(tmp_path / "missing.parquet"), "--out", str(tmp_path / "q.parquet")])
     assert r.exit_code == 2 and "does not exist" in r.output

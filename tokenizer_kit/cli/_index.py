@@ -7,7 +7,10 @@ from typing import Optional
 
 import typer
 
+from ..pipeline import stages
+from ..pipeline._verb_configs import EmbeddingsInput, IndexStageConfig, LookupConfig
 from ._common import OutputFormat, cli_command, emit_json, err_console, holds_writer_lock, out_console, setup_logging
+from ._options import settings_options
 
 __all__ = ["register"]
 
@@ -27,46 +30,23 @@ def _kv_table(title: str, res: dict):
 
 def index(
     tokenizer: Path = typer.Argument(..., help="Tokenizer directory from build-codebook."),
-    policy: str = typer.Option("suffix", "--policy", help="Collision policy: suffix (append a level), reassign (move to a free code), none (report only)."),
+    cfg: IndexStageConfig = None,
     embeddings: Optional[Path] = typer.Option(None, "--embeddings", "-e", help="Embeddings of the indexed items: needed by reassign; ranks suffixes and pins embeddings for cold start."),
     ids: Optional[Path] = typer.Option(None, "--ids", help="Item ids for a .npy input."),
-    id_column: str = typer.Option("item_id", "--id-column"),
-    vector_column: Optional[str] = typer.Option(None, "--vector-column"),
+    columns: EmbeddingsInput = None,
     export_lcrec: Optional[Path] = typer.Option(None, "--export-lcrec", help="Also write an LC-Rec style *.index.json (item -> ['<a_1>', ...])."),
     vocab_out: Optional[Path] = typer.Option(None, "--vocab-out", help="Also write the SID vocabulary JSON (tokens for add_tokens, per-level offsets)."),
-    vocab_base: int = typer.Option(0, "--vocab-base", min=0, help="First token id of the SID vocabulary (e.g. the LLM's vocab size)."),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """(Re)build the SIDs (one item per SID) and the trie of a tokenizer directory."""
     setup_logging(verbose)
-    from .. import SemanticTokenizer
-    from ..indexer import IndexConfig, SIDIndex
-    from ..io import load_embeddings
-
-    config = IndexConfig(policy=policy).validate()
-    tok = SemanticTokenizer.from_pretrained(tokenizer)
-    x = xid = None
-    if embeddings is not None:
-        emb = load_embeddings(embeddings, ids_path=ids, id_column=id_column, vector_column=vector_column)
-        x, xid = emb.vectors, emb.ids
-    with err_console.status(f"indexing {len(tok)} items ({policy})"):
-        idx = SIDIndex.for_tokenizer(tok, config=config, x=x, ids=xid)
-        idx.save(tok, tokenizer)
-    if export_lcrec is not None:
-        idx.export_lcrec(export_lcrec)
-    if vocab_out is not None:
-        idx.vocab(base=vocab_base).save(vocab_out)
-    res = {"tokenizer": str(tokenizer), "version": idx.version, "sid_length": idx.sid_length,
-           "level_sizes": idx.level_sizes, **idx.stats}
-    if export_lcrec is not None:
-        res["lcrec_index"] = str(export_lcrec)
-    if vocab_out is not None:
-        res["vocab"] = str(vocab_out)
+    with err_console.status(f"indexing {tokenizer} ({cfg.policy})"):
+        res = stages.index(tokenizer, cfg, embeddings=embeddings, ids=ids, columns=columns, export_lcrec=export_lcrec, vocab_out=vocab_out)
     if fmt == OutputFormat.json:
         emit_json(res)
     else:
-        out_console.print(_kv_table(f"indexed {tokenizer} (policy {idx.policy}, version {idx.version})", res))
+        out_console.print(_kv_table(f"indexed {tokenizer} (policy {res['policy']}, version {res['version']})", res))
 
 
 def _load_index(path: Path):
@@ -89,7 +69,7 @@ def lookup(
     item: Optional[str] = typer.Option(None, "--item", help="Item id -> its SID."),
     sid: Optional[str] = typer.Option(None, "--sid", help='Full SID -> its item, e.g. "<a_1><b_2><c_3>".'),
     prefix: Optional[str] = typer.Option(None, "--prefix", help='SID prefix -> allowed next tokens and item count, e.g. "<a_1>" ("" for the root).'),
-    limit: int = typer.Option(20, "--limit", min=0, help="Items listed under a prefix."),
+    cfg: LookupConfig = None,
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
@@ -117,7 +97,7 @@ def lookup(
             "prefix": prefix,
             "count": idx.count_under(prefix),
             "allowed_next": idx.allowed_next(prefix),
-            "items": [v.item() if hasattr(v, "item") else v for v in items[:limit]],
+            "items": [v.item() if hasattr(v, "item") else v for v in items[: cfg.limit]],
         }
     if fmt == OutputFormat.json:
         emit_json(res)
@@ -153,6 +133,6 @@ def import_index(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("index")(cli_command(holds_writer_lock("tokenizer")(index)))
-    app.command("lookup")(cli_command(lookup))
+    app.command("index")(cli_command(holds_writer_lock("tokenizer")(settings_options(stage="index")(index))))
+    app.command("lookup")(cli_command(settings_options()(lookup)))
     app.command("import-index")(cli_command(import_index))

@@ -2,35 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from ..pipeline._verb_configs import EmbeddingsInput
 from ..quantizers._plan import PlanConfig
 from ._common import OutputFormat, cli_command, emit_json, out_console, progress_bar, setup_logging
+from ._options import settings_options
 
 __all__ = ["register"]
-
-_D = PlanConfig()
-_HELP = {f.name: f.metadata.get("help", "") for f in fields(PlanConfig)}
 
 
 def plan(
     embeddings: Path = typer.Argument(..., help="Embeddings (or a sample of them): .npy, Parquet, a directory of shards, a saved HF dataset."),
-    shapes: str = typer.Option(_D.shapes, "--shapes", help=_HELP["shapes"]),
-    catalogue_size: int = typer.Option(_D.catalogue_size, "--catalogue-size", help=_HELP["catalogue_size"]),
-    sample: int = typer.Option(_D.sample, "--sample", help=_HELP["sample"]),
-    points_per_centroid: int = typer.Option(_D.points_per_centroid, "--points-per-centroid", help=_HELP["points_per_centroid"]),
-    max_train_points: int = typer.Option(_D.max_train_points, "--max-train-points", help=_HELP["max_train_points"]),
-    niter: int = typer.Option(_D.niter, "--niter", help=_HELP["niter"]),
-    max_collision_rate: float = typer.Option(_D.max_collision_rate, "--max-collision-rate", help=_HELP["max_collision_rate"]),
-    balanced: bool = typer.Option(_D.balanced, "--balanced", help=_HELP["balanced"]),
-    normalize: bool = typer.Option(_D.normalize, "--normalize", help=_HELP["normalize"]),
-    seed: int = typer.Option(_D.seed, "--seed", help=_HELP["seed"]),
+    cfg: PlanConfig = None,
     ids: Optional[Path] = typer.Option(None, "--ids", help="Item ids for a .npy input (not needed to plan; checked if given)."),
-    vector_column: Optional[str] = typer.Option(None, "--vector-column", help="Vector column (Parquet / datasets); guessed if omitted."),
+    columns: EmbeddingsInput = None,
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table or json (results on stdout)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress to stderr."),
 ):
@@ -43,12 +32,7 @@ def plan(
     from ..io import open_embeddings
     from ..quantizers._plan import plan as run_plan
 
-    cfg = PlanConfig(
-        shapes=shapes, catalogue_size=catalogue_size, sample=sample, points_per_centroid=points_per_centroid,
-        max_train_points=max_train_points, niter=niter, max_collision_rate=max_collision_rate, balanced=balanced,
-        normalize=normalize, seed=seed,
-    ).validate()
-    stream = open_embeddings(embeddings, ids_path=ids, vector_column=vector_column)
+    stream = open_embeddings(embeddings, ids_path=ids, id_column=columns.id_column, vector_column=columns.vector_column)
     with progress_bar() as progress:
         res = run_plan(stream, cfg, progress=progress)
     if fmt == OutputFormat.json:
@@ -79,4 +63,4 @@ def plan(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("plan")(cli_command(plan))
+    app.command("plan")(cli_command(settings_options()(plan)))

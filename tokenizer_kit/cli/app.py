@@ -1,12 +1,57 @@
-"""The ``tokenizer-kit`` command: one module per verb, each thin over the library."""
+"""The ``tokenizer-kit`` command: one module per verb, each thin over the library.
+
+A verb's options are derived from its config dataclasses when the verb is first looked up,
+so ``tokenizer-kit lookup ...`` never imports the modules (and torch) that ``align`` needs.
+"""
 
 from __future__ import annotations
 
 import importlib
 
 import typer
+from typer.core import TyperGroup
 
 from .. import __version__
+
+# verb -> the module that defines it (each module has `register(app)`), in --help order
+_VERBS = {
+    "pipeline": "_pipeline",
+    "validate": "_pipeline",
+    "presets": "_pipeline",
+    "extract": "_extract",
+    "mine-pairs": "_mine_pairs",
+    "align": "_align",
+    "embed": "_embed",
+    "embed-text": "_embed_text",
+    "plan": "_plan",
+    "build-codebook": "_build",
+    "index": "_index",
+    "lookup": "_index",
+    "import-index": "_index",
+    "assign": "_assign",
+    "compact": "_compact",
+    "report": "_report",
+    "evaluate-retrieval": "_evaluate_retrieval",
+}
+
+
+def _load(module: str) -> dict[str, object]:
+    sub = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    importlib.import_module(f"{__package__}.{module}").register(sub)
+    return dict(typer.main.get_group(sub).commands)
+
+
+class _LazyGroup(TyperGroup):
+    """Builds a verb's command (and imports its module) only when it is looked up."""
+
+    def list_commands(self, ctx) -> list[str]:
+        return list(_VERBS)
+
+    def get_command(self, ctx, cmd_name: str):
+        if cmd_name not in self.commands and cmd_name in _VERBS:
+            self.commands.update(_load(_VERBS[cmd_name]))
+        return self.commands.get(cmd_name)
+
 
 app = typer.Typer(
     name="tokenizer-kit",
@@ -14,24 +59,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=_LazyGroup,
 )
-
-# each module defines `register(app)`; keep one line per verb module
-_COMMAND_MODULES = [
-    "_build",
-    "_assign",
-    "_report",
-    "_embed_text",
-    "_index",
-    "_compact",
-    "_extract",
-    "_pipeline",
-    "_mine_pairs",
-    "_align",
-    "_embed",
-    "_evaluate_retrieval",
-    "_plan",
-]
 
 
 def _version_callback(value: bool):
@@ -45,10 +74,6 @@ def main(
     version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Show the version and exit."),
 ):
     """tokenizer-kit: build, assign and evaluate semantic IDs."""
-
-
-for _name in _COMMAND_MODULES:
-    importlib.import_module(f"{__package__}.{_name}").register(app)
 
 
 if __name__ == "__main__":  # python -m tokenizer_kit.cli.app

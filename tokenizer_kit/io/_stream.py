@@ -3,7 +3,7 @@
 ``open_embeddings(path)`` returns an :class:`EmbeddingStream` over
 
 * a ``.npy`` file (memory-mapped) or a directory of ``.npy`` shards, ids from an ids file
-  (``--ids`` or ``X.ids.{npy,txt,json}`` beside ``X.npy``) or row numbers;
+  (``ids_path`` or ``X.ids.{npy,txt,json}`` beside ``X.npy``) or row numbers;
 * a Parquet dataset: one file, a directory (searched recursively), or a list of files, on
   the local disk or any filesystem pyarrow opens by URI (``s3://``, ``gs://``, ``hdfs://``,
   ``file://``); an ``item_id`` column and a list / fixed-size-list vector column;

@@ -1,8 +1,26 @@
-"""Pipeline config: TOML or JSON, one table per stage; validated whole before any compute.
+"""Pipeline config: TOML, JSON, a dict or a :class:`PipelineConfig`, validated whole before any compute.
 
-Stage tables hold the options of the matching CLI verb (``text_fields = "title,brand"`` is
-``--text-fields title,brand``; ``true`` is a flag; lists are joined with commas), so every
-option a verb has is available in the pipeline with the same name and meaning.
+One table per stage; its keys are the fields of the stage's config dataclass (the same names
+as the verb's options, with ``_`` for ``-``)::
+
+    workdir = "out"          # relative to the config file
+    seed = 0                 # every stage's seed unless its table sets one
+    [data]
+    catalog = "items.parquet"
+    interactions = "inter.parquet"
+    [align]
+    preset = "no-caption"    # a named preset (list_presets("align")), then these keys on top
+    steps = 1500
+    [codebook]
+    codebook_size = 256
+    [baseline]
+    enabled = true           # also tokenize mean-pooled raw features, for comparison
+    [retrieval]
+    enabled = true           # run the companion's downstream check (baseline = true: also on raw)
+    epochs = 3
+
+Every problem (unknown keys, wrong types, out-of-range values, missing input files, options
+that conflict) is reported at once in one error, before anything runs.
 """
 
 from __future__ import annotations
@@ -12,101 +30,196 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._config import list_presets, parse_layers, read_config_file
 from ..errors import TokenizerKitError
+from ._stage_configs import AlignStageConfig, CodebookConfig, EmbedConfig, ExtractConfig, MinePairsConfig, RetrievalStageConfig
+from ._verb_configs import IndexStageConfig, ReportConfig
 
-__all__ = ["PipelineConfig", "load_pipeline_config", "STAGES"]
+__all__ = ["STAGES", "PipelineConfig", "load_config", "stage_config", "read_config_file"]
 
-# stage table -> CLI verb it configures
-STAGES = {
-    "extract": "extract",
-    "mine_pairs": "mine-pairs",
-    "align": "align",
-    "embed": "embed",
-    "codebook": "build-codebook",
-    "index": "index",
-    "report": "report",
-    "retrieval": "evaluate-retrieval",
+# stage table -> (its config class, the CLI verb that runs it alone)
+STAGES: dict[str, tuple[type, str]] = {
+    "extract": (ExtractConfig, "extract"),
+    "mine_pairs": (MinePairsConfig, "mine-pairs"),
+    "align": (AlignStageConfig, "align"),
+    "embed": (EmbedConfig, "embed"),
+    "codebook": (CodebookConfig, "build-codebook"),
+    "index": (IndexStageConfig, "index"),
+    "report": (ReportConfig, "report"),
+    "retrieval": (RetrievalStageConfig, "evaluate-retrieval"),
 }
 _TOP = {"workdir", "seed", "data", "baseline", *STAGES}
+_SWITCHES = {"baseline": {"enabled"}, "retrieval": {"enabled", "baseline"}}
 
 
 @dataclass
 class PipelineConfig:
-    path: Path
-    workdir: Path
+    """The whole chain's settings. Built from a file by :func:`load_config`, which also applies
+    the top-level ``seed`` to every stage whose table sets none; built in Python, each stage's
+    config is used as given."""
+
     catalog: Path
     interactions: Path
+    workdir: Path = Path("pipeline_out")
     seed: int = 0
-    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    mine_pairs: MinePairsConfig = field(default_factory=MinePairsConfig)
+    align: AlignStageConfig = field(default_factory=AlignStageConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    codebook: CodebookConfig = field(default_factory=CodebookConfig)
+    index: IndexStageConfig = field(default_factory=IndexStageConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    retrieval: RetrievalStageConfig = field(default_factory=RetrievalStageConfig)
     baseline: bool = True  # also tokenize mean-pooled raw features, for comparison
-    retrieval: bool = False  # run the companion's downstream evaluation
+    run_retrieval: bool = False  # run the companion's downstream evaluation
     retrieval_baseline: bool = False  # ... on the raw-feature tokenizer too
+    source: Path | None = None  # the file it was read from, if any
 
-    def section(self, name: str) -> dict[str, Any]:
-        return dict(self.stages.get(name, {}))
+    def errors(self) -> list[str]:
+        """Problems of a built config: each stage's own checks, input files, conflicts."""
+        errs = []
+        for name, (cls, _) in STAGES.items():
+            cfg = getattr(self, name)
+            if not isinstance(cfg, cls):
+                errs.append(f"[{name}] must be a {cls.__name__}, got {type(cfg).__name__}")
+                continue
+            errs += [f"[{name}] {e}" for e in cfg.all_errors()]
+        for key in ("catalog", "interactions"):
+            p = Path(getattr(self, key))
+            if not p.exists():
+                errs.append(f"[data] {key} {p} does not exist")
+        if self.retrieval_baseline and not self.baseline:
+            errs.append("[retrieval] baseline = true needs the raw baseline tokenizer; set [baseline] enabled = true")
+        if self.retrieval_baseline and not self.run_retrieval:
+            errs.append("[retrieval] baseline = true has no effect without enabled = true")
+        if isinstance(self.codebook, CodebookConfig):
+            for key in ("checkpoint_dir", "resume_from"):
+                if self.codebook.quantizer.get(key) and self.baseline:
+                    errs.append(f"[codebook] {key} would be shared by the aligned and the raw tokenizer; "
+                                "set [baseline] enabled = false to use it")
+            resume = self.codebook.quantizer.get("resume_from")
+            if resume and not Path(resume).exists():
+                errs.append(f"[codebook] resume_from {resume} does not exist")
+        return errs
+
+    def validate(self) -> "PipelineConfig":
+        errs = self.errors()
+        if errs:
+            where = f" {self.source}" if self.source else ""
+            raise TokenizerKitError(f"invalid pipeline config{where}: " + "; ".join(errs))
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """A dict :func:`load_config` reads back (paths absolute)."""
+        d: dict[str, Any] = {"workdir": str(self.workdir), "seed": self.seed,
+                             "data": {"catalog": str(self.catalog), "interactions": str(self.interactions)}}
+        for name in STAGES:
+            d[name] = getattr(self, name).to_flat_dict()
+        d["baseline"] = {"enabled": self.baseline}
+        d["retrieval"].update(enabled=self.run_retrieval, baseline=self.retrieval_baseline)
+        return d
 
 
-def _read(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        raise TokenizerKitError(f"pipeline config {path} does not exist")
-    text = path.read_text()
-    try:
-        if path.suffix == ".json":
-            return json.loads(text)
-        import tomllib
+def stage_config(stage: str, *layers: dict[str, Any] | None, preset: str | None = None):
+    """The config of ``stage`` from its class defaults, then ``preset``, then each of ``layers``
+    (a later layer wins); a ``preset`` key inside a layer also picks one. Raises one error
+    naming every problem."""
+    cls = STAGES[stage][0] if stage in STAGES else None
+    if cls is None:
+        raise TokenizerKitError(f"unknown stage {stage!r}; stages are {list(STAGES)}")
+    cfg, errs = parse_layers(cls, stage, layers, preset)
+    if errs:
+        from .._config import config_error
 
-        return tomllib.loads(text)
-    except (json.JSONDecodeError, ValueError) as e:
-        raise TokenizerKitError(f"{path}: cannot parse ({e}); expected TOML (or JSON for *.json)") from None
+        raise config_error(f"invalid {cls.label} config: " + "; ".join(errs), *cls._named(errs), error_type=cls.error_type)
+    return cfg
 
 
-def load_pipeline_config(path: str | Path, *, option_names: dict[str, set[str]] | None = None) -> PipelineConfig:
-    """Read and validate; every problem is reported at once. ``option_names`` maps a CLI verb
-    to its option names (``text_fields`` style) so unknown keys are caught before any compute."""
-    path = Path(path)
-    raw = _read(path)
+def _resolve(base: Path, v: Any) -> Path:
+    p = Path(v).expanduser()
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+def load_config(source: str | Path | dict[str, Any] | PipelineConfig, *, base_dir: str | Path | None = None) -> PipelineConfig:
+    """Read and validate a pipeline config (a file path, a dict or a :class:`PipelineConfig`).
+
+    Relative paths resolve against the file's directory (``base_dir`` or the working
+    directory for a dict). Every problem is reported at once, as one error, before any compute.
+    """
+    if isinstance(source, PipelineConfig):
+        return source.validate()
+    path = None
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        raw = read_config_file(path)
+        base = path.parent
+    elif isinstance(source, dict):
+        raw = source
+        base = Path(base_dir) if base_dir is not None else Path.cwd()
+    else:
+        raise TokenizerKitError(f"a pipeline config is a file path, a dict or a PipelineConfig, got {type(source).__name__}")
     errs: list[str] = []
     unknown = sorted(set(raw) - _TOP)
     if unknown:
         errs.append(f"unknown top-level keys {unknown} (known: {sorted(_TOP)})")
-    base = path.parent
+    seed = raw.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        errs.append(f"seed: expected an integer >= 0, got {seed!r}")
+        seed = 0
     data = raw.get("data", {})
-    paths = {}
+    paths: dict[str, Path] = {}
+    if not isinstance(data, dict):
+        errs.append("[data] must be a table with catalog and interactions")
+        data = {}
     for key in ("catalog", "interactions"):
-        v = data.get(key)
-        if not v:
+        if not data.get(key):
             errs.append(f"[data] needs {key} = PATH")
-            continue
-        p = (base / v).resolve() if not Path(v).is_absolute() else Path(v)
-        if not p.exists():
-            errs.append(f"[data] {key} {p} does not exist")
-        paths[key] = p
+        else:
+            paths[key] = _resolve(base, data[key])
+            if not paths[key].exists():
+                errs.append(f"[data] {key} {paths[key]} does not exist")
+    if sorted(set(data) - {"catalog", "interactions"}):
+        errs.append(f"[data] has unknown keys {sorted(set(data) - {'catalog', 'interactions'})} (known: catalog, interactions)")
+    switches = {}
+    for table, keys in _SWITCHES.items():
+        sec = raw.get(table, {})
+        for k in keys:
+            v = sec.get(k) if isinstance(sec, dict) else None
+            if v is not None and not isinstance(v, bool):
+                errs.append(f"[{table}] {k}: expected true or false, got {v!r}")
+                v = None
+            switches[(table, k)] = v
     stages = {}
-    for name, verb in STAGES.items():
+    for name, (cls, _verb) in STAGES.items():
         sec = raw.get(name, {})
         if not isinstance(sec, dict):
-            errs.append(f"[{name}] must be a table of options")
+            errs.append(f"[{name}] must be a table of settings")
             continue
-        sec = dict(sec)
-        if name == "retrieval":
-            sec.pop("enabled", None)
-            sec.pop("baseline", None)
-        if option_names is not None and verb in option_names:
-            bad = sorted(k for k in sec if k.replace("-", "_") not in option_names[verb])
-            if bad:
-                errs.append(f"[{name}] has unknown options {bad} for `tokenizer-kit {verb}` (known: {sorted(option_names[verb])})")
-        stages[name] = sec
+        sec = {k: v for k, v in sec.items() if k not in _SWITCHES.get(name, ())}
+        has_seed = any(s.name == "seed" for s in cls.cli_settings())
+        defaults = {"seed": seed} if has_seed and "seed" not in sec else {}
+        cfg, serrs = parse_layers(cls, name, [defaults, sec])
+        errs += [f"[{name}] {e}" for e in serrs]
+        stages[name] = cfg
+    where = f" {path}" if path is not None else ""
     if errs:
-        raise TokenizerKitError(f"invalid pipeline config {path}: " + "; ".join(errs))
-    wd = Path(raw.get("workdir", "pipeline_out"))
-    return PipelineConfig(
-        path=path,
-        workdir=wd if wd.is_absolute() else (base / wd).resolve(),
+        raise TokenizerKitError(f"invalid pipeline config{where}: " + "; ".join(errs))
+    wd = raw.get("workdir", "pipeline_out")
+    cfg = PipelineConfig(
         catalog=paths["catalog"],
         interactions=paths["interactions"],
-        seed=int(raw.get("seed", 0)),
-        stages=stages,
-        baseline=bool(raw.get("baseline", {}).get("enabled", True)),
-        retrieval=bool(raw.get("retrieval", {}).get("enabled", False)),
-        retrieval_baseline=bool(raw.get("retrieval", {}).get("baseline", False)),
+        workdir=_resolve(base, wd),
+        seed=seed,
+        baseline=switches[("baseline", "enabled")] if switches[("baseline", "enabled")] is not None else True,
+        run_retrieval=bool(switches[("retrieval", "enabled")]),
+        retrieval_baseline=bool(switches[("retrieval", "baseline")]),
+        source=path,
+        **stages,
     )
+    return cfg.validate()
+
+
+def presets() -> dict[str, list[str]]:
+    """Named presets per stage (``list_presets()`` flattened by stage)."""
+    return {s: list_presets(s) for s in STAGES if list_presets(s)}
+

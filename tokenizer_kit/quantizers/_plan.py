@@ -77,8 +77,8 @@ class PlanConfig(ValidatedConfig):
     max_train_points: int = setting(262_144, help="At most this many training points per shape (large K trains on fewer per code).")
     niter: int = setting(10, help="k-means iterations per level when planning.")
     max_collision_rate: float = setting(0.05, help="Recommend the smallest shape predicted to stay at or below this share of colliding items.")
-    balanced: bool = setting(False, help="Plan for balanced builds (--balanced) instead of plain codes.")
-    normalize: bool = setting(False, help="L2-normalise embeddings first (as build-codebook --normalize).")
+    balanced: bool = setting(False, help="Plan for balanced builds (the codebook stage's balanced) instead of plain codes.")
+    normalize: bool = setting(False, help="L2-normalise embeddings first (as the codebook stage's normalize).")
     seed: int = setting(0, help="Random seed (samples, k-means).")
 
     def errors(self) -> list[str]:

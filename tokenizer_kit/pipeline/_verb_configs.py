@@ -1,0 +1,103 @@
+"""Settings of the verbs that run without torch (index, lookup, report, assign, ...).
+
+Kept apart from the stage configs that import the alignment and companion packages, so the
+CLI's quick verbs build their options without loading torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from .._config import ValidatedConfig, setting
+from ..indexer import IndexConfig
+
+__all__ = ["AssignConfig", "CategoriesInput", "EmbeddingsInput", "IndexStageConfig", "LookupConfig", "ReportConfig", "TextEmbedConfig"]
+
+
+@dataclass
+class EmbeddingsInput(ValidatedConfig):
+    """Which columns of an embeddings file hold the ids and the vectors."""
+
+    label: ClassVar[str] = "embeddings input"
+
+    id_column: str = setting("item_id", help="Item id column (Parquet / datasets).")
+    vector_column: str | None = setting(None, help="Vector column (Parquet / datasets); guessed if omitted.")
+
+
+@dataclass
+class CategoriesInput(ValidatedConfig):
+    """Where a catalogue keeps each item's categories (for the level-1 NMI metric)."""
+
+    label: ClassVar[str] = "categories"
+
+    category_column: str = setting("categories", help="Catalogue column holding each item's categories.")
+
+
+@dataclass
+class IndexStageConfig(IndexConfig):
+    label: ClassVar[str] = "index"
+
+    vocab_base: int = setting(0, help="First token id of the SID vocabulary (e.g. the LLM's vocab size).")
+
+    def errors(self) -> list[str]:
+        e = super().errors()
+        if self.vocab_base < 0:
+            e.append(f"vocab_base must be >= 0, got {self.vocab_base}")
+        return e
+
+
+@dataclass
+class ReportConfig(CategoriesInput):
+    label: ClassVar[str] = "report"
+
+    codebook_size: list[int] | None = setting(None, help="Codebook sizes of *.index.json inputs (default: largest code + 1 per level).")
+
+
+@dataclass
+class TextEmbedConfig(ValidatedConfig):
+    label: ClassVar[str] = "embed-text"
+
+    fields: tuple[str, ...] = setting(("title", "description", "brand", "categories"), help="Text fields joined per item.")
+    model: str | None = setting(None, help="Local transformers encoder directory (default: offline all-MiniLM-L6-v2).")
+    batch_size: int = setting(64, help="Items per forward batch.")
+    max_length: int = setting(256, help="Tokens per item text.")
+    normalize: bool = setting(True, help="L2-normalise the mean-pooled vectors.")
+    device: str = setting("cpu", help="cpu or cuda.")
+
+    def errors(self) -> list[str]:
+        e = []
+        if not self.fields:
+            e.append("fields must name at least one catalogue column")
+        if self.batch_size < 1:
+            e.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_length < 8:
+            e.append(f"max_length must be >= 8, got {self.max_length}")
+        return e
+
+
+@dataclass
+class AssignConfig(ValidatedConfig):
+    label: ClassVar[str] = "assign"
+
+    replace: bool = setting(False, help="A known item with a different embedding gets a new SID; its old SID is retired.")
+    batch_size: int | None = setting(None, help="Items per encoding batch (default: the quantizer's).")
+    show: int = setting(10, help="Lookup rows printed (table format; JSON lists every row).")
+
+    def errors(self) -> list[str]:
+        e = []
+        if self.batch_size is not None and self.batch_size < 1:
+            e.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.show < 0:
+            e.append(f"show must be >= 0, got {self.show}")
+        return e
+
+
+@dataclass
+class LookupConfig(ValidatedConfig):
+    label: ClassVar[str] = "lookup"
+
+    limit: int = setting(20, help="Items listed under a prefix.")
+
+    def errors(self) -> list[str]:
+        return [] if self.limit >= 0 else [f"limit must be >= 0, got {self.limit}"]
