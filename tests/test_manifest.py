@@ -192,7 +192,7 @@ def test_first_wave_feature_store_opens_but_is_not_resumed(tmp_path):
     assert len(st) == 5 and st.dim == 4 and st.tokens(4).shape == (4, 4)
     shutil.copytree(LEGACY / "features_v1", tmp_path / "f")
     cfg = json.loads((tmp_path / "f" / "manifest.json").read_text())["config"]
-    with pytest.raises(ArtifactError, match="cannot be resumed; pass --overwrite"):
+    with pytest.raises(ArtifactError, match="cannot be resumed; set `overwrite` to replace it"):
         FeatureStoreWriter(tmp_path / "f", dim=4, config=cfg, segments=["text"])
 
 

@@ -236,7 +236,7 @@ def build_streaming(
     q = RQKMeans(**quantizer_config)  # validates the whole config before any work
     out = Path(out)
     if out.exists() and not overwrite:
-        raise ArtifactError(f"output directory {out} already exists; pass --overwrite (overwrite=True) to replace it, or choose another path")
+        raise ArtifactError(f"output directory {out} already exists; set `overwrite` to replace it, or choose another path")
     if out.exists() and not out.is_dir():
         raise ArtifactError(f"output path {out} exists and is not a directory; remove it or choose another path")
     stream = _as_stream(source, ids_path=ids_path, id_column=id_column, vector_column=vector_column)
@@ -366,7 +366,7 @@ def assign_streaming(
     stream = _as_stream(source, ids_path=ids_path, id_column=id_column, vector_column=vector_column)
     out = Path(out)
     if out.exists() and out.is_dir():
-        raise ArtifactError(f"--out {out} is a directory; pass a .parquet file path")
+        raise ArtifactError(f"{out} is a directory; `out` must be a .parquet file path")
     if stream.n == 0:
         raise InputError(f"{stream.source}: empty input (0 rows); nothing to assign")
     bs = _aligned(batch_size)  # a wrong dimension fails on the first batch, after its row checks

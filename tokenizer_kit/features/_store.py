@@ -237,7 +237,7 @@ class FeatureStoreWriter:
         self.segments_names = list(segments)
         real = _artifact_path(path)
         if os.path.lexists(real) and not real.is_dir():
-            raise ArtifactError(f"output path {path} exists and is not a directory; remove it or choose another --out")
+            raise ArtifactError(f"output path {path} exists and is not a directory; remove it or choose another `out`")
         self._stack = contextlib.ExitStack()
         self._stack.enter_context(writer_lock(real, timeout=lock_timeout))
         try:
@@ -253,9 +253,9 @@ class FeatureStoreWriter:
             if (self.path / MANIFEST).exists():
                 m = read_manifest(self.path, FEATURE_STORE, verify="size")
                 if m.format_version < 2:
-                    raise ArtifactError(f"{path} is a feature store in format {m.format_version}, which cannot be resumed; pass --overwrite")
+                    raise ArtifactError(f"{path} is a feature store in format {m.format_version}, which cannot be resumed; set `overwrite` to replace it")
                 if m.get("config") != self.config or m.get("dim") != self.dim:
-                    raise ArtifactError(f"{path} holds a store made with another config; pass --overwrite or a new --out")
+                    raise ArtifactError(f"{path} holds a store made with another config; set `overwrite` to replace it, or write to another `out`")
                 self.manifest = {k: v for k, v in m.data.items() if k in ("dim", "dtype", "segments", "config", "shards", "n_items", "n_tokens", "complete")}
             else:
                 self.manifest = {

@@ -57,7 +57,6 @@ class IndexConfig(ValidatedConfig):
     policy: str = setting(
         "suffix",
         help="Collision policy: suffix (append a level), reassign (move to a free code), none (report only).",
-        choices=tuple(POLICIES),
     )
     suffix_reserve: int = setting(
         8, help="Smallest size of the suffix level's vocabulary, so cold start rarely adds tokens to an LLM that already has them."
@@ -107,7 +106,7 @@ def _check_build_input(item_ids, codes: np.ndarray, x, decode, policy: Collision
     if len(item_ids) != n:
         raise InputError(f"{len(item_ids)} item ids for {n} code rows")
     if policy.needs_vectors and (x is None or decode is None):
-        raise InputError(f"the {policy.name} policy needs the items' embeddings (pass --embeddings) to rank free codes")
+        raise InputError(f"the {policy.name} policy needs the items' embeddings (`x`) to rank free codes")
     if x is not None and len(x) != n:
         raise InputError(f"{len(x)} vectors for {n} indexed items; pass the embeddings the tokenizer was built on")
     return item_ids

@@ -369,7 +369,7 @@ def atomic_directory(
     def check() -> None:
         if os.path.lexists(path) and not overwrite:
             raise ArtifactError(
-                f"output directory {shown} already exists; pass --overwrite (overwrite=True) to replace it, or choose another path"
+                f"output directory {shown} already exists; set `overwrite` to replace it, or choose another path"
             )
         if os.path.lexists(path) and not path.is_dir():
             raise ArtifactError(f"output path {shown} exists and is not a directory; remove it or choose another path")

@@ -345,7 +345,7 @@ def _pick_vector_column(schema, vector_column: str | None, source: str) -> str:
     lists = [f.name for f in schema if pa.types.is_list(f.type) or pa.types.is_fixed_size_list(f.type) or pa.types.is_large_list(f.type)]
     if len(lists) == 1:
         return lists[0]
-    raise InputError(f"{source}: cannot tell which column holds the vectors (columns {names}); pass --vector-column NAME")
+    raise InputError(f"{source}: cannot tell which column holds the vectors (columns {names}); set `vector_column` to its name")
 
 
 def _arrow_value_dtype(t, source: str, name: str) -> np.dtype:
