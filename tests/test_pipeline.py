@@ -93,6 +93,12 @@ def test_pipeline_runs_then_skips_then_reruns_changed(office_slice):
     ret = first["retrieval"]["aligned"]["test"]
     assert 0.0 <= ret["recall@5"] <= ret["recall@10"] <= 1.0 and "ndcg@10" in ret
 
+    # stage records go through the manifest module: versioned and sealed
+    from tokenizer_kit.io import STAGE_RECORD, read_record
+
+    rec = read_record(office_slice / "work" / "stages" / "align.json", STAGE_RECORD)
+    assert rec["stage"] == "align" and rec["config"]["steps"] == 12 and "package_version" in rec
+
     again = _run(cfg)  # the CLI verb: parses, calls run(), renders
     assert {s["status"] for s in again["stages"]} == {"skipped"}
 

@@ -61,7 +61,7 @@ def test_rq_vae_reports_each_epoch():
 
     x = np.random.default_rng(0).standard_normal((600, 8)).astype(np.float32)
     rec = Recorder()
-    RQVAE(codebook_sizes=[8, 8], latent_dim=4, hidden_dims=[16], max_epochs=3, batch_size=128, num_threads=1).fit(x, progress=rec)
+    RQVAE(codebook_sizes=[8, 8], latent_dim=4, hidden_dims=[16], max_epochs=3, batch_size=128, cpu_threads=1).fit(x, progress=rec)
     t = rec.one("rq-vae")
     assert (t.total, t.unit, t.completed) == (3, "epoch", 3)
     assert all(set(m) == {"loss", "val_mse"} for _, m in t.steps)
@@ -84,7 +84,7 @@ def test_companion_reports_training_steps_and_decoding():
     rng = np.random.default_rng(0)
     hists = [rng.integers(0, 30, 5) for _ in range(50)]
     targets = rng.integers(0, 30, 50)
-    r = GenerativeRetriever(idx, RetrievalConfig(d_model=16, d_ff=32, num_layers=1, num_heads=2, batch_size=16, epochs=2))
+    r = GenerativeRetriever(idx, RetrievalConfig(d_model=16, d_ff=32, n_layers=1, n_heads=2, batch_size=16, epochs=2))
     rec = Recorder()
     r.fit(hists, targets, progress=rec)
     t = rec.one("retrieval train")
@@ -97,7 +97,7 @@ def test_nothing_is_drawn_without_a_reporter(capfd):
     from tokenizer_kit.quantizers._rq_vae import RQVAE
 
     x = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)
-    RQVAE(codebook_sizes=[8, 8], latent_dim=4, hidden_dims=[16], max_epochs=2, num_threads=1).fit(x)
+    RQVAE(codebook_sizes=[8, 8], latent_dim=4, hidden_dims=[16], max_epochs=2, cpu_threads=1).fit(x)
     out, err = capfd.readouterr()
     assert out == "" and err == ""
 

@@ -83,7 +83,7 @@ def test_alignment_training_never_sees_the_companions_test_targets():
     ts = table.column("timestamp").to_pylist()
     items = [f"new{r}" if (u, t) in held else i for r, (u, t, i) in enumerate(zip(users, ts, table.column("item_id").to_pylist()))]
     rewritten = table.set_column(table.column_names.index("item_id"), "item_id", pa.array(items))
-    cfg = PairMiningConfig(u2i_targets_per_user=3)
+    cfg = PairMiningConfig(u2i_targets=3)
     before, _ = mine_pairs(sp.train, cfg)
     after, _ = mine_pairs(leave_one_out_split(rewritten).train, cfg)
     assert before.num_rows > 50

@@ -66,6 +66,8 @@ class IndexConfig(ValidatedConfig):
 
     def errors(self) -> list[str]:
         errs = []
+        if self.policy not in POLICIES:
+            errs.append(f"policy must be one of {list(POLICIES)}, got {self.policy!r}")
         if self.suffix_reserve < 1:
             errs.append(f"suffix_reserve must be >= 1, got {self.suffix_reserve}")
         if self.nearest_k < 0:

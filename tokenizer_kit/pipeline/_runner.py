@@ -1,7 +1,8 @@
 """Stage bookkeeping for the pipeline: skip a stage whose output exists and matches its config.
 
-Each finished stage writes ``<workdir>/stages/<name>.json`` (atomically) with a hash of its
-config chained with its upstream stages' hashes. On the next run a stage is
+Each finished stage writes ``<workdir>/stages/<name>.json`` through the manifest module
+(``io.write_record``: format and package version, sealed, atomic) with a hash of its config
+chained with its upstream stages' hashes. On the next run a stage is
 
 - **skipped** when its record's hash matches and its outputs exist;
 - **restarted fresh** when a record exists with another hash (config or upstream changed);
@@ -19,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..io import atomic_write_json
+from ..errors import ArtifactError
+from ..io import STAGE_RECORD, read_record, write_record
 
 __all__ = ["StageRunner", "StageOutcome", "config_hash"]
 
@@ -50,13 +52,14 @@ class StageRunner:
         return self.records / f"{name}.json"
 
     def record(self, name: str) -> dict[str, Any] | None:
+        """The stage's record, or None (none yet, or unreadable: the stage then runs again)."""
         p = self._record_path(name)
         if not p.exists():
             return None
         try:
-            return json.loads(p.read_text())
-        except json.JSONDecodeError:
-            logger.warning("stage record %s is corrupt; the stage will run again", p)
+            return read_record(p, STAGE_RECORD)
+        except ArtifactError as e:
+            logger.warning("%s; the stage will run again", e)
             return None
 
     def run(
@@ -84,11 +87,18 @@ class StageRunner:
         t0 = time.perf_counter()
         info = fn(mode) or {}
         secs = time.perf_counter() - t0
-        atomic_write_json(
+        write_record(
             self._record_path(name),
+            STAGE_RECORD,
             {"stage": name, "hash": h, "config": config, "upstream": list(upstream), "seconds": secs,
-             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "outputs": [str(o) for o in outputs], "info": info},
+             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "outputs": [str(o) for o in outputs],
+             "info": _jsonable(info)},
         )
         out = StageOutcome(name, "resumed" if mode == "resume" else "ran", secs, info)
         self.outcomes.append(out)
         return out
+
+
+def _jsonable(obj: Any) -> Any:
+    """``obj`` with what JSON cannot hold (numpy scalars, paths) turned into plain values."""
+    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))

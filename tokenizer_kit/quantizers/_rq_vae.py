@@ -143,10 +143,10 @@ class RQVAEConfig(ValidatedConfig):
 
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RQVAEConfig":
+    def from_dict(cls, d: dict[str, Any], *, legacy: bool = False) -> "RQVAEConfig":
         # "progress" (a bool that turned on a tqdm bar) was a field until progress became
         # the caller's: ``fit(x, progress=...)``; configs saved with it still load
-        return super().from_dict({k: v for k, v in d.items() if k != "progress"})
+        return super().from_dict({k: v for k, v in d.items() if k != "progress"}, legacy=legacy)
 
     def architecture(self) -> dict[str, Any]:
         """The keys a checkpoint must share with the config that resumes it."""
