@@ -78,7 +78,7 @@ def main():
                       pad_token_id=0, eos_token_id=2)
 
             # built once and reused across generate calls, as a serving process would
-            proc = TrieLogitsProcessor(trie, vocab, prompt_length=args.prompt_len, eos_token_id=2, device=args.device)
+            proc = TrieLogitsProcessor(trie, vocab, eos_token_id=2, device=args.device)  # the SID start is found per generate
             fn = prefix_allowed_tokens_fn(trie, vocab, prompt_length=args.prompt_len, eos_token_id=2)
 
             def run(mode):

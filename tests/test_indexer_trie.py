@@ -195,3 +195,96 @@ def test_logits_processor_on_cuda_matches_cpu():
     gpu = proc(ids.cuda(), scores.cuda()).cpu()
     assert torch.equal(torch.isfinite(cpu), torch.isfinite(gpu))
     assert torch.isfinite(cpu).sum(1).min() >= 1
+
+
+def _tiny_t5(V, seed=0):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(seed)
+    cfg = T5Config(vocab_size=V, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_decoder_layers=1, num_heads=4,
+                   pad_token_id=0, eos_token_id=2, decoder_start_token_id=0)
+    return T5ForConditionalGeneration(cfg).eval()
+
+
+def test_processor_finds_the_sid_start_for_t5_without_prompt_length():
+    """An encoder-decoder model passes the processor its decoder tokens (start token + SID), never the
+    encoder input: the processor needs no prompt_length, and a wrong one says how to fix it."""
+    from transformers import LogitsProcessorList
+
+    sizes = [6, 6, 4]
+    sids = _random_sids(30, sizes, seed=11)
+    trie = SIDTrie.build(sids)
+    vocab = SIDVocab(sizes, base=3)
+    V = 3 + sum(sizes)
+    model = _tiny_t5(V)
+    real = {tuple(r) for r in sids.tolist()}
+    enc = torch.tensor(np.random.default_rng(1).integers(3, V, (4, 6)), dtype=torch.long)
+    proc = TrieLogitsProcessor(trie, vocab, eos_token_id=2)
+    kw = dict(max_new_tokens=3, num_beams=5, num_return_sequences=5, do_sample=False)
+    with torch.no_grad():
+        out = model.generate(enc, logits_processor=LogitsProcessorList([proc]), **kw)
+        again = model.generate(enc[:2, :3], logits_processor=LogitsProcessorList([proc]), **kw)  # reused, other shapes
+        free = model.generate(enc, **kw)
+    for o in (out, again):
+        gen = o[:, 1:4].tolist()  # after the decoder start token
+        assert all(tuple(vocab.decode_codes(g)) in real for g in gen)
+    assert len(out) == 20 and len(again) == 10
+
+    def valid(g):
+        try:
+            return tuple(vocab.decode_codes(g)) in real
+        except InputError:
+            return False
+
+    assert sum(not valid(g) for g in free[:, 1:4].tolist()) > 0
+    wrong = TrieLogitsProcessor(trie, vocab, prompt_length=enc.shape[1], eos_token_id=2)  # the encoder's length
+    with pytest.raises(InputError, match="leave prompt_length out"), torch.no_grad():
+        model.generate(enc, logits_processor=LogitsProcessorList([wrong]), **kw)
+
+
+def test_reused_processor_follows_prompts_of_any_length():
+    """Decoder-only: one processor over generate calls whose prompts get shorter and longer."""
+    from transformers import LogitsProcessorList
+
+    sizes = [8, 8, 8]
+    sids = _random_sids(40, sizes, seed=12)
+    trie = SIDTrie.build(sids)
+    vocab = SIDVocab(sizes, base=3)
+    V = 3 + sum(sizes)
+    model = _tiny_model(V, seed=3)
+    real = {tuple(r) for r in sids.tolist()}
+    proc = TrieLogitsProcessor(trie, vocab, eos_token_id=2)
+    rng = np.random.default_rng(2)
+    for p in (5, 3, 9, 4):
+        prompts = torch.tensor(rng.integers(3, V, (3, p)), dtype=torch.long)
+        with torch.no_grad():
+            out = model.generate(prompts, logits_processor=LogitsProcessorList([proc]), max_new_tokens=3, num_beams=4,
+                                 num_return_sequences=4, do_sample=False, pad_token_id=0, eos_token_id=2)
+        assert all(tuple(vocab.decode_codes(g)) in real for g in out[:, p : p + 3].tolist()), p
+
+
+def test_add_sid_tokens_extends_tokenizer_and_embeddings():
+    from tokenizers import Tokenizer, models
+    from transformers import LogitsProcessorList, PreTrainedTokenizerFast
+
+    from tokenizer_kit.indexer import add_sid_tokens
+
+    words = {"[PAD]": 0, "[BOS]": 1, "[EOS]": 2, "hello": 3, "<a_1>": 4}  # one SID token already there
+    hf = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(words, unk_token="[PAD]")), unk_token="[PAD]",
+                                 pad_token="[PAD]", eos_token="[EOS]")
+    model = _tiny_model(len(words))
+    sids = _random_sids(30, [4, 4, 3], seed=13)
+
+    class _Idx:  # what add_sid_tokens reads of a SIDIndex
+        level_sizes = [4, 4, 3]
+
+    vocab = add_sid_tokens(hf, _Idx(), model)
+    assert len(hf) == 5 + 4 + 4 + 3 - 1 and model.get_input_embeddings().weight.shape[0] == len(hf)
+    assert vocab.encode([1, 2, 0]) == hf.convert_tokens_to_ids(["<a_1>", "<b_2>", "<c_0>"]) and vocab.encode([1, 0, 0])[0] == 4
+    assert add_sid_tokens(hf, [4, 4, 3], model).encode([3, 3, 2]) == vocab.encode([3, 3, 2])  # idempotent
+    proc = TrieLogitsProcessor(SIDTrie.build(sids), vocab, eos_token_id=2)
+    prompt = torch.tensor([hf.convert_tokens_to_ids(["[BOS]", "hello"])])
+    with torch.no_grad():
+        out = model.generate(prompt, logits_processor=LogitsProcessorList([proc]), max_new_tokens=3, num_beams=3,
+                             num_return_sequences=3, do_sample=False, pad_token_id=0, eos_token_id=2)
+    assert all(tuple(vocab.decode_codes(g)) in {tuple(r) for r in sids.tolist()} for g in out[:, 2:].tolist())

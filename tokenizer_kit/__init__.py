@@ -5,7 +5,7 @@ from ._config import list_presets
 from .errors import ArtifactError, InputError, TokenizerKitError
 from ._tokenizer import SemanticTokenizer, parse_sid_string, sid_string
 from .features import ExtractConfig, FeatureStore, extract_features
-from .indexer import IndexConfig, SIDIndex, SIDTrie, SIDVocab
+from .indexer import IndexConfig, SIDIndex, SIDTrie, SIDVocab, add_sid_tokens
 from .quantizers import RQKMeans, RQKMeansConfig
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "TrieLogitsProcessor",
     "TokenizerKitError",
     "__version__",
+    "add_sid_tokens",
     "extract_features",
     "list_presets",
     "parse_sid_string",

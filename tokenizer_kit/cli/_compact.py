@@ -23,7 +23,7 @@ def compact(
     from ..indexer import SIDIndex
 
     tok = SemanticTokenizer.from_pretrained(tokenizer)
-    idx = SIDIndex.from_tokenizer(tok)
+    idx = SIDIndex.stored(tok)
     if idx is None:
         raise TokenizerKitError(f"{tokenizer} has no SID index; run `tokenizer-kit index {tokenizer}` first")
     merged = len(idx.segments)

@@ -58,7 +58,7 @@ def _load_index(path: Path):
     if path.is_file() and path.suffix == ".json":
         return SIDIndex.from_lcrec(path)
     tok = SemanticTokenizer.from_pretrained(path)
-    idx = SIDIndex.from_tokenizer(tok)
+    idx = SIDIndex.stored(tok)
     if idx is None:
         raise TokenizerKitError(f"{path} has no SID index; run `tokenizer-kit index {path}` first")
     return idx

@@ -48,7 +48,7 @@ def load_sid_index(source: "str | os.PathLike | object"):
             raise InputError(f"{path}: expected a tokenizer directory or an LC-Rec *.index.json, got a {path.suffix or 'suffix-less'} file")
         return SIDIndex.from_lcrec(path)
     tok = SemanticTokenizer.from_pretrained(path)
-    idx = SIDIndex.from_tokenizer(tok)
+    idx = SIDIndex.stored(tok)
     if idx is None:
         if tok.codes is None:
             raise TokenizerKitError(f"{path} holds no items; build it with build-codebook first")

@@ -3,7 +3,7 @@
 from ._index import IndexConfig, SIDIndex, embedding_hash, read_lcrec_index
 from .policies import POLICIES, CollisionPolicy, get_policy, reassign_sids, register_policy, suffix_sids
 from ._trie import SIDTrie
-from ._vocab import SIDVocab
+from ._vocab import SIDVocab, add_sid_tokens
 
 __all__ = [
     "CollisionPolicy",
@@ -18,6 +18,7 @@ __all__ = [
     "suffix_sids",
     "SIDTrie",
     "SIDVocab",
+    "add_sid_tokens",
     "TrieLogitsProcessor",
     "prefix_allowed_tokens_fn",
 ]

@@ -5,7 +5,7 @@ Two ways to keep every generated SID a real item (OneRec's "format legality"):
 * ``prefix_allowed_tokens_fn(trie, vocab, prompt_length=...)`` -> the callable that
   ``generate(prefix_allowed_tokens_fn=...)`` wants (a Python walk per beam; simple, slow
   for wide beams).
-* ``TrieLogitsProcessor(trie, vocab, prompt_length=...)`` -> a batched ``LogitsProcessor``
+* ``TrieLogitsProcessor(trie, vocab)`` -> a batched ``LogitsProcessor``
   that masks all beams at once with torch ops on the scores' device: the trie edges are
   one sorted key array ``parent * K + code``, so walking B beams one level is a single
   ``searchsorted`` and the allowed set at depth d is B x K_d lookups. No Python loop over
@@ -13,7 +13,10 @@ Two ways to keep every generated SID a real item (OneRec's "format legality"):
 
 Generation is expected to produce the S SID tokens right after the prompt (all rows of a
 batch share the prompt length, as with left padding); after S tokens only
-``eos_token_id`` is allowed. A beam whose prefix left the trie (possible only when the
+``eos_token_id`` is allowed. Where the SID starts is found without being told: the first
+call of a ``generate`` sees the prompt (decoder-only models) or the decoder's start token
+(encoder-decoder models such as T5, whose logits processors see the decoder's tokens,
+never the encoder's input). A beam whose prefix left the trie (possible only when the
 beam is wider than the number of valid continuations and a -inf token was kept) gets
 only ``eos_token_id``.
 """
@@ -85,11 +88,13 @@ class TrieLogitsProcessor:
     """Batched trie mask for ``generate(logits_processor=LogitsProcessorList([...]))``.
 
     ``__call__(input_ids (B, T), scores (B, V)) -> scores (B, V)`` with every token that
-    would leave the trie set to -inf. ``prompt_length`` is the length of the (padded)
-    prompt; if None it is taken from the first call and kept until a call sees a shorter
-    sequence (a new ``generate``); pass ``prompt_length`` when prompts of different lengths
-    follow each other. A processor can be reused across ``generate`` calls; ``device``
-    moves the trie arrays there up front (else on the first call, once per device).
+    would leave the trie set to -inf. Leave ``prompt_length`` out: the SID starts where the
+    first call of each ``generate`` begins, for decoder-only models (after the padded
+    prompt) and for encoder-decoder models alike (after the decoder's start token). A call
+    that does not continue the previous one (not one token longer, or another batch size)
+    starts a new ``generate``; ``reset()`` forces that. ``prompt_length`` (decoder tokens
+    before the SID) fixes the start instead. ``device`` moves the trie arrays there up
+    front (else on the first call, once per device).
     """
 
     def __init__(
@@ -106,6 +111,7 @@ class TrieLogitsProcessor:
         self.vocab = vocab
         self.prompt_length = prompt_length
         self._auto_prompt = prompt_length is None
+        self._last: tuple[int, int] | None = None  # (B, T) of the previous call
         self.eos_token_id = None if eos_token_id is None else int(eos_token_id)
         self.S = trie.sid_length
         self.kmax = int(max(max(vocab.level_sizes), int(trie.node_token.max()) + 1))
@@ -130,8 +136,22 @@ class TrieLogitsProcessor:
         return self._dev[key]
 
     def reset(self) -> None:
+        """The next call starts a new ``generate``."""
+        self._last = None
         if self._auto_prompt:
             self.prompt_length = None
+
+    def _sid_start(self, B: int, T: int) -> int:
+        if self._auto_prompt:
+            if self._last is None or self._last != (B, T - 1):  # a new generate: its first call ends where the SID starts
+                self.prompt_length = T
+            self._last = (B, T)
+        elif T < self.prompt_length:
+            raise InputError(
+                f"input has {T} tokens, fewer than prompt_length {self.prompt_length}; an encoder-decoder model (T5) passes "
+                "the processor its decoder tokens, not the encoder input: leave prompt_length out and the start is found"
+            )
+        return self.prompt_length
 
     def nodes(self, generated: torch.Tensor) -> torch.Tensor:
         """Trie node (B,) of each row's SID prefix ``generated`` (B, t); -1 where it left the trie."""
@@ -155,15 +175,11 @@ class TrieLogitsProcessor:
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         B, T = input_ids.shape
-        if self.prompt_length is None or (self._auto_prompt and T < self.prompt_length):
-            self.prompt_length = T
-        t = T - self.prompt_length
-        if t < 0:
-            raise InputError(f"input has {T} tokens, fewer than prompt_length {self.prompt_length}")
+        t = T - self._sid_start(B, T)
         out = torch.full_like(scores, float("-inf"))
         if t < self.S:
             tz = self._tensors(scores.device)
-            node = self.nodes(input_ids[:, self.prompt_length :])  # [B]
+            node = self.nodes(input_ids[:, T - t :])  # [B]
             K = self.vocab.level_sizes[t]
             ids = tz["level_ids"][t, :K]  # [K] token ids of level t
             codes = torch.arange(K, device=scores.device)

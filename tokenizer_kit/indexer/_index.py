@@ -315,7 +315,7 @@ class SIDIndex:
         """
         if tok.codes is None or tok.item_ids is None:
             raise TokenizerKitError("this tokenizer holds no items; build it with build-codebook or assign items first")
-        old = cls.from_tokenizer(tok)  # with its segments merged
+        old = cls.stored(tok)  # with its segments merged
         codes = old.raw_codes if old is not None else tok.codes
         item_ids = old.item_ids if old is not None else tok.item_ids
         config = (config or IndexConfig()).validate()
@@ -362,7 +362,29 @@ class SIDIndex:
 
     # ---- persistence ----------------------------------------------------------------------------
     @classmethod
-    def from_tokenizer(cls, tok) -> "SIDIndex | None":
+    def from_tokenizer(cls, tok, *, build: bool = False) -> "SIDIndex":
+        """The index stored in a loaded tokenizer (base and segments merged).
+
+        A tokenizer that was never indexed is an error naming the fix, or with ``build``
+        gets an index in memory under the default policy (``for_tokenizer``; save it with
+        ``save``). ``stored(tok)`` returns None instead.
+        """
+        idx = cls.stored(tok)
+        if idx is not None:
+            return idx
+        where = f"{tok.path}" if tok.path is not None else "this tokenizer"
+        if tok.codes is None or tok.item_ids is None:
+            raise TokenizerKitError(f"{where} holds no items to index; build it with `tokenizer-kit build-codebook` or SemanticTokenizer.build")
+        if build:
+            logger.info("%s has no SID index; indexing it in memory with the default policy", where)
+            return cls.for_tokenizer(tok)
+        raise TokenizerKitError(
+            f"{where} has no SID index; build one with `tokenizer-kit index DIR` or SIDIndex.for_tokenizer(tok).save(tok), "
+            "or pass build=True to index it in memory"
+        )
+
+    @classmethod
+    def stored(cls, tok) -> "SIDIndex | None":
         """The index stored in a loaded tokenizer (base and segments merged), or None if it was never indexed."""
         sec = tok.sections.get("index")
         if not sec:

@@ -17,7 +17,7 @@ import numpy as np
 from .._tokenizer import level_token, parse_sid_string
 from ..errors import InputError
 
-__all__ = ["SIDVocab"]
+__all__ = ["SIDVocab", "add_sid_tokens"]
 
 
 class SIDVocab:
@@ -26,7 +26,7 @@ class SIDVocab:
     >>> vocab = SIDVocab([256, 256, 256], base=3)   # ids 0..2 for pad/bos/eos
     >>> vocab.encode("<a_1><b_2><c_3>")               # [4, 261, 518]
     >>> vocab.decode([4, 261, 518])                   # '<a_1><b_2><c_3>'
-    >>> hf_tok.add_tokens(vocab.tokens())             # then SIDVocab.from_tokenizer(hf_tok, sizes)
+    >>> vocab = add_sid_tokens(hf_tok, index, model)  # an LLM's tokenizer and embeddings, in one call
     """
 
     def __init__(self, level_sizes: Sequence[int], *, base: int = 0, table: np.ndarray | None = None):
@@ -181,3 +181,23 @@ class SIDVocab:
         except json.JSONDecodeError as e:
             raise InputError(f"{path}: not valid JSON ({e.msg})") from None
         return cls.from_dict(d)
+
+
+def add_sid_tokens(hf_tokenizer, index, model=None, **resize_kwargs) -> SIDVocab:
+    """Add every SID token of ``index`` to a Hugging Face tokenizer and resize ``model``'s embeddings.
+
+    ``index``: a ``SIDIndex`` (or anything with ``level_sizes``, or the level sizes
+    themselves), the suffix level included. Tokens the tokenizer already has keep their ids
+    (run it again after a cold start grew the suffix level). ``model``: a transformers model
+    whose token embeddings (and tied output layer) grow to ``len(hf_tokenizer)``;
+    ``resize_kwargs`` go to ``model.resize_token_embeddings`` (e.g. ``pad_to_multiple_of``).
+    Returns the ``SIDVocab`` with the ids the tokenizer gave, for ``TrieLogitsProcessor``.
+
+    >>> vocab = add_sid_tokens(hf_tok, idx, model)
+    >>> proc = TrieLogitsProcessor(idx.trie, vocab, eos_token_id=hf_tok.eos_token_id)
+    """
+    sizes = [int(k) for k in getattr(index, "level_sizes", index)]
+    hf_tokenizer.add_tokens(SIDVocab(sizes).tokens())
+    if model is not None:
+        model.resize_token_embeddings(len(hf_tokenizer), **resize_kwargs)
+    return SIDVocab.from_tokenizer(hf_tokenizer, sizes)

@@ -338,7 +338,7 @@ def assign(embeddings: PathLike, tokenizer: PathLike, config: AssignConfig, *, o
 
     config.validate()
     tok = SemanticTokenizer.from_pretrained(tokenizer)
-    idx = SIDIndex.from_tokenizer(tok)
+    idx = SIDIndex.stored(tok)
     if idx is None and (update or config.replace):
         raise InputError(f"{tokenizer} has no SID index to update; run `tokenizer-kit index {tokenizer}` first")
     if idx is None and out is None:
