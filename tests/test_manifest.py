@@ -236,7 +236,7 @@ def test_feature_store_round_trip_and_checks(tmp_path):
     assert len(FeatureStore.open(tmp_path / "f")) == 7
     w.close()  # abandoned: the old store stays, the staging folder goes
     assert len(FeatureStore.open(tmp_path / "f")) == 7
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".f.lock", "f"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
     (tmp_path / "f" / "shard-00001.offsets.npy").write_bytes(b"\x93NUMPY")
     with pytest.raises(ArtifactError, match="shard-00001.offsets.npy has 6 bytes"):
         FeatureStore.open(tmp_path / "f")

@@ -71,8 +71,10 @@ def parse_sid_string(sid: str) -> list[int]:
     for level, tok in enumerate(s[1:-1].split("><")):
         name, _, code = tok.rpartition("_")
         expect = level_token(level, 0)[1:].rpartition("_")[0]
-        if name != expect or not code.isdigit():
+        if name != expect or not (code.isascii() and code.isdigit()):
             raise InputError(f"SID {sid!r}: token {level} is <{tok}>, expected <{expect}_N>")
+        if int(code) >= 2**63:
+            raise InputError(f"SID {sid[:40]!r}: code {code[:24]} at level {level} is too large (codes are below 2^63)")
         out.append(int(code))
     return out
 

@@ -301,7 +301,7 @@ def user_to_item_pairs(log: InteractionLog, sim, config: PairMiningConfig | None
     # best per target row: max swing, then max cosine, then the most recent click
     order = np.lexsort((-hr, -cos, -s, tr))
     tr, hr, s, cos = tr[order], hr[order], s[order], cos[order]
-    best = np.r_[True, tr[1:] != tr[:-1]]
+    best = np.r_[True, tr[1:] != tr[:-1]] if len(tr) else np.zeros(0, bool)
     tr, hr, s, cos = tr[best], hr[best], s[best], cos[best]
     ok = (s > 0) | (cos > 0)
     score = np.where(s > 0, s, 0.0)
@@ -325,6 +325,14 @@ def mine_pairs(log: InteractionLog, config: PairMiningConfig | None = None):
     first = np.sort(first)
     sa, sb, sv = lo[first], hi[first], v[first]
     ta, tb, tv = user_to_item_pairs(log, sim, cfg)
+    if len(sa) + len(ta) == 0:
+        n_users = len(np.unique(log.users[log.positive])) if len(log) else 0
+        n_items = len(np.unique(log.items[log.positive])) if len(log) else 0
+        raise InputError(
+            f"no item pairs could be mined from {len(log)} interactions ({n_users} users, {n_items} items with positive clicks): "
+            "pairs need users with at least two different items (and, with the split, enough history left for training); "
+            "give more interactions"
+        )
     ids = log.item_ids
     table = pa.table(
         {

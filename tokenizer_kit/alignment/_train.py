@@ -240,9 +240,13 @@ def _save_weights(model: nn.Module, path: Path) -> None:
 
 
 def _load_weights(model: nn.Module, path: Path) -> None:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    sd = load_file(str(path))
+    try:
+        sd = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise ArtifactError(f"{path} cannot be read ({' '.join(str(e).split())[:160]}); it is damaged or missing") from None
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if missing or unexpected:
         raise ArtifactError(f"{path}: weights do not match the model (missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}); was it written with another config?")
@@ -267,22 +271,44 @@ _RESUME_FREE = frozenset({"cache_tokens_gib", "log_every", "checkpoint_every"})
 
 
 def _load_checkpoint(out: Path, model, opt, sched, cfg: AlignConfig) -> int:
+    """Restore model, optimizer, scheduler and RNG from ``out/checkpoint``; returns its step.
+
+    Never unpickles code (``weights_only=True``); a damaged, foreign or code-carrying
+    checkpoint is one ``ArtifactError`` saying to resume elsewhere or start over.
+    """
+    import pickle
+
+    from ..io import read_json
+
     d = out / "checkpoint"
-    meta = json.loads((d / "meta.json").read_text())
-    saved = dict(meta["config"])
+    fix = f"delete {d} to start over, or choose another `out`"
+    try:
+        meta = read_json(d / "meta.json", "checkpoint record")
+        saved = dict(meta["config"])
+    except (InputError, KeyError, TypeError, ValueError) as e:
+        raise ArtifactError(f"{d}: the checkpoint record is unreadable ({e}); {fix}") from None
     now = cfg.to_dict()
     # options that change speed, not results, may differ on resume
     diff = sorted(k for k in now if k not in _RESUME_FREE and saved.get(k) != now[k])
     if diff:
         raise ArtifactError(f"{d}: checkpoint was written with another config (differs in {diff}); use the same settings, or another `out`")
-    _load_weights(model, d / "model.safetensors")
-    state = torch.load(d / "trainer_state.pt", weights_only=True, map_location="cpu")
-    opt.load_state_dict(state["optimizer"])
-    sched.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
-    if "cuda_rng" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    return int(state["step"])
+    try:
+        _load_weights(model, d / "model.safetensors")
+        state = torch.load(d / "trainer_state.pt", weights_only=True, map_location="cpu")
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        return int(state["step"])
+    except ArtifactError:
+        raise
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ArtifactError(f"{d / 'trainer_state.pt'} is corrupt or holds code, which is never unpickled ({first[:160]}); {fix}") from None
+    except (OSError, RuntimeError, EOFError, KeyError, TypeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ArtifactError(f"{d}: the checkpoint cannot be loaded ({type(e).__name__}: {first[:160]}); {fix}") from None
 
 
 # --------------------------------------------------------------------------- training

@@ -8,7 +8,6 @@ A report target is a tokenizer directory or an LC-Rec style ``*.index.json`` (it
 from __future__ import annotations
 
 import html
-import json
 import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -27,34 +26,43 @@ _TOKEN = re.compile(r"<([A-Za-z]+\d*)_(\d+)>")
 
 
 def read_index_json(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """LC-Rec ``*.index.json`` -> (item ids (n,), codes (n, L) int64)."""
+    """LC-Rec ``*.index.json`` -> (item ids (n,), codes (n, L) int64).
+
+    Each item maps to a list of tokens (or one string of them) ``<a_12>``, ``<b_3>``, ...;
+    levels must come in order (a, b, c, ...), codes must be non-negative integers that fit
+    in int64, every SID must have the same length and no item may be given twice.
+    """
+    from .._tokenizer import level_token
+    from ..io import read_json
+
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    data = read_json(path, "index file")
     if not isinstance(data, dict) or not data:
         raise InputError(f"{path}: expected a non-empty JSON object of item id -> list of SID tokens")
     ids, rows = [], []
     length = None
     for item, toks in data.items():
         if isinstance(toks, str):
-            toks = _TOKEN.findall(toks)
-            codes = [int(c) for _, c in toks]
-        elif isinstance(toks, list):
-            codes = []
-            for t in toks:
-                m = _TOKEN.fullmatch(str(t).strip())
-                if not m:
-                    raise InputError(f"{path}: item {item!r} has token {t!r}; expected tokens like '<a_12>'")
-                codes.append(int(m.group(2)))
-        else:
+            toks = re.findall(r"<[^<>]*>", toks)
+        if not isinstance(toks, list):
             raise InputError(f"{path}: item {item!r} maps to {type(toks).__name__}; expected a list of tokens")
+        codes = []
+        for level, t in enumerate(toks):
+            m = _TOKEN.fullmatch(str(t).strip())
+            if not m:
+                raise InputError(f"{path}: item {item!r} has token {t!r}; expected tokens like '<a_12>' (a non-negative code)")
+            want = level_token(level, 0).rpartition("_")[0][1:]
+            if m.group(1) != want:
+                raise InputError(f"{path}: item {item!r} has token {t!r} at level {level}; levels must come in order, expected <{want}_N>")
+            code = int(m.group(2))
+            if code >= 2**63:
+                raise InputError(f"{path}: item {item!r} has code {m.group(2)[:24]} at level {level}, too large for int64; codes must be below 2^63")
+            codes.append(code)
         if length is None:
             length = len(codes)
         if len(codes) != length or length == 0:
             raise InputError(
-                f"{path}: item {item!r} has {len(codes)} tokens, others {length}; all SIDs must have the same length"
+                f"{path}: item {item!r} has {len(codes)} tokens, others {length}; all SIDs must have the same length (at least 1)"
             )
         ids.append(str(item))
         rows.append(codes)

@@ -154,7 +154,7 @@ class HFBackend:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model)
             self.model = AutoModel.from_pretrained(model).to(device).eval()
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, KeyError) as e:
             msg = " ".join(str(e).split())[:200]
             raise TokenizerKitError(
                 f"could not load transformers model {model!r} ({msg}); set `model` to a local model directory"

@@ -67,8 +67,14 @@ def embed_texts(
 
     device = resolve_device(device)
     path = model_path or default_text_model_path()
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModel.from_pretrained(path).to(device).eval()
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModel.from_pretrained(path).to(device).eval()
+    except (OSError, ValueError, KeyError) as e:  # missing dir, not a model, unknown architecture
+        from ..errors import InputError
+
+        msg = " ".join(str(e).split())[:200]
+        raise InputError(f"could not load the text model {str(path)!r} ({msg}); set model to a local transformers model directory") from None
     # sort by length so batches pad little; results go back in input order
     order = np.argsort([len(t) for t in texts], kind="stable")
     out = np.empty((len(texts), model.config.hidden_size), dtype=np.float32)

@@ -11,6 +11,7 @@ from ._atomic import (
     sha256_file,
 )
 from ._lock import LockTimeout, writer_lock
+from ._paths import check_input_file, check_output_dir, check_output_file, read_json, read_text
 from ._manifest import (
     ALIGNMENT,
     COMPANION,
@@ -79,6 +80,11 @@ __all__ = [
     "writer_lock",
     "as_float32_vectors",
     "atomic_directory",
+    "check_input_file",
+    "check_output_dir",
+    "check_output_file",
+    "read_json",
+    "read_text",
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_json",

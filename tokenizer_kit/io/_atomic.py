@@ -109,7 +109,16 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     On an exception the temporary file is removed and ``path`` is untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        from ..errors import InputError
+
+        raise InputError(f"output {path} is a directory; give the path of a file to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        from ..errors import InputError
+
+        raise InputError(f"cannot write {path}: a part of {path.parent} is a file, not a directory; choose another path") from None
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -375,6 +384,11 @@ def atomic_directory(
             raise ArtifactError(f"output path {shown} exists and is not a directory; remove it or choose another path")
 
     check()
+    if not path.parent.is_dir():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise ArtifactError(f"cannot write {shown}: a part of {path.parent} is a file, not a directory; choose another path") from None
     with writer_lock(path, timeout=lock_timeout):
         clean_stale(path)
         check()  # another writer may have created it while we waited

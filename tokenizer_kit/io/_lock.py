@@ -4,7 +4,11 @@
 overwrite, ``assign --update``, ``index``, compaction). The lock file is
 ``<parent>/.<name>.lock``: beside the directory, not inside it, because a whole-directory
 commit swaps the directory (and anything inside it) for a new one, and a lock must outlive
-that swap. The lock file is never deleted (deleting lock files races with their users).
+that swap. The lock file exists only while a writer holds it: the holder deletes it before
+unlocking, and a waiter that then gets the lock on the deleted file sees that the name now
+points elsewhere (or nowhere) and starts over, so deleting it is safe and nothing is left
+behind (a writer killed while holding it leaves an empty, unlocked file that the next writer
+reuses).
 
 * A second writer waits up to ``timeout`` seconds (default ``DEFAULT_LOCK_TIMEOUT_S``, or
   the ``TOKENIZER_KIT_LOCK_TIMEOUT`` environment variable; 0 = do not wait), then raises
@@ -110,33 +114,39 @@ def writer_lock(path: str | os.PathLike, *, timeout: float | None = None) -> Ite
         yield lp
         return
     wait = lock_timeout(timeout)
-    try:
-        lp.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lp, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as e:
-        raise ArtifactError(
-            f"cannot create the writer lock {lp} ({e.strerror}); the folder holding {Path(path).name} must be writable to change it"
-        ) from None
-    try:
-        t0 = time.monotonic()
-        told = False
-        delay = 0.01
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    fd = _open_lock(lp, path)
+    t0 = time.monotonic()
+    told = False
+    while True:
+        try:
+            delay = 0.01
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    waited = time.monotonic() - t0
+                    if waited >= wait:
+                        raise LockTimeout(
+                            f"{path} is being changed by {_holder(fd)}; gave up after waiting {waited:.0f} s. "
+                            f"Retry when it has finished, or wait longer with {LOCK_TIMEOUT_ENV}=SECONDS"
+                        ) from None
+                    if not told:
+                        logger.warning("waiting up to %.0f s for %s, which is being changed by %s", wait, path, _holder(fd))
+                        told = True
+                    time.sleep(min(delay, max(wait - waited, 0.0)))
+                    delay = min(delay * 2, 0.25)
+            if _same_file(fd, lp):
                 break
-            except BlockingIOError:
-                waited = time.monotonic() - t0
-                if waited >= wait:
-                    raise LockTimeout(
-                        f"{path} is being changed by {_holder(fd)}; gave up after waiting {waited:.0f} s. "
-                        f"Retry when it has finished, or wait longer with {LOCK_TIMEOUT_ENV}=SECONDS"
-                    ) from None
-                if not told:
-                    logger.warning("waiting up to %.0f s for %s, which is being changed by %s", wait, path, _holder(fd))
-                    told = True
-                time.sleep(min(delay, max(wait - waited, 0.0)))
-                delay = min(delay * 2, 0.25)
+            # the holder deleted the file we waited on: lock whatever the name points to now
+            os.close(fd)
+            fd = -1
+            fd = _open_lock(lp, path)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            raise
+    try:
         info = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
@@ -150,10 +160,28 @@ def writer_lock(path: str | os.PathLike, *, timeout: float | None = None) -> Ite
             with _held_guard:
                 _held.pop(key, None)
             with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
+                os.unlink(lp)  # before unlocking: see the module docstring
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def _open_lock(lp: Path, path) -> int:
+    try:
+        lp.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(lp, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise ArtifactError(
+            f"cannot create the writer lock {lp} ({e.strerror}); the folder holding {Path(path).name} must be writable to change it"
+        ) from None
+
+
+def _same_file(fd: int, lp: Path) -> bool:
+    try:
+        a, b = os.fstat(fd), os.stat(lp)
+    except FileNotFoundError:
+        return False
+    return (a.st_ino, a.st_dev) == (b.st_ino, b.st_dev)
 
 
 def holds_lock(path: str | os.PathLike) -> bool:

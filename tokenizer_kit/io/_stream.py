@@ -203,8 +203,8 @@ class EmbeddingStream:
 def _open_npy(path: Path) -> np.ndarray:
     try:
         x = np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as e:
-        raise InputError(f"{path}: not a readable .npy array of numbers ({e})") from None
+    except (ValueError, EOFError) as e:
+        raise InputError(f"{path}: not a readable .npy array of numbers ({e or 'empty file'})") from None
     except OSError as e:
         raise InputError(f"{path}: cannot be read ({e.strerror or e})") from None
     if x.ndim != 2:
@@ -231,10 +231,17 @@ def read_ids_file(path: str | Path) -> np.ndarray:
         if path.suffix == ".npy":
             ids = np.load(path, allow_pickle=False)
         elif path.suffix == ".json":
-            ids = np.asarray(json.loads(path.read_text(encoding="utf-8")))
+            from ._paths import read_json
+
+            data = read_json(path, "ids file")
+            if not isinstance(data, list):
+                raise InputError(f"ids file {path}: expected a JSON list of item ids, got a {type(data).__name__}")
+            ids = np.asarray(data)
         else:
             ids = np.asarray([line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip() != ""])
-    except (ValueError, UnicodeDecodeError, OSError) as e:
+    except InputError:
+        raise
+    except (ValueError, UnicodeDecodeError, OSError, EOFError) as e:
         raise InputError(f"ids file {path}: cannot be read ({type(e).__name__}); expected a .npy array, a JSON list or UTF-8 text, one id per line") from None
     if ids.ndim != 1:
         raise InputError(f"ids file {path}: item ids must be one-dimensional, got shape {ids.shape}")
@@ -415,6 +422,8 @@ class ArrowStream(EmbeddingStream):
         self.vcol = _pick_vector_column(schema, vector_column, source)
         vtype = schema.field(self.vcol).type
         self.dtype = _arrow_value_dtype(vtype, source, self.vcol)
+        if id_column not in schema.names and id_column != "item_id":
+            raise InputError(f"{source}: no id column {id_column!r} (columns: {schema.names}); name the column that holds the item ids")
         self.id_column = id_column if id_column in schema.names else None
         self.has_ids = self.id_column is not None
         if self.id_column is None:

@@ -9,7 +9,6 @@ time order; the position becomes the timestamp).
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -30,10 +29,9 @@ logger = logging.getLogger(__name__)
 
 
 def _load_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); check the file") from None
+    from ._paths import read_json
+
+    return read_json(path, "file")
 
 
 def read_lcrec_items(path: str | Path):
@@ -97,14 +95,20 @@ def _read_any(path: Path, kind: str):
         if (path / "dataset_info.json").exists() or (path / "state.json").exists():
             import datasets
 
-            ds = datasets.load_from_disk(str(path))
+            try:
+                ds = datasets.load_from_disk(str(path))
+            except Exception as e:  # datasets raises many types for a damaged folder
+                raise InputError(f"{path}: not a readable saved HF dataset ({type(e).__name__}: {' '.join(str(e).split())[:160]})") from None
             if isinstance(ds, datasets.DatasetDict):
                 ds = ds["train" if "train" in ds else next(iter(ds))]
             return ds.data.table
         parts = sorted(path.glob("*.parquet"))
         if not parts:
             raise InputError(f"{path}: directory holds no Parquet files or saved HF dataset")
-        return pa.concat_tables([pq.read_table(p) for p in parts])
+        try:
+            return pa.concat_tables([pq.read_table(p) for p in parts])
+        except Exception as e:  # pyarrow raises several types for damaged or mismatched parts
+            raise InputError(f"{path}: the Parquet files cannot be read as one table ({type(e).__name__}: {' '.join(str(e).split())[:160]})") from None
     name = path.name
     if name.endswith((".parquet", ".pq")):
         try:
@@ -116,7 +120,10 @@ def _read_any(path: Path, kind: str):
 
         if path.stat().st_size == 0:
             raise InputError(f"{path}: empty file; expected one JSON object per line")
-        return pj.read_json(path)
+        try:
+            return pj.read_json(path)
+        except Exception as e:  # ArrowInvalid and friends
+            raise InputError(f"{path}: not valid JSON lines ({' '.join(str(e).split())[:160]}); one JSON object per line, UTF-8") from None
     return None
 
 
@@ -141,6 +148,8 @@ def read_catalog(path: str | Path):
         raise InputError(f"{path}: catalogue has no 'item_id' column (columns: {table.column_names})")
     if table.num_rows == 0:
         raise InputError(f"{path}: catalogue is empty")
+    if table.column("item_id").null_count:
+        raise InputError(f"{path}: {table.column('item_id').null_count} catalogue rows have a null item_id; every item needs an id")
     ids = table.column("item_id").cast(pa.string())
     table = table.set_column(table.column_names.index("item_id"), "item_id", ids)
     _check_unique(np.asarray(ids.to_numpy(zero_copy_only=False), dtype=object), str(path))
@@ -173,6 +182,9 @@ def read_interactions(path: str | Path):
         raise InputError(f"{path}: interactions lack column(s) {missing} (columns: {table.column_names})")
     if table.num_rows == 0:
         raise InputError(f"{path}: no interactions")
+    for c in ("user_id", "item_id"):
+        if table.column(c).null_count:
+            raise InputError(f"{path}: {table.column(c).null_count} interactions have a null {c}; drop them or fill them in")
     for c in ("user_id", "item_id"):
         table = table.set_column(table.column_names.index(c), c, table.column(c).cast(pa.string()))
     if "timestamp" not in table.column_names:
