@@ -28,7 +28,7 @@ def _json(result):
 
 def test_build_assign_report(office_npy, office_dir, tmp_path):
     tok = tmp_path / "tok"
-    out = _json(runner.invoke(app, ["build-codebook", str(office_npy), "--out", str(tok), "--balanced", "--format", "json",
+    out = _json(runner.invoke(app, ["build-codebook", str(office_npy), "--out", str(tok), "--balanced", "--no-index", "--format", "json",
                                    "--categories", str(office_dir / "Office.item.json")]))
     t = out["tokenizers"][0]
     assert t["n_items"] == 2420 and t["collision_rate"] <= 0.02

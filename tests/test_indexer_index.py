@@ -245,7 +245,7 @@ def test_cli_build_index_assign_lookup(tmp_path):
     (tmp_path / "new.ids.txt").write_text("\n".join(str(i) for i in range(420, 500)) + "\n")
     tok = tmp_path / "tok"
     r = CliRunner()
-    res = r.invoke(app, ["build-codebook", str(tmp_path / "base.npy"), "--out", str(tok), "--codebook-size", "8", "--format", "json"])
+    res = r.invoke(app, ["build-codebook", str(tmp_path / "base.npy"), "--out", str(tok), "--codebook-size", "8", "--no-index", "--format", "json"])
     assert res.exit_code == 0, res.output
     res = r.invoke(app, ["index", str(tok), "--policy", "reassign", "--embeddings", str(tmp_path / "base.npy"),
                          "--export-lcrec", str(tmp_path / "x.index.json"), "--vocab-out", str(tmp_path / "vocab.json"), "--format", "json"])

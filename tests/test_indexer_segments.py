@@ -186,8 +186,10 @@ def test_cli_assign_update_appends_and_compact_merges(tmp_path):
         (tmp_path / f"new{k}.ids.txt").write_text("\n".join(str(i) for i in range(a, b)) + "\n")
     tok = tmp_path / "tok"
     r = CliRunner()
-    assert r.invoke(app, ["build-codebook", str(tmp_path / "base.npy"), "--out", str(tok), "--codebook-size", "8"]).exit_code == 0
-    assert r.invoke(app, ["index", str(tok)]).exit_code == 0
+    # build-codebook indexes by default (suffix policy): assign --update works right after it
+    res = r.invoke(app, ["build-codebook", str(tmp_path / "base.npy"), "--out", str(tok), "--codebook-size", "8", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["tokenizers"][0]["index"]["policy"] == "suffix"
     for k in range(2):
         res = r.invoke(app, ["assign", str(tmp_path / f"new{k}.npy"), "--tokenizer", str(tok), "--update", "--format", "json"])
         assert res.exit_code == 0, res.output
@@ -203,6 +205,12 @@ def test_cli_assign_update_appends_and_compact_merges(tmp_path):
     res = r.invoke(app, ["compact", str(tok), "--format", "json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout) == {"tokenizer": str(tok), "segments_merged": 2, "items": 500, "version": 3}
+    # --no-index leaves the directory unindexed, as before
+    res = r.invoke(app, ["build-codebook", str(tmp_path / "base.npy"), "--out", str(tmp_path / "bare"), "--codebook-size", "8", "--no-index"])
+    assert res.exit_code == 0, res.output
+    assert SIDIndex.stored(SemanticTokenizer.from_pretrained(tmp_path / "bare")) is None
+    res = r.invoke(app, ["assign", str(tmp_path / "new0.npy"), "--tokenizer", str(tmp_path / "bare"), "--update"])
+    assert res.exit_code != 0 and "no SID index" in res.output
     assert not any(p.name.startswith("index-seg-") for p in tok.iterdir())
     after = SIDIndex.from_tokenizer(SemanticTokenizer.from_pretrained(tok))
     _assert_same(after, before)

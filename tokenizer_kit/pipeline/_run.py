@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -127,8 +127,8 @@ class _Chain:
     def tokenize(self, variant: str, emb: Path, upstream: str) -> None:
         tok, cb, ix = self.p.tokenizer(variant), self.cfg.codebook, self.cfg.index
         self.stage(f"build-codebook[{variant}]", cb.to_flat_dict(), [tok / "tokenizer.json"],
-                   lambda mode: stages.build_codebook(emb, tok, cb, categories=self.catalog, category_input=self.cfg.report, overwrite=True,
-                                                      progress=self.progress),
+                   lambda mode: stages.build_codebook(emb, tok, replace(cb, index=False), categories=self.catalog,  # the index stage follows
+                                                      category_input=self.cfg.report, overwrite=True, progress=self.progress),
                    upstream=(upstream,))
         self.stage(f"index[{variant}]", ix.to_flat_dict(), [self.p.lcrec(variant)],
                    lambda mode: stages.index(tok, ix, embeddings=emb, export_lcrec=self.p.lcrec(variant)),

@@ -80,6 +80,11 @@ class CodebookConfig(ValidatedConfig):
         aliases=("codebook_sizes",),
     )
     normalize: bool = setting(False, help="L2-normalise embeddings before quantizing.")
+    index: bool = setting(
+        True,
+        help="Also build the SID index (suffix policy: one item per SID, the trie), so assign --update, lookup and "
+        "constrained decoding work at once; --no-index skips it (`tokenizer-kit index` builds one later).",
+    )
     # the method's own settings, by their field names (validated against its config class)
     quantizer: dict[str, Any] = field(default_factory=dict, metadata={"help": "", "cli": False})
 

@@ -227,7 +227,22 @@ def build_codebook(embeddings: PathLike, out: PathLike, config: CodebookConfig, 
         tok = SemanticTokenizer.build(emb, method=config.method, normalize=config.normalize, categories=cats, progress=progress,
                                       config=qcfg)
         tok.save_pretrained(out, overwrite=overwrite)
-    return {"name": out.name, "path": str(out), "method": config.method, "build_seconds": tok.info["fit_seconds"], **tok.metrics}
+    report = {"name": out.name, "path": str(out), "method": config.method, "build_seconds": tok.info["fit_seconds"], **tok.metrics}
+    if config.index:
+        report["index"] = _default_index(out)
+    return report
+
+
+def _default_index(tokenizer: PathLike) -> dict[str, Any]:
+    """Index a freshly built tokenizer directory under the default policy (suffix)."""
+    from .._tokenizer import SemanticTokenizer
+    from ..indexer import SIDIndex
+
+    tok = SemanticTokenizer.from_pretrained(tokenizer)
+    idx = SIDIndex.for_tokenizer(tok)
+    idx.save(tok, tokenizer)
+    return {"policy": idx.policy, "sid_length": idx.sid_length, "level_sizes": idx.level_sizes,
+            "collision_rate_sids": idx.stats["collision_rate_sids"], "max_suffix": idx.stats["max_suffix"]}
 
 
 def index(tokenizer: PathLike, config: IndexStageConfig, *, embeddings: PathLike | None = None, ids: PathLike | None = None,
