@@ -11,20 +11,27 @@ leave-one-out full ranking: Recall@5/10 and NDCG@5/10 as TIGER defines them.
 """
 
 from ._data import SequenceSplit, load_sid_index, random_sid_index, sequence_split
-from ._evaluate import evaluate_retrieval, machine_info, score_split
-from ._metrics import retrieval_metrics, target_ranks
-from ._model import GenerativeRetriever, RetrievalConfig
+from ._evaluate import evaluate_retrieval, machine_info, score_split, users_fingerprint
+from ._metrics import UserRanks, retrieval_metrics, target_ranks, user_ranks
+from ._compare import compare_retrieval, summarize_runs
+from ._model import GenerativeRetriever, RetrievalConfig, list_retrieval_presets
 
 __all__ = [
     "GenerativeRetriever",
     "RetrievalConfig",
     "SequenceSplit",
+    "UserRanks",
+    "compare_retrieval",
     "evaluate_retrieval",
+    "list_retrieval_presets",
     "load_sid_index",
     "machine_info",
     "random_sid_index",
     "retrieval_metrics",
     "score_split",
+    "summarize_runs",
     "sequence_split",
     "target_ranks",
+    "user_ranks",
+    "users_fingerprint",
 ]

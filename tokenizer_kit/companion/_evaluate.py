@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import platform
@@ -13,10 +14,10 @@ import torch
 
 from .._progress import Progress
 from ._data import SequenceSplit, load_sid_index, sequence_split
-from ._metrics import retrieval_metrics, target_ranks
+from ._metrics import UserRanks
 from ._model import GenerativeRetriever, RetrievalConfig
 
-__all__ = ["evaluate_retrieval", "score_split", "machine_info"]
+__all__ = ["evaluate_retrieval", "score_split", "machine_info", "users_fingerprint"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,38 +55,60 @@ def evaluate_retrieval(
     history = retr.fit(split.train_hist, split.train_target, valid=split.subset("valid", cfg.max_eval_users), on_epoch=on_epoch, progress=progress)
     seconds = {"train": time.perf_counter() - t0}
     valid, seconds["valid"] = _validate(retr, split, progress)
-    test, seconds["test"] = score_split(retr, split, "test", progress=progress)
+    test, seconds["test"], ranks = score_split(retr, split, "test", progress=progress)
     if model_out is not None:
         retr.save(model_out)
     seconds["total"] = time.perf_counter() - t_all
     source = sids if isinstance(sids, (str, os.PathLike)) else getattr(index, "stats", {}).get("source", "in-memory index")
-    return _result(retr, split, history, valid=valid, test=test, seconds=seconds, source=source, model_out=model_out)
+    res = _result(retr, split, history, valid=valid, test=test, seconds=seconds, source=source, model_out=model_out)
+    res["test_users"] = {"fingerprint": users_fingerprint(split, "test", cfg.max_eval_users), **ranks.to_json()}
+    return res
 
 
-def score_split(retr: GenerativeRetriever, split: SequenceSplit, part: str, *, progress: Progress | None = None) -> tuple[dict[str, Any], float]:
+def score_split(
+    retr: GenerativeRetriever, split: SequenceSplit, part: str, *, progress: Progress | None = None
+) -> tuple[dict[str, Any], float, UserRanks]:
     """Beam-search the ``part`` ("valid" or "test") users of ``split`` (at most
-    ``max_eval_users``) and score the ranked items: (metrics, seconds)."""
+    ``max_eval_users``) and score where their targets' SIDs landed: (metrics, seconds, per-user ranks).
+
+    Metrics: the standard ``recall@K`` / ``ndcg@K`` (SID level, as TIGER and LC-Rec compute
+    them) and the collision-corrected ``item_hit@K`` / ``item_ndcg@K`` (CollisionGenRec), see
+    :mod:`tokenizer_kit.companion._metrics`; ``shared_target_rate``; ``invalid_sid_rate`` (beam
+    slots without an SID of the index); ``mean_rank_of_hits`` (0-based beam rank).
+    """
     cfg = retr.config
     hist, tgt = split.subset(part, cfg.max_eval_users)
     t = time.perf_counter()
     toks, _ = retr.generate_sids(hist, progress=progress, description=f"decode {part}")
-    first = retr.items_of_sids(toks)  # [n, beam]
-    ranked = retr.rank_sids(toks)
-    m = retrieval_metrics(ranked, tgt, cfg.ks)
+    ranks = retr.user_ranks(toks, tgt)
+    m: dict[str, Any] = ranks.metrics(cfg.ks)
     m["users"] = int(len(tgt))
-    m["invalid_sid_rate"] = float((first < 0).mean()) if first.size else 0.0
-    r = target_ranks(ranked, tgt)
+    m["invalid_sid_rate"] = float((retr.sid_groups(toks) < 0).mean()) if toks.size else 0.0
+    r = ranks.rank
     m["mean_rank_of_hits"] = float(r[r >= 0].mean()) if (r >= 0).any() else None
-    return m, time.perf_counter() - t
+    return m, time.perf_counter() - t, ranks
+
+
+def users_fingerprint(split: SequenceSplit, part: str = "test", max_examples: int | None = None) -> str:
+    """sha256 (16 hex) of the ``part`` examples' users and target rows, in order: two results
+    can be paired user by user only when their fingerprints agree."""
+    users = getattr(split, f"{part}_users")
+    _, tgt = split.subset(part, max_examples)
+    h = hashlib.sha256()
+    for u, t in zip(users[: len(tgt)].tolist(), np.asarray(tgt).tolist()):
+        h.update(f"{u}\t{t}\n".encode())
+    return h.hexdigest()[:16]
 
 
 def _validate(retr: GenerativeRetriever, split: SequenceSplit, progress: Progress | None) -> tuple[dict[str, Any], float]:
-    """Validation numbers: beam search when it selects the epoch (``eval_every``), else only
-    the loss (cheap)."""
+    """Validation numbers: with ``eval_every``, those of the epoch whose weights were kept
+    (scored during training, not decoded again); else only the loss (cheap)."""
     cfg = retr.config
-    if cfg.eval_every:
-        return score_split(retr, split, "valid", progress=progress)
     t = time.perf_counter()
+    kept = [r for r in retr.history if r.get("best")]
+    if cfg.eval_every and kept:
+        vt = split.subset("valid", cfg.max_eval_users)[1]
+        return {**kept[-1]["valid"], "users": int(len(vt)), "epoch": kept[-1]["epoch"]}, 0.0
     vh, vt = split.subset("valid", cfg.max_eval_users)
     return {"loss": retr.loss(vh, vt), "users": int(len(vt))}, time.perf_counter() - t
 

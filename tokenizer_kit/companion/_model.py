@@ -25,7 +25,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -35,7 +35,10 @@ from .._progress import Progress, ProgressTask, as_progress
 from .._torch_utils import decay_groups, resolve_device, warmup_decay
 from ..errors import ArtifactError, InputError
 
-__all__ = ["RetrievalConfig", "GenerativeRetriever", "PAD_ID", "EOS_ID", "BOS_ID", "SEP_ID", "SPECIAL_TOKENS"]
+if TYPE_CHECKING:
+    from ._metrics import UserRanks
+
+__all__ = ["RetrievalConfig", "GenerativeRetriever", "list_retrieval_presets", "PAD_ID", "EOS_ID", "BOS_ID", "SEP_ID", "SPECIAL_TOKENS"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,22 +70,28 @@ class RetrievalConfig(ValidatedConfig):
     arch: str = setting("t5", help="t5 (encoder-decoder, as TIGER) or decoder (decoder-only).", choices=("t5", "decoder"))
     d_model: int = setting(64, help="Model width.")
     n_layers: int = setting(2, help="Layers (t5: each of encoder and decoder; decoder: twice this).")
-    n_heads: int = setting(4, help="Attention heads (must divide d_model).")
+    n_heads: int = setting(4, help="Attention heads (must divide d_model unless d_kv is set).")
+    d_kv: int | None = setting(None, help="Width of each attention head (t5); None: d_model / n_heads. TIGER: 64 with d_model 128 and 6 heads.")
     d_ff: int = setting(256, help="Feed-forward width.")
-    dropout: float = setting(0.1, help="Dropout.")
+    dropout: float = setting(0.0, help="Dropout (off in the fast default: its few epochs underfit; TIGER uses 0.1).")
     max_history: int = setting(20, help="Items of history per example.")
-    epochs: int = setting(3, help="Passes over the training windows (Office: 80-260 s each on 2 CPU cores, by load; "
-                          "1 epoch barely beats random SIDs).")
-    batch_size: int = setting(64, help="Training examples per step.")
-    lr: float = setting(3e-3, help="Peak AdamW learning rate.")
-    weight_decay: float = setting(0.035, help="AdamW weight decay.")
-    warmup_ratio: float = setting(0.05, help="Share of the steps spent in linear warmup.")
+    epochs: int = setting(4, help="Passes over the training windows (Scientific, 33.5k windows: about 16 s of one CPU core each, "
+                          "many times that on a busy machine).")
+    batch_size: int = setting(128, help="Training examples per step.")
+    optimizer: str = setting("adamw", help="adamw, or adafactor (T5's and TIGER's optimizer).", choices=("adamw", "adafactor"))
+    lr: float = setting(3e-3, help="Peak learning rate.")
+    lr_schedule: str = setting("linear", help="linear: warmup, then linear decay to 0 at the last epoch; inverse_sqrt: constant for "
+                               "warmup_steps, then lr * sqrt(warmup_steps / step) (T5's and TIGER's).", choices=("linear", "inverse_sqrt"))
+    weight_decay: float = setting(0.035, help="Weight decay.")
+    warmup_ratio: float = setting(0.05, help="Share of the steps spent in warmup (when warmup_steps is 0).")
+    warmup_steps: int = setting(0, help="Warmup steps (linear) or constant steps (inverse_sqrt); 0: warmup_ratio of all steps.")
     grad_clip: float = setting(1.0, help="Gradient norm clip.")
     beam_size: int = setting(10, help="Beam width of the trie-constrained search (>= the largest cut-off in ks).")
     eval_batch_size: int = setting(128, help="Users decoded per batch.")
     eval_every: int = setting(0, help="Score validation users every N epochs and keep the best epoch (0: only the validation loss).")
+    patience: int = setting(0, help="Early stopping: stop after this many validation scorings (eval_every) without a better ItemNDCG; 0: never.")
     max_eval_users: int | None = setting(None, help="Score only the first N validation / test users.")
-    ks: tuple[int, ...] = setting((5, 10), help="Cut-offs of Recall@K and NDCG@K.")
+    ks: tuple[int, ...] = setting((5, 10), help="Cut-offs of the metrics (@K).")
     seed: int = setting(0, help="Seed of init, shuffling and dropout (same input + seed -> same result).")
     device: str = setting("auto", help="auto, cpu, cuda or cuda:N.")
     cpu_threads: int = setting(1, help="torch CPU threads while training and decoding on CPU (0: leave torch's setting). "
@@ -93,8 +102,16 @@ class RetrievalConfig(ValidatedConfig):
         for name in ("d_model", "n_layers", "n_heads", "d_ff", "max_history", "batch_size", "beam_size", "eval_batch_size"):
             if int(getattr(self, name)) < 1:
                 e.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.n_heads >= 1 and self.d_model % self.n_heads:
-            e.append(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        if self.n_heads >= 1 and self.d_kv is None and self.d_model % self.n_heads:
+            e.append(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}), or set d_kv")
+        if self.d_kv is not None and self.d_kv < 1:
+            e.append(f"d_kv must be >= 1 or None, got {self.d_kv}")
+        if self.patience < 0:
+            e.append(f"patience must be >= 0 (0 = no early stopping), got {self.patience}")
+        if self.warmup_steps < 0:
+            e.append(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.patience and not self.eval_every:
+            e.append("patience needs eval_every >= 1 (early stopping watches the validation ItemNDCG)")
         if self.epochs < 0:
             e.append(f"epochs must be >= 0, got {self.epochs}")
         if not 0.0 <= self.dropout < 1.0:
@@ -127,6 +144,14 @@ class RetrievalConfig(ValidatedConfig):
         self.ks = tuple(int(k) for k in self.ks)
         return self
 
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "RetrievalConfig":
+        """A named preset (``tokenizer_kit/presets/retrieval/<name>.json``; ``fast`` is the
+        defaults) with ``overrides`` on top, validated. ``list_retrieval_presets()`` names them."""
+        from .._config import load_preset
+
+        return cls.from_dict({**load_preset("retrieval", name), **overrides})
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["ks"] = list(self.ks)
@@ -134,6 +159,13 @@ class RetrievalConfig(ValidatedConfig):
 
     def torch_device(self) -> torch.device:
         return resolve_device(self.device)
+
+
+def list_retrieval_presets() -> list[str]:
+    """Names of the companion's presets: ``fast`` (the defaults, sized for CPU) and ``tiger``."""
+    from .._config import list_presets
+
+    return list_presets("retrieval")
 
 
 @contextlib.contextmanager
@@ -157,7 +189,7 @@ def _build_model(cfg: RetrievalConfig, vocab_size: int, max_positions: int):
         mc = T5Config(
             vocab_size=vocab_size,
             d_model=cfg.d_model,
-            d_kv=cfg.d_model // cfg.n_heads,
+            d_kv=cfg.d_kv or cfg.d_model // cfg.n_heads,
             d_ff=cfg.d_ff,
             num_layers=cfg.n_layers,
             num_decoder_layers=cfg.n_layers,
@@ -209,6 +241,8 @@ class GenerativeRetriever:
         keys = self._keys(self.item_tokens)
         self._key_order = np.argsort(keys, kind="stable")
         self._sorted_keys = keys[self._key_order]
+        # distinct SIDs ("groups"): the group of each item and the items per group
+        self._group_keys, self.item_group, self.group_size = np.unique(keys, return_inverse=True, return_counts=True)
         self.device = self.config.torch_device()
         self.max_positions = self.config.max_history * self.S + self.S + 2
         if model is None:
@@ -295,7 +329,7 @@ class GenerativeRetriever:
         opt, sched = self._optimizer(total)
         lengths = np.asarray([min(len(h), cfg.max_history) for h in hists], np.int64)
         best: tuple[float, dict | None] = (-1.0, None)
-        step = 0
+        step, stale = 0, 0
         with as_progress(progress).task("retrieval train", total=total, unit="step") as task:
             for epoch in range(1, cfg.epochs + 1):
                 t0 = time.perf_counter()
@@ -303,21 +337,36 @@ class GenerativeRetriever:
                 rec: dict[str, Any] = {"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - t0, "step": step}
                 if valid is not None and cfg.eval_every and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
                     best = self._validate_epoch(valid, rec, best)
+                    stale = 0 if rec.get("best") else stale + 1
                 logger.info("epoch %d/%d loss %.4f (%.1fs)%s", epoch, cfg.epochs, rec["loss"], rec["seconds"],
                             f" valid {rec['valid']}" if "valid" in rec else "")
                 self.history.append(rec)
                 if on_epoch is not None:
                     on_epoch(rec)
+                if cfg.patience and stale >= cfg.patience:
+                    rec["early_stop"] = True
+                    logger.info("early stop after epoch %d: no better validation NDCG in %d scorings", epoch, stale)
+                    break
         if best[1] is not None:
             self.model.load_state_dict(best[1])
         return self.history
 
     def _optimizer(self, total: int):
-        """AdamW over the package's parameter groups; linear warmup over ``warmup_ratio`` of
-        the ``total`` steps, then linear decay to 0."""
+        """The optimizer over the package's parameter groups and its LR schedule over ``total`` steps.
+
+        ``linear``: linear warmup (``warmup_steps``, or ``warmup_ratio`` of the steps), then
+        linear decay to 0. ``inverse_sqrt`` (T5, TIGER): constant for ``warmup_steps``
+        (or ``warmup_ratio`` of the steps), then ``lr * sqrt(warmup_steps / step)``.
+        """
         cfg = self.config
-        opt = torch.optim.AdamW(decay_groups(self.model.named_parameters(), cfg.weight_decay), lr=cfg.lr)
-        warm = max(1, int(cfg.warmup_ratio * total))
+        groups = decay_groups(self.model.named_parameters(), cfg.weight_decay)
+        if cfg.optimizer == "adafactor":
+            opt = torch.optim.Adafactor(groups, lr=cfg.lr)
+        else:
+            opt = torch.optim.AdamW(groups, lr=cfg.lr)
+        warm = cfg.warmup_steps or max(1, int(cfg.warmup_ratio * total))
+        if cfg.lr_schedule == "inverse_sqrt":
+            return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda step: math.sqrt(warm / max(step + 1, warm)))
         return opt, torch.optim.lr_scheduler.LambdaLR(opt, warmup_decay(total, warm, shape="linear"))
 
     def _train_epoch(self, hists, targets, lengths, gen, opt, sched, step: int, task: ProgressTask) -> tuple[float, int]:
@@ -342,12 +391,11 @@ class GenerativeRetriever:
 
     def _validate_epoch(self, valid, rec: dict[str, Any], best: tuple[float, dict | None]) -> tuple[float, dict | None]:
         """Score the validation users into ``rec["valid"]``; returns the best (score, weights) so far."""
-        from ._metrics import retrieval_metrics
-
         cfg = self.config
         vh, vt = valid
-        rec["valid"] = retrieval_metrics(self.rank(vh), vt, cfg.ks)
-        score = rec["valid"][f"ndcg@{max(cfg.ks)}"]
+        toks, _ = self.generate_sids(vh)
+        rec["valid"] = self.user_ranks(toks, vt).metrics(cfg.ks)
+        score = rec["valid"][f"item_ndcg@{max(cfg.ks)}"]
         if score > best[0]:
             rec["best"] = True
             return score, {k: v.detach().clone() for k, v in self.model.state_dict().items()}
@@ -392,15 +440,79 @@ class GenerativeRetriever:
             self.model.eval()
             out_tok = np.zeros((len(hists), cfg.beam_size, self.S), np.int64)
             out_score = np.zeros((len(hists), cfg.beam_size), np.float32)
+            # batches of similar history length: far less padding (most histories are short)
+            order = np.argsort([min(len(h), cfg.max_history) for h in hists], kind="stable")
             for s in range(0, len(hists), cfg.eval_batch_size):
-                chunk = hists[s : s + cfg.eval_batch_size]
-                out_tok[s : s + len(chunk)], out_score[s : s + len(chunk)] = self._generate_batch(chunk)
-                task.advance(len(chunk))
+                sel = order[s : s + cfg.eval_batch_size]
+                out_tok[sel], out_score[sel] = self._generate_batch([hists[i] for i in sel])
+                task.advance(len(sel))
         return out_tok, out_score
 
     @torch.no_grad()
     def _generate_batch(self, hists: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """One batch of :meth:`generate_sids`: (B, beam, S) token ids and (B, beam) scores."""
+        """One batch of :meth:`generate_sids`: (B, beam, S) token ids and (B, beam) scores.
+
+        t5 runs :meth:`_beam_search_t5`; the decoder-only model runs ``transformers``'
+        ``generate``. Both return the beam search's result (sum of token log-probabilities,
+        best first); slots the trie cannot fill (fewer valid SIDs than beams) score -inf.
+        """
+        if self.config.arch == "t5":
+            return self._beam_search_t5(self._batch(hists, None))
+        return self._generate_hf(hists)
+
+    @torch.no_grad()
+    def _beam_search_t5(self, b: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+        """Trie-constrained beam search with the encoder run once per user.
+
+        What ``generate`` does, minus its per-step copies: the first decoder step runs on the B
+        users (not B * beam rows), and the cross-attention cache is then repeated once per
+        beam and never reordered again, because beams only ever move within their own user
+        (``generate`` reorders it every step: most of its time at these sizes). Scores are
+        sums of log-softmax over the full vocabulary, masked to the trie's children, as
+        ``generate`` with :class:`~tokenizer_kit.indexer.TrieLogitsProcessor` and
+        ``length_penalty=0``.
+        """
+        from transformers import DynamicCache, EncoderDecoderCache
+        from transformers.modeling_outputs import BaseModelOutput
+
+        from ..indexer import TrieLogitsProcessor
+
+        K, S = self.config.beam_size, self.S
+        ids, mask = b["input_ids"], b["attention_mask"]
+        B = ids.shape[0]
+        proc = TrieLogitsProcessor(self.trie, self.vocab, prompt_length=1, eos_token_id=None)
+        enc = self.model.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state  # [B, T, d]
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        gen = torch.full((B, 1), BOS_ID, dtype=torch.long, device=ids.device)  # [B, 1+t]
+        score = torch.zeros(B, 1, device=ids.device)  # [B, beams so far]
+        for t in range(S):
+            out = self.model(encoder_outputs=BaseModelOutput(last_hidden_state=enc), attention_mask=mask,
+                             decoder_input_ids=gen[:, -1:], past_key_values=cache, use_cache=True)
+            logp = proc(gen, torch.log_softmax(out.logits[:, -1].float(), -1))  # [rows, V], -inf off the trie
+            V = logp.shape[1]
+            total = (score.reshape(-1, 1) + logp).reshape(B, -1)  # [B, beams * V]
+            score, flat = total.topk(min(K, total.shape[1]), dim=1)  # [B, K]
+            if score.shape[1] < K:  # a vocabulary smaller than the beam: empty slots
+                pad = K - score.shape[1]
+                score = torch.cat([score, score.new_full((B, pad), float("-inf"))], 1)
+                flat = torch.cat([flat, flat.new_zeros((B, pad))], 1)
+            src = torch.arange(B, device=ids.device)[:, None] * (total.shape[1] // V) + flat // V  # [B, K] source rows
+            if t == 0:  # B rows -> B * K: the caches and encoder states repeat once per beam
+                cache.self_attention_cache.batch_repeat_interleave(K)
+                cache.cross_attention_cache.batch_repeat_interleave(K)
+                enc, mask = enc.repeat_interleave(K, 0), mask.repeat_interleave(K, 0)
+                src = torch.arange(B, device=ids.device).repeat_interleave(K)
+            else:
+                src = src.reshape(-1)
+                cache.self_attention_cache.reorder_cache(src)
+            gen = torch.cat([gen[src], (flat % V).reshape(-1, 1)], 1)
+        toks = gen[:, 1:].reshape(B, K, S)
+        toks = torch.where(torch.isinf(score)[..., None], torch.full_like(toks, PAD_ID), toks)  # empty slots: no SID
+        return toks.cpu().numpy(), score.float().cpu().numpy()
+
+    @torch.no_grad()
+    def _generate_hf(self, hists: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """``transformers`` ``generate`` under the trie processor (the decoder-only model)."""
         from transformers import LogitsProcessorList
 
         from ..indexer import TrieLogitsProcessor
@@ -449,6 +561,28 @@ class GenerativeRetriever:
         posc = np.minimum(pos, len(self._sorted_keys) - 1)
         hit = ok & (pos < len(self._sorted_keys)) & (self._sorted_keys[posc] == keys)
         return np.where(hit, self._key_order[posc], -1).reshape(np.shape(sid_tokens)[:-1])
+
+    def sid_groups(self, sid_tokens: np.ndarray) -> np.ndarray:
+        """Token ids (..., S) -> id of that SID among the index's distinct SIDs (...), -1 if none.
+
+        ``group_size[g]`` items share SID ``g`` (1 everywhere for a collision-free index)."""
+        flat = np.asarray(sid_tokens, np.int64).reshape(-1, self.S)
+        ok = np.ones(len(flat), bool)
+        for l in range(self.S):
+            code = flat[:, l] - self.vocab.table[l, 0]
+            ok &= (code >= 0) & (code < self.vocab.level_sizes[l])
+        keys = self._keys(np.where(ok[:, None], flat, 0))
+        pos = np.minimum(np.searchsorted(self._group_keys, keys), len(self._group_keys) - 1)
+        hit = ok & (self._group_keys[pos] == keys)
+        return np.where(hit, pos, -1).reshape(np.shape(sid_tokens)[:-1])
+
+    def user_ranks(self, sid_tokens: np.ndarray, targets: np.ndarray) -> "UserRanks":
+        """Where each target item's SID landed among the generated beams (n, beam, S): the
+        :class:`~tokenizer_kit.companion.UserRanks` the standard and collision-corrected
+        metrics are computed from."""
+        from ._metrics import user_ranks
+
+        return user_ranks(self.sid_groups(sid_tokens), self.item_group[np.asarray(targets, np.int64)], self.group_size)
 
     def rank(self, hists: list[np.ndarray], *, k: int | None = None, progress: Progress | None = None) -> np.ndarray:
         """Ranked item rows (n, k) for each history (k = beam size by default); -1 fills empty slots."""

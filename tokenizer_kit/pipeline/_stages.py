@@ -25,6 +25,7 @@ __all__ = [
     "align",
     "assign",
     "build_codebook",
+    "compare_retrieval",
     "embed",
     "embed_text",
     "evaluate_retrieval",
@@ -309,6 +310,22 @@ def evaluate_retrieval(tokenizer: PathLike, interactions: PathLike, config: Retr
 
     cfg = base_config(config, RetrievalConfig).validate()
     res = run(tokenizer, interactions, cfg, max_users=config.max_users, model_out=model_out, on_epoch=on_epoch, progress=progress)
+    if out is not None:
+        atomic_write_json(out, res)
+        res["out"] = str(out)
+    return res
+
+
+def compare_retrieval(sids: dict[str, Any], interactions: PathLike, config: RetrievalStageConfig, *, seeds: list[int],
+                      reference: str | None = None, runs_dir: PathLike | None = None, out: PathLike | None = None,
+                      progress: Progress | None = None) -> dict[str, Any]:
+    """The companion on several sets of SIDs and seeds: means, intervals, paired tests (``companion.compare_retrieval``)."""
+    from ..companion import RetrievalConfig
+    from ..companion import compare_retrieval as run
+    from ..io import atomic_write_json
+
+    cfg = base_config(config, RetrievalConfig).validate()
+    res = run(sids, interactions, cfg, seeds=seeds, max_users=config.max_users, runs_dir=runs_dir, reference=reference, progress=progress)
     if out is not None:
         atomic_write_json(out, res)
         res["out"] = str(out)
