@@ -44,8 +44,20 @@ def _sids_fingerprint(index) -> str:
 
 
 def _run_key(cfg: RetrievalConfig, sids_fp: str, interactions, max_users) -> dict[str, Any]:
-    inter = str(interactions) if isinstance(interactions, (str, os.PathLike)) else "in-memory"
+    inter = Path(interactions).name if isinstance(interactions, (str, os.PathLike)) else "in-memory"
     return {"config": cfg.to_dict(), "sids": sids_fp, "interactions": inter, "max_users": max_users}
+
+
+def _same_key(stored: dict[str, Any], key: dict[str, Any]) -> bool:
+    """Same SIDs, interactions file and users, and the same value of every setting both configs
+    name (a setting added since keeps the stored run valid only where its default is used)."""
+    key = json.loads(json.dumps(key))
+    if not isinstance(stored, dict) or any(stored.get(k) != key[k] for k in ("sids", "interactions", "max_users")):
+        return False
+    a, b = stored.get("config") or {}, key["config"]
+    shared = set(a) & set(b)
+    defaults = RetrievalConfig().to_dict()
+    return all(a[k] == b[k] for k in shared) and all(b[k] == defaults.get(k) for k in set(b) - set(a))
 
 
 def compare_retrieval(
@@ -125,7 +137,7 @@ def _stored(path: Path | None, key: dict[str, Any]) -> dict[str, Any] | None:
     except (OSError, ValueError):
         logger.warning("%s is unreadable; running it again", path)
         return None
-    if res.get("run_key") != json.loads(json.dumps(key)):
+    if not _same_key(res.get("run_key"), key):
         logger.warning("%s was made with other settings or SIDs; running it again", path)
         return None
     return res

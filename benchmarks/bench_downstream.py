@@ -1,0 +1,308 @@
+"""Which SIDs recommend best: the downstream ranking on Amazon Scientific and Office.
+
+Every set of SIDs gets the same companion (``RetrievalConfig()``, the fast CPU default, or
+``--preset``), the same leave-one-out split and the same seeds; each (set, seed) is one
+JSON under ``benchmarks/results/downstream/<dataset>/<set>/seed<k>.json``, written as soon
+as it ends, so a killed run resumes where it stopped. The summary (per set: mean over seeds,
+each seed, 95% interval; per set: paired difference to the reference, Holm-corrected) goes to
+``benchmarks/results/downstream_<dataset>.json`` and a Markdown table to stdout.
+
+Sets of SIDs (all 3 x 256 codes + the policy's level where one is needed):
+
+* ours, from two embeddings of each dataset: ``raw`` (mean-pooled MiniLM token features of
+  the catalogue text, the pipeline's unaligned baseline) and ``aligned`` (the QFormer
+  trained on Swing + user-to-item pairs of the training rows, then embedded); each with
+  ``rqkmeans-suffix`` (plain RQ-Kmeans, suffix index: the pipeline's default),
+  ``rqkmeans-reassign``, ``balanced`` (balanced RQ-Kmeans, collision-free by construction),
+  ``rqvae-suffix``;
+* ``+cf`` fusions (LETTER's idea, content + collaborative signal): the content embedding,
+  L2-normalised, concatenated with ``cf_weight`` x a collaborative embedding of the items
+  (PPMI of co-occurrence within 3 steps in the training rows, truncated SVD, 64 dims);
+* the ten peer indexes of CollisionGenRec (Scientific only);
+* ``random``: distinct random 3 x 256 SIDs, the floor.
+
+Embeddings come from ``tokenizer-kit pipeline`` with ``configs/office.toml``'s settings on
+each dataset (retrieval off), in ``--workdir``; ``prepare`` runs it when its outputs are
+missing. Usage::
+
+    python benchmarks/bench_downstream.py prepare --dataset scientific
+    python benchmarks/bench_downstream.py run --dataset scientific --seeds 0,1,2 [--shard 0/2]
+    python benchmarks/bench_downstream.py summary --dataset scientific
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._machine import machine_info  # noqa: E402
+from tokenizer_kit.companion import RetrievalConfig, compare_retrieval, random_sid_index  # noqa: E402
+from tokenizer_kit.io import atomic_write_json  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "benchmarks" / "results"
+DATASETS = {
+    "scientific": {"dir": SHARED / "amazon-scientific", "stem": "Scientific", "peers": True},
+    "office": {"dir": SHARED / "amazon-office", "stem": "Office", "peers": False},
+}
+PEERS = ("rkmeans_native", "rkmeans_zcr", "rkmeans_zcr_cf", "rqvae_native", "rqvae_zcr",
+         "letter_native", "letter_zcr", "quasid_native", "quasid_zcr", "mql4grec")
+OURS = ("rqkmeans-suffix", "rqkmeans-reassign", "balanced", "rqvae-suffix")
+CF = {"window": 3, "dim": 64, "weight": 1.0}
+log = logging.getLogger("bench_downstream")
+
+
+def paths(ds: str, workdir: Path) -> dict[str, Path]:
+    d = DATASETS[ds]
+    return {"items": d["dir"] / f"{d['stem']}.item.json", "inter": d["dir"] / f"{d['stem']}.inter.json",
+            "work": workdir, "sids": workdir / "sids", "runs": RESULTS / "downstream" / ds}
+
+
+# ---- prepare: embeddings (pipeline) and SID sets ---------------------------------------------------------
+def pipeline_config(ds: str, workdir: Path) -> Path:
+    """configs/office.toml with this dataset's files and workdir, retrieval off."""
+    p = paths(ds, workdir)
+    text = (ROOT / "configs" / "office.toml").read_text()
+    out = []
+    section = ""
+    for line in text.splitlines():
+        s = line.strip()
+        if s.startswith("["):
+            section = s
+        if s.startswith("workdir ="):
+            line = f'workdir = "{workdir / "pipeline"}"'
+        elif s.startswith("catalog ="):
+            line = f'catalog = "{p["items"]}"'
+        elif s.startswith("interactions ="):
+            line = f'interactions = "{p["inter"]}"'
+        elif section == "[retrieval]" and s.startswith("enabled ="):
+            line = "enabled = false"
+        out.append(line)
+    cfg = workdir / f"{ds}.toml"
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg.write_text("\n".join(out) + "\n")
+    return cfg
+
+
+def run_pipeline(ds: str, workdir: Path) -> dict:
+    cfg = pipeline_config(ds, workdir)
+    emb = workdir / "pipeline" / "embeddings"
+    if not ((emb / "aligned.parquet").exists() and (emb / "raw.parquet").exists()):
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+        subprocess.run([sys.executable, "-m", "tokenizer_kit.cli.app", "pipeline", str(cfg), "-v"], check=True, env=env)
+    stages = {p.stem: json.loads(p.read_text()) for p in sorted((workdir / "pipeline" / "stages").glob("*.json"))}
+    return {"config": cfg.read_text(), "stages": stages}
+
+
+def collaborative_embeddings(inter: Path, item_ids: np.ndarray, *, window: int, dim: int) -> np.ndarray:
+    """(n, dim) L2-normalised item vectors from the training rows: PPMI of co-occurrence within
+    ``window`` steps of each user's sequence, truncated SVD (U sqrt(S)). Items never co-occurring get 0."""
+    from scipy import sparse
+    from scipy.sparse.linalg import svds
+
+    from tokenizer_kit.io import TRAIN, interaction_log, leave_one_out_roles, read_interactions
+
+    logi = interaction_log(read_interactions(inter), item_ids=np.asarray(item_ids).astype(str))
+    train = logi.subset(leave_one_out_roles(logi) == TRAIN)
+    n = len(item_ids)
+    b = train.user_bounds()
+    rows, cols = [], []
+    for s, e in zip(b[:-1], b[1:]):
+        seq = train.items[s:e]
+        for off in range(1, window + 1):
+            a, c = seq[:-off], seq[off:]
+            keep = a != c
+            rows += [a[keep], c[keep]]
+            cols += [c[keep], a[keep]]
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    co = sparse.csr_matrix((np.ones(len(r)), (r, c)), shape=(n, n))
+    co.sum_duplicates()
+    total = co.sum()
+    rs = np.maximum(np.asarray(co.sum(1)).ravel(), 1e-12)
+    coo = co.tocoo()
+    pmi = np.maximum(np.log(coo.data * total / (rs[coo.row] * rs[coo.col])), 0)
+    ppmi = sparse.csr_matrix((pmi, (coo.row, coo.col)), shape=(n, n))
+    v0 = np.random.default_rng(0).standard_normal(n)
+    u, s, _ = svds(ppmi, k=dim, v0=v0)
+    order = np.argsort(-s)
+    u, s = u[:, order], s[order]
+    u *= np.sign(u[np.abs(u).argmax(0), np.arange(u.shape[1])])  # a fixed sign per component
+    x = u * np.sqrt(s)
+    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def build_sets(ds: str, workdir: Path) -> dict[str, dict]:
+    """Our SID sets as LC-Rec index files under ``<workdir>/sids`` (skipped when present); their stats."""
+    from tokenizer_kit import SemanticTokenizer
+    from tokenizer_kit.indexer import IndexConfig, SIDIndex
+    from tokenizer_kit.io import load_embeddings
+
+    p = paths(ds, workdir)
+    p["sids"].mkdir(parents=True, exist_ok=True)
+    info: dict[str, dict] = {}
+    embs = {k: load_embeddings(workdir / "pipeline" / "embeddings" / f"{k}.parquet") for k in ("raw", "aligned")}
+    ids = embs["raw"].ids
+    for k in embs:
+        if list(map(str, embs[k].ids)) != list(map(str, ids)):
+            raise SystemExit(f"{k} embeddings list other items than the raw ones")
+    cf = collaborative_embeddings(p["inter"], ids, window=CF["window"], dim=CF["dim"])
+    for k in ("raw", "aligned"):
+        x = embs[k].vectors.astype(np.float32)
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        embs[f"{k}+cf"] = np.concatenate([x, CF["weight"] * cf], 1)
+    for emb_name, emb in embs.items():
+        x = np.ascontiguousarray(emb.vectors if hasattr(emb, "vectors") else emb, np.float32)
+        variants = OURS if "+cf" not in emb_name else ("rqkmeans-suffix",)
+        toks = {}
+        for v in variants:
+            out = p["sids"] / f"{emb_name}-{v}.index.json"
+            if out.exists():
+                continue
+            method = "rq-vae" if v.startswith("rqvae") else "rq-kmeans"
+            key = (method, v == "balanced")
+            if key not in toks:
+                t0 = time.perf_counter()
+                toks[key] = SemanticTokenizer.build(x, ids=ids, method=method, codebook_sizes=[256] * 3, balanced=v == "balanced", seed=0) \
+                    if method == "rq-kmeans" else SemanticTokenizer.build(x, ids=ids, method=method, codebook_sizes=[256] * 3, seed=0)
+                log.info("%s %s built in %.1fs", emb_name, key, time.perf_counter() - t0)
+            policy = "reassign" if v.endswith("reassign") else "suffix"
+            idx = SIDIndex.for_tokenizer(toks[key], config=IndexConfig(policy=policy).validate(), x=x, ids=ids)
+            idx.export_lcrec(out)
+            info[f"{emb_name}-{v}"] = {"method": method, "balanced": v == "balanced", "policy": policy, "stats": idx.stats}
+    return info
+
+
+def sources(ds: str, workdir: Path, names: list[str] | None = None) -> dict[str, object]:
+    """name -> SIDs (LC-Rec path or an in-memory index) of every set of this dataset, in table order."""
+    p = paths(ds, workdir)
+    out: dict[str, object] = {}
+    for emb in ("aligned", "raw"):
+        for v in OURS:
+            out[f"{emb}-{v}"] = p["sids"] / f"{emb}-{v}.index.json"
+    for emb in ("aligned", "raw"):
+        out[f"{emb}+cf-rqkmeans-suffix"] = p["sids"] / f"{emb}+cf-rqkmeans-suffix.index.json"
+    if DATASETS[ds]["peers"]:
+        for peer in PEERS:
+            out[f"peer-{peer}"] = DATASETS[ds]["dir"] / "indexes" / f"{peer}.index.json"
+    items = sorted(json.loads(p["items"].read_text()), key=lambda i: (len(i), i))
+    out["random"] = random_sid_index(np.asarray(items, dtype=object), [256, 256, 256], seed=0)
+    if names:
+        unknown = sorted(set(names) - set(out))
+        if unknown:
+            raise SystemExit(f"unknown sets {unknown}; known: {list(out)}")
+        out = {k: v for k, v in out.items() if k in names}
+    return out
+
+
+# ---- commands -------------------------------------------------------------------------------------------
+def cmd_prepare(a) -> None:
+    workdir = Path(a.workdir or f"/work/scratch/downstream/{a.dataset}")
+    pipe = run_pipeline(a.dataset, workdir)
+    info = build_sets(a.dataset, workdir)
+    prev = workdir / "sets.json"
+    old = json.loads(prev.read_text()) if prev.exists() else {}
+    atomic_write_json(prev, {**old, "pipeline": pipe, "sets": {**old.get("sets", {}), **info}, "cf": CF})
+    print(json.dumps({k: v["stats"].get("duplicate_sids") for k, v in info.items()}, indent=1))
+
+
+def _config(a) -> RetrievalConfig:
+    return RetrievalConfig.preset(a.preset, **({"device": a.device} if a.device else {}))
+
+
+def cmd_run(a) -> None:
+    workdir = Path(a.workdir or f"/work/scratch/downstream/{a.dataset}")
+    p = paths(a.dataset, workdir)
+    srcs = sources(a.dataset, workdir, a.sets)
+    seeds = [int(s) for s in a.seeds.split(",")]
+    jobs = [(n, s) for n in srcs for s in seeds]
+    i, k = (int(v) for v in a.shard.split("/"))
+    runs_dir = p["runs"] if a.preset == "fast" else p["runs"].with_name(f"{a.dataset}_{a.preset}")
+    for n, s in jobs[i::k]:
+        if isinstance(srcs[n], Path) and not srcs[n].exists():
+            log.warning("%s: %s does not exist yet (run prepare); skipped", n, srcs[n])
+            continue
+        t0 = time.perf_counter()
+        compare_retrieval({n: srcs[n]}, p["inter"], _config(a), seeds=[s], runs_dir=runs_dir, n_boot=10)
+        log.info("%s seed %d: %.0fs (load %s)", n, s, time.perf_counter() - t0, os.getloadavg())
+
+
+def cmd_summary(a) -> None:
+    workdir = Path(a.workdir or f"/work/scratch/downstream/{a.dataset}")
+    p = paths(a.dataset, workdir)
+    srcs = sources(a.dataset, workdir, a.sets)
+    seeds = [int(s) for s in a.seeds.split(",")]
+    runs_dir = p["runs"] if a.preset == "fast" else p["runs"].with_name(f"{a.dataset}_{a.preset}")
+    done = {n: v for n, v in srcs.items() if all((runs_dir / n / f"seed{s}.json").exists() for s in seeds)}
+    missing = sorted(set(srcs) - set(done))
+    if missing:
+        log.warning("not every seed has run yet for %s; summarising the %d complete sets", missing, len(done))
+    reference = a.reference if a.reference in done else next(iter(done))
+    res = compare_retrieval(done, p["inter"], _config(a), seeds=seeds, runs_dir=runs_dir, reference=reference)
+    runs = res.pop("runs")
+    res["train_epochs_run"] = {n: [len(r["train"]["losses"]) for r in rs] for n, rs in runs.items()}
+    res["seconds"] = {n: [round(r["seconds"]["total"], 1) for r in rs] for n, rs in runs.items()}
+    res["runs_dir"] = str(runs_dir.relative_to(ROOT))
+    res["incomplete_sets"] = missing
+    sets_json = workdir / "sets.json"
+    prep = json.loads(sets_json.read_text()) if sets_json.exists() else {}
+    out = {"benchmark": "downstream", "dataset": a.dataset, "interactions": str(p["inter"]), "cf": CF,
+           "pipeline_config": prep.get("pipeline", {}).get("config"),
+           "alignment": _alignment_summary(prep), "set_stats": prep.get("sets"),
+           "machine": machine_info(), "load_at_summary": os.getloadavg(), **res}
+    name = f"downstream_{a.dataset}" + ("" if a.preset == "fast" else f"_{a.preset}")
+    atomic_write_json(RESULTS / f"{name}.json", out)
+    print(markdown(out))
+
+
+def _alignment_summary(prep: dict) -> dict | None:
+    st = prep.get("pipeline", {}).get("stages", {}).get("align")
+    return None if st is None else st.get("info")
+
+
+def markdown(res: dict) -> str:
+    ref = res["reference"]
+    lines = [f"| SIDs | shared targets | ItemHit@10 | ItemNDCG@10 | diff ItemNDCG@10 vs {ref} | Recall@10 | NDCG@10 |",
+             "|---|---|---|---|---|---|---|"]
+    order = sorted(res["sets"], key=lambda n: -res["sets"][n]["item_ndcg@10"]["mean"])
+    for n in order:
+        s = res["sets"][n]
+        cells = [n, f"{s['shared_target_rate']:.1%}"]
+        for m in ("item_hit@10", "item_ndcg@10"):
+            cells.append(f"{s[m]['mean']:.4f} [{s[m]['lo']:.4f}, {s[m]['hi']:.4f}]")
+        d = res["comparisons"]["item_ndcg@10"].get(n)
+        cells.append("reference" if d is None else f"{d['diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]{' *' if d['significant'] else ''}")
+        cells += [f"{s['recall@10']['mean']:.4f}", f"{s['ndcg@10']['mean']:.4f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=("prepare", "run", "summary"))
+    ap.add_argument("--dataset", choices=tuple(DATASETS), required=True)
+    ap.add_argument("--workdir", default=None, help="embeddings and SID sets (default /work/scratch/downstream/<dataset>)")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--sets", nargs="*", default=None, help="only these sets (default: all)")
+    ap.add_argument("--shard", default="0/1", help="i/k: run every k-th (set, seed) job from the i-th (parallel workers)")
+    ap.add_argument("--preset", default="fast")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--reference", default="aligned-rqkmeans-suffix")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    {"prepare": cmd_prepare, "run": cmd_run, "summary": cmd_summary}[a.command](a)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
