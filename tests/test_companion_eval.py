@@ -23,7 +23,7 @@ from tokenizer_kit.companion import (
     user_ranks,
 )
 from tokenizer_kit.companion._stats import bootstrap_sets, holm
-from tokenizer_kit.errors import InputError
+from tokenizer_kit.errors import InputError, TokenizerKitError
 from tokenizer_kit.indexer import SIDIndex
 
 TINY = dict(d_model=32, d_ff=64, n_layers=1, n_heads=2, batch_size=32, eval_batch_size=64, lr=5e-3)
@@ -177,7 +177,7 @@ def test_tiger_preset_is_tigers_shape_and_runs_a_tiny_budget():
     assert cfg.optimizer == "adafactor" and cfg.lr_schedule == "inverse_sqrt" and cfg.eval_every == 1 and cfg.patience > 0
     res = evaluate_retrieval(_random_index(), _ring_table(), cfg)
     assert res["parameters"] > 1_000_000 and res["valid"]["epoch"] == 1 and res["test"]["users"] == 60
-    with pytest.raises(InputError, match="no retrieval preset"):
+    with pytest.raises(TokenizerKitError, match="no preset 'huge'"):
         RetrievalConfig.preset("huge")
     with pytest.raises(InputError, match="patience needs eval_every"):
         RetrievalConfig(patience=3).validate()
