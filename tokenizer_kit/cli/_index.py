@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ..pipeline import stages
-from ..pipeline._verb_configs import EmbeddingsInput, IndexStageConfig, LookupConfig
+from ..pipeline._verb_configs import EmbeddingsInput, ImportIndexConfig, IndexStageConfig, LookupConfig
 from ._common import OutputFormat, cli_command, emit_json, err_console, holds_writer_lock, out_console, setup_logging
 from ._options import settings_options
 
@@ -118,21 +118,26 @@ def lookup(
 
 def import_index(
     path: Path = typer.Argument(..., help="An LC-Rec / LETTER / MiniOneRec style *.index.json (item -> ['<a_1>', ...])."),
+    cfg: ImportIndexConfig = None,
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write a tokenizer directory holding these SIDs as a collision-free "
+                                       "index (--policy), with its trie: lookup, constrained decoding and cold start "
+                                       "(`assign NEW.index.json --tokenizer DIR --update`) then work on it."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out directory."),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
-    """Build a trie over another tool's SIDs and report collisions and trie size (look up with `lookup FILE`)."""
+    """Report another tool's SIDs (collisions, trie size); with --out, make them a collision-free index."""
     setup_logging(verbose)
-    from ..indexer import SIDIndex
-
-    idx = SIDIndex.from_lcrec(path)
+    res = stages.import_index(path, cfg, out=out, overwrite=overwrite)
     if fmt == OutputFormat.json:
-        emit_json(idx.stats)
-    else:
-        out_console.print(_kv_table(f"imported {path}", idx.stats))
+        emit_json(res)
+        return
+    out_console.print(_kv_table(f"imported {path}", res))
+    if out is not None:
+        out_console.print(_kv_table(f"wrote {out} (policy {res['index']['policy']})", res["index"]))
 
 
 def register(app: typer.Typer) -> None:
     app.command("index")(cli_command(holds_writer_lock("tokenizer")(settings_options(stage="index")(index))))
     app.command("lookup")(cli_command(settings_options()(lookup)))
-    app.command("import-index")(cli_command(import_index))
+    app.command("import-index")(cli_command(settings_options()(import_index)))

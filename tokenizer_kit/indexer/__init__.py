@@ -1,5 +1,6 @@
 """Indexer: codes -> SIDs (collision policies), the SID trie, vocabulary, constrained decoding, cold start."""
 
+from ._import import import_sid_index
 from ._index import IndexConfig, SIDIndex, embedding_hash, read_lcrec_index
 from .policies import POLICIES, CollisionPolicy, get_policy, reassign_sids, register_policy, suffix_sids
 from ._trie import SIDTrie
@@ -12,6 +13,7 @@ __all__ = [
     "SIDIndex",
     "embedding_hash",
     "get_policy",
+    "import_sid_index",
     "read_lcrec_index",
     "reassign_sids",
     "register_policy",

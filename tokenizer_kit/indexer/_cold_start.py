@@ -48,10 +48,15 @@ class Round:
         return np.flatnonzero(~self.known)
 
 
-def _check_input(ids, x) -> tuple[np.ndarray, np.ndarray]:
+def _check_input(ids, x, codes, sizes) -> tuple[np.ndarray, np.ndarray]:
+    """Ids (m,) and what fingerprints each item: its embedding (m, d), or its given codes (m, L)."""
     from ._index import _as_ids
 
     ids = _as_ids(ids)
+    if (x is None) == (codes is None):
+        raise InputError("give the new items either their embeddings (x) or, for an imported index, their codes (codes)")
+    if codes is not None:
+        x = _check_codes(codes, sizes, len(ids)).astype(np.float32)  # the codes are the items' fingerprint
     x = np.asarray(x)
     if x.ndim != 2 or x.shape[0] != len(ids):
         raise InputError(f"{len(ids)} item ids but embeddings of shape {x.shape}")
@@ -61,6 +66,17 @@ def _check_input(ids, x) -> tuple[np.ndarray, np.ndarray]:
             raise InputError(f"item {i!r} appears twice in the new items; give each item one row")
         seen.add(str(i))
     return ids, x
+
+
+def _check_codes(codes, sizes, m: int) -> np.ndarray:
+    codes = np.asarray(codes)
+    if codes.dtype.kind not in "iu" or codes.shape != (m, len(sizes)):
+        raise InputError(f"codes: expected integers of shape ({m}, {len(sizes)}), got {codes.dtype} of shape {codes.shape}")
+    for l, k in enumerate(sizes):
+        if m and (codes[:, l].min() < 0 or codes[:, l].max() >= k):
+            raise InputError(f"codes: level {l} holds codes outside [0, {k}) (the index's codebook_sizes); "
+                             "import the index again with larger codebook_sizes")
+    return codes.astype(np.int64)
 
 
 def _classify(index: "SIDIndex", ids: np.ndarray, x: np.ndarray, replace: bool) -> Round:
@@ -81,12 +97,19 @@ def _classify(index: "SIDIndex", ids: np.ndarray, x: np.ndarray, replace: bool) 
     return Round(ids=ids, hashes=hashes, rows=rows, known=known, differs=differs)
 
 
-def _encode(rnd: Round, tok, x: np.ndarray, levels: int, batch_size: int | None) -> None:
+def _encode(rnd: Round, tok, x: np.ndarray, codes, levels: int, batch_size: int | None) -> None:
+    """Codes of the items to place: the frozen quantizer's, or the ones given (an imported index,
+    whose items all decode to one point: its policies take the first free SID)."""
     todo = rnd.todo
     rnd.codes = np.zeros((len(rnd.ids), levels), np.int64)
-    if todo.any():
-        rnd.xp = tok.preprocess(x, what="new items")
-        rnd.codes[todo] = np.asarray(tok.quantizer.encode(rnd.xp[todo], batch_size=batch_size), np.int64)
+    if not todo.any():
+        return
+    if codes is not None:
+        rnd.codes[todo] = np.asarray(codes, np.int64)[todo]
+        rnd.xp = np.zeros((len(rnd.ids), tok.decode(rnd.codes[:1]).shape[1]), np.float32)
+        return
+    rnd.xp = tok.preprocess(x, what="new items")
+    rnd.codes[todo] = np.asarray(tok.quantizer.encode(rnd.xp[todo], batch_size=batch_size), np.int64)
 
 
 def _place(rnd: Round, index: "SIDIndex", tok, retired: np.ndarray) -> None:
@@ -215,14 +238,14 @@ def _summary(index: "SIDIndex", new: "SIDIndex", rnd: Round, retired: np.ndarray
 
 
 def cold_start(
-    index: "SIDIndex", tok, ids, x, *, replace: bool, config: "IndexConfig", batch_size: int | None
+    index: "SIDIndex", tok, ids, x, *, codes=None, replace: bool, config: "IndexConfig", batch_size: int | None
 ) -> tuple["SIDIndex", list[dict[str, Any]], dict[str, Any]]:
     """See ``SIDIndex.assign``."""
     from ._index import _HISTORY_KEEP, _now
 
-    ids, x = _check_input(ids, x)
+    ids, x = _check_input(ids, x, codes, index.codebook_sizes)
     rnd = _classify(index, ids, x, replace)
-    _encode(rnd, tok, x, index.levels, batch_size)
+    _encode(rnd, tok, x, codes, index.levels, batch_size)
     retired = index.retired
     if rnd.differs.any():
         retired = np.concatenate([retired, index.sids[rnd.rows[rnd.differs]]])

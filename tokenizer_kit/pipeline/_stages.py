@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from .._config import base_config, config_error
 from .._progress import Progress
 from ..errors import InputError, TokenizerKitError
-from ._verb_configs import AssignConfig, CategoriesInput, EmbeddingsInput, IndexStageConfig, ReportConfig, TextEmbedConfig
+from ._verb_configs import AssignConfig, CategoriesInput, EmbeddingsInput, ImportIndexConfig, IndexStageConfig, ReportConfig, TextEmbedConfig
 
 if TYPE_CHECKING:  # the stage configs import torch; the functions that need it import it themselves
     from ._stage_configs import AlignStageConfig, CodebookConfig, EmbedConfig, ExtractConfig, MinePairsConfig, RetrievalStageConfig
@@ -274,6 +274,26 @@ def index(tokenizer: PathLike, config: IndexStageConfig, *, embeddings: PathLike
     return res
 
 
+def import_index(path: PathLike, config: ImportIndexConfig, *, out: PathLike | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Another tool's SIDs (an LC-Rec ``*.index.json``): their collisions and trie; with ``out``,
+    a tokenizer directory holding them as a collision-free index (``config.policy``), where
+    lookups, constrained decoding and cold start (new items with their codes) work."""
+    from ..indexer import IndexConfig, SIDIndex, import_sid_index
+
+    config.validate()
+    res = dict(SIDIndex.from_lcrec(path).stats)
+    if out is None:
+        return res
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise config_error_for("overwrite", f"output directory {out} already exists; set `overwrite` to replace it, or choose another `out`")
+    tok, idx = import_sid_index(path, config=base_config(config, IndexConfig), levels=config.levels, codebook_sizes=config.codebook_size)
+    idx.save(tok, out)
+    keep = ("collision_rate_codes", "collision_rate_sids", "duplicate_sids", "max_suffix", "moved_items", "moved_other_prefix")
+    return {**res, "out": str(out), "index": {"policy": idx.policy, "sid_length": idx.sid_length, "level_sizes": idx.level_sizes,
+                                              **{k: idx.stats[k] for k in keep}}}
+
+
 def report(targets: Sequence[PathLike], config: ReportConfig, *, categories: PathLike | None = None,
            embeddings: PathLike | None = None, html: PathLike | None = None) -> dict[str, Any]:
     """Metrics of tokenizer directories and/or LC-Rec ``*.index.json`` files side by side;
@@ -378,8 +398,14 @@ def assign(embeddings: PathLike, tokenizer: PathLike, config: AssignConfig, *, o
     columns = columns or EmbeddingsInput()
     if idx is None:
         return _codes_only(tok, embeddings, out, config, tokenizer, ids, columns, progress)
-    emb = load_embeddings(embeddings, ids_path=ids, id_column=columns.id_column, vector_column=columns.vector_column)
-    new, table, summary = idx.assign(tok, emb.ids, emb.vectors, replace=config.replace, batch_size=config.batch_size)
+    if tok.method == "external":  # an imported index: new items come with their codes, as an *.index.json
+        from ..indexer import read_lcrec_index
+
+        new_ids, codes = read_lcrec_index(embeddings)
+        new, table, summary = idx.assign(tok, new_ids, codes=codes[:, : tok.levels], replace=config.replace)
+    else:
+        emb = load_embeddings(embeddings, ids_path=ids, id_column=columns.id_column, vector_column=columns.vector_column)
+        new, table, summary = idx.assign(tok, emb.ids, emb.vectors, replace=config.replace, batch_size=config.batch_size)
     changed = new.version != idx.version
     if update and changed:
         new.save(tok, tokenizer)

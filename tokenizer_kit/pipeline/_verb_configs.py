@@ -12,7 +12,8 @@ from typing import ClassVar
 from .._config import ValidatedConfig, setting
 from ..indexer import IndexConfig
 
-__all__ = ["AssignConfig", "CategoriesInput", "EmbeddingsInput", "IndexStageConfig", "LookupConfig", "ReportConfig", "TextEmbedConfig"]
+__all__ = ["AssignConfig", "CategoriesInput", "EmbeddingsInput", "ImportIndexConfig", "IndexStageConfig", "LookupConfig", "ReportConfig",
+           "TextEmbedConfig"]
 
 
 @dataclass
@@ -44,6 +45,24 @@ class IndexStageConfig(IndexConfig):
         e = super().errors()
         if self.vocab_base < 0:
             e.append(f"vocab_base must be >= 0, got {self.vocab_base}")
+        return e
+
+
+@dataclass
+class ImportIndexConfig(IndexConfig):
+    label: ClassVar[str] = "import-index"
+
+    levels: int | None = setting(None, help="Leading SID levels taken as codes (default: all; a tool's own disambiguation level "
+                                 "can be dropped and resolved again by the policy).")
+    codebook_size: list[int] | None = setting(None, help="Codes per level (default: largest imported code + 1); leave room for "
+                                              "new items' codes.")
+
+    def errors(self) -> list[str]:
+        e = super().errors()
+        if self.levels is not None and self.levels < 1:
+            e.append(f"levels must be >= 1, got {self.levels}")
+        if self.codebook_size is not None and any(k < 1 for k in self.codebook_size):
+            e.append(f"codebook_size must be >= 1, got {self.codebook_size}")
         return e
 
 

@@ -176,6 +176,7 @@ def get_quantizer_class(method: str) -> type:
 
 
 def list_methods() -> list[str]:
+    """The methods a tokenizer can be built with (not ``external``: imported codes, no model)."""
     from . import _lazy_methods  # noqa: F401
 
-    return sorted(_REGISTRY)
+    return sorted(m for m, c in _REGISTRY.items() if getattr(c, "buildable", True))

@@ -1,6 +1,6 @@
 """Imports every module that registers a quantizer method, so the registry is complete."""
 
-from . import _rq_kmeans  # noqa: F401
+from . import _external, _rq_kmeans  # noqa: F401
 
 try:  # RQ-VAE needs torch; keep RQ-Kmeans usable without it
     from . import _rq_vae  # noqa: F401
