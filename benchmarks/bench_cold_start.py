@@ -54,6 +54,14 @@ def _io() -> dict[str, int]:
         return {}
 
 
+def _cpu_s() -> float:
+    """User + system CPU seconds of this process (less sensitive than wall time to a shared machine's load)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def _rss_peak_mb() -> float:
     import resource
 
@@ -125,6 +133,7 @@ def _child(run_dir: Path, mode: str, n_new: int, d: int, seed: int) -> dict:
     from tokenizer_kit.indexer import SIDIndex
 
     before = {p.name for p in run_dir.iterdir()}
+    cpu0 = _cpu_s()
     t = [time.perf_counter()]
     tok = SemanticTokenizer.from_pretrained(run_dir)
     t.append(time.perf_counter())
@@ -138,12 +147,13 @@ def _child(run_dir: Path, mode: str, n_new: int, d: int, seed: int) -> dict:
     else:
         new.compact(tok, run_dir)
     t.append(time.perf_counter())
+    cpu1 = _cpu_s()
     io1 = _io()
     added = sorted({p.name for p in run_dir.iterdir()} - before)
     return {
         "mode": mode,
         "load_tokenizer_s": t[1] - t[0], "load_index_s": t[2] - t[1], "assign_s": t[3] - t[2], "commit_s": t[4] - t[3],
-        "total_s": t[4] - t[0],
+        "total_s": t[4] - t[0], "cpu_s": cpu1 - cpu0,
         "commit_write_bytes": io1.get("write_bytes", 0) - io0.get("write_bytes", 0),
         "commit_wchar": io1.get("wchar", 0) - io0.get("wchar", 0),
         "new_files": {n: (run_dir / n).stat().st_size for n in added if not n.startswith(".")},
@@ -197,6 +207,7 @@ def cold_start_benchmark(n_items: int = 10_000_000, n_new: int = 10_000, *, work
     best = lambda rs, key: min(r[key] for r in rs)  # noqa: E731
     summary = {
         "segment_total_s": best(seg, "total_s"), "rewrite_total_s": best(rew, "total_s"),
+        "segment_cpu_s": best(seg, "cpu_s"), "rewrite_cpu_s": best(rew, "cpu_s"),
         "segment_commit_s": best(seg, "commit_s"), "rewrite_commit_s": best(rew, "commit_s"),
         "segment_commit_write_bytes": best(seg, "commit_write_bytes"), "rewrite_commit_write_bytes": best(rew, "commit_write_bytes"),
         "segment_file_bytes_per_new_item": sum(seg[0]["new_files"].values()) / n_new,
@@ -205,7 +216,8 @@ def cold_start_benchmark(n_items: int = 10_000_000, n_new: int = 10_000, *, work
     return {
         "benchmark": "cold_start", "machine": machine_info(), "items": n_items, "new_items": n_new, "dim": d,
         "codebook_sizes": list(sizes), "policy": "suffix", "base": base_info, "runs": runs, "summary": summary,
-        "note": "best of the repeats; each run a fresh process on a hard-linked copy of the base (page cache warm)",
+        "note": "best of the repeats; each run a fresh process on a hard-linked copy of the base (page cache warm); "
+                "cpu_s: user + system seconds of the measured phases (the process may use both cores)",
     }
 
 

@@ -146,13 +146,7 @@ def test_generate_emits_only_real_sids(mode):
     for p in range(6):
         assert len({tuple(g) for g in gen[p * 8 : (p + 1) * 8]}) == 8
     # and the unconstrained model does produce invalid ones (the mask does real work)
-    def valid(g):
-        try:
-            return tuple(vocab.decode_codes(g)) in real
-        except InputError:
-            return False
-
-    assert sum(not valid(g) for g in free[:, 4:].tolist()) > 0
+    assert sum(not _is_valid(vocab, real, g) for g in free[:, 4:].tolist()) > 0
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -197,6 +191,19 @@ def test_logits_processor_on_cuda_matches_cpu():
     assert torch.isfinite(cpu).sum(1).min() >= 1
 
 
+def _setup(sizes, n, seed):
+    """(sids, trie, vocab with pad/bos/eos before it, vocabulary size, set of real SIDs)."""
+    sids = _random_sids(n, sizes, seed=seed)
+    return sids, SIDTrie.build(sids), SIDVocab(sizes, base=3), 3 + sum(sizes), {tuple(r) for r in sids.tolist()}
+
+
+def _is_valid(vocab, real, g) -> bool:
+    try:
+        return tuple(vocab.decode_codes(g)) in real
+    except InputError:
+        return False
+
+
 def _tiny_t5(V, seed=0):
     from transformers import T5Config, T5ForConditionalGeneration
 
@@ -211,13 +218,8 @@ def test_processor_finds_the_sid_start_for_t5_without_prompt_length():
     encoder input: the processor needs no prompt_length, and a wrong one says how to fix it."""
     from transformers import LogitsProcessorList
 
-    sizes = [6, 6, 4]
-    sids = _random_sids(30, sizes, seed=11)
-    trie = SIDTrie.build(sids)
-    vocab = SIDVocab(sizes, base=3)
-    V = 3 + sum(sizes)
+    sids, trie, vocab, V, real = _setup([6, 6, 4], 30, seed=11)
     model = _tiny_t5(V)
-    real = {tuple(r) for r in sids.tolist()}
     enc = torch.tensor(np.random.default_rng(1).integers(3, V, (4, 6)), dtype=torch.long)
     proc = TrieLogitsProcessor(trie, vocab, eos_token_id=2)
     kw = dict(max_new_tokens=3, num_beams=5, num_return_sequences=5, do_sample=False)
@@ -226,17 +228,9 @@ def test_processor_finds_the_sid_start_for_t5_without_prompt_length():
         again = model.generate(enc[:2, :3], logits_processor=LogitsProcessorList([proc]), **kw)  # reused, other shapes
         free = model.generate(enc, **kw)
     for o in (out, again):
-        gen = o[:, 1:4].tolist()  # after the decoder start token
-        assert all(tuple(vocab.decode_codes(g)) in real for g in gen)
+        assert all(_is_valid(vocab, real, g) for g in o[:, 1:4].tolist())  # after the decoder start token
     assert len(out) == 20 and len(again) == 10
-
-    def valid(g):
-        try:
-            return tuple(vocab.decode_codes(g)) in real
-        except InputError:
-            return False
-
-    assert sum(not valid(g) for g in free[:, 1:4].tolist()) > 0
+    assert sum(not _is_valid(vocab, real, g) for g in free[:, 1:4].tolist()) > 0
     wrong = TrieLogitsProcessor(trie, vocab, prompt_length=enc.shape[1], eos_token_id=2)  # the encoder's length
     with pytest.raises(InputError, match="leave prompt_length out"), torch.no_grad():
         model.generate(enc, logits_processor=LogitsProcessorList([wrong]), **kw)
@@ -246,13 +240,8 @@ def test_reused_processor_follows_prompts_of_any_length():
     """Decoder-only: one processor over generate calls whose prompts get shorter and longer."""
     from transformers import LogitsProcessorList
 
-    sizes = [8, 8, 8]
-    sids = _random_sids(40, sizes, seed=12)
-    trie = SIDTrie.build(sids)
-    vocab = SIDVocab(sizes, base=3)
-    V = 3 + sum(sizes)
+    sids, trie, vocab, V, real = _setup([8, 8, 8], 40, seed=12)
     model = _tiny_model(V, seed=3)
-    real = {tuple(r) for r in sids.tolist()}
     proc = TrieLogitsProcessor(trie, vocab, eos_token_id=2)
     rng = np.random.default_rng(2)
     for p in (5, 3, 9, 4):
@@ -260,7 +249,7 @@ def test_reused_processor_follows_prompts_of_any_length():
         with torch.no_grad():
             out = model.generate(prompts, logits_processor=LogitsProcessorList([proc]), max_new_tokens=3, num_beams=4,
                                  num_return_sequences=4, do_sample=False, pad_token_id=0, eos_token_id=2)
-        assert all(tuple(vocab.decode_codes(g)) in real for g in out[:, p : p + 3].tolist()), p
+        assert all(_is_valid(vocab, real, g) for g in out[:, p : p + 3].tolist()), p
 
 
 def test_add_sid_tokens_extends_tokenizer_and_embeddings():
