@@ -22,6 +22,9 @@ SPLIT_MODULES = [
     "indexer/_segments.py",
     "indexer/policies/_suffix.py",
     "indexer/policies/_reassign.py",
+    "_config.py",
+    *sorted(f"cli/{p.name}" for p in (Path(tokenizer_kit.__file__).parent / "cli").glob("*.py")),
+    *sorted(f"pipeline/{p.name}" for p in (Path(tokenizer_kit.__file__).parent / "pipeline").glob("*.py")),
 ]
 
 

@@ -258,7 +258,8 @@ class ValidatedConfig:
     @classmethod
     def _named(cls, errs: list[str]) -> list[str]:
         text = " ".join(errs)
-        return [s.name for s in settings_of(cls) if re.search(rf"\b{re.escape(s.name)}\b", text)]
+        names = {s.name for s in settings_of(cls)} | {s.name for s in cls.cli_settings()}
+        return sorted(n for n in names if re.search(rf"\b{re.escape(n)}\b", text))
 
     @classmethod
     def cli_settings(cls) -> list[Setting]:

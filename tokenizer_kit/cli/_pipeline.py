@@ -106,6 +106,7 @@ def validate(
         f"{cfg.align.steps} alignment steps; baseline {'on' if cfg.baseline else 'off'}, retrieval {'on' if cfg.run_retrieval else 'off'}; "
         f"writes to {escape(str(cfg.workdir))}",
         highlight=False,
+        soft_wrap=True,
     )
 
 

@@ -140,25 +140,18 @@ def _resolve(base: Path, v: Any) -> Path:
     return p if p.is_absolute() else (base / p).resolve()
 
 
-def load_config(source: str | Path | dict[str, Any] | PipelineConfig, *, base_dir: str | Path | None = None) -> PipelineConfig:
-    """Read and validate a pipeline config (a file path, a dict or a :class:`PipelineConfig`).
-
-    Relative paths resolve against the file's directory (``base_dir`` or the working
-    directory for a dict). Every problem is reported at once, as one error, before any compute.
-    """
-    if isinstance(source, PipelineConfig):
-        return source.validate()
-    path = None
+def _read_source(source, base_dir) -> tuple[dict[str, Any], Path, Path | None]:
+    """(the raw dict, the directory relative paths start from, the file it came from)."""
     if isinstance(source, (str, Path)):
         path = Path(source)
-        raw = read_config_file(path)
-        base = path.parent
-    elif isinstance(source, dict):
-        raw = source
-        base = Path(base_dir) if base_dir is not None else Path.cwd()
-    else:
-        raise TokenizerKitError(f"a pipeline config is a file path, a dict or a PipelineConfig, got {type(source).__name__}")
-    errs: list[str] = []
+        return read_config_file(path), path.parent, path
+    if isinstance(source, dict):
+        return source, Path(base_dir) if base_dir is not None else Path.cwd(), None
+    raise TokenizerKitError(f"a pipeline config is a file path, a dict or a PipelineConfig, got {type(source).__name__}")
+
+
+def _top_level(raw: dict[str, Any], base: Path, errs: list[str]) -> dict[str, Any]:
+    """workdir, seed and the [data] paths, checked; problems go to ``errs``."""
     unknown = sorted(set(raw) - _TOP)
     if unknown:
         errs.append(f"unknown top-level keys {unknown} (known: {sorted(_TOP)})")
@@ -166,21 +159,31 @@ def load_config(source: str | Path | dict[str, Any] | PipelineConfig, *, base_di
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         errs.append(f"seed: expected an integer >= 0, got {seed!r}")
         seed = 0
+    workdir = raw.get("workdir", "pipeline_out")
+    if not isinstance(workdir, (str, Path)):
+        errs.append(f"workdir: expected a path, got {workdir!r}")
+        workdir = "pipeline_out"
+    out: dict[str, Any] = {"seed": seed, "workdir": _resolve(base, workdir)}
     data = raw.get("data", {})
-    paths: dict[str, Path] = {}
     if not isinstance(data, dict):
         errs.append("[data] must be a table with catalog and interactions")
         data = {}
     for key in ("catalog", "interactions"):
-        if not data.get(key):
+        if not isinstance(data.get(key), (str, Path)) or not data.get(key):
             errs.append(f"[data] needs {key} = PATH")
         else:
-            paths[key] = _resolve(base, data[key])
-            if not paths[key].exists():
-                errs.append(f"[data] {key} {paths[key]} does not exist")
-    if sorted(set(data) - {"catalog", "interactions"}):
-        errs.append(f"[data] has unknown keys {sorted(set(data) - {'catalog', 'interactions'})} (known: catalog, interactions)")
-    switches = {}
+            out[key] = _resolve(base, data[key])
+            if not out[key].exists():
+                errs.append(f"[data] {key} {out[key]} does not exist")
+    extra = sorted(set(data) - {"catalog", "interactions"})
+    if extra:
+        errs.append(f"[data] has unknown keys {extra} (known: catalog, interactions)")
+    return out
+
+
+def _switches(raw: dict[str, Any], errs: list[str]) -> dict[str, bool]:
+    """[baseline] enabled, [retrieval] enabled / baseline."""
+    vals: dict[tuple[str, str], Any] = {}
     for table, keys in _SWITCHES.items():
         sec = raw.get(table, {})
         for k in keys:
@@ -188,7 +191,14 @@ def load_config(source: str | Path | dict[str, Any] | PipelineConfig, *, base_di
             if v is not None and not isinstance(v, bool):
                 errs.append(f"[{table}] {k}: expected true or false, got {v!r}")
                 v = None
-            switches[(table, k)] = v
+            vals[(table, k)] = v
+    base = vals[("baseline", "enabled")]
+    return {"baseline": True if base is None else base, "run_retrieval": bool(vals[("retrieval", "enabled")]),
+            "retrieval_baseline": bool(vals[("retrieval", "baseline")])}
+
+
+def _stage_tables(raw: dict[str, Any], seed: int, errs: list[str]) -> dict[str, Any]:
+    """Each stage's config from its table (the top-level seed unless the table sets one)."""
     stages = {}
     for name, (cls, _verb) in STAGES.items():
         sec = raw.get(name, {})
@@ -201,22 +211,26 @@ def load_config(source: str | Path | dict[str, Any] | PipelineConfig, *, base_di
         cfg, serrs = parse_layers(cls, name, [defaults, sec])
         errs += [f"[{name}] {e}" for e in serrs]
         stages[name] = cfg
-    where = f" {path}" if path is not None else ""
+    return stages
+
+
+def load_config(source: str | Path | dict[str, Any] | PipelineConfig, *, base_dir: str | Path | None = None) -> PipelineConfig:
+    """Read and validate a pipeline config (a file path, a dict or a :class:`PipelineConfig`).
+
+    Relative paths resolve against the file's directory (``base_dir`` or the working
+    directory for a dict). Every problem is reported at once, as one error, before any compute.
+    """
+    if isinstance(source, PipelineConfig):
+        return source.validate()
+    raw, base, path = _read_source(source, base_dir)
+    errs: list[str] = []
+    top = _top_level(raw, base, errs)
+    switches = _switches(raw, errs)
+    stages = _stage_tables(raw, top["seed"], errs)
     if errs:
+        where = f" {path}" if path is not None else ""
         raise TokenizerKitError(f"invalid pipeline config{where}: " + "; ".join(errs))
-    wd = raw.get("workdir", "pipeline_out")
-    cfg = PipelineConfig(
-        catalog=paths["catalog"],
-        interactions=paths["interactions"],
-        workdir=_resolve(base, wd),
-        seed=seed,
-        baseline=switches[("baseline", "enabled")] if switches[("baseline", "enabled")] is not None else True,
-        run_retrieval=bool(switches[("retrieval", "enabled")]),
-        retrieval_baseline=bool(switches[("retrieval", "baseline")]),
-        source=path,
-        **stages,
-    )
-    return cfg.validate()
+    return PipelineConfig(**top, **switches, **stages, source=path).validate()
 
 
 def presets() -> dict[str, list[str]]:
