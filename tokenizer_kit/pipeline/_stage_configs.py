@@ -34,6 +34,8 @@ class MinePairsConfig(PairMiningConfig):
 @dataclass
 class AlignStageConfig(AlignConfig):
     label: ClassVar[str] = "align"
+    # the first wave's option names, named in the error when an old config uses them
+    renamed: ClassVar[dict[str, str]] = {"layers": "n_layers", "heads": "n_heads", "queries": "n_queries"}
 
     device: str | None = setting(None, help="cpu, cuda or cuda:N (default: cuda when available).")
 
@@ -70,6 +72,7 @@ class CodebookConfig(ValidatedConfig):
     config (``RQKMeansConfig`` / ``RQVAEConfig`` field names) in the same table."""
 
     label: ClassVar[str] = "codebook"
+    renamed: ClassVar[dict[str, str]] = {"epochs": "max_epochs", "resume": "resume_from"}
 
     method: str = setting("rq-kmeans", help="Quantizer: rq-kmeans (FAISS residual k-means) or rq-vae.", choices=("rq-kmeans", "rq-vae"))
     levels: int = setting(3, help="Number of code levels L_t.")
@@ -107,10 +110,13 @@ class CodebookConfig(ValidatedConfig):
     @classmethod
     def parse(cls, d: dict[str, Any] | None = None, *, check: bool = True, legacy: bool = False):
         d = dict(d or {})
+        renamed = [f"{old} is now called {new}" for old, new in cls.renamed.items() if old in d]
+        d = {k: v for k, v in d.items() if k not in cls.renamed}
         own_names = {s.name for s in settings_of(cls)}
         own = {k: d.pop(k) for k in list(d) if k in own_names}
         quantizer = {**own.pop("quantizer", {}), **d}
         obj, errs = super().parse(own, check=False, legacy=legacy)
+        errs = renamed + errs
         method = own.get("method", "rq-kmeans")
         if not isinstance(method, str) or method not in list_methods():
             return None, errs + [f"method must be one of {list_methods()}, got {method!r}"]
@@ -175,6 +181,8 @@ class CodebookConfig(ValidatedConfig):
 @dataclass
 class RetrievalStageConfig(RetrievalConfig):
     label: ClassVar[str] = "retrieval"
+    renamed: ClassVar[dict[str, str]] = {**RetrievalConfig.renamed, "layers": "n_layers", "heads": "n_heads", "beam": "beam_size",
+                                         "threads": "cpu_threads"}
 
     max_users: int | None = setting(None, help="Use only the first N users (quick runs).")
 
