@@ -237,7 +237,7 @@ def test_cli_build_rq_vae(tmp_path, data):
     bad.write_text(json.dumps({"epochs": 3}))
     res = runner.invoke(app, ["build-codebook", str(tmp_path / "x.npy"), "--out", str(tmp_path / "t2"), "--method", "rq-vae", "--config", str(bad)])
     assert res.exit_code == 2
-    assert "epochs is now called max_epochs" in res.output
+    assert "epochs is now called --max-epochs" in res.output
 
 
 @pytest.mark.gpu
