@@ -89,7 +89,7 @@ def test_config_errors_all_at_once_with_types():
     with pytest.raises(ValueError, match="u2i_targets_per_user is now called u2i_targets"):
         stage_config("mine_pairs", {"u2i_targets_per_user": 3})
     # a first-wave config names the new keys
-    with pytest.raises(ValueError, match="layers is now called n_layers; topk"):
+    with pytest.raises(ValueError, match=r"layers is now called n_layers; unknown keys \['topk'\]"):
         stage_config("align", {"layers": 2, "topk": 1})
     with pytest.raises(ValueError, match="epochs is now called max_epochs"):
         stage_config("codebook", {"method": "rq-vae", "epochs": 3})
