@@ -120,6 +120,9 @@ CASES: list[Case] = [
     _c("build/out-is-file", "build-codebook {w}/emb.npy --out {w}/afile --overwrite", r"not a directory|is a file|exists"),
     _c("build/out-under-file", "build-codebook {w}/emb.npy --out {w}/afile/o1", _NOT_DIR),
     _c("build/out-unwritable", "build-codebook {w}/emb.npy --out /proc/tk-nope/o1", r"writ|permission|cannot create|read-only|not allowed|No such"),
+    _c("build/rqvae-resume-not-ckpt", "build-codebook {w}/emb.npy --out {w}/o1 --method rq-vae --codebook-size 8 --max-epochs 2 --resume-from {w}/adir", r"trainer_state|checkpoint"),
+    _c("build/rqvae-resume-bad-json", "build-codebook {w}/emb.npy --out {w}/o1 --method rq-vae --codebook-size 8 --max-epochs 2 --resume-from {w}/ckpt_badjson", r"trainer_state|checkpoint"),
+    _c("build/rqvae-resume-nonutf8", "build-codebook {w}/emb.npy --out {w}/o1 --method rq-vae --codebook-size 8 --max-epochs 2 --resume-from {w}/ckpt_nonutf8", r"trainer_state|checkpoint"),
     _c("build/categories-missing", "build-codebook {w}/emb.npy --ids {w}/emb.ids.txt --out {w}/o1 --categories {w}/nope.parquet", _MISSING),
     _c("build/categories-no-column", "build-codebook {w}/emb.npy --ids {w}/emb.ids.txt --out {w}/o1 --categories {w}/catalog.parquet --category-column nope", r"nope|column"),
     _c("build/categories-nonutf8", "build-codebook {w}/emb.npy --ids {w}/emb.ids.txt --out {w}/o1 --categories {w}/nonutf8.item.json", _UTF8),
@@ -315,7 +318,7 @@ CASES: list[Case] = [
     _c("embed/batch-zero", "embed --features {w}/feats --alignment {w}/align --out {w}/e.parquet --batch-size 0", r"batch"),
     # ---- evaluate-retrieval
     _c("retrieval/tokenizer-missing", "evaluate-retrieval --tokenizer {w}/nope --interactions {w}/inter.parquet", _MISSING),
-    _c("retrieval/no-index", "evaluate-retrieval --tokenizer {w}/raw_tok --interactions {w}/inter.parquet", r"index"),
+    _c("retrieval/t-code-999", "evaluate-retrieval --tokenizer {w}/t_code999 --interactions {w}/inter.parquet", r"999|outside|range|codebook"),
     _c("retrieval/inter-missing", "evaluate-retrieval --tokenizer {w}/tok --interactions {w}/nope.parquet", _MISSING),
     _c("retrieval/inter-nonutf8", "evaluate-retrieval --tokenizer {w}/tok --interactions {w}/nonutf8.inter.json", _UTF8),
     _c("retrieval/inter-one", "evaluate-retrieval --tokenizer {w}/tok --interactions {w}/inter_one.parquet --epochs 1", r"user|interaction|train|item"),
@@ -323,7 +326,7 @@ CASES: list[Case] = [
     _c("retrieval/out-dir", "evaluate-retrieval --tokenizer {w}/tok --interactions {w}/inter.parquet --out {w}/adir", _DIR),
     _c("retrieval/out-unwritable", "evaluate-retrieval --tokenizer {w}/tok --interactions {w}/inter.parquet --out {w}/afile/r.json", _NOT_DIR),
     _c("retrieval/model-out-file", "evaluate-retrieval --tokenizer {w}/tok --interactions {w}/inter.parquet --model-out {w}/afile", r"not a directory|is a file|exists"),
-    _c("retrieval/epochs-zero", "evaluate-retrieval --tokenizer {w}/tok --interactions {w}/inter.parquet --epochs 0", r"epochs"),
+    _c("retrieval/epochs-negative", "evaluate-retrieval --tokenizer {w}/tok --interactions {w}/inter.parquet --epochs -1", r"epochs"),
     _c("retrieval/heads", "evaluate-retrieval --tokenizer {w}/tok --interactions {w}/inter.parquet --d-model 30 --n-heads 4", r"n.heads|d.model|divide"),
     _c("retrieval/device-banana", "evaluate-retrieval --tokenizer {w}/tok --interactions {w}/inter.parquet --device banana", r"device"),
     _c("retrieval/device-cuda", "evaluate-retrieval --tokenizer {w}/tok --interactions {w}/inter.parquet --device cuda", r"GPU|CUDA|cuda"),
@@ -335,15 +338,34 @@ CASES: list[Case] = [
     _c("pipeline/missing", "pipeline {w}/nope.toml", _MISSING),
     _c("pipeline/nonutf8", "pipeline {w}/nonutf8.toml", _UTF8),
     _c("pipeline/broken-toml", "pipeline {w}/broken.toml", r"TOML|toml|parse|invalid"),
-    _c("pipeline/bad-values", "pipeline {w}/pipe_bad.toml", r"steps.*codebook_size|codebook_size.*steps"),
+    _c("pipeline/bad-values", "pipeline {w}/pipe_bad.toml", r"steps.*codebook.size|codebook.size.*steps"),
     _c("pipeline/missing-catalog", "pipeline {w}/pipe_nocat.toml", r"catalog|nope"),
     _c("pipeline/unknown-table", "pipeline {w}/pipe_unknown.toml", r"bogus|unknown"),
     _c("pipeline/json-list", "pipeline {w}/cfg_list.json", r"object|table|config"),
-    _c("validate/bad-values", "validate {w}/pipe_bad.toml", r"steps.*codebook_size|codebook_size.*steps"),
+    _c("validate/bad-values", "validate {w}/pipe_bad.toml", r"steps.*codebook.size|codebook.size.*steps"),
     _c("validate/dir", "validate {w}/adir", _DIR),
     _c("validate/nonutf8", "validate {w}/nonutf8.toml", _UTF8),
     _c("validate/seed-abc", "validate {w}/pipe_seed.toml", r"seed"),
     _c("presets/unknown-stage", "presets bogus", r"bogus|stage"),
+    # ---- usage errors (caught by the command line parser)
+    _c("usage/unknown-verb", "bogus-verb", r"No such command"),
+    _c("usage/unknown-option", "build-codebook {w}/emb.npy --out {w}/o1 --bogus", r"No such option"),
+    _c("usage/missing-argument", "build-codebook --out {w}/o1", r"Missing argument"),
+    _c("usage/missing-option", "build-codebook {w}/emb.npy", r"Missing option.*--out"),
+    _c("usage/int-not-int", "build-codebook {w}/emb.npy --out {w}/o1 --seed abc", r"--seed"),
+    _c("usage/float-not-float", "align --features {w}/feats --pairs {w}/pairs.parquet --out {w}/al1 --lr fast", r"--lr"),
+    _c("usage/format-bogus", "lookup {w}/tok --item i0 --format xml", r"--format"),
+    _c("usage/extra-argument", "index {w}/tok {w}/tok", r"unexpected extra argument|Got unexpected"),
+    # ---- plan
+    _c("plan/missing", "plan {w}/nope.npy", _MISSING),
+    _c("plan/int-npy", "plan {w}/int.npy", r"int|integer|dtype|float"),
+    _c("plan/nan-npy", "plan {w}/nan.npy --sample 300", r"NaN"),
+    _c("plan/shapes-abc", "plan {w}/emb.npy --shapes abc", r"shape"),
+    _c("plan/shapes-zero", "plan {w}/emb.npy --shapes 0x256", r"shape|level"),
+    _c("plan/sample-zero", "plan {w}/emb.npy --sample 0", r"sample"),
+    _c("plan/seed-negative", "plan {w}/emb.npy --seed -1", r"seed"),
+    _c("plan/rate-out-of-range", "plan {w}/emb.npy --max-collision-rate 2", r"max.collision.rate"),
+    _c("plan/ids-short", "plan {w}/emb.npy --ids {w}/ids_short.txt", r"ids? .*for|one id per row|item ids"),
 ]
 
 
@@ -421,6 +443,11 @@ def cli_invoker(app) -> Callable:
 
 
 # ------------------------------------------------------------------------------------ workspace
+def _noise(n: int) -> bytes:
+    """Fixed garbage bytes (the same corpus every run)."""
+    return np.random.default_rng(n).bytes(n)
+
+
 def _write_parquet(path: Path, cols: dict) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -480,14 +507,18 @@ def build_workspace(ws: Path, invoke: Callable) -> None:
     # plain broken files
     (ws / "adir").mkdir()
     (ws / "afile").write_text("a file\n")
+    (ws / "ckpt_badjson").mkdir()
+    (ws / "ckpt_badjson" / "trainer_state.json").write_text("{broken")
+    (ws / "ckpt_nonutf8").mkdir()
+    (ws / "ckpt_nonutf8" / "trainer_state.json").write_bytes(b"\xff\xfe{}")
     for name in ("nonutf8.json", "nonutf8.txt", "nonutf8.toml", "nonutf8.item.json", "nonutf8.inter.json", "nonutf8.index.json"):
         (ws / name).write_bytes(b"\xff\xfe\x00bad\x81\n")
     (ws / "bad.json").write_text("{not json")
     (ws / "bad.inter.json").write_text("{not json")
     (ws / "bad.jsonl").write_text('{"item_id": "1", "title": "a"}\n{broken\n')
     (ws / "broken.toml").write_text("[codebook\nseed = \n")
-    (ws / "garbage.npy").write_bytes(os.urandom(300))
-    (ws / "garbage.parquet").write_bytes(b"PAR1" + os.urandom(200))
+    (ws / "garbage.npy").write_bytes(_noise(300))
+    (ws / "garbage.parquet").write_bytes(b"PAR1" + _noise(200))
     (ws / "empty.npy").write_bytes(b"")
     (ws / "empty.parquet").write_bytes(b"")
     np.save(ws / "int.npy", (x[:300] * 100).astype(np.int64))
@@ -561,14 +592,12 @@ def build_workspace(ws: Path, invoke: Callable) -> None:
     (ws / "cfg_niter.json").write_text(json.dumps({"niter": "abc"}))
     (ws / "cfg_unknown.json").write_text(json.dumps({"bogus": 1}))
     (ws / "cfg_seed.toml").write_text('seed = "abc"\n')
-    (ws / "pipe_bad.toml").write_text(
-        f'catalog = "{ws}/catalog.parquet"\ninteractions = "{ws}/inter.parquet"\nworkdir = "{ws}/pipe_out"\n'
-        '[align]\nsteps = -5\n[codebook]\ncodebook_size = "abc"\n')
-    (ws / "pipe_seed.toml").write_text(
-        f'catalog = "{ws}/catalog.parquet"\ninteractions = "{ws}/inter.parquet"\nworkdir = "{ws}/pipe_out"\nseed = "abc"\n')
-    (ws / "pipe_nocat.toml").write_text(f'catalog = "{ws}/nope.parquet"\ninteractions = "{ws}/inter.parquet"\nworkdir = "{ws}/pipe_out"\n')
-    (ws / "pipe_unknown.toml").write_text(
-        f'catalog = "{ws}/catalog.parquet"\ninteractions = "{ws}/inter.parquet"\nworkdir = "{ws}/pipe_out"\n[bogus]\na = 1\n')
+    head = f'workdir = "{ws}/pipe_out"\n'
+    data = f'[data]\ncatalog = "{ws}/catalog.parquet"\ninteractions = "{ws}/inter.parquet"\n'
+    (ws / "pipe_bad.toml").write_text(head + data + '[align]\nsteps = -5\n[codebook]\ncodebook_size = "abc"\n')
+    (ws / "pipe_seed.toml").write_text(head + 'seed = "abc"\n' + data)
+    (ws / "pipe_nocat.toml").write_text(head + f'[data]\ncatalog = "{ws}/nope.parquet"\ninteractions = "{ws}/inter.parquet"\n')
+    (ws / "pipe_unknown.toml").write_text(head + data + "[bogus]\na = 1\n")
 
     # tokenizers tampered with (checksums recomputed, manifest resealed)
     tok = ws / "tok"
@@ -629,8 +658,8 @@ def build_workspace(ws: Path, invoke: Callable) -> None:
         "t_null_ids": null_ids,
         "t_newer": lambda d, m: m.update(format_version=99),
         "t_sizes_str": lambda d, m: m.update(codebook_sizes=["8", "8", "8"]),
-        "t_garbage_weights": lambda d, m: (d / "quantizer.safetensors").write_bytes(os.urandom(64)),
-        "t_garbage_sids": lambda d, m: (d / "sids.parquet").write_bytes(b"PAR1" + os.urandom(64)),
+        "t_garbage_weights": lambda d, m: (d / "quantizer.safetensors").write_bytes(_noise(64)),
+        "t_garbage_sids": lambda d, m: (d / "sids.parquet").write_bytes(b"PAR1" + _noise(64)),
         "t_symlink": symlink,
         "t_bad_trie": bad_trie,
     }
@@ -678,7 +707,7 @@ def build_workspace(ws: Path, invoke: Callable) -> None:
             return (os.system, ("echo pwned > /dev/null",))
 
     (ws / "al_pickle" / "checkpoint" / "trainer_state.pt").write_bytes(pickle.dumps({"step": _Evil()}))
-    (ws / "al_corrupt_ckpt" / "checkpoint" / "trainer_state.pt").write_bytes(os.urandom(100))
+    (ws / "al_corrupt_ckpt" / "checkpoint" / "trainer_state.pt").write_bytes(_noise(100))
     shutil.copytree(ws / "align", ws / "al_newer")
     mm = json.loads((ws / "al_newer" / "config.json").read_text())
     mm["format_version"] = 99
@@ -690,6 +719,6 @@ def build_workspace(ws: Path, invoke: Callable) -> None:
         pass
     (ws / "al_newer" / "config.json").write_text(json.dumps(mm))
     shutil.copytree(ws / "align", ws / "al_garbage")
-    (ws / "al_garbage" / "model.safetensors").write_bytes(os.urandom(64))
+    (ws / "al_garbage" / "model.safetensors").write_bytes(_noise(64))
     shutil.copytree(ws / "align", ws / "al_nonutf8")
     (ws / "al_nonutf8" / "config.json").write_bytes(b"\xff\xfe{}")

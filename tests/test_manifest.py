@@ -214,7 +214,7 @@ def test_first_wave_alignment_and_companion_manifests_are_read(tmp_path):
     (c / "model.safetensors").write_bytes(b"w")
     (c / "config.json").write_text(json.dumps({"format": "tokenizer-kit-companion", "format_version": 1, "config": {}}))
     assert read_manifest(c, COMPANION).files == {"model.safetensors": {"sha256": None, "size": None}}
-    with pytest.raises(ArtifactError, match="describes a tokenizer-kit-companion artifact, not a alignment"):
+    with pytest.raises(ArtifactError, match="describes a tokenizer-kit-companion artifact, not an alignment"):
         read_manifest(c, ALIGNMENT)
 
 

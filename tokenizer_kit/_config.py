@@ -57,6 +57,7 @@ def setting(
     choices: typing.Sequence[str] | None = None,
     cli: bool = True,
     aliases: typing.Sequence[str] = (),
+    bounds: tuple[Any, Any] | None = None,
     **meta: Any,
 ):
     """A config field that carries its own help text and CLI hints.
@@ -66,10 +67,13 @@ def setting(
     (set by the program, e.g. a feature dimension read from the store). ``aliases``: other
     names a library message may use for this setting (e.g. a quantizer's ``codebook_sizes``
     for the build stage's ``codebook_size``), so the CLI can name the right flag.
+    ``bounds``: ``(lo, hi)``, the inclusive range of a number (either end None: open),
+    checked by ``validate``/``parse`` like ``choices``.
 
     >>> steps: int = setting(3000, help="Training steps.")
     """
-    md = {"help": help, "short": short, "choices": tuple(choices) if choices else None, "cli": cli, "aliases": tuple(aliases), **meta}
+    md = {"help": help, "short": short, "choices": tuple(choices) if choices else None, "cli": cli, "aliases": tuple(aliases),
+          "bounds": bounds, **meta}
     return field(default=default, default_factory=default_factory, metadata=md)
 
 
@@ -184,6 +188,7 @@ class Setting:
     choices: tuple[str, ...] | None = None
     cli: bool = True
     aliases: tuple[str, ...] = ()
+    bounds: tuple[Any, Any] | None = None
 
 
 def _field_default(f: dataclasses.Field) -> Any:
@@ -207,7 +212,7 @@ def settings_of(cls: type, _path: tuple[str, ...] = ()) -> list[Setting]:
             Setting(
                 name=f.name, type=hints[f.name], default=_field_default(f), help=md.get("help", ""), owner=cls,
                 path=_path + (f.name,), short=md.get("short"), choices=md.get("choices"), cli=md.get("cli", True),
-                aliases=tuple(md.get("aliases", ())),
+                aliases=tuple(md.get("aliases", ())), bounds=md.get("bounds"),
             )
         )
     return out
@@ -229,13 +234,17 @@ class ValidatedConfig:
         return []
 
     def all_errors(self) -> list[str]:
-        """``errors()`` plus the choices every ``setting(choices=...)`` declares."""
+        """``errors()`` plus the choices and bounds every ``setting(choices=..., bounds=...)`` declares."""
         errs = []
         for s in settings_of(type(self)):
             if s.choices:
                 v = self.get(s.name)
                 if v not in s.choices:
                     errs.append(f"{s.name} must be one of {list(s.choices)}, got {v!r}")
+            if s.bounds:
+                v, (lo, hi) = self.get(s.name), s.bounds
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and ((lo is not None and v < lo) or (hi is not None and v > hi)):
+                    errs.append(f"{s.name} must be in [{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}], got {v!r}")
         return errs + [e for e in self.errors() if e not in errs]
 
     def get(self, name: str) -> Any:
@@ -401,8 +410,10 @@ def preset_note(stage: str, name: str) -> str:
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """A TOML (or, for ``*.json``, JSON) file as a dict; a one-line error when it cannot be read."""
     path = Path(path)
+    if path.is_dir():
+        raise TokenizerKitError(f"config {path} is a directory; pass a TOML (or JSON) file")
     if not path.is_file():
-        raise TokenizerKitError(f"config {path} does not exist or is not a file")
+        raise TokenizerKitError(f"config {path} does not exist; pass an existing TOML (or JSON) file")
     try:
         text = path.read_text(encoding="utf-8")
     except (UnicodeDecodeError, OSError) as e:

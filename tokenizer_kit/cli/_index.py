@@ -55,7 +55,7 @@ def _load_index(path: Path):
     from ..errors import TokenizerKitError
     from ..indexer import SIDIndex
 
-    if path.is_file() and path.suffix == ".json":
+    if path.suffix == ".json" and not path.is_dir():
         return SIDIndex.from_lcrec(path)
     tok = SemanticTokenizer.from_pretrained(path)
     idx = SIDIndex.stored(tok)

@@ -117,6 +117,11 @@ def presets(
     """List the named presets shipped in the package (`--preset NAME`, or `preset = NAME` in a pipeline table)."""
     from .._config import list_presets, load_preset, preset_note
 
+    if stage and not list_presets(stage):
+        from ..errors import InputError
+
+        stages = sorted({n.split("/", 1)[0] for n in list_presets()})
+        raise InputError(f"no presets for stage {stage!r}; stages with presets: {stages}")
     names = list_presets(stage) if stage else list_presets()
     rows = []
     for n in names:

@@ -52,6 +52,34 @@ class _LazyGroup(TyperGroup):
             self.commands.update(_load(_VERBS[cmd_name]))
         return self.commands.get(cmd_name)
 
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode: bool = True, **extra):
+        """Usage errors (an unknown option, a missing argument, a value of the wrong type)
+        print as one ``error:`` line on stderr like every other error, exit code 2."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        import sys
+
+        from typer._click import exceptions as cx
+
+        from ._common import fail
+
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except cx.NoArgsIsHelpError as e:  # `tokenizer-kit VERB` alone: its help, as before
+            e.show()
+            sys.exit(e.exit_code)
+        except cx.UsageError as e:
+            verb = e.ctx.command_path if e.ctx is not None else "tokenizer-kit"
+            try:
+                fail(f"{e.format_message()} (see `{verb} --help`)", code=e.exit_code)
+            except typer.Exit as x:
+                sys.exit(x.exit_code)
+        except cx.Abort:
+            fail_code = 1
+            sys.stderr.write("error: aborted\n")
+            sys.exit(fail_code)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
 
 app = typer.Typer(
     name="tokenizer-kit",

@@ -106,7 +106,7 @@ class RetrievalConfig(ValidatedConfig):
     patience: int = setting(0, help="Early stopping: stop after this many validation scorings (eval_every) without a better ItemNDCG; 0: never.")
     max_eval_users: int | None = setting(None, help="Score only the first N validation / test users.")
     ks: tuple[int, ...] = setting((5, 10), help="Cut-offs of the metrics (@K).")
-    seed: int = setting(0, help="Seed of init, shuffling and dropout (same input + seed -> same result).")
+    seed: int = setting(0, help="Seed of init, shuffling and dropout (same input + seed -> same result).", bounds=(0, 2**30))
     device: str = setting("auto", help="auto, cpu, cuda or cuda:N.")
     cpu_threads: int = setting(1, help="torch CPU threads while training and decoding on CPU (0: leave torch's setting). "
                                "1 is often fastest on a busy machine.")

@@ -97,6 +97,8 @@ def report_target(
         out, codes, sizes = _report_tokenizer(target, name, embeddings, categories)
     elif target.suffix == ".json":
         out, codes, sizes = _report_index_json(target, name, categories, codebook_sizes)
+    elif not target.exists():
+        raise InputError(f"report target {target} does not exist; pass a tokenizer directory or an LC-Rec *.index.json file")
     else:
         raise InputError(f"{target}: expected a tokenizer directory or an LC-Rec *.index.json file")
     return (out, codes, sizes) if return_codes else out
@@ -109,6 +111,9 @@ def _report_tokenizer(target: Path, name: str, embeddings, categories):
     tok = SemanticTokenizer.from_pretrained(target)
     if tok.codes is None:
         raise InputError(f"{target}: tokenizer holds no indexed items (no sids.parquet)")
+    if embeddings is not None and embeddings.dim != tok.dim:
+        raise InputError(f"the embeddings have dimension {embeddings.dim}, the tokenizer {target} expects {tok.dim}; "
+                         "pass the embeddings the tokenizer was built on")
     x = None if embeddings is None else _vectors_of(tok.item_ids, embeddings)
     m = tok.evaluate(x, categories=_categories_for(tok.item_ids, categories))
     if x is None:

@@ -67,7 +67,7 @@ class ExtractConfig(ValidatedConfig):
     num_workers: int = setting(2, help="DataLoader workers decoding images (0: in process; unused without image fields).")
     strict: bool = setting(False, help="Fail on a missing or corrupt image instead of skipping it.")
     device: str = setting("cpu", help="torch device, e.g. cpu or cuda.")
-    seed: int = setting(0, help="Seed (random-init weights).")
+    seed: int = setting(0, help="Seed (random-init weights).", bounds=(0, 2**30))
 
     def __post_init__(self):
         self.text_fields = tuple(self.text_fields)
@@ -191,6 +191,7 @@ def extract_features(
     n_rows = len(item_ids)
     store_cfg = config.store_config()
     store_cfg["catalog"] = {"n_rows": n_rows, "item_ids_sha256": _catalog_fingerprint(item_ids)}
+    FeatureStoreWriter.preflight(out, store_cfg, overwrite=overwrite)  # before a model is loaded
     if backend is None:
         from ._backends import build_backend
 

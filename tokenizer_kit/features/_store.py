@@ -271,6 +271,21 @@ class FeatureStoreWriter:
             self._stack.close()
             raise
 
+    @staticmethod
+    def preflight(path: str | os.PathLike, config: dict[str, Any], *, overwrite: bool = False) -> None:
+        """Raise now, before any model is loaded, what opening a writer at ``path`` would:
+        a file in the way, a first-wave store to resume, a store made with another config."""
+        real = _artifact_path(path)
+        if os.path.lexists(real) and not real.is_dir():
+            raise ArtifactError(f"output path {path} exists and is not a directory; remove it or choose another `out`")
+        if overwrite or not (real / MANIFEST).exists():
+            return
+        m = read_manifest(real, FEATURE_STORE, verify="none")
+        if m.format_version < 2:
+            raise ArtifactError(f"{path} is a feature store in format {m.format_version}, which cannot be resumed; set `overwrite` to replace it")
+        if m.get("config") != dict(config):
+            raise ArtifactError(f"{path} holds a store made with another config; set `overwrite` to replace it, or write to another `out`")
+
     def __enter__(self) -> "FeatureStoreWriter":
         return self
 

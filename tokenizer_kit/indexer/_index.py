@@ -331,6 +331,8 @@ class SIDIndex:
         hashes = None
         if x is not None:
             x = np.asarray(x)
+            if x.ndim != 2 or x.shape[1] != tok.dim:
+                raise InputError(f"the embeddings have shape {x.shape}, but the tokenizer expects vectors of dimension {tok.dim}; pass the embeddings it was built on")
             if ids is not None:
                 rows = IdLookup(_as_ids(ids)).rows(item_ids)
                 if (rows < 0).any():

@@ -275,6 +275,10 @@ def _files_of(directory: Path, manifest_name: str) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _a(what: str) -> str:
+    return ("an " if what[:1] in "aeiou" else "a ") + what
+
+
 def _dump(data: Mapping[str, Any]) -> bytes:
     return (json.dumps(data, indent=2, sort_keys=False, allow_nan=True) + "\n").encode()
 
@@ -395,7 +399,7 @@ def check_manifest(data: dict[str, Any], kind: ArtifactKind, where: str) -> tupl
     fmt = data.get("format")
     if fmt is not None and fmt != kind.format_id and fmt not in kind.legacy_formats:
         other = str(fmt).removeprefix("tokenizer-kit/")
-        raise ArtifactError(f"{where} describes a {other} artifact, not a {kind.what}; pass the right directory")
+        raise ArtifactError(f"{where} describes {_a(other)} artifact, not {_a(kind.what)}; pass the right directory")
     if fv > kind.format_version:
         raise ArtifactError(
             f"{where} was written in {kind.name} format {fv}, newer than this tokenizer-kit {__version__} reads "
@@ -458,10 +462,10 @@ def read_manifest(path: str | os.PathLike, kind: ArtifactKind, *, verify: Any = 
     if not p.exists():
         raise ArtifactError(f"{kind.what} {shown} does not exist; {kind.fix}")
     if not p.is_dir():
-        raise ArtifactError(f"{shown} is not a {kind.what} (expected a directory with {kind.manifest_name})")
+        raise ArtifactError(f"{shown} is not {_a(kind.what)} (expected a directory with {kind.manifest_name})")
     mpath = p / kind.manifest_name
     if not mpath.exists():
-        raise ArtifactError(f"{shown} has no {kind.manifest_name}; it is not a {kind.what} or it is incomplete; {kind.fix}")
+        raise ArtifactError(f"{shown} has no {kind.manifest_name}, so it is not {_a(kind.what)} or an incomplete one; {kind.fix}")
     data = _load_json(mpath, kind)
     fv, files, pv = check_manifest(data, kind, str(mpath))
     if pv is not None and version_tuple(pv) > version_tuple(__version__):

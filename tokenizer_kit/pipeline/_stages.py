@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -40,8 +39,22 @@ PathLike = str | os.PathLike
 
 
 def _refuse_existing(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise InputError(f"{path} already exists; set overwrite to replace it, or choose another output path")
+    """An output file: not a directory, not existing unless ``overwrite``, in a writable place."""
+    from ..io import check_output_file
+
+    check_output_file(path, "output", overwrite=overwrite)
+
+
+def _outputs_ok(*files: PathLike | None, dirs: Sequence[PathLike | None] = ()) -> None:
+    """Every output location checked before any input is read or anything is written."""
+    from ..io import check_output_dir, check_output_file
+
+    for f in files:
+        if f is not None:
+            check_output_file(f, "output")
+    for d in dirs:
+        if d is not None:
+            check_output_dir(d, "output directory")
 
 
 def extract(catalog: PathLike, out: PathLike, config: ExtractConfig, *, overwrite: bool = False, progress: Progress | None = None):
@@ -49,7 +62,9 @@ def extract(catalog: PathLike, out: PathLike, config: ExtractConfig, *, overwrit
     returns the :class:`~tokenizer_kit.features.ExtractResult`."""
     from ..features import extract_features
 
-    return extract_features(catalog, out, config.validate(), overwrite=overwrite, progress=progress)
+    config.validate()
+    _outputs_ok(dirs=[out])
+    return extract_features(catalog, out, config, overwrite=overwrite, progress=progress)
 
 
 def mine_pairs(interactions: PathLike, out: PathLike, config: MinePairsConfig, *, heldout_out: PathLike | None = None,
@@ -103,9 +118,13 @@ def _heldout_pairs(log, sp):
 def _read_pairs(path: Path):
     import pyarrow.parquet as pq
 
-    if not path.exists():
-        raise InputError(f"{path} does not exist; run `tokenizer-kit mine-pairs` first")
-    table = pq.read_table(path)
+    from ..io import check_input_file
+
+    check_input_file(path, "pairs file")
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # pyarrow raises several types for a file that is not Parquet
+        raise InputError(f"pairs file {path} is not a readable Parquet file ({type(e).__name__}); pass the output of mine-pairs") from None
     for c in ("item_a", "item_b"):
         if c not in table.column_names:
             raise InputError(f"{path}: pairs lack column {c!r} (columns: {table.column_names}); use mine-pairs output")
@@ -133,22 +152,22 @@ def align(features: PathLike, pairs: PathLike, out: PathLike, config: AlignStage
           eval_pairs: PathLike | None = None, resume: bool = True, overwrite: bool = False, progress: Progress | None = None) -> dict[str, Any]:
     """Train the alignment QFormer on item pairs; writes ``out`` (config.json, model.safetensors,
     metrics.jsonl). ``eval_pairs``: held-out pairs (default: hold out ``eval_fraction`` of the pairs)."""
-    import pyarrow.parquet as pq
-
     from ..alignment import AlignConfig, train_alignment
     from ..features import FeatureStore
     from ..io import sha256_file
 
     features, pairs, out = Path(features), Path(pairs), Path(out)
     catalog = None if catalog is None else Path(catalog)
+    _outputs_ok(dirs=[out])
     store = FeatureStore.open(features)
     cfg = base_config(config.replace(feature_dim=store.dim), AlignConfig).validate()
-    if overwrite and out.exists():
-        shutil.rmtree(out)
+    if overwrite:
+        # start afresh; the old model stays loadable until the new one is switched in
+        resume = False
     elif (out / "config.json").exists() and not (out / "checkpoint").exists():
         raise InputError(f"{out} already holds a finished alignment; set overwrite to replace it, or choose another output")
     pair_table = _read_pairs(pairs)
-    ev_table = pq.read_table(eval_pairs) if eval_pairs is not None else None
+    ev_table = _read_pairs(Path(eval_pairs)) if eval_pairs is not None else None
     captions = _captions(catalog, store, cfg.caption_fields) if cfg.caption_weight > 0 else None
     info = {
         "features": str(features),
@@ -216,6 +235,7 @@ def build_codebook(embeddings: PathLike, out: PathLike, config: CodebookConfig, 
     out = Path(out)
     if out.exists() and not overwrite:
         raise config_error_for("overwrite", f"output directory {out} already exists; set `overwrite` to replace it, or choose another `out`")
+    _outputs_ok(dirs=[out])
     qcfg = config.quantizer_config()
     columns = columns or EmbeddingsInput()
     cats_map = _categories(categories, category_input or CategoriesInput())
@@ -255,6 +275,7 @@ def index(tokenizer: PathLike, config: IndexStageConfig, *, embeddings: PathLike
     from ..io import load_embeddings
 
     lib = base_config(config, IndexConfig).validate()
+    _outputs_ok(export_lcrec, vocab_out)
     tok = SemanticTokenizer.from_pretrained(tokenizer)
     x = xid = None
     if embeddings is not None:
@@ -301,6 +322,7 @@ def report(targets: Sequence[PathLike], config: ReportConfig, *, categories: Pat
     from ..evaluation import build_report, render_html, report_target
     from ..io import load_embeddings
 
+    _outputs_ok(html)
     cats = _categories(categories, config)
     emb = load_embeddings(embeddings) if embeddings is not None else None
     reports, codes = [], {}
@@ -329,6 +351,7 @@ def evaluate_retrieval(tokenizer: PathLike, interactions: PathLike, config: Retr
     from ..io import atomic_write_json
 
     cfg = base_config(config, RetrievalConfig).validate()
+    _outputs_ok(out, dirs=[model_out])
     res = run(tokenizer, interactions, cfg, max_users=config.max_users, model_out=model_out, on_epoch=on_epoch, progress=progress)
     if out is not None:
         atomic_write_json(out, res)
@@ -389,6 +412,7 @@ def assign(embeddings: PathLike, tokenizer: PathLike, config: AssignConfig, *, o
     from ..io import load_embeddings
 
     config.validate()
+    _outputs_ok(out)
     tok = SemanticTokenizer.from_pretrained(tokenizer)
     idx = SIDIndex.stored(tok)
     if idx is None and (update or config.replace):

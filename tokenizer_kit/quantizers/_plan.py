@@ -79,7 +79,7 @@ class PlanConfig(ValidatedConfig):
     max_collision_rate: float = setting(0.05, help="Recommend the smallest shape predicted to stay at or below this share of colliding items.")
     balanced: bool = setting(False, help="Plan for balanced builds (the codebook stage's balanced) instead of plain codes.")
     normalize: bool = setting(False, help="L2-normalise embeddings first (as the codebook stage's normalize).")
-    seed: int = setting(0, help="Random seed (samples, k-means).")
+    seed: int = setting(0, help="Random seed (samples, k-means).", bounds=(0, 2**30))
 
     def errors(self) -> list[str]:
         errs = []

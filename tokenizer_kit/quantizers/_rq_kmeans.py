@@ -57,7 +57,7 @@ class RQKMeansConfig(ValidatedConfig):
 
     codebook_sizes: list[int] = setting(help="Codes per level (L_t levels of N_t codes).", default_factory=lambda: [256, 256, 256])
     niter: int = setting(20, help="k-means iterations per level.")
-    seed: int = setting(1234, help="Random seed (same input + seed -> same SIDs).")
+    seed: int = setting(1234, help="Random seed (same input + seed -> same SIDs).", bounds=(0, 2**30))
     max_points_per_centroid: int = setting(256, help="k-means training sample cap per centroid.")
     init: str = setting("random", help="Centroid init: random (FAISS's sampling) or kmeans++ (lower error, more collisions on Office).",
                         choices=("random", "kmeans++"))

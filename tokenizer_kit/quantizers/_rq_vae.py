@@ -81,7 +81,7 @@ class RQVAEConfig(ValidatedConfig):
     patience: int = setting(20, help="Epochs without improvement before stopping.")
     min_delta: float = setting(1e-4, help="Relative improvement that counts.")
     # runtime
-    seed: int = setting(1234, help="Random seed (same input + seed -> same SIDs).")
+    seed: int = setting(1234, help="Random seed (same input + seed -> same SIDs).", bounds=(0, 2**30))
     device: str = setting("auto", help="auto, cpu or cuda.", choices=("auto", "cpu", "cuda"))
     bf16: bool = setting(True, help="Autocast encoder/decoder to bf16 on CUDA (never on CPU).")
     encode_batch_size: int = setting(16384, help="Items per encoding batch.")
@@ -557,7 +557,12 @@ class RQVAE(QuantizerBase):
 
         if not (path / "trainer_state.json").exists():
             raise TokenizerKitError(f"resume_from {path}: no trainer_state.json; pass a directory written by checkpoint_dir")
-        meta = json.loads((path / "trainer_state.json").read_text())
+        try:
+            meta = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise TokenizerKitError(f"resume_from {path}: trainer_state.json is unreadable ({type(e).__name__}); pass a directory written by checkpoint_dir") from None
+        if not isinstance(meta, dict):
+            raise TokenizerKitError(f"resume_from {path}: trainer_state.json is not a checkpoint record; pass a directory written by checkpoint_dir")
         expect = {"n": n, "d": d, "seed": self.config.seed, "architecture": self.config.architecture()}
         diff = [f"{k} {meta.get(k)!r} != {v!r}" for k, v in expect.items() if meta.get(k) != v]
         if meta.get("format") != CHECKPOINT_FORMAT or diff:
@@ -567,15 +572,22 @@ class RQVAE(QuantizerBase):
             )
         try:
             model.load_state_dict(load_file(str(path / "model.safetensors")), strict=True)
-            opt_state = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
+            import warnings
+
+            with warnings.catch_warnings():  # torch warns about foreign pickle protocols before refusing them
+                warnings.simplefilter("ignore")
+                opt_state = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
             opt.load_state_dict(opt_state["optimizer"])
             sched.load_state_dict(opt_state["scheduler"])
             rng = load_file(str(path / "rng.safetensors"))
             gen.set_state(rng["restart_generator"])
             for i, u in enumerate(usage):
                 u.copy_(rng[f"usage_{i}"])
-        except (OSError, RuntimeError, KeyError) as e:
-            raise TokenizerKitError(f"resume_from {path}: cannot load the checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        except Exception as e:  # damaged safetensors or pickle streams raise many types; code is never unpickled
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise TokenizerKitError(f"resume_from {path}: cannot load the checkpoint ({type(e).__name__}: {first[:160]}); start without resume_from") from None
+        if not isinstance(meta.get("state"), dict):
+            raise TokenizerKitError(f"resume_from {path}: trainer_state.json has no training state; pass a directory written by checkpoint_dir")
         state.update(meta["state"])
         best = path / "best.safetensors"
         return load_file(str(best)) if best.exists() else None
