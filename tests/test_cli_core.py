@@ -75,7 +75,7 @@ def test_errors_are_one_line(office_npy, tmp_path):
     r = runner.invoke(app, ["assign", str(bad), "--tokenizer", str(tok), "--out", str(tmp_path / "o.parquet")])
     assert r.exit_code == 2 and "row 3 contains NaN" in r.stderr
     r = runner.invoke(app, ["report", str(tmp_path / "missing")])
-    assert r.exit_code == 2 and "expected a tokenizer directory" in r.stderr
+    assert r.exit_code == 2 and "does not exist; pass a tokenizer directory" in r.stderr
     r = runner.invoke(app, ["build-codebook", str(office_npy), "--out", str(tmp_path / "m"), "--method", "nope"])
     assert r.exit_code == 2 and "--method must be one of ['rq-kmeans', 'rq-vae'], got 'nope'" in r.stderr
     assert not (tmp_path / "o.parquet").exists()
