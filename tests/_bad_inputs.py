@@ -208,6 +208,13 @@ CASES: list[Case] = [
     _c("import/bad-token", "import-index {w}/badtok.index.json", r"token"),
     _c("import/top-level-list", "import-index {w}/cfg_list.json", r"object"),
     _c("import/dup-keys", "import-index {w}/dupkey.index.json", r"duplicate|twice"),
+    _c("import/out-exists", "import-index {w}/tok.index.json --out {w}/tok", r"exists|overwrite"),
+    _c("import/out-is-file", "import-index {w}/tok.index.json --out {w}/afile --overwrite", r"not a directory|is a file"),
+    _c("import/out-under-file", "import-index {w}/tok.index.json --out {w}/afile/t", _NOT_DIR),
+    _c("import/policy-bogus", "import-index {w}/tok.index.json --out {w}/t1 --policy bogus", r"policy"),
+    _c("import/levels-zero", "import-index {w}/tok.index.json --out {w}/t1 --levels 0", r"levels"),
+    _c("import/levels-too-many", "import-index {w}/tok.index.json --out {w}/t1 --levels 9", r"levels"),
+    _c("import/codebook-size-small", "import-index {w}/tok.index.json --out {w}/t1 --codebook-size 2", r"codebook.size|code"),
     _c("compact/no-index", "compact {w}/raw_tok", r"index"),
     _c("compact/missing", "compact {w}/nope", _MISSING),
     _c("compact/t-dup-rows", "compact {w}/t_dup_rows", r"duplicate|more than one row"),
@@ -501,7 +508,9 @@ def build_workspace(ws: Path, invoke: Callable) -> None:
             raise RuntimeError(f"workspace step failed: {' '.join(argv)}: {err[-2000:]}")
 
     ok(["build-codebook", str(ws / "emb.npy"), "--ids", str(ws / "emb.ids.txt"), "--out", str(ws / "tok"), "--codebook-size", "8", "--levels", "3", "--seed", "0"])
-    ok(["build-codebook", str(ws / "emb.npy"), "--ids", str(ws / "emb.ids.txt"), "--out", str(ws / "raw_tok"), "--codebook-size", "8", "--levels", "3", "--seed", "0"])
+    raw = ["build-codebook", str(ws / "emb.npy"), "--ids", str(ws / "emb.ids.txt"), "--out", str(ws / "raw_tok"), "--codebook-size", "8", "--levels", "3", "--seed", "0"]
+    if invoke(raw + ["--no-index"])[0] != 0:  # before build-codebook indexed by default
+        ok(raw)
     ok(["index", str(ws / "tok"), "--embeddings", str(ws / "emb.npy"), "--ids", str(ws / "emb.ids.txt"), "--export-lcrec", str(ws / "tok.index.json")])
 
     # plain broken files
