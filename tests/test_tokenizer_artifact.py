@@ -185,3 +185,13 @@ def test_duplicate_item_rows_are_refused_on_load(tmp_path, ids, code, match):
     (tmp_path / "t" / "tokenizer.json").write_text(json.dumps(seal(m)))
     with pytest.raises(ArtifactError, match=match):
         SemanticTokenizer.from_pretrained(tmp_path / "t")
+
+
+def test_load_and_save_again_keeps_the_training_record(tmp_path):
+    """build-codebook's default index and `index` load a tokenizer and save it again."""
+    x = np.random.default_rng(1).normal(size=(64, 4)).astype(np.float32)
+    SemanticTokenizer.build(x, codebook_sizes=[4, 4], seed=0).save_pretrained(tmp_path / "a")
+    before = json.loads((tmp_path / "a" / "tokenizer.json").read_text())["training"]
+    assert before
+    SemanticTokenizer.from_pretrained(tmp_path / "a").save_pretrained(tmp_path / "b")
+    assert json.loads((tmp_path / "b" / "tokenizer.json").read_text())["training"] == before

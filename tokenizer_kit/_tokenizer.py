@@ -379,6 +379,9 @@ class SemanticTokenizer:
             info=m.get("build", {}),
         )
         tok.sections = dict(m.get("sections", {}))
+        training = m.get("training")
+        if isinstance(training, dict) and hasattr(quantizer, "_summary") and not quantizer._summary:
+            quantizer._summary = dict(training)  # a loaded tokenizer saved again keeps its training record
         for name in m.files:
             if name.endswith(".safetensors") and name != WEIGHTS_NAME:
                 tok.attachments[name[: -len(".safetensors")]] = _load_safetensors(m.file(name), load_file)
