@@ -17,7 +17,7 @@ runner = CliRunner()
 
 # options that are not settings: inputs and outputs (no default, or None), switches of what to
 # write (default False), and how results are printed
-_NOT_SETTINGS_OK = {"fmt", "verbose", "help", "preset", "config_file", "resume"}
+_NOT_SETTINGS_OK = {"fmt", "verbose", "help", "preset", "config_file"}
 
 
 def _commands():

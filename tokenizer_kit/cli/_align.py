@@ -23,7 +23,6 @@ def align(
     catalog: Optional[Path] = typer.Option(None, "--catalog", help="Catalogue for caption texts (needed unless --caption-weight 0)."),
     eval_pairs: Optional[Path] = typer.Option(None, "--eval-pairs", help="Held-out pairs Parquet (default: hold out --eval-fraction of --pairs)."),
     cfg: AlignStageConfig = None,
-    resume: bool = typer.Option(True, "--resume/--no-resume", help="Resume from OUT/checkpoint when present."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete OUT first."),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table or json."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
@@ -32,7 +31,7 @@ def align(
     setup_logging(verbose)
     is_rank0 = int(os.environ.get("RANK", "0")) == 0
     with progress_bar(enabled=is_rank0) as progress:
-        res = stages.align(features, pairs, out, cfg, catalog=catalog, eval_pairs=eval_pairs, resume=resume, overwrite=overwrite,
+        res = stages.align(features, pairs, out, cfg, catalog=catalog, eval_pairs=eval_pairs, overwrite=overwrite,
                            progress=progress)
     if not is_rank0:
         return

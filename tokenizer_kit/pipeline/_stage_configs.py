@@ -38,6 +38,7 @@ class AlignStageConfig(AlignConfig):
     renamed: ClassVar[dict[str, str]] = {"layers": "n_layers", "heads": "n_heads", "queries": "n_queries"}
 
     device: str | None = setting(None, help="cpu, cuda or cuda:N (default: cuda when available).")
+    resume: bool = setting(True, help="Resume from the output directory's checkpoint when there is one.")
 
 
 @dataclass

@@ -149,7 +149,7 @@ def _captions(catalog: Path | None, store, fields: Sequence[str]):
 
 
 def align(features: PathLike, pairs: PathLike, out: PathLike, config: AlignStageConfig, *, catalog: PathLike | None = None,
-          eval_pairs: PathLike | None = None, resume: bool = True, overwrite: bool = False, progress: Progress | None = None) -> dict[str, Any]:
+          eval_pairs: PathLike | None = None, overwrite: bool = False, progress: Progress | None = None) -> dict[str, Any]:
     """Train the alignment QFormer on item pairs; writes ``out`` (config.json, model.safetensors,
     metrics.jsonl). ``eval_pairs``: held-out pairs (default: hold out ``eval_fraction`` of the pairs)."""
     from ..alignment import AlignConfig, train_alignment
@@ -178,7 +178,7 @@ def align(features: PathLike, pairs: PathLike, out: PathLike, config: AlignStage
     }
     summary = train_alignment(
         store=store, pairs=pair_table, out=out, config=cfg, captions=captions, eval_pairs=ev_table,
-        resume=resume, device=config.device, progress=progress, inputs_info=info,
+        resume=config.resume, device=config.device, progress=progress, inputs_info=info,
     )
     return {"out": str(out), **summary}
 
