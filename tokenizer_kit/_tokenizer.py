@@ -366,9 +366,6 @@ class SemanticTokenizer:
             quantizer = qcls.from_state(m["config"], tensors)
         except (TokenizerKitError, TypeError, ValueError, KeyError, AttributeError) as e:
             raise ArtifactError(f"{where}: the quantizer's config and weights do not fit ({' '.join(str(e).split())}); {TOKENIZER.fix}") from None
-        if isinstance(m.get("training"), dict) and hasattr(quantizer, "_summary"):
-            # keep the training record when the directory is saved again (an index added later)
-            quantizer._summary = dict(m["training"])
         sizes = m.get("codebook_sizes")
         if sizes is not None and list(sizes) != list(quantizer.codebook_sizes):
             raise ArtifactError(f"{where}: manifest codebook_sizes {sizes} differ from the quantizer's {list(quantizer.codebook_sizes)}; {TOKENIZER.fix}")
