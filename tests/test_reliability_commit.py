@@ -5,6 +5,13 @@ replaces ``io._atomic._step`` (the seam every rename, exchange, replace and remo
 commit goes through) with one that copies the whole parent folder before and after each
 step. Each copy is exactly what a kill -9 at that instant would leave on disk; each must
 load as the old or the new version, and the next writer must clean it up.
+
+Points covered: whole-directory overwrite with the exchange (manifest replace in staging,
+exchange, fsync of the parent, removal of the old version), the same with the two-rename
+fallback (move old aside, rename new in, fsync, removal), a first build (rename in), and an
+in-place append (new file replace, manifest replace; the next writer's removal of
+unreferenced files); each also with an I/O error raised at that step. Slow tests add real
+kill -9 at random instants and repeated two-process `assign --update` races.
 """
 
 from __future__ import annotations
@@ -408,3 +415,23 @@ def test_kill_9_at_random_instants(indexed, tmp_path):
     p = _cli("index", work / "tok", out=work / "final")
     assert p.wait() == 0
     assert _leftovers(work) == [] and not list((work / "tok").glob(".*"))
+
+
+def test_compaction_refuses_an_index_changed_since_it_was_loaded(indexed, tmp_path):
+    """A full rewrite from a stale view would drop a cold start committed meanwhile: refused."""
+    from tokenizer_kit.errors import TokenizerKitError
+    from tokenizer_kit.indexer import SIDIndex
+
+    work = tmp_path / "w"
+    shutil.copytree(indexed, work)
+    tok_a = SemanticTokenizer.from_pretrained(work / "tok")
+    idx_a = SIDIndex.stored(tok_a)
+    tok_b = SemanticTokenizer.from_pretrained(work / "tok")
+    idx_b = SIDIndex.stored(tok_b)
+    x = np.load(work / "a.npy")
+    new_b, _, _ = idx_b.assign(tok_b, [f"b{i}" for i in range(len(x))], x)
+    new_b.save(tok_b, work / "tok")  # a cold start lands first
+    with pytest.raises(TokenizerKitError, match="changed since it was loaded"):
+        idx_a.compact(tok_a, work / "tok")
+    back = SIDIndex.stored(SemanticTokenizer.from_pretrained(work / "tok"))
+    assert len(back) == len(idx_a) + len(x)  # nothing lost

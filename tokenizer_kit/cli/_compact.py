@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ._common import OutputFormat, cli_command, emit_json, err_console, out_console, setup_logging
+from ._common import OutputFormat, cli_command, emit_json, err_console, holds_writer_lock, out_console, setup_logging
 
 __all__ = ["register"]
 
@@ -38,4 +38,4 @@ def compact(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("compact")(cli_command(compact))
+    app.command("compact")(cli_command(holds_writer_lock("tokenizer")(compact)))

@@ -480,13 +480,31 @@ class SIDIndex:
         path = Path(path) if path is not None else tok.path
         if path is None:
             raise InputError("no tokenizer directory to save the index into; pass a path")
-        self.attach(tok)
-        tok.save_pretrained(path, overwrite=True)
+        from ..io import writer_lock
+
+        with writer_lock(path):  # read-check-rewrite as one step against other writers
+            self._check_unchanged_on_disk(path)
+            self.attach(tok)
+            tok.save_pretrained(path, overwrite=True)
         self.segments, self.pending = [], []
         self._base = (self.trie, len(self), np.zeros(0, np.int64), np.zeros((0, self.sid_length), np.int64))
         self._live = None
         self._origin = (path, self.version)
         return path
+
+    def _check_unchanged_on_disk(self, path: Path) -> None:
+        """Refuse to rewrite ``path`` with an index loaded from it if another writer changed it
+        since (a cold start committed meanwhile would otherwise be lost)."""
+        if self._origin is None or not _same_dir(self._origin[0], path) or not (Path(path) / "tokenizer.json").exists():
+            return
+        from ..io._manifest import TOKENIZER, read_manifest
+
+        sec = (read_manifest(path, TOKENIZER, verify="none").get("sections") or {}).get("index") or {}
+        if sec.get("version") != self._origin[1]:
+            raise TokenizerKitError(
+                f"the index in {path} changed since it was loaded (version {self._origin[1]} -> {sec.get('version')}); "
+                "load it again and repeat"
+            )
 
     # ---- lookups ----------------------------------------------------------------------------------
     def rows_of(self, ids) -> np.ndarray:
