@@ -170,6 +170,8 @@ def _open_lock(lp: Path, path) -> int:
     try:
         lp.parent.mkdir(parents=True, exist_ok=True)
         return os.open(lp, os.O_RDWR | os.O_CREAT, 0o666)
+    except (FileExistsError, NotADirectoryError):
+        raise ArtifactError(f"cannot write {path}: a part of {lp.parent} is a file, not a directory; choose another path") from None
     except OSError as e:
         raise ArtifactError(
             f"cannot create the writer lock {lp} ({e.strerror}); the folder holding {Path(path).name} must be writable to change it"

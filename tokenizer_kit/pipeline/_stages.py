@@ -302,12 +302,14 @@ def import_index(path: PathLike, config: ImportIndexConfig, *, out: PathLike | N
     from ..indexer import IndexConfig, SIDIndex, import_sid_index
 
     config.validate()
+    if out is not None:
+        out = Path(out)
+        if out.exists() and not overwrite:
+            raise config_error_for("overwrite", f"output directory {out} already exists; set `overwrite` to replace it, or choose another `out`")
+        _outputs_ok(dirs=[out])
     res = dict(SIDIndex.from_lcrec(path).stats)
     if out is None:
         return res
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise config_error_for("overwrite", f"output directory {out} already exists; set `overwrite` to replace it, or choose another `out`")
     tok, idx = import_sid_index(path, config=base_config(config, IndexConfig), levels=config.levels, codebook_sizes=config.codebook_size)
     idx.save(tok, out)
     keep = ("collision_rate_codes", "collision_rate_sids", "duplicate_sids", "max_suffix", "moved_items", "moved_other_prefix")
