@@ -264,11 +264,16 @@ def main() -> None:
     ap.add_argument("--steps", default="build,assign,compare,balanced,equal,gemm,cold")
     ap.add_argument("--gpu", action="store_true", help="also the GPU row: 3 x 8192 on 10M x 512 with --device cuda")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scale_cpu.json"))
+    ap.add_argument("--merge", action="store_true", help="keep the rows of an existing --out and replace only the steps run now")
     args = ap.parse_args()
     steps = set(args.steps.split(","))
     scratch = Path(args.scratch)
     scratch.mkdir(parents=True, exist_ok=True)
     res: dict = {"benchmark": "scale", "machine": machine_info(), "args": vars(args), "rows": {}}
+    if args.merge and Path(args.out).exists():
+        old = json.loads(Path(args.out).read_text())
+        res["rows"] = old.get("rows", {})
+        res["earlier_runs"] = old.get("earlier_runs", []) + [{"machine": old.get("machine"), "args": old.get("args"), "rows": sorted(old.get("rows", {}))}]
     R = res["rows"]
 
     def save():
@@ -330,7 +335,7 @@ def main() -> None:
         if not g.exists():
             write_clustered_npy(g, 10_000_000, 512, seed=2)
         R["gpu"] = run_measured(_cli("build-codebook", g, "--out", scratch / "tok_gpu", "--levels", 3, "--codebook-size", 8192, "--device", "cuda", "--seed", 0, "--format", "json", "--overwrite"))
-    else:
+    elif "gpu" not in R or "skipped" in R["gpu"]:
         R["gpu"] = {"skipped": "no GPU on this machine: run with --gpu on a CUDA machine with faiss-gpu (make install-gpu); target 3 x 8192 on 10M x 512 under 180 s on one H100"}
     save()
     print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk in ("wall_seconds", "peak_rss_anon_mib", "ours_over_naive_best", "gemm_share_of_encode", "skipped")} if isinstance(v, dict) else v for k, v in R.items()}, indent=1))

@@ -354,3 +354,44 @@ def test_cuda_streaming_build_uses_gpu_and_matches_cpu(data, tmp_path):
     assert a.metrics["reconstruction_mse"] == pytest.approx(b.metrics["reconstruction_mse"], rel=0.05)
     assert a.quantizer.summary()["device"] == "cuda"
 
+
+
+def test_large_groups_use_the_capacity_greedy_in_both_paths(data, tmp_path, monkeypatch):
+    """Groups too large for the Hungarian method get the greedy under the same capacities;
+    streaming and in-memory builds still agree, and no code exceeds ceil(m / K) items."""
+    from tokenizer_kit.quantizers import _rq_kmeans
+
+    monkeypatch.setattr(_rq_kmeans, "EXACT_ASSIGNMENT_CELLS", 64)
+    ids, x = data
+    np.save(tmp_path / "x.npy", x)
+    cfg = dict(codebook_sizes=[4, 8], seed=0, max_points_per_centroid=64, balanced=True)
+    build_streaming(tmp_path / "x.npy", tmp_path / "tok", **cfg)
+    mem = SemanticTokenizer.build(x, **cfg)
+    codes = SemanticTokenizer.from_pretrained(tmp_path / "tok").codes
+    np.testing.assert_array_equal(codes, mem.codes)
+    for c0 in range(4):
+        grp = codes[codes[:, 0] == c0, 1]
+        assert np.bincount(grp, minlength=8).max() <= -(-len(grp) // 8)
+
+
+def test_capacity_greedy_gives_distinct_codes_when_they_fit():
+    from tokenizer_kit.quantizers._rq_kmeans import _greedy_capacity_assignment
+
+    rng = np.random.default_rng(0)
+    cost = rng.random((10, 16))
+    out = _greedy_capacity_assignment(cost, 1)
+    assert len(set(out.tolist())) == 10
+    out = _greedy_capacity_assignment(rng.random((50, 16)), 4)
+    assert np.bincount(out, minlength=16).max() <= 4
+
+
+def test_stale_scratch_of_a_killed_build_is_removed(data, tmp_path):
+    ids, x = data
+    np.save(tmp_path / "x.npy", x[:2000])
+    stale = tmp_path / ".tok.abcd1234.scratch"
+    stale.mkdir()
+    (stale / "res-0.bin").write_bytes(b"0" * 100)
+    other = tmp_path / ".tok2.abcd1234.scratch"  # another output's: kept
+    other.mkdir()
+    build_streaming(tmp_path / "x.npy", tmp_path / "tok", **CFG)
+    assert not stale.exists() and other.exists()

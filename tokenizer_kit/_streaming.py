@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -268,11 +269,17 @@ def build_streaming(
     joint = q._joint_last_level and beam == 1
     scratch_base = Path(scratch_dir) if scratch_dir is not None else out.parent
     scratch_base.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".scratch", dir=scratch_base))
     cats = (lambda ids: [categories.get(str(i)) for i in ids.tolist()]) if categories is not None else (lambda ids: None)
     moved = members = 0
+    scratch = None
     try:
         with write_artifact(out, TOKENIZER, overwrite=overwrite) as w:
+            # under the writer lock: scratch of an earlier build of `out` that was killed is stale
+            pat = re.compile(rf"^\.{re.escape(out.name)}\.[a-z0-9_]{{8}}\.scratch$")
+            for stale in scratch_base.iterdir():
+                if pat.match(stale.name) and stale.is_dir():
+                    shutil.rmtree(stale, ignore_errors=True)
+            scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".scratch", dir=scratch_base))
             staging = w.dir
             metrics = StreamingMetrics(q.codebook_sizes, key_budget=key_budget, spill_dir=scratch)
             unique_ids = _UniqueIds(budget=key_budget, spill_dir=scratch)
@@ -327,7 +334,8 @@ def build_streaming(
             w.fields.update(tok.manifest_fields())
             w.fields["n_items"] = int(n)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     tok.path = out
     logger.info("streaming build of %d x %d -> %s in %.1fs", n, d, out, tok.info["total_seconds"])
     return tok

@@ -169,7 +169,8 @@ class TorchEncoder:
 
         n = x.shape[0]
         codes = np.empty((n, self.levels), dtype=np.int64)
-        spans = _blocks(n, batch_size)
+        # every device gets a share of each call, in chunks of at most batch_size rows
+        spans = _blocks(n, max(1, min(batch_size, -(-n // len(self.devices)))))
         prev = torch.backends.cuda.matmul.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 GEMM, as on the CPU
         try:

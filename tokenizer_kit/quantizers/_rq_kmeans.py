@@ -123,6 +123,30 @@ def _balanced_prices(
     return best if best is not None else p
 
 
+# the Hungarian method is O(n^3): beyond ~1M cost entries (a prefix of ~1,000 items at K = 256)
+# the distinct-last-level step assigns a group greedily under the same capacities
+EXACT_ASSIGNMENT_CELLS = 1 << 20
+
+
+def _greedy_capacity_assignment(cost: np.ndarray, cap: int) -> np.ndarray:
+    """Codes (m,) for ``cost`` (m, K) with at most ``cap`` items per code: items by decreasing
+    regret (second-best minus best cost; ties by row), each to its cheapest code with room."""
+    m, k = cost.shape
+    pref = np.argsort(cost, axis=1, kind="stable")  # [m, K]
+    rows = np.arange(m)
+    best = cost[rows, pref[:, 0]]
+    regret = cost[rows, pref[:, 1]] - best if k > 1 else np.zeros(m, cost.dtype)
+    load = np.zeros(k, np.int64)
+    out = np.empty(m, np.int64)
+    for i in np.lexsort((rows, -regret)).tolist():
+        for code in pref[i].tolist():
+            if load[code] < cap:
+                load[code] += 1
+                out[i] = code
+                break
+    return out
+
+
 def _cluster_means(x: np.ndarray, assign: np.ndarray, old: np.ndarray) -> np.ndarray:
     """Means of ``x`` (n, d) per cluster; an empty cluster keeps its ``old`` centroid."""
     k = old.shape[0]
@@ -312,7 +336,11 @@ class RQKMeans(QuantizerBase):
 
         Per group a min-cost assignment (Hungarian, scipy) of its m items to the K last-level
         codes under ``||r - c_k||^2 + p_k``; with m > K each code takes ceil(m / K) items at
-        most. Changes ``codes[:, -1]`` in place.
+        most. The Hungarian method costs O(m^2 K ceil(m/K)); a group whose cost matrix would
+        exceed ``EXACT_ASSIGNMENT_CELLS`` entries (m > ~1,000 items at K = 256) is assigned by
+        a greedy under the same capacities instead: items in order of regret (second-best
+        minus best cost), each to its cheapest code with room left. Changes ``codes[:, -1]``
+        in place.
         """
         from scipy.optimize import linear_sum_assignment
 
@@ -324,11 +352,14 @@ class RQKMeans(QuantizerBase):
             rg = r_last(g)
             cost = cn[None, :] + b[None, :] - 2.0 * (rg @ c.T)  # [m, K]
             reps = -(-len(g) // k)
-            if reps > 1:
-                cost = np.tile(cost, (1, reps))
-            rows, cols = linear_sum_assignment(cost)
-            new = np.empty(len(g), dtype=np.int64)
-            new[rows] = cols % k
+            if len(g) * k * reps > EXACT_ASSIGNMENT_CELLS:
+                new = _greedy_capacity_assignment(cost, reps)
+            else:
+                if reps > 1:
+                    cost = np.tile(cost, (1, reps))
+                rows, cols = linear_sum_assignment(cost)
+                new = np.empty(len(g), dtype=np.int64)
+                new[rows] = cols % k
             moved += int((new != last).sum())
             codes[g, -1] = new
         return moved
@@ -395,9 +426,14 @@ class RQKMeans(QuantizerBase):
         return bool(torch.cuda.is_available())
 
     def torch_encoder(self, devices: list[str] | None = None) -> TorchEncoder:
-        """A :class:`TorchEncoder` over this quantizer's codebooks (every GPU by default)."""
+        """A :class:`TorchEncoder` over this quantizer's codebooks (every GPU by default; kept
+        for the next call, so a stream of batches copies the codebooks to the devices once)."""
         self._require_fitted()
-        return TorchEncoder(self.codebooks, [f[1] for f in self._fast], devices)
+        if devices is not None:
+            return TorchEncoder(self.codebooks, [f[1] for f in self._fast], devices)
+        if getattr(self, "_torch_enc", None) is None:
+            self._torch_enc = TorchEncoder(self.codebooks, [f[1] for f in self._fast], None)
+        return self._torch_enc
 
     def _greedy_level(self, r: np.ndarray, level: int, buf: np.ndarray | None = None) -> np.ndarray:
         """Codes of one level for residuals ``r`` (b, d), subtracted from ``r`` in place."""
@@ -405,6 +441,7 @@ class RQKMeans(QuantizerBase):
         return greedy_level(r, neg2ct, offset, self.codebooks[level], buf)
 
     def _refresh_cache(self) -> None:
+        self._torch_enc = None
         self._cnorms = [(c * c).sum(1) for c in self.codebooks]
         self._fast = [
             (np.ascontiguousarray(-2.0 * c.T, dtype=np.float32), (cn + b).astype(np.float32))
