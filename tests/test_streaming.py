@@ -395,3 +395,22 @@ def test_stale_scratch_of_a_killed_build_is_removed(data, tmp_path):
     other.mkdir()
     build_streaming(tmp_path / "x.npy", tmp_path / "tok", **CFG)
     assert not stale.exists() and other.exists()
+
+
+def test_assign_compares_against_sids_on_disk_when_not_loaded(data, tmp_path):
+    """A tokenizer loaded without its SIDs (load_sids=False, as the CLI's assign does) gives
+    the same index comparison, read from sids.parquet in batches."""
+    ids, x = data
+    np.save(tmp_path / "x.npy", x[:5000])
+    (tmp_path / "x.ids.txt").write_text("\n".join(ids[:5000]))
+    build_streaming(tmp_path / "x.npy", tmp_path / "tok", **CFG)
+    full = SemanticTokenizer.from_pretrained(tmp_path / "tok")
+    light = SemanticTokenizer.from_pretrained(tmp_path / "tok", load_sids=False)
+    assert light.codes is None and light.item_ids is None
+    np.save(tmp_path / "new.npy", x[4000:])
+    (tmp_path / "new.ids.txt").write_text("\n".join(ids[4000:]))
+    a = assign_streaming(full, tmp_path / "new.npy", tmp_path / "a.parquet")
+    b = assign_streaming(light, tmp_path / "new.npy", tmp_path / "b.parquet", batch_size=BLOCK_ROWS)
+    for k in ("already_indexed_items", "sids_shared_with_index", "collision_rate", "unique_sids"):
+        assert a[k] == b[k], k
+    assert a["already_indexed_items"] == 1000

@@ -343,7 +343,37 @@ def build_streaming(
 
 # ---- assign ---------------------------------------------------------------------------------
 def _sorted_unique(a: np.ndarray) -> np.ndarray:
-    return np.unique(np.asarray(a, np.int64))
+    """Sorted distinct values of ``a`` (sorted in place: no copy beyond the result)."""
+    a = np.asarray(a, np.int64)
+    a.sort()
+    if len(a) < 2:
+        return a
+    keep = np.empty(len(a), bool)
+    keep[0] = True
+    np.not_equal(a[1:], a[:-1], out=keep[1:])
+    return a[keep]
+
+
+def _index_keys_from_disk(tok: SemanticTokenizer, batch_size: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(sorted SID keys, sorted id hashes) of the items in ``tok``'s sids.parquet, read in
+    batches (16 bytes per indexed item) when the tokenizer was loaded without its SIDs."""
+    import pyarrow.parquet as pq
+
+    if tok.path is None or not (Path(tok.path) / SIDS_NAME).exists():
+        return None
+    pf = pq.ParquetFile(Path(tok.path) / SIDS_NAME)
+    n = pf.metadata.num_rows
+    keys = np.empty(n, np.int64)
+    hashes = np.empty(n, np.int64)
+    cols = ["item_id"] + [f"code_{l}" for l in range(tok.levels)]
+    pos = 0
+    for rb in pf.iter_batches(batch_size=batch_size, columns=cols):
+        m = rb.num_rows
+        codes = np.stack([rb.column(f"code_{l}").to_numpy().astype(np.int64) for l in range(tok.levels)], 1)
+        keys[pos : pos + m] = sid_keys_of(codes, tok.codebook_sizes)
+        hashes[pos : pos + m] = _id_hashes(rb.column("item_id").to_numpy(zero_copy_only=False))
+        pos += m
+    return _sorted_unique(keys[:pos]), _sorted_unique(hashes[:pos])
 
 
 def _member(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
@@ -382,6 +412,10 @@ def assign_streaming(
     if tok.codes is not None and tok.item_ids is not None:
         index_keys = _sorted_unique(sid_keys_of(tok.codes, tok.codebook_sizes))
         index_ids = _sorted_unique(_id_hashes(tok.item_ids))
+    else:
+        found = _index_keys_from_disk(tok, bs)
+        if found is not None:
+            index_keys, index_ids = found
     known = shared = 0
     scratch_base = Path(scratch_dir) if scratch_dir is not None else out.parent
     scratch_base.mkdir(parents=True, exist_ok=True)

@@ -338,21 +338,23 @@ class SemanticTokenizer:
         return m.data
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, *, verify: bool = True) -> "SemanticTokenizer":
+    def from_pretrained(cls, path: str | os.PathLike, *, verify: bool = True, load_sids: bool = True) -> "SemanticTokenizer":
         """Load a tokenizer directory (checksums verified unless ``verify=False``).
 
         Reads a consistent snapshot even while another process commits a new version
         (``io.read_artifact``). Besides checksums, the content is checked: codebooks finite,
         every code inside its codebook, one row per item id and no null ids. Directories in
         the first-wave format (1) load too; saving rewrites them in the current format.
+        ``load_sids=False`` leaves the indexed items on disk (``item_ids`` and ``codes`` stay
+        None): enough to encode, without 32 bytes per indexed item in memory.
         """
         path = Path(path)
-        tok = read_artifact(path, TOKENIZER, lambda m: cls._load(m), verify="sha256" if verify else "none")
+        tok = read_artifact(path, TOKENIZER, lambda m: cls._load(m, load_sids=load_sids), verify="sha256" if verify else "none")
         tok.path = path
         return tok
 
     @classmethod
-    def _load(cls, m: Manifest) -> "SemanticTokenizer":
+    def _load(cls, m: Manifest, *, load_sids: bool = True) -> "SemanticTokenizer":
         from safetensors.numpy import load_file
 
         _check_fields(m)
@@ -383,7 +385,8 @@ class SemanticTokenizer:
             if name.endswith(".safetensors") and name != WEIGHTS_NAME:
                 tok.attachments[name[: -len(".safetensors")]] = _load_safetensors(m.file(name), load_file)
         if SIDS_NAME in m.files:
-            tok.item_ids, tok.codes, tok.sid_suffix = _read_sids(m, tok)
+            if load_sids:
+                tok.item_ids, tok.codes, tok.sid_suffix = _read_sids(m, tok)
         elif _int(m.get("n_items", 0)) > 0:
             raise ArtifactError(f"{where}: the manifest counts {m['n_items']} items but lists no {SIDS_NAME}; {TOKENIZER.fix}")
         return tok

@@ -415,7 +415,10 @@ def assign(embeddings: PathLike, tokenizer: PathLike, config: AssignConfig, *, o
 
     config.validate()
     _outputs_ok(out)
-    tok = SemanticTokenizer.from_pretrained(tokenizer)
+    # the indexed items are loaded only to cold-start into an index; plain encoding streams
+    tok = SemanticTokenizer.from_pretrained(tokenizer, load_sids=False)
+    if tok.sections.get("index"):
+        tok = SemanticTokenizer.from_pretrained(tokenizer)
     idx = SIDIndex.stored(tok)
     if idx is None and (update or config.replace):
         raise InputError(f"{tokenizer} has no SID index to update; run `tokenizer-kit index {tokenizer}` first")
