@@ -301,8 +301,11 @@ def build_streaming(
                             writer.write(b.ids, codes)
                         task.advance(len(codes))
                     t_encode = time.perf_counter() - t1
+                    t_distinct = 0.0
                     if joint:
+                        t2 = time.perf_counter()
                         moved, dsse, members = _distinct_streaming(q, tok, stream, codes_all, bs, scratch, progress=progress)
+                        t_distinct = time.perf_counter() - t2
                         metrics.add_sse_delta(dsse)
                         with prog.task("write SIDs", total=n, unit="item") as wtask:
                             for b in stream.batches(bs, vectors=False):
@@ -324,6 +327,7 @@ def build_streaming(
                 "sample_seconds": t_sample,
                 "fit_seconds": t_train,
                 "encode_seconds": t_encode,
+                "distinct_last_level_seconds": t_distinct,
                 "total_seconds": time.perf_counter() - t0,
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
