@@ -110,10 +110,21 @@ def greedy_encode(
     codes = np.empty((n, levels), dtype=np.int64) if out is None else out
 
     def one(s: int, e: int) -> None:
-        r = np.array(x[s:e], dtype=np.float32, order="C", copy=True)  # [b, d]
+        xb = np.ascontiguousarray(x[s:e], dtype=np.float32)  # [b, d] read, never written
+        b = e - s
+        gathered = np.empty((b, xb.shape[1]), dtype=np.float32)
+        r = None
         for level in range(levels):
             neg2ct, offset = fast[level]
-            codes[s:e, level] = greedy_level(r, neg2ct, offset, codebooks[level])
+            buf = np.empty((b, neg2ct.shape[1]), dtype=np.float32)
+            np.matmul(xb if r is None else r, neg2ct, out=buf)  # [b, K] the GEMM
+            buf += offset
+            ids = buf.argmin(1)
+            codes[s:e, level] = ids
+            if level + 1 < levels:
+                np.take(codebooks[level], ids, axis=0, out=gathered)
+                # the first subtraction also makes the residual (no separate copy of x)
+                r = np.subtract(xb, gathered) if r is None else np.subtract(r, gathered, out=r)
 
     run_blocks(one, n, block=block, threads=threads)
     return codes
