@@ -36,7 +36,6 @@ import argparse
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -69,40 +68,51 @@ def paths(ds: str, workdir: Path) -> dict[str, Path]:
             "work": workdir, "sids": workdir / "sids", "runs": RESULTS / "downstream" / ds}
 
 
-# ---- prepare: embeddings (pipeline) and SID sets ---------------------------------------------------------
-def pipeline_config(ds: str, workdir: Path) -> Path:
-    """configs/office.toml with this dataset's files and workdir, retrieval off."""
+# ---- prepare: embeddings (the pipeline's stage functions) and SID sets --------------------------------------
+ALIGN_PRESET = "no-caption"  # main's InfoNCE-only preset: the caption LM made 3,000 steps take ~19 h on this shared machine
+
+
+def stage_configs() -> dict:
+    """The stage configs of ``configs/office.toml`` (extract, mine_pairs, align with ``ALIGN_PRESET``
+    on top, embed), as the pipeline would parse them."""
+    from tokenizer_kit._config import load_preset, read_config_file
+    from tokenizer_kit.pipeline._stage_configs import AlignStageConfig, EmbedConfig, ExtractConfig, MinePairsConfig
+
+    toml = read_config_file(ROOT / "configs" / "office.toml")
+    align = {**toml.get("align", {}), **load_preset("align", ALIGN_PRESET)}  # the preset wins over the demo's caption settings
+    align.setdefault("seed", toml.get("seed", 0))
+    return {"extract": ExtractConfig.from_dict(toml.get("extract", {})), "mine_pairs": MinePairsConfig.from_dict(toml.get("mine_pairs", {})),
+            "align": AlignStageConfig.from_dict(align), "embed": EmbedConfig.from_dict(toml.get("embed", {}))}
+
+
+def prepare_embeddings(ds: str, workdir: Path) -> dict:
+    """extract -> mine-pairs -> align -> embed (+ the raw pooled baseline) with the pipeline's
+    stage functions, each skipped when its output exists; returns the settings and summaries."""
+    from tokenizer_kit.pipeline import stages
+
     p = paths(ds, workdir)
-    text = (ROOT / "configs" / "office.toml").read_text()
-    out = []
-    section = ""
-    for line in text.splitlines():
-        s = line.strip()
-        if s.startswith("["):
-            section = s
-        if s.startswith("workdir ="):
-            line = f'workdir = "{workdir / "pipeline"}"'
-        elif s.startswith("catalog ="):
-            line = f'catalog = "{p["items"]}"'
-        elif s.startswith("interactions ="):
-            line = f'interactions = "{p["inter"]}"'
-        elif section == "[retrieval]" and s.startswith("enabled ="):
-            line = "enabled = false"
-        out.append(line)
-    cfg = workdir / f"{ds}.toml"
-    workdir.mkdir(parents=True, exist_ok=True)
-    cfg.write_text("\n".join(out) + "\n")
-    return cfg
-
-
-def run_pipeline(ds: str, workdir: Path) -> dict:
-    cfg = pipeline_config(ds, workdir)
-    emb = workdir / "pipeline" / "embeddings"
-    if not ((emb / "aligned.parquet").exists() and (emb / "raw.parquet").exists()):
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-        subprocess.run([sys.executable, "-m", "tokenizer_kit.cli.app", "pipeline", str(cfg), "-v"], check=True, env=env)
-    stages = {p.stem: json.loads(p.read_text()) for p in sorted((workdir / "pipeline" / "stages").glob("*.json"))}
-    return {"config": cfg.read_text(), "stages": stages}
+    W = workdir / "pipeline"
+    W.mkdir(parents=True, exist_ok=True)
+    cfg = stage_configs()
+    feats, pairs, held, align_dir = W / "features", W / "pairs.parquet", W / "heldout_pairs.parquet", W / f"alignment_{ALIGN_PRESET}"
+    aligned, raw = W / "embeddings" / f"aligned_{ALIGN_PRESET}.parquet", W / "embeddings" / "raw.parquet"
+    info: dict = {"settings": {k: v.to_flat_dict() for k, v in cfg.items()}, "align_preset": ALIGN_PRESET}
+    t = time.perf_counter()
+    if not (feats / "manifest.json").exists():
+        stages.extract(p["items"], feats, cfg["extract"])
+    if not (pairs.exists() and held.exists()):
+        stages.mine_pairs(p["inter"], pairs, cfg["mine_pairs"], heldout_out=held, overwrite=True)
+    if not (align_dir / "config.json").exists() or (align_dir / "checkpoint").exists():
+        t0 = time.perf_counter()
+        stages.align(feats, pairs, align_dir, cfg["align"], catalog=p["items"], eval_pairs=held)
+        info["align_seconds"] = time.perf_counter() - t0
+    if not aligned.exists():
+        stages.embed(feats, align_dir, aligned, cfg["embed"], overwrite=True)
+    if not raw.exists():
+        stages.raw_embeddings(feats, raw)
+    info["alignment"] = json.loads((align_dir / "config.json").read_text()).get("summary")
+    info["seconds"] = time.perf_counter() - t
+    return info
 
 
 def collaborative_embeddings(inter: Path, item_ids: np.ndarray, *, window: int, dim: int) -> np.ndarray:
@@ -151,7 +161,8 @@ def build_sets(ds: str, workdir: Path) -> dict[str, dict]:
     p = paths(ds, workdir)
     p["sids"].mkdir(parents=True, exist_ok=True)
     info: dict[str, dict] = {}
-    embs = {k: load_embeddings(workdir / "pipeline" / "embeddings" / f"{k}.parquet") for k in ("raw", "aligned")}
+    emb_dir = workdir / "pipeline" / "embeddings"
+    embs = {"raw": load_embeddings(emb_dir / "raw.parquet"), "aligned": load_embeddings(emb_dir / f"aligned_{ALIGN_PRESET}.parquet")}
     ids = embs["raw"].ids
     for k in embs:
         if list(map(str, embs[k].ids)) != list(map(str, ids)):
@@ -208,11 +219,11 @@ def sources(ds: str, workdir: Path, names: list[str] | None = None) -> dict[str,
 # ---- commands -------------------------------------------------------------------------------------------
 def cmd_prepare(a) -> None:
     workdir = Path(a.workdir or f"/work/scratch/downstream/{a.dataset}")
-    pipe = run_pipeline(a.dataset, workdir)
+    emb = prepare_embeddings(a.dataset, workdir)
     info = build_sets(a.dataset, workdir)
     prev = workdir / "sets.json"
     old = json.loads(prev.read_text()) if prev.exists() else {}
-    atomic_write_json(prev, {**old, "pipeline": pipe, "sets": {**old.get("sets", {}), **info}, "cf": CF})
+    atomic_write_json(prev, {**old, "embeddings": {**old.get("embeddings", {}), **emb}, "sets": {**old.get("sets", {}), **info}, "cf": CF})
     print(json.dumps({k: v["stats"].get("duplicate_sids") for k, v in info.items()}, indent=1))
 
 
@@ -257,17 +268,11 @@ def cmd_summary(a) -> None:
     sets_json = workdir / "sets.json"
     prep = json.loads(sets_json.read_text()) if sets_json.exists() else {}
     out = {"benchmark": "downstream", "dataset": a.dataset, "interactions": str(p["inter"]), "cf": CF,
-           "pipeline_config": prep.get("pipeline", {}).get("config"),
-           "alignment": _alignment_summary(prep), "set_stats": prep.get("sets"),
+           "embeddings": prep.get("embeddings"), "set_stats": prep.get("sets"),
            "machine": machine_info(), "load_at_summary": os.getloadavg(), **res}
     name = f"downstream_{a.dataset}" + ("" if a.preset == "fast" else f"_{a.preset}")
     atomic_write_json(RESULTS / f"{name}.json", out)
     print(markdown(out))
-
-
-def _alignment_summary(prep: dict) -> dict | None:
-    st = prep.get("pipeline", {}).get("stages", {}).get("align")
-    return None if st is None else st.get("info")
 
 
 def markdown(res: dict) -> str:
@@ -300,6 +305,9 @@ def main(argv=None) -> int:
     ap.add_argument("--reference", default="aligned-rqkmeans-suffix")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    import torch
+
+    torch.set_num_threads(1)  # a shared 2-core machine: a second thread mostly waits (as the companion's cpu_threads)
     {"prepare": cmd_prepare, "run": cmd_run, "summary": cmd_summary}[a.command](a)
     return 0
 
