@@ -102,7 +102,8 @@ def prepare_embeddings(ds: str, workdir: Path) -> dict:
         stages.extract(p["items"], feats, cfg["extract"])
     if not (pairs.exists() and held.exists()):
         stages.mine_pairs(p["inter"], pairs, cfg["mine_pairs"], heldout_out=held, overwrite=True)
-    if not (align_dir / "config.json").exists() or (align_dir / "checkpoint").exists():
+    done = json.loads((align_dir / "config.json").read_text()).get("summary", {}) if (align_dir / "config.json").exists() else {}
+    if done.get("steps_done", -1) < done.get("steps", 0) or not done:  # (a finished run keeps its last checkpoint)
         t0 = time.perf_counter()
         stages.align(feats, pairs, align_dir, cfg["align"], catalog=p["items"], eval_pairs=held)
         info["align_seconds"] = time.perf_counter() - t0
@@ -212,7 +213,7 @@ def sources(ds: str, workdir: Path, names: list[str] | None = None) -> dict[str,
         unknown = sorted(set(names) - set(out))
         if unknown:
             raise SystemExit(f"unknown sets {unknown}; known: {list(out)}")
-        out = {k: v for k, v in out.items() if k in names}
+        out = {k: out[k] for k in dict.fromkeys(names)}  # in the order given: the run's priority
     return out
 
 
@@ -243,9 +244,36 @@ def cmd_run(a) -> None:
         if isinstance(srcs[n], Path) and not srcs[n].exists():
             log.warning("%s: %s does not exist yet (run prepare); skipped", n, srcs[n])
             continue
+        if (runs_dir / n / f"seed{s}.json").exists() or not _claim(runs_dir / n / f"seed{s}.claim"):
+            continue  # done, or another worker has it
         t0 = time.perf_counter()
-        compare_retrieval({n: srcs[n]}, p["inter"], _config(a), seeds=[s], runs_dir=runs_dir, n_boot=10)
+        try:
+            compare_retrieval({n: srcs[n]}, p["inter"], _config(a), seeds=[s], runs_dir=runs_dir, n_boot=10)
+        finally:
+            (runs_dir / n / f"seed{s}.claim").unlink(missing_ok=True)
         log.info("%s seed %d: %.0fs (load %s)", n, s, time.perf_counter() - t0, os.getloadavg())
+
+
+def _claim(path: Path) -> bool:
+    """Take the job whose claim file is ``path`` (created exclusively, holding this pid); a claim
+    whose process is gone is taken over. Workers started at any time share the job list this way."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                os.kill(int(path.read_text() or 0), 0)
+                return False  # its worker is alive
+            except (ProcessLookupError, ValueError):
+                path.unlink(missing_ok=True)  # a killed worker's claim
+                continue
+            except PermissionError:
+                return False
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        return True
+    return False
 
 
 def cmd_summary(a) -> None:
