@@ -110,6 +110,47 @@ def test_caption_loss_with_tiny_llama(data, tmp_path):
     assert w["caption_proj.weight"].shape == (32, 16)
 
 
+def test_caption_lm_in_cpu_bf16_matches_float32(data, tmp_path):
+    """``cpu_bf16`` runs the frozen LM under CPU autocast: the same loss to bf16 precision,
+    the LM's matrix products in bf16, and gradients still reach the prefix."""
+    from tokenizer_kit.alignment._caption import CaptionLM
+
+    store, ids, cluster, pairs = data
+    lm, tok = load_caption_lm(str(tiny_lm_dir(tmp_path / "lm")))
+    caps = tiny_captions(len(store), cluster)
+    f32 = CaptionLM(lm, tok, caps, max_tokens=8)
+    b16 = CaptionLM(lm, tok, caps, max_tokens=8, cpu_bf16=True)
+    torch.manual_seed(0)
+    prefix = torch.randn(6, 4, 32, requires_grad=True)
+    rows = torch.arange(6)
+    seen = []
+    hook = lm.lm_head.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    l32, l16 = f32.loss(prefix, rows), b16.loss(prefix, rows)
+    hook.remove()
+    assert seen == [torch.float32, torch.bfloat16]
+    assert l16.dtype == torch.float32
+    torch.testing.assert_close(l16, l32, rtol=2e-2, atol=2e-2)
+    l16.backward()
+    assert prefix.grad is not None and prefix.grad.abs().sum() > 0
+
+
+def test_cpu_threads_hold_while_training_only(data, tmp_path):
+    from tokenizer_kit._progress import _Task
+
+    store, ids, cluster, pairs = data
+    seen = []
+
+    class Spy:
+        def task(self, description, total=None, *, unit="item", completed=0):
+            t = _Task(description, total, unit, completed)
+            t._update = lambda: seen.append(torch.get_num_threads())
+            return t
+
+    torch.set_num_threads(2)  # the fixture restores the caller's setting
+    train_alignment(store=store, pairs=pairs, out=tmp_path / "t", config=_cfg(steps=3, cpu_threads=1), device="cpu", progress=Spy())
+    assert seen == [1, 1, 1] and torch.get_num_threads() == 2
+
+
 def test_caption_needs_captions(data, tmp_path):
     store, ids, cluster, pairs = data
     with pytest.raises(InputError):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from tokenizer_kit._torch_utils import decay_groups, resolve_device, warmup_decay
+from tokenizer_kit._torch_utils import cpu_has_native_bf16, cpu_threads, decay_groups, resolve_device, warmup_decay
 from tokenizer_kit.errors import InputError
 
 
@@ -116,3 +116,33 @@ def test_rq_vae_keeps_its_rule_codebooks_only():
     decay, keep = decay_groups(model.named_parameters(), 1e-4, no_decay=lambda name, p: name.startswith("rvq."))
     assert len(keep["params"]) == 2 and all(p.ndim == 2 for p in keep["params"])
     assert any(p.ndim == 1 for p in decay["params"])
+
+
+# ---- CPU threads, bf16 ------------------------------------------------------------------------------
+def test_cpu_threads_scoped_and_restored():
+    before = torch.get_num_threads()
+    with cpu_threads(1, "cpu"):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError):  # restored even when the block raises
+        with cpu_threads(1, torch.device("cpu")):
+            raise RuntimeError
+    assert torch.get_num_threads() == before
+    with cpu_threads(0, "cpu"):  # 0 leaves torch's setting
+        assert torch.get_num_threads() == before
+
+
+def test_cpu_threads_leave_cuda_runs_alone(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    with cpu_threads(1, "cuda"):
+        pass
+    assert calls == []
+
+
+def test_native_bf16_follows_the_cpu_probes(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert cpu_has_native_bf16() is False
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert cpu_has_native_bf16() is True

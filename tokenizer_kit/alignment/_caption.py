@@ -79,12 +79,15 @@ class CaptionLM(nn.Module):
     """Frozen LM + pre-tokenised captions. ``loss(prefix (b, p, H) | None, item_rows (b,))``.
 
     ``caption_ids`` (n_items, L) int64 and ``caption_mask`` (n_items, L) bool hold each item's
-    ``[start] + caption`` tokens (row order = the feature store's item order).
+    ``[start] + caption`` tokens (row order = the feature store's item order). ``cpu_bf16``:
+    run the LM under bf16 autocast when its input is on the CPU (for CPUs with native bf16,
+    where it halves the LM's forward and backward; on CUDA the trainer's autocast applies).
     """
 
-    def __init__(self, model, tokenizer, captions: Sequence[str], *, max_tokens: int = 32):
+    def __init__(self, model, tokenizer, captions: Sequence[str], *, max_tokens: int = 32, cpu_bf16: bool = False):
         super().__init__()
         self.lm = model
+        self.cpu_bf16 = bool(cpu_bf16)
         self.hidden_size = int(model.config.hidden_size)
         start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         if start is None:
@@ -115,7 +118,8 @@ class CaptionLM(nn.Module):
         if prefix is not None:
             emb = torch.cat([prefix.to(emb.dtype), emb], dim=1)  # [b, p+L, H]
         attn = torch.cat([torch.ones(ids.shape[0], p, dtype=torch.long, device=ids.device), mask.long()], dim=1)
-        logits = self.lm(inputs_embeds=emb, attention_mask=attn).logits  # [b, p+L, V]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cpu_bf16 and emb.device.type == "cpu"):
+            logits = self.lm(inputs_embeds=emb, attention_mask=attn).logits  # [b, p+L, V]
         # position p+k predicts caption token k+1
         pred = logits[:, p : p + ids.shape[1] - 1].float()
         tgt = ids[:, 1:].masked_fill(~mask[:, 1:], -100)

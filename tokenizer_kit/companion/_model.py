@@ -28,21 +28,20 @@ SID stands for all of its items:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import numpy as np
 import torch
 
 from .._config import ValidatedConfig, setting
 from .._progress import Progress, ProgressTask, as_progress
-from .._torch_utils import decay_groups, resolve_device, warmup_decay
+from .._torch_utils import cpu_threads, decay_groups, resolve_device, warmup_decay
 from ..errors import ArtifactError, InputError
 
 if TYPE_CHECKING:
@@ -182,20 +181,6 @@ def list_retrieval_presets() -> list[str]:
     return list_presets("retrieval")
 
 
-@contextlib.contextmanager
-def _threads(cfg: "RetrievalConfig", device: torch.device) -> Iterator[None]:
-    """Scoped ``torch.set_num_threads`` on CPU (the caller's setting comes back afterwards)."""
-    if device.type != "cpu" or not cfg.cpu_threads:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(cfg.cpu_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def _build_model(cfg: RetrievalConfig, vocab_size: int, max_positions: int):
     from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
 
@@ -329,7 +314,7 @@ class GenerativeRetriever:
         are kept. ``on_epoch(record)`` is called after each epoch; ``progress`` gets one
         task advanced per step with the loss.
         """
-        with _threads(self.config, self.device):
+        with cpu_threads(self.config.cpu_threads, self.device):
             return self._fit(hists, targets, valid=valid, on_epoch=on_epoch, progress=progress)
 
     def _fit(self, hists, targets, *, valid, on_epoch, progress) -> list[dict[str, Any]]:
@@ -431,7 +416,7 @@ class GenerativeRetriever:
     @torch.no_grad()
     def loss(self, hists: list[np.ndarray], targets: np.ndarray) -> float:
         """Mean loss (eval mode) of the examples."""
-        with _threads(self.config, self.device):
+        with cpu_threads(self.config.cpu_threads, self.device):
             return self._loss(hists, targets)
 
     def _loss(self, hists: list[np.ndarray], targets: np.ndarray) -> float:
@@ -449,7 +434,7 @@ class GenerativeRetriever:
     def generate_sids(self, hists: list[np.ndarray], *, progress: Progress | None = None, description: str = "decode") -> tuple[np.ndarray, np.ndarray]:
         """Trie-constrained beam search: SID token ids (n, beam, S) best first, and their
         scores (n, beam). ``progress`` gets one task (``description``) advanced per batch."""
-        with _threads(self.config, self.device), as_progress(progress).task(description, total=len(hists), unit="user") as task:
+        with cpu_threads(self.config.cpu_threads, self.device), as_progress(progress).task(description, total=len(hists), unit="user") as task:
             cfg = self.config
             self.model.eval()
             out_tok = np.zeros((len(hists), cfg.beam_size, self.S), np.int64)
