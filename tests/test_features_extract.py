@@ -202,6 +202,48 @@ def test_minilm_office_tokens_match_sentence_embeddings(tmp_path, office_small):
         assert float(v @ ref[i]) > 0.999
 
 
+def test_bf16_extraction_close_to_float32_and_recorded(tmp_path, office_small, monkeypatch):
+    """``bf16`` autocasts MiniLM where the CPU has native bf16: token vectors within bf16
+    precision of float32's; the store records it, so a resume with float32 is refused; on a
+    CPU without native bf16 it computes float32 (the same store bit for bit)."""
+    import torch
+
+    import tokenizer_kit._torch_utils as tu
+
+    fields = ("title", "brand")
+    base = dict(backend="hf", text_fields=fields, max_tokens_per_field=16, batch_size=6)
+    extract_features(office_small, tmp_path / "f32", ExtractConfig(**base))
+    ref = FeatureStore.open(tmp_path / "f32")
+    dtypes = []
+    monkeypatch.setattr(tu, "cpu_has_native_bf16", lambda: True)
+    from tokenizer_kit.features._backends import HFBackend
+
+    real = HFBackend.encode_texts
+
+    def spy(self, texts, max_tokens):
+        dtypes.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else torch.float32)
+        return real(self, texts, max_tokens)
+
+    monkeypatch.setattr(HFBackend, "encode_texts", spy)
+    extract_features(office_small, tmp_path / "b16", ExtractConfig(**base, bf16=True, cpu_threads=1))
+    assert set(dtypes) == {torch.bfloat16}
+    b16 = FeatureStore.open(tmp_path / "b16")
+    assert b16.manifest["config"]["bf16"] is True and "bf16" not in ref.manifest["config"]
+    for i in range(len(ref)):
+        a, b = ref.tokens(i).astype(np.float32), b16.tokens(i).astype(np.float32)
+        cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+        assert a.shape == b.shape and cos.min() > 0.999
+    with pytest.raises(ArtifactError):  # another config: the store is not resumed with float32
+        extract_features(office_small, tmp_path / "b16", ExtractConfig(**base))
+    monkeypatch.setattr(tu, "cpu_has_native_bf16", lambda: False)
+    dtypes.clear()
+    extract_features(office_small, tmp_path / "emul", ExtractConfig(**base, bf16=True))
+    assert set(dtypes) == {torch.float32}
+    em = FeatureStore.open(tmp_path / "emul")
+    for i in range(len(ref)):
+        np.testing.assert_array_equal(em.tokens(i), ref.tokens(i))
+
+
 def test_reader_round_trip_and_batches(tmp_path, office_small):
     cfg = ExtractConfig(backend="hf", text_fields=("title", "brand"), max_tokens_per_field=16, shard_size=5, layer=-2)
     extract_features(office_small, tmp_path / "s", cfg)

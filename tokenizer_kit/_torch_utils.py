@@ -17,7 +17,7 @@ from torch import nn
 
 from .errors import InputError
 
-__all__ = ["resolve_device", "decay_groups", "low_rank", "warmup_decay", "cpu_threads", "cpu_has_native_bf16"]
+__all__ = ["resolve_device", "decay_groups", "low_rank", "warmup_decay", "cpu_threads", "cpu_has_native_bf16", "native_bf16"]
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -117,3 +117,12 @@ def cpu_has_native_bf16() -> bool:
     than float32."""
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(bool(getattr(torch.cpu, p, lambda: False)()) for p in probes)
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """True when ``device`` computes bf16 natively: a CUDA GPU that supports it, or a CPU
+    with :func:`cpu_has_native_bf16`."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    return device.type == "cpu" and cpu_has_native_bf16()
