@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -41,6 +42,7 @@ def main(argv=None) -> int:
     ap.add_argument("--d-ff", type=int, default=256)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--beam", type=int, default=10)
+    ap.add_argument("--max-history", type=int, default=20, help="items of history per example")
     ap.add_argument("--arch", default="t5")
     ap.add_argument("--max-users", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None)
@@ -51,7 +53,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = RetrievalConfig(arch=args.arch, epochs=args.epochs, seed=args.seed, d_model=args.d_model, d_ff=args.d_ff,
-                          n_layers=args.layers, beam_size=args.beam, device=args.device,
+                          n_layers=args.layers, beam_size=args.beam, device=args.device, max_history=args.max_history,
                           batch_size=args.batch_size, lr=args.lr, cpu_threads=args.threads or 1).validate()
     sources: dict[str, object] = {}
     for spec in args.sids:
@@ -65,13 +67,14 @@ def main(argv=None) -> int:
         sources[f"random-like-{name}"] = random_sid_index(ref.item_ids, ref.level_sizes, seed=args.seed)
     rows = []
     for name, src in sources.items():
-        t0 = time.perf_counter()
+        t0, c0, load0 = time.perf_counter(), time.process_time(), os.getloadavg()
         res = evaluate_retrieval(src, args.interactions, cfg, max_users=args.max_users)
         row = {"name": name, "sids": res["sids"] if isinstance(src, str) else f"random, level sizes {res['level_sizes']}",
                **{k: res["test"][k] for k in res["test"] if "@" in k},
                "invalid_sid_rate": res["test"]["invalid_sid_rate"], "valid_loss": res["valid"].get("loss"),
                "train_losses": res["train"]["losses"], "train_seconds": res["seconds"]["train"],
                "test_seconds": res["seconds"]["test"], "total_seconds": time.perf_counter() - t0,
+               "total_cpu_seconds": time.process_time() - c0, "load_before": load0, "load_after": os.getloadavg(),
                "sid_length": res["sid_length"], "level_sizes": res["level_sizes"], "duplicate_sids": res["duplicate_sids"],
                "parameters": res["parameters"], "users": res["test"]["users"]}
         logging.info("%s: %s", name, {k: row[k] for k in row if "@" in k or k.endswith("seconds")})
