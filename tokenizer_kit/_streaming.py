@@ -61,10 +61,11 @@ logger = logging.getLogger(__name__)
 DEFAULT_STREAM_BATCH = 16 * BLOCK_ROWS  # 65,536 rows: 64 MiB at d = 256 fp32
 
 
-def encode_batch(tok: SemanticTokenizer, vectors) -> np.ndarray:
+def encode_batch(tok: SemanticTokenizer, vectors, **encode_kw) -> np.ndarray:
     """Codes (b, L) int64 of one batch of raw embeddings (b, d): the tokenizer's preprocessing,
-    then its quantizer's encode. Pure in (tokenizer, batch): safe to map over shards."""
-    return tok.encode(vectors)
+    then its quantizer's encode (``encode_kw``, e.g. ``threads``, never changes the codes).
+    Pure in (tokenizer, batch): safe to map over shards."""
+    return tok.encode(vectors, **encode_kw)
 
 
 def _as_stream(source, **open_kw) -> EmbeddingStream:

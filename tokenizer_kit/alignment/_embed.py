@@ -87,6 +87,53 @@ def pool_queries(m: torch.Tensor, pooling: str) -> torch.Tensor:
     raise InputError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
 
 
+def embedding_record(model, meta: dict[str, Any], store, alignment, pooling: str) -> tuple[Any, dict[str, Any]]:
+    """(Arrow schema, provenance record) of the embeddings ``model`` writes from ``store``."""
+    import pyarrow as pa
+
+    q = model.config
+    dim = q.d_model if pooling == "mean" else q.n_queries * q.d_model
+    record = {
+        "pooling": pooling,
+        "n_queries": q.n_queries,
+        "d_model": q.d_model,
+        "dim": dim,
+        "alignment": str(alignment),
+        "alignment_weights_sha256": meta.get("weights_sha256"),
+        "feature_store": str(store.path),
+        "package_version": __version__,
+    }
+    schema = pa.schema([("item_id", pa.string()), ("embedding", pa.list_(pa.float32(), dim))], metadata={"tokenizer_kit": json.dumps(record)})
+    return schema, record
+
+
+@torch.no_grad()
+def embed_rows(model, store, start: int, stop: int, schema, *, pooling: str, batch_size: int, max_tokens: int | None, device):
+    """Arrow tables of the embeddings of store items ``start .. stop``, ``batch_size`` items
+    each counted from ``start`` (a batch's padding, hence its bytes, depends on its items alone)."""
+    import pyarrow as pa
+
+    dim = schema.field("embedding").type.list_size
+    for s in range(start, stop, batch_size):
+        idx = list(range(s, min(s + batch_size, stop)))
+        tok, mask, _ = store.batch(idx, max_tokens)
+        m = model(torch.from_numpy(tok).to(device), torch.from_numpy(mask).to(device))
+        v = pool_queries(m, pooling).cpu().numpy().astype(np.float32)
+        col = pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), dim)
+        yield pa.table({"item_id": pa.array([store.item_ids[i] for i in idx], pa.string()), "embedding": col}, schema=schema)
+
+
+def check_embed_settings(model, meta: dict[str, Any], store, pooling: str, batch_size: int, max_tokens: int | None) -> int | None:
+    """One-line errors for settings that cannot work; returns the token cap to use."""
+    if pooling not in POOLINGS:
+        raise InputError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    if batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    if model.config.feature_dim != store.dim:
+        raise InputError(f"the alignment model expects features of dim {model.config.feature_dim}, the store has {store.dim}; embed the store it was trained on")
+    return max_tokens if max_tokens is not None else (int(meta["config"].get("max_tokens", 0)) or None)
+
+
 @torch.no_grad()
 def embed_store(
     store,
@@ -103,7 +150,6 @@ def embed_store(
 
     ``device``: auto (None) | cpu | cuda[:N]; ``progress`` gets one task advanced per batch.
     """
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     if pooling not in POOLINGS:
@@ -112,33 +158,16 @@ def embed_store(
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
     dev = resolve_device(device)
     model, meta = load_alignment(alignment, device=str(dev))
-    q = model.config
-    if q.feature_dim != store.dim:
-        raise InputError(f"the alignment model expects features of dim {q.feature_dim}, the store has {store.dim}; embed the store it was trained on")
-    if max_tokens is None:
-        max_tokens = int(meta["config"].get("max_tokens", 0)) or None
-    dim = q.d_model if pooling == "mean" else q.n_queries * q.d_model
-    record = {
-        "pooling": pooling,
-        "n_queries": q.n_queries,
-        "d_model": q.d_model,
-        "dim": dim,
-        "alignment": str(alignment),
-        "alignment_weights_sha256": meta.get("weights_sha256"),
-        "feature_store": str(store.path),
-        "package_version": __version__,
-    }
-    schema = pa.schema([("item_id", pa.string()), ("embedding", pa.list_(pa.float32(), dim))], metadata={"tokenizer_kit": json.dumps(record)})
+    max_tokens = check_embed_settings(model, meta, store, pooling, batch_size, max_tokens)
+    schema, record = embedding_record(model, meta, store, alignment, pooling)
     n = 0
     with atomic_write(out) as tmp, as_progress(progress).task("embed", total=len(store), unit="item") as task:
         with pq.ParquetWriter(str(tmp), schema) as w:
-            for ids, tok, mask, _ in store.iter_batches(batch_size, max_tokens):
-                m = model(torch.from_numpy(tok).to(dev), torch.from_numpy(mask).to(dev))
-                v = pool_queries(m, pooling).cpu().numpy().astype(np.float32)
-                col = pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), dim)
-                w.write_table(pa.table({"item_id": pa.array(ids, pa.string()), "embedding": col}, schema=schema))
-                n += len(ids)
-                task.advance(len(ids))
+            for table in embed_rows(model, store, 0, len(store), schema, pooling=pooling, batch_size=batch_size, max_tokens=max_tokens,
+                                    device=dev):
+                w.write_table(table)
+                n += table.num_rows
+                task.advance(table.num_rows)
     record["n_items"] = n
     record["out"] = str(out)
     return record

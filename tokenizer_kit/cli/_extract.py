@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ..pipeline import stages
-from ..pipeline._stage_configs import ExtractConfig
+from ..pipeline._stage_configs import ExtractStageConfig
 from ._common import OutputFormat, cli_command, emit_json, err_console, out_console, progress_bar, setup_logging
 from ._options import settings_options
 
@@ -17,7 +17,7 @@ __all__ = ["register"]
 def extract(
     catalog: Path = typer.Argument(..., help="Catalogue: Parquet, JSONL, LC-Rec .item.json or a saved HF dataset."),
     out: Path = typer.Option(..., "--out", "-o", help="Feature store directory (resumed if it holds an unfinished store)."),
-    cfg: ExtractConfig = None,
+    cfg: ExtractStageConfig = None,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store at --out instead of resuming it."),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table or json."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details to stderr."),

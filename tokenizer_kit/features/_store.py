@@ -38,7 +38,7 @@ from ..io._atomic import _artifact_path, clean_stale, commit_directory, fsync_tr
 from ..io._lock import writer_lock
 from ..io._manifest import FEATURE_STORE, Manifest, read_artifact, read_manifest, update_artifact
 
-__all__ = ["FeatureStore", "FeatureStoreWriter", "write_feature_store", "STORE_FORMAT_VERSION"]
+__all__ = ["FeatureStore", "FeatureStoreWriter", "write_feature_store", "shard_parts", "STORE_FORMAT_VERSION"]
 
 logger = logging.getLogger(__name__)
 
@@ -300,6 +300,9 @@ class FeatureStoreWriter:
         with update_artifact(self.path, FEATURE_STORE, create=True, verify="none", lock_of=self.target) as u:
             for name, write in (files or {}).items():
                 with u.new_file(name) as tmp:
+                    if isinstance(write, Path):  # a file another process wrote: moved in (same filesystem)
+                        os.replace(write, tmp)
+                        continue
                     with open(tmp, "wb") as f:
                         write(f)
             u.fields.clear()
@@ -327,22 +330,26 @@ class FeatureStoreWriter:
                 raise InputError(f"write_shard: token array of shape {t.shape}, expected (T, {self.dim})")
             if len(sg) != len(t):
                 raise InputError("write_shard: segments must have one id per token")
-        offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
-        flat = np.concatenate([np.asarray(t, dtype=np.float16) for t in tokens]) if lens and sum(lens) else np.zeros((0, self.dim), np.float16)
-        seg = np.concatenate([np.asarray(x, dtype=np.int16) for x in segments]) if lens and sum(lens) else np.zeros(0, np.int16)
-        files = {
-            f"{name}.tokens.npy": lambda f: np.save(f, flat),
-            f"{name}.offsets.npy": lambda f: np.save(f, offsets),
-            f"{name}.segments.npy": lambda f: np.save(f, seg),
-            f"{name}.item_ids.json": lambda f: f.write(json.dumps([str(i) for i in item_ids]).encode()),
-        }
-        if extra:
-            files[f"{name}.extra.json"] = lambda f: f.write(json.dumps(extra).encode())
+        parts, n_tokens = shard_parts(item_ids, tokens, segments, self.dim, extra)
+        files = {f"{name}.{part}": write for part, write in parts.items()}
         new = dict(self.manifest)
         new["shards"] = [*self.manifest["shards"], name]
         new["n_items"] = self.manifest["n_items"] + len(item_ids)
-        new["n_tokens"] = self.manifest["n_tokens"] + int(offsets[-1])
+        new["n_tokens"] = self.manifest["n_tokens"] + n_tokens
         self._commit(new, files)
+        self.manifest = new
+        return name
+
+    def adopt_shard(self, files: dict[str, Path], *, n_items: int, n_tokens: int) -> str:
+        """Commit, as the next shard, files another process wrote (``shard_parts``)
+        (keys: ``tokens.npy``, ``offsets.npy``, ``segments.npy``, ``item_ids.json``, optional
+        ``extra.json``); they are moved in, then committed like ``write_shard``'s."""
+        name = f"shard-{len(self.manifest['shards']):05d}"
+        new = dict(self.manifest)
+        new["shards"] = [*self.manifest["shards"], name]
+        new["n_items"] = self.manifest["n_items"] + int(n_items)
+        new["n_tokens"] = self.manifest["n_tokens"] + int(n_tokens)
+        self._commit(new, {f"{name}.{part}": Path(p) for part, p in files.items()})
         self.manifest = new
         return name
 
@@ -358,6 +365,24 @@ class FeatureStoreWriter:
             self.path = _artifact_path(self.target)
         self.close()
         return self.target
+
+
+def shard_parts(item_ids: Sequence[str], tokens: Sequence[np.ndarray], segments: Sequence[np.ndarray], dim: int,
+                extra: dict | None = None) -> tuple[dict[str, Any], int]:
+    """The files of one shard as ``{part: write(fileobj)}`` and its token count."""
+    lens = [int(len(t)) for t in tokens]
+    offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    flat = np.concatenate([np.asarray(t, dtype=np.float16) for t in tokens]) if lens and sum(lens) else np.zeros((0, dim), np.float16)
+    seg = np.concatenate([np.asarray(x, dtype=np.int16) for x in segments]) if lens and sum(lens) else np.zeros(0, np.int16)
+    parts: dict[str, Any] = {
+        "tokens.npy": lambda f: np.save(f, flat),
+        "offsets.npy": lambda f: np.save(f, offsets),
+        "segments.npy": lambda f: np.save(f, seg),
+        "item_ids.json": lambda f: f.write(json.dumps([str(i) for i in item_ids]).encode()),
+    }
+    if extra:
+        parts["extra.json"] = lambda f: f.write(json.dumps(extra).encode())
+    return parts, int(offsets[-1])
 
 
 def write_feature_store(

@@ -79,11 +79,11 @@ def _check_codes(codes, sizes, m: int) -> np.ndarray:
     return codes.astype(np.int64)
 
 
-def _classify(index: "SIDIndex", ids: np.ndarray, x: np.ndarray, replace: bool) -> Round:
+def _classify(index: "SIDIndex", ids: np.ndarray, x: np.ndarray | None, replace: bool, hashes: np.ndarray | None = None) -> Round:
     """Known items with the same embedding keep their SID; with another one they need ``replace``."""
     from ._index import embedding_hash
 
-    hashes = embedding_hash(x)
+    hashes = embedding_hash(x) if hashes is None else np.asarray(hashes, np.uint64)
     rows = index.rows_of(ids)
     known = rows >= 0
     old_hash = index.emb_hash[np.maximum(rows, 0)] if len(index) else np.zeros(len(ids), np.uint64)
@@ -181,7 +181,7 @@ def _nearest(index: "SIDIndex", tok, rnd: Round, config: "IndexConfig") -> list[
     decoded once (a prefix holds at most K distinct code rows, however many items).
     """
     res: list[list] = [[] for _ in range(len(rnd.ids))]
-    if config.nearest_k == 0 or not len(index):
+    if config.nearest_k == 0 or not len(index) or rnd.xp is None:  # no vectors (codes encoded elsewhere): no neighbours
         return res
     L = index.levels
     todo = np.flatnonzero(rnd.todo)
@@ -237,15 +237,37 @@ def _summary(index: "SIDIndex", new: "SIDIndex", rnd: Round, retired: np.ndarray
     }
 
 
+def _encoded(index: "SIDIndex", ids, codes, hashes, replace: bool) -> Round:
+    """A round over items a sharded ``assign`` already encoded: their codes (m, L) and
+    embedding fingerprints (m,) stand in for the embeddings; nothing is encoded here."""
+    from ._index import _as_ids
+
+    ids = _as_ids(ids)
+    codes = _check_codes(codes, index.codebook_sizes, len(ids))
+    hashes = np.asarray(hashes)
+    if hashes.shape != (len(ids),):
+        raise InputError(f"{len(ids)} item ids but {hashes.shape} embedding fingerprints; give one per item")
+    _check_input(ids, None, codes, index.codebook_sizes)  # duplicate ids
+    rnd = _classify(index, ids, None, replace, hashes=hashes)
+    rnd.codes = np.where(rnd.todo[:, None], codes, 0)
+    return rnd
+
+
 def cold_start(
-    index: "SIDIndex", tok, ids, x, *, codes=None, replace: bool, config: "IndexConfig", batch_size: int | None
+    index: "SIDIndex", tok, ids, x, *, codes=None, hashes=None, replace: bool, config: "IndexConfig", batch_size: int | None
 ) -> tuple["SIDIndex", list[dict[str, Any]], dict[str, Any]]:
     """See ``SIDIndex.assign``."""
     from ._index import _HISTORY_KEEP, _now
 
-    ids, x = _check_input(ids, x, codes, index.codebook_sizes)
-    rnd = _classify(index, ids, x, replace)
-    _encode(rnd, tok, x, codes, index.levels, batch_size)
+    if hashes is not None:
+        if codes is None or x is not None:
+            raise InputError("embedding fingerprints (hashes) come with the items' codes, not with their embeddings")
+        rnd = _encoded(index, ids, codes, hashes, replace)
+        ids = rnd.ids
+    else:
+        ids, x = _check_input(ids, x, codes, index.codebook_sizes)
+        rnd = _classify(index, ids, x, replace)
+        _encode(rnd, tok, x, codes, index.levels, batch_size)
     retired = index.retired
     if rnd.differs.any():
         retired = np.concatenate([retired, index.sids[rnd.rows[rnd.differs]]])

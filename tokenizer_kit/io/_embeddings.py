@@ -122,12 +122,9 @@ def load_embeddings(
     return emb
 
 
-def write_embeddings_parquet(path: str | Path, ids, vectors: np.ndarray, *, column: str = "embedding", metadata: dict | None = None) -> Path:
-    """Write ``item_id`` + a fixed-size-list float32 ``column`` atomically (what ``load_embeddings`` reads)."""
+def embeddings_table(ids, vectors: np.ndarray, *, column: str = "embedding", metadata: dict | None = None):
+    """Arrow table ``item_id`` + a fixed-size-list float32 ``column`` (the embeddings Parquet layout)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from ._atomic import atomic_write
 
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     n, d = x.shape
@@ -137,6 +134,16 @@ def write_embeddings_parquet(path: str | Path, ids, vectors: np.ndarray, *, colu
     table = pa.table({"item_id": id_arr, column: vec})
     if metadata:
         table = table.replace_schema_metadata({"tokenizer_kit": json.dumps(metadata)})
+    return table
+
+
+def write_embeddings_parquet(path: str | Path, ids, vectors: np.ndarray, *, column: str = "embedding", metadata: dict | None = None) -> Path:
+    """Write ``item_id`` + a fixed-size-list float32 ``column`` atomically (what ``load_embeddings`` reads)."""
+    import pyarrow.parquet as pq
+
+    from ._atomic import atomic_write
+
+    table = embeddings_table(ids, vectors, column=column, metadata=metadata)
     path = Path(path)
     with atomic_write(path) as tmp:
         pq.write_table(table, tmp)

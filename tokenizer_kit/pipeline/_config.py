@@ -32,14 +32,14 @@ from typing import Any
 
 from .._config import list_presets, parse_layers, read_config_file
 from ..errors import TokenizerKitError
-from ._stage_configs import AlignStageConfig, CodebookConfig, EmbedConfig, ExtractConfig, MinePairsConfig, RetrievalStageConfig
+from ._stage_configs import AlignStageConfig, CodebookConfig, EmbedConfig, ExtractStageConfig, MinePairsConfig, RetrievalStageConfig
 from ._verb_configs import IndexStageConfig, ReportConfig
 
 __all__ = ["STAGES", "PipelineConfig", "load_config", "stage_config", "read_config_file"]
 
 # stage table -> (its config class, the CLI verb that runs it alone)
 STAGES: dict[str, tuple[type, str]] = {
-    "extract": (ExtractConfig, "extract"),
+    "extract": (ExtractStageConfig, "extract"),
     "mine_pairs": (MinePairsConfig, "mine-pairs"),
     "align": (AlignStageConfig, "align"),
     "embed": (EmbedConfig, "embed"),
@@ -62,7 +62,7 @@ class PipelineConfig:
     interactions: Path
     workdir: Path = Path("pipeline_out")
     seed: int = 0
-    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    extract: ExtractStageConfig = field(default_factory=ExtractStageConfig)
     mine_pairs: MinePairsConfig = field(default_factory=MinePairsConfig)
     align: AlignStageConfig = field(default_factory=AlignStageConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)

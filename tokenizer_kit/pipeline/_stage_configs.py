@@ -17,11 +17,26 @@ from typing import Any, ClassVar
 from .._config import Setting, ValidatedConfig, coerce, settings_of, setting
 from ..alignment import POOLINGS, AlignConfig, PairMiningConfig
 from ..companion import RetrievalConfig
+from ..engines._config import EngineConfig
 from ..errors import InputError, TokenizerKitError
 from ..features import ExtractConfig
 from ..quantizers import get_quantizer_class, list_methods
 
-__all__ = ["AlignStageConfig", "CodebookConfig", "EmbedConfig", "ExtractConfig", "MinePairsConfig", "RetrievalStageConfig"]
+__all__ = ["AlignStageConfig", "CodebookConfig", "EmbedConfig", "ExtractConfig", "ExtractStageConfig", "MinePairsConfig",
+           "RetrievalStageConfig"]
+
+
+@dataclass
+class ExtractStageConfig(ExtractConfig):
+    """``ExtractConfig`` plus where the shards run (``engine``, ``workers``, ...)."""
+
+    label: ClassVar[str] = "extract"
+    flatten: ClassVar[tuple[str, ...]] = ("execution",)
+
+    execution: EngineConfig = field(default_factory=EngineConfig)
+
+    def errors(self) -> list[str]:
+        return super().errors() + self.execution.errors()
 
 
 @dataclass
@@ -45,11 +60,15 @@ class AlignStageConfig(AlignConfig):
 class EmbedConfig(ValidatedConfig):
     label: ClassVar[str] = "embed"
     error_type: ClassVar[type[InputError]] = InputError
+    flatten: ClassVar[tuple[str, ...]] = ("execution",)
 
     pooling: str = setting("flatten", help="flatten (N_q*d_t, per-query normalised), mean (d_t) or raw (N_q*d_t as is).", choices=POOLINGS)
     batch_size: int = setting(256, help="Items per forward batch.")
     max_tokens: int | None = setting(None, help="Token vectors read per item (default: the value the model was trained with).")
     device: str | None = setting(None, help="cpu, cuda or cuda:N (default: cuda when available).")
+    shard_size: int = setting(16384, help="Items per output shard with the ray engine (rounded to whole batches; the resume unit).",
+                              bounds=(1, None))
+    execution: EngineConfig = field(default_factory=EngineConfig)
 
     def errors(self) -> list[str]:
         e = []
@@ -57,7 +76,7 @@ class EmbedConfig(ValidatedConfig):
             e.append(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_tokens is not None and self.max_tokens < 1:
             e.append(f"max_tokens must be >= 1, got {self.max_tokens}")
-        return e
+        return e + self.execution.errors()
 
 
 # the quantizer settings build-codebook takes on the command line (the rest: a config file)

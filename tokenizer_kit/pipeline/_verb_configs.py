@@ -6,10 +6,11 @@ CLI's quick verbs build their options without loading torch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from .._config import ValidatedConfig, setting
+from ..engines._config import EngineConfig
 from ..indexer import IndexConfig
 
 __all__ = ["AssignConfig", "CategoriesInput", "EmbeddingsInput", "ImportIndexConfig", "IndexStageConfig", "LookupConfig", "ReportConfig",
@@ -83,6 +84,11 @@ class TextEmbedConfig(ValidatedConfig):
     max_length: int = setting(256, help="Tokens per item text.")
     normalize: bool = setting(True, help="L2-normalise the mean-pooled vectors.")
     device: str = setting("cpu", help="cpu or cuda.")
+    shard_size: int = setting(8192, help="Items per shard: texts are length-sorted within shards of this many items (on either engine, "
+                              "so both give the same vectors); with the ray engine, one output part each.", bounds=(1, None))
+    execution: EngineConfig = field(default_factory=EngineConfig)
+
+    flatten: ClassVar[tuple[str, ...]] = ("execution",)
 
     def errors(self) -> list[str]:
         e = []
@@ -92,16 +98,21 @@ class TextEmbedConfig(ValidatedConfig):
             e.append(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_length < 8:
             e.append(f"max_length must be >= 8, got {self.max_length}")
-        return e
+        return e + self.execution.errors()
 
 
 @dataclass
 class AssignConfig(ValidatedConfig):
     label: ClassVar[str] = "assign"
 
+    flatten: ClassVar[tuple[str, ...]] = ("execution",)
+
     replace: bool = setting(False, help="A known item with a different embedding gets a new SID; its old SID is retired.")
     batch_size: int | None = setting(None, help="Items per encoding batch (default: the quantizer's).")
     show: int = setting(10, help="Lookup rows printed (table format; JSON lists every row).")
+    shard_size: int = setting(1 << 20, help="Items per output shard with the ray engine (rounded to whole batches; the resume unit).",
+                              bounds=(1, None))
+    execution: EngineConfig = field(default_factory=EngineConfig)
 
     def errors(self) -> list[str]:
         e = []
@@ -109,7 +120,7 @@ class AssignConfig(ValidatedConfig):
             e.append(f"batch_size must be >= 1, got {self.batch_size}")
         if self.show < 0:
             e.append(f"show must be >= 0, got {self.show}")
-        return e
+        return e + self.execution.errors()
 
 
 @dataclass

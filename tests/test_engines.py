@@ -1,0 +1,295 @@
+"""The ray engine against the local one: the same SIDs and features bit for bit, the same
+one-line errors (naming the shard and row), resume after a kill. One local Ray cluster
+(2 CPUs) serves the whole test session."""
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from tokenizer_kit.engines import EngineConfig, assign_sharded, read_shard_manifest
+from tokenizer_kit.errors import InputError
+
+RAY2 = EngineConfig(engine="ray", workers=2)
+LOCAL = EngineConfig()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    ray = pytest.importorskip("ray")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False, object_store_memory=256 << 20)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread here, as in each 1-CPU Ray worker: CPU reductions depend on the
+    thread count, so the engines agree bit for bit at equal threads per process."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _write_parquet(path: Path, ids, x: np.ndarray, row_group_size: int | None = None) -> None:
+    d = x.shape[1]
+    pq.write_table(pa.table({"item_id": pa.array(list(ids)), "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), d)}),
+                   path, row_group_size=row_group_size)
+
+
+def _same_rows(a: pa.Table, b: pa.Table) -> bool:
+    b = b.select(a.column_names)
+    return a.replace_schema_metadata(None).equals(b.replace_schema_metadata(None))
+
+
+# ---- assign ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    """30k x 32 clustered vectors in three Parquet files of odd sizes and small row groups; a
+    tokenizer built on them (3 x 16 codes: many collisions, so the summaries are non-trivial)."""
+    from tokenizer_kit import SemanticTokenizer
+    from tokenizer_kit.io import Embeddings, make_clustered_embeddings
+
+    d = tmp_path_factory.mktemp("gen")
+    x = np.asarray(make_clustered_embeddings(30000, 32, n_topics=16, n_sub=8, seed=3), np.float32)
+    ids = np.array([f"it{i}" for i in range(len(x))], dtype=object)
+    (d / "emb").mkdir()
+    for k, (a, b) in enumerate([(0, 13000), (13000, 13001), (13001, 30000)]):
+        _write_parquet(d / "emb" / f"f{k}.parquet", ids[a:b], x[a:b], row_group_size=3000)
+    tok = SemanticTokenizer.build(Embeddings(ids=ids, vectors=x), method="rq-kmeans", codebook_sizes=[16, 16, 16])
+    tok.save_pretrained(d / "tok")
+    return d, x, ids
+
+
+def test_assign_ray_equals_local_on_generated_set(generated, ray_cluster, tmp_path):
+    from tokenizer_kit import SemanticTokenizer
+    from tokenizer_kit._streaming import assign_streaming
+
+    d, _, _ = generated
+    tok = SemanticTokenizer.from_pretrained(d / "tok")
+    ref = assign_streaming(tok, d / "emb", tmp_path / "local.parquet", batch_size=4096)
+    ray = assign_sharded(tok, d / "emb", tmp_path / "ray", engine=RAY2, batch_size=4096, shard_size=8192)
+    assert ray["shards"] == 6 and ray["shards_run"] == 6  # 13000 -> 2, 1 -> 1, 16999 -> 3: never across files
+    assert _same_rows(pq.read_table(tmp_path / "local.parquet"), pq.read_table(tmp_path / "ray"))
+    for k in ("n_items", "collision_rate", "unique_sids", "largest_bucket", "already_indexed_items", "sids_shared_with_index"):
+        assert ray[k] == ref[k], k
+    assert 0 < ref["collision_rate"] < 1
+    m = read_shard_manifest(tmp_path / "ray", verify="sha256")
+    assert [s["rows"] for s in m.shards] == [8192, 4808, 1, 8192, 8192, 615]
+
+
+def test_kill_and_resume_keeps_finished_shards(generated, ray_cluster, tmp_path):
+    """A run killed before its manifest: the parts of this job stay, the rest is redone."""
+    from tokenizer_kit import SemanticTokenizer
+
+    d, x, ids = generated
+    tok = SemanticTokenizer.from_pretrained(d / "tok")
+    out = tmp_path / "out"
+    full = assign_sharded(tok, d / "emb", out, engine=LOCAL, batch_size=4096, shard_size=8192)
+    whole = pq.read_table(out)
+    # the kill: no manifest, one part missing, one part left by another tokenizer, a stray temp file
+    (out / "_manifest.json").unlink()
+    (out / "part-00004.parquet").unlink()
+    other = SemanticTokenizer.build(__import__("tokenizer_kit").io.Embeddings(ids=ids[:3000], vectors=x[:3000]), method="rq-kmeans",
+                                    codebook_sizes=[8, 8, 8])
+    other.save_pretrained(tmp_path / "other")
+    assign_sharded(SemanticTokenizer.from_pretrained(tmp_path / "other"), d / "emb", tmp_path / "o", engine=LOCAL, batch_size=4096,
+                   shard_size=8192)
+    os.replace(tmp_path / "o" / "part-00001.parquet", out / "part-00001.parquet")
+    (out / ".part-00002.parquet.abcdefgh.tmp").write_bytes(b"half")
+    kept = {n: (out / n).stat().st_mtime_ns for n in ("part-00000.parquet", "part-00003.parquet", "part-00005.parquet")}
+    res = assign_sharded(tok, d / "emb", out, engine=RAY2, batch_size=4096, shard_size=8192)
+    assert res["shards_run"] == 2 and res["shards_skipped"] == 4 and not res["complete_before"]
+    assert {n: (out / n).stat().st_mtime_ns for n in kept} == kept  # not rewritten
+    assert _same_rows(whole, pq.read_table(out)) and res["unique_sids"] == full["unique_sids"]
+    again = assign_sharded(tok, d / "emb", out, engine=RAY2, batch_size=4096, shard_size=8192)
+    assert again["complete_before"] and again["shards_run"] == 0
+    with pytest.raises(Exception, match="another assign"):
+        assign_sharded(SemanticTokenizer.from_pretrained(tmp_path / "other"), d / "emb", out, engine=LOCAL, batch_size=4096,
+                       shard_size=8192)
+
+
+def test_worker_errors_are_the_local_one_line_errors(generated, ray_cluster, tmp_path):
+    from tokenizer_kit import SemanticTokenizer
+    from tokenizer_kit._streaming import assign_streaming
+
+    d, x, ids = generated
+    bad = x[:20000].copy()
+    bad[17001, 5] = np.nan
+    (tmp_path / "emb").mkdir()
+    _write_parquet(tmp_path / "emb" / "a.parquet", ids[:20000], bad)
+    tok = SemanticTokenizer.from_pretrained(d / "tok")
+    with pytest.raises(InputError) as e0:
+        assign_streaming(tok, tmp_path / "emb", tmp_path / "l.parquet", batch_size=4096)
+    with pytest.raises(InputError) as e1:
+        assign_sharded(tok, tmp_path / "emb", tmp_path / "local", engine=LOCAL, batch_size=4096, shard_size=8192)
+    with pytest.raises(InputError) as e2:
+        assign_sharded(tok, tmp_path / "emb", tmp_path / "ray", engine=RAY2, batch_size=4096, shard_size=8192)
+    msg = str(e2.value)
+    assert msg == str(e1.value) and "\n" not in msg
+    assert msg.startswith(str(e0.value)) and "row 17001 contains NaN" in msg
+    assert "(shard part-00002, input rows 16384-19999)" in msg
+    assert not (tmp_path / "ray" / "_manifest.json").exists()  # a failed run never looks finished
+
+
+# ---- assign on Office through the command line ----------------------------------------------
+@pytest.fixture(scope="module")
+def office_split(tmp_path_factory):
+    """Office MiniLM embeddings: 1800 items to build on, 620 new ones in two Parquet files."""
+    from conftest import DATA
+
+    d = tmp_path_factory.mktemp("office")
+    x = np.load(DATA / "office_minilm_f16.npy").astype(np.float32)
+    ids = (DATA / "office_minilm_f16.ids.txt").read_text().split()
+    _write_parquet(d / "base.parquet", ids[:1800], x[:1800])
+    (d / "new").mkdir()
+    _write_parquet(d / "new" / "a.parquet", ids[1800:2100], x[1800:2100])
+    _write_parquet(d / "new" / "b.parquet", ids[2100:], x[2100:])
+    return d
+
+
+def _cli(args):
+    from tokenizer_kit.cli.app import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_office_cold_start_ray_equals_local(office_split, ray_cluster, tmp_path):
+    """assign --update: the local engine (in memory) and the ray engine (codes on workers,
+    then a cold start from the shards) give every new item the same SID."""
+    import shutil
+
+    from tokenizer_kit import SemanticTokenizer
+    from tokenizer_kit.indexer import SIDIndex
+
+    d = office_split
+    r = _cli(["build-codebook", d / "base.parquet", "-o", tmp_path / "tok", "--codebook-size", "16", "--levels", "3", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    shutil.copytree(tmp_path / "tok", tmp_path / "tok2")
+    r1 = _cli(["assign", d / "new", "-t", tmp_path / "tok", "-o", tmp_path / "l.parquet", "--update", "--format", "json"])
+    r2 = _cli(["assign", d / "new", "-t", tmp_path / "tok2", "-o", tmp_path / "shards", "--update", "--engine", "ray", "--workers", "2",
+               "--shard-size", "100", "--batch-size", "4096", "--format", "json"])
+    assert r1.exit_code == 0 and r2.exit_code == 0, r1.output + r2.output
+    a, b = json.loads(r1.stdout), json.loads(r2.stdout)
+    for k in ("new", "known", "collided", "moved", "version_after", "index_items"):
+        assert a[k] == b[k], k
+    assert a["new"] == 620 and a["collided"] > 0 and b["shards"] == 2
+    assert [(x["item_id"], x["sid"], x["status"]) for x in a["lookup"]] == [(x["item_id"], x["sid"], x["status"]) for x in b["lookup"]]
+    i1 = SIDIndex.stored(SemanticTokenizer.from_pretrained(tmp_path / "tok"))
+    i2 = SIDIndex.stored(SemanticTokenizer.from_pretrained(tmp_path / "tok2"))
+    assert np.array_equal(i1.sids, i2.sids) and list(i1.item_ids) == list(i2.item_ids) and i1.version == i2.version == 2
+    assert np.array_equal(i1.emb_hash, i2.emb_hash)
+
+
+def test_cli_worker_error_is_one_line(office_split, ray_cluster, tmp_path):
+    d = office_split
+    r = _cli(["build-codebook", d / "base.parquet", "-o", tmp_path / "tok", "--codebook-size", "16", "--levels", "2", "--no-index"])
+    assert r.exit_code == 0, r.output
+    t = pq.read_table(d / "new" / "b.parquet")
+    x = np.stack(t.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)
+    x[250] = np.inf
+    (tmp_path / "bad").mkdir()
+    _write_parquet(tmp_path / "bad" / "b.parquet", t.column("item_id").to_pylist(), x)
+    r = _cli(["assign", tmp_path / "bad", "-t", tmp_path / "tok", "-o", tmp_path / "s", "--engine", "ray", "--shard-size", "100"])
+    assert r.exit_code != 0
+    lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "row 250 contains inf" in lines[0] and "shard part-00000" in lines[0], r.output
+    r = _cli(["assign", d / "new", "-t", tmp_path / "tok", "--engine", "ray"])
+    assert r.exit_code != 0 and "--out" in r.output
+
+
+# ---- features: embed-text, extract, embed ----------------------------------------------------
+@pytest.fixture(scope="module")
+def office_catalog(office_dir, tmp_path_factory):
+    """The first 60 Office items as a Parquet catalogue."""
+    d = tmp_path_factory.mktemp("cat")
+    items = json.loads((office_dir / "Office.item.json").read_text())
+    keys = sorted(items, key=int)[:60]
+    rows = [{"item_id": k, "title": items[k].get("title", ""), "description": str(items[k].get("description", ""))[:300]} for k in keys]
+    pq.write_table(pa.Table.from_pylist(rows), d / "cat.parquet")
+    return d / "cat.parquet"
+
+
+def test_embed_text_ray_equals_local(office_catalog, ray_cluster, one_thread, tmp_path):
+    from tokenizer_kit.pipeline import stages
+    from tokenizer_kit.pipeline._verb_configs import TextEmbedConfig
+
+    base = {"fields": ["title", "description"], "shard_size": 25, "batch_size": 8, "max_length": 64}
+    local = stages.embed_text(office_catalog, tmp_path / "l.parquet", TextEmbedConfig.from_dict(base))
+    ray = stages.embed_text(office_catalog, tmp_path / "r", TextEmbedConfig.from_dict({**base, "engine": "ray", "workers": 2}))
+    assert ray["shards"] == 3 and local["n_items"] == ray["n_items"] == 60
+    a, b = pq.read_table(tmp_path / "l.parquet"), pq.read_table(tmp_path / "r")
+    assert _same_rows(a, b)
+    assert json.loads(b.schema.metadata[b"tokenizer_kit"]) == json.loads(a.schema.metadata[b"tokenizer_kit"])
+
+
+def _stores_equal(a, b) -> None:
+    from tokenizer_kit.features import FeatureStore
+
+    sa, sb = FeatureStore.open(a), FeatureStore.open(b)
+    assert sa.item_ids == sb.item_ids and sa.manifest["shards"] == sb.manifest["shards"]
+    for k in ("n_items", "n_tokens", "dim", "segments", "config", "complete", "backend_info", "token_budget"):
+        assert sa.manifest.get(k) == sb.manifest.get(k), k
+    for i in range(len(sa)):
+        assert np.array_equal(sa.tokens(i), sb.tokens(i)) and np.array_equal(sa.segments(i), sb.segments(i))
+    assert sa.records() == sb.records()
+
+
+def test_extract_ray_equals_local_and_adopts_finished_shards(office_catalog, ray_cluster, one_thread, tmp_path):
+    from tokenizer_kit.engines._extract import _incoming, extract_sharded
+    from tokenizer_kit.engines._plan import digest, plan_rows
+    from tokenizer_kit.features._extract import _catalog_fingerprint
+    from tokenizer_kit.pipeline import stages
+    from tokenizer_kit.pipeline._stage_configs import ExtractStageConfig
+
+    base = {"text_fields": ["title", "description"], "max_tokens_per_field": 12, "shard_size": 25, "batch_size": 8}
+    local = stages.extract(office_catalog, tmp_path / "l", ExtractStageConfig.from_dict(base))
+    cfg = ExtractStageConfig.from_dict({**base, "engine": "ray", "workers": 2})
+    # a run killed after a worker wrote shard 1 but before the driver committed it: its files
+    # wait in the incoming directory with their record (the same bytes the local store holds)
+    ids = [str(i) for i in pq.read_table(office_catalog).column("item_id").to_pylist()]
+    store_cfg = {**cfg.store_config(), "catalog": {"n_rows": len(ids), "item_ids_sha256": _catalog_fingerprint(ids)}}
+    sh = plan_rows(len(ids), 25)[1]
+    sh.input_id = digest(ids[25:50])
+    inc = _incoming(tmp_path / "r")
+    inc.mkdir(parents=True)
+    files = {}
+    for part in ("tokens.npy", "offsets.npy", "segments.npy", "item_ids.json", "extra.json"):
+        (inc / f"shard-00001.{part}").write_bytes((tmp_path / "l" / f"shard-00001.{part}").read_bytes())
+        files[part] = str(inc / f"shard-00001.{part}")
+    rec = {"key": sh.key(digest({"job": "extract", "store_config": store_cfg})), "index": 1, "name": "shard-00001", "input_rows": 25,
+           "n_items": 25, "n_tokens": int(np.load(inc / "shard-00001.offsets.npy")[-1]), "files": files, "dim": local.dim,
+           "backend": {}}
+    (inc / "shard-00001.done.json").write_text(json.dumps(rec))
+    res = extract_sharded(office_catalog, tmp_path / "r", cfg, engine=cfg.execution)
+    assert res.n_items == local.n_items == 60 and res.n_tokens == local.n_tokens and not inc.exists()
+    _stores_equal(tmp_path / "l", tmp_path / "r")
+
+
+def test_embed_ray_equals_local(ray_cluster, one_thread, tmp_path):
+    from _align_helpers import cluster_pairs, clustered_store
+    from tokenizer_kit.alignment import AlignConfig, train_alignment
+    from tokenizer_kit.features import FeatureStore
+    from tokenizer_kit.pipeline import stages
+    from tokenizer_kit.pipeline._stage_configs import EmbedConfig
+
+    store, ids, cluster = clustered_store(tmp_path / "store", n_items=70, n_clusters=5)
+    cfg = AlignConfig.from_dict({"steps": 2, "batch_size": 16, "d_model": 16, "n_queries": 2, "n_layers": 1, "n_heads": 2,
+                                 "caption_weight": 0.0, "feature_dim": store.dim})
+    train_alignment(store=FeatureStore.open(tmp_path / "store"), pairs=cluster_pairs(ids, cluster), out=tmp_path / "al", config=cfg,
+                    device="cpu")
+    base = {"batch_size": 8, "shard_size": 20, "device": "cpu"}
+    local = stages.embed(tmp_path / "store", tmp_path / "al", tmp_path / "l.parquet", EmbedConfig.from_dict(base))
+    ray = stages.embed(tmp_path / "store", tmp_path / "al", tmp_path / "r", EmbedConfig.from_dict({**base, "engine": "ray", "workers": 2}))
+    assert ray["shards"] == 3 and local["n_items"] == ray["n_items"] == 70  # shard size 20 -> 24 (whole batches of 8)
+    assert _same_rows(pq.read_table(tmp_path / "l.parquet"), pq.read_table(tmp_path / "r"))

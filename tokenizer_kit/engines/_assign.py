@@ -1,0 +1,222 @@
+"""``assign`` over shards: codes of every item of an embeddings dataset, one part per shard.
+
+Each worker loads the tokenizer's quantizer once (its checksum checked against the job's),
+reads its shard's rows in batches that start where the local engine's start, and calls
+``_streaming.encode_batch`` on each: the local engine's per-batch function, so the codes are
+the same bit for bit. Parts have the columns of ``assign``'s single-file output (``item_id,
+code_0.., sid``); with ``hashes`` also ``emb_hash`` (the index's embedding fingerprint),
+which a cold start from the shards needs. The driver folds each finished part into the same
+streaming metrics the local engine reports (collisions, unique SIDs, largest bucket).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._progress import Progress
+from ..errors import ArtifactError, InputError
+from ._config import EngineConfig
+from ._output import part_writer, shard_files
+from ._plan import Shard, digest, embedding_batches, embedding_files, plan_files
+from ._run import ShardJob, run_sharded
+
+__all__ = ["AssignJob", "assign_sharded", "tokenizer_fingerprint", "DEFAULT_ASSIGN_SHARD"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ASSIGN_SHARD = 1 << 20  # rows per shard: 16 encode batches of 65,536
+
+
+def tokenizer_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
+    """What fixes a tokenizer's codes: its quantizer file's checksum, method and preprocessing."""
+    from .._tokenizer import WEIGHTS_NAME
+    from ..io._manifest import TOKENIZER, read_manifest
+
+    m = read_manifest(path, TOKENIZER, verify="none")
+    entry = m.files.get(WEIGHTS_NAME) or {}
+    return {"quantizer_sha256": entry.get("sha256"), "method": m.get("method"), "codebook_sizes": m.get("codebook_sizes"),
+            "preprocessing": m.get("preprocessing")}
+
+
+@dataclass
+class AssignJob(ShardJob):
+    tokenizer: str
+    fingerprint: dict[str, Any]
+    source: str
+    id_column: str | None
+    vector_column: str | None
+    dim: int
+    batch_size: int
+    hashes: bool = False
+    name: str = "assign"
+
+    def setup(self, threads: int | None) -> None:
+        from .._tokenizer import WEIGHTS_NAME, SemanticTokenizer
+        from ..io import sha256_file
+
+        path = Path(self.tokenizer)
+        if sha256_file(path / WEIGHTS_NAME) != self.fingerprint["quantizer_sha256"]:
+            raise ArtifactError(f"{path / WEIGHTS_NAME} changed since the job was planned (checksum differs); rerun the job")
+        self._tok = SemanticTokenizer.from_pretrained(path, verify=False, load_sids=False)  # the driver verified it
+        self._threads = threads
+
+    def run(self, shard: Shard, out_dir: str) -> dict[str, Any]:
+        from .._streaming import encode_batch
+        from ..io._sids import sids_table
+
+        tok = self._tok
+        kw = {} if self._threads is None else {"threads": self._threads}
+        with part_writer(out_dir, shard, self.key) as w:
+            for _, ids, x in embedding_batches(shard, source=self.source, batch_size=self.batch_size, id_column=self.id_column,
+                                               vector_column=self.vector_column, dim=self.dim):
+                codes = encode_batch(tok, x, **kw)
+                table = sids_table(ids, codes)
+                if self.hashes:
+                    import pyarrow as pa
+
+                    from ..indexer import embedding_hash
+
+                    table = table.append_column("emb_hash", pa.array(embedding_hash(x), pa.uint64()))
+                w.write(table)
+        return {"info": w.info, "stats": None}
+
+    @property
+    def key(self) -> str:
+        return digest({"job": self.name, "tokenizer": self.fingerprint, "source": self.source, "id_column": self.id_column,
+                       "vector_column": self.vector_column, "batch_size": self.batch_size, "hashes": self.hashes})
+
+
+class _Summary:
+    """The local engine's assign summary, folded part by part on the driver."""
+
+    def __init__(self, tok, scratch: Path):
+        from .._stream_metrics import StreamingMetrics, sid_keys_of
+        from .._streaming import DEFAULT_STREAM_BATCH, _id_hashes, _index_keys_from_disk, _sorted_unique
+
+        self.tok = tok
+        self.metrics = StreamingMetrics(tok.codebook_sizes, spill_dir=scratch)
+        self.index_keys = self.index_ids = None
+        if tok.codes is not None and tok.item_ids is not None:
+            self.index_keys = _sorted_unique(sid_keys_of(tok.codes, tok.codebook_sizes))
+            self.index_ids = _sorted_unique(_id_hashes(tok.item_ids))
+        else:  # loaded without its SIDs: read the indexed SIDs from disk in batches (as the local engine)
+            found = _index_keys_from_disk(tok, DEFAULT_STREAM_BATCH)
+            if found is not None:
+                self.index_keys, self.index_ids = found
+        self.known = self.shared = 0
+
+    def add_part(self, path: Path) -> None:
+        import pyarrow.parquet as pq
+
+        from .._stream_metrics import sid_keys_of
+        from .._streaming import _id_hashes, _member
+
+        L = self.tok.levels
+        pf = pq.ParquetFile(str(path))
+        cols = [f"code_{l}" for l in range(L)] + (["item_id"] if self.index_ids is not None else [])
+        for rb in pf.iter_batches(batch_size=1 << 20, columns=cols):
+            codes = np.stack([rb.column(f"code_{l}").to_numpy() for l in range(L)], 1).astype(np.int64)
+            self.metrics.add_codes(codes)
+            if self.index_keys is not None:
+                self.shared += int(_member(self.index_keys, sid_keys_of(codes, self.tok.codebook_sizes)).sum())
+                ids = np.asarray(rb.column("item_id").to_numpy(zero_copy_only=False))
+                self.known += int(_member(self.index_ids, _id_hashes(ids)).sum())
+
+    def result(self) -> dict[str, Any]:
+        res = self.metrics.result()
+        return {"already_indexed_items": int(self.known), "sids_shared_with_index": int(self.shared),
+                "collision_rate": res["collision_rate"], "unique_sids": res["unique_sids"], "largest_bucket": res["largest_bucket"]}
+
+    def close(self) -> None:
+        self.metrics.close()
+
+
+def assign_sharded(
+    tok,
+    source,
+    out: str | os.PathLike,
+    *,
+    engine: EngineConfig,
+    batch_size: int | None = None,
+    shard_size: int = DEFAULT_ASSIGN_SHARD,
+    hashes: bool = False,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    ids_path=None,
+    id_column: str = "item_id",
+    vector_column: str | None = None,
+    summary: bool = True,
+) -> dict[str, Any]:
+    """Codes of every item of ``source`` into the shard directory ``out`` (see the module doc).
+
+    ``tok`` is a tokenizer loaded from its directory (the workers load the same directory).
+    The batch size is rounded to whole encode blocks and the shard size to whole batches, so
+    the codes equal the local single-file ``assign`` bit for bit. Returns its summary plus
+    the run's (shards run, shards kept from an earlier run).
+    """
+    from .._streaming import DEFAULT_STREAM_BATCH, _aligned
+    from ..io import open_embeddings
+
+    if tok.path is None:
+        raise InputError("the sharded assign loads the tokenizer in every worker: save it first (save_pretrained) and load it from there")
+    stream = open_embeddings(source, ids_path=ids_path, id_column=id_column, vector_column=vector_column)
+    if stream.n == 0:
+        raise InputError(f"{stream.source}: empty input (0 rows); nothing to assign")
+    if stream.dim != tok.dim:
+        raise InputError(f"{stream.source}: vectors have dimension {stream.dim} but this tokenizer expects {tok.dim}; "
+                         "embed with the model the tokenizer was built on")
+    bs = _aligned(batch_size or DEFAULT_STREAM_BATCH)
+    shard_rows = max(bs, -(-int(shard_size) // bs) * bs)
+    files = embedding_files(source, stream, ids_path)
+    shards = plan_files(files, shard_rows)
+    job = AssignJob(tokenizer=str(tok.path), fingerprint=tokenizer_fingerprint(tok.path), source=stream.source,
+                    id_column=getattr(stream, "id_column", None), vector_column=getattr(stream, "vcol", None), dim=stream.dim,
+                    batch_size=bs, hashes=hashes)
+    fields = {"config": {"tokenizer": str(tok.path), "source": stream.source, "batch_size": bs, "shard_size": shard_rows,
+                         "engine": engine.engine, "hashes": hashes},
+              "tokenizer": job.fingerprint, "columns": ["item_id"] + [f"code_{l}" for l in range(tok.levels)] + ["sid"]
+              + (["emb_hash"] if hashes else [])}
+    out = Path(out)
+    res = run_sharded(job, shards, out, engine=engine, job_key=job.key, fields=fields, overwrite=overwrite, progress=progress)
+    if summary:
+        scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".scratch", dir=out.parent))
+        try:
+            s = _Summary(tok, scratch)
+            try:
+                for p in shard_files(out):
+                    s.add_part(p)
+                res.update(s.result())
+            finally:
+                s.close()
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return {"n_items": int(stream.n), **res, "engine": engine.engine, "workers": engine.workers if engine.is_ray else 1}
+
+
+def read_codes(path: str | os.PathLike, levels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids (m,), codes (m, L) int64, embedding fingerprints (m,) uint64) of a finished
+    sharded assign (``hashes=True``), in input order: what a cold start from shards reads."""
+    import pyarrow.parquet as pq
+
+    from ..indexer._ids import concat_ids
+    from ..io import normalise_ids
+
+    ids, codes, hashes = [], [], []
+    for p in shard_files(path):
+        if "emb_hash" not in pq.read_schema(str(p)).names:
+            raise InputError(f"{path}: the shards hold no embedding fingerprints; rerun assign with the tokenizer's index in place")
+        t = pq.read_table(str(p), columns=["item_id", *[f"code_{l}" for l in range(levels)], "emb_hash"])
+        ids.append(normalise_ids(t.column("item_id").to_numpy(zero_copy_only=False), str(path)))
+        codes.append(np.stack([t.column(f"code_{l}").to_numpy() for l in range(levels)], 1).astype(np.int64))
+        hashes.append(t.column("emb_hash").to_numpy().astype(np.uint64))
+    if not ids:
+        return np.empty(0, np.int64), np.empty((0, levels), np.int64), np.empty(0, np.uint64)
+    return concat_ids(ids), np.concatenate(codes), np.concatenate(hashes)
