@@ -226,7 +226,7 @@ def test_embed_text_ray_equals_local(office_catalog, ray_cluster, one_thread, tm
 
     base = {"fields": ["title", "description"], "shard_size": 25, "batch_size": 8, "max_length": 64}
     local = stages.embed_text(office_catalog, tmp_path / "l.parquet", TextEmbedConfig.from_dict(base))
-    ray = stages.embed_text(office_catalog, tmp_path / "r", TextEmbedConfig.from_dict({**base, "engine": "ray", "workers": 2}))
+    ray = stages.embed_text(office_catalog, tmp_path / "r", TextEmbedConfig.from_dict({**base, "engine": "ray"}))
     assert ray["shards"] == 3 and local["n_items"] == ray["n_items"] == 60
     a, b = pq.read_table(tmp_path / "l.parquet"), pq.read_table(tmp_path / "r")
     assert _same_rows(a, b)
@@ -254,7 +254,7 @@ def test_extract_ray_equals_local_and_adopts_finished_shards(office_catalog, ray
 
     base = {"text_fields": ["title", "description"], "max_tokens_per_field": 12, "shard_size": 25, "batch_size": 8}
     local = stages.extract(office_catalog, tmp_path / "l", ExtractStageConfig.from_dict(base))
-    cfg = ExtractStageConfig.from_dict({**base, "engine": "ray", "workers": 2})
+    cfg = ExtractStageConfig.from_dict({**base, "engine": "ray"})
     # a run killed after a worker wrote shard 1 but before the driver committed it: its files
     # wait in the incoming directory with their record (the same bytes the local store holds)
     ids = [str(i) for i in pq.read_table(office_catalog).column("item_id").to_pylist()]
@@ -290,6 +290,35 @@ def test_embed_ray_equals_local(ray_cluster, one_thread, tmp_path):
                     device="cpu")
     base = {"batch_size": 8, "shard_size": 20, "device": "cpu"}
     local = stages.embed(tmp_path / "store", tmp_path / "al", tmp_path / "l.parquet", EmbedConfig.from_dict(base))
-    ray = stages.embed(tmp_path / "store", tmp_path / "al", tmp_path / "r", EmbedConfig.from_dict({**base, "engine": "ray", "workers": 2}))
+    ray = stages.embed(tmp_path / "store", tmp_path / "al", tmp_path / "r", EmbedConfig.from_dict({**base, "engine": "ray"}))
     assert ray["shards"] == 3 and local["n_items"] == ray["n_items"] == 70  # shard size 20 -> 24 (whole batches of 8)
     assert _same_rows(pq.read_table(tmp_path / "l.parquet"), pq.read_table(tmp_path / "r"))
+    # the pipeline's next stage reads the shard directory as it reads the single file
+    from tokenizer_kit import SemanticTokenizer
+    from tokenizer_kit.pipeline._stage_configs import CodebookConfig
+
+    cb = CodebookConfig.from_dict({"levels": 2, "codebook_size": [4], "index": False})
+    for name in ("l.parquet", "r"):
+        stages.build_codebook(tmp_path / name, tmp_path / f"tok_{name}", cb)
+    a, b = SemanticTokenizer.from_pretrained(tmp_path / "tok_l.parquet"), SemanticTokenizer.from_pretrained(tmp_path / "tok_r")
+    assert np.array_equal(a.codes, b.codes) and list(a.item_ids) == list(b.item_ids)
+
+
+def test_pipeline_stages_take_engine_settings(tmp_path):
+    """[extract] and [embed] take the engine settings; the stage record leaves them out (both
+    engines write the same bytes), and the ray engine's embeddings are a shard directory."""
+    from tokenizer_kit.pipeline import load_config
+    from tokenizer_kit.pipeline._run import _Paths, _without_engine
+
+    (tmp_path / "c.json").write_text("{}")
+    (tmp_path / "i.json").write_text("{}")
+    d = {"workdir": str(tmp_path / "w"), "data": {"catalog": str(tmp_path / "c.json"), "interactions": str(tmp_path / "i.json")},
+         "extract": {"engine": "ray", "workers": 2, "ray_address": "auto"}, "embed": {"engine": "ray", "gpus_per_worker": 1, "shard_size": 64}}
+    cfg = load_config(d)
+    assert cfg.extract.execution.workers == 2 and cfg.embed.execution.gpus_per_worker == 1.0
+    rec = _without_engine(cfg.embed)
+    assert "engine" not in rec and "gpus_per_worker" not in rec and rec["shard_size"] == 64
+    assert _without_engine(cfg.extract) == _without_engine(load_config({**d, "extract": {}}).extract)
+    assert _Paths(tmp_path).embeddings("aligned", sharded=True) == tmp_path / "embeddings" / "aligned"
+    with pytest.raises(ValueError, match="ray_address applies to the ray engine"):
+        load_config({**d, "embed": {"ray_address": "auto"}})

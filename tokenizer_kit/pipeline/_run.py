@@ -47,8 +47,9 @@ class _Paths:
     def alignment(self) -> Path:
         return self.workdir / "alignment"
 
-    def embeddings(self, variant: str) -> Path:
-        return self.workdir / "embeddings" / f"{variant}.parquet"
+    def embeddings(self, variant: str, sharded: bool = False) -> Path:
+        """One Parquet file, or with the ray engine a directory of Parquet shards."""
+        return self.workdir / "embeddings" / (variant if sharded else f"{variant}.parquet")
 
     def tokenizer(self, variant: str) -> Path:
         return self.workdir / ("tokenizer" if variant == "aligned" else f"tokenizer_{variant}")
@@ -90,7 +91,7 @@ class _Chain:
     def extract(self) -> None:
         c = self.cfg.extract
 
-        self.stage("extract", {"catalog": self.catalog, **c.to_flat_dict()}, [self.p.features / "manifest.json"],
+        self.stage("extract", {"catalog": self.catalog, **_without_engine(c)}, [self.p.features / "manifest.json"],
                    lambda mode: stages.extract(self.catalog, self.p.features, c, overwrite=mode == "fresh", progress=self.progress).to_dict())
 
     def mine_pairs(self) -> None:
@@ -112,9 +113,10 @@ class _Chain:
 
     def embed(self) -> list[tuple[str, Path, str]]:
         """The embeddings to tokenize: ``(variant, path, the stage that wrote it)``."""
-        c, out = self.cfg.embed, self.p.embeddings("aligned")
-
-        self.stage("embed", c.to_flat_dict(), [out],
+        c = self.cfg.embed
+        out = self.p.embeddings("aligned", sharded=c.execution.is_ray)
+        done = out / "_manifest.json" if c.execution.is_ray else out
+        self.stage("embed", _without_engine(c), [done],
                    lambda mode: stages.embed(self.p.features, self.p.alignment, out, c, overwrite=True, progress=self.progress),
                    upstream=("align",))
         variants = [("aligned", out, "embed")]
@@ -160,6 +162,16 @@ class _Chain:
                        upstream=(f"index[{v}]",))
             results[v] = json.loads(out.read_text())
         return results
+
+
+def _without_engine(cfg) -> dict[str, Any]:
+    """A stage's settings minus where it runs: the engines write the same bytes, so switching
+    engine does not redo a finished stage."""
+    from .._config import settings_of
+    from ..engines._config import EngineConfig
+
+    skip = {s.name for s in settings_of(EngineConfig)}
+    return {k: v for k, v in cfg.to_flat_dict().items() if k not in skip}
 
 
 def _brief(res: dict[str, Any]) -> dict[str, Any]:
