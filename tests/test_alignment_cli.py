@@ -62,7 +62,7 @@ def test_cli_end_to_end(slice_data, tmp_path):
     assert meta["n_queries"] == 2 and meta["pooling"] == "flatten"
     # a finished output is not overwritten silently
     r = _run(["embed", "--features", str(d / "store"), "--alignment", str(tmp_path / "al"), "--out", str(tmp_path / "emb.parquet")])
-    assert r.exit_code == 2 and "already exists" in r.output
+    assert r.exit_code == 1 and "already exists" in r.output
 
 
 def test_cli_errors_are_one_line(slice_data, tmp_path):
@@ -74,4 +74,4 @@ def test_cli_errors_are_one_line(slice_data, tmp_path):
     r = _run(["align", "--features", str(d / "store"), "--pairs", str(tmp_path / "p.parquet"), "--out", str(tmp_path / "a"), "--caption-weight", "0", "--steps", "0", "--lr", "-1"])
     assert r.exit_code == 2 and "steps" in r.output and "lr" in r.output
     r = _run(["mine-pairs", str(tmp_path / "missing.parquet"), "--out", str(tmp_path / "q.parquet")])
-    assert r.exit_code == 2 and "does not exist" in r.output
+    assert r.exit_code == 1 and "does not exist" in r.output

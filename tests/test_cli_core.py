@@ -65,17 +65,17 @@ def test_errors_are_one_line(office_npy, tmp_path):
     tok = tmp_path / "tok"
     assert runner.invoke(app, ["build-codebook", str(office_npy), "--out", str(tok), "--codebook-size", "16"]).exit_code == 0
     r = runner.invoke(app, ["build-codebook", str(office_npy), "--out", str(tok)])
-    assert r.exit_code == 2 and "already exists" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert r.exit_code == 1 and "already exists" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = runner.invoke(app, ["build-codebook", str(office_npy), "--out", str(tmp_path / "big"), "--codebook-size", "4096"])
-    assert r.exit_code == 2 and "too few items" in r.stderr and "set --codebook-size to 512 or fewer" in r.stderr
+    assert r.exit_code == 1 and "too few items" in r.stderr and "set --codebook-size to 512 or fewer" in r.stderr
     bad = tmp_path / "bad.npy"
     x = np.ones((10, 4), np.float32)
     x[3, 0] = np.nan
     np.save(bad, x)
     r = runner.invoke(app, ["assign", str(bad), "--tokenizer", str(tok), "--out", str(tmp_path / "o.parquet")])
-    assert r.exit_code == 2 and "row 3 contains NaN" in r.stderr
+    assert r.exit_code == 1 and "row 3 contains NaN" in r.stderr
     r = runner.invoke(app, ["report", str(tmp_path / "missing")])
-    assert r.exit_code == 2 and "does not exist; pass a tokenizer directory" in r.stderr
+    assert r.exit_code == 1 and "does not exist; pass a tokenizer directory" in r.stderr
     r = runner.invoke(app, ["build-codebook", str(office_npy), "--out", str(tmp_path / "m"), "--method", "nope"])
     assert r.exit_code == 2 and "--method must be one of ['rq-kmeans', 'rq-vae'], got 'nope'" in r.stderr
     assert not (tmp_path / "o.parquet").exists()

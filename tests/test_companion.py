@@ -229,5 +229,5 @@ def test_cli_end_to_end_json(tmp_path):
 def test_cli_bad_input_is_one_line_error(tmp_path):
     res = CliRunner().invoke(app, ["evaluate-retrieval", "--tokenizer", str(tmp_path / "missing"),
                                    "--interactions", str(tmp_path / "x.inter.json")])
-    assert res.exit_code == 2
+    assert res.exit_code == 1
     assert "does not exist" in res.output

@@ -274,6 +274,6 @@ def test_cli_build_index_assign_lookup(tmp_path):
     lk = json.loads(res.stdout)
     assert lk["item"]["sid"] == sid and str(lk["sid"]["item_id"]) == "420" and lk["prefix"]["count"] >= 1
     res = r.invoke(app, ["lookup", str(tok), "--sid", "<a_0>"])
-    assert res.exit_code == 2 and "error" in res.output
+    assert res.exit_code == 1 and "error" in res.output
     res = r.invoke(app, ["import-index", str(tmp_path / "x.index.json"), "--format", "json"])
     assert res.exit_code == 0 and json.loads(res.stdout)["duplicate_sids"] == 0

@@ -2,7 +2,7 @@
 
 from ._version import __version__
 from ._config import list_presets
-from .errors import ArtifactError, InputError, TokenizerKitError
+from .errors import ArtifactError, InputError, TokenizerKitError, UsageError
 from ._tokenizer import SemanticTokenizer, parse_sid_string, sid_string
 from .features import ExtractConfig, FeatureStore, extract_features
 from .indexer import IndexConfig, SIDIndex, SIDTrie, SIDVocab, add_sid_tokens
@@ -24,6 +24,7 @@ __all__ = [
     "SemanticTokenizer",
     "TrieLogitsProcessor",
     "TokenizerKitError",
+    "UsageError",
     "__version__",
     "add_sid_tokens",
     "extract_features",

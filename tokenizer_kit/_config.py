@@ -30,7 +30,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .errors import TokenizerKitError
+from .errors import TokenizerKitError, usage_error_type
 
 __all__ = [
     "ValidatedConfig",
@@ -158,12 +158,15 @@ def coerce(value: Any, tp: Any, name: str) -> Any:
     try:
         return _coerce(value, tp)
     except _Bad:
-        raise config_error(f"{name}: expected {_describe(tp)}, got {value!r}", name) from None
+        raise config_error(f"{name}: expected {_describe(tp)}, got {value!r}", name, usage=True) from None
 
 
-def config_error(message: str, *settings: str, error_type: type[TokenizerKitError] = TokenizerKitError) -> TokenizerKitError:
-    """An error whose message is about ``settings`` (the CLI names their flags instead)."""
-    e = error_type(message)
+def config_error(message: str, *settings: str, error_type: type[TokenizerKitError] = TokenizerKitError,
+                 usage: bool = False) -> TokenizerKitError:
+    """An error whose message is about ``settings`` (the CLI names their flags instead).
+    ``usage``: the settings themselves are wrong (a bad value, a conflict), not the input:
+    the error is also a :class:`~tokenizer_kit.errors.UsageError` (the CLI exits 2)."""
+    e = (usage_error_type(error_type) if usage else error_type)(message)
     e.settings = tuple(settings)  # type: ignore[attr-defined]
     return e
 
@@ -261,7 +264,8 @@ class ValidatedConfig:
         """Raise one error listing every problem, or return ``self``."""
         errs = self.all_errors()
         if errs:
-            raise config_error(f"invalid {self.label} config: " + "; ".join(errs), *self._named(errs), error_type=self.error_type)
+            raise config_error(f"invalid {self.label} config: " + "; ".join(errs), *self._named(errs), error_type=self.error_type,
+                               usage=True)
         return self
 
     @classmethod
@@ -284,7 +288,8 @@ class ValidatedConfig:
         """Unknown keys in ``d`` are an error naming the known ones."""
         unknown = sorted(set(d) - cls.known_keys())
         if unknown:
-            raise cls.error_type(f"unknown {cls.label} config keys {unknown}; known keys are {sorted(cls.known_keys())}")
+            known = sorted(cls.known_keys())
+            raise usage_error_type(cls.error_type)(f"unknown {cls.label} config keys {unknown}; known keys are {known}")
 
     @classmethod
     def parse(cls, d: dict[str, Any] | None = None, *, check: bool = True, legacy: bool = False) -> tuple[Any, list[str]]:
@@ -357,7 +362,8 @@ class ValidatedConfig:
         ranges, conflicts), which names the settings it is about."""
         obj, errs = cls.parse(d, legacy=legacy)
         if errs:
-            raise config_error(f"invalid {cls.label} config: " + "; ".join(errs), *cls._named(errs), error_type=cls.error_type)
+            raise config_error(f"invalid {cls.label} config: " + "; ".join(errs), *cls._named(errs), error_type=cls.error_type,
+                               usage=True)
         return obj
 
     def to_flat_dict(self) -> dict[str, Any]:
@@ -396,7 +402,7 @@ def load_preset(stage: str, name: str) -> dict[str, Any]:
     p = _PRESETS / stage / f"{name}.json"
     if not p.is_file():
         avail = list_presets(stage)
-        raise config_error(f"no preset {name!r} for {stage}; available: {avail or 'none'}", "preset")
+        raise config_error(f"no preset {name!r} for {stage}; available: {avail or 'none'}", "preset", usage=True)
     d = json.loads(p.read_text())
     return {k: v for k, v in d.items() if not k.startswith("_")}
 

@@ -73,6 +73,7 @@ class _LogTask(_Task):
         super().__init__(*args)
         self.logger, self.every = logger, every
         self.last = self.t0
+        self.logged = False
 
     def _line(self, final: bool = False) -> str:
         el = max(time.monotonic() - self.t0, 1e-9)
@@ -89,15 +90,18 @@ class _LogTask(_Task):
         now = time.monotonic()
         if now - self.last >= self.every:
             self.last = now
+            self.logged = True
             self.logger.info("%s", self._line())
 
     def close(self) -> None:
-        self.logger.info("%s", self._line(final=True))
+        # a task shorter than one interval ends silently: a log shows what took time
+        if self.logged or time.monotonic() - self.t0 >= self.every:
+            self.logger.info("%s", self._line(final=True))
 
 
 class LogProgress:
-    """One INFO log line per task every ``every`` seconds, and one when it ends (for logs
-    and pipes, where a bar would only add noise)."""
+    """One INFO log line per task every ``every`` seconds, and one when it ends if it ran
+    that long (for logs and pipes, where a bar would only add noise)."""
 
     def __init__(self, logger: logging.Logger | None = None, every: float = 5.0):
         self.logger = logger or logging.getLogger("tokenizer_kit.progress")

@@ -10,7 +10,7 @@ import typer
 
 from ..pipeline import stages
 from ..pipeline._stage_configs import AlignStageConfig
-from ._common import OutputFormat, cli_command, emit_json, out_console, progress_bar, setup_logging
+from ._common import OutputFormat, cli_command, emit_json, out_console, progress_bar
 from ._options import settings_options
 
 __all__ = ["register"]
@@ -25,10 +25,8 @@ def align(
     cfg: AlignStageConfig = None,
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete OUT first."),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table or json."),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """Train the alignment QFormer; writes config.json, model.safetensors, metrics.jsonl."""
-    setup_logging(verbose)
     is_rank0 = int(os.environ.get("RANK", "0")) == 0
     with progress_bar(enabled=is_rank0) as progress:
         res = stages.align(features, pairs, out, cfg, catalog=catalog, eval_pairs=eval_pairs, overwrite=overwrite,

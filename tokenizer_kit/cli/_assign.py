@@ -14,7 +14,7 @@ import typer
 
 from ..pipeline import stages
 from ..pipeline._verb_configs import AssignConfig, EmbeddingsInput
-from ._common import OutputFormat, cli_command, emit_json, holds_writer_lock, out_console, progress_bar, setup_logging
+from ._common import OutputFormat, cli_command, emit_json, holds_writer_lock, out_console, progress_bar
 from ._options import settings_options
 
 __all__ = ["register"]
@@ -29,10 +29,8 @@ def assign(
     ids: Optional[Path] = typer.Option(None, "--ids", help="Item ids for a .npy input."),
     columns: EmbeddingsInput = None,
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """Assign SIDs to items with frozen codebooks; with an index, cold-start them (--update to write)."""
-    setup_logging(verbose)
     with progress_bar() as progress:
         res = stages.assign(embeddings, tokenizer, cfg, out=out, update=update, ids=ids, columns=columns, progress=progress)
     if fmt == OutputFormat.json:

@@ -10,7 +10,7 @@ import typer
 from ..pipeline import stages
 from ..pipeline._stage_configs import CodebookConfig
 from ..pipeline._verb_configs import CategoriesInput, EmbeddingsInput
-from ._common import OutputFormat, cli_command, emit_json, out_console, progress_bar, setup_logging
+from ._common import OutputFormat, cli_command, emit_json, out_console, progress_bar
 from ._options import settings_options
 
 __all__ = ["register"]
@@ -26,14 +26,12 @@ def build_codebook(
     category_input: CategoriesInput = None,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory."),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table or json (results on stdout)."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress to stderr."),
 ):
     """Build a tokenizer (codebooks + SIDs of every item) from item embeddings.
 
     Settings of the method not listed here (RQKMeansConfig / RQVAEConfig fields, e.g. latent_dim)
     go in a --config file, as in a pipeline's [codebook] table.
     """
-    setup_logging(verbose)
     with progress_bar() as progress:
         report = stages.build_codebook(embeddings, out, cfg, ids=ids, columns=columns, categories=categories,
                                        category_input=category_input, overwrite=overwrite, progress=progress)

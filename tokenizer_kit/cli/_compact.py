@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ._common import OutputFormat, cli_command, emit_json, err_console, holds_writer_lock, out_console, setup_logging
+from ._common import OutputFormat, cli_command, emit_json, holds_writer_lock, out_console, status
 
 __all__ = ["register"]
 
@@ -14,10 +14,8 @@ __all__ = ["register"]
 def compact(
     tokenizer: Path = typer.Argument(..., help="Tokenizer directory whose index has cold-start segments (from `assign --update`)."),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """Merge the index's segments into one base (rewrites the directory atomically; no SID changes)."""
-    setup_logging(verbose)
     from .. import SemanticTokenizer
     from ..errors import TokenizerKitError
     from ..indexer import SIDIndex
@@ -28,7 +26,7 @@ def compact(
         raise TokenizerKitError(f"{tokenizer} has no SID index; run `tokenizer-kit index {tokenizer}` first")
     merged = len(idx.segments)
     if merged:
-        with err_console.status(f"compacting {merged} segments ({len(idx)} items)"):
+        with status(f"compacting {merged} segments ({len(idx)} items)"):
             idx.compact(tok, tokenizer)
     res = {"tokenizer": str(tokenizer), "segments_merged": merged, "items": len(idx), "version": idx.version}
     if fmt == OutputFormat.json:

@@ -8,7 +8,7 @@ import typer
 
 from ..pipeline import stages
 from ..pipeline._stage_configs import EmbedConfig
-from ._common import OutputFormat, cli_command, emit_json, out_console, progress_bar, setup_logging
+from ._common import OutputFormat, cli_command, emit_json, out_console, progress_bar
 from ._options import settings_options
 
 __all__ = ["register"]
@@ -21,10 +21,8 @@ def embed(
     cfg: EmbedConfig = None,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table or json."),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """Embed every item of a feature store with a trained QFormer."""
-    setup_logging(verbose)
     with progress_bar() as progress:
         rec = stages.embed(features, alignment, out, cfg, overwrite=overwrite, progress=progress)
     if fmt == OutputFormat.json:

@@ -8,7 +8,7 @@ import typer
 
 from ..pipeline import stages
 from ..pipeline._verb_configs import TextEmbedConfig
-from ._common import OutputFormat, cli_command, emit_json, out_console, progress_bar, setup_logging
+from ._common import OutputFormat, cli_command, emit_json, out_console, progress_bar
 from ._options import settings_options
 
 __all__ = ["register"]
@@ -20,10 +20,8 @@ def embed_text(
     cfg: TextEmbedConfig = None,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """Embed each item's text fields with a sentence encoder, mean-pooled (MiniLM recipe)."""
-    setup_logging(verbose)
     with progress_bar() as progress:
         res = stages.embed_text(catalog, out, cfg, overwrite=overwrite, progress=progress)
     if fmt == OutputFormat.json:

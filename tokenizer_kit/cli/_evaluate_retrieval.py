@@ -12,9 +12,10 @@ from typing import Optional
 
 import typer
 
+from ..errors import UsageError
 from ..pipeline import stages
 from ..pipeline._stage_configs import RetrievalStageConfig
-from ._common import OutputFormat, cli_command, emit_json, fail, out_console, progress_bar, setup_logging
+from ._common import OutputFormat, cli_command, emit_json, out_console, progress_bar
 from ._options import settings_options
 
 __all__ = ["register"]
@@ -29,7 +30,7 @@ def _sources(specs: list[str]) -> dict[str, str]:
             path = spec
             name = Path(spec.rstrip("/")).name.removesuffix(".json").removesuffix(".index") or spec
         if name in out:
-            fail(f"two sets of SIDs are named {name!r}; name them with NAME=PATH")
+            raise UsageError(f"two sets of SIDs are named {name!r}; name them with NAME=PATH")
         out[name] = path
     return out
 
@@ -40,9 +41,9 @@ def _seeds(text: Optional[str], seed: int) -> list[int]:
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        fail(f"--seeds expects comma-separated integers such as 0,1,2, got {text!r}")
+        raise UsageError(f"--seeds expects comma-separated integers such as 0,1,2, got {text!r}")
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        fail(f"--seeds expects distinct non-negative integers such as 0,1,2, got {text!r}")
+        raise UsageError(f"--seeds expects distinct non-negative integers such as 0,1,2, got {text!r}")
     return seeds
 
 
@@ -56,18 +57,16 @@ def evaluate_retrieval(
     model_out: Optional[Path] = typer.Option(None, "--model-out", help="Also save the trained model (config.json + model.safetensors); one set and one seed only."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the full result JSON here."),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """Train a small generative retriever on the SIDs and report leave-one-out ItemHit/ItemNDCG@5/10
     (collision-corrected) and Recall/NDCG@5/10 (full ranking); with several sets or seeds, a paired comparison.
 
     --preset fast (the default settings) fits a CPU; --preset tiger is TIGER's model and schedule, for a GPU.
     """
-    setup_logging(verbose)
     sources = _sources(tokenizer)
     seed_list = _seeds(seeds, cfg.seed)
     if model_out is not None and (len(sources) > 1 or len(seed_list) > 1):
-        fail("--model-out saves one model: give one --tokenizer and one seed")
+        raise UsageError("--model-out saves one model: give one --tokenizer and one seed")
     with progress_bar() as progress:
         if len(sources) == 1 and len(seed_list) == 1:
             res = stages.evaluate_retrieval(next(iter(sources.values())), interactions, cfg, out=out, model_out=model_out, progress=progress)

@@ -8,7 +8,7 @@ import typer
 
 from ..pipeline import stages
 from ..pipeline._stage_configs import ExtractStageConfig
-from ._common import OutputFormat, cli_command, emit_json, err_console, out_console, progress_bar, setup_logging
+from ._common import OutputFormat, cli_command, emit_json, note, out_console, progress_bar
 from ._options import settings_options
 
 __all__ = ["register"]
@@ -20,23 +20,18 @@ def extract(
     cfg: ExtractStageConfig = None,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store at --out instead of resuming it."),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table or json."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details to stderr."),
 ):
     """Extract token-level features of every item into a sharded store (resumable)."""
-    setup_logging(verbose)
     if cfg.random_init:
-        err_console.print(
-            "[bold yellow]warning:[/] --random-init: no CLIP weights ship offline, so these open_clip features are "
-            "RANDOM (fine for tests and throughput, useless for semantic IDs); pass --pretrained CHECKPOINT for real ones",
-            highlight=False,
-        )
+        note("[bold yellow]warning:[/] --random-init: no CLIP weights ship offline, so these open_clip features are "
+             "RANDOM (fine for tests and throughput, useless for semantic IDs); pass --pretrained CHECKPOINT for real ones")
     with progress_bar(enabled=fmt == OutputFormat.table) as progress:
         res = stages.extract(catalog, out, cfg, overwrite=overwrite, progress=progress)
     if fmt == OutputFormat.json:
         emit_json(res.to_dict())
         return
     if res.rows_resumed:
-        err_console.print(f"resumed at row {res.rows_resumed} of {res.n_rows}", highlight=False)
+        note(f"resumed at row {res.rows_resumed} of {res.n_rows}")
     out_console.print(
         f"[bold]{res.n_items}[/] items, {res.n_tokens} tokens (d={res.dim}, fp16) -> {res.path}\n"
         f"{res.rows_this_run} items this run in {res.seconds:.1f} s: {res.items_per_s:.1f} items/s, {res.tokens_per_s:.0f} tokens/s\n"

@@ -9,7 +9,7 @@ import typer
 
 from ..pipeline import stages
 from ..pipeline._verb_configs import EmbeddingsInput, ImportIndexConfig, IndexStageConfig, LookupConfig
-from ._common import OutputFormat, cli_command, emit_json, err_console, holds_writer_lock, out_console, setup_logging
+from ._common import OutputFormat, cli_command, emit_json, holds_writer_lock, out_console, status
 from ._options import settings_options
 
 __all__ = ["register"]
@@ -37,11 +37,9 @@ def index(
     export_lcrec: Optional[Path] = typer.Option(None, "--export-lcrec", help="Also write an LC-Rec style *.index.json (item -> ['<a_1>', ...])."),
     vocab_out: Optional[Path] = typer.Option(None, "--vocab-out", help="Also write the SID vocabulary JSON (tokens for add_tokens, per-level offsets)."),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """(Re)build the SIDs (one item per SID) and the trie of a tokenizer directory."""
-    setup_logging(verbose)
-    with err_console.status(f"indexing {tokenizer} ({cfg.policy})"):
+    with status(f"indexing {tokenizer} ({cfg.policy})"):
         res = stages.index(tokenizer, cfg, embeddings=embeddings, ids=ids, columns=columns, export_lcrec=export_lcrec, vocab_out=vocab_out)
     if fmt == OutputFormat.json:
         emit_json(res)
@@ -71,15 +69,13 @@ def lookup(
     prefix: Optional[str] = typer.Option(None, "--prefix", help='SID prefix -> allowed next tokens and item count, e.g. "<a_1>" ("" for the root).'),
     cfg: LookupConfig = None,
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """Look up item -> SID, SID -> item, or prefix -> allowed next tokens and item count."""
-    setup_logging(verbose)
     from .._tokenizer import parse_sid_string, sid_string
-    from ..errors import InputError
+    from ..errors import InputError, UsageError
 
     if item is None and sid is None and prefix is None:
-        raise InputError("nothing to look up; pass --item ID, --sid '<a_1><b_2><c_3>' or --prefix '<a_1>'")
+        raise UsageError("nothing to look up; pass --item ID, --sid '<a_1><b_2><c_3>' or --prefix '<a_1>'")
     idx = _load_index(source)
     res: dict = {}
     if item is not None:
@@ -124,10 +120,8 @@ def import_index(
                                        "(`assign NEW.index.json --tokenizer DIR --update`) then work on it."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out directory."),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """Report another tool's SIDs (collisions, trie size); with --out, make them a collision-free index."""
-    setup_logging(verbose)
     res = stages.import_index(path, cfg, out=out, overwrite=overwrite)
     if fmt == OutputFormat.json:
         emit_json(res)

@@ -9,7 +9,7 @@ import typer
 
 from ..pipeline import stages
 from ..pipeline._stage_configs import MinePairsConfig
-from ._common import OutputFormat, cli_command, emit_json, out_console, setup_logging
+from ._common import OutputFormat, cli_command, emit_json, out_console
 from ._options import settings_options
 
 __all__ = ["register"]
@@ -22,10 +22,8 @@ def mine_pairs(
     cfg: MinePairsConfig = None,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table or json."),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """Mine item pairs (Swing top-k + user-to-item) for alignment training."""
-    setup_logging(verbose)
     result = stages.mine_pairs(interactions, out, cfg, heldout_out=heldout_out, overwrite=overwrite)
     if fmt == OutputFormat.json:
         emit_json(result)

@@ -166,5 +166,5 @@ def _build(cls: type, stage: str | None, preset: str | None, file: Path | None, 
     layers = [read_config_file(file) if file is not None else {}, given]
     cfg, errs = parse_layers(cls, stage, layers, preset)
     if errs:
-        raise config_error(f"invalid {cls.label} settings: " + "; ".join(errs), *cls._named(errs), error_type=cls.error_type)
+        raise config_error(f"invalid {cls.label} settings: " + "; ".join(errs), *cls._named(errs), error_type=cls.error_type, usage=True)
     return cfg

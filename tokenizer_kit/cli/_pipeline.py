@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from ._common import OutputFormat, cli_command, emit_json, err_console, out_console, progress_bar, setup_logging
+from ._common import OutputFormat, cli_command, emit_json, note, out_console, progress_bar
 
 __all__ = ["register"]
 
@@ -19,17 +19,15 @@ __all__ = ["register"]
 def pipeline(
     config: Path = typer.Argument(..., help="Pipeline config (TOML, or JSON for *.json); see configs/office.toml."),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table or json (the final summary on stdout)."),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """Run the whole chain on a catalogue and its interactions; skips stages already done."""
-    setup_logging(verbose)
     from ..pipeline import run
 
     def on_stage(name, outcome):
         if outcome is None:
-            err_console.print(f"[bold cyan]stage[/] {escape(name)}", highlight=False)
+            note(f"[bold cyan]stage[/] {escape(name)}")
         else:
-            err_console.print(escape(f"  {name}: {outcome.status} in {outcome.seconds:.1f}s"), highlight=False)
+            note(escape(f"  {name}: {outcome.status} in {outcome.seconds:.1f}s"))
 
     with progress_bar() as progress:
         summary = run(config, progress=progress, on_stage=on_stage)
@@ -118,10 +116,10 @@ def presets(
     from .._config import list_presets, load_preset, preset_note
 
     if stage and not list_presets(stage):
-        from ..errors import InputError
+        from ..errors import UsageError
 
         stages = sorted({n.split("/", 1)[0] for n in list_presets()})
-        raise InputError(f"no presets for stage {stage!r}; stages with presets: {stages}")
+        raise UsageError(f"no presets for stage {stage!r}; stages with presets: {stages}")
     names = list_presets(stage) if stage else list_presets()
     rows = []
     for n in names:

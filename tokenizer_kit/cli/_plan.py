@@ -9,7 +9,7 @@ import typer
 
 from ..pipeline._verb_configs import EmbeddingsInput
 from ..quantizers._plan import PlanConfig
-from ._common import OutputFormat, cli_command, emit_json, out_console, progress_bar, setup_logging
+from ._common import OutputFormat, cli_command, emit_json, out_console, progress_bar
 from ._options import settings_options
 
 __all__ = ["register"]
@@ -21,14 +21,12 @@ def plan(
     ids: Optional[Path] = typer.Option(None, "--ids", help="Item ids for a .npy input (not needed to plan; checked if given)."),
     columns: EmbeddingsInput = None,
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table or json (results on stdout)."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress to stderr."),
 ):
     """Predict, for candidate codebook shapes, how many items will share a SID (before any
     collision policy), the largest bucket and the suffix length, and recommend a shape.
 
     Example: tokenizer-kit plan sample.npy --catalogue-size 54000000 --shapes 3x256,3x4096,4x4096
     """
-    setup_logging(verbose)
     from ..io import open_embeddings
     from ..quantizers._plan import plan as run_plan
 

@@ -9,7 +9,7 @@ import typer
 
 from ..pipeline import stages
 from ..pipeline._verb_configs import ReportConfig
-from ._common import OutputFormat, cli_command, emit_json, out_console, setup_logging
+from ._common import OutputFormat, cli_command, emit_json, out_console
 from ._options import settings_options
 
 __all__ = ["register"]
@@ -22,10 +22,8 @@ def report(
     categories: Optional[Path] = typer.Option(None, "--categories", help="Catalogue with a categories column (level-1 NMI)."),
     embeddings: Optional[Path] = typer.Option(None, "--embeddings", help="Embeddings to recompute reconstruction for tokenizer directories."),
     cfg: ReportConfig = None,
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """Reconstruction, utilization, entropy (nats/bits), collisions and more, per tokenizer."""
-    setup_logging(verbose)
     rep = stages.report(targets, cfg, categories=categories, embeddings=embeddings, html=html)
     if fmt == OutputFormat.json:
         emit_json(rep)

@@ -36,13 +36,41 @@ _VERBS = {
 
 
 def _load(module: str) -> dict[str, object]:
+    from ._examples import examples
+
     sub = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     importlib.import_module(f"{__package__}.{module}").register(sub)
-    return dict(typer.main.get_group(sub).commands)
+    commands = dict(typer.main.get_group(sub).commands)
+    for name, cmd in commands.items():
+        _flags_as_flags(cmd)
+        cmd.epilog = examples(name)
+    return commands
+
+
+def _flags_as_flags(cmd) -> None:
+    """Show a flag (``--balanced``, ``--overwrite``) without a ``<bool>`` value in ``--help``:
+    it takes none (``--balanced true`` is an error)."""
+    get_params = cmd.get_params
+
+    def flagged(ctx):
+        params = get_params(ctx)
+        for p in params:
+            if getattr(p, "is_flag", False) and p.metavar is None:
+                p.metavar = ""
+        return params
+
+    cmd.get_params = flagged
 
 
 class _LazyGroup(TyperGroup):
     """Builds a verb's command (and imports its module) only when it is looked up."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for p in params:
+            if getattr(p, "is_flag", False) and p.metavar is None:
+                p.metavar = ""
+        return params
 
     def list_commands(self, ctx) -> list[str]:
         return list(_VERBS)
@@ -54,15 +82,17 @@ class _LazyGroup(TyperGroup):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode: bool = True, **extra):
         """Usage errors (an unknown option, a missing argument, a value of the wrong type)
-        print as one ``error:`` line on stderr like every other error, exit code 2."""
+        print as one ``error:`` line on stderr like every other error, exit code 2 (and, under
+        ``--format json``, an ``{"error": ...}`` document on stdout)."""
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         import sys
 
         from typer._click import exceptions as cx
 
-        from ._common import fail
+        from ._common import EXIT_INPUT, fail
 
+        argv = list(sys.argv[1:] if args is None else args)
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except cx.NoArgsIsHelpError as e:  # `tokenizer-kit VERB` alone: its help, as before
@@ -71,19 +101,34 @@ class _LazyGroup(TyperGroup):
         except cx.UsageError as e:
             verb = e.ctx.command_path if e.ctx is not None else "tokenizer-kit"
             try:
-                fail(f"{e.format_message()} (see `{verb} --help`)", code=e.exit_code)
+                fail(f"{e.format_message()} (see `{verb} --help`)", code=e.exit_code, json_error=_wants_json(argv), error_type="UsageError")
             except typer.Exit as x:
                 sys.exit(x.exit_code)
-        except cx.Abort:
-            fail_code = 1
+        except typer.Abort:
             sys.stderr.write("error: aborted\n")
-            sys.exit(fail_code)
+            sys.exit(EXIT_INPUT)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _wants_json(argv: list[str]) -> bool:
+    """``--format json`` (or ``--format=json``) among the arguments."""
+    return any(a == "--format=json" or (a == "--format" and i + 1 < len(argv) and argv[i + 1] == "json") for i, a in enumerate(argv))
+
+
+_HELP = """Semantic IDs for generative recommenders: features -> alignment -> RQ-Kmeans / RQ-VAE -> SID index.
+
+Results go to stdout (--format json for machine-readable output), logs and progress to stderr.
+Exit codes: 0 done; 1 an input, an artifact or the run failed (a missing or malformed file, an
+output that exists, a damaged tokenizer directory); 2 the command is wrong (an unknown option,
+a missing argument, a bad or conflicting setting). Errors print one line on stderr; under
+--format json stdout holds {"error": {"type", "message", "exit_code"}}. TOKENIZER_KIT_DEBUG=1
+shows tracebacks. Every verb takes -v (INFO logs, third-party output), -q (results and errors
+only) and --log-level."""
 
 
 app = typer.Typer(
     name="tokenizer-kit",
-    help="Semantic IDs for generative recommenders: features -> alignment -> RQ-Kmeans / RQ-VAE -> SID index.",
+    help=_HELP,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .._config import list_presets, parse_layers, read_config_file
-from ..errors import TokenizerKitError
+from ..errors import TokenizerKitError, UsageError
 from ._stage_configs import AlignStageConfig, CodebookConfig, EmbedConfig, ExtractStageConfig, MinePairsConfig, RetrievalStageConfig
 from ._verb_configs import IndexStageConfig, ReportConfig
 
@@ -106,7 +106,7 @@ class PipelineConfig:
         errs = self.errors()
         if errs:
             where = f" {self.source}" if self.source else ""
-            raise TokenizerKitError(f"invalid pipeline config{where}: " + "; ".join(errs))
+            raise UsageError(f"invalid pipeline config{where}: " + "; ".join(errs))
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -126,12 +126,12 @@ def stage_config(stage: str, *layers: dict[str, Any] | None, preset: str | None 
     naming every problem."""
     cls = STAGES[stage][0] if stage in STAGES else None
     if cls is None:
-        raise TokenizerKitError(f"unknown stage {stage!r}; stages are {list(STAGES)}")
+        raise UsageError(f"unknown stage {stage!r}; stages are {list(STAGES)}")
     cfg, errs = parse_layers(cls, stage, layers, preset)
     if errs:
         from .._config import config_error
 
-        raise config_error(f"invalid {cls.label} config: " + "; ".join(errs), *cls._named(errs), error_type=cls.error_type)
+        raise config_error(f"invalid {cls.label} config: " + "; ".join(errs), *cls._named(errs), error_type=cls.error_type, usage=True)
     return cfg
 
 
@@ -229,7 +229,7 @@ def load_config(source: str | Path | dict[str, Any] | PipelineConfig, *, base_di
     stages = _stage_tables(raw, top["seed"], errs)
     if errs:
         where = f" {path}" if path is not None else ""
-        raise TokenizerKitError(f"invalid pipeline config{where}: " + "; ".join(errs))
+        raise UsageError(f"invalid pipeline config{where}: " + "; ".join(errs))
     return PipelineConfig(**top, **switches, **stages, source=path).validate()
 
 

@@ -88,7 +88,8 @@ def mine_pairs(interactions: PathLike, out: PathLike, config: MinePairsConfig, *
         if p is not None:
             _refuse_existing(Path(p), overwrite)
     if heldout_out is not None and not config.split:
-        raise config_error_for("split", "held-out pairs (heldout_out) need the leave-one-out split; set split, or drop heldout_out")
+        raise config_error_for("split", "held-out pairs (heldout_out) need the leave-one-out split; set split, or drop heldout_out",
+                               usage=True)
     log = interaction_log(read_interactions(interactions))
     sp = leave_one_out_split(log) if config.split else None
     table, stats = mine(sp.train if sp is not None else log, base_config(config, PairMiningConfig))
@@ -136,8 +137,10 @@ def _read_pairs(path: Path):
     return table
 
 
-def config_error_for(setting: str, message: str) -> TokenizerKitError:
-    return config_error(message, setting, error_type=InputError)
+def config_error_for(setting: str, message: str, *, usage: bool = False) -> TokenizerKitError:
+    """An ``InputError`` about ``setting``; ``usage``: the settings conflict or one is missing
+    (a usage error: the CLI exits 2), rather than the input not fitting them."""
+    return config_error(message, setting, error_type=InputError, usage=usage)
 
 
 def _captions(catalog: Path | None, store, fields: Sequence[str]):
@@ -145,7 +148,8 @@ def _captions(catalog: Path | None, store, fields: Sequence[str]):
     from ..io import read_catalog
 
     if catalog is None:
-        raise config_error_for("catalog", "the caption loss needs the catalogue (`catalog`) for caption texts; give it, or set `caption_weight` to 0")
+        raise config_error_for("catalog", "the caption loss needs the catalogue (`catalog`) for caption texts; give it, or set `caption_weight` to 0",
+                               usage=True)
     cat = read_catalog(catalog)
     if all(f not in cat.column_names for f in fields):
         raise config_error_for("caption_fields", f"{catalog}: none of the caption_fields {list(fields)} is a column ({cat.column_names})")
@@ -453,7 +457,8 @@ def assign(embeddings: PathLike, tokenizer: PathLike, config: AssignConfig, *, o
     if idx is None and (update or config.replace):
         raise InputError(f"{tokenizer} has no SID index to update; run `tokenizer-kit index {tokenizer}` first")
     if idx is None and out is None:
-        raise config_error_for("out", "this tokenizer has no SID index to report against, so the codes need an output file (out)")
+        raise config_error_for("out", "this tokenizer has no SID index to report against, so the codes need an output file (out)",
+                               usage=True)
     columns = columns or EmbeddingsInput()
     if ray:
         return _assign_sharded(tok, idx, embeddings, out, config, tokenizer, ids, columns, update, progress)
