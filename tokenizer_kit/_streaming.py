@@ -258,7 +258,7 @@ def build_streaming(
         sample = tok.preprocess(stream.take(rows), what=stream.source)
         task.advance(len(rows))
     t_sample = time.perf_counter() - t0
-    sample_codes = q.fit_sample(sample, n_total=n)
+    sample_codes = q.fit_sample(sample, n_total=n, progress=progress)
     del sample
     t_train = time.perf_counter() - t0 - t_sample
     predicted = None

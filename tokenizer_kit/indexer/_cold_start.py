@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._progress import Progress, as_progress
 from .._tokenizer import sid_string
 from ..errors import InputError
 from ._segments import Segment
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from ._index import IndexConfig, SIDIndex
 
 __all__ = ["cold_start", "Round"]
+
+_ENCODE_BLOCK = 65536  # rows per progress step of the cold-start encode
 
 
 @dataclass
@@ -97,9 +100,10 @@ def _classify(index: "SIDIndex", ids: np.ndarray, x: np.ndarray | None, replace:
     return Round(ids=ids, hashes=hashes, rows=rows, known=known, differs=differs)
 
 
-def _encode(rnd: Round, tok, x: np.ndarray, codes, levels: int, batch_size: int | None) -> None:
+def _encode(rnd: Round, tok, x: np.ndarray, codes, levels: int, batch_size: int | None, progress: Progress | None = None) -> None:
     """Codes of the items to place: the frozen quantizer's, or the ones given (an imported index,
-    whose items all decode to one point: its policies take the first free SID)."""
+    whose items all decode to one point: its policies take the first free SID). Encoded in
+    blocks of ``_ENCODE_BLOCK`` rows (the codes do not depend on the block size)."""
     todo = rnd.todo
     rnd.codes = np.zeros((len(rnd.ids), levels), np.int64)
     if not todo.any():
@@ -109,7 +113,12 @@ def _encode(rnd: Round, tok, x: np.ndarray, codes, levels: int, batch_size: int 
         rnd.xp = np.zeros((len(rnd.ids), tok.decode(rnd.codes[:1]).shape[1]), np.float32)
         return
     rnd.xp = tok.preprocess(x, what="new items")
-    rnd.codes[todo] = np.asarray(tok.quantizer.encode(rnd.xp[todo], batch_size=batch_size), np.int64)
+    rows = np.flatnonzero(todo)
+    with as_progress(progress).task("encode", total=len(rows), unit="item") as task:
+        for s in range(0, len(rows), _ENCODE_BLOCK):
+            r = rows[s : s + _ENCODE_BLOCK]
+            rnd.codes[r] = np.asarray(tok.quantizer.encode(rnd.xp[r], batch_size=batch_size), np.int64)
+            task.advance(len(r))
 
 
 def _place(rnd: Round, index: "SIDIndex", tok, retired: np.ndarray) -> None:
@@ -174,7 +183,7 @@ def _updated_index(index: "SIDIndex", seg: Segment, retired: np.ndarray, suffix_
     return new
 
 
-def _nearest(index: "SIDIndex", tok, rnd: Round, config: "IndexConfig") -> list[list]:
+def _nearest(index: "SIDIndex", tok, rnd: Round, config: "IndexConfig", progress: Progress | None = None) -> list[list]:
     """Up to k indexed items under each placed item's prefix (first L-1 levels), nearest first.
 
     Items sharing a prefix share its candidates, and each distinct candidate code row is
@@ -188,20 +197,28 @@ def _nearest(index: "SIDIndex", tok, rnd: Round, config: "IndexConfig") -> list[
     groups: dict[tuple, list[int]] = {}
     for i in todo.tolist():
         groups.setdefault(tuple(rnd.sids[i, : max(L - 1, 0)].tolist()), []).append(i)
-    for prefix, items in groups.items():
-        cand = index.rows_under(list(prefix), limit=config.nearest_candidates)
-        if not len(cand):
-            continue
-        uniq, inv = np.unique(index.raw_codes[cand], axis=0, return_inverse=True)
-        recon = tok.decode(uniq)  # [u, d]
-        for i in items:
-            keep = cand != rnd.rows[i]  # a replaced item is not its own neighbour
-            if not keep.any():
-                continue
-            d = ((recon - rnd.xp[i][None, :]) ** 2).sum(1)[inv.ravel()[keep]]
-            top = cand[keep][np.argsort(d, kind="stable")[: config.nearest_k]]
-            res[i] = [v.item() if hasattr(v, "item") else v for v in index.item_ids[top]]
+    with as_progress(progress).task("nearest items", total=len(todo), unit="item") as task:
+        for prefix, items in groups.items():
+            _nearest_under(index, tok, rnd, config, prefix, items, res)
+            task.advance(len(items))
     return res
+
+
+def _nearest_under(index: "SIDIndex", tok, rnd: Round, config: "IndexConfig", prefix: tuple, items: list[int],
+                   res: list[list]) -> None:
+    """The nearest indexed items of ``items`` (which share ``prefix``), into ``res``."""
+    cand = index.rows_under(list(prefix), limit=config.nearest_candidates)
+    if not len(cand):
+        return
+    uniq, inv = np.unique(index.raw_codes[cand], axis=0, return_inverse=True)
+    recon = tok.decode(uniq)  # [u, d]
+    for i in items:
+        keep = cand != rnd.rows[i]  # a replaced item is not its own neighbour
+        if not keep.any():
+            continue
+        d = ((recon - rnd.xp[i][None, :]) ** 2).sum(1)[inv.ravel()[keep]]
+        top = cand[keep][np.argsort(d, kind="stable")[: config.nearest_k]]
+        res[i] = [v.item() if hasattr(v, "item") else v for v in index.item_ids[top]]
 
 
 def _table(rnd: Round, nearest: list[list]) -> list[dict[str, Any]]:
@@ -254,7 +271,8 @@ def _encoded(index: "SIDIndex", ids, codes, hashes, replace: bool) -> Round:
 
 
 def cold_start(
-    index: "SIDIndex", tok, ids, x, *, codes=None, hashes=None, replace: bool, config: "IndexConfig", batch_size: int | None
+    index: "SIDIndex", tok, ids, x, *, codes=None, hashes=None, replace: bool, config: "IndexConfig", batch_size: int | None,
+    progress: Progress | None = None,
 ) -> tuple["SIDIndex", list[dict[str, Any]], dict[str, Any]]:
     """See ``SIDIndex.assign``."""
     from ._index import _HISTORY_KEEP, _now
@@ -266,8 +284,10 @@ def cold_start(
         ids = rnd.ids
     else:
         ids, x = _check_input(ids, x, codes, index.codebook_sizes)
+        if codes is None and len(x):
+            tok.preprocess(x[:1], what="new items")  # a wrong dimension is named before the ids are compared
         rnd = _classify(index, ids, x, replace)
-        _encode(rnd, tok, x, codes, index.levels, batch_size)
+        _encode(rnd, tok, x, codes, index.levels, batch_size, progress)
     retired = index.retired
     if rnd.differs.any():
         retired = np.concatenate([retired, index.sids[rnd.rows[rnd.differs]]])
@@ -279,7 +299,7 @@ def cold_start(
         new = _updated_index(index, _segment(index, rnd, fill, index.version + 1), retired, suffix_size)
     else:
         new = index
-    table = _table(rnd, _nearest(index, tok, rnd, config))
+    table = _table(rnd, _nearest(index, tok, rnd, config, progress))
     summary = _summary(index, new, rnd, retired)
     if changed:
         event = {"version": new.version, "event": "assign", "at": _now(), "new": summary["new"], "replaced": summary["replaced"]}

@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from .._config import ValidatedConfig, setting
+from .._progress import Progress
 from .._tokenizer import level_token, parse_sid_string, sid_string
 from ..errors import ArtifactError, InputError, TokenizerKitError
 from ._cold_start import cold_start
@@ -568,8 +569,8 @@ class SIDIndex:
 
     # ---- cold start ----------------------------------------------------------------------------------
     def assign(self, tok, ids, x: np.ndarray | None = None, *, codes: np.ndarray | None = None, hashes: np.ndarray | None = None,
-               replace: bool = False, config: IndexConfig | None = None,
-               batch_size: int | None = None) -> tuple["SIDIndex", list[dict[str, Any]], dict[str, Any]]:
+               replace: bool = False, config: IndexConfig | None = None, batch_size: int | None = None,
+               progress: Progress | None = None) -> tuple["SIDIndex", list[dict[str, Any]], dict[str, Any]]:
         """Index new items without changing any existing SID.
 
         ``ids`` (m,) and raw embeddings ``x`` (m, d), or, for an index imported from another
@@ -579,10 +580,12 @@ class SIDIndex:
         indexed with the same embedding (codes) keep their SID (idempotent); a known id with a
         different one raises unless ``replace`` (its old SID is retired, never reissued).
         Returns the new index (version + 1 if anything changed; ``save`` appends it as a
-        segment), one lookup row per input item, and a summary.
+        segment), one lookup row per input item, and a summary. ``progress`` shows the encode
+        and the neighbour search.
         """
         config = (config or IndexConfig(policy=self.policy)).validate()
-        return cold_start(self, tok, ids, x, codes=codes, hashes=hashes, replace=replace, config=config, batch_size=batch_size)
+        return cold_start(self, tok, ids, x, codes=codes, hashes=hashes, replace=replace, config=config, batch_size=batch_size,
+                          progress=progress)
 
     # ---- interop --------------------------------------------------------------------------------------
     def to_lcrec(self) -> dict[str, list[str]]:

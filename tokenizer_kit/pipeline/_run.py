@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from .._progress import Progress
+from .._progress import Progress, as_progress
 from . import _stages as stages
 from ._config import PipelineConfig, load_config
 from ._runner import StageOutcome, StageRunner
@@ -79,12 +79,21 @@ class _Chain:
         self.progress = progress
         self.on_stage = on_stage or (lambda name, outcome: None)
         self.catalog, self.inter = str(cfg.catalog), str(cfg.interactions)
+        self.overall = None  # the "pipeline" progress task, advanced per stage
+
+    def n_stages(self) -> int:
+        """How many stages this run goes through (for the overall progress)."""
+        variants = 2 if self.cfg.baseline else 1
+        retrieval = (variants if self.cfg.retrieval_baseline else 1) if self.cfg.run_retrieval else 0
+        return 4 + (variants - 1) + 2 * variants + 1 + retrieval
 
     def stage(self, name: str, conf: dict[str, Any], outputs, fn, upstream=()) -> StageOutcome:
         self.on_stage(name, None)
         out = self.runner.run(name, conf, outputs=outputs, fn=fn, upstream=upstream)
         logger.info("stage %s: %s in %.1fs", name, out.status, out.seconds)
         self.on_stage(name, out)
+        if self.overall is not None:
+            self.overall.advance(1, stage=name)
         return out
 
     # ---- the stages ------------------------------------------------------------------
@@ -192,15 +201,16 @@ def run(config: str | Path | dict[str, Any] | PipelineConfig, *, progress: Progr
     cfg.workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     chain = _Chain(cfg, progress, on_stage)
-    chain.extract()
-    chain.mine_pairs()
-    chain.align()
-    variants = chain.embed()
-    for variant, emb, upstream in variants:
-        chain.tokenize(variant, emb, upstream)
-    names = [v for v, _, _ in variants]
-    chain.report(names)
-    retrieval = chain.retrieval(names) if cfg.run_retrieval else {}
+    with as_progress(progress).task("pipeline", total=chain.n_stages(), unit="stage") as chain.overall:
+        chain.extract()
+        chain.mine_pairs()
+        chain.align()
+        variants = chain.embed()
+        for variant, emb, upstream in variants:
+            chain.tokenize(variant, emb, upstream)
+        names = [v for v, _, _ in variants]
+        chain.report(names)
+        retrieval = chain.retrieval(names) if cfg.run_retrieval else {}
     return _summary(chain, time.perf_counter() - t0, retrieval)
 
 

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .._config import ValidatedConfig, setting
+from .._progress import Progress, as_progress
 from ..errors import TokenizerKitError
 from ._base import QuantizerBase, register_quantizer, suggest_codebook_size
 from ._encode import BLOCK_ROWS, TorchEncoder, greedy_encode, greedy_level, run_blocks
@@ -195,7 +196,7 @@ class RQKMeans(QuantizerBase):
         rng = np.random.default_rng([self.config.seed, 0x5A3D])
         return np.sort(rng.choice(n, cap, replace=False)).astype(np.int64)
 
-    def fit(self, x: np.ndarray) -> "RQKMeans":
+    def fit(self, x: np.ndarray, *, progress: Progress | None = None) -> "RQKMeans":
         """Train the codebooks on ``x`` (n, d) and keep every item's codes in ``fit_codes_``
         (n, L) (greedy, as in the paper).
 
@@ -203,7 +204,7 @@ class RQKMeans(QuantizerBase):
         trained on one sample of ``x`` (``sample_rows``; all of ``x`` when it has at most
         ``max_points_per_centroid x K`` items), later levels on the sample's residuals; then
         every item is encoded; in balanced mode each prefix's items get distinct last-level
-        codes (``distinct_last_level``).
+        codes (``distinct_last_level``). ``progress`` gets one task over the levels.
         """
         x = self._check_fit_input(x)
         n, d = x.shape
@@ -211,7 +212,7 @@ class RQKMeans(QuantizerBase):
         whole = len(rows) == n
         sample = np.array(x, dtype=np.float32, order="C", copy=True) if whole else np.ascontiguousarray(x[rows], dtype=np.float32)
         t_start = time.perf_counter()
-        sample_codes = self.fit_sample(sample, n_total=n)
+        sample_codes = self.fit_sample(sample, n_total=n, progress=progress)
         codes = sample_codes if whole else self.encode(x, beam_size=1)
         moved = 0
         if self._joint_last_level:
@@ -237,9 +238,10 @@ class RQKMeans(QuantizerBase):
         cfg = self.config
         return bool(cfg.balanced and cfg.distinct_last_level and self.levels > 1)
 
-    def fit_sample(self, sample: np.ndarray, *, n_total: int | None = None) -> np.ndarray:
+    def fit_sample(self, sample: np.ndarray, *, n_total: int | None = None, progress: Progress | None = None) -> np.ndarray:
         """Train every level on ``sample`` (m, d) float32 (overwritten with its final residuals);
-        returns the sample's greedy codes (m, L)."""
+        returns the sample's greedy codes (m, L). ``progress``: one task advanced per level
+        (with the residual's mean squared norm)."""
         m, d = sample.shape
         cfg = self.config
         kmax = max(cfg.codebook_sizes)
@@ -255,20 +257,22 @@ class RQKMeans(QuantizerBase):
         self.codebooks, self.biases, self._cnorms, self._fast = [], [], [], []
         level_times = []
         rng = np.random.default_rng(cfg.seed)
-        for level, k in enumerate(cfg.codebook_sizes):
-            t0 = time.perf_counter()
-            kcfg = KMeansConfig(
-                niter=cfg.niter, seed=cfg.seed + level, max_points_per_centroid=cfg.max_points_per_centroid, init=cfg.init
-            )
-            cents = train_kmeans(residual, k, kcfg, device=device)
-            bias = np.zeros(k, dtype=np.float32)
-            if cfg.balanced:
-                cents, bias = self._balance_level(residual, cents, rng)
-            self.codebooks.append(cents)
-            self.biases.append(bias)
-            self._refresh_cache()
-            codes[:, level] = self._assign_level(residual, level)
-            level_times.append(time.perf_counter() - t0)
+        with as_progress(progress).task("k-means levels", total=self.levels, unit="level") as task:
+            for level, k in enumerate(cfg.codebook_sizes):
+                t0 = time.perf_counter()
+                kcfg = KMeansConfig(
+                    niter=cfg.niter, seed=cfg.seed + level, max_points_per_centroid=cfg.max_points_per_centroid, init=cfg.init
+                )
+                cents = train_kmeans(residual, k, kcfg, device=device)
+                bias = np.zeros(k, dtype=np.float32)
+                if cfg.balanced:
+                    cents, bias = self._balance_level(residual, cents, rng)
+                self.codebooks.append(cents)
+                self.biases.append(bias)
+                self._refresh_cache()
+                codes[:, level] = self._assign_level(residual, level)
+                level_times.append(time.perf_counter() - t0)
+                task.advance(1, residual_mse=float(np.mean(residual[: 1 << 16].astype(np.float64) ** 2)))
         self._summary = {
             "n_train": int(m),
             "n_items": int(n_total if n_total is not None else m),
