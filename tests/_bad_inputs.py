@@ -66,12 +66,14 @@ CASES: list[Case] = [
     _c("build/complex-npy", "build-codebook {w}/complex.npy --out {w}/o1", r"complex|dtype|float"),
     _c("build/str-npy", "build-codebook {w}/str.npy --out {w}/o1", r"str|dtype|float|<U"),
     _c("build/obj-npy", "build-codebook {w}/obj.npy --out {w}/o1", r"object|pickle|dtype"),
-    _c("build/nan-npy", "build-codebook {w}/nan.npy --out {w}/o1", r"NaN"),
-    _c("build/inf-npy", "build-codebook {w}/inf.npy --out {w}/o1", r"inf"),
+    _c("build/nan-npy", "build-codebook {w}/nan.npy --out {w}/o1", r"row 7 contains NaN"),
+    _c("build/inf-npy", "build-codebook {w}/inf.npy --out {w}/o1", r"row 9 contains inf"),
     _c("build/1d-npy", "build-codebook {w}/1d.npy --out {w}/o1", r"shape|dimension|2-D|\(n, d\)"),
     _c("build/3d-npy", "build-codebook {w}/3d.npy --out {w}/o1", r"shape|dimension|2-D|\(n, d\)"),
     _c("build/zero-rows", "build-codebook {w}/zero_rows.npy --out {w}/o1", r"empty|no items|0 rows|too few"),
     _c("build/zero-dim", "build-codebook {w}/zero_dim.npy --out {w}/o1", r"dimension|empty|0 columns|width"),
+    _c("build/no-ids", "build-codebook {w}/noids.npy --out {w}/o1", r"no ids file.*--row-ids"),
+    _c("assign/no-ids", "assign {w}/noids.npy --tokenizer {w}/tok --out {w}/a.parquet", r"no ids file.*--row-ids"),
     _c("build/too-few-items", "build-codebook {w}/few.npy --out {w}/o1", r"items|fewer|too few|codebook"),
     _c("build/ids-short", "build-codebook {w}/emb.npy --ids {w}/ids_short.txt --out {w}/o1", r"ids? .*for|one id per row|item ids"),
     _c("build/ids-dup", "build-codebook {w}/emb.npy --ids {w}/ids_dup.txt --out {w}/o1", r"duplicate"),
@@ -138,7 +140,7 @@ CASES: list[Case] = [
     _c("assign/raw-no-out", "assign {w}/new.npy --ids {w}/new.ids.txt --tokenizer {w}/raw_tok", r"--out"),
     _c("assign/dim-mismatch", "assign {w}/dim8.npy --tokenizer {w}/tok --out {w}/a.parquet", r"dimension"),
     _c("assign/int-emb", "assign {w}/int.npy --tokenizer {w}/tok --out {w}/a.parquet", r"int|integer|dtype|float"),
-    _c("assign/nan-emb", "assign {w}/nan.npy --tokenizer {w}/tok --out {w}/a.parquet", r"NaN"),
+    _c("assign/nan-emb", "assign {w}/nan.npy --tokenizer {w}/tok --out {w}/a.parquet", r"row 7 contains NaN"),
     _c("assign/null-id", "assign {w}/null_id.parquet --tokenizer {w}/tok --update", r"null|missing.*id|None"),
     _c("assign/dup-id", "assign {w}/dup_id.parquet --tokenizer {w}/tok --update", r"duplicate"),
     _c("assign/batch-zero", "assign {w}/new.npy --ids {w}/new.ids.txt --tokenizer {w}/tok --out {w}/a.parquet --batch-size 0", r"batch"),
@@ -366,7 +368,7 @@ CASES: list[Case] = [
     # ---- plan
     _c("plan/missing", "plan {w}/nope.npy", _MISSING),
     _c("plan/int-npy", "plan {w}/int.npy", r"int|integer|dtype|float"),
-    _c("plan/nan-npy", "plan {w}/nan.npy --sample 300", r"NaN"),
+    _c("plan/nan-npy", "plan {w}/nan.npy --sample 300", r"row 7 contains NaN"),
     _c("plan/shapes-abc", "plan {w}/emb.npy --shapes abc", r"shape"),
     _c("plan/shapes-zero", "plan {w}/emb.npy --shapes 0x256", r"shape|level"),
     _c("plan/sample-zero", "plan {w}/emb.npy --sample 0", r"sample"),
@@ -547,6 +549,9 @@ def build_workspace(ws: Path, invoke: Callable) -> None:
     np.save(ws / "zero_dim.npy", np.zeros((300, 0), np.float32))
     np.save(ws / "few.npy", x[:3])
     np.save(ws / "dim8.npy", x[:50, :8])
+    for name, n in (("nan", 300), ("inf", 300), ("few", 3), ("dim8", 50)):  # ids beside: the case is about the vectors
+        (ws / f"{name}.ids.txt").write_text("\n".join(ids[:n]) + "\n")
+    np.save(ws / "noids.npy", x[:300])
     (ws / "ids_short.txt").write_text("\n".join(ids[:10]) + "\n")
     (ws / "ids_dup.txt").write_text("\n".join(ids[:299] + ["i0"]) + "\n")
     (ws / "ids_dict.json").write_text(json.dumps({"a": 1}))

@@ -72,7 +72,7 @@ def test_errors_are_one_line(office_npy, tmp_path):
     x = np.ones((10, 4), np.float32)
     x[3, 0] = np.nan
     np.save(bad, x)
-    r = runner.invoke(app, ["assign", str(bad), "--tokenizer", str(tok), "--out", str(tmp_path / "o.parquet")])
+    r = runner.invoke(app, ["assign", str(bad), "--tokenizer", str(tok), "--out", str(tmp_path / "o.parquet"), "--row-ids"])
     assert r.exit_code == 1 and "row 3 contains NaN" in r.stderr
     r = runner.invoke(app, ["report", str(tmp_path / "missing")])
     assert r.exit_code == 1 and "does not exist; pass a tokenizer directory" in r.stderr

@@ -181,6 +181,7 @@ def test_cli_assign_update_appends_and_compact_merges(tmp_path):
 
     x = _data(500, seed=8)
     np.save(tmp_path / "base.npy", x[:400])
+    (tmp_path / "base.ids.txt").write_text("\n".join(str(i) for i in range(400)) + "\n")
     for k, (a, b) in enumerate([(400, 450), (450, 500)]):
         np.save(tmp_path / f"new{k}.npy", x[a:b])
         (tmp_path / f"new{k}.ids.txt").write_text("\n".join(str(i) for i in range(a, b)) + "\n")

@@ -28,9 +28,11 @@ def test_npy_with_ids_beside(tmp_path):
     np.testing.assert_array_equal(e.vectors, x)
 
 
-def test_npy_without_ids_uses_rows(tmp_path):
+def test_npy_without_ids_is_an_error_unless_row_ids(tmp_path):
     np.save(tmp_path / "e.npy", np.ones((3, 2), np.float64))
-    e = load_embeddings(tmp_path / "e.npy")
+    with pytest.raises(InputError, match="no ids file.*row_ids"):
+        load_embeddings(tmp_path / "e.npy")
+    e = load_embeddings(tmp_path / "e.npy", row_ids=True)
     assert e.ids.tolist() == [0, 1, 2] and e.vectors.dtype == np.float32
 
 
@@ -67,7 +69,7 @@ def test_sharded_npy_dir(tmp_path):
     (tmp_path / "d").mkdir()
     np.save(tmp_path / "d" / "part-0.npy", np.zeros((2, 3), np.float32))
     np.save(tmp_path / "d" / "part-1.npy", np.ones((3, 3), np.float32))
-    e = load_embeddings(tmp_path / "d")
+    e = load_embeddings(tmp_path / "d", row_ids=True)
     assert e.vectors.shape == (5, 3) and e.ids.tolist() == [0, 1, 2, 3, 4]
 
 
@@ -76,7 +78,7 @@ def test_bad_embeddings(tmp_path):
     x[2, 1] = np.inf
     np.save(tmp_path / "inf.npy", x)
     with pytest.raises(InputError, match="row 2 contains inf"):
-        load_embeddings(tmp_path / "inf.npy")
+        load_embeddings(tmp_path / "inf.npy", row_ids=True)
     np.save(tmp_path / "r3.npy", np.ones((2, 2, 2), np.float32))
     with pytest.raises(InputError, match="expected a 2-D array"):
         load_embeddings(tmp_path / "r3.npy")

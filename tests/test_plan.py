@@ -82,19 +82,19 @@ def test_build_warns_when_the_shape_is_crowded(tmp_path, caplog):
     x = make_clustered_embeddings(3000, 8, n_topics=8, n_sub=4, seed=0)
     np.save(tmp_path / "x.npy", x)
     with caplog.at_level(logging.WARNING):
-        tok = build_streaming(tmp_path / "x.npy", tmp_path / "tok", codebook_sizes=[4, 4], seed=0)
+        tok = build_streaming(tmp_path / "x.npy", tmp_path / "tok", codebook_sizes=[4, 4], seed=0, row_ids=True)
     assert "predicted to give" in caplog.text and "tokenizer-kit plan" in caplog.text
     assert tok.info["predicted_collision_rate"] == pytest.approx(tok.metrics["collision_rate"], abs=0.05)
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        tok = build_streaming(tmp_path / "x.npy", tmp_path / "tok2", codebook_sizes=[64, 64], seed=0, warn_collisions=0.9)
+        tok = build_streaming(tmp_path / "x.npy", tmp_path / "tok2", codebook_sizes=[64, 64], seed=0, warn_collisions=0.9, row_ids=True)
     assert tok.metrics["collision_rate"] < 0.9 and "predicted to give" not in caplog.text
 
 
 def test_plan_cli_json(tmp_path):
     x = make_clustered_embeddings(2000, 8, seed=3)
     np.save(tmp_path / "x.npy", x)
-    r = CliRunner().invoke(app, ["plan", str(tmp_path / "x.npy"), "--shapes", "2x16,3x16", "--catalogue-size", "20000", "--format", "json"])
+    r = CliRunner().invoke(app, ["plan", str(tmp_path / "x.npy"), "--shapes", "2x16,3x16", "--catalogue-size", "20000", "--format", "json"])  # no ids: plan needs none
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
     assert [s["shape"] for s in res["shapes"]] == ["2x16", "3x16"] and res["catalogue_size"] == 20000

@@ -206,6 +206,7 @@ def test_cli_build_rq_vae(tmp_path, data):
     from tokenizer_kit.cli.app import app
 
     np.save(tmp_path / "x.npy", data[:1000])
+    np.save(tmp_path / "x.ids.npy", np.arange(1000, dtype=np.int64))
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({k: v for k, v in FAST.items() if k != "seed"} | {"max_epochs": 3}))
     runner = CliRunner()

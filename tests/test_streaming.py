@@ -120,7 +120,7 @@ def test_batches_are_bounded_and_take_reads_the_rows(data, tmp_path):
     rows = np.array([0, 5, 2999, 3000, 8999])
     np.testing.assert_array_equal(s.take(rows, batch_size=512), x[rows])
     np.save(tmp_path / "x.npy", x)
-    np.testing.assert_array_equal(open_embeddings(tmp_path / "x.npy").take(rows), x[rows])
+    np.testing.assert_array_equal(open_embeddings(tmp_path / "x.npy", row_ids=True).take(rows), x[rows])
 
 
 def test_streaming_metrics_spill_to_disk_and_agree(data, tmp_path):
@@ -160,7 +160,7 @@ def test_distinct_last_level_over_several_scratch_partitions(data, tmp_path, mon
     real = _streaming._distinct_streaming
     monkeypatch.setattr(_streaming, "_distinct_streaming", lambda *a, **k: real(*a, **{**k, "budget_bytes": 20_000}))
     np.save(tmp_path / "x.npy", x)
-    build_streaming(tmp_path / "x.npy", tmp_path / "tok", balanced=True, **CFG)
+    build_streaming(tmp_path / "x.npy", tmp_path / "tok", balanced=True, row_ids=True, **CFG)
     mem = SemanticTokenizer.build(x, balanced=True, **CFG)
     np.testing.assert_array_equal(SemanticTokenizer.from_pretrained(tmp_path / "tok").codes, mem.codes)
     assert not list(tmp_path.glob(".*scratch"))
@@ -219,13 +219,13 @@ def test_half_double_and_bfloat16_are_upcast(tmp_path):
     x = make_clustered_embeddings(300, 8, seed=1)
     for dt in (np.float16, np.float64):
         np.save(tmp_path / "h.npy", x.astype(dt))
-        e = load_embeddings(tmp_path / "h.npy")
+        e = load_embeddings(tmp_path / "h.npy", row_ids=True)
         assert e.vectors.dtype == np.float32
         np.testing.assert_array_equal(e.vectors, x.astype(dt).astype(np.float32))
     # bfloat16 as numpy saves it without ml_dtypes: 2-byte void records (the high half of fp32)
     bits = (x.view(np.uint32) >> 16).astype(np.uint16)
     np.save(tmp_path / "b.npy", bits.view("V2"))
-    e = load_embeddings(tmp_path / "b.npy")
+    e = load_embeddings(tmp_path / "b.npy", row_ids=True)
     want = (bits.astype(np.uint32) << 16).view(np.float32)
     np.testing.assert_array_equal(e.vectors, want)
     assert np.abs(e.vectors - x).max() < 1e-2

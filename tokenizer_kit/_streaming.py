@@ -222,6 +222,7 @@ def build_streaming(
     ids_path=None,
     id_column: str = "item_id",
     vector_column: str | None = None,
+    row_ids: bool = False,
     **quantizer_config: Any,
 ) -> SemanticTokenizer:
     """Build a tokenizer directory at ``out`` from embeddings of any size (see the module doc).
@@ -241,7 +242,7 @@ def build_streaming(
         raise ArtifactError(f"output directory {out} already exists; set `overwrite` to replace it, or choose another path")
     if out.exists() and not out.is_dir():
         raise ArtifactError(f"output path {out} exists and is not a directory; remove it or choose another path")
-    stream = _as_stream(source, ids_path=ids_path, id_column=id_column, vector_column=vector_column)
+    stream = _as_stream(source, ids_path=ids_path, id_column=id_column, vector_column=vector_column, row_ids=row_ids)
     n, d = stream.n, stream.dim
     if n == 0 or d == 0:
         raise InputError(f"{stream.source}: empty input ({n} rows of dimension {d}); need at least one item with d >= 1")
@@ -400,13 +401,14 @@ def assign_streaming(
     ids_path=None,
     id_column: str = "item_id",
     vector_column: str | None = None,
+    row_ids: bool = False,
     encode: Callable[[SemanticTokenizer, np.ndarray], np.ndarray] = encode_batch,
 ) -> dict[str, Any]:
     """Encode every item of ``source`` with ``tok`` into ``out`` (Parquet: item_id, code_0..,
     sid), batch by batch and atomically; returns a summary: items, collisions among them, and,
     when ``tok`` holds indexed items, how many ids are already indexed and how many new codes
     equal an indexed SID (8 bytes per indexed item for each)."""
-    stream = _as_stream(source, ids_path=ids_path, id_column=id_column, vector_column=vector_column)
+    stream = _as_stream(source, ids_path=ids_path, id_column=id_column, vector_column=vector_column, row_ids=row_ids)
     out = Path(out)
     if out.exists() and out.is_dir():
         raise ArtifactError(f"{out} is a directory; `out` must be a .parquet file path")

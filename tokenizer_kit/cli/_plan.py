@@ -30,7 +30,7 @@ def plan(
     from ..io import open_embeddings
     from ..quantizers._plan import plan as run_plan
 
-    stream = open_embeddings(embeddings, ids_path=ids, id_column=columns.id_column, vector_column=columns.vector_column)
+    stream = open_embeddings(embeddings, ids_path=ids, **{**columns.open_kw(), "row_ids": True})  # planning needs no ids
     with progress_bar() as progress:
         res = run_plan(stream, cfg, progress=progress)
     if fmt == OutputFormat.json:

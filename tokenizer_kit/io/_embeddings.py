@@ -95,6 +95,7 @@ def load_embeddings(
     vector_column: str | None = None,
     validate: bool = True,
     split: str | None = None,
+    row_ids: bool = False,
 ) -> Embeddings:
     """Load item embeddings from a file or directory into memory (small inputs).
 
@@ -102,10 +103,12 @@ def load_embeddings(
     beside ``X.npy``), Parquet (``item_id`` + list vector column; a file, a directory, a list
     of files or a pyarrow filesystem URI), a directory of ``.npy`` shards, or a directory saved
     by ``datasets`` ``save_to_disk``. A float32 ``.npy`` stays memory-mapped; float16, float64
-    and bfloat16 are upcast to float32; integer, object and null-id inputs are refused. For
+    and bfloat16 are upcast to float32; integer, object and null-id inputs are refused. Ids
+    keep their type (int64 or str). ``split``: the split of a saved ``DatasetDict``. An
+    input without ids is an error unless ``row_ids`` (rows numbered 0..n-1). For
     catalogues too large for memory use :func:`open_embeddings`, which reads in batches.
     """
-    stream = open_embeddings(path, ids_path=ids_path, id_column=id_column, vector_column=vector_column, split=split)
+    stream = open_embeddings(path, ids_path=ids_path, id_column=id_column, vector_column=vector_column, split=split, row_ids=row_ids)
     source = stream.source
     if stream.n == 0 or stream.dim == 0:
         raise InputError(f"{source}: empty input ({stream.n} rows of dimension {stream.dim}); need at least one item with d >= 1")

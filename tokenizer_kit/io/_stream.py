@@ -3,7 +3,7 @@
 ``open_embeddings(path)`` returns an :class:`EmbeddingStream` over
 
 * a ``.npy`` file (memory-mapped) or a directory of ``.npy`` shards, ids from an ids file
-  (``ids_path`` or ``X.ids.{npy,txt,json}`` beside ``X.npy``) or row numbers;
+  (``ids_path`` or ``X.ids.{npy,txt,json}`` beside ``X.npy``);
 * a Parquet dataset: one file, a directory (searched recursively), or a list of files, on
   the local disk or any filesystem pyarrow opens by URI (``s3://``, ``gs://``, ``hdfs://``,
   ``file://``); an ``item_id`` column and a list / fixed-size-list vector column;
@@ -14,8 +14,10 @@ Dtypes: float32 is read as is; float16, float64 and bfloat16 are upcast to float
 batch (bfloat16 comes as a numpy ``bfloat16`` (ml_dtypes) array, a torch tensor, or a
 ``.npy`` of 2-byte ``V2`` records, the way numpy saves bfloat16). Integer, boolean, string
 and object embeddings are refused: they are not embeddings (cast them to float first if
-they really are). Item ids are integers or strings; a null, NaN or floating-point id is
-refused.
+they really are). Item ids are integers or strings, kept as they come (int64 or str); a
+null, NaN or floating-point id is refused. An input without ids (no id column, no ids file)
+is an error unless ``row_ids=True``, which numbers the rows 0..n-1: silently made-up ids
+would not join with the catalogue.
 
 Every batch is ``(start, ids, vectors)`` with ``vectors`` (b, d) float32, C-contiguous and
 finite (a NaN / inf names its row). Memory is one batch plus what the reader buffers.
@@ -318,8 +320,6 @@ def _npy_stream(path: Path, ids_path: Path | None) -> NpyStream:
     if ids_path is None:
         ids_path = ids_file_beside(path)
     ids = read_ids_file(ids_path) if ids_path is not None else None
-    if ids is None:
-        logger.info("no ids file beside %s; using row numbers as item ids", path)
     return NpyStream([x], ids, str(path))
 
 
@@ -426,8 +426,6 @@ class ArrowStream(EmbeddingStream):
             raise InputError(f"{source}: no id column {id_column!r} (columns: {schema.names}); name the column that holds the item ids")
         self.id_column = id_column if id_column in schema.names else None
         self.has_ids = self.id_column is not None
-        if self.id_column is None:
-            logger.info("%s has no %r column; using row numbers as item ids", source, id_column)
         self.n = int(n)
         self.dim = self._probe_dim(vtype)
 
@@ -568,9 +566,22 @@ def open_embeddings(
     id_column: str = "item_id",
     vector_column: str | None = None,
     split: str | None = None,
+    row_ids: bool = False,
 ) -> EmbeddingStream:
-    """Open embeddings for streaming (nothing is read but metadata). See the module doc."""
-    ids_p = Path(ids_path) if ids_path is not None else None
+    """Open embeddings for streaming (nothing is read but metadata). See the module doc.
+    ``split``: the split of a saved ``DatasetDict``; ``row_ids``: an input without ids gets
+    row numbers (else that is an error)."""
+    stream = _open(path, Path(ids_path) if ids_path is not None else None, id_column, vector_column, split)
+    if not stream.has_ids and stream.n > 0 and stream.dim > 0:  # an empty input is refused for that
+        if not row_ids:
+            what = f"no {id_column!r} column" if isinstance(stream, ArrowStream) else "no ids file (X.ids.npy/.txt/.json beside it, or ids_path)"
+            raise InputError(f"{stream.source} has {what}; name the id column (id_column), give the ids, "
+                             "or set row_ids to number the rows 0..n-1")
+        logger.info("%s has no item ids; numbering the rows 0..%d (row_ids)", stream.source, stream.n - 1)
+    return stream
+
+
+def _open(path, ids_p: Path | None, id_column: str, vector_column: str | None, split: str | None) -> EmbeddingStream:
     if isinstance(path, (list, tuple)):
         if not path:
             raise InputError("no embeddings files given")

@@ -248,7 +248,7 @@ def build_codebook(embeddings: PathLike, out: PathLike, config: CodebookConfig, 
     RQ-VAE trains on the whole input in memory."""
     from .._streaming import build_streaming
     from .._tokenizer import SemanticTokenizer
-    from ..io import load_embeddings
+    from ..io import load_embeddings, open_embeddings
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -258,10 +258,11 @@ def build_codebook(embeddings: PathLike, out: PathLike, config: CodebookConfig, 
     columns = columns or EmbeddingsInput()
     cats_map = _categories(categories, category_input or CategoriesInput())
     if config.method == "rq-kmeans":
-        tok = build_streaming(embeddings, out, normalize=config.normalize, categories=cats_map, overwrite=overwrite, progress=progress,
-                              ids_path=ids, id_column=columns.id_column, vector_column=columns.vector_column, config=qcfg)
+        stream = open_embeddings(embeddings, ids_path=ids, **columns.open_kw())
+        tok = build_streaming(stream, out, normalize=config.normalize, categories=cats_map, overwrite=overwrite, progress=progress,
+                              config=qcfg)
     else:
-        emb = load_embeddings(embeddings, ids_path=ids, id_column=columns.id_column, vector_column=columns.vector_column)
+        emb = load_embeddings(embeddings, ids_path=ids, **columns.open_kw())
         cats = None if cats_map is None else [cats_map.get(str(i)) for i in emb.ids.tolist()]
         tok = SemanticTokenizer.build(emb, method=config.method, normalize=config.normalize, categories=cats, progress=progress,
                                       config=qcfg)
@@ -298,7 +299,7 @@ def index(tokenizer: PathLike, config: IndexStageConfig, *, embeddings: PathLike
     x = xid = None
     if embeddings is not None:
         columns = columns or EmbeddingsInput()
-        emb = load_embeddings(embeddings, ids_path=ids, id_column=columns.id_column, vector_column=columns.vector_column)
+        emb = load_embeddings(embeddings, ids_path=ids, **columns.open_kw())
         x, xid = emb.vectors, emb.ids
     idx = SIDIndex.for_tokenizer(tok, config=lib, x=x, ids=xid)
     idx.save(tok, tokenizer)
@@ -470,8 +471,9 @@ def assign(embeddings: PathLike, tokenizer: PathLike, config: AssignConfig, *, o
         new_ids, codes = read_lcrec_index(embeddings)
         new, table, summary = idx.assign(tok, new_ids, codes=codes[:, : tok.levels], replace=config.replace)
     else:
-        emb = load_embeddings(embeddings, ids_path=ids, id_column=columns.id_column, vector_column=columns.vector_column)
-        new, table, summary = idx.assign(tok, emb.ids, emb.vectors, replace=config.replace, batch_size=config.batch_size)
+        emb = load_embeddings(embeddings, ids_path=ids, **columns.open_kw())
+        new, table, summary = idx.assign(tok, emb.ids, emb.vectors, replace=config.replace, batch_size=config.batch_size,
+                                         progress=progress)
     changed = new.version != idx.version
     if update and changed:
         new.save(tok, tokenizer)
@@ -513,10 +515,10 @@ def _codes_only(tok, embeddings, out: PathLike, config: AssignConfig, tokenizer:
                 progress: Progress | None) -> dict[str, Any]:
     """No index to cold-start into: stream the input, batch by batch, into ``out``."""
     from .._streaming import assign_streaming
+    from ..io import open_embeddings
 
     kw = {} if config.batch_size is None else {"batch_size": config.batch_size}
-    res = assign_streaming(tok, embeddings, out, progress=progress, ids_path=ids, id_column=columns.id_column,
-                           vector_column=columns.vector_column, **kw)
+    res = assign_streaming(tok, open_embeddings(embeddings, ids_path=ids, **columns.open_kw()), out, progress=progress, **kw)
     res = {"tokenizer": str(tokenizer), **res}
     res.pop("seconds", None)
     return res

@@ -23,8 +23,15 @@ class EmbeddingsInput(ValidatedConfig):
 
     label: ClassVar[str] = "embeddings input"
 
-    id_column: str = setting("item_id", help="Item id column (Parquet / datasets).")
+    id_column: str = setting("item_id", help="Item id column (Parquet / datasets); ids keep their type (int or string).")
     vector_column: str | None = setting(None, help="Vector column (Parquet / datasets); guessed if omitted.")
+    split: str | None = setting(None, help="Split of a saved DatasetDict (default: train, else the first).")
+    row_ids: bool = setting(False, help="Input without ids (no id column, no ids file): number the rows 0..n-1 instead of "
+                            "failing (such ids will not join with the catalogue).")
+
+    def open_kw(self) -> dict:
+        """Keyword arguments of ``io.open_embeddings`` / ``io.load_embeddings``."""
+        return {"id_column": self.id_column, "vector_column": self.vector_column, "split": self.split, "row_ids": self.row_ids}
 
 
 @dataclass
