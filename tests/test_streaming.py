@@ -365,7 +365,7 @@ def test_large_groups_use_the_capacity_greedy_in_both_paths(data, tmp_path, monk
     ids, x = data
     np.save(tmp_path / "x.npy", x)
     cfg = dict(codebook_sizes=[4, 8], seed=0, max_points_per_centroid=64, balanced=True)
-    build_streaming(tmp_path / "x.npy", tmp_path / "tok", **cfg)
+    build_streaming(tmp_path / "x.npy", tmp_path / "tok", row_ids=True, **cfg)
     mem = SemanticTokenizer.build(x, **cfg)
     codes = SemanticTokenizer.from_pretrained(tmp_path / "tok").codes
     np.testing.assert_array_equal(codes, mem.codes)
@@ -393,7 +393,7 @@ def test_stale_scratch_of_a_killed_build_is_removed(data, tmp_path):
     (stale / "res-0.bin").write_bytes(b"0" * 100)
     other = tmp_path / ".tok2.abcd1234.scratch"  # another output's: kept
     other.mkdir()
-    build_streaming(tmp_path / "x.npy", tmp_path / "tok", **CFG)
+    build_streaming(tmp_path / "x.npy", tmp_path / "tok", row_ids=True, **CFG)
     assert not stale.exists() and other.exists()
 
 
@@ -403,14 +403,14 @@ def test_assign_compares_against_sids_on_disk_when_not_loaded(data, tmp_path):
     ids, x = data
     np.save(tmp_path / "x.npy", x[:5000])
     (tmp_path / "x.ids.txt").write_text("\n".join(ids[:5000]))
-    build_streaming(tmp_path / "x.npy", tmp_path / "tok", **CFG)
+    build_streaming(tmp_path / "x.npy", tmp_path / "tok", row_ids=True, **CFG)
     full = SemanticTokenizer.from_pretrained(tmp_path / "tok")
     light = SemanticTokenizer.from_pretrained(tmp_path / "tok", load_sids=False)
     assert light.codes is None and light.item_ids is None
     np.save(tmp_path / "new.npy", x[4000:])
     (tmp_path / "new.ids.txt").write_text("\n".join(ids[4000:]))
-    a = assign_streaming(full, tmp_path / "new.npy", tmp_path / "a.parquet")
-    b = assign_streaming(light, tmp_path / "new.npy", tmp_path / "b.parquet", batch_size=BLOCK_ROWS)
+    a = assign_streaming(full, tmp_path / "new.npy", tmp_path / "a.parquet", row_ids=True)
+    b = assign_streaming(light, tmp_path / "new.npy", tmp_path / "b.parquet", batch_size=BLOCK_ROWS, row_ids=True)
     for k in ("already_indexed_items", "sids_shared_with_index", "collision_rate", "unique_sids"):
         assert a[k] == b[k], k
     assert a["already_indexed_items"] == 1000

@@ -153,6 +153,7 @@ def assign_sharded(
     ids_path=None,
     id_column: str = "item_id",
     vector_column: str | None = None,
+    row_ids: bool = False,
     summary: bool = True,
 ) -> dict[str, Any]:
     """Codes of every item of ``source`` into the shard directory ``out`` (see the module doc).
@@ -167,7 +168,7 @@ def assign_sharded(
 
     if tok.path is None:
         raise InputError("the sharded assign loads the tokenizer in every worker: save it first (save_pretrained) and load it from there")
-    stream = open_embeddings(source, ids_path=ids_path, id_column=id_column, vector_column=vector_column)
+    stream = open_embeddings(source, ids_path=ids_path, id_column=id_column, vector_column=vector_column, row_ids=row_ids)
     if stream.n == 0:
         raise InputError(f"{stream.source}: empty input (0 rows); nothing to assign")
     if stream.dim != tok.dim:

@@ -496,7 +496,7 @@ def _assign_sharded(tok, idx, embeddings, out: PathLike, config: AssignConfig, t
         raise InputError(f"cold start under the {idx.policy} policy ranks free SIDs by the items' vectors; use the local engine")
     res = assign_sharded(tok, embeddings, out, engine=config.execution, batch_size=config.batch_size, shard_size=config.shard_size,
                          hashes=idx is not None, progress=progress, ids_path=ids, id_column=columns.id_column,
-                         vector_column=columns.vector_column, summary=idx is None)
+                         vector_column=columns.vector_column, row_ids=columns.row_ids, summary=idx is None)
     res = {"tokenizer": str(tokenizer), **res}
     res.pop("seconds", None)
     if idx is None:
