@@ -135,7 +135,8 @@ def _child(run_dir: Path, mode: str, n_new: int, d: int, seed: int) -> dict:
     before = {p.name for p in run_dir.iterdir()}
     cpu0 = _cpu_s()
     t = [time.perf_counter()]
-    tok = SemanticTokenizer.from_pretrained(run_dir)
+    # segment: as `assign --update` loads (item ids only; SIDs read through the index's trie)
+    tok = SemanticTokenizer.from_pretrained(run_dir, load_sids="ids" if mode == "segment" else True)
     t.append(time.perf_counter())
     idx = SIDIndex.from_tokenizer(tok)
     t.append(time.perf_counter())

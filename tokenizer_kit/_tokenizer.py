@@ -338,7 +338,7 @@ class SemanticTokenizer:
         return m.data
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, *, verify: bool = True, load_sids: bool = True) -> "SemanticTokenizer":
+    def from_pretrained(cls, path: str | os.PathLike, *, verify: bool = True, load_sids: bool | str = True) -> "SemanticTokenizer":
         """Load a tokenizer directory (checksums verified unless ``verify=False``).
 
         Reads a consistent snapshot even while another process commits a new version
@@ -346,8 +346,13 @@ class SemanticTokenizer:
         every code inside its codebook, one row per item id and no null ids. Directories in
         the first-wave format (1) load too; saving rewrites them in the current format.
         ``load_sids=False`` leaves the indexed items on disk (``item_ids`` and ``codes`` stay
-        None): enough to encode, without 32 bytes per indexed item in memory.
+        None): enough to encode, without 32 bytes per indexed item in memory. ``load_sids="ids"``
+        reads the item ids alone (``codes`` None): what a cold start into a stored SID index
+        needs, whose SIDs it reads from the index's trie (``SIDIndex.stored``). Attachments
+        (index, trie, segments) are memory-mapped read-only, not read.
         """
+        if load_sids not in (True, False, "ids"):
+            raise InputError(f"load_sids must be True, False or 'ids', got {load_sids!r}")
         path = Path(path)
         tok = read_artifact(path, TOKENIZER, lambda m: cls._load(m, load_sids=load_sids), verify="sha256" if verify else "none")
         tok.path = path
@@ -383,10 +388,15 @@ class SemanticTokenizer:
             quantizer._summary = dict(training)  # a loaded tokenizer saved again keeps its training record
         for name in m.files:
             if name.endswith(".safetensors") and name != WEIGHTS_NAME:
-                tok.attachments[name[: -len(".safetensors")]] = _load_safetensors(m.file(name), load_file)
+                tok.attachments[name[: -len(".safetensors")]] = _map_safetensors(m.file(name), load_file)
         if SIDS_NAME in m.files:
-            if load_sids:
-                tok.item_ids, tok.codes, tok.sid_suffix = _read_sids(m, tok)
+            stored_ids = tok.attachments.get("index", {}).get("item_ids")
+            if load_sids == "ids":  # codes stay on disk: their range is checked from the file's statistics
+                _check_code_stats(m, tok)
+            if load_sids == "ids" and stored_ids is not None:  # an SID index keeps integer ids memory-mapped
+                tok.item_ids = _check_stored_ids(stored_ids, m)
+            elif load_sids:
+                tok.item_ids, tok.codes, tok.sid_suffix = _read_sids(m, tok, ids_only=load_sids == "ids")
         elif _int(m.get("n_items", 0)) > 0:
             raise ArtifactError(f"{where}: the manifest counts {m['n_items']} items but lists no {SIDS_NAME}; {TOKENIZER.fix}")
         return tok
@@ -426,20 +436,67 @@ def _load_safetensors(path: Path, load_file) -> dict[str, np.ndarray]:
         raise ArtifactError(f"{path} cannot be read ({' '.join(str(e).split())[:200]}); {TOKENIZER.fix}") from None
 
 
-def _increasing(col) -> bool:
+_ST_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32, "I16": np.int16,
+              "I8": np.int8, "U64": np.uint64, "U32": np.uint32, "U16": np.uint16, "U8": np.uint8, "BOOL": np.bool_}
+
+
+def _map_safetensors(path: Path, load_file) -> dict[str, np.ndarray]:
+    """A safetensors file's tensors as read-only memory maps (pages read when touched: a cold
+    start reads a few rows of a 10M-item index, not the whole file). The header is checked
+    (dtypes, shapes, offsets inside the file, no overlap); a dtype numpy lacks is read whole."""
+    import json
+    import struct
+
+    bad = f"{path} is not a valid safetensors file; {TOKENIZER.fix}"
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            hlen = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+            if hlen < 2 or 8 + hlen > size:
+                raise ArtifactError(bad)
+            header = json.loads(f.read(hlen))
+    except (OSError, ValueError, UnicodeDecodeError):
+        raise ArtifactError(bad) from None
+    if not isinstance(header, dict):
+        raise ArtifactError(bad)
+    start = 8 + hlen
+    out: dict[str, np.ndarray] = {}
+    spans = []
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(info, dict) or info.get("dtype") not in _ST_DTYPES:
+            return _load_safetensors(path, load_file)
+        shape, offs = info.get("shape"), info.get("data_offsets")
+        ok = (isinstance(shape, list) and all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in shape)
+              and isinstance(offs, list) and len(offs) == 2 and all(isinstance(o, int) and not isinstance(o, bool) for o in offs))
+        dt = np.dtype(_ST_DTYPES[info["dtype"]])
+        if not ok or not 0 <= offs[0] <= offs[1] or start + offs[1] > size or offs[1] - offs[0] != int(np.prod(shape, dtype=np.int64)) * dt.itemsize:
+            raise ArtifactError(bad)
+        spans.append((offs[0], offs[1]))
+        if offs[1] == offs[0]:
+            out[name] = np.zeros(shape, dt)
+        else:
+            out[name] = np.memmap(path, dtype=dt, mode="r", offset=start + offs[0], shape=tuple(shape) or (1,)).reshape(shape)
+    spans.sort()
+    if any(b[0] < a[1] for a, b in zip(spans, spans[1:])):
+        raise ArtifactError(bad)
+    return out
+
+
+def _increasing(a: np.ndarray) -> bool:
     """Integer ids in strictly increasing order (row numbers, time-ordered ids) hold no duplicate:
     a linear check instead of hashing every id."""
-    import pyarrow as pa
-
-    if not pa.types.is_integer(col.type) or len(col) < 2:
+    if a.dtype.kind not in "iu" or len(a) < 2:
         return False
-    a = col.to_numpy()
     return bool((a[1:] > a[:-1]).all())
 
 
-def _read_sids(m: Manifest, tok: "SemanticTokenizer") -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def _read_sids(m: Manifest, tok: "SemanticTokenizer", *, ids_only: bool = False) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """item ids (n,), codes (n, L) and the suffix level (n,) or None, checked: integer codes
-    inside their codebooks, non-negative suffixes, no null and no duplicate ids."""
+    inside their codebooks, non-negative suffixes, no null and no duplicate ids.
+    ``ids_only``: the item ids alone (codes and suffix None)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -448,10 +505,11 @@ def _read_sids(m: Manifest, tok: "SemanticTokenizer") -> tuple[np.ndarray, np.nd
     L = tok.levels
     try:  # the columns loaded (not the SID strings, most of the file's bytes)
         names = pq.read_schema(sp).names
-        table = pq.read_table(sp, columns=[c for c in ["item_id"] + [f"code_{l}" for l in range(L + 1)] if c in names])
+        want = ["item_id"] if ids_only else ["item_id"] + [f"code_{l}" for l in range(L + 1)]
+        table = pq.read_table(sp, columns=[c for c in want if c in names])
     except Exception as e:  # pyarrow raises several types for a damaged file
         raise ArtifactError(f"{sp} cannot be read ({type(e).__name__}); {TOKENIZER.fix}") from None
-    need = ["item_id"] + [f"code_{l}" for l in range(L)]
+    need = ["item_id"] + ([] if ids_only else [f"code_{l}" for l in range(L)])
     missing = [c for c in need if c not in table.column_names]
     if missing:
         raise ArtifactError(f"{sp} lacks columns {missing}; {TOKENIZER.fix}")
@@ -461,10 +519,13 @@ def _read_sids(m: Manifest, tok: "SemanticTokenizer") -> tuple[np.ndarray, np.nd
     idcol = table.column("item_id")
     if idcol.null_count:
         raise ArtifactError(f"{sp}: {idcol.null_count} rows have a null item_id; {TOKENIZER.fix}")
-    if n and not _increasing(idcol) and pc.count_distinct(idcol).as_py() != n:
+    ids = _id_array(idcol)  # converted once (10M ids: ~0.3 s per conversion)
+    if n and not _increasing(ids) and pc.count_distinct(idcol).as_py() != n:
         vc = pc.value_counts(idcol)
         dup = next(v["values"] for v in vc.to_pylist() if v["counts"] > 1)
         raise ArtifactError(f"{sp}: item {dup!r} has more than one row (duplicate item rows); {TOKENIZER.fix}")
+    if ids_only:
+        return ids, None, None
     sizes = list(tok.codebook_sizes)
     cols = [f"code_{l}" for l in range(L)] + ([f"code_{L}"] if f"code_{L}" in table.column_names else [])
     full = np.empty((n, len(cols)), np.int64)  # one array for all levels: codes and suffix are views of it
@@ -480,8 +541,62 @@ def _read_sids(m: Manifest, tok: "SemanticTokenizer") -> tuple[np.ndarray, np.nd
             r = int(np.argmax(bad))
             rng = f"[0, {hi})" if hi is not None else ">= 0"
             raise ArtifactError(f"{sp}: row {r} has {name} = {int(c[r])}, outside {rng} (codebook size); the SIDs are corrupt, {TOKENIZER.fix}")
-    ids = idcol.to_numpy(zero_copy_only=False)
-    ids = ids.astype(np.int64, copy=False) if ids.dtype.kind in "iu" else ids.astype(str).astype(object)
     codes = full[:, :L]
     suffix = full[:, L] if len(cols) > L else None
     return ids, codes, suffix
+
+
+def _check_code_stats(m: Manifest, tok: "SemanticTokenizer") -> None:
+    """sids.parquet checked without reading its rows (a load that leaves the codes on disk):
+    readable, one row per item, the code columns present and, by the row groups' min/max
+    statistics, inside their codebooks; no null item id."""
+    import pyarrow.parquet as pq
+
+    sp = m.file(SIDS_NAME)
+    L = tok.levels
+    try:
+        with open(sp, "rb") as f:  # a file object: no filesystem layer (pyarrow.dataset, pandas) imported
+            md = pq.ParquetFile(f).metadata
+            names = [md.schema.column(i).name for i in range(md.num_columns)]
+            need = ["item_id"] + [f"code_{l}" for l in range(L)]
+            missing = [c for c in need if c not in names]
+            if missing:
+                raise ArtifactError(f"{sp} lacks columns {missing}; {TOKENIZER.fix}")
+            if _int(m.get("n_items", md.num_rows)) != md.num_rows:
+                raise ArtifactError(f"{sp} has {md.num_rows} rows, the manifest counts {m.get('n_items')} items; {TOKENIZER.fix}")
+            sizes = list(tok.codebook_sizes)
+            for g in range(md.num_row_groups):
+                rg = md.row_group(g)
+                for j, name in enumerate(names):
+                    st = rg.column(j).statistics
+                    if st is None:
+                        continue
+                    if st.null_count and name in need:
+                        raise ArtifactError(f"{sp}: column {name} holds {st.null_count} nulls; {TOKENIZER.fix}")
+                    if name.startswith("code_") and name in need and st.has_min_max:
+                        k = sizes[int(name[5:])]
+                        if not isinstance(st.min, int) or st.min < 0 or st.max >= k:
+                            raise ArtifactError(f"{sp}: {name} holds codes in [{st.min}, {st.max}], outside [0, {k}) (codebook size); "
+                                                f"the SIDs are corrupt, {TOKENIZER.fix}")
+    except ArtifactError:
+        raise
+    except Exception as e:  # pyarrow raises several types for a damaged file
+        raise ArtifactError(f"{sp} cannot be read ({type(e).__name__}); {TOKENIZER.fix}") from None
+
+
+def _check_stored_ids(ids: np.ndarray, m: Manifest) -> np.ndarray:
+    """The index's copy of the item ids (integer ids, in sids.parquet's row order), checked
+    like sids.parquet's column: one per item, no duplicate."""
+    where = m.file("index.safetensors")
+    ids = np.asarray(ids)
+    n = len(ids)
+    if ids.ndim != 1 or ids.dtype.kind not in "iu" or _int(m.get("n_items", n)) != n:
+        raise ArtifactError(f"{where}: item_ids of shape {ids.shape} for {m.get('n_items')} items; {TOKENIZER.fix}")
+    if n > 1 and not _increasing(ids) and len(np.unique(ids)) != n:
+        raise ArtifactError(f"{where}: item_ids holds duplicate ids; {TOKENIZER.fix}")
+    return ids.astype(np.int64, copy=False)
+
+
+def _id_array(idcol) -> np.ndarray:
+    ids = idcol.to_numpy(zero_copy_only=False)
+    return ids.astype(np.int64, copy=False) if ids.dtype.kind in "iu" else ids.astype(str).astype(object)

@@ -206,19 +206,39 @@ def _nearest(index: "SIDIndex", tok, rnd: Round, config: "IndexConfig", progress
 
 def _nearest_under(index: "SIDIndex", tok, rnd: Round, config: "IndexConfig", prefix: tuple, items: list[int],
                    res: list[list]) -> None:
-    """The nearest indexed items of ``items`` (which share ``prefix``), into ``res``."""
+    """The nearest indexed items of ``items`` (which share ``prefix``), into ``res``: distances
+    to each distinct code row under the prefix, ranked per block of items (one stable argsort)."""
     cand = index.rows_under(list(prefix), limit=config.nearest_candidates)
     if not len(cand):
         return
-    uniq, inv = np.unique(index.raw_codes[cand], axis=0, return_inverse=True)
+    raw = np.asarray(index.raw_codes[cand], np.int64)
+    uniq, inv = _unique_rows(raw, index.codebook_sizes)
     recon = tok.decode(uniq)  # [u, d]
-    for i in items:
-        keep = cand != rnd.rows[i]  # a replaced item is not its own neighbour
-        if not keep.any():
-            continue
-        d = ((recon - rnd.xp[i][None, :]) ** 2).sum(1)[inv.ravel()[keep]]
-        top = cand[keep][np.argsort(d, kind="stable")[: config.nearest_k]]
-        res[i] = [v.item() if hasattr(v, "item") else v for v in index.item_ids[top]]
+    step = max(1, (1 << 22) // max(1, recon.size))  # items per block: [block, u, d] stays ~16 MB
+    k = config.nearest_k
+    for s in range(0, len(items), step):
+        block = np.asarray(items[s : s + step])
+        dist = ((recon[None, :, :] - rnd.xp[block][:, None, :]) ** 2).sum(2)[:, inv]  # [block, cand]
+        own = cand[None, :] == rnd.rows[block][:, None]  # a replaced item is not its own neighbour
+        dist[own] = np.inf
+        order = np.argsort(dist, axis=1, kind="stable")[:, :k]  # own row (inf) last, ties by SID order
+        n_ok = np.minimum((~own).sum(1), k)
+        ids = index.item_ids[cand[order]]
+        for j, i in enumerate(block.tolist()):
+            res[i] = [v.item() if hasattr(v, "item") else v for v in ids[j, : n_ok[j]]]
+
+
+def _unique_rows(raw: np.ndarray, sizes) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct code rows of ``raw`` (m, L) and each row's index into them (``np.unique(axis=0)``
+    through one mixed-radix int64 key per row when the code space fits: several times faster)."""
+    if float(np.prod([float(k) for k in sizes])) >= 2.0**62:
+        uniq, inv = np.unique(raw, axis=0, return_inverse=True)
+        return uniq, inv.ravel()
+    key = np.zeros(len(raw), np.int64)
+    for l, k in enumerate(sizes):
+        key = key * int(k) + raw[:, l]
+    _, first, inv = np.unique(key, return_index=True, return_inverse=True)
+    return raw[first], inv.ravel()
 
 
 def _table(rnd: Round, nearest: list[list]) -> list[dict[str, Any]]:

@@ -36,6 +36,7 @@ from ..errors import ArtifactError, InputError, TokenizerKitError
 from ._cold_start import cold_start
 from .policies import POLICIES, CollisionPolicy, IndexView, get_policy, sid_keys
 from ._ids import IdLookup, as_ids, concat_ids
+from ._lazy import LazySIDs
 from ._segments import SEGMENT_PREFIX, LiveSIDs, Segment, apply_segments, commit_segments
 from ._trie import SIDTrie
 from ._vocab import SIDVocab
@@ -186,7 +187,11 @@ class SIDIndex:
     def __post_init__(self):
         n = len(self.item_ids)
         self.item_ids = _as_ids(self.item_ids)
-        self.sids = np.asarray(self.sids, np.int64).reshape(n, -1)
+        if isinstance(self.sids, LazySIDs):  # a stored base read through its trie (SIDIndex.stored)
+            if len(self.sids) != n:
+                raise ArtifactError(f"{len(self.sids)} SIDs for {n} item ids; rerun `tokenizer-kit index`")
+        else:
+            self.sids = np.asarray(self.sids, np.int64).reshape(n, -1)
         raw = np.asarray(self.raw_codes)  # int32 as stored is kept (a 10M-item index: 120 MB less)
         self.raw_codes = (raw if raw.dtype in (np.int32, np.int64) else raw.astype(np.int64)).reshape(n, -1)
         self.codebook_sizes = [int(k) for k in self.codebook_sizes]
@@ -399,7 +404,15 @@ class SIDIndex:
         if arr is None or tarr is None:
             raise ArtifactError("the manifest has an index section but index.safetensors or trie.safetensors is missing; rerun `tokenizer-kit index`")
         sid_length = get_policy(sec["policy"]).sid_length(tok.levels)
-        base = {"item_ids": _as_ids(tok.item_ids), "sids": tok.sids, "raw_codes": arr["raw_codes"],
+        trie = SIDTrie.from_arrays(tarr)
+        if tok.codes is None and tok.item_ids is not None:  # loaded with load_sids="ids": the SIDs come from the trie
+            if trie.n_items != len(tok.item_ids) or trie.sid_length != sid_length:
+                raise ArtifactError(f"trie.safetensors holds {trie.n_items} items of length {trie.sid_length}, sids.parquet "
+                                    f"{len(tok.item_ids)} of length {sid_length}; rerun `tokenizer-kit index`")
+            base_sids = LazySIDs(trie)
+        else:
+            base_sids = tok.sids
+        base = {"item_ids": _as_ids(tok.item_ids), "sids": base_sids, "raw_codes": arr["raw_codes"],
                 "moved": arr["moved"].astype(bool), "emb_hash": arr["emb_hash"], "retired": np.asarray(arr["retired"], np.int64).reshape(-1, sid_length)}
         if base["sids"].shape[1] != sid_length:
             raise ArtifactError(f"sids.parquet has SIDs of length {base['sids'].shape[1]} but the {sec['policy']} index expects {sid_length}; rerun `tokenizer-kit index`")
@@ -409,7 +422,6 @@ class SIDIndex:
         idx = cls(**merged, codebook_sizes=tok.codebook_sizes, policy=sec["policy"], version=int(sec["version"]),
                   suffix_size=int(sec.get("suffix_size", 0)), stats=dict(sec.get("stats", {})), history=list(sec.get("history", [])),
                   segments=list(sec.get("segments", [])))
-        trie = SIDTrie.from_arrays(tarr)
         n_base = len(base["item_ids"])
         if trie.n_items != n_base or trie.sid_length != sid_length:
             raise ArtifactError(f"trie.safetensors holds {trie.n_items} items of length {trie.sid_length}, sids.parquet {n_base}; rerun `tokenizer-kit index`")
@@ -453,6 +465,7 @@ class SIDIndex:
             del tok.attachments[name]
         tok.attachments["trie"] = self.trie.state_arrays()
         tok.attachments["index"] = {
+            **({"item_ids": np.asarray(self.item_ids, np.int64)} if self.item_ids.dtype.kind in "iu" else {}),
             "raw_codes": self.raw_codes.astype(np.int32),
             "moved": self.moved.astype(np.uint8),
             "emb_hash": self.emb_hash.astype(np.uint64),

@@ -137,7 +137,10 @@ def apply_segments(base: dict[str, np.ndarray], segments: Sequence[Segment], mer
     n_base = len(base["item_ids"])
     if not segments:  # nothing to merge: no copy
         return dict(base), np.zeros(0, np.int64), np.zeros((0, base["sids"].shape[1]), np.int64)
-    out = {k: np.concatenate([base[k]] + [s.__dict__[k][: s.appended] for s in segments]) for k in ("sids", "raw_codes", "moved", "emb_hash")}
+    out = {k: np.concatenate([base[k]] + [s.__dict__[k][: s.appended] for s in segments]) for k in ("raw_codes", "moved", "emb_hash")}
+    parts = [s.sids[: s.appended] for s in segments]
+    lazy = getattr(base["sids"], "extended", None)  # LazySIDs: base rows stay in the trie
+    out["sids"] = lazy(parts) if lazy is not None else np.concatenate([base["sids"]] + parts)
     out["item_ids"] = merge_ids([base["item_ids"]] + [s.item_ids for s in segments])
     out["retired"] = np.concatenate([base["retired"]] + [s.retired for s in segments])
     n = len(out["item_ids"])
@@ -207,11 +210,13 @@ class LiveSIDs:
     def rows_under(self, prefix: Sequence[int], limit: int | None = None) -> np.ndarray:
         """Rows under ``prefix`` in SID order, ties by row (as one trie over all rows orders them)."""
         prefix = [int(c) for c in prefix]
-        base = self.base.items_under(prefix)
+        pos = self.base.positions_under(prefix)
         if limit is not None:
-            base = base[: limit + len(self.dead)]
+            pos = pos[: limit + len(self.dead)]
+        base = self.base.order[pos].astype(np.int64)
         if len(self.dead):
-            base = base[~np.isin(base, self.dead)]
+            keep = ~np.isin(base, self.dead)
+            base, pos = base[keep], pos[keep]
         if self.overlay is None:
             return base if limit is None else base[:limit]
         over = self.rows[self.overlay.items_under(prefix)]
@@ -220,7 +225,7 @@ class LiveSIDs:
         if not len(over):
             return base if limit is None else base[:limit]
         rows = np.concatenate([base, over])
-        s = self.sids[rows]
+        s = np.concatenate([self.base.sids_at(pos), self.sids[over]])  # live base rows hold their base SIDs
         order = np.lexsort([rows] + [s[:, l] for l in range(s.shape[1] - 1, -1, -1)])
         rows = rows[order]
         return rows if limit is None else rows[:limit]

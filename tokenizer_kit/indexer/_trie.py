@@ -223,6 +223,26 @@ class SIDTrie:
         s = int(self.item_start[node])
         return self.order[s : s + int(self.item_count[node])].astype(np.int64)
 
+    def positions_under(self, prefix: Sequence[int]) -> np.ndarray:
+        """Positions in ``order`` of the items under ``prefix`` (``order[positions]`` are their rows)."""
+        node = self.node_of(prefix)
+        if node < 0:
+            return np.zeros(0, np.int64)
+        s = int(self.item_start[node])
+        return np.arange(s, s + int(self.item_count[node]), dtype=np.int64)
+
+    def sids_at(self, positions: np.ndarray) -> np.ndarray:
+        """The SIDs (m, S) of the items at ``positions`` of ``order``: the depth-d node whose item
+        range holds a position gives its level-d code (one binary search per level)."""
+        p = np.asarray(positions, np.int64)
+        S = self.sid_length
+        out = np.empty((len(p), S), np.int64)
+        for d in range(1, S + 1):
+            lo, hi = int(self.depth_start[d]), int(self.depth_start[d + 1])
+            k = np.searchsorted(self.item_start[lo:hi], p, side="right") - 1
+            out[:, d - 1] = self.node_token[lo + k]
+        return out
+
     def item_of(self, sid: Sequence[int]) -> int:
         """Row of the item with this full SID; -1 if none. Under a collision, the first such row."""
         sid = list(sid)

@@ -450,10 +450,10 @@ def assign(embeddings: PathLike, tokenizer: PathLike, config: AssignConfig, *, o
     if ray and out is None:
         raise config_error_for("out", "the ray engine writes the codes as a directory of Parquet shards; set `out` to that directory")
     _outputs_ok(*([] if ray else [out]), dirs=[out] if ray else [])
-    # the indexed items are loaded only to cold-start into an index; plain encoding streams
-    tok = SemanticTokenizer.from_pretrained(tokenizer, load_sids=False)
-    if tok.sections.get("index"):
-        tok = SemanticTokenizer.from_pretrained(tokenizer)
+    # plain encoding streams and needs no indexed item; a cold start into an index reads their
+    # ids, and their SIDs through the index's trie, a few rows at a time (O(new items))
+    indexed = bool((SemanticTokenizer.read_manifest(tokenizer).get("sections") or {}).get("index"))
+    tok = SemanticTokenizer.from_pretrained(tokenizer, load_sids="ids" if indexed else False)
     idx = SIDIndex.stored(tok)
     if idx is None and (update or config.replace):
         raise InputError(f"{tokenizer} has no SID index to update; run `tokenizer-kit index {tokenizer}` first")
