@@ -264,6 +264,7 @@ def main() -> None:
     ap.add_argument("--steps", default="build,assign,compare,balanced,equal,gemm,cold")
     ap.add_argument("--gpu", action="store_true", help="also the GPU row: 3 x 8192 on 10M x 512 with --device cuda")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scale_cpu.json"))
+    ap.add_argument("--cold-repeats", type=int, default=2, help="segment/rewrite runs of the cold-start row (best kept)")
     ap.add_argument("--merge", action="store_true", help="keep the rows of an existing --out and replace only the steps run now")
     args = ap.parse_args()
     steps = set(args.steps.split(","))
@@ -273,7 +274,10 @@ def main() -> None:
     if args.merge and Path(args.out).exists():
         old = json.loads(Path(args.out).read_text())
         res["rows"] = old.get("rows", {})
-        res["earlier_runs"] = old.get("earlier_runs", []) + [{"machine": old.get("machine"), "args": old.get("args"), "rows": sorted(old.get("rows", {}))}]
+        # the rows this run replaces keep their numbers here (rows it keeps stay in "rows")
+        replaced = {k: v for k, v in res["rows"].items() if k in steps or (k == "gpu" and args.gpu)}
+        res["earlier_runs"] = old.get("earlier_runs", []) + [{"machine": old.get("machine"), "args": old.get("args"),
+                                                              "rows": sorted(old.get("rows", {})), "replaced_rows": replaced}]
     R = res["rows"]
 
     def save():
@@ -326,7 +330,7 @@ def main() -> None:
     if "cold" in steps:
         from bench_cold_start import cold_start_benchmark  # track indexer's benchmark
 
-        cold = cold_start_benchmark(args.n, 10_000, workdir=scratch / "cold", d=args.dim, sizes=[args.codebook_size] * args.levels, repeats=1, cli=True)
+        cold = cold_start_benchmark(args.n, 10_000, workdir=scratch / "cold", d=args.dim, sizes=[args.codebook_size] * args.levels, repeats=args.cold_repeats, cli=True)
         cold.pop("machine", None)
         R["cold"] = cold
         save()

@@ -264,8 +264,12 @@ def _jsonable(o: Any):
 
 
 def emit_json(obj: Any) -> None:
-    """Machine-readable result on stdout (plain print: no rich markup or wrapping)."""
-    sys.stdout.write(json.dumps(obj, indent=2, default=_jsonable) + "\n")
+    """Machine-readable result on stdout (plain print: no rich markup or wrapping); indented
+    unless it is large (a 10,000-row cold-start lookup: compact, ~10x faster to write)."""
+    text = json.dumps(obj, default=_jsonable)
+    if len(text) <= 100_000:
+        text = json.dumps(obj, indent=2, default=_jsonable)
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()
 
 
