@@ -180,9 +180,9 @@ def test_office_cold_start_ray_equals_local(office_split, ray_cluster, tmp_path)
     r = _cli(["build-codebook", d / "base.parquet", "-o", tmp_path / "tok", "--codebook-size", "16", "--levels", "3", "--format", "json"])
     assert r.exit_code == 0, r.output
     shutil.copytree(tmp_path / "tok", tmp_path / "tok2")
-    r1 = _cli(["assign", d / "new", "-t", tmp_path / "tok", "-o", tmp_path / "l.parquet", "--update", "--format", "json"])
+    r1 = _cli(["assign", d / "new", "-t", tmp_path / "tok", "-o", tmp_path / "l.parquet", "--update", "--format", "json", "--print-items"])
     r2 = _cli(["assign", d / "new", "-t", tmp_path / "tok2", "-o", tmp_path / "shards", "--update", "--engine", "ray", "--workers", "2",
-               "--shard-size", "100", "--batch-size", "4096", "--format", "json"])
+               "--shard-size", "100", "--batch-size", "4096", "--format", "json", "--print-items"])
     assert r1.exit_code == 0 and r2.exit_code == 0, r1.output + r2.output
     a, b = json.loads(r1.stdout), json.loads(r2.stdout)
     for k in ("new", "known", "collided", "moved", "version_after", "index_items"):

@@ -79,7 +79,7 @@ def test_import_index_cli_out_then_lookup_and_assign(tmp_path, other_tool):
     res = runner.invoke(app, ["lookup", str(out), "--item", "p3", "--format", "json"])
     assert res.exit_code == 0 and json.loads(res.stdout)["item"]["codes"][:3] == sids[3].tolist()
     new = _write_lcrec(tmp_path / "new.index.json", ["n1", "n2"], np.array([[1, 1, 1], [2, 2, 2]]))
-    res = runner.invoke(app, ["assign", str(new), "--tokenizer", str(out), "--update", "--format", "json"])
+    res = runner.invoke(app, ["assign", str(new), "--tokenizer", str(out), "--update", "--format", "json", "--print-items"])
     assert res.exit_code == 0, res.output
     up = json.loads(res.stdout)
     assert up["updated"] and up["index_items"] == 402 and [r["codes"][:3] for r in up["lookup"]] == [[1, 1, 1], [2, 2, 2]]

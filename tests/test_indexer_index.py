@@ -256,11 +256,15 @@ def test_cli_build_index_assign_lookup(tmp_path):
     # report only
     res = r.invoke(app, ["assign", str(tmp_path / "new.npy"), "--tokenizer", str(tok), "--format", "json"])
     assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)  # a summary: the items' rows go to --out (or --print-items)
+    assert "lookup" not in summary and summary["lookup_rows"] == 80 and "--out" in summary["lookup_note"]
+    res = r.invoke(app, ["assign", str(tmp_path / "new.npy"), "--tokenizer", str(tok), "--format", "json", "--print-items"])
+    assert res.exit_code == 0, res.output
     rep = json.loads(res.stdout)
-    assert rep["updated"] is False and rep["new"] == 80
+    assert rep["updated"] is False and rep["new"] == 80 and len(rep["lookup"]) == 80
     assert SIDIndex.from_tokenizer(SemanticTokenizer.from_pretrained(tok)).version == 1
     res = r.invoke(app, ["assign", str(tmp_path / "new.npy"), "--tokenizer", str(tok), "--update",
-                         "--out", str(tmp_path / "cold.parquet"), "--format", "json"])
+                         "--out", str(tmp_path / "cold.parquet"), "--format", "json", "--print-items"])
     assert res.exit_code == 0, res.output
     up = json.loads(res.stdout)
     assert up["updated"] is True and up["version_after"] == 2 and up["index_items"] == 500

@@ -153,8 +153,8 @@ def test_kill_during_an_in_place_update(small_tok, tmp_path, monkeypatch):
             save_file({"x": np.arange(4)}, str(tmp))
         u.fields["build"]["marker"] = "new"
     monkeypatch.setattr(_atomic, "_step", lambda name, fn, *a: fn(*a))
-    assert rec.steps == ["replace-file", "replace-file"]  # the new file, then the manifest
-    assert all((p / n).read_bytes() == b for n, b in before.items() if n != "tokenizer.json")  # nothing rewritten
+    assert rec.steps == ["replace-file", "replace-file", "replace-file"]  # the new file, the manifest, then the model card
+    assert all((p / n).read_bytes() == b for n, b in before.items() if n not in ("tokenizer.json", "README.md"))  # nothing rewritten
     markers = []
     for label, state in rec.states:
         tok = SemanticTokenizer.from_pretrained(state / "tok")
@@ -163,8 +163,8 @@ def test_kill_during_an_in_place_update(small_tok, tmp_path, monkeypatch):
         with update_artifact(state / "tok", TOKENIZER) as u:  # the next writer drops unreferenced files
             pass
         names = sorted(f.name for f in (state / "tok").iterdir())
-        assert names == sorted(["tokenizer.json", "quantizer.safetensors", "sids.parquet"] + (["seg-1.safetensors"] if markers[-1] == "new" else [])), label
-    assert markers == ["old"] * 3 + ["new"]
+        assert names == sorted(["tokenizer.json", "README.md", "quantizer.safetensors", "sids.parquet"] + (["seg-1.safetensors"] if markers[-1] == "new" else [])), label
+    assert markers == ["old"] * 3 + ["new"] * 3  # the card is rewritten after the manifest switched
     # a dropped file stays until the next writer (a reader of the previous manifest may need it)
     with update_artifact(p, TOKENIZER) as u:
         u.drop_file("seg-1.safetensors")
@@ -307,7 +307,7 @@ def _concurrent_trials(indexed, tmp_path, trials):
         work = tmp_path / f"t{t}"
         shutil.copytree(indexed, work)
         procs = [_cli("assign", work / f"{n}.npy", "--ids", work / f"{n}.ids.txt", "--tokenizer", work / "tok",
-                      "--update", "--format", "json", out=work / f"run-{n}") for n in ("a", "b")]
+                      "--update", "--format", "json", "--print-items", out=work / f"run-{n}") for n in ("a", "b")]
         for p in procs:
             p.wait(timeout=300)
         outs = [((work / f"run-{n}.out").read_text(), (work / f"run-{n}.err").read_text()) for n in ("a", "b")]

@@ -28,17 +28,30 @@ def assign(
     cfg: AssignConfig = None,
     ids: Optional[Path] = typer.Option(None, "--ids", help="Item ids for a .npy input."),
     columns: EmbeddingsInput = None,
-    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format"),
+    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table or json: a summary either way; the items' rows go to --out."),
+    print_items: bool = typer.Option(False, "--print-items", help="With --format json, also print every item's lookup row "
+                                     "(sid, status, nearest) under \"lookup\" (large for big inputs; --out writes them as Parquet)."),
 ):
     """Assign SIDs to items with frozen codebooks; with an index, cold-start them (--update to write)."""
     with progress_bar() as progress:
         res = stages.assign(embeddings, tokenizer, cfg, out=out, update=update, ids=ids, columns=columns, progress=progress)
     if fmt == OutputFormat.json:
-        emit_json(res)
+        emit_json(_json_summary(res, print_items))
     elif "lookup" in res:
         _render_cold_start(res, cfg.show)
     else:
         _render_codes(res)
+
+
+def _json_summary(res: dict, print_items: bool) -> dict:
+    """The result without its per-item rows (unless ``print_items``): how many there are and where they went."""
+    if "lookup" not in res or print_items:
+        return res
+    out = {k: v for k, v in res.items() if k != "lookup"}
+    out["lookup_rows"] = len(res["lookup"])
+    if "out" not in res:
+        out["lookup_note"] = "per-item rows not printed; pass --out FILE.parquet to write them, or --print-items"
+    return out
 
 
 def _kv_table(title: str, res: dict):

@@ -35,6 +35,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -91,6 +92,18 @@ def _fsync_path(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def usual_file_modes(directory: str | os.PathLike) -> None:
+    """Give every regular file under ``directory`` the mode a plain ``open`` would (0644
+    under the usual umask 022): some writers (safetensors) create files 0600, which the
+    group could not read."""
+    mode = 0o666 & ~_umask()
+    for root, _dirs, files in os.walk(directory):
+        for f in files:
+            p = os.path.join(root, f)
+            if os.path.isfile(p) and not os.path.islink(p) and stat.S_IMODE(os.stat(p).st_mode) != mode:
+                os.chmod(p, mode)
+
+
 def fsync_tree(directory: str | os.PathLike) -> None:
     """fsync every regular file under ``directory`` and the directories themselves."""
     for root, dirs, files in os.walk(directory):
@@ -125,6 +138,8 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
     try:
         yield tmp_path
+        if stat.S_IMODE(os.stat(tmp_path).st_mode) != 0o666 & ~_umask():  # a writer that re-created it 0600
+            os.chmod(tmp_path, 0o666 & ~_umask())
         _fsync_path(tmp_path)
         _step("replace-file", os.replace, tmp_path, path)
     except BaseException:
@@ -398,6 +413,7 @@ def atomic_directory(
             yield staging
             if keep and path.is_dir():
                 _carry_over(path, staging, keep)
+            usual_file_modes(staging)
             fsync_tree(staging)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)

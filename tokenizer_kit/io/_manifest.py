@@ -64,6 +64,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from .._version import __version__
 from ..errors import ArtifactError
+from ._card import CARD_NAME, tokenizer_card
 from ._atomic import _artifact_path, _fsync_path, _step, atomic_directory, atomic_write, clean_stale, live_directory, sha256_file
 from ._lock import writer_lock
 
@@ -131,6 +132,9 @@ class ArtifactKind:
     legacy_formats: tuple[str, ...] = ()  # values of "format" written by older versions
     # the files map of a manifest older than ``sealed_since`` that has none: name -> sha256 or None
     legacy_files: Callable[[int, Mapping[str, Any]], dict[str, Any]] | None = None
+    # the model card (README.md) rendered from the manifest and the directory's name; written
+    # beside the manifest at every commit, not listed in it
+    card: Callable[[Mapping[str, Any], str], str] | None = None
 
     @property
     def format_id(self) -> str:
@@ -173,6 +177,7 @@ TOKENIZER = ArtifactKind(
     what="tokenizer directory",
     fix="rebuild it with `tokenizer-kit build-codebook` (then `tokenizer-kit index`) or restore it",
     required=_tokenizer_required,
+    card=tokenizer_card,
 )
 ALIGNMENT = ArtifactKind(
     name="alignment",
@@ -264,11 +269,11 @@ def _file_entry(path: Path, hash_it: bool = True) -> dict[str, Any]:
     return {"sha256": sha256_file(path) if hash_it else None, "size": int(st.st_size)}
 
 
-def _files_of(directory: Path, manifest_name: str) -> dict[str, dict[str, Any]]:
-    """Entries for every plain, visible regular file directly in ``directory``."""
+def _files_of(directory: Path, manifest_name: str, skip: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+    """Entries for every plain, visible regular file directly in ``directory`` (but ``skip``)."""
     out = {}
     for p in sorted(directory.iterdir(), key=lambda p: p.name):
-        if p.name == manifest_name or p.name.startswith("."):
+        if p.name == manifest_name or p.name.startswith(".") or p.name in skip:
             continue
         if p.is_file() and not p.is_symlink():
             out[check_file_name(p.name, f"{directory}")] = _file_entry(p)
@@ -520,6 +525,23 @@ def _envelope(kind: ArtifactKind, fields: Mapping[str, Any], files: Mapping[str,
     return seal(data)
 
 
+def _card_names(kind: ArtifactKind) -> tuple[str, ...]:
+    return (CARD_NAME,) if kind.card is not None else ()
+
+
+def _write_card(directory: Path, kind: ArtifactKind, data: Mapping[str, Any], name: str, *, staged: bool = False) -> None:
+    """The model card beside the manifest, for kinds that have one: written directly into a
+    ``staged`` directory (not visible yet), atomically into a live one."""
+    if kind.card is None:
+        return
+    text = kind.card(data, name or directory.name)
+    if staged:
+        (directory / CARD_NAME).write_text(text, encoding="utf-8")
+        return
+    with atomic_write(directory / CARD_NAME) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
 @dataclass
 class ArtifactWriter:
     """Yielded by ``write_artifact``: write files into ``dir``, put manifest fields in ``fields``."""
@@ -556,11 +578,12 @@ def write_artifact(
         for p in staging.iterdir():
             if p.name != kind.manifest_name and not p.name.startswith(".") and (p.is_symlink() or not p.is_file()):
                 raise ArtifactError(f"{kind.what} writer left {p.name}, which is not a regular file; artifacts are flat directories of files")
-        files = _files_of(staging, kind.manifest_name)
+        files = _files_of(staging, kind.manifest_name, _card_names(kind))
         data = _envelope(kind, w.fields, files)
         check_manifest(data, kind, f"the new {kind.manifest_name}")  # a writer bug, caught before the commit
         with atomic_write(staging / kind.manifest_name) as tmp:
             tmp.write_bytes(_dump(data))
+        _write_card(staging, kind, data, Path(path).name, staged=True)
         w.manifest = data
 
 
@@ -606,7 +629,7 @@ def collect_garbage(directory: str | os.PathLike, kind: ArtifactKind, referenced
     """Delete files in ``directory`` no manifest references: temporary files of killed writers,
     and files ``kind.owned`` claims that ``referenced`` does not list. Call with the lock held."""
     d = Path(directory)
-    keep = set(referenced) | {kind.manifest_name}
+    keep = set(referenced) | {kind.manifest_name, *_card_names(kind)}
     removed = []
     for p in list(d.iterdir()):
         if p.name in keep or p.name in kind.keep:
@@ -682,6 +705,7 @@ def update_artifact(
             committed = True
             _fsync_path(d)
             u.manifest = data
+            _write_card(d, kind, data, shown.name)
         except BaseException:
             if not committed:  # the new files were never referenced: take them back now
                 for p in u._new.values():
