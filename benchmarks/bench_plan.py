@@ -33,10 +33,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def real_build(x: np.ndarray, levels: int, k: int) -> dict:
+    """A real build and its suffix index: the suffix level needs ``max_suffix`` codes."""
     from tokenizer_kit import SemanticTokenizer
+    from tokenizer_kit.indexer import SIDIndex
 
     tok = SemanticTokenizer.build(x, codebook_sizes=[k] * levels, seed=0)
-    return {"collision_rate": tok.metrics["collision_rate"], "largest_bucket": tok.metrics["largest_bucket"]}
+    idx = SIDIndex.for_tokenizer(tok)
+    return {"collision_rate": tok.metrics["collision_rate"], "largest_bucket": tok.metrics["largest_bucket"],
+            "suffix_codes": idx.stats["max_suffix"]}
 
 
 def check_small(name: str, x: np.ndarray, shapes: list[tuple[int, int]], fractions=(1.0, 0.5, 0.25)) -> dict:
@@ -63,6 +67,8 @@ def check_small(name: str, x: np.ndarray, shapes: list[tuple[int, int]], fractio
                 "largest_bucket": p["largest_bucket"],
                 "error_points": 100 * (p["collision_rate"] - real["collision_rate"]),
                 "largest_bucket_ratio": p["largest_bucket"] / max(real["largest_bucket"], 1),
+                "suffix_codes": p["suffix_codes"],
+                "suffix_codes_ratio": p["suffix_codes"] / max(real["suffix_codes"], 1),
                 "measured": p["measured"],
                 "caveat": p.get("caveat"),
                 "seconds": time.perf_counter() - t,
@@ -80,19 +86,25 @@ def check_generated(path: str, tok_dir: str, sample: int) -> dict:
     m = SemanticTokenizer.read_manifest(tok_dir)
     sizes = m["codebook_sizes"]
     shape = f"{len(sizes)}x{sizes[0]}"
-    stream = open_embeddings(path)
+    stream = open_embeddings(path, row_ids=True)  # generated rows carry no ids
     t = time.perf_counter()
     res = plan(stream, shapes=shape, sample=sample)
     p = res["shapes"][0]["prediction"]
     real = {"collision_rate": m["metrics"]["collision_rate"], "largest_bucket": m["metrics"]["largest_bucket"]}
+    stats = ((m.get("sections") or {}).get("index") or {}).get("stats") or {}
+    # the suffix policy numbers each bucket's items: with no retired SID its level needs the largest bucket's size
+    real["suffix_codes"] = stats.get("max_suffix", real["largest_bucket"])
+    real["suffix_codes_from"] = "index stats" if "max_suffix" in stats else "largest bucket (no index built)"
     return {
         "items": stream.n,
         "shape": shape,
         "sample_items": sample,
         "real": real,
-        "predicted": {"collision_rate": p["collision_rate"], "largest_bucket": p["largest_bucket"], "sample_collision_rate": p["sample_collision_rate"]},
+        "predicted": {"collision_rate": p["collision_rate"], "largest_bucket": p["largest_bucket"], "suffix_codes": p["suffix_codes"],
+                      "sample_collision_rate": p["sample_collision_rate"]},
         "error_points": 100 * (p["collision_rate"] - real["collision_rate"]),
         "largest_bucket_ratio": p["largest_bucket"] / max(real["largest_bucket"], 1),
+        "suffix_codes_ratio": p["suffix_codes"] / max(real["suffix_codes"], 1),
         "build_predicted_collision_rate": m["build"].get("predicted_collision_rate"),
         "seconds": time.perf_counter() - t,
     }

@@ -230,7 +230,7 @@ def sids_equal(x: np.ndarray, scratch: Path) -> dict:
         mem = SemanticTokenizer.build(x, **cfg)
         t_mem = time.perf_counter() - t
         t = time.perf_counter()
-        build_streaming(scratch / "equal.npy", scratch / f"equal_{name}", overwrite=True, **cfg)
+        build_streaming(scratch / "equal.npy", scratch / f"equal_{name}", overwrite=True, row_ids=True, **cfg)
         t_st = time.perf_counter() - t
         st = SemanticTokenizer.from_pretrained(scratch / f"equal_{name}")
         out[name] = {
@@ -296,13 +296,16 @@ def main() -> None:
             write_clustered_npy(path, n, args.dim, seed=seed)
             res.setdefault("generated", {})[path.name] = time.perf_counter() - t
     shape = dict(levels=args.levels, size=args.codebook_size)
-    build_args = ["--levels", shape["levels"], "--codebook-size", shape["size"], "--seed", 0, "--format", "json", "--overwrite"]
+    # generated rows carry no ids (--row-ids numbers them); the build row is the codebook build
+    # alone (--no-index: the SID index's cost is the cold-start row's base "index_seconds")
+    build_args = ["--row-ids", "--no-index", "--levels", shape["levels"], "--codebook-size", shape["size"], "--seed", 0,
+                  "--format", "json", "--overwrite"]
 
     if "build" in steps:
         R["build"] = run_measured(_cli("build-codebook", big, "--out", scratch / "tok_big", *build_args))
         save()
     if "assign" in steps and (scratch / "tok_big").exists():
-        R["assign"] = run_measured(_cli("assign", big, "--tokenizer", scratch / "tok_big", "--out", scratch / "assign_big.parquet", "--format", "json"))
+        R["assign"] = run_measured(_cli("assign", big, "--row-ids", "--tokenizer", scratch / "tok_big", "--out", scratch / "assign_big.parquet", "--format", "json"))
         save()
     if "compare" in steps:
         ours, naive = [], []

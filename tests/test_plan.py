@@ -100,3 +100,17 @@ def test_plan_cli_json(tmp_path):
     assert [s["shape"] for s in res["shapes"]] == ["2x16", "3x16"] and res["catalogue_size"] == 20000
     r = CliRunner().invoke(app, ["plan", str(tmp_path / "x.npy"), "--shapes", "3y16"])
     assert r.exit_code == 2 and "LEVELSxCODES" in r.stderr
+
+
+def test_build_codebook_cli_warns_on_a_crowded_shape(tmp_path):
+    """The verb, not only the library: 3,000 items in a 4 x 4 code space (16 SIDs) get the warning
+    naming the predicted share and `tokenizer-kit plan`; a roomy one (3 x 64) gets none."""
+    x = make_clustered_embeddings(3000, 8, n_topics=8, n_sub=4, seed=0)
+    np.save(tmp_path / "x.npy", x)
+    args = ["build-codebook", str(tmp_path / "x.npy"), "--row-ids", "--seed", "0", "--no-index"]
+    r = CliRunner().invoke(app, args + ["--out", str(tmp_path / "crowded"), "--levels", "2", "--codebook-size", "4"])
+    assert r.exit_code == 0, r.output
+    assert "predicted to give" in r.stderr and "tokenizer-kit plan" in r.stderr
+    r = CliRunner().invoke(app, args + ["--out", str(tmp_path / "roomy"), "--levels", "3", "--codebook-size", "64"])
+    assert r.exit_code == 0, r.output
+    assert "predicted to give" not in r.stderr
