@@ -14,7 +14,8 @@ subsamples of it (the "sample and the catalogue size" use), with its defaults.
 
     python benchmarks/bench_plan.py --scientific /work/scratch/scale/sci_minilm.npy \\
         --generated /work/scratch/scale/gen_10m_256.npy:/work/scratch/scale/tok_big \\
-        --out benchmarks/results/plan_check.json
+        --generated /work/scratch/scale/gen_4m_256.npy:/work/scratch/scale/tok_cmp \
+        --out benchmarks/results/plan_accuracy.json
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def main() -> None:
     ap.add_argument("--shapes", default="3x256,4x256,3x512")
     ap.add_argument("--generated", action="append", default=[], help="EMBEDDINGS.npy:TOKENIZER_DIR of a real build")
     ap.add_argument("--sample", type=int, default=200_000)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "plan_check.json"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "plan_accuracy.json"))
     args = ap.parse_args()
     from tokenizer_kit.quantizers._plan import parse_shapes
 
