@@ -64,3 +64,21 @@ def office_slice(office_dir, tmp_path_factory):
     small = {u: s for u, s in small.items() if len(s) >= 4}
     (d / "s.inter.json").write_text(json.dumps(small))
     return d
+
+
+@pytest.fixture(autouse=True)
+def _cli_logging_reset():
+    """A CLI run in this process sets up tokenizer-kit's log handler and level (and silences
+    third-party bars); undo that after each test so the next one starts as a library user."""
+    yield
+    import logging
+    import sys
+
+    root = logging.getLogger("tokenizer_kit")
+    for h in [h for h in root.handlers if getattr(h, "_tokenizer_kit", False)]:
+        root.removeHandler(h)
+    root.setLevel(logging.NOTSET)
+    logging.getLogger("tokenizer_kit.progress").setLevel(logging.NOTSET)
+    common = sys.modules.get("tokenizer_kit.cli._common")
+    if common is not None:
+        common._state.update(quiet=False, verbose=False)

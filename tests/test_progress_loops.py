@@ -108,3 +108,42 @@ def test_rq_vae_configs_saved_with_the_old_progress_flag_still_load(legacy):
 
     cfg = RQVAEConfig.from_dict({"codebook_sizes": [4], "progress": legacy})
     assert not hasattr(cfg, "progress")
+
+
+def test_rq_kmeans_reports_levels_with_the_residual():
+    from tokenizer_kit import SemanticTokenizer
+    from tokenizer_kit.io import make_clustered_embeddings
+
+    rec = Recorder()
+    SemanticTokenizer.build(make_clustered_embeddings(400, 8, seed=0), method="rq-kmeans", codebook_sizes=[8, 8, 8], progress=rec)
+    t = rec.one("k-means levels")
+    assert (t.total, t.unit, t.completed) == (3, "level", 3)
+    mse = [m["residual_mse"] for _, m in t.steps]
+    assert mse[0] > mse[1] > mse[2] > 0  # each level explains part of the residual
+
+
+def test_cold_start_reports_encode_and_nearest_items():
+    from tokenizer_kit import SemanticTokenizer
+    from tokenizer_kit.indexer import SIDIndex
+    from tokenizer_kit.io import make_clustered_embeddings
+
+    x = make_clustered_embeddings(500, 8, seed=1)
+    tok = SemanticTokenizer.build(x[:400], ids=[f"i{k}" for k in range(400)], codebook_sizes=[8, 8])
+    idx = SIDIndex.for_tokenizer(tok)
+    rec = Recorder()
+    _, table, summary = idx.assign(tok, [f"n{k}" for k in range(100)], x[400:], progress=rec)
+    assert rec.one("encode").completed == 100 and rec.one("encode").total == 100
+    assert rec.one("nearest items").completed == 100 and summary["new"] == 100
+    # the blocked encode gives the codes of one call
+    np.testing.assert_array_equal([r["codes"][:2] for r in table], tok.encode(x[400:]))
+
+
+def test_pipeline_reports_its_stages(tmp_path):
+    from tokenizer_kit.pipeline._run import _Chain
+    from tokenizer_kit.pipeline._config import load_config
+
+    cfg = load_config("configs/office.toml")
+    chain = _Chain(cfg, None, None)
+    variants = 2 if cfg.baseline else 1
+    want = 4 + (variants - 1) + 2 * variants + 1 + ((variants if cfg.retrieval_baseline else 1) if cfg.run_retrieval else 0)
+    assert chain.n_stages() == want

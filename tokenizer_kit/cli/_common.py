@@ -135,6 +135,19 @@ def _toggle_loaded_bars(quiet: bool) -> None:
         (d.disable_progress_bars if quiet else d.enable_progress_bars)()
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the current ``sys.stderr`` (not the one at setup: a test runner's is closed
+    after the run, and a later log line would fail on it)."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup_logging(verbose: bool = False, *, quiet: bool = False, level: str | None = None) -> None:
     """Logs on stderr as ``LEVEL name: message``. Default: warnings, and progress lines
     outside a terminal; ``verbose``: INFO, third-party output left on; ``quiet``: errors only,
@@ -146,7 +159,7 @@ def setup_logging(verbose: bool = False, *, quiet: bool = False, level: str | No
     root = logging.getLogger("tokenizer_kit")
     for h in [h for h in root.handlers if getattr(h, "_tokenizer_kit", False)]:
         root.removeHandler(h)  # an earlier in-process run's handler may hold a closed stream
-    h = logging.StreamHandler(sys.stderr)
+    h = _StderrHandler()
     h.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     h._tokenizer_kit = True  # type: ignore[attr-defined]
     root.addHandler(h)
@@ -314,7 +327,9 @@ class _RateColumn(ProgressColumn):
     """Items per second in the task's own unit (``12.3 steps/s``), or seconds per item when slow."""
 
     def render(self, task) -> Text:
-        speed, unit = task.finished_speed or task.speed, task.fields.get("unit", "item")
+        unit = task.fields.get("unit", "item")
+        # rich's windowed speed needs two updates; a task advanced once (or finished) uses its mean
+        speed = task.finished_speed or task.speed or (task.completed / task.elapsed if task.elapsed and task.completed else None)
         if not speed:
             return Text("", style="progress.data.speed")
         if speed < 1:
