@@ -92,6 +92,51 @@ def test_assign_ray_equals_local_on_generated_set(generated, ray_cluster, tmp_pa
     assert [s["rows"] for s in m.shards] == [8192, 4808, 1, 8192, 8192, 615]
 
 
+def test_index_from_shards_equals_in_memory_index(generated, ray_cluster, tmp_path):
+    """The suffix policy resolved group by group across shards (buckets of 5,000 rows, so a
+    group's items come from several parts and buckets) gives the in-memory index's SIDs."""
+    from tokenizer_kit import SemanticTokenizer
+    from tokenizer_kit.engines import index_shards, load_sharded_index
+    from tokenizer_kit.indexer import IndexConfig, SIDIndex, embedding_hash
+
+    d, x, ids = generated
+    tok = SemanticTokenizer.from_pretrained(d / "tok")
+    src = assign_sharded(tok, d / "emb", tmp_path / "codes", engine=LOCAL, batch_size=4096, shard_size=8192, hashes=True, errors=True,
+                         summary=False)
+    res = index_shards(tmp_path / "codes", tmp_path / "index", codebook_sizes=tok.codebook_sizes, engine=RAY2, bucket_rows=5000)
+    assert res["shards"] == src["shards"] == 6 and res["buckets"] == 6 and res["numbered_by"] == "err, then input row"
+    got = load_sharded_index(tmp_path / "index")
+    codes = np.asarray(tok.encode(x), np.int64)
+    ref = SIDIndex.build(ids, codes, codebook_sizes=tok.codebook_sizes, x=tok.preprocess(x), decode=tok.decode)
+    assert list(got.item_ids) == list(ids) and np.array_equal(got.sids, ref.sids) and got.suffix_size == ref.suffix_size
+    assert res["largest_group"] == ref.stats["largest_bucket_codes"] > 1 and res["max_suffix"] == ref.stats["max_suffix"]
+    assert res["items_in_collisions"] == ref.stats["colliding_items_codes"]
+    assert np.array_equal(got.emb_hash, embedding_hash(x))
+    # without errors the groups are numbered by input row, as in memory without vectors
+    assign_sharded(tok, d / "emb", tmp_path / "codes2", engine=LOCAL, batch_size=4096, shard_size=8192, summary=False)
+    index_shards(tmp_path / "codes2", tmp_path / "index2", codebook_sizes=tok.codebook_sizes, bucket_rows=7000)
+    assert np.array_equal(load_sharded_index(tmp_path / "index2").sids,
+                          SIDIndex.build(ids, codes, codebook_sizes=tok.codebook_sizes).sids)
+    # saved into the tokenizer directory, it is the stored index (lookups, trie, cold start)
+    got.save(tok, d / "tok_sharded")
+    back = SIDIndex.from_tokenizer(SemanticTokenizer.from_pretrained(d / "tok_sharded"))
+    assert np.array_equal(back.sids, ref.sids) and back.item_of(back.sids[123].tolist()) == ids[123]
+    # the verb: index --from-shards writes the sharded SIDs and installs them as the tokenizer's index
+    import shutil
+
+    shutil.copytree(d / "tok", tmp_path / "tok")
+    r = _cli(["index", tmp_path / "tok", "--from-shards", tmp_path / "codes2", "--shards-out", tmp_path / "sids", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["n_items"] == 30000
+    stored = SIDIndex.from_tokenizer(SemanticTokenizer.from_pretrained(tmp_path / "tok"))
+    assert np.array_equal(stored.sids, SIDIndex.build(ids, codes, codebook_sizes=tok.codebook_sizes).sids)
+    r = _cli(["index", tmp_path / "tok", "--from-shards", tmp_path / "codes2"])
+    assert r.exit_code != 0 and len(r.output.strip().splitlines()) == 1 and "--shards-out" in r.output
+    with pytest.raises(InputError, match="not resolved shard by shard"):
+        index_shards(tmp_path / "codes", tmp_path / "index3", codebook_sizes=tok.codebook_sizes, policy="reassign")
+    assert IndexConfig().policy == "suffix"
+
+
 def test_kill_and_resume_keeps_finished_shards(generated, ray_cluster, tmp_path):
     """A run killed before its manifest: the parts of this job stay, the rest is redone."""
     from tokenizer_kit import SemanticTokenizer

@@ -36,11 +36,24 @@ def index(
     columns: EmbeddingsInput = None,
     export_lcrec: Optional[Path] = typer.Option(None, "--export-lcrec", help="Also write an LC-Rec style *.index.json (item -> ['<a_1>', ...])."),
     vocab_out: Optional[Path] = typer.Option(None, "--vocab-out", help="Also write the SID vocabulary JSON (tokens for add_tokens, per-level offsets)."),
+    from_shards: Optional[Path] = typer.Option(None, "--from-shards", help="Index the items of a sharded `assign --engine ray` output "
+                                               "(resolved group by group across shards) instead of the tokenizer's own items."),
+    shards_out: Optional[Path] = typer.Option(None, "--shards-out", help="With --from-shards: the shard directory the SIDs are written to."),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format"),
 ):
     """(Re)build the SIDs (one item per SID) and the trie of a tokenizer directory."""
+    from ..errors import UsageError
+
+    if (from_shards is None) != (shards_out is None):
+        raise UsageError("--from-shards and --shards-out go together (the sharded codes in, the sharded SIDs out)")
+    if from_shards is not None and embeddings is not None:
+        raise UsageError("--embeddings ranks the tokenizer's own items; with --from-shards leave it out")
     with status(f"indexing {tokenizer} ({cfg.policy})"):
-        res = stages.index(tokenizer, cfg, embeddings=embeddings, ids=ids, columns=columns, export_lcrec=export_lcrec, vocab_out=vocab_out)
+        if from_shards is not None:
+            res = stages.index_from_shards(tokenizer, from_shards, shards_out, cfg, export_lcrec=export_lcrec, vocab_out=vocab_out)
+        else:
+            res = stages.index(tokenizer, cfg, embeddings=embeddings, ids=ids, columns=columns, export_lcrec=export_lcrec,
+                               vocab_out=vocab_out)
     if fmt == OutputFormat.json:
         emit_json(res)
     else:

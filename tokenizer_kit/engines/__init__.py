@@ -7,6 +7,7 @@ engine, resumable after a kill. ``ray`` runs the shards on a Ray Data actor pool
 
 from ._assign import assign_sharded, tokenizer_fingerprint
 from ._config import ENGINES, EngineConfig
+from ._index import index_shards, load_sharded_index
 from ._output import SHARDS, read_shard_manifest, shard_files
 from ._plan import Shard, plan_files, plan_rows
 from ._ray import ensure_ray, shutdown_ray
@@ -20,6 +21,8 @@ __all__ = [
     "ShardJob",
     "assign_sharded",
     "ensure_ray",
+    "index_shards",
+    "load_sharded_index",
     "map_shards",
     "plan_files",
     "plan_rows",

@@ -56,6 +56,7 @@ class AssignJob(ShardJob):
     dim: int
     batch_size: int
     hashes: bool = False
+    errors: bool = False
     name: str = "assign"
 
     def setup(self, threads: int | None) -> None:
@@ -85,13 +86,19 @@ class AssignJob(ShardJob):
                     from ..indexer import embedding_hash
 
                     table = table.append_column("emb_hash", pa.array(embedding_hash(x), pa.uint64()))
+                if self.errors:  # squared reconstruction error, as SIDIndex.build ranks a suffix group
+                    import pyarrow as pa
+
+                    xp = np.asarray(tok.preprocess(x), np.float64)
+                    table = table.append_column("err", pa.array(((xp - tok.decode(codes)) ** 2).sum(1), pa.float64()))
                 w.write(table)
         return {"info": w.info, "stats": None}
 
     @property
     def key(self) -> str:
         return digest({"job": self.name, "tokenizer": self.fingerprint, "source": self.source, "id_column": self.id_column,
-                       "vector_column": self.vector_column, "batch_size": self.batch_size, "hashes": self.hashes})
+                       "vector_column": self.vector_column, "batch_size": self.batch_size, "hashes": self.hashes,
+                       **({"errors": True} if self.errors else {})})
 
 
 class _Summary:
@@ -148,6 +155,7 @@ def assign_sharded(
     batch_size: int | None = None,
     shard_size: int = DEFAULT_ASSIGN_SHARD,
     hashes: bool = False,
+    errors: bool = False,
     overwrite: bool = False,
     progress: Progress | None = None,
     ids_path=None,
@@ -180,11 +188,11 @@ def assign_sharded(
     shards = plan_files(files, shard_rows)
     job = AssignJob(tokenizer=str(tok.path), fingerprint=tokenizer_fingerprint(tok.path), source=stream.source,
                     id_column=getattr(stream, "id_column", None), vector_column=getattr(stream, "vcol", None), dim=stream.dim,
-                    batch_size=bs, hashes=hashes)
+                    batch_size=bs, hashes=hashes, errors=errors)
     fields = {"config": {"tokenizer": str(tok.path), "source": stream.source, "batch_size": bs, "shard_size": shard_rows,
-                         "engine": engine.engine, "hashes": hashes},
+                         "engine": engine.engine, "hashes": hashes, "errors": errors},
               "tokenizer": job.fingerprint, "columns": ["item_id"] + [f"code_{l}" for l in range(tok.levels)] + ["sid"]
-              + (["emb_hash"] if hashes else [])}
+              + (["emb_hash"] if hashes else []) + (["err"] if errors else [])}
     out = Path(out)
     res = run_sharded(job, shards, out, engine=engine, job_key=job.key, fields=fields, overwrite=overwrite, progress=progress)
     if summary:

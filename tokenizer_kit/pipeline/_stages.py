@@ -314,6 +314,45 @@ def index(tokenizer: PathLike, config: IndexStageConfig, *, embeddings: PathLike
     return res
 
 
+def index_from_shards(tokenizer: PathLike, shards: PathLike, out: PathLike, config: IndexStageConfig, *, overwrite: bool = False,
+                      engine=None, export_lcrec: PathLike | None = None, vocab_out: PathLike | None = None,
+                      progress: Progress | None = None) -> dict[str, Any]:
+    """The SID index of the items of a sharded ``assign`` output (``shards``): the collision
+    policy resolved group by group across shards into the shard directory ``out`` (no process
+    holds every item), then loaded into the tokenizer directory as its index (SIDs and trie)."""
+    from .._tokenizer import SemanticTokenizer
+    from ..engines import index_shards, load_sharded_index, read_shard_manifest, tokenizer_fingerprint
+    from ..indexer import IndexConfig, SIDIndex
+
+    lib = base_config(config, IndexConfig).validate()
+    _outputs_ok(export_lcrec, vocab_out, dirs=[out])
+    tok = SemanticTokenizer.from_pretrained(tokenizer, load_sids=False)
+    made_by = read_shard_manifest(shards, verify="none").data.get("tokenizer")
+    if made_by != tokenizer_fingerprint(tokenizer):
+        raise InputError(f"{shards} holds codes from another tokenizer (quantizer checksum differs from {tokenizer}'s); "
+                         f"assign the items with {tokenizer} first")
+    old = SIDIndex.stored(SemanticTokenizer.from_pretrained(tokenizer)) if tok.sections.get("index") else None
+    if old is not None and len(old.retired):
+        raise InputError(f"{tokenizer}'s index has {len(old.retired)} retired SIDs that a new index must not reissue; "
+                         "index in memory (`tokenizer-kit index` without --from-shards)")
+    res = index_shards(shards, out, codebook_sizes=tok.codebook_sizes, policy=lib.policy, suffix_reserve=lib.suffix_reserve,
+                       engine=engine, overwrite=overwrite, progress=progress)
+    idx = load_sharded_index(out)
+    idx.version = old.version + 1 if old is not None else 1
+    idx.history = ([] if old is None else list(old.history)) + [{**idx.history[-1], "version": idx.version}]
+    idx.save(tok, tokenizer)
+    res = {"tokenizer": str(tokenizer), "policy": idx.policy, "version": idx.version, "sid_length": idx.sid_length,
+           "level_sizes": idx.level_sizes, "n_items": len(idx), "shards_out": str(out),
+           **{k: v for k, v in res.items() if k not in ("out", "policy")}}
+    if export_lcrec is not None:
+        idx.export_lcrec(export_lcrec)
+        res["lcrec_index"] = str(export_lcrec)
+    if vocab_out is not None:
+        idx.vocab(base=config.vocab_base).save(vocab_out)
+        res["vocab"] = str(vocab_out)
+    return res
+
+
 def import_index(path: PathLike, config: ImportIndexConfig, *, out: PathLike | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Another tool's SIDs (an LC-Rec ``*.index.json``): their collisions and trie; with ``out``,
     a tokenizer directory holding them as a collision-free index (``config.policy``), where
