@@ -69,11 +69,14 @@ def error_from_record(rec: Mapping[str, Any]) -> TokenizerKitError:
 
 
 def run_one(job: ShardJob, shard: Shard, out_dir: str) -> dict[str, Any]:
-    """One shard; a project error names the shard (what both engines raise)."""
+    """One shard; a project error names the shard (what both engines raise). The result
+    carries the seconds the worker spent on it (``shard_seconds``: per-worker rates)."""
+    t0 = time.perf_counter()
     try:
-        return job.run(shard, out_dir)
+        res = job.run(shard, out_dir)
     except TokenizerKitError as e:
         raise shard_error(e, shard) from None
+    return {**res, "shard_seconds": time.perf_counter() - t0}
 
 
 def map_shards(job: ShardJob, shards: Sequence[Shard], out_dir: str, engine: EngineConfig) -> Iterator[dict[str, Any]]:
@@ -111,18 +114,21 @@ def _entry_of(directory: Path, sh: Shard) -> dict[str, Any]:
 
 
 def _fill(job: ShardJob, shards: Sequence[Shard], directory: Path, engine: EngineConfig, job_key: str,
-          progress: Progress | None, on_result: Callable[[dict[str, Any]], None] | None) -> tuple[list[dict[str, Any]], int]:
-    """Write every shard not yet written; returns (entries in shard order, shards skipped)."""
+          progress: Progress | None, on_result: Callable[[dict[str, Any]], None] | None) -> tuple[list[dict[str, Any]], int, float]:
+    """Write every shard not yet written; returns (entries in shard order, shards skipped, the
+    workers' seconds on the shards run)."""
     done = _done(directory, shards, job_key)
     todo = [sh for sh in shards if sh.index not in done]
     if done:
         logger.info("%s: %d of %d shards already written for this job; running the other %d", directory, len(done), len(shards), len(todo))
     entries: dict[int, dict[str, Any]] = {}
+    worker_s = 0.0
     total = sum(sh.rows for sh in shards)
     with as_progress(progress).task(job.name, total=total, unit="item", completed=sum(sh.rows for sh in shards if sh.index in done)) as task:
         for res in map_shards(job, todo, str(directory), engine):
             info = res["info"]
             entries[int(info["index"])] = info
+            worker_s += float(res.get("shard_seconds", 0.0))
             if on_result is not None:
                 on_result(res)
             task.advance(int(info["input_rows"]))
@@ -131,7 +137,7 @@ def _fill(job: ShardJob, shards: Sequence[Shard], directory: Path, engine: Engin
             entries[sh.index] = _entry_of(directory, sh)
             if on_result is not None:
                 on_result({"info": entries[sh.index], "stats": None, "skipped": True})
-    return [entries[sh.index] for sh in shards], len(done)
+    return [entries[sh.index] for sh in shards], len(done), worker_s
 
 
 def run_sharded(
@@ -172,11 +178,11 @@ def run_sharded(
                            "n_rows": int(sum(sh.rows for sh in shards))}
         if prev is not None:  # overwrite a finished directory: build beside it, switch in at the end
             with write_artifact(out, SHARDS, overwrite=True) as w:
-                entries, skipped = _fill(job, shards, w.dir, engine, job_key, progress, on_result)
+                entries, skipped, worker_s = _fill(job, shards, w.dir, engine, job_key, progress, on_result)
                 w.fields.update(manifest_fields, shards=entries)
         else:
             out.mkdir(parents=True, exist_ok=True)
-            entries, skipped = _fill(job, shards, out, engine, job_key, progress, on_result)
+            entries, skipped, worker_s = _fill(job, shards, out, engine, job_key, progress, on_result)
             for p in stray_parts(out, [f"{n}.parquet" for n in names]):
                 p.unlink()
             with update_artifact(out, SHARDS, create=True, verify="none") as u:
@@ -184,4 +190,5 @@ def run_sharded(
                 for e in entries:
                     u.files[e["file"]] = {"sha256": e["sha256"], "size": e["size"]}
     return {"out": str(out), "shards": len(shards), "shards_run": len(shards) - skipped, "shards_skipped": skipped,
-            "complete_before": False, "n_rows": manifest_fields["n_rows"], "seconds": time.perf_counter() - t0}
+            "complete_before": False, "n_rows": manifest_fields["n_rows"], "seconds": time.perf_counter() - t0,
+            "shard_seconds": worker_s}
