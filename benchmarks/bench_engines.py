@@ -11,13 +11,15 @@ start, as a user's job does), with the machine's load (``/proc/loadavg``) before
   generated vectors of ``--dim`` (``io.write_clustered_npy``'s mixture, seed 0: the first
   ``--items`` rows of ``--source-npy`` when it exists, the 10M x 256 file bench_scale made;
   written as ``--files`` Parquet files with 65,536-row row groups). Local engine: the single-file
-  ``assign`` (``_streaming.assign_streaming``: all cores). Ray: ``engines.assign_sharded``
+  ``assign`` (``_streaming.assign_streaming``, the summary metrics folded in the same pass) on all
+  cores and on one thread (what a 1-CPU Ray worker computes with: on a loaded 2-core machine two
+  threads can be slower than one, so Ray's overhead is read at equal threads). Ray: ``engines.assign_sharded``
   at 1 worker x 1 CPU, 1 worker x all CPUs (the like-for-like overhead against local) and
   2 workers x 1 CPU, shards of 1,048,576 rows. Also the read-only rate of one worker (Parquet
   decode and checks, no encode): the I/O side of the projection.
 * ``extract``: the first ``--extract-items`` Office items (title + description, hf MiniLM, 64
   tokens per field) into a feature store with 128-item shards. Local: ``features.extract_features``
-  (all cores); Ray: ``engines._extract.extract_sharded`` at 1 worker x 1 CPU, 1 worker x all CPUs
+  (torch's threads, and ``cpu_threads = 1``); Ray: ``engines._extract.extract_sharded`` at 1 worker x 1 CPU, 1 worker x all CPUs
   and 2 workers x 1 CPU.
 
 Times: ``wall_s`` is the whole call, Ray's start included; ``map_s`` is the sharded map alone
@@ -137,9 +139,10 @@ def _measure(spec: dict) -> dict:
             res["map_s"] = r["seconds"]
             res["shard_s"] = r["shard_seconds"]
         else:
-            from tokenizer_kit._streaming import assign_streaming
+            from tokenizer_kit._streaming import assign_streaming, encode_batch
 
-            r = assign_streaming(tok, spec["data"], out)
+            kw = {"encode": lambda t, x: encode_batch(t, x, threads=spec["threads"])} if spec.get("threads") else {}
+            r = assign_streaming(tok, spec["data"], out, **kw)
             res["map_s"] = r["seconds"]
         res["items"] = r["n_items"]
     elif spec["what"] == "read":
@@ -173,7 +176,7 @@ def _measure(spec: dict) -> dict:
 
         cfg = ExtractStageConfig.from_dict({"text_fields": ["title", "description"], "max_tokens_per_field": 64,
                                             "shard_size": EXTRACT_SHARD, "engine": spec["engine"], "workers": spec.get("workers", 1),
-                                            "cpus_per_worker": spec.get("cpus", 1.0)})
+                                            "cpus_per_worker": spec.get("cpus", 1.0), "cpu_threads": spec.get("threads", 0)})
         r = stages.extract(spec["data"], out, cfg)
         res["map_s"] = r.seconds
         res["items"] = r.n_rows
@@ -231,7 +234,7 @@ def _rate(r: dict | None) -> float | None:
 def projection(rows: list[dict], n_target: float = 1e9) -> dict:
     """Hours for 10^9 items on N hosts from the measured per-worker rates and the stated
     assumptions (nothing else: no GPU was measured)."""
-    by = {(r["what"], r["engine"], r.get("workers", 1), r.get("cpus", 1.0)): r for r in rows}
+    by = {(r["what"], r["engine"], r.get("workers", 1), r.get("cpus", 1.0)): r for r in rows if not r.get("threads")}
     out: dict = {"items": n_target, "assumptions": {
         "scaling": "shards are independent (each worker reads its own rows and writes its own part; the driver only plans and "
                    "commits the manifest), so N hosts x w workers run at N*w times one worker's measured steady rate, until "
@@ -312,6 +315,7 @@ def main() -> None:
             base = {"what": "assign", "data": str(data), "tokenizer": str(tok), "items_planned": args.items, "dim": args.dim}
             for spec in (
                 {**base, "engine": "local", "out": str(args.scratch / "local.parquet")},
+                {**base, "engine": "local", "threads": 1, "out": str(args.scratch / "local.parquet")},
                 {"what": "read", "engine": "local", "data": str(data), "shards": 2, "out": str(args.scratch / "none")},
                 {**base, "engine": "ray", "workers": 1, "cpus": 1.0, "out": str(args.scratch / "ray")},
                 {**base, "engine": "ray", "workers": 1, "cpus": float(os.cpu_count() or 1), "out": str(args.scratch / "ray")},
@@ -323,6 +327,7 @@ def main() -> None:
             cat = office_catalog(args.office, args.extract_items, args.scratch)
             for spec in (
                 {"what": "extract", "engine": "local", "data": str(cat), "out": str(args.scratch / "store")},
+                {"what": "extract", "engine": "local", "threads": 1, "data": str(cat), "out": str(args.scratch / "store")},
                 {"what": "extract", "engine": "ray", "workers": 1, "cpus": 1.0, "data": str(cat), "out": str(args.scratch / "store")},
                 {"what": "extract", "engine": "ray", "workers": 1, "cpus": float(os.cpu_count() or 1), "data": str(cat),
                  "out": str(args.scratch / "store")},
