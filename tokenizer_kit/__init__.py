@@ -5,7 +5,7 @@ from ._config import list_presets
 from .errors import ArtifactError, InputError, TokenizerKitError, UsageError
 from ._tokenizer import SemanticTokenizer, parse_sid_string, sid_string
 from .features import ExtractConfig, FeatureStore, extract_features
-from .indexer import IndexConfig, SIDIndex, SIDTrie, SIDVocab, add_sid_tokens
+from .indexer import IndexConfig, SIDIndex, SIDTrie, SIDVocab, add_sid_tokens, load_sids
 from .quantizers import RQKMeans, RQKMeansConfig
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "add_sid_tokens",
     "extract_features",
     "list_presets",
+    "load_sids",
     "parse_sid_string",
     "sid_string",
 ]

@@ -1,6 +1,6 @@
 """Embedding a feature store with a trained alignment model -> Parquet for ``build-codebook``.
 
-Output: Parquet ``item_id`` (string) + ``embedding`` (fixed-size list<float32>[D]), written
+Output: Parquet ``item_id`` (string, or int64 when the catalogue's ids were integers) + ``embedding`` (fixed-size list<float32>[D]), written
 in batches (streaming) to a temporary file that replaces ``out`` at the end. Pooling:
 
 - ``flatten`` (default): D = n_q * d_t, each query L2-normalised and scaled by 1/sqrt(n_q)
@@ -103,7 +103,8 @@ def embedding_record(model, meta: dict[str, Any], store, alignment, pooling: str
         "feature_store": str(store.path),
         "package_version": __version__,
     }
-    schema = pa.schema([("item_id", pa.string()), ("embedding", pa.list_(pa.float32(), dim))], metadata={"tokenizer_kit": json.dumps(record)})
+    integer_ids = ((store.manifest.get("config") or {}).get("catalog") or {}).get("id_type") == "int64"
+    schema = pa.schema([("item_id", pa.int64() if integer_ids else pa.string()), ("embedding", pa.list_(pa.float32(), dim))], metadata={"tokenizer_kit": json.dumps(record)})
     return schema, record
 
 
@@ -120,7 +121,10 @@ def embed_rows(model, store, start: int, stop: int, schema, *, pooling: str, bat
         m = model(torch.from_numpy(tok).to(device), torch.from_numpy(mask).to(device))
         v = pool_queries(m, pooling).cpu().numpy().astype(np.float32)
         col = pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), dim)
-        yield pa.table({"item_id": pa.array([store.item_ids[i] for i in idx], pa.string()), "embedding": col}, schema=schema)
+        ids = [store.item_ids[i] for i in idx]
+        id_type = schema.field("item_id").type
+        ids_col = pa.array([int(i) for i in ids] if pa.types.is_integer(id_type) else ids, id_type)
+        yield pa.table({"item_id": ids_col, "embedding": col}, schema=schema)
 
 
 def check_embed_settings(model, meta: dict[str, Any], store, pooling: str, batch_size: int, max_tokens: int | None) -> int | None:

@@ -132,7 +132,7 @@ def extract_sharded(catalog, out: str | os.PathLike, config, *, engine: EngineCo
                     base_dir: str | os.PathLike | None = None, progress: Progress | None = None):
     """``features.extract_features`` with the shards computed on ``engine`` (see the module doc);
     returns the same :class:`~tokenizer_kit.features.ExtractResult`."""
-    from ..features._extract import ExtractResult, _catalog_fingerprint, _finish, _open_catalog
+    from ..features._extract import ExtractResult, _finish, _open_catalog, catalog_record
     from ..features._store import MANIFEST, FeatureStoreWriter
     from ..io._lock import writer_lock
     from ..io._manifest import FEATURE_STORE, read_manifest
@@ -142,7 +142,7 @@ def extract_sharded(catalog, out: str | os.PathLike, config, *, engine: EngineCo
     item_ids = [str(i) for i in table.column("item_id").to_pylist()]
     n_rows = len(item_ids)
     store_cfg = config.store_config()
-    store_cfg["catalog"] = {"n_rows": n_rows, "item_ids_sha256": _catalog_fingerprint(item_ids)}
+    store_cfg["catalog"] = catalog_record(table, item_ids)
     FeatureStoreWriter.preflight(out, store_cfg, overwrite=overwrite)
     segments = [*config.image_fields, *config.text_fields]
     job = ExtractJob(config=config, base=None if base is None else str(Path(base).resolve()), segments=segments,

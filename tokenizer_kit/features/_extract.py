@@ -161,6 +161,17 @@ def _text_value(v: Any) -> str | None:
     return s or None
 
 
+def catalog_record(table, item_ids: Sequence[str]) -> dict:
+    """The store config's ``catalog`` entry: rows, ids' fingerprint and, for integer ids, their
+    type (so embeddings made from the store write int64 ids, as the catalogue has them)."""
+    import pyarrow as pa
+
+    rec = {"n_rows": len(item_ids), "item_ids_sha256": _catalog_fingerprint(item_ids)}
+    if pa.types.is_integer(table.column("item_id").type):
+        rec["id_type"] = "int64"
+    return rec
+
+
 def _catalog_fingerprint(item_ids: Sequence[str]) -> str:
     h = hashlib.sha256()
     for i in item_ids:
@@ -211,7 +222,7 @@ def extract_features(
     item_ids = [str(i) for i in table.column("item_id").to_pylist()]
     n_rows = len(item_ids)
     store_cfg = config.store_config()
-    store_cfg["catalog"] = {"n_rows": n_rows, "item_ids_sha256": _catalog_fingerprint(item_ids)}
+    store_cfg["catalog"] = catalog_record(table, item_ids)
     FeatureStoreWriter.preflight(out, store_cfg, overwrite=overwrite)  # before a model is loaded
     if backend is None:
         from ._backends import build_backend
@@ -265,7 +276,7 @@ def _open_catalog(catalog, base_dir, config: ExtractConfig):
     if isinstance(catalog, (str, os.PathLike)):
         if base_dir is None:
             base_dir = Path(catalog).parent
-        table = read_catalog(catalog)
+        table = read_catalog(catalog, keep_id_type=True)
     else:
         table = catalog
     cols = set(table.column_names)

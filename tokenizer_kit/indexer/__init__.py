@@ -2,6 +2,7 @@
 
 from ._import import import_sid_index
 from ._index import IndexConfig, SIDIndex, embedding_hash, read_lcrec_index
+from ._load import load_sids
 from .policies import POLICIES, CollisionPolicy, get_policy, reassign_sids, register_policy, suffix_sids
 from ._trie import SIDTrie
 from ._vocab import SIDVocab, add_sid_tokens
@@ -14,6 +15,7 @@ __all__ = [
     "embedding_hash",
     "get_policy",
     "import_sid_index",
+    "load_sids",
     "read_lcrec_index",
     "reassign_sids",
     "register_policy",

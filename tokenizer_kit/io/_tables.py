@@ -127,8 +127,9 @@ def _read_any(path: Path, kind: str):
     return None
 
 
-def read_catalog(path: str | Path):
-    """Read a catalogue as a Table with a string ``item_id`` column."""
+def read_catalog(path: str | Path, *, keep_id_type: bool = False):
+    """Read a catalogue as a Table with a string ``item_id`` column (``keep_id_type``: an
+    integer ``item_id`` column stays int64, so outputs join with the catalogue as it is)."""
     import pyarrow as pa
 
     path = Path(path)
@@ -150,7 +151,8 @@ def read_catalog(path: str | Path):
         raise InputError(f"{path}: catalogue is empty")
     if table.column("item_id").null_count:
         raise InputError(f"{path}: {table.column('item_id').null_count} catalogue rows have a null item_id; every item needs an id")
-    ids = table.column("item_id").cast(pa.string())
+    integer = pa.types.is_integer(table.column("item_id").type)
+    ids = table.column("item_id").cast(pa.int64() if keep_id_type and integer else pa.string())
     table = table.set_column(table.column_names.index("item_id"), "item_id", ids)
     _check_unique(np.asarray(ids.to_numpy(zero_copy_only=False), dtype=object), str(path))
     return table

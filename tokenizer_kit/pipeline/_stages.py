@@ -449,7 +449,7 @@ def embed_text(catalog: PathLike, out: PathLike, config: TextEmbedConfig, *, ove
         _outputs_ok(dirs=[out])
     else:
         _refuse_existing(Path(out), overwrite)
-    table = read_catalog(catalog)
+    table = read_catalog(catalog, keep_id_type=True)  # ids keep the catalogue's type (int64 or string)
     names = list(config.fields)
     missing = [f for f in names if f not in table.column_names]
     if missing:
