@@ -14,7 +14,7 @@ subsamples of it (the "sample and the catalogue size" use), with its defaults.
 
     python benchmarks/bench_plan.py --scientific /work/scratch/scale/sci_minilm.npy \\
         --generated /work/scratch/scale/gen_10m_256.npy:/work/scratch/scale/tok_big \\
-        --generated /work/scratch/scale/gen_4m_256.npy:/work/scratch/scale/tok_cmp \
+        --generated /work/scratch/scale/gen_4m_256.npy:/work/scratch/scale/tok_cmp \\
         --out benchmarks/results/plan_accuracy.json
 """
 
