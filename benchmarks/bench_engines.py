@@ -286,6 +286,8 @@ def main() -> None:
     ap.add_argument("--extract-items", type=int, default=600, help="Office items for extract (the first by id)")
     ap.add_argument("--office", type=Path, default=ROOT.parent / "shared" / "data" / "amazon-office", help="Office data (extract)")
     ap.add_argument("--what", default="assign,extract", help="assign, extract or both")
+    ap.add_argument("--assign-runs", default="local,local1,read,ray1x1,ray1xall,ray2x1",
+                    help="which assign runs (a subset of local,local1,read,ray1x1,ray1xall,ray2x1)")
     ap.add_argument("--keep", action="store_true", help="keep the generated data (default: delete it at the end)")
     ap.add_argument("--prepare-only", action="store_true", help="generate the data and the tokenizer, measure nothing (implies --keep)")
     args = ap.parse_args()
@@ -313,14 +315,17 @@ def main() -> None:
             tok = build_tokenizer(args.scratch, data, args.dim)
             result["assign_setup_s"] = time.perf_counter() - t
             base = {"what": "assign", "data": str(data), "tokenizer": str(tok), "items_planned": args.items, "dim": args.dim}
-            for spec in (
-                {**base, "engine": "local", "out": str(args.scratch / "local.parquet")},
-                {**base, "engine": "local", "threads": 1, "out": str(args.scratch / "local.parquet")},
-                {"what": "read", "engine": "local", "data": str(data), "shards": 2, "out": str(args.scratch / "none")},
-                {**base, "engine": "ray", "workers": 1, "cpus": 1.0, "out": str(args.scratch / "ray")},
-                {**base, "engine": "ray", "workers": 1, "cpus": float(os.cpu_count() or 1), "out": str(args.scratch / "ray")},
-                {**base, "engine": "ray", "workers": 2, "cpus": 1.0, "out": str(args.scratch / "ray")},
+            runs = set(args.assign_runs.split(","))
+            for name, spec in (
+                ("local", {**base, "engine": "local", "out": str(args.scratch / "local.parquet")}),
+                ("local1", {**base, "engine": "local", "threads": 1, "out": str(args.scratch / "local.parquet")}),
+                ("read", {"what": "read", "engine": "local", "data": str(data), "shards": 2, "out": str(args.scratch / "none")}),
+                ("ray1x1", {**base, "engine": "ray", "workers": 1, "cpus": 1.0, "out": str(args.scratch / "ray")}),
+                ("ray1xall", {**base, "engine": "ray", "workers": 1, "cpus": float(os.cpu_count() or 1), "out": str(args.scratch / "ray")}),
+                ("ray2x1", {**base, "engine": "ray", "workers": 2, "cpus": 1.0, "out": str(args.scratch / "ray")}),
             ):
+                if name not in runs:
+                    continue
                 rows.append(run_one(spec))
                 save()
         if "extract" in what:
