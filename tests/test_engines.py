@@ -372,3 +372,40 @@ def test_pipeline_stages_take_engine_settings(tmp_path):
     assert _Paths(tmp_path).embeddings("aligned", sharded=True) == tmp_path / "embeddings" / "aligned"
     with pytest.raises(ValueError, match="ray_address applies to the ray engine"):
         load_config({**d, "embed": {"ray_address": "auto"}})
+
+
+@pytest.mark.slow
+def test_pipeline_with_ray_extract_and_embed(office_slice, ray_cluster):
+    """The whole chain with [extract] and [embed] on Ray: the aligned embeddings are a shard
+    directory that build-codebook and index read; a rerun on the local engine skips them."""
+    from tokenizer_kit.pipeline import run
+
+    text = """workdir = "work_ray"
+[data]
+catalog = "s.item.json"
+interactions = "s.inter.json"
+[extract]
+text_fields = "title,brand,categories"
+max_tokens_per_field = 12
+%s
+[align]
+steps = 12
+batch_size = 16
+d_model = 32
+n_layers = 1
+n_heads = 2
+caption_weight = 0.0
+[embed]
+shard_size = 64
+%s
+[codebook]
+levels = 2
+codebook_size = "8"
+"""
+    cfg = office_slice / "ray.toml"
+    cfg.write_text(text % ('engine = "ray"\nworkers = 2', 'engine = "ray"'))
+    first = run(cfg)
+    assert {s["status"] for s in first["stages"]} == {"ran"} and first["tokenizers"]["tokenizer"]["n_items"] == 160
+    assert (office_slice / "work_ray" / "embeddings" / "aligned" / "_manifest.json").exists()
+    cfg.write_text(text % ("", 'engine = "ray"'))  # extract back on the local engine: the same store, not redone
+    assert {s["status"] for s in run(cfg)["stages"]} == {"skipped"}
