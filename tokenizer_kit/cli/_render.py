@@ -9,40 +9,18 @@ from rich.table import Table
 __all__ = ["metrics_table", "levels_table"]
 
 
-def _f(v, fmt: str) -> str:
-    return "n/a" if v is None else format(v, fmt)
-
-
 def metrics_table(reports: Sequence[dict[str, Any]], title: str = "tokenizers") -> Table:
+    """Tokenizers side by side, one row per metric (the rows of the JSON and HTML reports);
+    with two or more, the best value of each ranked row is bold green with a star."""
+    from ..evaluation._compare import best_of, cell, rows_for
+
     t = Table(title=title)
     t.add_column("metric", style="bold")
     for r in reports:
         t.add_column(str(r["name"]), justify="right")
-    rows = [
-        ("method", lambda r: str(r.get("method"))),
-        ("items", lambda r: str(r["n_items"])),
-        ("reconstruction MSE", lambda r: _f(r.get("reconstruction_mse"), ".6f")),
-        ("relative error", lambda r: _f(r.get("reconstruction_relative"), ".4f")),
-        ("collision rate", lambda r: _f(r.get("collision_rate"), ".4f")),
-        ("unique SIDs", lambda r: str(r.get("unique_sids"))),
-        ("largest bucket", lambda r: str(r.get("largest_bucket"))),
-    ]
-    if any(r.get("category_nmi") is not None for r in reports):
-        rows.append(("category NMI (level 1)", lambda r: _f(r.get("category_nmi"), ".4f")))
-    if any(r.get("build_seconds") is not None for r in reports):
-        rows.append(("build seconds", lambda r: _f(r.get("build_seconds"), ".2f")))
-    nlev = max(len(r["levels"]) for r in reports)
-    for l in range(nlev):
-        def lv(key, fmt, l=l):
-            return lambda r: _f(r["levels"][l][key], fmt) if l < len(r["levels"]) else ""
-        rows += [
-            (f"L{l + 1} utilization", lv("utilization", ".4f")),
-            (f"L{l + 1} entropy (nats)", lv("entropy_nats", ".4f")),
-            (f"L{l + 1} entropy / ln K", lv("entropy_normalized", ".4f")),
-            (f"L{l + 1} Gini", lv("gini", ".4f")),
-        ]
-    for name, fn in rows:
-        t.add_row(name, *[fn(r) for r in reports])
+    for row in rows_for(reports):
+        best = best_of(row, reports)
+        t.add_row(row.label, *[f"[bold green]{cell(row, r)} *[/]" if r["name"] in best else cell(row, r) for r in reports])
     return t
 
 

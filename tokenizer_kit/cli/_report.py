@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 
 from ..pipeline import stages
 from ..pipeline._verb_configs import ReportConfig
@@ -31,6 +32,14 @@ def report(
     from ._render import metrics_table
 
     out_console.print(metrics_table(rep["tokenizers"], title="tokenizer report"))
+    if len(rep["tokenizers"]) > 1:
+        out_console.print("[green]*[/] best value of the row; `--format json` has what each metric means (comparison[].help)")
+    for c in rep.get("caveats") or []:
+        out_console.print(f"[bold yellow]caveat:[/] {escape(c)}", highlight=False)
+    for r in rep["tokenizers"]:
+        for e in (r.get("collision_examples") or [])[:1]:
+            items = "; ".join(f"{it['item_id']}" + (f" ({it['title']})" if it.get("title") else "") for it in e["items"][:3])
+            out_console.print(escape(f"{r['name']}: largest bucket {e['sid']} holds {e['size']} items, e.g. {items}"), highlight=False)
     if html is not None:
         out_console.print(f"HTML report: {html}")
 

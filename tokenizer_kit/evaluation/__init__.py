@@ -8,7 +8,8 @@ from .._metrics import (
     reconstruction_stats,
     tokenizer_metrics,
 )
-from ._report import build_report, read_index_json, render_html, report_target
+from ._html import render_html
+from ._report import build_report, read_index_json, report_target
 
 __all__ = [
     "build_report",

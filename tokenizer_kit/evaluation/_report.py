@@ -7,7 +7,6 @@ A report target is a tokenizer directory or an LC-Rec style ``*.index.json`` (it
 
 from __future__ import annotations
 
-import html
 import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -15,10 +14,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import InputError
-from ..io import atomic_write_bytes
 from .._metrics import tokenizer_metrics
+from ._compare import caveats, collision_examples, comparison, detect_sid_levels
 
-__all__ = ["read_index_json", "report_target", "build_report", "render_html", "REPORT_LEVEL_KEYS"]
+__all__ = ["read_index_json", "report_target", "build_report", "REPORT_LEVEL_KEYS"]
 
 REPORT_LEVEL_KEYS = ("codebook_size", "utilization", "entropy_nats", "entropy_bits", "entropy_normalized", "perplexity", "gini")
 
@@ -83,24 +82,31 @@ def report_target(
     categories: Mapping[str, str] | None = None,
     codebook_sizes: Sequence[int] | None = None,
     return_codes: bool = False,
+    titles: Mapping[str, str] | None = None,
+    sid_levels: int | None = None,
 ):
     """Metrics for one tokenizer directory or ``*.index.json``; with ``return_codes`` also
     the codes (n, L) and codebook sizes, as ``(report, codes, sizes)`` (for HTML plots).
 
     ``embeddings`` (an :class:`~tokenizer_kit.io.Embeddings`) enables reconstruction for a
-    tokenizer directory, matched by item id; without it the build-time numbers are reused.
-    ``codebook_sizes`` applies to an ``*.index.json`` (default: inferred from the codes).
+    tokenizer directory, matched by item id, per level too; without it the build-time numbers
+    are reused. ``codebook_sizes`` applies to an ``*.index.json`` (default: inferred from the
+    codes), and so does ``sid_levels``: how many of its levels are SID levels (default:
+    detected; a last level that only numbers the items of each prefix is left out of the
+    collision numbers). ``titles`` (item id -> title) names the items of the largest SID
+    buckets in ``collision_examples``.
     """
     target = Path(target)
     name = name or target.name
     if target.is_dir():
         out, codes, sizes = _report_tokenizer(target, name, embeddings, categories)
     elif target.suffix == ".json":
-        out, codes, sizes = _report_index_json(target, name, categories, codebook_sizes)
+        out, codes, sizes = _report_index_json(target, name, categories, codebook_sizes, sid_levels)
     elif not target.exists():
         raise InputError(f"report target {target} does not exist; pass a tokenizer directory or an LC-Rec *.index.json file")
     else:
         raise InputError(f"{target}: expected a tokenizer directory or an LC-Rec *.index.json file")
+    out["collision_examples"] = collision_examples(out.pop("_ids"), codes, titles)
     return (out, codes, sizes) if return_codes else out
 
 
@@ -126,11 +132,32 @@ def _report_tokenizer(target: Path, name: str, embeddings, categories):
         "method": tok.method,
         "config": tok.quantizer.config_dict(),
         "build_seconds": tok.info.get("fit_seconds"),
+        "input_dim": tok.dim,
+        "embedding_source": (tok.info.get("source") if isinstance(tok.info.get("source"), str) else None),
+        "sid_levels": tok.levels,
         **m,
+        "recon_by_level": None if x is None else _recon_by_level(tok, x),
+        "_ids": tok.item_ids,
     }
     if tok.sections:
         out["sections"] = {k: v for k, v in tok.sections.items() if isinstance(v, (dict, list, str, int, float))}
     return out, tok.codes, tok.codebook_sizes
+
+
+def _recon_by_level(tok, x: np.ndarray) -> list[float] | None:
+    """Relative reconstruction error using the first 1, 2, ..., L levels (residual quantizers
+    whose decoding is the sum of one codebook vector per level; None for others)."""
+    books = getattr(tok.quantizer, "codebooks", None)
+    if not isinstance(books, list) or len(books) != tok.levels or tok.method != "rq-kmeans":
+        return None
+    xp = tok.preprocess(np.asarray(x, np.float32), what="embeddings")
+    ss = float((xp.astype(np.float64) ** 2).sum())
+    acc = np.zeros_like(xp, dtype=np.float64)
+    out = []
+    for l, cb in enumerate(books):
+        acc += np.asarray(cb, np.float64)[tok.codes[:, l]]
+        out.append(float(((xp - acc) ** 2).sum() / ss) if ss > 0 else float("nan"))
+    return out
 
 
 def _vectors_of(item_ids: np.ndarray, embeddings) -> np.ndarray:
@@ -146,97 +173,43 @@ def _vectors_of(item_ids: np.ndarray, embeddings) -> np.ndarray:
     return np.asarray(embeddings.vectors)[np.asarray(rows)]
 
 
-def _report_index_json(target: Path, name: str, categories, codebook_sizes):
-    """Report, codes and codebook sizes of another tool's LC-Rec ``*.index.json``."""
+def _report_index_json(target: Path, name: str, categories, codebook_sizes, sid_levels: int | None):
+    """Report, codes and codebook sizes of another tool's LC-Rec ``*.index.json``, measured on
+    its SID levels (given, or detected: a disambiguation last level is left out)."""
     ids, codes = read_index_json(target)
-    sizes = list(codebook_sizes) if codebook_sizes else [int(codes[:, l].max()) + 1 for l in range(codes.shape[1])]
-    if len(sizes) != codes.shape[1]:
-        raise InputError(f"{target}: {codes.shape[1]} levels but {len(sizes)} codebook sizes given")
-    m = tokenizer_metrics(codes, sizes, categories=_categories_for(ids, categories))
+    L = codes.shape[1]
+    detected = sid_levels is None
+    levels = detect_sid_levels(codes) if detected else int(sid_levels)
+    if not 1 <= levels <= L:
+        raise InputError(f"{target}: --sid-levels {levels} but the SIDs have {L} levels; give 1..{L}")
+    sizes = list(codebook_sizes) if codebook_sizes else [int(codes[:, l].max()) + 1 for l in range(L)]
+    if len(sizes) not in (L, levels):
+        raise InputError(f"{target}: {L} levels ({levels} SID levels) but {len(sizes)} codebook sizes given")
+    sizes = sizes[:levels]
+    full = tokenizer_metrics(codes, [int(codes[:, l].max()) + 1 for l in range(L)]) if levels < L else None
+    m = tokenizer_metrics(codes[:, :levels], sizes, categories=_categories_for(ids, categories))
     out = {
         "name": name,
         "path": str(target),
         "kind": "index_json",
         "method": "external",
         "codebook_sizes_inferred": codebook_sizes is None,
+        "sid_levels": levels,
+        "sid_levels_detected": detected,
+        "disambiguation_levels": L - levels,
         **m,
+        "_ids": ids,
     }
-    return out, codes, sizes
+    if full is not None:
+        out["collision_rate_all_levels"] = full["collision_rate"]
+    return out, codes[:, :levels], sizes
 
 
-def build_report(targets: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def build_report(targets: Sequence[dict[str, Any]], *, same_embeddings: bool = False) -> dict[str, Any]:
+    """The report: each tokenizer's metrics, the side-by-side rows (meaning, values, best)
+    and caveats. ``same_embeddings``: reconstruction was measured on one set of vectors."""
     from .._version import __version__
 
-    return {"package_version": __version__, "tokenizers": list(targets)}
-
-
-# ---- HTML ---------------------------------------------------------------------------------
-def _svg_bars(values: Sequence[float], *, width=520, height=140, color="#3b6ea8", title="") -> str:
-    vals = np.asarray(values, dtype=float)
-    if vals.size == 0:
-        return ""
-    top = float(vals.max()) or 1.0
-    n = len(vals)
-    bw = width / n
-    bars = "".join(
-        f'<rect x="{i * bw:.2f}" y="{height - v / top * (height - 14):.2f}" width="{max(bw - (0.5 if bw > 2 else 0), 0.3):.2f}" '
-        f'height="{v / top * (height - 14):.2f}" fill="{color}"/>'
-        for i, v in enumerate(vals)
-    )
-    return (
-        f'<figure><figcaption>{html.escape(title)}</figcaption>'
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 14}" role="img">'
-        f'<rect width="{width}" height="{height}" fill="#f6f7f9"/>{bars}'
-        f'<text x="0" y="{height + 12}" font-size="10">max {top:g}</text></svg></figure>'
-    )
-
-
-def render_html(report: dict[str, Any], path: str | Path, *, codes: Mapping[str, tuple[np.ndarray, Sequence[int]]] | None = None) -> Path:
-    """Write a self-contained HTML report (tables + SVG plots) atomically.
-
-    ``codes`` maps a tokenizer's name to its (codes (n, L), codebook sizes) for the plots:
-    items per code (sorted) at each level, and the distribution of SID bucket sizes.
-    """
-    code_counts: dict[str, list[np.ndarray]] = {}
-    bucket_sizes: dict[str, np.ndarray] = {}
-    for nm, (c, sizes) in (codes or {}).items():
-        code_counts[nm] = [np.bincount(c[:, l], minlength=k) for l, k in enumerate(sizes)]
-        _, cnt = np.unique(c, axis=0, return_counts=True)
-        bucket_sizes[nm] = cnt
-    rows = []
-    for t in report["tokenizers"]:
-        lv = "".join(
-            f"<tr><td>{i + 1}</td><td>{l['codebook_size']}</td><td>{l['utilization']:.4f}</td><td>{l['entropy_nats']:.4f}</td>"
-            f"<td>{l['entropy_normalized']:.4f}</td><td>{l['perplexity']:.1f}</td><td>{l['gini']:.4f}</td></tr>"
-            for i, l in enumerate(t["levels"])
-        )
-        rec = t.get("reconstruction_mse")
-        rel = t.get("reconstruction_relative")
-        plots = ""
-        for i, counts in enumerate(code_counts.get(t["name"], [])):
-            plots += _svg_bars(np.sort(counts)[::-1], title=f"level {i + 1}: items per code, sorted")
-        if t["name"] in bucket_sizes:
-            bs = np.asarray(bucket_sizes[t["name"]])
-            hist = np.bincount(bs)[1:]
-            plots += _svg_bars(hist, color="#a8553b", title="SID bucket sizes (count of SIDs holding 1, 2, ... items)")
-        nmi = t.get("category_nmi")
-        rows.append(
-            f"<section><h2>{html.escape(t['name'])} <small>({html.escape(str(t.get('method')))})</small></h2>"
-            f"<p>items {t['n_items']} &middot; reconstruction MSE {'n/a' if rec is None else f'{rec:.6f}'} &middot; relative "
-            f"{'n/a' if rel is None else f'{rel:.4f}'} &middot; collision rate {t['collision_rate']:.4f} &middot; unique SIDs "
-            f"{t['unique_sids']} &middot; largest bucket {t['largest_bucket']}"
-            + ("" if nmi is None else f" &middot; category NMI {nmi:.4f}")
-            + "</p><table><tr><th>level</th><th>K</th><th>utilization</th><th>entropy (nats)</th><th>entropy / ln K</th>"
-            f"<th>perplexity</th><th>Gini</th></tr>{lv}</table>{plots}</section>"
-        )
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>tokenizer-kit report</title><style>"
-        "body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}figure{display:inline-block;margin:6px}"
-        "figcaption{font-size:12px;color:#444}</style></head><body><h1>tokenizer-kit report</h1>"
-        + "".join(rows)
-        + f"<footer><small>tokenizer-kit {html.escape(report.get('package_version', ''))}</small></footer></body></html>"
-    )
-    path = Path(path)
-    atomic_write_bytes(path, page.encode())
-    return path
+    targets = list(targets)
+    return {"package_version": __version__, "tokenizers": targets, "comparison": comparison(targets),
+            "caveats": caveats(targets, same_embeddings=same_embeddings)}

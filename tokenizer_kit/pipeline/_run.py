@@ -151,8 +151,12 @@ class _Chain:
         def fn(mode):
             from ..io import atomic_write_json
 
-            rep = stages.report(toks, self.cfg.report, categories=self.catalog, html=self.p.report_html)
-            rep["coclick_agreement"] = {d.name: coclick_agreement(d, self.p.heldout) for d in toks}
+            coclick = {d.name: coclick_agreement(d, self.p.heldout) for d in toks}
+            align_eval = _alignment_eval(self.p.alignment)
+            extra = {"alignment: held-out evaluation": align_eval or {}}
+            extra.update({f"co-click agreement: {k}": v for k, v in coclick.items() if isinstance(v, dict)})
+            rep = stages.report(toks, self.cfg.report, categories=self.catalog, html=self.p.report_html, extra=extra)
+            rep["coclick_agreement"] = coclick
             atomic_write_json(self.p.report_json, rep)
             return {"report": str(self.p.report_json), "html": str(self.p.report_html)}
 

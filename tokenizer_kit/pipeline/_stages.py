@@ -376,14 +376,16 @@ def import_index(path: PathLike, config: ImportIndexConfig, *, out: PathLike | N
 
 
 def report(targets: Sequence[PathLike], config: ReportConfig, *, categories: PathLike | None = None,
-           embeddings: PathLike | None = None, html: PathLike | None = None) -> dict[str, Any]:
-    """Metrics of tokenizer directories and/or LC-Rec ``*.index.json`` files side by side;
-    optionally an HTML report with plots."""
+           embeddings: PathLike | None = None, html: PathLike | None = None,
+           extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Metrics of tokenizer directories and/or LC-Rec ``*.index.json`` files side by side
+    (best value per row, caveats); optionally an HTML report with plots. ``extra``: titled
+    tables (the pipeline's alignment and retrieval numbers) for the HTML page."""
     from ..evaluation import build_report, render_html, report_target
     from ..io import load_embeddings
 
     _outputs_ok(html)
-    cats = _categories(categories, config)
+    cats, titles = _categories(categories, config), _titles(categories)
     emb = load_embeddings(embeddings) if embeddings is not None else None
     reports, codes = [], {}
     names: set[str] = set()
@@ -392,14 +394,27 @@ def report(targets: Sequence[PathLike], config: ReportConfig, *, categories: Pat
         while name in names:
             name = f"{name}'"
         names.add(name)
-        r, c, ks = report_target(t, name=name, embeddings=emb, categories=cats, codebook_sizes=config.codebook_size, return_codes=True)
+        r, c, ks = report_target(t, name=name, embeddings=emb, categories=cats, codebook_sizes=config.codebook_size, return_codes=True,
+                                 titles=titles, sid_levels=config.sid_levels)
         reports.append(r)
         codes[name] = (c, ks)
-    rep = build_report(reports)
+    rep = build_report(reports, same_embeddings=emb is not None)
     if html is not None:
-        render_html(rep, html, codes=codes)
+        render_html(rep, html, codes=codes, extra=extra)
         rep["html"] = str(html)
     return rep
+
+
+def _titles(catalog: PathLike | None) -> dict[str, str] | None:
+    """Item id -> title of a catalogue with a title column (collision examples), else None."""
+    if catalog is None:
+        return None
+    from ..io import read_catalog
+
+    table = read_catalog(catalog)
+    if "title" not in table.column_names:
+        return None
+    return {str(i): str(t) for i, t in zip(table.column("item_id").to_pylist(), table.column("title").to_pylist()) if t}
 
 
 def evaluate_retrieval(tokenizer: PathLike, interactions: PathLike, config: RetrievalStageConfig, *, out: PathLike | None = None,

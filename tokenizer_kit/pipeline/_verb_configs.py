@@ -79,6 +79,8 @@ class ReportConfig(CategoriesInput):
     label: ClassVar[str] = "report"
 
     codebook_size: list[int] | None = setting(None, help="Codebook sizes of *.index.json inputs (default: largest code + 1 per level).")
+    sid_levels: int | None = setting(None, help="How many levels of *.index.json inputs are SID levels (default: detected; a last "
+                                     "level that only numbers the items of each prefix is left out of the collisions).", bounds=(1, None))
 
 
 @dataclass
