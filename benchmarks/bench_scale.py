@@ -26,6 +26,9 @@ memory and does not count):
   sizes with multi-threaded BLAS;
 * ``cold``   : cold start of 10,000 new items into an index over the large set, when track
   ``indexer``'s ``benchmarks/bench_cold_start.py`` provides ``run_cold_start``;
+* ``imports``: peak RssAnon of ``build-codebook`` stopped by an input error right after its
+  imports (no data read), beside bare interpreters importing numpy/faiss/pyarrow and torch:
+  the floor under the build and assign rows;
 * ``gpu``    : 3 x 8192 on 10M x 512 with ``--device cuda`` (``--gpu``; needs a GPU machine).
 
 The naive script (``python bench_scale.py naive X.npy OUT.npy``) is what OpenOneRec ships:
@@ -290,7 +293,10 @@ def main() -> None:
 
     big = scratch / name(args.n, args.dim)
     cmp_ = scratch / name(args.n_compare, args.dim)
+    needs = {big: {"build", "assign", "equal", "gemm"}, cmp_: {"compare", "balanced"}}  # generated only for the steps run
     for path, n, seed in ((big, args.n, 1), (cmp_, args.n_compare, 0)):
+        if not steps & needs[path]:
+            continue
         if not path.exists() or np.load(path, mmap_mode="r").shape != (n, args.dim):
             t = time.perf_counter()
             write_clustered_npy(path, n, args.dim, seed=seed)
@@ -336,6 +342,17 @@ def main() -> None:
         cold = cold_start_benchmark(args.n, 10_000, workdir=scratch / "cold", d=args.dim, sizes=[args.codebook_size] * args.levels, repeats=args.cold_repeats, cli=True)
         cold.pop("machine", None)
         R["cold"] = cold
+        save()
+    if "imports" in steps:  # the RssAnon a verb holds before it reads any data (its imports)
+        tiny = scratch / "imports_tiny.npy"
+        np.save(tiny, np.zeros((4, args.dim), np.float32))  # no ids beside it: the verb stops at open_embeddings
+        R["imports"] = {
+            "build_codebook_until_input_error": run_measured(_cli("build-codebook", tiny, "--out", scratch / "imports_tok", "--format", "json")),
+            "python_numpy_faiss_pyarrow": run_measured([PY, "-c", "import numpy, faiss, pyarrow.parquet, safetensors"]),
+            "python_torch": run_measured([PY, "-c", "import torch"]),
+            "note": "build-codebook imports torch through pipeline/_stage_configs.py -> alignment, companion, features (their configs live beside torch modules)",
+        }
+        tiny.unlink()
         save()
     if args.gpu:
         g = scratch / "gen_10m_512.npy"
