@@ -87,7 +87,10 @@ def test_pipeline_runs_then_skips_then_reruns_changed(office_slice):
     rep = json.loads((office_slice / "work" / "report.json").read_text())
     assert [t["name"] for t in rep["tokenizers"]] == ["tokenizer", "tokenizer_raw"]
     assert rep["coclick_agreement"]["tokenizer"]["pairs"] > 0
-    assert (office_slice / "work" / "report.html").exists()
+    page = (office_slice / "work" / "report.html").read_text()
+    # the HTML report: side by side, the alignment's and retrieval's numbers, a caveat (aligned vs raw spaces)
+    assert "class=best" in page and "alignment: held-out evaluation" in page and "retrieval (aligned SIDs): test users" in page
+    assert "different embedding spaces" in page and "recall_ratio" in page
     ev = first["alignment"]
     assert ev["n_pairs"] > 0 and ev["recall_ratio"] == pytest.approx(ev["recall_aligned"] / ev["recall_raw_pooled"])
     ret = first["retrieval"]["aligned"]["test"]

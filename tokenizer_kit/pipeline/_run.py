@@ -152,16 +152,31 @@ class _Chain:
             from ..io import atomic_write_json
 
             coclick = {d.name: coclick_agreement(d, self.p.heldout) for d in toks}
-            align_eval = _alignment_eval(self.p.alignment)
-            extra = {"alignment: held-out evaluation": align_eval or {}}
-            extra.update({f"co-click agreement: {k}": v for k, v in coclick.items() if isinstance(v, dict)})
-            rep = stages.report(toks, self.cfg.report, categories=self.catalog, html=self.p.report_html, extra=extra)
+            rep = stages.report(toks, self.cfg.report, categories=self.catalog, html=self.p.report_html, extra=self.report_extra(coclick))
             rep["coclick_agreement"] = coclick
             atomic_write_json(self.p.report_json, rep)
             return {"report": str(self.p.report_json), "html": str(self.p.report_html)}
 
         self.stage("report", self.cfg.report.to_flat_dict(), [self.p.report_json, self.p.report_html], fn,
                    upstream=tuple(f"index[{v}]" for v in variants))
+
+    def report_extra(self, coclick: dict[str, Any], retrieval: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The pipeline's own numbers for the HTML report: the alignment's held-out evaluation,
+        co-click agreement per tokenizer and, once it ran, retrieval on the test users."""
+        extra = {"alignment: held-out evaluation": _alignment_eval(self.p.alignment) or {}}
+        extra.update({f"co-click agreement: {k}": v for k, v in coclick.items() if isinstance(v, dict)})
+        for v, res in (retrieval or {}).items():
+            test = res.get("test") if isinstance(res, dict) else None
+            if isinstance(test, dict):
+                extra[f"retrieval ({v} SIDs): test users"] = test
+        return extra
+
+    def report_with_retrieval(self, variants: list[str], retrieval: dict[str, Any]) -> None:
+        """Re-draw the HTML report with the retrieval numbers (retrieval runs after the report
+        stage; report.json keeps them out, the run's summary has them)."""
+        toks = [self.p.tokenizer(v) for v in variants]
+        coclick = json.loads(self.p.report_json.read_text()).get("coclick_agreement") or {}
+        stages.report(toks, self.cfg.report, categories=self.catalog, html=self.p.report_html, extra=self.report_extra(coclick, retrieval))
 
     def retrieval(self, variants: list[str]) -> dict[str, Any]:
         results = {}
@@ -215,6 +230,8 @@ def run(config: str | Path | dict[str, Any] | PipelineConfig, *, progress: Progr
         names = [v for v, _, _ in variants]
         chain.report(names)
         retrieval = chain.retrieval(names) if cfg.run_retrieval else {}
+        if retrieval:
+            chain.report_with_retrieval(names, retrieval)
     return _summary(chain, time.perf_counter() - t0, retrieval)
 
 
