@@ -23,6 +23,8 @@ SPLIT_MODULES = [
     "indexer/policies/_suffix.py",
     "indexer/policies/_reassign.py",
     "_config.py",
+    "_streaming.py",
+    "quantizers/_plan.py",
     *sorted(f"cli/{p.name}" for p in (Path(tokenizer_kit.__file__).parent / "cli").glob("*.py")),
     *sorted(f"pipeline/{p.name}" for p in (Path(tokenizer_kit.__file__).parent / "pipeline").glob("*.py")),
 ]

@@ -234,6 +234,32 @@ def build_streaming(
     least ``warn_collisions`` of the items are predicted to share a SID. Returns the
     tokenizer without its SIDs in memory (load them with ``from_pretrained(out)``).
     """
+    q, out, stream = _check_build(source, out, method=method, overwrite=overwrite, ids_path=ids_path, id_column=id_column, vector_column=vector_column, row_ids=row_ids, quantizer_config=quantizer_config)
+    tok = SemanticTokenizer(q, normalize=normalize)
+    bs = _aligned(batch_size)
+    t0 = time.perf_counter()
+    times, predicted = _train_on_sample(tok, stream, warn_collisions=warn_collisions, progress=progress)
+    scratch_base = Path(scratch_dir) if scratch_dir is not None else out.parent
+    scratch_base.mkdir(parents=True, exist_ok=True)
+    scratch = None
+    try:
+        with write_artifact(out, TOKENIZER, overwrite=overwrite) as w:
+            scratch = _fresh_scratch(scratch_base, out.name)  # under the writer lock
+            times.update(_encode_pass(tok, stream, w.dir, scratch, bs, categories=categories, key_budget=key_budget, progress=progress))
+            tok.info = _build_info(stream, bs, times, predicted, total_seconds=time.perf_counter() - t0)
+            tok.write_files(w.dir)  # weights and attachments; the SIDs are written by the encode pass
+            w.fields.update(tok.manifest_fields())
+            w.fields["n_items"] = int(stream.n)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    tok.path = out
+    logger.info("streaming build of %d x %d -> %s in %.1fs", stream.n, stream.dim, out, tok.info["total_seconds"])
+    return tok
+
+
+def _check_build(source, out, *, method, overwrite, ids_path, id_column, vector_column, row_ids, quantizer_config):
+    """The quantizer, the output path and the input stream, each checked before any work."""
     if method != "rq-kmeans":
         raise InputError(f"streaming builds support rq-kmeans; method {method!r} trains on the whole input in memory (use SemanticTokenizer.build)")
     q = RQKMeans(**quantizer_config)  # validates the whole config before any work
@@ -246,16 +272,18 @@ def build_streaming(
     n, d = stream.n, stream.dim
     if n == 0 or d == 0:
         raise InputError(f"{stream.source}: empty input ({n} rows of dimension {d}); need at least one item with d >= 1")
-    kmax = max(q.codebook_sizes)
-    if n < kmax:
+    if n < max(q.codebook_sizes):
         q._check_fit_input(np.empty((n, d), np.float32))
-    tok = SemanticTokenizer(q, normalize=normalize)
-    bs = _aligned(batch_size)
-    prog = as_progress(progress)
-    t0 = time.perf_counter()
+    return q, out, stream
 
+
+def _train_on_sample(tok: SemanticTokenizer, stream: EmbeddingStream, *, warn_collisions: float, progress) -> tuple[dict, dict | None]:
+    """Draw the training sample in one pass, fit every level on it, and predict the catalogue's
+    collisions from the sample's codes (a WARNING when crowded). Returns the timings and the prediction."""
+    q, n = tok.quantizer, stream.n
+    t0 = time.perf_counter()
     rows = q.sample_rows(n)
-    with prog.task("sample", total=len(rows), unit="item") as task:
+    with as_progress(progress).task("sample", total=len(rows), unit="item") as task:
         sample = tok.preprocess(stream.take(rows), what=stream.source)
         task.advance(len(rows))
     t_sample = time.perf_counter() - t0
@@ -265,86 +293,86 @@ def build_streaming(
     predicted = None
     if not q._joint_last_level:  # the distinct step removes within-prefix collisions itself
         predicted = warn_if_crowded(sample_codes, n, q.codebook_sizes, threshold=warn_collisions, seed=q.config.seed)
-    del sample_codes
+    return {"sample_seconds": t_sample, "fit_seconds": t_train}, predicted
 
-    beam = q.config.beam_size
-    joint = q._joint_last_level and beam == 1
-    scratch_base = Path(scratch_dir) if scratch_dir is not None else out.parent
-    scratch_base.mkdir(parents=True, exist_ok=True)
+
+def _fresh_scratch(scratch_base: Path, name: str) -> Path:
+    """A new scratch directory for the build of ``name``; scratch left by a killed earlier build
+    of the same output is stale (the caller holds the writer lock) and is removed first."""
+    pat = re.compile(rf"^\.{re.escape(name)}\.[a-z0-9_]{{8}}\.scratch$")
+    for stale in scratch_base.iterdir():
+        if pat.match(stale.name) and stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".scratch", dir=scratch_base))
+
+
+def _encode_pass(tok: SemanticTokenizer, stream: EmbeddingStream, staging: Path, scratch: Path, bs: int, *, categories, key_budget: int, progress) -> dict:
+    """One streaming pass that encodes every item and writes ``sids.parquet`` into ``staging``
+    with the metrics of the same pass (``tok.metrics``); with the distinct-last-level step the
+    codes are held (int16) until it has run, then written. Returns the timings."""
+    q, n = tok.quantizer, stream.n
+    prog = as_progress(progress)
+    joint = q._joint_last_level and q.config.beam_size == 1
     cats = (lambda ids: [categories.get(str(i)) for i in ids.tolist()]) if categories is not None else (lambda ids: None)
     moved = members = 0
-    scratch = None
+    metrics = StreamingMetrics(q.codebook_sizes, key_budget=key_budget, spill_dir=scratch)
+    unique_ids = _UniqueIds(budget=key_budget, spill_dir=scratch)
     try:
-        with write_artifact(out, TOKENIZER, overwrite=overwrite) as w:
-            # under the writer lock: scratch of an earlier build of `out` that was killed is stale
-            pat = re.compile(rf"^\.{re.escape(out.name)}\.[a-z0-9_]{{8}}\.scratch$")
-            for stale in scratch_base.iterdir():
-                if pat.match(stale.name) and stale.is_dir():
-                    shutil.rmtree(stale, ignore_errors=True)
-            scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".scratch", dir=scratch_base))
-            staging = w.dir
-            metrics = StreamingMetrics(q.codebook_sizes, key_budget=key_budget, spill_dir=scratch)
-            unique_ids = _UniqueIds(budget=key_budget, spill_dir=scratch)
-            try:
-                small = np.int16 if kmax <= 32767 else np.int32
-                codes_all = np.empty((n, q.levels), dtype=small) if joint else None
-                t1 = time.perf_counter()
-                with SIDWriter(staging / SIDS_NAME) as writer, prog.task("encode", total=n, unit="item") as task:
-                    for b in stream.batches(bs):
-                        xp = tok.preprocess(b.vectors, what=stream.source)
-                        codes = q.encode(xp)
-                        metrics.add_reconstruction(xp, q.decode(codes))
-                        if stream.has_ids:
-                            unique_ids.add(b.ids)
-                        if joint:
-                            codes_all[b.start : b.start + len(codes)] = codes
-                        else:
-                            metrics.add_codes(codes, cats(b.ids))
-                            writer.write(b.ids, codes)
-                        task.advance(len(codes))
-                    t_encode = time.perf_counter() - t1
-                    t_distinct = 0.0
-                    if joint:
-                        t2 = time.perf_counter()
-                        moved, dsse, members = _distinct_streaming(q, tok, stream, codes_all, bs, scratch, progress=progress)
-                        t_distinct = time.perf_counter() - t2
-                        metrics.add_sse_delta(dsse)
-                        with prog.task("write SIDs", total=n, unit="item") as wtask:
-                            for b in stream.batches(bs, vectors=False):
-                                codes = codes_all[b.start : b.start + len(b.ids)]
-                                metrics.add_codes(codes, cats(b.ids))
-                                writer.write(b.ids, codes)
-                                wtask.advance(len(b.ids))
-                unique_ids.check(stream, bs)
-                tok.metrics = metrics.result()
-            finally:
-                metrics.close()
-                unique_ids.close()
-            q._summary.update({"distinct_last_level_moved": int(moved), "distinct_last_level_items": int(members)})
-            tok.info = {
-                "source": str(stream.source),
-                "n_items": int(n),
-                "streaming": True,
-                "batch_size": int(bs),
-                "sample_seconds": t_sample,
-                "fit_seconds": t_train,
-                "encode_seconds": t_encode,
-                "distinct_last_level_seconds": t_distinct,
-                "total_seconds": time.perf_counter() - t0,
-                "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            }
-            if predicted is not None:
-                tok.info["predicted_collision_rate"] = predicted["collision_rate"]
-                tok.info["predicted_largest_bucket"] = predicted["largest_bucket"]
-            tok.write_files(staging)  # weights and attachments; the SIDs are written above
-            w.fields.update(tok.manifest_fields())
-            w.fields["n_items"] = int(n)
+        small = np.int16 if max(q.codebook_sizes) <= 32767 else np.int32
+        codes_all = np.empty((n, q.levels), dtype=small) if joint else None
+        t1 = time.perf_counter()
+        with SIDWriter(staging / SIDS_NAME) as writer, prog.task("encode", total=n, unit="item") as task:
+            for b in stream.batches(bs):
+                xp = tok.preprocess(b.vectors, what=stream.source)
+                codes = q.encode(xp)
+                metrics.add_reconstruction(xp, q.decode(codes))
+                if stream.has_ids:
+                    unique_ids.add(b.ids)
+                if joint:
+                    codes_all[b.start : b.start + len(codes)] = codes
+                else:
+                    metrics.add_codes(codes, cats(b.ids))
+                    writer.write(b.ids, codes)
+                task.advance(len(codes))
+            t_encode = time.perf_counter() - t1
+            t_distinct = 0.0
+            if joint:
+                t2 = time.perf_counter()
+                moved, dsse, members = _distinct_streaming(q, tok, stream, codes_all, bs, scratch, progress=progress)
+                t_distinct = time.perf_counter() - t2
+                metrics.add_sse_delta(dsse)
+                with prog.task("write SIDs", total=n, unit="item") as wtask:
+                    for b in stream.batches(bs, vectors=False):
+                        codes = codes_all[b.start : b.start + len(b.ids)]
+                        metrics.add_codes(codes, cats(b.ids))
+                        writer.write(b.ids, codes)
+                        wtask.advance(len(b.ids))
+        unique_ids.check(stream, bs)
+        tok.metrics = metrics.result()
     finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
-    tok.path = out
-    logger.info("streaming build of %d x %d -> %s in %.1fs", n, d, out, tok.info["total_seconds"])
-    return tok
+        metrics.close()
+        unique_ids.close()
+    q._summary.update({"distinct_last_level_moved": int(moved), "distinct_last_level_items": int(members)})
+    return {"encode_seconds": t_encode, "distinct_last_level_seconds": t_distinct}
+
+
+def _build_info(stream: EmbeddingStream, bs: int, times: dict, predicted: dict | None, *, total_seconds: float) -> dict:
+    info = {
+        "source": str(stream.source),
+        "n_items": int(stream.n),
+        "streaming": True,
+        "batch_size": int(bs),
+        "sample_seconds": times["sample_seconds"],
+        "fit_seconds": times["fit_seconds"],
+        "encode_seconds": times["encode_seconds"],
+        "distinct_last_level_seconds": times["distinct_last_level_seconds"],
+        "total_seconds": total_seconds,
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    if predicted is not None:
+        info["predicted_collision_rate"] = predicted["collision_rate"]
+        info["predicted_largest_bucket"] = predicted["largest_bucket"]
+    return info
 
 
 # ---- assign ---------------------------------------------------------------------------------

@@ -257,8 +257,6 @@ def plan(source, config: PlanConfig | None = None, *, progress: Progress | None 
     ``EmbeddingStream``. ``config`` (or keyword settings of :class:`PlanConfig`).
     """
     from ..io import EmbeddingStream, as_float32_vectors, open_embeddings
-    from ._base import suggest_codebook_size
-    from ._rq_kmeans import RQKMeans
 
     if config is None:
         cfg = PlanConfig.from_dict(kwargs)
@@ -287,47 +285,12 @@ def plan(source, config: PlanConfig | None = None, *, progress: Progress | None 
     x = take(rows)
     if cfg.normalize:
         x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    sample_is_catalogue = m == n_total
     out = []
     with as_progress(progress).task("plan", total=len(shapes), unit="shape") as task:
         for levels, k in shapes:
-            space = float(k) ** levels
-            sp = ShapePlan(levels, k, int(min(space, 2**63 - 1)), n_total / space)
-            if m < k:
-                sp.skipped = f"the sample has {m} items, fewer than {k} codes"
-            elif n_total < 4 * k:
-                sp.skipped = f"{n_total} items leave fewer than 4 per level-1 code; use at most {suggest_codebook_size(n_total)} codes"
-            else:
-                t0 = time.perf_counter()
-                ppc = max(1, min(cfg.points_per_centroid, cfg.max_train_points // k))
-                q = RQKMeans(
-                    codebook_sizes=[k] * levels, niter=cfg.niter, seed=cfg.seed, balanced=cfg.balanced,
-                    max_points_per_centroid=ppc, device="cpu" if not _gpu() else "auto",
-                ).fit(x)
-                sp.prediction = predict_collisions(q.fit_codes_, n_total if not sample_is_catalogue else m, seed=cfg.seed)
-                sp.prediction["train_points"] = int(min(m, ppc * k))
-                trained = min(m, ppc * k)
-                if trained < min(n_total, 256 * k) and trained < 10 * k:
-                    sp.prediction["caveat"] = (
-                        f"the codebooks were trained on {trained} items ({trained / k:.1f} per code), a build on "
-                        f"{n_total} items would train on {min(n_total, 256 * k)}: predictions from so few items per code "
-                        "underestimate collisions; give a larger sample"
-                    )
-                sp.seconds = time.perf_counter() - t0
-            out.append(sp)
+            out.append(_plan_shape(x, levels, k, cfg, n_total=n_total))
             task.advance(1)
-    ok = [s for s in out if not s.skipped]
-    rec = None
-    reason = ""
-    if ok:
-        order = sorted(ok, key=lambda s: (s.levels * s.codes_per_level, s.levels))
-        fits = [s for s in order if s.prediction["collision_rate"] <= cfg.max_collision_rate]
-        if fits:
-            rec = fits[0]
-            reason = f"the smallest vocabulary predicted to keep colliding items at or below {cfg.max_collision_rate:.0%}"
-        else:
-            rec = min(ok, key=lambda s: (s.prediction["collision_rate"], s.levels * s.codes_per_level))
-            reason = f"no candidate stays at or below {cfg.max_collision_rate:.0%}; the one predicted to collide least"
+    rec, reason = _recommend(out, cfg.max_collision_rate)
     return {
         "catalogue_size": int(n_total),
         "embeddings_given": int(n_in),
@@ -337,6 +300,53 @@ def plan(source, config: PlanConfig | None = None, *, progress: Progress | None 
         "recommended": rec.shape if rec else None,
         "reason": reason,
     }
+
+
+def _plan_shape(x: np.ndarray, levels: int, k: int, cfg: PlanConfig, *, n_total: int) -> ShapePlan:
+    """Train one candidate shape on the sample ``x`` and predict its collisions on ``n_total`` items."""
+    from ._base import suggest_codebook_size
+    from ._rq_kmeans import RQKMeans
+
+    m = len(x)
+    space = float(k) ** levels
+    sp = ShapePlan(levels, k, int(min(space, 2**63 - 1)), n_total / space)
+    if m < k:
+        sp.skipped = f"the sample has {m} items, fewer than {k} codes"
+        return sp
+    if n_total < 4 * k:
+        sp.skipped = f"{n_total} items leave fewer than 4 per level-1 code; use at most {suggest_codebook_size(n_total)} codes"
+        return sp
+    t0 = time.perf_counter()
+    ppc = max(1, min(cfg.points_per_centroid, cfg.max_train_points // k))
+    q = RQKMeans(
+        codebook_sizes=[k] * levels, niter=cfg.niter, seed=cfg.seed, balanced=cfg.balanced,
+        max_points_per_centroid=ppc, device="cpu" if not _gpu() else "auto",
+    ).fit(x)
+    sp.prediction = predict_collisions(q.fit_codes_, n_total if m != n_total else m, seed=cfg.seed)
+    trained = min(m, ppc * k)
+    sp.prediction["train_points"] = int(trained)
+    if trained < min(n_total, 256 * k) and trained < 10 * k:
+        sp.prediction["caveat"] = (
+            f"the codebooks were trained on {trained} items ({trained / k:.1f} per code), a build on "
+            f"{n_total} items would train on {min(n_total, 256 * k)}: predictions from so few items per code "
+            "underestimate collisions; give a larger sample"
+        )
+    sp.seconds = time.perf_counter() - t0
+    return sp
+
+
+def _recommend(plans: list[ShapePlan], max_collision_rate: float) -> tuple[ShapePlan | None, str]:
+    """The smallest vocabulary predicted to stay at or below the collision budget, else the
+    candidate predicted to collide least."""
+    ok = [s for s in plans if not s.skipped]
+    if not ok:
+        return None, ""
+    order = sorted(ok, key=lambda s: (s.levels * s.codes_per_level, s.levels))
+    fits = [s for s in order if s.prediction["collision_rate"] <= max_collision_rate]
+    if fits:
+        return fits[0], f"the smallest vocabulary predicted to keep colliding items at or below {max_collision_rate:.0%}"
+    best = min(ok, key=lambda s: (s.prediction["collision_rate"], s.levels * s.codes_per_level))
+    return best, f"no candidate stays at or below {max_collision_rate:.0%}; the one predicted to collide least"
 
 
 def _gpu() -> bool:
