@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._machine import machine_info  # noqa: E402
 from tokenizer_kit.companion import RetrievalConfig, compare_retrieval, random_sid_index  # noqa: E402
-from tokenizer_kit.io import atomic_write_json  # noqa: E402
+from tokenizer_kit.io import atomic_write_bytes, atomic_write_json  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -277,22 +277,30 @@ def _claim(path: Path) -> bool:
 
 
 def cmd_summary(a) -> None:
+    """Summarise the stored runs (never trains: a set is summarised over the seeds it has), write
+    ``benchmarks/results/downstream_<dataset>.json`` and its Markdown table (stdout, and the README
+    between this dataset's markers with ``--readme``)."""
+    from tokenizer_kit.companion import summarize_runs
+
     workdir = Path(a.workdir or f"/work/scratch/downstream/{a.dataset}")
     p = paths(a.dataset, workdir)
     srcs = sources(a.dataset, workdir, a.sets)
     seeds = [int(s) for s in a.seeds.split(",")]
     runs_dir = p["runs"] if a.preset == "fast" else p["runs"].with_name(f"{a.dataset}_{a.preset}")
-    done = {n: v for n, v in srcs.items() if all((runs_dir / n / f"seed{s}.json").exists() for s in seeds)}
-    missing = sorted(set(srcs) - set(done))
-    if missing:
-        log.warning("not every seed has run yet for %s; summarising the %d complete sets", missing, len(done))
-    reference = a.reference if a.reference in done else next(iter(done))
-    res = compare_retrieval(done, p["inter"], _config(a), seeds=seeds, runs_dir=runs_dir, reference=reference)
-    runs = res.pop("runs")
+    have = {n: [s for s in seeds if (runs_dir / n / f"seed{s}.json").exists()] for n in srcs}
+    runs: dict[str, list] = {}
+    for n, ss in have.items():
+        if ss:  # read back through compare_retrieval: it checks each stored run's settings and SIDs
+            runs[n] = compare_retrieval({n: srcs[n]}, p["inter"], _config(a), seeds=ss, runs_dir=runs_dir, n_boot=10)["runs"][n]
+    if a.reference not in runs:
+        raise SystemExit(f"the reference {a.reference} has no stored run yet in {runs_dir}")
+    res = summarize_runs({a.reference: runs[a.reference], **runs}, reference=a.reference, n_boot=4000)
+    res["config"] = _config(a).to_dict()
     res["train_epochs_run"] = {n: [len(r["train"]["losses"]) for r in rs] for n, rs in runs.items()}
     res["seconds"] = {n: [round(r["seconds"]["total"], 1) for r in rs] for n, rs in runs.items()}
     res["runs_dir"] = str(runs_dir.relative_to(ROOT))
-    res["incomplete_sets"] = missing
+    res["not_run"] = sorted(n for n in srcs if not have[n])
+    res["fewer_seeds"] = {n: have[n] for n in runs if len(have[n]) < len(seeds)}
     sets_json = workdir / "sets.json"
     prep = json.loads(sets_json.read_text()) if sets_json.exists() else {}
     out = {"benchmark": "downstream", "dataset": a.dataset, "interactions": str(p["inter"]), "cf": CF,
@@ -300,24 +308,51 @@ def cmd_summary(a) -> None:
            "machine": machine_info(), "load_at_summary": os.getloadavg(), **res}
     name = f"downstream_{a.dataset}" + ("" if a.preset == "fast" else f"_{a.preset}")
     atomic_write_json(RESULTS / f"{name}.json", out)
-    print(markdown(out))
+    table = markdown(out, f"benchmarks/results/{name}.json")
+    print(table)
+    if a.readme:
+        readme = ROOT / "README.md"
+        text = readme.read_text()
+        begin, end = f"<!-- {name}: begin -->", f"<!-- {name}: end -->"
+        if begin not in text or end not in text:
+            raise SystemExit(f"README.md has no {begin} ... {end} markers to put the table between")
+        i, j = text.index(begin) + len(begin), text.index(end)
+        atomic_write_bytes(readme, (text[:i] + "\n" + table + "\n" + text[j:]).encode())
 
 
-def markdown(res: dict) -> str:
-    ref = res["reference"]
-    lines = [f"| SIDs | shared targets | ItemHit@10 | ItemNDCG@10 | diff ItemNDCG@10 vs {ref} | Recall@10 | NDCG@10 |",
-             "|---|---|---|---|---|---|---|"]
-    order = sorted(res["sets"], key=lambda n: -res["sets"][n]["item_ndcg@10"]["mean"])
-    for n in order:
-        s = res["sets"][n]
-        cells = [n, f"{s['shared_target_rate']:.1%}"]
-        for m in ("item_hit@10", "item_ndcg@10"):
-            cells.append(f"{s[m]['mean']:.4f} [{s[m]['lo']:.4f}, {s[m]['hi']:.4f}]")
-        d = res["comparisons"]["item_ndcg@10"].get(n)
-        cells.append("reference" if d is None else f"{d['diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]{' *' if d['significant'] else ''}")
-        cells += [f"{s['recall@10']['mean']:.4f}", f"{s['ndcg@10']['mean']:.4f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def _cell(m: dict) -> str:
+    return f"{m['mean']:.4f} [{m['lo']:.4f}, {m['hi']:.4f}]"
+
+
+def _diff(d: dict | None) -> str:
+    if d is None:
+        return "reference"
+    return f"{d['diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]" + (" *" if d["significant"] else "")
+
+
+def markdown(res: dict, source: str = "") -> str:
+    """The ranking as a Markdown table, best ItemNDCG@10 first: mean over seeds with the 95%
+    two-stage bootstrap interval, and the paired difference to the reference (* Holm-adjusted p < alpha)."""
+    ref, sets, cmp = res["reference"], res["sets"], res["comparisons"]
+    lines = [f"| SIDs | seeds | shared targets | ItemHit@10 | vs {ref} | ItemNDCG@10 | vs {ref} | Recall@10 | NDCG@10 |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for n in sorted(sets, key=lambda n: -sets[n]["item_ndcg@10"]["mean"]):
+        s = sets[n]
+        lines.append("| " + " | ".join([
+            n, ",".join(map(str, s["seeds"])), f"{s['shared_target_rate']:.1%}",
+            _cell(s["item_hit@10"]), _diff(cmp["item_hit@10"].get(n)),
+            _cell(s["item_ndcg@10"]), _diff(cmp["item_ndcg@10"].get(n)),
+            f"{s['recall@10']['mean']:.4f}", f"{s['ndcg@10']['mean']:.4f}"]) + " |")
+    notes = [f"\n{res['users']:,} test users; mean over seeds [95% interval, two-stage bootstrap over users and seeds, "
+             f"{res['bootstrap']['replicates']} replicates]; differences paired on the same users, * = Holm-adjusted p < "
+             f"{res['bootstrap']['alpha']} over the {len(sets) - 1} comparisons of that metric"]
+    if res.get("fewer_seeds"):
+        notes.append(f"; fewer seeds than asked (seed noise less covered): {', '.join(res['fewer_seeds'])}")
+    if res.get("not_run"):
+        notes.append(f"; not run: {', '.join(res['not_run'])}")
+    if source:
+        notes.append(f" ({source}).")
+    return "\n".join(lines) + "".join(notes)
 
 
 def main(argv=None) -> int:
@@ -331,6 +366,7 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", default="fast")
     ap.add_argument("--device", default=None)
     ap.add_argument("--reference", default="aligned-rqkmeans-suffix")
+    ap.add_argument("--readme", action="store_true", help="summary: also put the table into README.md between its markers")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import torch
