@@ -128,7 +128,9 @@ def _run_block(b: Block, cwd: Path) -> None:
                 shim.mkdir()
                 (shim / "tokenizer-kit").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m tokenizer_kit.cli.app "$@"\n')
                 (shim / "tokenizer-kit").chmod(0o755)
-                (shim / "python").symlink_to(sys.executable)
+                # a script, not a link: a venv's python found through a link elsewhere misses the venv's packages
+                (shim / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+                (shim / "python").chmod(0o755)
             env["PATH"] = f"{shim}:{env.get('PATH', '')}"
             p = subprocess.run(["bash", "-euo", "pipefail", "-c", cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)
             code, out = p.returncode, p.stdout + p.stderr
