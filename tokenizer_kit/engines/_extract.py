@@ -132,18 +132,13 @@ def extract_sharded(catalog, out: str | os.PathLike, config, *, engine: EngineCo
                     base_dir: str | os.PathLike | None = None, progress: Progress | None = None):
     """``features.extract_features`` with the shards computed on ``engine`` (see the module doc);
     returns the same :class:`~tokenizer_kit.features.ExtractResult`."""
-    from ..features._extract import ExtractResult, _finish, _open_catalog, catalog_record
+    from ..features._extract import ExtractResult, _finish, prepare_store
     from ..features._store import MANIFEST, FeatureStoreWriter
     from ..io._lock import writer_lock
     from ..io._manifest import FEATURE_STORE, read_manifest
 
-    config.validate()
-    table, base = _open_catalog(catalog, base_dir, config)
-    item_ids = [str(i) for i in table.column("item_id").to_pylist()]
+    table, base, item_ids, store_cfg = prepare_store(catalog, out, config, base_dir=base_dir, overwrite=overwrite)
     n_rows = len(item_ids)
-    store_cfg = config.store_config()
-    store_cfg["catalog"] = catalog_record(table, item_ids)
-    FeatureStoreWriter.preflight(out, store_cfg, overwrite=overwrite)
     segments = [*config.image_fields, *config.text_fields]
     job = ExtractJob(config=config, base=None if base is None else str(Path(base).resolve()), segments=segments,
                      job_key=digest({"job": "extract", "store_config": store_cfg}))

@@ -196,6 +196,18 @@ def _rows_done(writer: FeatureStoreWriter) -> int:
     return sum(int(writer.shard_extra(name).get("n_rows", 0)) for name in writer.manifest["shards"])
 
 
+def prepare_store(catalog, out, config: ExtractConfig, *, base_dir=None, overwrite: bool = False):
+    """The catalogue (table, image base directory, item ids) and the store config it gives,
+    with the output store checked (:meth:`FeatureStoreWriter.preflight`) before any model loads."""
+    config.validate()
+    table, base = _open_catalog(catalog, base_dir, config)
+    item_ids = [str(i) for i in table.column("item_id").to_pylist()]
+    store_cfg = config.store_config()
+    store_cfg["catalog"] = catalog_record(table, item_ids)
+    FeatureStoreWriter.preflight(out, store_cfg, overwrite=overwrite)
+    return table, base, item_ids, store_cfg
+
+
 def extract_features(
     catalog,
     out: str | os.PathLike,
@@ -217,13 +229,8 @@ def extract_features(
     a store of another config), :func:`_encode_shard` per shard not yet written, then
     :func:`_finish` (the manifest) and the result.
     """
-    config.validate()
-    table, base = _open_catalog(catalog, base_dir, config)
-    item_ids = [str(i) for i in table.column("item_id").to_pylist()]
+    table, base, item_ids, store_cfg = prepare_store(catalog, out, config, base_dir=base_dir, overwrite=overwrite)
     n_rows = len(item_ids)
-    store_cfg = config.store_config()
-    store_cfg["catalog"] = catalog_record(table, item_ids)
-    FeatureStoreWriter.preflight(out, store_cfg, overwrite=overwrite)  # before a model is loaded
     if backend is None:
         from ._backends import build_backend
 

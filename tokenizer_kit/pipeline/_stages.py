@@ -305,13 +305,7 @@ def index(tokenizer: PathLike, config: IndexStageConfig, *, embeddings: PathLike
     idx.save(tok, tokenizer)
     res = {"tokenizer": str(tokenizer), "policy": idx.policy, "version": idx.version, "sid_length": idx.sid_length,
            "level_sizes": idx.level_sizes, **idx.stats}
-    if export_lcrec is not None:
-        idx.export_lcrec(export_lcrec)
-        res["lcrec_index"] = str(export_lcrec)
-    if vocab_out is not None:
-        idx.vocab(base=config.vocab_base).save(vocab_out)
-        res["vocab"] = str(vocab_out)
-    return res
+    return _exports(idx, res, config, export_lcrec=export_lcrec, vocab_out=vocab_out)
 
 
 def index_from_shards(tokenizer: PathLike, shards: PathLike, out: PathLike, config: IndexStageConfig, *, overwrite: bool = False,
@@ -344,6 +338,11 @@ def index_from_shards(tokenizer: PathLike, shards: PathLike, out: PathLike, conf
     res = {"tokenizer": str(tokenizer), "policy": idx.policy, "version": idx.version, "sid_length": idx.sid_length,
            "level_sizes": idx.level_sizes, "n_items": len(idx), "shards_out": str(out),
            **{k: v for k, v in res.items() if k not in ("out", "policy")}}
+    return _exports(idx, res, config, export_lcrec=export_lcrec, vocab_out=vocab_out)
+
+
+def _exports(idx, res: dict[str, Any], config: IndexStageConfig, *, export_lcrec: PathLike | None, vocab_out: PathLike | None) -> dict[str, Any]:
+    """The index's optional exports (an LC-Rec ``*.index.json``, the SID vocabulary), named in ``res``."""
     if export_lcrec is not None:
         idx.export_lcrec(export_lcrec)
         res["lcrec_index"] = str(export_lcrec)
