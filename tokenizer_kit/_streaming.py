@@ -362,10 +362,7 @@ def _build_info(stream: EmbeddingStream, bs: int, times: dict, predicted: dict |
         "n_items": int(stream.n),
         "streaming": True,
         "batch_size": int(bs),
-        "sample_seconds": times["sample_seconds"],
-        "fit_seconds": times["fit_seconds"],
-        "encode_seconds": times["encode_seconds"],
-        "distinct_last_level_seconds": times["distinct_last_level_seconds"],
+        **times,  # sample, fit, encode and distinct-last-level seconds, in that order
         "total_seconds": total_seconds,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

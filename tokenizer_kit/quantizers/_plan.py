@@ -322,7 +322,7 @@ def _plan_shape(x: np.ndarray, levels: int, k: int, cfg: PlanConfig, *, n_total:
         codebook_sizes=[k] * levels, niter=cfg.niter, seed=cfg.seed, balanced=cfg.balanced,
         max_points_per_centroid=ppc, device="cpu" if not _gpu() else "auto",
     ).fit(x)
-    sp.prediction = predict_collisions(q.fit_codes_, n_total if m != n_total else m, seed=cfg.seed)
+    sp.prediction = predict_collisions(q.fit_codes_, n_total, seed=cfg.seed)
     trained = min(m, ppc * k)
     sp.prediction["train_points"] = int(trained)
     if trained < min(n_total, 256 * k) and trained < 10 * k:
