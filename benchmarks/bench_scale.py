@@ -160,7 +160,7 @@ def gemm_share(x: np.ndarray, k: int, levels: int, seed: int = 0) -> dict:
 
     n, d = x.shape
     q = RQKMeans(codebook_sizes=[k] * levels, seed=seed, niter=10, max_points_per_centroid=64).fit(np.ascontiguousarray(x[: 64 * k * 4]))
-    neg = [f[0] for f in q._fast]
+    neg = [t.neg2ct for t in q._tables]
 
     def gemms(s, e):
         buf = np.empty((e - s, k), np.float32)

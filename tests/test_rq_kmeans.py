@@ -193,16 +193,16 @@ def test_unknown_config_key_is_a_clear_error():
         RQKMeans(codebook_sizes=[4], nitre=3)
 
 
-def test_gpu_only_torch_sees_runs_kmeans_on_cpu_and_says_so(clustered, monkeypatch, caplog):
-    """faiss-cpu beside a CUDA torch: k-means runs on the CPU and the summary says cpu."""
+def test_gpu_torch_cannot_use_runs_kmeans_on_cpu_and_says_so(clustered, monkeypatch, caplog):
+    """A GPU FAISS sees but torch does not: k-means runs on the CPU and the summary says cpu."""
     from tokenizer_kit.quantizers import _kmeans
 
-    monkeypatch.setattr(_kmeans, "_torch_cuda_available", lambda: True)
-    monkeypatch.setattr(_kmeans, "faiss_num_gpus", lambda: 0)
-    assert _kmeans.resolve_device("auto") == "cuda"  # RQ-VAE trains on the GPU torch sees
+    monkeypatch.setattr(_kmeans, "faiss_num_gpus", lambda: 1)
+    monkeypatch.setattr(_kmeans, "_torch_gpu", lambda: False)
+    assert _kmeans.resolve_device("auto") == "cuda"
     assert _kmeans.kmeans_device("auto") == "cpu"
     with caplog.at_level("WARNING"):
         assert _kmeans.kmeans_device("cuda") == "cpu"
-    assert "faiss-cpu" in caplog.text
+    assert "torch sees no GPU" in caplog.text
     q = RQKMeans(codebook_sizes=[8, 8], device="cuda").fit(clustered)
     assert q.summary()["device"] == "cpu"

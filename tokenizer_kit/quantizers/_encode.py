@@ -7,15 +7,13 @@ CPU (:func:`greedy_encode`): rows are cut into blocks of ``BLOCK_ROWS`` counted 
 first row of the call; each block runs every level while its residual (block x d) and its
 distance buffer (block x K) stay in cache: one fp32 GEMM into a reused buffer, one add of the
 offsets, one argmin, one gather-subtract. Blocks run on a thread pool with single-threaded
-BLAS in each thread: the result of a block then depends only on its rows, never on the number
-of threads (multi-threaded BLAS splits a GEMM differently per thread count and moves
-near-tied codes), and two cores do not fight over one small GEMM. A call on rows ``a..b``
-gives the same codes as a call on the whole array when ``a`` is a multiple of ``BLOCK_ROWS``
-(the streaming paths keep their batches so aligned).
+BLAS in each thread, so two cores do not fight over one small GEMM. Near-tied codes are re-decided exactly
+(``_exact``), so codes depend on neither the kernel, the thread count nor the block layout.
 
 CUDA (:class:`TorchEncoder`): the same GEMM + argmin with torch on every listed device,
-batches copied from (pinned) host memory; TF32 is switched off for the call so codes equal
-the CPU codes up to near-ties (the two sum the dot products in different orders).
+batches copied from (pinned) host memory; TF32 is switched off for the call (the error bound
+of ``_exact`` is for fp32 products) and near-tied rows are re-decided on the host, so codes
+equal the CPU codes bit for bit.
 """
 
 from __future__ import annotations
@@ -27,6 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, Sequence
 
 import numpy as np
+
+from ._exact import CodeTable, exact_argmin, resolve_near_ties
 
 __all__ = ["BLOCK_ROWS", "greedy_encode", "greedy_level", "single_thread_blas", "cpu_threads", "TorchEncoder"]
 
@@ -62,18 +62,13 @@ def single_thread_blas() -> Iterator[None]:
         yield
 
 
-def greedy_level(r: np.ndarray, neg2ct: np.ndarray, offset: np.ndarray, codebook: np.ndarray, buf: np.ndarray | None = None) -> np.ndarray:
+def greedy_level(r: np.ndarray, table: CodeTable, buf: np.ndarray | None = None) -> np.ndarray:
     """Codes (b,) of one level for residuals ``r`` (b, d), subtracted from ``r`` in place.
 
-    ``neg2ct`` is ``-2 C^T`` (d, K), ``offset`` is ``||c||^2 + price`` (K,).
+    The argmin is the exact one (:func:`._exact.exact_argmin`): the same on every kernel.
     """
-    b, k = r.shape[0], neg2ct.shape[1]
-    if buf is None or buf.shape != (b, k):
-        buf = np.empty((b, k), dtype=np.float32)
-    np.matmul(r, neg2ct, out=buf)  # [b, K] the GEMM
-    buf += offset
-    ids = buf.argmin(1)
-    r -= codebook[ids]
+    ids = exact_argmin(r, table, buf)
+    r -= table.codebook[ids]
     return ids
 
 
@@ -97,16 +92,15 @@ def run_blocks(fn, n: int, *, block: int = BLOCK_ROWS, threads: int | None = Non
 
 def greedy_encode(
     x: np.ndarray,
-    codebooks: Sequence[np.ndarray],
-    fast: Sequence[tuple[np.ndarray, np.ndarray]],
+    tables: Sequence[CodeTable],
     *,
     block: int = BLOCK_ROWS,
     threads: int | None = None,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Greedy codes (n, L) int64 of ``x`` (n, d) float32; ``fast[l] = (-2 C_l^T, offset_l)``."""
+    """Greedy codes (n, L) int64 of ``x`` (n, d) float32, one :class:`CodeTable` per level."""
     n = x.shape[0]
-    levels = len(codebooks)
+    levels = len(tables)
     codes = np.empty((n, levels), dtype=np.int64) if out is None else out
 
     def one(s: int, e: int) -> None:
@@ -114,15 +108,16 @@ def greedy_encode(
         b = e - s
         gathered = np.empty((b, xb.shape[1]), dtype=np.float32)
         r = None
-        for level in range(levels):
-            neg2ct, offset = fast[level]
-            buf = np.empty((b, neg2ct.shape[1]), dtype=np.float32)
-            np.matmul(xb if r is None else r, neg2ct, out=buf)  # [b, K] the GEMM
-            buf += offset
+        for level, table in enumerate(tables):
+            buf = np.empty((b, table.size), dtype=np.float32)
+            rl = xb if r is None else r
+            np.matmul(rl, table.neg2ct, out=buf)  # [b, K] the GEMM
+            buf += table.offset
             ids = buf.argmin(1)
+            resolve_near_ties(buf, rl, ids, table)
             codes[s:e, level] = ids
             if level + 1 < levels:
-                np.take(codebooks[level], ids, axis=0, out=gathered)
+                np.take(table.codebook, ids, axis=0, out=gathered)
                 # the first subtraction also makes the residual (no separate copy of x)
                 r = np.subtract(xb, gathered) if r is None else np.subtract(r, gathered, out=r)
 
@@ -135,27 +130,30 @@ class TorchEncoder:
 
     Batches of ``batch_size`` rows go round-robin to the devices; each runs the levels
     (GEMM + argmin) and sends back int32 codes. Host batches are pinned when the device is
-    CUDA so the copy overlaps the previous batch's compute.
+    CUDA so the copy overlaps the previous batch's compute. Rows with a near-tie (see
+    ``_exact``) are re-decided on the host by the same exact rule as the CPU path, so the
+    codes equal the numpy codes on any device.
     """
 
-    def __init__(self, codebooks: Sequence[np.ndarray], offsets: Sequence[np.ndarray], devices: Sequence[str] | None = None):
+    def __init__(self, tables: Sequence[CodeTable], devices: Sequence[str] | None = None):
         import torch
 
         if devices is None:
             n = torch.cuda.device_count()
             devices = [f"cuda:{i}" for i in range(n)] or ["cpu"]
         self.devices = [torch.device(d) for d in devices]
-        self.levels = len(codebooks)
+        self.levels = len(tables)
+        self.tables = list(tables)
         self._per_device = []
         for dev in self.devices:
             self._per_device.append(
                 [
                     (
-                        torch.as_tensor(np.ascontiguousarray(-2.0 * c.T, dtype=np.float32)).to(dev),  # [d, K]
-                        torch.as_tensor(np.asarray(off, np.float32)).to(dev),  # [K]
-                        torch.as_tensor(np.ascontiguousarray(c, dtype=np.float32)).to(dev),  # [K, d]
+                        torch.as_tensor(t.neg2ct).to(dev),  # [d, K]
+                        torch.as_tensor(t.offset).to(dev),  # [K]
+                        torch.as_tensor(t.codebook).to(dev),  # [K, d]
                     )
-                    for c, off in zip(codebooks, offsets)
+                    for t in tables
                 ]
             )
 
@@ -169,7 +167,20 @@ class TorchEncoder:
         for level, (neg2ct, offset, cb) in enumerate(self._per_device[di]):
             dist = torch.mm(r, neg2ct)  # [b, K]
             dist += offset
-            ids = dist.argmin(1)
+            best, ids = dist.min(1)
+            table = self.tables[level]
+            if dist.shape[1] > 1:
+                col = ids[:, None]
+                dist.scatter_(1, col, float("inf"))
+                second = dist.min(1).values
+                dist.scatter_(1, col, best[:, None])
+                rn = r.double().square().sum(1).sqrt() * (1.0 + 1e-6)
+                thr = best.double() + 2.0 * (table.bound_r * rn + table.bound_0)
+                tied = (second.double() <= thr).nonzero().squeeze(1)  # a sync point, once per level
+                if tied.numel():
+                    host_ids = ids[tied].cpu().numpy()
+                    resolve_near_ties(dist[tied].cpu().numpy(), r[tied].cpu().numpy(), host_ids, table)
+                    ids[tied] = torch.from_numpy(host_ids).to(dev)
             r -= cb[ids]
             out[:, level] = ids.to(torch.int32)
         return out

@@ -1,8 +1,8 @@
-"""K-means engine: FAISS k-means (every GPU FAISS sees, else CPU) and batched nearest search.
+"""K-means engine: Lloyd's k-means with machine-independent assignments (GEMMs on the CPU,
+or on the GPU with torch) and batched nearest search.
 
-``nearest`` is the hot loop of encoding: one GEMM per batch, ``||c||^2 - 2 r.c`` (+ an
-optional per-code bias), then an argmin. It runs on numpy/BLAS on the CPU and on torch when
-the device is CUDA.
+``nearest``: the closest codes of a batch (one GEMM, ``||c||^2 - 2 r.c`` + an optional
+per-code bias, then an argmin or a top-k), decided by the exact rule of ``_exact``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError, TokenizerKitError
+from ._encode import run_blocks
+from ._exact import CodeTable, exact_argmin, exact_scores, exact_top
 
-__all__ = ["KMeansConfig", "kmeans_plusplus", "train_kmeans", "nearest", "resolve_device", "kmeans_device", "faiss_num_gpus"]
+__all__ = ["KMeansConfig", "kmeans_plusplus", "train_kmeans", "assign_codes", "update_centroids", "cluster_sums", "nearest", "resolve_device", "kmeans_device", "faiss_num_gpus"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,23 +56,24 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _faiss_gpu_for(device: str, *, warn: bool) -> bool:
-    """Whether FAISS k-means runs on the GPU for ``device``; with ``warn``, says so when
-    ``cuda`` was asked for but FAISS has no GPU support."""
-    if device != "cuda":
+def _torch_gpu() -> bool:
+    """Whether torch (imported here if it is not yet) sees a GPU."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
         return False
-    if faiss_num_gpus() > 0:
-        return True
-    if warn:
-        logger.warning("FAISS has no GPU support here (faiss-cpu); k-means runs on the CPU. `make install-gpu` installs faiss-gpu")
-    return False
+    return bool(torch.cuda.is_available())
 
 
 def kmeans_device(device: str) -> str:
-    """Where FAISS k-means actually runs for a requested ``device``: ``cuda`` only when FAISS
-    itself has GPU support (faiss-gpu); a GPU that only torch sees runs k-means on the CPU
-    (logged when ``cuda`` was asked for), so summaries never claim a GPU that did no work."""
-    return "cuda" if _faiss_gpu_for(resolve_device(device), warn=device == "cuda") else "cpu"
+    """Where k-means' GEMMs run for a requested ``device``: ``cuda`` when torch sees a GPU
+    (logged when ``cuda`` was asked for and it does not), else ``cpu``. Codes are the same
+    either way; only the time differs."""
+    if resolve_device(device) == "cuda" and _torch_gpu():
+        return "cuda"
+    if device == "cuda":
+        logger.warning("torch sees no GPU here; k-means runs on the CPU (its codes are the same)")
+    return "cpu"
 
 
 @dataclass
@@ -87,71 +90,148 @@ class KMeansConfig:
     init_points_per_centroid: int = 32
 
 
+def _exact_sqdist(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``||x_i - y_j||^2`` (n, m) float64 from fp32 rows, without BLAS (see ``_exact``)."""
+    out = np.empty((x.shape[0], y.shape[0]), dtype=np.float64)
+    x64 = x.astype(np.float64)
+    for j in range(y.shape[0]):
+        diff = x64 - y[j].astype(np.float64)
+        np.multiply(diff, diff, out=diff)
+        out[:, j] = np.add.reduce(diff, axis=1)
+    return out
+
+
 def kmeans_plusplus(x: np.ndarray, k: int, *, seed: int, n_trials: int | None = None) -> np.ndarray:
     """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007; greedy trials as scikit-learn).
 
     ``x`` (n, d) float32 -> centroids (k, d). Each step samples ``n_trials`` candidates with
     probability proportional to the squared distance to the nearest chosen centroid and keeps
-    the one that lowers the potential most. Cost O(n k d n_trials).
+    the one that lowers the potential most. Distances are exact float64 sums in a fixed order
+    (no GEMM), so the sampled centroids are the same on every machine. Cost O(n k d n_trials).
     """
     rng = np.random.default_rng(seed)
     n, d = x.shape
     t = n_trials or (2 + int(np.log(k)))
-    xn = np.einsum("ij,ij->i", x, x)
     cents = np.empty((k, d), dtype=np.float32)
     first = int(rng.integers(n))
     cents[0] = x[first]
-    dmin = np.maximum(xn - 2.0 * (x @ x[first]) + xn[first], 0.0)
+    dmin = _exact_sqdist(x, x[first : first + 1])[:, 0]
     for j in range(1, k):
         cum = np.cumsum(dmin, dtype=np.float64)
         if cum[-1] <= 0:  # fewer distinct points than k: repeat points
             cand = rng.integers(n, size=t)
         else:
             cand = np.minimum(np.searchsorted(cum, rng.random(t) * cum[-1]), n - 1)
-        dc = xn[None, :] - 2.0 * (x[cand] @ x.T) + xn[cand][:, None]  # [t, n]
-        np.maximum(dc, 0.0, out=dc)
+        dc = _exact_sqdist(x, x[cand]).T  # [t, n]
         np.minimum(dc, dmin[None, :], out=dc)
-        best = int(dc.sum(1).argmin())
+        best = int(np.add.reduce(dc, axis=1).argmin())
         cents[j] = x[cand[best]]
         dmin = dc[best]
     return cents
 
 
-def train_kmeans(x: np.ndarray, k: int, cfg: KMeansConfig, *, device: str = "cpu") -> np.ndarray:
-    """FAISS k-means on ``x`` (n, d) -> centroids (k, d) float32.
+def assign_codes(x: np.ndarray, table: CodeTable, *, device: str = "cpu") -> np.ndarray:
+    """Exact nearest code (n,) of every row of ``x`` (n, d): GEMM blocks on every core, or
+    torch on the GPU for ``device == 'cuda'``; the same codes either way (``_exact``)."""
+    n = x.shape[0]
+    if device == "cuda":
+        from ._encode import TorchEncoder
 
-    Uses every GPU FAISS sees when ``device == 'cuda'`` and FAISS has GPU support.
+        return TorchEncoder([table]).encode(x)[:, 0]
+    out = np.empty(n, dtype=np.int64)
+
+    def one(s: int, e: int) -> None:
+        out[s:e] = exact_argmin(x[s:e], table)
+
+    run_blocks(one, n)
+    return out
+
+
+def cluster_sums(x: np.ndarray, assign: np.ndarray, k: int, *, chunk: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cluster sums (k, d) float64 and counts (k,) of ``x`` (n, d) under ``assign`` (n,).
+
+    Each cluster's rows are added in row order, in float64 (``reduceat`` on the rows sorted by
+    cluster, chunk by chunk): a fixed order, so the sums are the same on every machine."""
+    n, d = x.shape
+    sums = np.zeros((k, d), dtype=np.float64)
+    counts = np.bincount(assign, minlength=k)
+    for s in range(0, n, chunk):
+        a = assign[s : s + chunk]
+        order = np.argsort(a, kind="stable")
+        sa = a[order]
+        starts = np.flatnonzero(np.r_[True, sa[1:] != sa[:-1]])
+        sums[sa[starts]] += np.add.reduceat(x[s : s + chunk][order].astype(np.float64), starts, axis=0)
+    return sums, counts
+
+
+# FAISS's relative perturbation when an empty cluster takes half of a large one
+SPLIT_EPS = 1.0 / 1024.0
+
+
+def update_centroids(x: np.ndarray, assign: np.ndarray, old: np.ndarray) -> np.ndarray:
+    """Means of the clusters (k, d) fp32; an empty cluster splits the largest one (as FAISS
+    does, but always the largest, ties to the lowest index: no random draw)."""
+    k, d = old.shape
+    sums, counts = cluster_sums(x, assign, k)
+    cents = old.astype(np.float64)
+    filled = counts > 0
+    cents[filled] = sums[filled] / counts[filled, None]
+    sizes = counts.astype(np.float64)
+    sign = np.where(np.arange(d) % 2 == 0, 1.0, -1.0) * SPLIT_EPS
+    for j in np.flatnonzero(~filled).tolist():
+        big = int(np.argmax(sizes))
+        if sizes[big] < 2:
+            continue
+        cents[j] = cents[big] * (1.0 + sign)
+        cents[big] = cents[big] * (1.0 - sign)
+        sizes[j] = sizes[big] / 2.0
+        sizes[big] -= sizes[j]
+    return np.ascontiguousarray(cents, dtype=np.float32)
+
+
+def inertia(x: np.ndarray, assign: np.ndarray, table: CodeTable) -> float:
+    """``sum_i ||x_i - c_{assign_i}||^2`` in float64, in a fixed order."""
+    return float(np.add.reduce(exact_scores(x, np.arange(x.shape[0]), assign, table)))
+
+
+def train_kmeans(x: np.ndarray, k: int, cfg: KMeansConfig, *, device: str = "cpu") -> np.ndarray:
+    """Lloyd's k-means on ``x`` (n, d) -> centroids (k, d) float32, the same on every machine.
+
+    FAISS's recipe (at most ``max_points_per_centroid x k`` points, drawn with the seed; k
+    random points or k-means++ as the start; ``niter`` rounds of assign + mean; an empty
+    cluster splits a large one; the best of ``nredo`` runs) with every assignment decided by
+    the exact rule of ``_exact`` and the means summed in float64 in a fixed order: FAISS's
+    own loop assigns with a GEMM whose near-ties depend on the BLAS kernel and thread count.
+    The GEMMs run on the GPU for ``device == 'cuda'`` (torch); the result does not change.
     """
-    faiss = _faiss()
     x = np.ascontiguousarray(x, dtype="float32")
     n, d = x.shape
     if n < k:
         raise InputError(f"k-means needs at least k={k} points, got {n}")
-    use_gpu = _faiss_gpu_for(device, warn=True)
-    init = None
-    if cfg.init == "kmeans++":
-        cap = cfg.init_points_per_centroid * k
-        rng = np.random.default_rng(cfg.seed)
-        sub = x if n <= cap else x[np.sort(rng.choice(n, cap, replace=False))]
-        init = kmeans_plusplus(sub, k, seed=cfg.seed)
-    elif cfg.init != "random":
+    if cfg.init not in ("kmeans++", "random"):
         raise TokenizerKitError(f"k-means init must be 'kmeans++' or 'random', got {cfg.init!r}")
-    km = faiss.Kmeans(
-        d,
-        k,
-        niter=cfg.niter,
-        seed=cfg.seed,
-        nredo=cfg.nredo,
-        max_points_per_centroid=cfg.max_points_per_centroid,
-        # below 39 points per centroid FAISS prints a warning to stderr; the library never
-        # prints, and the tokenizer checks sizes itself
-        min_points_per_centroid=1,
-        verbose=False,
-        gpu=use_gpu,
-        spherical=False,
-    )
-    km.train(x, init_centroids=init)
-    return np.ascontiguousarray(km.centroids, dtype=np.float32).reshape(k, d)
+    rng = np.random.default_rng(cfg.seed)
+    cap = cfg.max_points_per_centroid * k
+    if n > cap:
+        x = x[np.sort(rng.choice(n, cap, replace=False))]
+    m = x.shape[0]
+    best, best_obj = None, np.inf
+    for redo in range(max(cfg.nredo, 1)):
+        if cfg.init == "kmeans++":
+            sub = x if m <= cfg.init_points_per_centroid * k else x[np.sort(rng.choice(m, cfg.init_points_per_centroid * k, replace=False))]
+            cents = kmeans_plusplus(sub, k, seed=cfg.seed + redo)
+        else:
+            cents = x[rng.choice(m, k, replace=False)].copy()
+        for _ in range(cfg.niter):
+            assign = assign_codes(x, CodeTable.make(cents), device=device)
+            cents = update_centroids(x, assign, cents)
+        if cfg.nredo <= 1:
+            return cents
+        table = CodeTable.make(cents)
+        obj = inertia(x, assign_codes(x, table, device=device), table)
+        if obj < best_obj:
+            best, best_obj = cents, obj
+    return best
 
 
 def nearest(
@@ -162,24 +242,21 @@ def nearest(
     bias: np.ndarray | None = None,
     k: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Closest ``k`` centroids for each row of ``r`` (b, d) under ``||r - c||^2 + bias``.
+    """Closest ``k`` centroids for each row of ``r`` (b, d) under ``||r - c||^2 + bias``, decided
+    by the exact rule of ``_exact`` (the same on every machine; ties to the lowest index).
 
     Returns (scores (b, k) float32, ids (b, k) int64), ascending by score. Scores are the
-    full squared distances (``||r||^2`` included) plus the bias.
+    full squared distances (``||r||^2`` included) plus the bias. ``cnorm`` is accepted for
+    compatibility and recomputed.
     """
-    if cnorm is None:
-        cnorm = (centroids * centroids).sum(1)
-    offset = cnorm if bias is None else cnorm + bias
-    dist = r @ centroids.T  # [b, K] the GEMM
-    dist *= -2.0
-    dist += offset[None, :]
+    del cnorm
+    r = np.ascontiguousarray(r, dtype=np.float32)
+    table = CodeTable.make(centroids, bias)
     if k == 1:
-        ids = dist.argmin(1)[:, None]
-    else:
-        kk = min(k, dist.shape[1])
-        part = np.argpartition(dist, kk - 1, axis=1)[:, :kk]
-        order = np.take_along_axis(dist, part, 1).argsort(1, kind="stable")
-        ids = np.take_along_axis(part, order, 1)
-    scores = np.take_along_axis(dist, ids, 1)
-    scores += np.einsum("ij,ij->i", r, r)[:, None]
-    return scores.astype(np.float32, copy=False), ids.astype(np.int64, copy=False)
+        ids = np.empty(r.shape[0], dtype=np.int64)
+        for s in range(0, r.shape[0], 1 << 14):
+            ids[s : s + (1 << 14)] = exact_argmin(r[s : s + (1 << 14)], table)
+        scores = exact_scores(r, np.arange(r.shape[0]), ids, table)
+        return scores.astype(np.float32)[:, None], ids[:, None]
+    scores, ids = exact_top(r, table, k)
+    return scores.astype(np.float32), ids

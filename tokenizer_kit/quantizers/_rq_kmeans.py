@@ -25,7 +25,8 @@ from .._progress import Progress, as_progress
 from ..errors import TokenizerKitError
 from ._base import QuantizerBase, register_quantizer, suggest_codebook_size
 from ._encode import BLOCK_ROWS, TorchEncoder, greedy_encode, greedy_level, run_blocks
-from ._kmeans import KMeansConfig, kmeans_device, nearest, resolve_device, train_kmeans
+from ._exact import CodeTable, exact_scores, exact_top, resolve_near_ties
+from ._kmeans import KMeansConfig, cluster_sums, kmeans_device, resolve_device, train_kmeans
 
 __all__ = ["RQKMeansConfig", "RQKMeans", "parse_codebook_sizes", "suggest_codebook_size"]
 
@@ -93,26 +94,39 @@ class RQKMeansConfig(ValidatedConfig):
 
 
 
-def _balanced_prices(
-    dist: np.ndarray, target: float, prices: np.ndarray, iters: int = 60, tol: float = 0.25
-) -> np.ndarray:
-    """Dual prices ``p`` (K,) so that ``argmin_k dist[i, k] + p[k]`` gives even cluster sizes.
+def _snap_pow2(v: float) -> float:
+    """``v`` rounded to a power of two: a step size that last-bit differences cannot move."""
+    return float(2.0 ** round(math.log2(v))) if v > 0 else 1e-12
 
-    ``dist`` (n, K) holds ``||c||^2 - 2 r.c``. A sub-gradient ascent on the dual of the
-    size-constrained assignment LP; the step starts at the median gap between an item's best
-    and second-best code and shrinks, so it settles instead of oscillating.
+
+def _balanced_prices(
+    g0: np.ndarray, r: np.ndarray, cents: np.ndarray, target: float, prices: np.ndarray, iters: int = 60, tol: float = 0.25
+) -> np.ndarray:
+    """Dual prices ``p`` (K,) so that ``argmin_k ||r - c_k||^2 + p_k`` gives even cluster sizes.
+
+    ``g0`` (n, K) is ``-2 r.c`` (the GEMM of the rows ``r`` (n, d) with ``cents``). A
+    sub-gradient ascent on the dual of the size-constrained assignment LP; the step starts at
+    the median gap between an item's best and second-best code (snapped to a power of two)
+    and shrinks, so it settles instead of oscillating. Every count comes from the exact
+    argmin (``_exact``) and every price update is elementwise, so the prices are the same on
+    every machine.
     """
-    n, k = dist.shape
-    part = np.partition(dist, 1, axis=1)
-    gap = float(np.median(part[:, 1] - part[:, 0])) + 1e-12
+    n, k = g0.shape
+    cn = (cents * cents).sum(1)
+    part = np.partition(g0 + cn[None, :], 1, axis=1)
+    gap = _snap_pow2(float(np.median(part[:, 1] - part[:, 0])))
+    del part
     p = prices.astype(np.float32, copy=True)
     lo, hi = math.floor(target * (1 - tol)), math.ceil(target * (1 + tol))
-    work = np.empty_like(dist)
+    work = np.empty_like(g0)
     best = None
     best_dev = math.inf
     for t in range(iters):
-        np.add(dist, p[None, :], out=work)
-        counts = np.bincount(work.argmin(1), minlength=k).astype(np.float64)
+        table = CodeTable.make(cents, p)
+        np.add(g0, table.offset[None, :], out=work)
+        ids = work.argmin(1)
+        resolve_near_ties(work, r, ids, table)
+        counts = np.bincount(ids, minlength=k).astype(np.float64)
         dev = np.abs(counts - target).sum()
         if dev < best_dev:
             best_dev, best = dev, p.copy()
@@ -149,15 +163,12 @@ def _greedy_capacity_assignment(cost: np.ndarray, cap: int) -> np.ndarray:
 
 
 def _cluster_means(x: np.ndarray, assign: np.ndarray, old: np.ndarray) -> np.ndarray:
-    """Means of ``x`` (n, d) per cluster; an empty cluster keeps its ``old`` centroid."""
-    k = old.shape[0]
-    order = np.argsort(assign, kind="stable")
-    counts = np.bincount(assign, minlength=k)
-    filled = np.flatnonzero(counts)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])[filled]
-    sums = np.add.reduceat(x[order].astype(np.float64), starts, axis=0)  # [filled, d]
+    """Means of ``x`` (n, d) per cluster (float64 sums in a fixed order); an empty cluster keeps
+    its ``old`` centroid."""
+    sums, counts = cluster_sums(x, assign, old.shape[0])
     out = old.copy()
-    out[filled] = (sums / counts[filled, None]).astype(np.float32)
+    filled = np.flatnonzero(counts)
+    out[filled] = (sums[filled] / counts[filled, None]).astype(np.float32)
     return out
 
 
@@ -173,8 +184,7 @@ class RQKMeans(QuantizerBase):
         super().__init__(config, **kwargs)
         self.codebooks: list[np.ndarray] = []
         self.biases: list[np.ndarray] = []
-        self._cnorms: list[np.ndarray] = []
-        self._fast: list[tuple[np.ndarray, np.ndarray]] = []  # per level: (-2 C^T, ||c||^2 + price)
+        self._tables: list[CodeTable] = []  # per level: the codes prepared for encoding
 
     @property
     def is_fitted(self) -> bool:
@@ -254,7 +264,7 @@ class RQKMeans(QuantizerBase):
         t_start = time.perf_counter()
         residual = sample
         codes = np.empty((m, self.levels), dtype=np.int64)
-        self.codebooks, self.biases, self._cnorms, self._fast = [], [], [], []
+        self.codebooks, self.biases, self._tables = [], [], []
         level_times = []
         rng = np.random.default_rng(cfg.seed)
         with as_progress(progress).task("k-means levels", total=self.levels, unit="level") as task:
@@ -286,7 +296,7 @@ class RQKMeans(QuantizerBase):
         return codes
 
     def _balance_level(self, residual: np.ndarray, cents: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
-        """Size-balanced Lloyd iterations from the FAISS centroids; returns (centroids, prices)."""
+        """Size-balanced Lloyd iterations from the k-means centroids; returns (centroids, prices)."""
         cfg = self.config
         k, d = cents.shape
         n = residual.shape[0]
@@ -296,17 +306,16 @@ class RQKMeans(QuantizerBase):
         target = ns / k
         prices = np.zeros(k, dtype=np.float32)
         for _ in range(max(cfg.balance_iters, 1)):
-            dist = sample @ cents.T  # [ns, K]
-            dist *= -2.0
-            dist += (cents * cents).sum(1)[None, :]
-            prices = _balanced_prices(dist, target, prices)
-            assign = (dist + prices[None, :]).argmin(1)
+            g0 = sample @ (-2.0 * cents.T).astype(np.float32)  # [ns, K]
+            prices = _balanced_prices(g0, sample, cents, target, prices)
+            table = CodeTable.make(cents, prices)
+            g0 += table.offset[None, :]
+            assign = g0.argmin(1)
+            resolve_near_ties(g0, sample, assign, table)
             cents = _cluster_means(sample, assign, cents)
         # final prices for the final centroids
-        dist = sample @ cents.T
-        dist *= -2.0
-        dist += (cents * cents).sum(1)[None, :]
-        prices = _balanced_prices(dist, target, prices)
+        g0 = sample @ (-2.0 * cents.T).astype(np.float32)
+        prices = _balanced_prices(g0, sample, cents, target, prices)
         return np.ascontiguousarray(cents, dtype=np.float32), prices.astype(np.float32)
 
     # ---- distinct last level (balanced mode) --------------------------------------------
@@ -349,12 +358,14 @@ class RQKMeans(QuantizerBase):
         from scipy.optimize import linear_sum_assignment
 
         k = self.codebook_sizes[-1]
-        c, cn, b = self.codebooks[-1], self._cnorms[-1], self.biases[-1]
+        table = self._tables[-1]
         moved = 0
         for g in groups:
             last = codes[g, -1]
-            rg = r_last(g)
-            cost = cn[None, :] + b[None, :] - 2.0 * (rg @ c.T)  # [m, K]
+            rg = np.ascontiguousarray(r_last(g), dtype=np.float32)
+            rows = np.repeat(np.arange(len(g)), k)
+            # exact costs (``_exact``): the assignment must not depend on the GEMM's kernel
+            cost = exact_scores(rg, rows, np.tile(np.arange(k), len(g)), table).reshape(len(g), k)  # [m, K]
             reps = -(-len(g) // k)
             if len(g) * k * reps > EXACT_ASSIGNMENT_CELLS:
                 new = _greedy_capacity_assignment(cost, reps)
@@ -372,11 +383,10 @@ class RQKMeans(QuantizerBase):
         """Greedy codes of one level for ``residual`` (n, d); subtracts the chosen centroids in
         place. Same blocks as ``encode``, so a level-by-level pass gives the same codes."""
         out = np.empty(residual.shape[0], dtype=np.int64)
-        neg2ct, offset = self._fast[level]
-        cb = self.codebooks[level]
+        table = self._tables[level]
 
         def one(s: int, e: int) -> None:
-            out[s:e] = greedy_level(residual[s:e], neg2ct, offset, cb)
+            out[s:e] = greedy_level(residual[s:e], table)
 
         run_blocks(one, residual.shape[0])
         return out
@@ -410,7 +420,7 @@ class RQKMeans(QuantizerBase):
             step = max(BLOCK_ROWS, (bs // BLOCK_ROWS) * BLOCK_ROWS)
             for s in range(0, n, step):
                 xb = np.ascontiguousarray(x[s : s + step], dtype=np.float32)
-                greedy_encode(xb, self.codebooks, self._fast, threads=threads, out=out[s : s + step])
+                greedy_encode(xb, self._tables, threads=threads, out=out[s : s + step])
             return out
         step = max(1, bs // beam)
         for s in range(0, n, step):
@@ -434,61 +444,58 @@ class RQKMeans(QuantizerBase):
         for the next call, so a stream of batches copies the codebooks to the devices once)."""
         self._require_fitted()
         if devices is not None:
-            return TorchEncoder(self.codebooks, [f[1] for f in self._fast], devices)
+            return TorchEncoder(self._tables, devices)
         if getattr(self, "_torch_enc", None) is None:
-            self._torch_enc = TorchEncoder(self.codebooks, [f[1] for f in self._fast], None)
+            self._torch_enc = TorchEncoder(self._tables, None)
         return self._torch_enc
 
     def _greedy_level(self, r: np.ndarray, level: int, buf: np.ndarray | None = None) -> np.ndarray:
         """Codes of one level for residuals ``r`` (b, d), subtracted from ``r`` in place."""
-        neg2ct, offset = self._fast[level]
-        return greedy_level(r, neg2ct, offset, self.codebooks[level], buf)
+        return greedy_level(r, self._tables[level], buf)
 
     def _refresh_cache(self) -> None:
         self._torch_enc = None
-        self._cnorms = [(c * c).sum(1) for c in self.codebooks]
-        self._fast = [
-            (np.ascontiguousarray(-2.0 * c.T, dtype=np.float32), (cn + b).astype(np.float32))
-            for c, cn, b in zip(self.codebooks, self._cnorms, self.biases)
-        ]
+        self._tables = [CodeTable.make(c, b) for c, b in zip(self.codebooks, self.biases)]
 
     def _encode_greedy(self, xb: np.ndarray) -> np.ndarray:
-        return greedy_encode(np.ascontiguousarray(xb, dtype=np.float32), self.codebooks, self._fast)
+        return greedy_encode(np.ascontiguousarray(xb, dtype=np.float32), self._tables)
 
     def _encode_beam(self, xb: np.ndarray, beam: int) -> np.ndarray:
-        """Beam search over levels on ``||x - x^||^2 + sum of prices``; never worse than greedy."""
+        """Beam search over levels on ``||x - x^||^2 + sum of prices``; never worse than greedy.
+
+        Each step ranks (beam, code) pairs by exact float64 scores (``_exact.exact_top``), ties
+        to the lower beam, then the lower code: the beams are the same on every machine.
+        """
         b, d = xb.shape
         r = xb[:, None, :].copy()  # [b, nb, d]
         acc = np.zeros((b, 1), dtype=np.float64)  # accumulated prices per beam
         codes = np.zeros((b, 1, 0), dtype=np.int64)
-        score = None
-        for level, c in enumerate(self.codebooks):
+        for level, table in enumerate(self._tables):
             nb = r.shape[1]
-            bias = self.biases[level]
-            kk = min(beam, c.shape[0])
-            s, ids = nearest(r.reshape(b * nb, d), c, cnorm=self._cnorms[level], bias=bias if bias.any() else None, k=kk)
-            total = s.reshape(b, nb * kk).astype(np.float64) + np.repeat(acc, kk, axis=1)
+            kk = min(beam, table.size)
+            s, ids = exact_top(r.reshape(b * nb, d), table, kk)  # [b*nb, kk] ||r - c||^2 + p
+            total = s.reshape(b, nb * kk) + np.repeat(acc, kk, axis=1)
             keep = min(beam, nb * kk)
-            sel = np.argpartition(total, keep - 1, axis=1)[:, :keep] if keep < nb * kk else np.tile(np.arange(nb * kk), (b, 1))
-            order = np.take_along_axis(total, sel, 1).argsort(1, kind="stable")
-            sel = np.take_along_axis(sel, order, 1)  # [b, keep]
+            # stable sort: equal totals keep (beam, code-rank) order
+            sel = np.argsort(total, axis=1, kind="stable")[:, :keep]  # [b, keep]
             parent = sel // kk
             new_code = np.take_along_axis(ids.reshape(b, nb * kk), sel, 1)
             rows = np.arange(b)[:, None]
-            r = r[rows, parent] - c[new_code]
-            acc = acc[rows, parent] + (bias[new_code] if bias.any() else 0.0)
+            r = r[rows, parent] - table.codebook[new_code]
+            acc = acc[rows, parent] + table.price[new_code].astype(np.float64)
             codes = np.concatenate([codes[rows, parent], new_code[:, :, None]], axis=2)
-            score = np.take_along_axis(total, sel, 1)
         best = codes[:, 0, :]
         # the greedy path is not always inside the beam; keep whichever is better
         greedy = self._encode_greedy(xb)
         g_score = self._objective(xb, greedy)
-        b_score = score[:, 0]
+        b_score = self._objective(xb, best)
         return np.where((g_score < b_score)[:, None], greedy, best)
 
     def _objective(self, xb: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        err = xb - self.decode(codes)
-        obj = np.einsum("ij,ij->i", err, err).astype(np.float64)
+        """``||x - decode(codes)||^2 + sum of prices`` (n,) in float64, in a fixed order."""
+        err = xb.astype(np.float64) - self.decode(codes)
+        np.multiply(err, err, out=err)
+        obj = np.add.reduce(err, axis=1)
         for level, bias in enumerate(self.biases):
             if bias.any():
                 obj += bias[codes[:, level]]

@@ -49,8 +49,22 @@ class OccupiedSet:
 
 
 def sq_err(x: np.ndarray, recon: np.ndarray) -> np.ndarray:
-    """||x_i - recon_j||^2 for x (m, d), recon (k, d) -> (m, k) float64."""
+    """||x_i - recon_j||^2 for x (m, d), recon (k, d) -> (m, k) float64.
+
+    Exact differences and squares, then numpy's pairwise sum along each row: a fixed order
+    with no BLAS, so the policy's choices are the same on every machine and kernel."""
     x = np.asarray(x, np.float64)
     r = np.asarray(recon, np.float64)
-    d = (x * x).sum(1)[:, None] - 2.0 * x @ r.T + (r * r).sum(1)[None, :]
-    return np.maximum(d, 0.0)
+    m, k = x.shape[0], r.shape[0]
+    out = np.empty((m, k), dtype=np.float64)
+    if m <= k:
+        for i in range(m):
+            diff = r - x[i]
+            np.multiply(diff, diff, out=diff)
+            out[i] = np.add.reduce(diff, axis=1)
+    else:
+        for j in range(k):
+            diff = x - r[j]
+            np.multiply(diff, diff, out=diff)
+            out[:, j] = np.add.reduce(diff, axis=1)
+    return out
