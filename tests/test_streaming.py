@@ -166,7 +166,7 @@ def test_distinct_last_level_over_several_scratch_partitions(data, tmp_path, mon
     assert not list(tmp_path.glob(".*scratch"))
 
 
-def test_office_streaming_build_keeps_golden_sids(office_emb, tmp_path, one_thread):
+def test_office_streaming_build_keeps_golden_sids(office_emb, tmp_path):
     """The Office build through the streaming path gives the pinned golden SIDs."""
     from tests.test_golden_sids import GOLDEN_BUILD, _h
 
@@ -302,20 +302,9 @@ def test_encode_does_not_depend_on_threads_or_batch(quant):
     ref = q.encode(x, threads=1)
     np.testing.assert_array_equal(q.encode(x, threads=2), ref)
     np.testing.assert_array_equal(q.encode(x, batch_size=3 * BLOCK_ROWS), ref)
-    np.testing.assert_array_equal(greedy_encode(x, q.codebooks, q._fast, block=BLOCK_ROWS, threads=2), ref)
+    np.testing.assert_array_equal(greedy_encode(x, q._tables, block=BLOCK_ROWS, threads=2), ref)
     # a slice starting on a block boundary gives the same codes as the whole
     np.testing.assert_array_equal(q.encode(x[BLOCK_ROWS:]), ref[BLOCK_ROWS:])
-
-
-def _ties_aside(a, b, x, q, tol=1e-4):
-    """Rows where the codes differ must be near-ties at the first differing level."""
-    bad = np.flatnonzero((a != b).any(1))
-    for i in bad.tolist():
-        level = int(np.argmax(a[i] != b[i]))
-        r = x[i].astype(np.float64) - sum(q.codebooks[l][a[i, l]] for l in range(level))
-        dist = ((r[None, :] - q.codebooks[level]) ** 2).sum(1) + q.biases[level]
-        assert abs(dist[a[i, level]] - dist[b[i, level]]) <= tol * max(1.0, dist.min()), (i, level)
-    return len(bad)
 
 
 def test_torch_encoder_on_cpu_equals_numpy_codes(quant):
@@ -325,21 +314,21 @@ def test_torch_encoder_on_cpu_equals_numpy_codes(quant):
     enc = q.torch_encoder(devices=["cpu", "cpu"])
     got = enc.encode(x, batch_size=1000)
     assert got.shape == (len(x), 3) and got.dtype == np.int64
-    assert _ties_aside(got, q.encode(x), x, q) <= len(x) // 1000
+    np.testing.assert_array_equal(got, q.encode(x))
 
 
 def test_torch_encoder_balanced_prices(data):
     ids, x = data
     q = RQKMeans(codebook_sizes=[16, 16], seed=0, balanced=True, max_points_per_centroid=64).fit(x)
-    got = TorchEncoder(q.codebooks, [f[1] for f in q._fast], ["cpu"]).encode(x)
-    assert _ties_aside(got, q.encode(x), x, q) <= len(x) // 1000
+    got = TorchEncoder(q._tables, ["cpu"]).encode(x)
+    np.testing.assert_array_equal(got, q.encode(x))
 
 
 @pytest.mark.gpu
 def test_cuda_encode_equals_cpu_codes(quant):
     q, x = quant
     got = q.encode(x, device="cuda")
-    assert _ties_aside(got, q.encode(x, device="cpu"), x, q) <= len(x) // 1000
+    np.testing.assert_array_equal(got, q.encode(x, device="cpu"))
 
 
 @pytest.mark.gpu
@@ -350,8 +339,9 @@ def test_cuda_streaming_build_uses_gpu_and_matches_cpu(data, tmp_path):
     build_streaming(tmp_path / "x.npy", tmp_path / "cpu", device="cpu", **CFG)
     a = SemanticTokenizer.from_pretrained(tmp_path / "gpu")
     b = SemanticTokenizer.from_pretrained(tmp_path / "cpu")
-    # k-means on the GPU may find other centroids; quality must match
-    assert a.metrics["reconstruction_mse"] == pytest.approx(b.metrics["reconstruction_mse"], rel=0.05)
+    # k-means' GEMMs on the GPU, near-ties re-decided on the host: the same SIDs
+    np.testing.assert_array_equal(a.codes, b.codes)
+    assert a.metrics["reconstruction_mse"] == pytest.approx(b.metrics["reconstruction_mse"], rel=1e-9)
     assert a.quantizer.summary()["device"] == "cuda"
 
 
