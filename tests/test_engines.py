@@ -215,8 +215,10 @@ def _cli(args):
 
 
 def test_office_cold_start_ray_equals_local(office_split, ray_cluster, tmp_path):
-    """assign --update: the local engine (in memory) and the ray engine (codes on workers,
-    then a cold start from the shards) give every new item the same SID."""
+    """assign with an index, report only and then --update: both engines map the cold start's
+    per-batch function (the ray engine on its workers), so the output tables are the same
+    (schema, metadata and rows, in input order), the lookups too (neighbours included), and
+    the updated indexes the same."""
     import shutil
 
     from tokenizer_kit import SemanticTokenizer
@@ -226,19 +228,31 @@ def test_office_cold_start_ray_equals_local(office_split, ray_cluster, tmp_path)
     r = _cli(["build-codebook", d / "base.parquet", "-o", tmp_path / "tok", "--codebook-size", "16", "--levels", "3", "--format", "json"])
     assert r.exit_code == 0, r.output
     shutil.copytree(tmp_path / "tok", tmp_path / "tok2")
-    r1 = _cli(["assign", d / "new", "-t", tmp_path / "tok", "-o", tmp_path / "l.parquet", "--update", "--format", "json", "--print-items"])
-    r2 = _cli(["assign", d / "new", "-t", tmp_path / "tok2", "-o", tmp_path / "shards", "--update", "--engine", "ray", "--workers", "2",
-               "--shard-size", "100", "--batch-size", "4096", "--format", "json", "--print-items"])
-    assert r1.exit_code == 0 and r2.exit_code == 0, r1.output + r2.output
-    a, b = json.loads(r1.stdout), json.loads(r2.stdout)
-    for k in ("new", "known", "collided", "moved", "version_after", "index_items"):
-        assert a[k] == b[k], k
-    assert a["new"] == 620 and a["collided"] > 0 and b["shards"] == 2
-    assert [(x["item_id"], x["sid"], x["status"]) for x in a["lookup"]] == [(x["item_id"], x["sid"], x["status"]) for x in b["lookup"]]
+    ray_args = ["--engine", "ray", "--workers", "2", "--shard-size", "100", "--batch-size", "4096", "--format", "json", "--print-items"]
+    for update in ([], ["--update"]):
+        r1 = _cli(["assign", d / "new", "-t", tmp_path / "tok", "-o", tmp_path / "l.parquet", "--format", "json", "--print-items", *update])
+        r2 = _cli(["assign", d / "new", "-t", tmp_path / "tok2", "-o", tmp_path / "shards", *ray_args, *update])
+        assert r1.exit_code == 0 and r2.exit_code == 0, r1.output + r2.output
+        a, b = json.loads(r1.stdout), json.loads(r2.stdout)
+        for k in ("new", "known", "collided", "moved", "version_after", "index_items", "updated"):
+            assert a[k] == b[k], k
+        assert a["new"] == 620 and a["collided"] > 0 and b["shards"] == 2 and a["updated"] is bool(update)
+        assert a["lookup"] == b["lookup"] and sum(len(x["nearest"]) > 0 for x in a["lookup"]) > 600
+        ta, tb = pq.read_table(tmp_path / "l.parquet"), pq.read_table(tmp_path / "shards")
+        assert ta.schema.equals(tb.schema, check_metadata=True) and ta.equals(tb)
+        assert ta.column_names == ["item_id", "code_0", "code_1", "code_2", "code_3", "sid", "status", "collided", "moved", "nearest"]
+        assert ta.column("sid").to_pylist() == [x["sid"] for x in a["lookup"]] and ta.column("sid")[0].as_py().count("<") == 4
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # the workers' scratch is gone
     i1 = SIDIndex.stored(SemanticTokenizer.from_pretrained(tmp_path / "tok"))
     i2 = SIDIndex.stored(SemanticTokenizer.from_pretrained(tmp_path / "tok2"))
     assert np.array_equal(i1.sids, i2.sids) and list(i1.item_ids) == list(i2.item_ids) and i1.version == i2.version == 2
     assert np.array_equal(i1.emb_hash, i2.emb_hash)
+    # a directory of other files is never replaced by the lookup shards
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    r = _cli(["assign", d / "new", "-t", tmp_path / "tok2", "-o", tmp_path / "mine", *ray_args[:-3]])
+    assert r.exit_code != 0 and len(r.output.strip().splitlines()) == 1 and "_manifest.json" in r.output
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
 
 
 def test_cli_worker_error_is_one_line(office_split, ray_cluster, tmp_path):
@@ -409,3 +423,24 @@ codebook_size = "8"
     assert (office_slice / "work_ray" / "embeddings" / "aligned" / "_manifest.json").exists()
     cfg.write_text(text % ("", 'engine = "ray"'))  # extract back on the local engine: the same store, not redone
     assert {s["status"] for s in run(cfg)["stages"]} == {"skipped"}
+
+
+def test_cold_start_lookups_do_not_depend_on_the_batches(office_split, monkeypatch):
+    """The local engine maps ``lookup_batch`` over blocks of the input: blocks of 7 rows give
+    the lookup rows and the index of one block, and so does mapping it by hand."""
+    from tokenizer_kit import SemanticTokenizer
+    from tokenizer_kit.indexer import BatchLookup, SIDIndex, _cold_start, lookup_batch
+    from tokenizer_kit.io import load_embeddings
+
+    base, new = load_embeddings(office_split / "base.parquet"), load_embeddings(office_split / "new" / "a.parquet")
+    tok = SemanticTokenizer.build(base, codebook_sizes=[16, 16, 16], seed=0)
+    idx = SIDIndex.from_tokenizer(tok, build=True)
+    ids = np.concatenate([base.ids[:40], new.ids]).astype(object)
+    x = np.concatenate([base.vectors[:40], new.vectors])
+    ref_idx, ref, _ = idx.assign(tok, ids, x)
+    monkeypatch.setattr(_cold_start, "_ENCODE_BLOCK", 7)
+    got_idx, got, _ = idx.assign(tok, ids, x)
+    parts = [lookup_batch(idx, tok, ids[s : s + 33], x[s : s + 33]) for s in range(0, len(ids), 33)]
+    by_hand_idx, by_hand, _ = idx.assign(tok, lookups=BatchLookup.concat(parts, tok.levels))
+    assert got == ref == by_hand and {r["status"] for r in ref} == {"known", "new"}
+    assert np.array_equal(got_idx.sids, ref_idx.sids) and np.array_equal(by_hand_idx.sids, ref_idx.sids)

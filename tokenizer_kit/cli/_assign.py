@@ -23,7 +23,8 @@ __all__ = ["register"]
 def assign(
     embeddings: Path = typer.Argument(..., help="Embeddings of the items to assign (same model as the tokenizer)."),
     tokenizer: Path = typer.Option(..., "--tokenizer", "-t", help="Tokenizer directory from build-codebook."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output Parquet: item_id, code_0.., sid (+ status, collided, moved, nearest with an index)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output Parquet: item_id, code_0.., sid (+ status, collided, moved, nearest with an index); "
+                                     "with --engine ray a directory of Parquet shards holding the same rows."),
     update: bool = typer.Option(False, "--update", help="Append the new items to the index (sids.parquet, trie), bump its version; atomic."),
     cfg: AssignConfig = None,
     ids: Optional[Path] = typer.Option(None, "--ids", help="Item ids for a .npy input."),

@@ -7,6 +7,11 @@ the same bit for bit. Parts have the columns of ``assign``'s single-file output 
 code_0.., sid``); with ``hashes`` also ``emb_hash`` (the index's embedding fingerprint),
 which a cold start from the shards needs. The driver folds each finished part into the same
 streaming metrics the local engine reports (collisions, unique SIDs, largest bucket).
+
+With ``lookup`` the worker also loads the tokenizer's SID index and calls the cold start's
+per-batch function (``indexer.lookup_batch``: which items the index knows, the codes of the
+others, their nearest indexed items), the one the local engine maps in process; the driver
+then places the new items (``read_lookups``, ``SIDIndex.assign(lookups=...)``).
 """
 
 from __future__ import annotations
@@ -28,22 +33,27 @@ from ._output import part_writer, shard_files
 from ._plan import Shard, digest, embedding_batches, embedding_files, plan_files
 from ._run import ShardJob, run_sharded
 
-__all__ = ["AssignJob", "assign_sharded", "tokenizer_fingerprint", "DEFAULT_ASSIGN_SHARD"]
+__all__ = ["AssignJob", "assign_sharded", "tokenizer_fingerprint", "read_lookups", "DEFAULT_ASSIGN_SHARD"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_ASSIGN_SHARD = 1 << 20  # rows per shard: 16 encode batches of 65,536
 
 
-def tokenizer_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
-    """What fixes a tokenizer's codes: its quantizer file's checksum, method and preprocessing."""
+def tokenizer_fingerprint(path: str | os.PathLike, *, index: bool = False) -> dict[str, Any]:
+    """What fixes a tokenizer's codes: its quantizer file's checksum, method and preprocessing;
+    with ``index`` also what fixes a cold-start lookup (every file's checksum, the index version)."""
     from .._tokenizer import WEIGHTS_NAME
     from ..io._manifest import TOKENIZER, read_manifest
 
     m = read_manifest(path, TOKENIZER, verify="none")
     entry = m.files.get(WEIGHTS_NAME) or {}
-    return {"quantizer_sha256": entry.get("sha256"), "method": m.get("method"), "codebook_sizes": m.get("codebook_sizes"),
-            "preprocessing": m.get("preprocessing")}
+    fp = {"quantizer_sha256": entry.get("sha256"), "method": m.get("method"), "codebook_sizes": m.get("codebook_sizes"),
+          "preprocessing": m.get("preprocessing")}
+    if index:
+        fp["files_sha256"] = {k: (v or {}).get("sha256") for k, v in sorted(m.files.items())}
+        fp["index_version"] = ((m.get("sections") or {}).get("index") or {}).get("version")
+    return fp
 
 
 @dataclass
@@ -57,6 +67,7 @@ class AssignJob(ShardJob):
     batch_size: int
     hashes: bool = False
     errors: bool = False
+    lookup: bool = False  # the cold start's per-batch part against the tokenizer's SID index
     name: str = "assign"
 
     def setup(self, threads: int | None) -> None:
@@ -66,8 +77,15 @@ class AssignJob(ShardJob):
         path = Path(self.tokenizer)
         if sha256_file(path / WEIGHTS_NAME) != self.fingerprint["quantizer_sha256"]:
             raise ArtifactError(f"{path / WEIGHTS_NAME} changed since the job was planned (checksum differs); rerun the job")
-        self._tok = SemanticTokenizer.from_pretrained(path, verify=False, load_sids=False)  # the driver verified it
+        if self.lookup and tokenizer_fingerprint(path, index=True) != self.fingerprint:
+            raise ArtifactError(f"{path} changed since the job was planned (its index was updated); rerun the job")
+        # the driver verified the checksums
+        self._tok = SemanticTokenizer.from_pretrained(path, verify=False, load_sids="ids" if self.lookup else False)
         self._threads = threads
+        if self.lookup:
+            from ..indexer import SIDIndex
+
+            self._index = SIDIndex.stored(self._tok)
 
     def run(self, shard: Shard, out_dir: str) -> dict[str, Any]:
         from .._streaming import encode_batch
@@ -75,6 +93,8 @@ class AssignJob(ShardJob):
 
         tok = self._tok
         kw = {} if self._threads is None else {"threads": self._threads}
+        if self.lookup:
+            return self._run_lookup(shard, out_dir)
         with part_writer(out_dir, shard, self.key) as w:
             for _, ids, x in embedding_batches(shard, source=self.source, batch_size=self.batch_size, id_column=self.id_column,
                                                vector_column=self.vector_column, dim=self.dim):
@@ -94,11 +114,58 @@ class AssignJob(ShardJob):
                 w.write(table)
         return {"info": w.info, "stats": None}
 
+    def _run_lookup(self, shard: Shard, out_dir: str) -> dict[str, Any]:
+        """Each batch through ``indexer.lookup_batch``; the part holds what the driver's
+        placement reads back (``read_lookups``)."""
+        from ..indexer import lookup_batch
+
+        with part_writer(out_dir, shard, self.key) as w:
+            for _, ids, x in embedding_batches(shard, source=self.source, batch_size=self.batch_size, id_column=self.id_column,
+                                               vector_column=self.vector_column, dim=self.dim):
+                w.write(_lookup_table(lookup_batch(self._index, self._tok, ids, x)))
+        return {"info": w.info, "stats": None}
+
     @property
     def key(self) -> str:
         return digest({"job": self.name, "tokenizer": self.fingerprint, "source": self.source, "id_column": self.id_column,
                        "vector_column": self.vector_column, "batch_size": self.batch_size, "hashes": self.hashes,
-                       **({"errors": True} if self.errors else {})})
+                       **({"errors": True} if self.errors else {}), **({"lookup": True} if self.lookup else {})})
+
+
+def _lookup_table(b):
+    """A ``BatchLookup`` as Arrow: item_id, code_0.. (raw codes), emb_hash, nearest (index rows)."""
+    import pyarrow as pa
+
+    cols = {"item_id": pa.array(b.ids.tolist(), pa.int64() if b.ids.dtype.kind in "iu" else pa.string())}
+    for l in range(b.codes.shape[1]):
+        cols[f"code_{l}"] = pa.array(b.codes[:, l], pa.int32())
+    cols["emb_hash"] = pa.array(b.hashes, pa.uint64())
+    cols["nearest"] = pa.array([r.tolist() for r in b.nearest], pa.list_(pa.int64()))
+    return pa.table(cols)
+
+
+def read_lookups(path: str | os.PathLike, levels: int):
+    """The ``BatchLookup`` of a finished sharded ``assign`` with ``lookup``, in input order."""
+    import pyarrow.parquet as pq
+
+    from ..indexer import BatchLookup
+    from ..io import normalise_ids
+
+    parts = []
+    for p in shard_files(path):
+        t = pq.read_table(str(p))
+        if "nearest" not in t.column_names:
+            raise InputError(f"{path}: the shards hold no cold-start lookups; rerun assign")
+        near = t.column("nearest").combine_chunks()
+        offs = near.offsets.to_numpy()
+        vals = near.values.to_numpy(zero_copy_only=False).astype(np.int64)
+        parts.append(BatchLookup(
+            ids=normalise_ids(t.column("item_id").to_numpy(zero_copy_only=False), str(path)),
+            hashes=t.column("emb_hash").to_numpy().astype(np.uint64),
+            codes=np.stack([t.column(f"code_{l}").to_numpy() for l in range(levels)], 1).astype(np.int64),
+            nearest=[vals[offs[i] : offs[i + 1]] for i in range(t.num_rows)],
+        ))
+    return BatchLookup.concat(parts, levels)
 
 
 class _Summary:
@@ -156,6 +223,7 @@ def assign_sharded(
     shard_size: int = DEFAULT_ASSIGN_SHARD,
     hashes: bool = False,
     errors: bool = False,
+    lookup: bool = False,
     overwrite: bool = False,
     progress: Progress | None = None,
     ids_path=None,
@@ -186,16 +254,17 @@ def assign_sharded(
     shard_rows = max(bs, -(-int(shard_size) // bs) * bs)
     files = embedding_files(source, stream, ids_path)
     shards = plan_files(files, shard_rows)
-    job = AssignJob(tokenizer=str(tok.path), fingerprint=tokenizer_fingerprint(tok.path), source=stream.source,
+    job = AssignJob(tokenizer=str(tok.path), fingerprint=tokenizer_fingerprint(tok.path, index=lookup), source=stream.source,
                     id_column=getattr(stream, "id_column", None), vector_column=getattr(stream, "vcol", None), dim=stream.dim,
-                    batch_size=bs, hashes=hashes, errors=errors)
+                    batch_size=bs, hashes=hashes, errors=errors, lookup=lookup)
+    columns = (["item_id"] + [f"code_{l}" for l in range(tok.levels)] + (["emb_hash", "nearest"] if lookup else ["sid"]
+               + (["emb_hash"] if hashes else []) + (["err"] if errors else [])))
     fields = {"config": {"tokenizer": str(tok.path), "source": stream.source, "batch_size": bs, "shard_size": shard_rows,
-                         "engine": engine.engine, "hashes": hashes, "errors": errors},
-              "tokenizer": job.fingerprint, "columns": ["item_id"] + [f"code_{l}" for l in range(tok.levels)] + ["sid"]
-              + (["emb_hash"] if hashes else []) + (["err"] if errors else [])}
+                         "engine": engine.engine, "hashes": hashes, "errors": errors, **({"lookup": True} if lookup else {})},
+              "tokenizer": job.fingerprint, "columns": columns}
     out = Path(out)
     res = run_sharded(job, shards, out, engine=engine, job_key=job.key, fields=fields, overwrite=overwrite, progress=progress)
-    if summary:
+    if summary and not lookup:
         scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".scratch", dir=out.parent))
         try:
             s = _Summary(tok, scratch)
@@ -208,24 +277,3 @@ def assign_sharded(
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     return {"n_items": int(stream.n), **res, "engine": engine.engine, "workers": engine.workers if engine.is_ray else 1}
-
-
-def read_codes(path: str | os.PathLike, levels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(ids (m,), codes (m, L) int64, embedding fingerprints (m,) uint64) of a finished
-    sharded assign (``hashes=True``), in input order: what a cold start from shards reads."""
-    import pyarrow.parquet as pq
-
-    from ..indexer._ids import concat_ids
-    from ..io import normalise_ids
-
-    ids, codes, hashes = [], [], []
-    for p in shard_files(path):
-        if "emb_hash" not in pq.read_schema(str(p)).names:
-            raise InputError(f"{path}: the shards hold no embedding fingerprints; rerun assign with the tokenizer's index in place")
-        t = pq.read_table(str(p), columns=["item_id", *[f"code_{l}" for l in range(levels)], "emb_hash"])
-        ids.append(normalise_ids(t.column("item_id").to_numpy(zero_copy_only=False), str(path)))
-        codes.append(np.stack([t.column(f"code_{l}").to_numpy() for l in range(levels)], 1).astype(np.int64))
-        hashes.append(t.column("emb_hash").to_numpy().astype(np.uint64))
-    if not ids:
-        return np.empty(0, np.int64), np.empty((0, levels), np.int64), np.empty(0, np.uint64)
-    return concat_ids(ids), np.concatenate(codes), np.concatenate(hashes)

@@ -1,5 +1,6 @@
 """Indexer: codes -> SIDs (collision policies), the SID trie, vocabulary, constrained decoding, cold start."""
 
+from ._cold_start import BatchLookup, lookup_arrow, lookup_batch
 from ._import import import_sid_index
 from ._index import IndexConfig, SIDIndex, embedding_hash, read_lcrec_index
 from ._load import load_sids
@@ -8,6 +9,7 @@ from ._trie import SIDTrie
 from ._vocab import SIDVocab, add_sid_tokens
 
 __all__ = [
+    "BatchLookup",
     "CollisionPolicy",
     "IndexConfig",
     "POLICIES",
@@ -16,6 +18,8 @@ __all__ = [
     "get_policy",
     "import_sid_index",
     "load_sids",
+    "lookup_arrow",
+    "lookup_batch",
     "read_lcrec_index",
     "reassign_sids",
     "register_policy",

@@ -4,6 +4,16 @@ One round, in named steps: check the input, sort the items into known / replaced
 encode the ones to place, let the collision policy place them against the live and retired
 SIDs, build the new index (replaced rows change in place, new rows are appended), and report
 a lookup row per item (its SID, status and nearest indexed neighbours) and a summary.
+
+The round splits in two at the placement. :func:`lookup_batch` is the per-batch part: it
+reads only the frozen index and one batch of items (their fingerprints, which ones the index
+knows, the codes of the others and their nearest indexed items under their code prefix), so
+an engine may map it over batches anywhere; the local engine maps it in this process and
+the ray engine on its workers (``engines._assign``). The placement that follows decides each
+new item's SID in input order against everything placed before it, so it runs once, over the
+concatenated batches (:func:`cold_start` with ``lookups``). Under the ``reassign`` policy an
+item may move to another prefix, so its neighbours are found after the placement instead
+(local engine only).
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ from ._segments import Segment
 if TYPE_CHECKING:
     from ._index import IndexConfig, SIDIndex
 
-__all__ = ["cold_start", "Round"]
+__all__ = ["cold_start", "Round", "BatchLookup", "lookup_batch", "lookup_arrow"]
 
 _ENCODE_BLOCK = 65536  # rows per progress step of the cold-start encode
 
@@ -49,6 +59,58 @@ class Round:
     def new_rows(self) -> np.ndarray:
         """Input rows appended to the index."""
         return np.flatnonzero(~self.known)
+
+
+@dataclass
+class BatchLookup:
+    """The per-batch part of a cold start over m items (what :func:`lookup_batch` returns)."""
+
+    ids: np.ndarray  # (m,) int64 or str
+    hashes: np.ndarray  # (m,) uint64 embedding fingerprints
+    codes: np.ndarray  # (m, L) int64 quantizer codes of the items to place (0 for known items, same embedding)
+    nearest: list[np.ndarray]  # per item: index rows of its nearest indexed items, nearest first
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def concat(cls, parts: "list[BatchLookup]", levels: int) -> "BatchLookup":
+        from ._ids import concat_ids
+
+        if not parts:
+            return cls(np.empty(0, np.int64), np.empty(0, np.uint64), np.empty((0, levels), np.int64), [])
+        return cls(concat_ids([p.ids for p in parts]), np.concatenate([p.hashes for p in parts]),
+                   np.concatenate([p.codes for p in parts]), [r for p in parts for r in p.nearest])
+
+
+def lookup_batch(index: "SIDIndex", tok, ids, x, *, config: "IndexConfig | None" = None, batch_size: int | None = None) -> BatchLookup:
+    """The per-batch part of a cold start of ``ids`` (b,) with raw embeddings ``x`` (b, d)
+    against the frozen ``index``: pure in (index, tokenizer, batch), so its result does not
+    depend on where the batch runs or how the input was cut into batches.
+
+    Known items with the same embedding are not encoded (their SID is the index's); known
+    items with another embedding are encoded as if replaced (whether that is allowed is
+    decided once, by the round). Neighbours are searched under the item's code prefix, which
+    is its SID prefix under every policy that keeps codes (``suffix``, ``none``).
+    """
+    from ._index import IndexConfig
+
+    if index.policy_obj.needs_vectors:
+        raise InputError(f"cold start under the {index.policy} policy places items before it finds their neighbours; "
+                         "use the local engine")
+    config = (config or IndexConfig(policy=index.policy)).validate()
+    ids, x = _check_input(ids, x, None, index.codebook_sizes)
+    if len(x):
+        tok.preprocess(x[:1], what="new items")  # a wrong dimension is named before the ids are compared
+    return _lookup(index, tok, ids, x, config, batch_size)
+
+
+def _lookup(index: "SIDIndex", tok, ids: np.ndarray, x: np.ndarray, config: "IndexConfig", batch_size: int | None) -> BatchLookup:
+    rnd = _classify(index, ids, x, replace=True)
+    _encode(rnd, tok, x, None, index.levels, batch_size)
+    L = index.levels
+    rows = _nearest(index, tok, rnd, config, rnd.codes[:, : max(L - 1, 0)])
+    return BatchLookup(ids=rnd.ids, hashes=rnd.hashes, codes=rnd.codes, nearest=rows)
 
 
 def _check_input(ids, x, codes, sizes) -> tuple[np.ndarray, np.ndarray]:
@@ -183,20 +245,24 @@ def _updated_index(index: "SIDIndex", seg: Segment, retired: np.ndarray, suffix_
     return new
 
 
-def _nearest(index: "SIDIndex", tok, rnd: Round, config: "IndexConfig", progress: Progress | None = None) -> list[list]:
-    """Up to k indexed items under each placed item's prefix (first L-1 levels), nearest first.
+_NO_ROWS = np.empty(0, np.int64)
+
+
+def _nearest(index: "SIDIndex", tok, rnd: Round, config: "IndexConfig", prefixes: np.ndarray,
+             progress: Progress | None = None) -> list[np.ndarray]:
+    """Index rows of up to k indexed items under each placed item's prefix (``prefixes``
+    (m, L-1): the first L-1 levels of its SID), nearest first.
 
     Items sharing a prefix share its candidates, and each distinct candidate code row is
     decoded once (a prefix holds at most K distinct code rows, however many items).
     """
-    res: list[list] = [[] for _ in range(len(rnd.ids))]
+    res: list[np.ndarray] = [_NO_ROWS] * len(rnd.ids)
     if config.nearest_k == 0 or not len(index) or rnd.xp is None:  # no vectors (codes encoded elsewhere): no neighbours
         return res
-    L = index.levels
     todo = np.flatnonzero(rnd.todo)
     groups: dict[tuple, list[int]] = {}
     for i in todo.tolist():
-        groups.setdefault(tuple(rnd.sids[i, : max(L - 1, 0)].tolist()), []).append(i)
+        groups.setdefault(tuple(prefixes[i].tolist()), []).append(i)
     with as_progress(progress).task("nearest items", total=len(todo), unit="item") as task:
         for prefix, items in groups.items():
             _nearest_under(index, tok, rnd, config, prefix, items, res)
@@ -205,7 +271,7 @@ def _nearest(index: "SIDIndex", tok, rnd: Round, config: "IndexConfig", progress
 
 
 def _nearest_under(index: "SIDIndex", tok, rnd: Round, config: "IndexConfig", prefix: tuple, items: list[int],
-                   res: list[list]) -> None:
+                   res: list[np.ndarray]) -> None:
     """The nearest indexed items of ``items`` (which share ``prefix``), into ``res``: distances
     to each distinct code row under the prefix, ranked per block of items (one stable argsort)."""
     cand = index.rows_under(list(prefix), limit=config.nearest_candidates)
@@ -223,9 +289,9 @@ def _nearest_under(index: "SIDIndex", tok, rnd: Round, config: "IndexConfig", pr
         dist[own] = np.inf
         order = np.argsort(dist, axis=1, kind="stable")[:, :k]  # own row (inf) last, ties by SID order
         n_ok = np.minimum((~own).sum(1), k)
-        ids = index.item_ids[cand[order]]
+        rows = cand[order]
         for j, i in enumerate(block.tolist()):
-            res[i] = [v.item() if hasattr(v, "item") else v for v in ids[j, : n_ok[j]]]
+            res[i] = np.asarray(rows[j, : n_ok[j]], np.int64)
 
 
 def _unique_rows(raw: np.ndarray, sizes) -> tuple[np.ndarray, np.ndarray]:
@@ -241,8 +307,10 @@ def _unique_rows(raw: np.ndarray, sizes) -> tuple[np.ndarray, np.ndarray]:
     return raw[first], inv.ravel()
 
 
-def _table(rnd: Round, nearest: list[list]) -> list[dict[str, Any]]:
+def _table(index: "SIDIndex", rnd: Round, nearest: list[np.ndarray]) -> list[dict[str, Any]]:
     status = np.where(~rnd.known, "new", np.where(rnd.differs, "replaced", "known"))
+    item_ids = index.item_ids
+    nearest = [[v.item() if hasattr(v, "item") else v for v in item_ids[r]] if len(r) else [] for r in nearest]
     return [
         {
             "item_id": rnd.ids[i].item() if hasattr(rnd.ids[i], "item") else rnd.ids[i],
@@ -290,13 +358,35 @@ def _encoded(index: "SIDIndex", ids, codes, hashes, replace: bool) -> Round:
     return rnd
 
 
+def _lookups(index: "SIDIndex", tok, ids: np.ndarray, x: np.ndarray, config: "IndexConfig", batch_size: int | None,
+             progress: Progress | None) -> BatchLookup:
+    """:func:`lookup_batch` mapped over the input in this process, block by block."""
+    parts = []
+    with as_progress(progress).task("encode and nearest items", total=len(ids), unit="item") as task:
+        for s in range(0, len(ids), _ENCODE_BLOCK):
+            parts.append(_lookup(index, tok, ids[s : s + _ENCODE_BLOCK], x[s : s + _ENCODE_BLOCK], config, batch_size))
+            task.advance(len(parts[-1]))
+    return BatchLookup.concat(parts, index.levels)
+
+
 def cold_start(
-    index: "SIDIndex", tok, ids, x, *, codes=None, hashes=None, replace: bool, config: "IndexConfig", batch_size: int | None,
-    progress: Progress | None = None,
+    index: "SIDIndex", tok, ids, x, *, codes=None, hashes=None, lookups: BatchLookup | None = None, replace: bool,
+    config: "IndexConfig", batch_size: int | None, progress: Progress | None = None,
 ) -> tuple["SIDIndex", list[dict[str, Any]], dict[str, Any]]:
     """See ``SIDIndex.assign``."""
     from ._index import _HISTORY_KEEP, _now
 
+    nearest = None
+    if lookups is None and hashes is None and codes is None and not index.policy_obj.needs_vectors:
+        ids, x = _check_input(ids, x, None, index.codebook_sizes)
+        if len(x):
+            tok.preprocess(x[:1], what="new items")  # a wrong dimension is named before the ids are compared
+        lookups = _lookups(index, tok, ids, x, config, batch_size, progress)
+        x = None
+    if lookups is not None:
+        if x is not None or codes is not None or hashes is not None:
+            raise InputError("the per-batch lookups stand for the items' embeddings, codes and fingerprints; give only them")
+        ids, codes, hashes, nearest = lookups.ids, lookups.codes, lookups.hashes, lookups.nearest
     if hashes is not None:
         if codes is None or x is not None:
             raise InputError("embedding fingerprints (hashes) come with the items' codes, not with their embeddings")
@@ -319,9 +409,34 @@ def cold_start(
         new = _updated_index(index, _segment(index, rnd, fill, index.version + 1), retired, suffix_size)
     else:
         new = index
-    table = _table(rnd, _nearest(index, tok, rnd, config, progress))
+    if nearest is None:  # placed first (reassign may move an item to another prefix), then searched
+        nearest = _nearest(index, tok, rnd, config, rnd.sids[:, : max(index.levels - 1, 0)], progress)
+    else:  # a replaced item's neighbours only count when it is replaced
+        nearest = [r if t else _NO_ROWS for r, t in zip(nearest, rnd.todo.tolist())]
+    table = _table(index, rnd, nearest)
     summary = _summary(index, new, rnd, retired)
     if changed:
         event = {"version": new.version, "event": "assign", "at": _now(), "new": summary["new"], "replaced": summary["replaced"]}
         new.history = (new.history + [event])[-_HISTORY_KEEP:]
     return new, table, summary
+
+
+def lookup_arrow(table: list[dict[str, Any]], sid_length: int, id_type=None):
+    """The cold start's lookup rows as an Arrow table, the output of ``assign`` with an index
+    on every engine: item_id, code_0.. (the SID's codes), sid, status, collided, moved,
+    nearest (ids as strings). ``id_type``: the item_id column's Arrow type (default: int64
+    when every id is an integer, else string)."""
+    import pyarrow as pa
+
+    ids = [r["item_id"] for r in table]
+    if id_type is None:
+        id_type = pa.int64() if ids and all(isinstance(i, (int, np.integer)) for i in ids) else pa.string()
+    cols = {"item_id": pa.array(ids if pa.types.is_integer(id_type) else [str(i) for i in ids], id_type)}
+    for lv in range(sid_length):
+        cols[f"code_{lv}"] = pa.array([r["codes"][lv] for r in table], pa.int32())
+    cols["sid"] = pa.array([r["sid"] for r in table], pa.string())
+    cols["status"] = pa.array([r["status"] for r in table], pa.string())
+    for k in ("collided", "moved"):
+        cols[k] = pa.array([r[k] for r in table], pa.bool_())
+    cols["nearest"] = pa.array([[str(v) for v in r["nearest"]] for r in table], pa.list_(pa.string()))
+    return pa.table(cols)

@@ -581,15 +581,17 @@ class SIDIndex:
         return self.policy_obj.key_sizes(self.codebook_sizes, self.sids, self.retired, self.suffix_size)
 
     # ---- cold start ----------------------------------------------------------------------------------
-    def assign(self, tok, ids, x: np.ndarray | None = None, *, codes: np.ndarray | None = None, hashes: np.ndarray | None = None,
-               replace: bool = False, config: IndexConfig | None = None, batch_size: int | None = None,
+    def assign(self, tok, ids=None, x: np.ndarray | None = None, *, codes: np.ndarray | None = None, hashes: np.ndarray | None = None,
+               lookups=None, replace: bool = False, config: IndexConfig | None = None, batch_size: int | None = None,
                progress: Progress | None = None) -> tuple["SIDIndex", list[dict[str, Any]], dict[str, Any]]:
         """Index new items without changing any existing SID.
 
         ``ids`` (m,) and raw embeddings ``x`` (m, d), or, for an index imported from another
         tool (``import_sid_index``), the items' ``codes`` (m, L) from that tool; or the codes a
         sharded ``assign`` computed with the embeddings' fingerprints ``hashes`` (m,) uint64
-        (``embedding_hash``; no neighbours are listed then). Items already
+        (``embedding_hash``; no neighbours are listed then); or ``lookups``, the concatenated
+        results of ``lookup_batch`` over the input's batches (what an engine maps; ``ids`` is
+        then left out). Items already
         indexed with the same embedding (codes) keep their SID (idempotent); a known id with a
         different one raises unless ``replace`` (its old SID is retired, never reissued).
         Returns the new index (version + 1 if anything changed; ``save`` appends it as a
@@ -597,8 +599,8 @@ class SIDIndex:
         and the neighbour search.
         """
         config = (config or IndexConfig(policy=self.policy)).validate()
-        return cold_start(self, tok, ids, x, codes=codes, hashes=hashes, replace=replace, config=config, batch_size=batch_size,
-                          progress=progress)
+        return cold_start(self, tok, ids, x, codes=codes, hashes=hashes, lookups=lookups, replace=replace, config=config,
+                          batch_size=batch_size, progress=progress)
 
     # ---- interop --------------------------------------------------------------------------------------
     def to_lcrec(self) -> dict[str, list[str]]:

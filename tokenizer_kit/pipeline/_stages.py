@@ -539,29 +539,75 @@ def assign(embeddings: PathLike, tokenizer: PathLike, config: AssignConfig, *, o
 
 def _assign_sharded(tok, idx, embeddings, out: PathLike, config: AssignConfig, tokenizer: PathLike, ids, columns: EmbeddingsInput,
                     update: bool, progress: Progress | None) -> dict[str, Any]:
-    """The ray engine: codes into a shard directory on the cluster; with an index, then a cold
-    start of those items from the shards on this machine (one segment, as the local engine)."""
+    """The ray engine. Without an index: codes into a shard directory. With one: the cold
+    start's per-batch function (``indexer.lookup_batch``, what the local engine maps in
+    process) on the workers into a scratch shard directory beside ``out`` (kept by a killed
+    run, so a rerun resumes it), the placement on this machine, and the lookup rows of the
+    local engine's output file written to ``out`` as one part per shard."""
     from ..engines import assign_sharded
 
     if idx is not None and tok.method == "external":
         raise InputError(f"{tokenizer} is an imported index whose new items come with their codes; assign them with the local engine")
     if idx is not None and idx.policy_obj.needs_vectors:
         raise InputError(f"cold start under the {idx.policy} policy ranks free SIDs by the items' vectors; use the local engine")
-    res = assign_sharded(tok, embeddings, out, engine=config.execution, batch_size=config.batch_size, shard_size=config.shard_size,
-                         hashes=idx is not None, progress=progress, ids_path=ids, id_column=columns.id_column,
-                         vector_column=columns.vector_column, row_ids=columns.row_ids, summary=idx is None)
-    res = {"tokenizer": str(tokenizer), **res}
-    res.pop("seconds", None)
+    kw = dict(engine=config.execution, batch_size=config.batch_size, shard_size=config.shard_size, progress=progress, ids_path=ids,
+              id_column=columns.id_column, vector_column=columns.vector_column, row_ids=columns.row_ids)
     if idx is None:
+        res = assign_sharded(tok, embeddings, out, **kw)
+        res = {"tokenizer": str(tokenizer), **res}
+        res.pop("seconds", None)
         return res
-    from ..engines._assign import read_codes
+    from ..engines._assign import read_lookups
 
-    new_ids, codes, hashes = read_codes(out, tok.levels)
-    new, table, summary = idx.assign(tok, new_ids, codes=codes, hashes=hashes, replace=config.replace)
+    out = Path(out)
+    _check_lookup_dir(out)
+    scratch = out.parent / f".{out.name}.lookups"
+    res = assign_sharded(tok, embeddings, scratch, lookup=True, summary=False, overwrite=True, **kw)
+    new, table, summary = idx.assign(tok, lookups=read_lookups(scratch, tok.levels), replace=config.replace)
     changed = new.version != idx.version
     if update and changed:
         new.save(tok, tokenizer)
+    _write_lookup_shards(out, table, new.sid_length, scratch)
+    import shutil
+
+    shutil.rmtree(scratch, ignore_errors=True)
+    res = {"tokenizer": str(tokenizer), **res, "out": str(out)}
+    res.pop("seconds", None)
     return {**res, "updated": bool(update and changed), **summary, "lookup": table}
+
+
+def _check_lookup_dir(out: Path) -> None:
+    """The lookup directory replaces an earlier shard directory, never other files."""
+    from ..engines._output import SHARDS
+
+    if out.is_dir() and any(out.iterdir()) and not (out / SHARDS.manifest_name).exists():
+        raise InputError(f"output directory {out} holds files but no {SHARDS.manifest_name} of a shard directory; "
+                         "choose an empty or new directory for `out`")
+
+
+def _write_lookup_shards(out: Path, table: list[dict], sid_length: int, shards_of: Path) -> None:
+    """The lookup rows as a shard directory: the parts of ``shards_of`` (same names, same
+    rows), each the rows of the local engine's output file it holds, committed atomically."""
+    import pyarrow.parquet as pq
+
+    from ..engines import read_shard_manifest
+    from ..engines._output import SHARDS
+    from ..indexer import lookup_arrow
+    from ..io import sha256_file
+    from ..io._manifest import write_artifact
+
+    m = read_shard_manifest(shards_of)
+    t = lookup_arrow(table, sid_length)
+    entries, start = [], 0
+    with write_artifact(out, SHARDS, overwrite=True) as w:
+        for sh in m.shards:
+            part = w.dir / sh["file"]
+            pq.write_table(t.slice(start, int(sh["rows"])), str(part))
+            entries.append({**{k: sh[k] for k in ("index", "name", "file", "rows", "first_row", "input_rows")},
+                            "sha256": sha256_file(part), "size": part.stat().st_size})
+            start += int(sh["rows"])
+        w.fields.update({k: m.data[k] for k in ("config", "tokenizer", "n_rows") if k in m.data},
+                        job="assign", columns=t.column_names, shards=entries)
 
 
 def _codes_only(tok, embeddings, out: PathLike, config: AssignConfig, tokenizer: PathLike, ids, columns: EmbeddingsInput,
@@ -579,20 +625,10 @@ def _codes_only(tok, embeddings, out: PathLike, config: AssignConfig, tokenizer:
 
 def _write_lookup(path: PathLike, table: list[dict], levels: int) -> None:
     """The cold-start lookup rows as Parquet: item_id, code_0.., sid, status, collided, moved, nearest."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from ..indexer import lookup_arrow
     from ..io import atomic_write
 
-    ids = [r["item_id"] for r in table]
-    id_arr = pa.array(ids, pa.int64()) if all(isinstance(i, int) for i in ids) and ids else pa.array([str(i) for i in ids], pa.string())
-    cols = {"item_id": id_arr}
-    for lv in range(levels):
-        cols[f"code_{lv}"] = pa.array([r["codes"][lv] for r in table], pa.int32())
-    cols["sid"] = pa.array([r["sid"] for r in table], pa.string())
-    cols["status"] = pa.array([r["status"] for r in table], pa.string())
-    for k in ("collided", "moved"):
-        cols[k] = pa.array([r[k] for r in table], pa.bool_())
-    cols["nearest"] = pa.array([[str(v) for v in r["nearest"]] for r in table], pa.list_(pa.string()))
     with atomic_write(path) as tmp:
-        pq.write_table(pa.table(cols), tmp)
+        pq.write_table(lookup_arrow(table, levels), tmp)
