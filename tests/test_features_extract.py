@@ -331,7 +331,9 @@ def test_hf_vision_language_encoder(tmp_path, image_catalog, tiny_hf_clip):
     assert st.dim == 24 and res.n_image_errors == 2
     tok, seg = st.get("i0")
     assert (seg == 0).sum() == 1 + N_PATCH and (seg == 1).sum() > 0
-    assert "i2" not in st.item_ids and st.records()["skipped"] == [{"item_id": "i2", "error": "no content in any field"}]
+    # i2 has no title and no cover: by default it keeps its row with the empty text's tokens (empty_items="embed")
+    assert "i2" in st.item_ids and [r["item_id"] for r in st.records()["embedded_empty"]] == ["i2"] and st.records()["skipped"] == []
+    assert res.n_empty_items == 1 and res.empty_item_ids == ["i2"]
     # the CLS row is CLIP's projected image embedding (joint space)
     b = build_backend(cfg)
     px = b.image_transform(load_image(str(image_catalog.parent / "img/c0.png")))[None]

@@ -128,6 +128,10 @@ def _render_comparison(res: dict, out: Optional[Path]) -> None:
         row += [f"{s['recall@10']['mean']:.4f}", f"{s['ndcg@10']['mean']:.4f}", f"{s['shared_target_rate']:.1%}"]
         t.add_row(*row)
     out_console.print(t)
+    lost = {n: k for n, k in res.get("users_left_out", {}).items() if k}
+    if lost:
+        out_console.print(f"paired on the {res['users']} test users every set scored; left out: "
+                          + ", ".join(f"{n} {k}" for n, k in lost.items()), highlight=False)
     if out is not None:
         out_console.print(f"wrote {out}", highlight=False)
 

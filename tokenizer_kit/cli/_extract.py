@@ -35,10 +35,20 @@ def extract(
     out_console.print(
         f"[bold]{res.n_items}[/] items, {res.n_tokens} tokens (d={res.dim}, fp16) -> {res.path}\n"
         f"{res.rows_this_run} items this run in {res.seconds:.1f} s: {res.items_per_s:.1f} items/s, {res.tokens_per_s:.0f} tokens/s\n"
-        f"images skipped: {res.n_image_errors}; items without content: {res.n_skipped_items}"
+        f"images skipped: {res.n_image_errors}; items without content: {_empty_line(res)}"
         + ("\n[yellow]features are from RANDOM weights (--random-init)[/]" if res.random_init else ""),
         highlight=False,
     )
+
+
+def _empty_line(res) -> str:
+    if not res.n_empty_items:
+        return "0"
+    how = "embedded as the empty text, each keeps its row" if res.empty_items == "embed" else "left out of the store (no SID)"
+    from rich.markup import escape
+
+    first = escape(", ".join(map(str, res.empty_item_ids[:5])))
+    return f"[yellow]{res.n_empty_items}[/] ({how}; first: {first})"
 
 
 def register(app: typer.Typer) -> None:

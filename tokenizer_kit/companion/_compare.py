@@ -154,8 +154,9 @@ def summarize_runs(
 ) -> dict[str, Any]:
     """Means, 95% intervals and paired tests of :func:`evaluate_retrieval` results.
 
-    ``runs[name]``: that set's results, one per seed, all on the same test users (checked
-    through ``test_users.fingerprint``). For each metric: per set the mean over seeds, each
+    ``runs[name]``: that set's results, one per seed. Runs on the same test users (the same
+    ``test_users.fingerprint``) are paired user by user; otherwise on the test examples (user,
+    target item) every run scored, and ``users_left_out`` says how many each set lost. For each metric: per set the mean over seeds, each
     seed's value and the two-stage bootstrap interval; per set other than ``reference`` the
     difference to it, its interval, the bootstrap p and Holm's adjusted p over the sets,
     and ``significant`` (adjusted p < ``alpha``).
@@ -166,10 +167,10 @@ def summarize_runs(
     reference = names[0] if reference is None else reference
     if reference not in runs:
         raise InputError(f"reference {reference!r} is not one of the sets {names}")
-    fps = {r["test_users"]["fingerprint"] for n in names for r in runs[n]}
-    if len(fps) != 1:
-        raise InputError("the runs did not score the same test users (different interactions, max_users or items); they cannot be paired")
     ranks = {n: [UserRanks.from_json(r["test_users"]) for r in runs[n]] for n in names}
+    left_out = {n: 0 for n in names}
+    if len({r["test_users"]["fingerprint"] for n in names for r in runs[n]}) != 1:
+        ranks, left_out = _pair_on_shared_examples(runs, ranks, reference)
     sets: dict[str, dict[str, Any]] = {n: {"seeds": [int(r["config"]["seed"]) for r in runs[n]], **_set_info(runs[n][0])} for n in names}
     comparisons: dict[str, dict[str, Any]] = {}
     for mi, metric in enumerate(metrics):
@@ -192,10 +193,43 @@ def summarize_runs(
         "reference": reference,
         "metrics": list(metrics),
         "users": int(len(next(iter(ranks.values()))[0])),
+        "users_left_out": left_out,
         "bootstrap": {"replicates": n_boot, "alpha": alpha, "method": "two-stage (users shared by all sets, seeds per set), Holm over the sets"},
         "sets": sets,
         "comparisons": comparisons,
     }
+
+
+def _pair_on_shared_examples(runs: Mapping[str, Sequence[dict[str, Any]]], ranks: dict[str, list[UserRanks]],
+                             reference: str) -> tuple[dict[str, list[UserRanks]], dict[str, int]]:
+    """Each run's per-user ranks cut to the test examples (user, target item) that every run
+    scored, in the reference's order, and how many each set left out. Sets whose indexes cover
+    different items score different users (an item an index lacks drops its interactions)."""
+    keys: dict[str, list[list[tuple[str, str]]]] = {}
+    for n, rs in runs.items():
+        for r in rs:
+            tu = r["test_users"]
+            if "users" not in tu or "targets" not in tu or not len(tu["users"]) == len(tu["targets"]) == int(tu["n"]):
+                raise InputError("the runs did not score the same test users (different interactions, max_users or items), and "
+                                 "some were made before runs named their users; run them again to pair them on the users they share")
+            keys.setdefault(n, []).append(list(zip(tu["users"], tu["targets"])))
+    shared = set.intersection(*(set(k) for ks in keys.values() for k in ks))
+    if not shared:
+        raise InputError("the runs share no test user (user and target item); they cannot be paired: check that every set of "
+                         "SIDs covers the catalogue of the interactions")
+    order = [k for k in keys[reference][0] if k in shared]
+    out: dict[str, list[UserRanks]] = {}
+    left_out: dict[str, int] = {}
+    for n, ks in keys.items():
+        out[n] = []
+        for run_keys, rk in zip(ks, ranks[n]):
+            pos = {k: i for i, k in enumerate(run_keys)}
+            sel = np.fromiter((pos[k] for k in order), np.int64, len(order))
+            out[n].append(UserRanks(rk.rank[sel], rk.before[sel], rk.group[sel]))
+        left_out[n] = max(len(k) for k in ks) - len(order)
+    logger.warning("the sets scored different test users; paired on the %d every set scored (left out: %s)", len(order),
+                   ", ".join(f"{n} {k}" for n, k in left_out.items()))
+    return out, left_out
 
 
 def _set_info(res: dict[str, Any]) -> dict[str, Any]:

@@ -61,7 +61,8 @@ def evaluate_retrieval(
     seconds["total"] = time.perf_counter() - t_all
     source = sids if isinstance(sids, (str, os.PathLike)) else getattr(index, "stats", {}).get("source", "in-memory index")
     res = _result(retr, split, history, valid=valid, test=test, seconds=seconds, source=source, model_out=model_out)
-    res["test_users"] = {"fingerprint": users_fingerprint(split, "test", cfg.max_eval_users), **ranks.to_json()}
+    res["test_users"] = {"fingerprint": users_fingerprint(split, "test", cfg.max_eval_users), **test_examples(split, index, cfg.max_eval_users),
+                         **ranks.to_json()}
     return res
 
 
@@ -98,6 +99,16 @@ def users_fingerprint(split: SequenceSplit, part: str = "test", max_examples: in
     for u, t in zip(users[: len(tgt)].tolist(), np.asarray(tgt).tolist()):
         h.update(f"{u}\t{t}\n".encode())
     return h.hexdigest()[:16]
+
+
+def test_examples(split: SequenceSplit, index, max_examples: int | None = None) -> dict[str, list[str]]:
+    """The scored test examples as ``users`` and ``targets`` (item ids), in order: what lets a
+    comparison pair runs on the examples every set scored when their fingerprints differ (an
+    index that lacks some items drops their interactions, and so some users)."""
+    _, tgt = split.subset("test", max_examples)
+    users = split.test_users[: len(tgt)]
+    items = np.asarray(index.item_ids, dtype=object)[np.asarray(tgt, np.int64)] if len(tgt) else []
+    return {"users": [str(u) for u in users.tolist()], "targets": [str(i) for i in list(items)]}
 
 
 _LOSS_USERS = 2048  # the validation loss alone is a trend, not a score: a sample of users is enough

@@ -91,8 +91,8 @@ class ExtractJob(ShardJob):
         seg_id = {f: i for i, f in enumerate(self.segments)}
         base = Path(self.base) if self.base is not None else None
         with NullProgress().task("extract") as task:
-            out_ids, toks, segs, errors, skipped = _encode_shard(rows, ids, cfg, backend, seg_id, base, task)
-        extra = {"n_rows": len(rows), "first_row": shard.first_row, "errors": errors, "skipped": skipped}
+            out_ids, toks, segs, errors, skipped, embedded = _encode_shard(rows, ids, cfg, backend, seg_id, base, task)
+        extra = {"n_rows": len(rows), "first_row": shard.first_row, "errors": errors, "skipped": skipped, "embedded_empty": embedded}
         parts, n_tokens = shard_parts(out_ids, toks, segs, backend.dim, extra)
         name = _store_name(shard.index)
         d = Path(out_dir)
@@ -132,7 +132,7 @@ def extract_sharded(catalog, out: str | os.PathLike, config, *, engine: EngineCo
                     base_dir: str | os.PathLike | None = None, progress: Progress | None = None):
     """``features.extract_features`` with the shards computed on ``engine`` (see the module doc);
     returns the same :class:`~tokenizer_kit.features.ExtractResult`."""
-    from ..features._extract import ExtractResult, _finish, prepare_store
+    from ..features._extract import ExtractResult, _finish, empty_items_summary, prepare_store
     from ..features._store import MANIFEST, FeatureStoreWriter
     from ..io._lock import writer_lock
     from ..io._manifest import FEATURE_STORE, read_manifest
@@ -217,7 +217,7 @@ def extract_sharded(catalog, out: str | os.PathLike, config, *, engine: EngineCo
         shutil.rmtree(incoming, ignore_errors=True)
     seconds = time.perf_counter() - t0
     return ExtractResult(
-        path=out, n_rows=n_rows, n_items=int(m["n_items"]), n_tokens=int(m["n_tokens"]), dim=int(dim),
+        **empty_items_summary(m), path=out, n_rows=n_rows, n_items=int(m["n_items"]), n_tokens=int(m["n_tokens"]), dim=int(dim),
         n_image_errors=len(all_errors), n_skipped_items=n_skipped, rows_resumed=done_rows, rows_this_run=n_rows - done_rows,
         seconds=seconds, items_per_s=(n_rows - done_rows) / seconds if seconds > 0 else 0.0,
         tokens_per_s=n_tokens_run / seconds if seconds > 0 else 0.0, random_init=bool(config.random_init), errors=all_errors,

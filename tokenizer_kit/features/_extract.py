@@ -8,8 +8,15 @@ Items are processed in catalogue order in shards of ``shard_size`` rows. Each sh
 written whole (see ``FeatureStoreWriter``) with the number of catalogue rows it covers, so
 a killed run resumes at the first row no complete shard covers; a store made with another
 config (or from another catalogue) is refused. Images that are missing or fail to decode
-are skipped with a per-item record (``strict`` raises instead); an item with no content
-in any field is left out of the store and recorded.
+are skipped with a per-item record (``strict`` raises instead).
+
+Every catalogue item gets a SID, or a named reason: an item with no content in any field
+(empty or missing text, no image that loads) is counted and named (a WARNING with the count
+and the first ids, the store manifest's ``empty_items``, the result) and handled by
+``empty_items``: ``"embed"`` (default) encodes the empty text in its place (the encoder's
+special tokens only, under the first text field's segment), so the item keeps its row and
+gets a SID downstream; ``"skip"`` leaves it out of the store (recorded); ``"fail"`` refuses
+the catalogue before any model loads.
 """
 
 from __future__ import annotations
@@ -26,16 +33,18 @@ from typing import Any, ClassVar, Iterator, Sequence
 
 import numpy as np
 
-from .._config import ValidatedConfig, setting
+from .._config import ValidatedConfig, config_error, setting
 from .._progress import Progress, ProgressTask, as_progress
 from ..errors import InputError
 from ._store import FeatureStoreWriter
 
-__all__ = ["ExtractConfig", "ExtractResult", "extract_features"]
+__all__ = ["ExtractConfig", "ExtractResult", "extract_features", "empty_items_summary"]
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("open_clip", "hf")
+EMPTY_ITEMS = ("embed", "skip", "fail")
+_SHOW_IDS = 20  # ids of items without content named in the manifest and the result
 
 
 @dataclass
@@ -73,6 +82,9 @@ class ExtractConfig(ValidatedConfig):
                          "with AVX512-BF16 or AMX; float32 elsewhere). MiniLM on such a CPU: 2.7x faster, token vectors "
                          "within cosine 0.99998 of float32's.")
     cpu_threads: int = setting(0, help="torch CPU threads while encoding on CPU (0: leave torch's setting).")
+    empty_items: str = setting("embed", choices=EMPTY_ITEMS, help="Items with no content in any field: embed the empty "
+                               "text in their place (every item keeps its row and gets a SID), skip them (recorded), or "
+                               "fail. Each run names their count and first ids.")
 
     def __post_init__(self):
         self.text_fields = tuple(self.text_fields)
@@ -125,6 +137,8 @@ class ExtractConfig(ValidatedConfig):
         d["image_fields"] = list(self.image_fields)
         if self.bf16:  # only when set: stores written before the setting existed still resume
             d["bf16"] = True
+        if self.empty_items != "skip":  # "skip" is what stores written before the setting did
+            d["empty_items"] = self.empty_items
         return d
 
 
@@ -144,12 +158,22 @@ class ExtractResult:
     tokens_per_s: float
     random_init: bool
     errors: list[dict] = field(default_factory=list)
+    empty_items: str = "skip"  # how items without content were handled (embed, skip)
+    n_empty_items: int = 0  # items without content (embedded or skipped)
+    empty_item_ids: list[str] = field(default_factory=list)  # the first of them
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["path"] = str(self.path)
         d["errors"] = self.errors[:20]
         return d
+
+
+def empty_items_summary(manifest: dict[str, Any]) -> dict[str, Any]:
+    """``ExtractResult`` fields on items without content, from a finished store's manifest."""
+    e = manifest.get("empty_items") or {}
+    return {"empty_items": str(e.get("policy", "skip")), "n_empty_items": int(e.get("n", manifest.get("n_skipped_items", 0))),
+            "empty_item_ids": list(e.get("first_ids", []))}
 
 
 def _text_value(v: Any) -> str | None:
@@ -202,6 +226,7 @@ def prepare_store(catalog, out, config: ExtractConfig, *, base_dir=None, overwri
     config.validate()
     table, base = _open_catalog(catalog, base_dir, config)
     item_ids = [str(i) for i in table.column("item_id").to_pylist()]
+    _report_empty(table, item_ids, config)
     store_cfg = config.store_config()
     store_cfg["catalog"] = catalog_record(table, item_ids)
     FeatureStoreWriter.preflight(out, store_cfg, overwrite=overwrite)
@@ -250,14 +275,15 @@ def extract_features(
         with as_progress(progress).task("extract", total=n_rows, unit="item", completed=start_row) as task, _compute(config):
             for s in range(start_row, n_rows, config.shard_size):
                 rows = table.slice(s, min(config.shard_size, n_rows - s)).select(segments).to_pylist()
-                ids, toks, segs, errors, skipped = _encode_shard(rows, item_ids[s : s + len(rows)], config, backend, seg_id, base, task)
-                writer.write_shard(ids, toks, segs, extra={"n_rows": len(rows), "first_row": s, "errors": errors, "skipped": skipped})
+                ids, toks, segs, errors, skipped, embedded = _encode_shard(rows, item_ids[s : s + len(rows)], config, backend, seg_id, base, task)
+                writer.write_shard(ids, toks, segs, extra={"n_rows": len(rows), "first_row": s, "errors": errors, "skipped": skipped,
+                                                           "embedded_empty": embedded})
                 n_tokens_run += int(sum(len(t) for t in toks))
         seconds = time.perf_counter() - t0
 
         all_errors, n_skipped = _finish(writer, config, backend)
         m = writer.manifest
-    return ExtractResult(
+    return ExtractResult(**empty_items_summary(m),
         path=Path(out),
         n_rows=n_rows,
         n_items=int(m["n_items"]),
@@ -293,13 +319,65 @@ def _open_catalog(catalog, base_dir, config: ExtractConfig):
     return table, Path(base_dir) if base_dir is not None else None
 
 
+def _has_content(col, *, image: bool) -> np.ndarray:
+    """(n,) bool: cells of one catalogue column with something to encode. Strings and lists are
+    checked in Arrow (a 10M-row catalogue in seconds); other types cell by cell."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    t = col.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        has = pc.utf8_length(col if image else pc.utf8_trim_whitespace(col))
+    elif image and (pa.types.is_binary(t) or pa.types.is_large_binary(t)):
+        has = pc.binary_length(col)
+    elif image and (pa.types.is_list(t) or pa.types.is_large_list(t)):
+        has = pc.list_value_length(col)
+    elif image:
+        return np.asarray(col.is_valid().to_numpy(zero_copy_only=False), bool)
+    else:
+        return np.fromiter((_text_value(v) is not None for v in col.to_pylist()), bool, len(col))
+    return np.asarray(pc.fill_null(pc.greater(has, 0), False).to_numpy(zero_copy_only=False), bool)
+
+
+def _report_empty(table, item_ids: Sequence[str], config: ExtractConfig) -> None:
+    """Name the items with no text and no image before any model loads: a WARNING with their
+    count and first ids, or with ``empty_items="fail"`` an error. (An item whose images all
+    fail to load is found while encoding, and handled the same way.)"""
+    has = np.zeros(len(item_ids), bool)
+    for f in config.text_fields:
+        has |= _has_content(table.column(f), image=False)
+    for f in config.image_fields:
+        has |= _has_content(table.column(f), image=True)
+    empty = np.flatnonzero(~has)
+    if not len(empty):
+        return
+    first = [item_ids[k] for k in empty[:5]]
+    what = f"{len(empty)} of {len(item_ids)} items have no content in any of the fields {[*config.image_fields, *config.text_fields]} (first: {', '.join(first)})"
+    if config.empty_items == "fail":
+        raise config_error(f"{what}; fill them, or set `empty_items` to embed (the empty text in their place) or skip (leave them out)",
+                           "empty_items", error_type=InputError)
+    how = "each gets the embedding of the empty text, so it keeps its row and gets a SID" if config.empty_items == "embed" else \
+        "they are left out of the store and get no SID (set `empty_items` to embed to keep them)"
+    logger.warning("%s: %s", what, how)
+
+
 def _finish(writer: FeatureStoreWriter, config: ExtractConfig, backend) -> tuple[list[dict], int]:
-    """Gather every shard's image errors and skipped items and write the final manifest."""
+    """Gather every shard's image errors and items without content, and write the final manifest
+    (``empty_items``: the policy, how many, the first ids)."""
     all_errors, n_skipped = [], 0
+    empty: list[str] = []
+    n_empty = 0
     for name in writer.manifest["shards"]:
         extra = writer.shard_extra(name)
         all_errors.extend(extra.get("errors", []))
         n_skipped += len(extra.get("skipped", []))
+        recs = [*extra.get("skipped", []), *extra.get("embedded_empty", [])]
+        n_empty += len(recs)
+        empty += [str(r.get("item_id")) for r in recs][: max(0, _SHOW_IDS - len(empty))]
+    if n_empty:
+        how = "embedded as the empty text" if config.empty_items == "embed" else "left out of the store"
+        logger.info("%s: %d items without content %s (first: %s)", writer.target, n_empty, how, ", ".join(empty[:5]))
     writer.finish(
         backend_info=backend.describe(),
         random_init=bool(config.random_init),
@@ -310,6 +388,7 @@ def _finish(writer: FeatureStoreWriter, config: ExtractConfig, backend) -> tuple
         },
         n_image_errors=len(all_errors),
         n_skipped_items=n_skipped,
+        empty_items={"policy": config.empty_items, "n": n_empty, "first_ids": empty},
     )
     return all_errors, n_skipped
 
@@ -338,6 +417,7 @@ def _encode_shard(rows, ids, config: ExtractConfig, backend, seg_id, base, task:
     order = np.argsort(text_len, kind="stable")
     parts: dict[int, list[tuple[int, np.ndarray]]] = {k: [] for k in range(len(rows))}
     errors: list[dict] = []
+    embedded: list[int] = []  # rows without content, given the empty text's tokens
     for batch in _batches(rows, order, config, backend, base):
         ks = [k for k, _, _ in batch]
         # images: one forward over every image of the batch, in sub-batches of batch_size
@@ -363,6 +443,7 @@ def _encode_shard(rows, ids, config: ExtractConfig, backend, seg_id, base, task:
             states = backend.encode_texts([v for _, v in have], config.max_tokens_per_field)
             for (k, _), t in zip(have, states):
                 parts[k].append((seg_id[f], t))
+        _empty_in_batch(ks, parts, ids, config, backend, seg_id, embedded)
         task.advance(len(ks))
     toks: list[np.ndarray] = []
     segs: list[np.ndarray] = []
@@ -381,4 +462,20 @@ def _encode_shard(rows, ids, config: ExtractConfig, backend, seg_id, base, task:
         toks.append(t)
         segs.append(sg)
     errors.sort(key=lambda ke: (ke[0], ke[1]["field"], ke[1]["index"]))
-    return out_ids, toks, segs, [e for _, e in errors], skipped
+    return out_ids, toks, segs, [e for _, e in errors], skipped, [{"item_id": ids[k], "error": "no content in any field; embedded "
+                                                                   "the empty text"} for k in sorted(embedded)]
+
+
+def _empty_in_batch(ks, parts, ids, config: ExtractConfig, backend, seg_id, embedded: list[int]) -> None:
+    """Items of one batch left without content (no text, no image that loaded), by
+    ``empty_items``: embed the empty text in their place, raise, or leave them (skipped later)."""
+    empty = [k for k in ks if not parts[k]]
+    if not empty or config.empty_items == "skip":
+        return
+    if config.empty_items == "fail":
+        raise InputError(f"item {ids[empty[0]]!r} has no content in any of the fields {[*config.image_fields, *config.text_fields]} "
+                         f"(its images failed to load, or it has none); fix it, or set `empty_items` to embed or skip")
+    seg = seg_id[(config.text_fields or config.image_fields)[0]]
+    for k, t in zip(empty, backend.encode_texts([""] * len(empty), config.max_tokens_per_field)):
+        parts[k].append((seg, t))
+    embedded.extend(empty)

@@ -194,9 +194,10 @@ class FeatureStore:
         return out, mask, seg
 
     def records(self) -> dict[str, list[dict]]:
-        """Per-item records the extractor left in the shards: ``{"errors": [...], "skipped": [...]}``
-        (images that failed to load; items left out for having no content)."""
-        out: dict[str, list[dict]] = {"errors": [], "skipped": []}
+        """Per-item records the extractor left in the shards: ``{"errors": [...], "skipped": [...],
+        "embedded_empty": [...]}`` (images that failed to load; items without content left out,
+        or kept with the empty text's tokens)."""
+        out: dict[str, list[dict]] = {"errors": [], "skipped": [], "embedded_empty": []}
         for sh in self._shards:
             extra = _read_extra(sh.extra)
             for k in out:
