@@ -49,8 +49,15 @@ def _write_parquet(path: Path, ids, x: np.ndarray, row_group_size: int | None = 
 
 
 def _same_rows(a: pa.Table, b: pa.Table) -> bool:
-    b = b.select(a.column_names)
-    return a.replace_schema_metadata(None).equals(b.replace_schema_metadata(None))
+    """The same columns in the same order, types, rows and schema metadata (a shard
+    directory's part fingerprint aside)."""
+    from tokenizer_kit.engines._output import SHARD_META_KEY
+
+    def meta(t):
+        return {k: v for k, v in (t.schema.metadata or {}).items() if k != SHARD_META_KEY}
+
+    return a.column_names == b.column_names and meta(a) == meta(b) and \
+        a.replace_schema_metadata(None).equals(b.replace_schema_metadata(None))
 
 
 # ---- assign ---------------------------------------------------------------------------------
