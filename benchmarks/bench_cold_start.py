@@ -91,7 +91,7 @@ def build_base(workdir: Path, n_items: int, *, d: int = 256, sizes=(256, 256, 25
         return path, json.loads(info_path.read_text())
     t0 = time.perf_counter()
     x = make_clustered_embeddings(train_points, d, seed=seed)
-    tok = SemanticTokenizer.build(x, codebook_sizes=list(sizes), seed=seed)
+    tok = SemanticTokenizer.build(x, codebook_sizes=list(sizes), seed=seed, index=False)  # its items are replaced below
     train_s = time.perf_counter() - t0
     tok.item_ids = np.arange(n_items, dtype=np.int64)
     tok.codes = _zipf_codes(n_items, list(sizes), np.random.default_rng(seed))

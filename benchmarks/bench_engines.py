@@ -106,7 +106,8 @@ def build_tokenizer(scratch: Path, data: Path, d: int) -> Path:
     s = open_embeddings(data)
     rows = np.arange(min(s.n, 262144))  # the first rows: every chunk of the generator is an i.i.d. draw of the mixture
     x = s.take(rows)
-    tok = SemanticTokenizer.build(Embeddings(ids=rows, vectors=x), method="rq-kmeans", codebook_sizes=[256, 256, 256], seed=0)
+    tok = SemanticTokenizer.build(Embeddings(ids=rows, vectors=x), method="rq-kmeans", codebook_sizes=[256, 256, 256], seed=0,
+                                  index=False)  # codes-only assign runs
     tok.save_pretrained(tok_dir, overwrite=True)
     return tok_dir
 

@@ -230,7 +230,7 @@ def sids_equal(x: np.ndarray, scratch: Path) -> dict:
     for name, kw in (("plain", {}), ("balanced", {"balanced": True})):
         cfg = dict(codebook_sizes=[256] * 3, seed=0, **kw)
         t = time.perf_counter()
-        mem = SemanticTokenizer.build(x, **cfg)
+        mem = SemanticTokenizer.build(x, index=False, **cfg)  # codes only, as build_streaming
         t_mem = time.perf_counter() - t
         t = time.perf_counter()
         build_streaming(scratch / "equal.npy", scratch / f"equal_{name}", overwrite=True, row_ids=True, **cfg)

@@ -21,7 +21,7 @@ def _data(n, d=16, seed=0, centers=12):
 def small_tok():
     x = _data(700, seed=1)
     ids = np.asarray([f"i{k}" for k in range(len(x))], dtype=object)
-    tok = SemanticTokenizer.build(x, ids=ids, codebook_sizes=[6, 6, 24], seed=0)
+    tok = SemanticTokenizer.build(x, ids=ids, codebook_sizes=[6, 6, 24], seed=0, index=False)
     return tok, x, ids
 
 
@@ -94,7 +94,7 @@ def test_suffix_skips_retired():
 @pytest.mark.parametrize("policy", ["suffix", "reassign", "none"])
 def test_save_load_roundtrip(tmp_path, small_tok, policy):
     tok, x, _ = small_tok
-    tok = SemanticTokenizer.build(x, ids=small_tok[2], codebook_sizes=[6, 6, 24], seed=0)
+    tok = SemanticTokenizer.build(x, ids=small_tok[2], codebook_sizes=[6, 6, 24], seed=0, index=False)
     idx = SIDIndex.for_tokenizer(tok, config=IndexConfig(policy=policy), x=x)
     idx.save(tok, tmp_path / "tok")
     back = SemanticTokenizer.from_pretrained(tmp_path / "tok")
@@ -113,7 +113,7 @@ def test_save_load_roundtrip(tmp_path, small_tok, policy):
 def test_ten_rounds_of_cold_start(tmp_path, policy):
     x = _data(900, seed=2)
     ids = np.asarray([f"i{k}" for k in range(900)], dtype=object)
-    tok = SemanticTokenizer.build(x[:400], ids=ids[:400], codebook_sizes=[5, 5, 48], seed=0)
+    tok = SemanticTokenizer.build(x[:400], ids=ids[:400], codebook_sizes=[5, 5, 48], seed=0, index=False)
     idx = SIDIndex.for_tokenizer(tok, config=IndexConfig(policy=policy), x=x[:400])
     path = tmp_path / "tok"
     idx.save(tok, path)
@@ -178,7 +178,7 @@ def test_known_item_with_new_embedding_needs_replace(small_tok):
 @pytest.mark.parametrize("where", ["segment", "manifest", "compact"])
 def test_failed_update_leaves_previous_index_loadable(tmp_path, small_tok, monkeypatch, where):
     tok, x, ids = small_tok
-    tok = SemanticTokenizer.build(x[:500], ids=ids[:500], codebook_sizes=[6, 6, 24], seed=0)
+    tok = SemanticTokenizer.build(x[:500], ids=ids[:500], codebook_sizes=[6, 6, 24], seed=0, index=False)
     path = tmp_path / "tok"
     SIDIndex.for_tokenizer(tok, x=x[:500]).save(tok, path)
     before = {p.name: p.read_bytes() for p in path.iterdir()}

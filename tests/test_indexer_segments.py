@@ -66,7 +66,7 @@ def test_segments_equal_one_rewrite(tmp_path, policy, with_x):
     """with_x=False: items indexed without embeddings get theirs pinned on first sight (row updates)."""
     x = _data(600, seed=4)
     ids = np.asarray([f"i{k}" for k in range(600)], dtype=object)
-    tok = SemanticTokenizer.build(x[:300], ids=ids[:300], codebook_sizes=[4, 4, 32], seed=0)
+    tok = SemanticTokenizer.build(x[:300], ids=ids[:300], codebook_sizes=[4, 4, 32], seed=0, index=False)
     # reference: the same rounds in memory, no disk; the segmented one saved and reloaded each round
     mem = SIDIndex.for_tokenizer(tok, config=IndexConfig(policy=policy), x=x[:300] if with_x else None)
     path = tmp_path / "tok"
@@ -104,7 +104,7 @@ def test_segments_equal_one_rewrite(tmp_path, policy, with_x):
 
 def test_segment_bytes_grow_with_new_items_only(tmp_path):
     x = _data(2400, seed=5)
-    tok = SemanticTokenizer.build(x[:2000], ids=np.arange(2000), codebook_sizes=[8, 8, 16], seed=0)
+    tok = SemanticTokenizer.build(x[:2000], ids=np.arange(2000), codebook_sizes=[8, 8, 16], seed=0, index=False)
     SIDIndex.for_tokenizer(tok).save(tok, tmp_path / "tok")
     sizes = []
     for a, b in [(2000, 2050), (2050, 2250)]:
@@ -121,7 +121,7 @@ def test_segment_bytes_grow_with_new_items_only(tmp_path):
 
 def test_commit_refuses_an_index_that_changed_since_it_was_loaded(tmp_path):
     x = _data(400, seed=6)
-    tok = SemanticTokenizer.build(x[:300], ids=np.arange(300), codebook_sizes=[4, 4, 32], seed=0)
+    tok = SemanticTokenizer.build(x[:300], ids=np.arange(300), codebook_sizes=[4, 4, 32], seed=0, index=False)
     SIDIndex.for_tokenizer(tok).save(tok, tmp_path / "tok")
     t1, t2 = (SemanticTokenizer.from_pretrained(tmp_path / "tok") for _ in range(2))
     a, _, _ = SIDIndex.from_tokenizer(t1).assign(t1, np.arange(300, 350), x[300:350])
@@ -135,7 +135,7 @@ def test_commit_refuses_an_index_that_changed_since_it_was_loaded(tmp_path):
 
 def test_two_rounds_before_one_save(tmp_path):
     x = _data(400, seed=7)
-    tok = SemanticTokenizer.build(x[:300], ids=np.arange(300), codebook_sizes=[4, 4, 32], seed=0)
+    tok = SemanticTokenizer.build(x[:300], ids=np.arange(300), codebook_sizes=[4, 4, 32], seed=0, index=False)
     SIDIndex.for_tokenizer(tok).save(tok, tmp_path / "tok")
     t = SemanticTokenizer.from_pretrained(tmp_path / "tok")
     idx = SIDIndex.from_tokenizer(t)
@@ -224,7 +224,7 @@ def test_a_segment_the_index_lists_must_be_in_the_manifest(tmp_path):
     from tokenizer_kit.io._manifest import seal
 
     x = _data(360, seed=9)
-    tok = SemanticTokenizer.build(x[:300], ids=np.arange(300), codebook_sizes=[4, 4, 32], seed=0)
+    tok = SemanticTokenizer.build(x[:300], ids=np.arange(300), codebook_sizes=[4, 4, 32], seed=0, index=False)
     SIDIndex.for_tokenizer(tok).save(tok, tmp_path / "tok")
     t = SemanticTokenizer.from_pretrained(tmp_path / "tok")
     SIDIndex.from_tokenizer(t).assign(t, np.arange(300, 360), x[300:360])[0].save(t)

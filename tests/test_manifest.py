@@ -31,7 +31,7 @@ LEGACY = Path(__file__).parent / "data" / "legacy"
 @pytest.fixture(scope="module")
 def tok(clustered):
     ids = np.array([f"item{i}" for i in range(400)], dtype=object)
-    return SemanticTokenizer.build(clustered[:400], ids=ids, codebook_sizes=[8, 8], seed=0)
+    return SemanticTokenizer.build(clustered[:400], ids=ids, codebook_sizes=[8, 8], seed=0, index=False)
 
 
 @pytest.fixture

@@ -132,8 +132,9 @@ def test_cold_start_reports_encode_and_nearest_items():
     idx = SIDIndex.for_tokenizer(tok)
     rec = Recorder()
     _, table, summary = idx.assign(tok, [f"n{k}" for k in range(100)], x[400:], progress=rec)
-    assert rec.one("encode").completed == 100 and rec.one("encode").total == 100
-    assert rec.one("nearest items").completed == 100 and summary["new"] == 100
+    # one task: the per-batch lookup (encode, then the nearest indexed items) over the input's blocks
+    t = rec.one("encode and nearest items")
+    assert t.completed == 100 and t.total == 100 and summary["new"] == 100
     # the blocked encode gives the codes of one call
     np.testing.assert_array_equal([r["codes"][:2] for r in table], tok.encode(x[400:]))
 

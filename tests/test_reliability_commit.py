@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def small_tok(clustered):
     ids = np.array([f"item{i}" for i in range(600)], dtype=object)
-    return SemanticTokenizer.build(clustered[:600], ids=ids, codebook_sizes=[8, 8], seed=1)
+    return SemanticTokenizer.build(clustered[:600], ids=ids, codebook_sizes=[8, 8], seed=1, index=False)
 
 
 def _marked(tok, marker: str):
@@ -289,7 +289,7 @@ def indexed(clustered, tmp_path_factory):
 
     d = tmp_path_factory.mktemp("conc")
     ids = np.array([f"base{i}" for i in range(1000)], dtype=object)
-    tok = SemanticTokenizer.build(clustered[:1000], ids=ids, codebook_sizes=[8, 8, 8], seed=0)
+    tok = SemanticTokenizer.build(clustered[:1000], ids=ids, codebook_sizes=[8, 8, 8], seed=0, index=False)
     SIDIndex.for_tokenizer(tok, config=IndexConfig(policy="suffix"), x=clustered[:1000], ids=ids).save(tok, d / "tok")
     for name, lo in (("a", 1000), ("b", 2000)):
         np.save(d / f"{name}.npy", clustered[lo : lo + 500])

@@ -72,7 +72,7 @@ def test_streaming_build_equals_in_memory(data, tmp_path, kw):
     (tmp_path / "x.ids.txt").write_text("\n".join(ids))
     kw = dict(kw)
     normalize = kw.pop("normalize", False)
-    mem = SemanticTokenizer.build(x, ids=ids, normalize=normalize, **CFG, **kw)
+    mem = SemanticTokenizer.build(x, ids=ids, normalize=normalize, index=False, **CFG, **kw)  # codes only, as build_streaming
     src = CountingStream(open_embeddings(tmp_path / "x.npy"))
     st = build_streaming(src, tmp_path / "tok", normalize=normalize, batch_size=BLOCK_ROWS, **CFG, **kw)
     assert src.max_rows <= BLOCK_ROWS and src.batches_read >= 3

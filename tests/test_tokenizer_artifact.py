@@ -13,7 +13,7 @@ from tokenizer_kit.io import seal
 @pytest.fixture(scope="module")
 def built(clustered):
     ids = np.array([f"item{i}" for i in range(len(clustered))], dtype=object)
-    return SemanticTokenizer.build(clustered, ids=ids, codebook_sizes=[16, 16, 16], normalize=True, seed=2)
+    return SemanticTokenizer.build(clustered, ids=ids, codebook_sizes=[16, 16, 16], normalize=True, seed=2, index=False)
 
 
 def test_round_trip(built, clustered, tmp_path):

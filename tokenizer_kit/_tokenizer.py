@@ -155,7 +155,8 @@ class SemanticTokenizer:
         """Fit a quantizer on ``x`` (n, d) and assign every item its codes.
 
         ``quantizer_config`` goes to the method's config (e.g. ``codebook_sizes``, ``balanced``,
-        ``beam_size``, ``seed``, ``device`` for RQ-Kmeans). The whole config is validated
+        ``beam_size``, ``seed``, ``device`` for RQ-Kmeans; every default, the seed included,
+        is the config class's, as for ``build-codebook``). The whole config is validated
         before any compute. ``progress`` reaches the quantizer's ``fit`` where it takes one
         (RQ-VAE: one task over its epochs).
         """
@@ -169,6 +170,7 @@ class SemanticTokenizer:
         qcls = get_quantizer_class(method)
         quantizer = qcls(**quantizer_config)
         if not isinstance(x, np.ndarray) and hasattr(x, "detach"):  # a torch tensor (bfloat16 welcome)
+        index: bool = True,
             x = as_float32_vectors(x, source or "embeddings")
         validate_vectors(x, source or "embeddings")
         n = x.shape[0]
@@ -177,6 +179,12 @@ class SemanticTokenizer:
         tok = cls(quantizer, normalize=normalize)
         xp = tok.preprocess(x, what=source or "embeddings")
         t0 = time.perf_counter()
+
+        ``index`` (default, as ``build-codebook``): also build the SID index under the default
+        policy (``IndexConfig()``: suffix, one item per SID) with the items' embedding
+        fingerprints, so ``sids`` are the indexed SIDs ``build-codebook`` writes for the same
+        data and seed, and ``SIDIndex.from_tokenizer`` and ``save_pretrained`` carry the
+        index. ``index=False`` (``build-codebook --no-index``): codes only.
         if progress is not None and "progress" in inspect.signature(quantizer.fit).parameters:
             quantizer.fit(xp, progress=progress)
         else:
@@ -220,6 +228,12 @@ class SemanticTokenizer:
                     row = s + int(np.argmax(norms[:, 0] == 0))
                     raise InputError(f"{what}: row {row} is all zeros and cannot be L2-normalised; drop that item or build without `normalize`")
                 blk /= norms
+        if index:
+            from .indexer import SIDIndex, embedding_hash
+
+            idx = SIDIndex.for_tokenizer(tok)  # numbered by input row, as build-codebook's index
+            idx.emb_hash = embedding_hash(x)
+            idx.attach(tok)
         return out
 
     def encode(self, x: np.ndarray, *, batch_size: int | None = None, **kwargs) -> np.ndarray:

@@ -4,7 +4,7 @@ One table per stage; its keys are the fields of the stage's config dataclass (th
 as the verb's options, with ``_`` for ``-``)::
 
     workdir = "out"          # relative to the config file
-    seed = 0                 # every stage's seed unless its table sets one
+    seed = 0                 # every stage's seed unless its table sets one (unset: each stage's own default)
     [data]
     catalog = "items.parquet"
     interactions = "inter.parquet"
@@ -55,13 +55,14 @@ _SWITCHES = {"baseline": {"enabled"}, "retrieval": {"enabled", "baseline"}}
 @dataclass
 class PipelineConfig:
     """The whole chain's settings. Built from a file by :func:`load_config`, which also applies
-    the top-level ``seed`` to every stage whose table sets none; built in Python, each stage's
-    config is used as given."""
+    the top-level ``seed`` to every stage whose table sets none (None: each stage keeps its
+    config class's default, the one its verb and the Python API use); built in Python, each
+    stage's config is used as given."""
 
     catalog: Path
     interactions: Path
     workdir: Path = Path("pipeline_out")
-    seed: int = 0
+    seed: int | None = None
     extract: ExtractStageConfig = field(default_factory=ExtractStageConfig)
     mine_pairs: MinePairsConfig = field(default_factory=MinePairsConfig)
     align: AlignStageConfig = field(default_factory=AlignStageConfig)
@@ -111,7 +112,7 @@ class PipelineConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """A dict :func:`load_config` reads back (paths absolute)."""
-        d: dict[str, Any] = {"workdir": str(self.workdir), "seed": self.seed,
+        d: dict[str, Any] = {"workdir": str(self.workdir), **({"seed": self.seed} if self.seed is not None else {}),
                              "data": {"catalog": str(self.catalog), "interactions": str(self.interactions)}}
         for name in STAGES:
             d[name] = getattr(self, name).to_flat_dict()
@@ -155,10 +156,10 @@ def _top_level(raw: dict[str, Any], base: Path, errs: list[str]) -> dict[str, An
     unknown = sorted(set(raw) - _TOP)
     if unknown:
         errs.append(f"unknown top-level keys {unknown} (known: {sorted(_TOP)})")
-    seed = raw.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+    seed = raw.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
         errs.append(f"seed: expected an integer >= 0, got {seed!r}")
-        seed = 0
+        seed = None
     workdir = raw.get("workdir", "pipeline_out")
     if not isinstance(workdir, (str, Path)):
         errs.append(f"workdir: expected a path, got {workdir!r}")
@@ -197,8 +198,8 @@ def _switches(raw: dict[str, Any], errs: list[str]) -> dict[str, bool]:
             "retrieval_baseline": bool(vals[("retrieval", "baseline")])}
 
 
-def _stage_tables(raw: dict[str, Any], seed: int, errs: list[str]) -> dict[str, Any]:
-    """Each stage's config from its table (the top-level seed unless the table sets one)."""
+def _stage_tables(raw: dict[str, Any], seed: int | None, errs: list[str]) -> dict[str, Any]:
+    """Each stage's config from its table (the top-level seed, if set, unless the table sets one)."""
     stages = {}
     for name, (cls, _verb) in STAGES.items():
         sec = raw.get(name, {})
@@ -207,7 +208,7 @@ def _stage_tables(raw: dict[str, Any], seed: int, errs: list[str]) -> dict[str, 
             continue
         sec = {k: v for k, v in sec.items() if k not in _SWITCHES.get(name, ())}
         has_seed = any(s.name == "seed" for s in cls.cli_settings())
-        defaults = {"seed": seed} if has_seed and "seed" not in sec else {}
+        defaults = {"seed": seed} if has_seed and seed is not None and "seed" not in sec else {}
         cfg, serrs = parse_layers(cls, name, [defaults, sec])
         errs += [f"[{name}] {e}" for e in serrs]
         stages[name] = cfg

@@ -265,7 +265,7 @@ def build_codebook(embeddings: PathLike, out: PathLike, config: CodebookConfig, 
         emb = load_embeddings(embeddings, ids_path=ids, **columns.open_kw())
         cats = None if cats_map is None else [cats_map.get(str(i)) for i in emb.ids.tolist()]
         tok = SemanticTokenizer.build(emb, method=config.method, normalize=config.normalize, categories=cats, progress=progress,
-                                      config=qcfg)
+                                      config=qcfg, index=False)  # indexed below, after saving, as the streaming build
         tok.save_pretrained(out, overwrite=overwrite)
     report = {"name": out.name, "path": str(out), "method": config.method, "build_seconds": tok.info["fit_seconds"], **tok.metrics}
     if config.index:
