@@ -223,6 +223,7 @@ def build_streaming(
     id_column: str = "item_id",
     vector_column: str | None = None,
     row_ids: bool = False,
+    fingerprints: bool = False,
     **quantizer_config: Any,
 ) -> SemanticTokenizer:
     """Build a tokenizer directory at ``out`` from embeddings of any size (see the module doc).
@@ -233,6 +234,11 @@ def build_streaming(
     (:func:`~tokenizer_kit.quantizers._plan.warn_if_crowded`) and a WARNING is logged when at
     least ``warn_collisions`` of the items are predicted to share a SID. Returns the
     tokenizer without its SIDs in memory (load them with ``from_pretrained(out)``).
+
+    ``fingerprints``: also fingerprint every item's embedding in the encode pass
+    (:func:`~tokenizer_kit.indexer.embedding_hash`, 8 bytes per item), returned as
+    ``tok.emb_hash`` (n,) uint64 in the order of ``sids.parquet``: what an index needs to
+    refuse a known item arriving with another embedding (``SIDIndex.assign``).
     """
     q, out, stream = _check_build(source, out, method=method, overwrite=overwrite, ids_path=ids_path, id_column=id_column, vector_column=vector_column, row_ids=row_ids, quantizer_config=quantizer_config)
     tok = SemanticTokenizer(q, normalize=normalize)
@@ -245,7 +251,9 @@ def build_streaming(
     try:
         with write_artifact(out, TOKENIZER, overwrite=overwrite) as w:
             scratch = _fresh_scratch(scratch_base, out.name)  # under the writer lock
-            times.update(_encode_pass(tok, stream, w.dir, scratch, bs, categories=categories, key_budget=key_budget, progress=progress))
+            hashes = np.zeros(stream.n, np.uint64) if fingerprints else None
+            times.update(_encode_pass(tok, stream, w.dir, scratch, bs, categories=categories, key_budget=key_budget, progress=progress,
+                                      hashes=hashes))
             tok.info = _build_info(stream, bs, times, predicted, total_seconds=time.perf_counter() - t0)
             tok.write_files(w.dir)  # weights and attachments; the SIDs are written by the encode pass
             w.fields.update(tok.manifest_fields())
@@ -254,6 +262,8 @@ def build_streaming(
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
     tok.path = out
+    if hashes is not None:
+        tok.emb_hash = hashes
     logger.info("streaming build of %d x %d -> %s in %.1fs", stream.n, stream.dim, out, tok.info["total_seconds"])
     return tok
 
@@ -306,10 +316,14 @@ def _fresh_scratch(scratch_base: Path, name: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".scratch", dir=scratch_base))
 
 
-def _encode_pass(tok: SemanticTokenizer, stream: EmbeddingStream, staging: Path, scratch: Path, bs: int, *, categories, key_budget: int, progress) -> dict:
+def _encode_pass(tok: SemanticTokenizer, stream: EmbeddingStream, staging: Path, scratch: Path, bs: int, *, categories, key_budget: int, progress,
+                 hashes: np.ndarray | None = None) -> dict:
     """One streaming pass that encodes every item and writes ``sids.parquet`` into ``staging``
     with the metrics of the same pass (``tok.metrics``); with the distinct-last-level step the
-    codes are held (int16) until it has run, then written. Returns the timings."""
+    codes are held (int16) until it has run, then written. ``hashes`` (n,) uint64, if given, is
+    filled with each raw embedding's fingerprint in the same pass. Returns the timings."""
+    from .indexer._index import embedding_hash
+
     q, n = tok.quantizer, stream.n
     prog = as_progress(progress)
     joint = q._joint_last_level and q.config.beam_size == 1
@@ -323,6 +337,8 @@ def _encode_pass(tok: SemanticTokenizer, stream: EmbeddingStream, staging: Path,
         t1 = time.perf_counter()
         with SIDWriter(staging / SIDS_NAME) as writer, prog.task("encode", total=n, unit="item") as task:
             for b in stream.batches(bs):
+                if hashes is not None:
+                    hashes[b.start : b.start + len(b.vectors)] = embedding_hash(b.vectors)
                 xp = tok.preprocess(b.vectors, what=stream.source)
                 codes = q.encode(xp)
                 metrics.add_reconstruction(xp, q.decode(codes))

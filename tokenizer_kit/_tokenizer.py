@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -62,17 +63,35 @@ def sid_string(codes: Sequence[int]) -> str:
     return "".join(level_token(l, c) for l, c in enumerate(codes))
 
 
+_SID_TOKENS = re.compile(r"\s*<([^<>\s]*)>\s*")
+
+
 def parse_sid_string(sid: str) -> list[int]:
-    """``"<a_3><b_4><c_1>"`` -> [3, 4, 1]; levels must come in order a, b, c, ..."""
+    """``"<a_3><b_4><c_1>"`` -> [3, 4, 1]: one string of level tokens, levels in order a, b, c, ...
+
+    The one accepted form is the tokens written one after another (as ``sid_string`` writes
+    them and an LLM emits them); whitespace between tokens is ignored. Anything else (codes
+    alone, other separators, a token out of level order) raises, naming the accepted form.
+    """
+    if not isinstance(sid, str):
+        raise InputError(f"SID {sid!r} must be a string such as <a_3><b_4><c_1>")
     s = sid.strip()
-    if not (s.startswith("<") and s.endswith(">")):
-        raise InputError(f"SID {sid!r} is not of the form <a_3><b_4><c_1>")
+    pos, toks = 0, []
+    while pos < len(s):
+        m = _SID_TOKENS.match(s, pos)
+        if m is None:
+            raise InputError(f"SID {sid[:60]!r} is not of the form <a_3><b_4><c_1> (level tokens one after another, "
+                             f"unexpected {s[pos:pos + 12]!r} at character {pos})")
+        toks.append(m.group(1))
+        pos = m.end()
+    if not toks:
+        raise InputError(f"SID {sid!r} is not of the form <a_3><b_4><c_1> (no token)")
     out = []
-    for level, tok in enumerate(s[1:-1].split("><")):
+    for level, tok in enumerate(toks):
         name, _, code = tok.rpartition("_")
         expect = level_token(level, 0)[1:].rpartition("_")[0]
         if name != expect or not (code.isascii() and code.isdigit()):
-            raise InputError(f"SID {sid!r}: token {level} is <{tok}>, expected <{expect}_N>")
+            raise InputError(f"SID {sid[:60]!r}: token {level} is <{tok}>, expected <{expect}_N> (the form is <a_3><b_4><c_1>)")
         if int(code) >= 2**63:
             raise InputError(f"SID {sid[:40]!r}: code {code[:24]} at level {level} is too large (codes are below 2^63)")
         out.append(int(code))
@@ -381,7 +400,10 @@ class SemanticTokenizer:
         qcls = get_quantizer_class(m["method"])
         tensors = _load_safetensors(m.file(WEIGHTS_NAME), load_file)
         for key, t in tensors.items():
-            if t.dtype.kind == "f" and not np.isfinite(t).all():
+            if t.dtype.kind != "f":  # every quantizer's weights are floating point (an int codebook was edited in)
+                raise ArtifactError(f"{m.file(WEIGHTS_NAME)}: tensor {key!r} is {t.dtype}, expected floating-point weights; "
+                                    f"the quantizer is corrupt, {TOKENIZER.fix}")
+            if not np.isfinite(t).all():
                 raise ArtifactError(f"{m.file(WEIGHTS_NAME)}: tensor {key!r} holds NaN or infinite values; the quantizer is corrupt, {TOKENIZER.fix}")
         try:
             quantizer = qcls.from_state(m["config"], tensors)
@@ -439,6 +461,48 @@ def _check_fields(m: Manifest) -> None:
         raise ArtifactError(f"{where}: codebook_sizes {sizes!r} must be positive integers; {TOKENIZER.fix}")
     if "n_items" in m.data and m.data["n_items"] < 0:
         raise ArtifactError(f"{where}: n_items {m.data['n_items']} is negative; {TOKENIZER.fix}")
+    index = (m.data.get("sections") or {}).get("index")
+    if index is not None:
+        _check_index_section(index, where)
+
+
+def _is_int(v: Any, lo: int = 0) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+# sections.index: key -> (check, what it must be); optional keys are checked when present
+_INDEX_FIELDS: dict[str, tuple[Any, str]] = {
+    "policy": (lambda v: isinstance(v, str) and v != "", "a policy name"),
+    "version": (lambda v: _is_int(v, 1), "an integer >= 1"),
+    "format": (lambda v: _is_int(v, 1), "an integer >= 1"),
+    "sid_length": (lambda v: _is_int(v, 1), "an integer >= 1"),
+    "suffix_size": (_is_int, "an integer >= 0"),
+    "n_items": (_is_int, "an integer >= 0"),
+    "base_items": (_is_int, "an integer >= 0"),
+    "n_retired": (_is_int, "an integer >= 0"),
+    "codebook_sizes": (lambda v: isinstance(v, list) and all(_is_int(k, 1) for k in v), "a list of positive integers"),
+    "level_sizes": (lambda v: isinstance(v, list) and all(_is_int(k, 0) for k in v), "a list of integers >= 0"),
+    "stats": (lambda v: isinstance(v, dict), "a table"),
+    "history": (lambda v: isinstance(v, list), "a list"),
+    "segments": (lambda v: isinstance(v, list) and all(isinstance(g, dict) and _is_int(g.get("version"), 1)
+                                                        and _is_int(g.get("appended"), 0) and isinstance(g.get("name"), str) for g in v),
+                 "a list of {name, version, appended} tables"),
+}
+
+
+def _check_index_section(sec: Any, where: Path) -> None:
+    """The manifest's SID index section has the types and ranges its readers rely on (a
+    resealed manifest passes the checksum; its content must still make sense)."""
+    if not isinstance(sec, dict):
+        raise ArtifactError(f"{where}: sections.index is {type(sec).__name__}, expected a table; {TOKENIZER.fix}")
+    for key, (ok, what) in _INDEX_FIELDS.items():
+        if key in ("policy", "version"):
+            if key not in sec:
+                raise ArtifactError(f"{where}: sections.index has no {key!r}; {TOKENIZER.fix}")
+        elif key not in sec:
+            continue
+        if not ok(sec[key]):
+            raise ArtifactError(f"{where}: sections.index.{key} is {str(sec[key])[:40]!r}, expected {what}; {TOKENIZER.fix}")
 
 
 def _load_safetensors(path: Path, load_file) -> dict[str, np.ndarray]:

@@ -412,6 +412,7 @@ class SIDIndex:
             base_sids = LazySIDs(trie)
         else:
             base_sids = tok.sids
+        _check_index_arrays(arr, len(tok.item_ids), tok.levels, sid_length)
         base = {"item_ids": _as_ids(tok.item_ids), "sids": base_sids, "raw_codes": arr["raw_codes"],
                 "moved": arr["moved"].astype(bool), "emb_hash": arr["emb_hash"], "retired": np.asarray(arr["retired"], np.int64).reshape(-1, sid_length)}
         if base["sids"].shape[1] != sid_length:
@@ -638,6 +639,29 @@ class SIDIndex:
             "trie_build_seconds": time.perf_counter() - t0,
         }
         return idx
+
+
+# index.safetensors: array -> (dtype kinds, width of a row); one row per base item, except retired SIDs
+_INDEX_ARRAYS = {"raw_codes": ("iu", "levels"), "moved": ("ub", None), "emb_hash": ("u", None), "retired": ("iu", "sid_length")}
+_KINDS = {"iu": "integers", "u": "unsigned integers", "ub": "booleans or uint8"}
+
+
+def _check_index_arrays(arr: dict[str, np.ndarray], n: int, levels: int, sid_length: int) -> None:
+    """index.safetensors holds every array with the dtype and shape its readers rely on (its
+    checksum protects the bytes; a resealed file must still make sense)."""
+    for name, (kinds, width) in _INDEX_ARRAYS.items():
+        a = arr.get(name)
+        if a is None:
+            raise ArtifactError(f"index.safetensors lacks {name!r}; rerun `tokenizer-kit index`")
+        w = {"levels": levels, "sid_length": sid_length}.get(width)
+        if name == "retired":
+            ok, want = a.size % sid_length == 0, f"(r, {sid_length})"
+        else:
+            ok = a.shape == ((n, w) if w else (n,))
+            want = f"({n}, {w})" if w else f"({n},)"
+        if a.dtype.kind not in kinds or not ok:
+            raise ArtifactError(f"index.safetensors: {name!r} is {a.dtype} of shape {tuple(a.shape)}, expected {_KINDS[kinds]} of shape "
+                                f"{want}; rerun `tokenizer-kit index`")
 
 
 def _prefix_codes(prefix: str | Sequence[int]) -> list[int]:
