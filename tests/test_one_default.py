@@ -68,3 +68,45 @@ def test_one_seed_and_one_index_for_cli_python_and_pipeline(office, tmp_path):
     # index=False is --no-index: codes only
     bare = SemanticTokenizer.build(load_embeddings(d / "emb.parquet"), codebook_sizes=[8, 8, 8], index=False)
     assert bare.sids.shape == (600, 3) and np.array_equal(bare.codes, py.codes)
+
+
+def test_import_of_our_export_is_the_identity(office, tmp_path):
+    """index --export-lcrec, then import-index --policy suffix: every item keeps its SID, no
+    level is added (the export has no duplicate SIDs), and report shows the code levels only.
+    A file whose SIDs collide still gets a suffix level of its own."""
+    from tokenizer_kit.indexer import load_sids
+
+    d, ids, _ = office
+    assert _cli(["build-codebook", d / "emb.parquet", "-o", tmp_path / "tok", "--codebook-size", "8", "--levels", "3"]).exit_code == 0
+    r = _cli(["index", tmp_path / "tok", "--export-lcrec", tmp_path / "t.index.json"])
+    assert r.exit_code == 0, r.output
+    r = _cli(["import-index", tmp_path / "t.index.json", "--policy", "suffix", "--out", tmp_path / "imp", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res["duplicate_sids"] == 0 and res["index"]["sid_length"] == 4 and res["index"]["moved_items"] == 0
+    a, b = load_sids(tmp_path / "tok"), load_sids(tmp_path / "imp")
+    assert b["item_id"].tolist() == ids and b["sid"].tolist() == a["sid"].tolist()
+    assert b["sid"].str.count("<").eq(4).all() and a["sid"].str.endswith("<d_0>").mean() < 1  # suffixes > 0 kept as they were
+    r = _cli(["lookup", tmp_path / "imp", "--item", ids[7], "--format", "json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["item"]["sid"] == a["sid"][7]
+    r = _cli(["report", tmp_path / "imp", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    assert "-0.0000" not in _cli(["report", tmp_path / "imp"]).output
+    # colliding SIDs (the export without its suffix level): the policy adds one
+    lc = json.loads((tmp_path / "t.index.json").read_text())
+    (tmp_path / "c.index.json").write_text(json.dumps({k: v[:3] for k, v in lc.items()}))
+    r = _cli(["import-index", tmp_path / "c.index.json", "--policy", "suffix", "--out", tmp_path / "imp2", "--format", "json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["duplicate_sids"] > 0 and json.loads(r.stdout)["index"]["sid_length"] == 4
+
+
+@pytest.mark.parametrize("verb", ["import-index", "report", "lookup"])
+def test_a_code_beyond_any_codebook_is_refused(tmp_path, verb):
+    (tmp_path / "bad.index.json").write_text(json.dumps({"1": ["<a_1>", "<b_2>"], "2": ["<a_100000000>", "<b_0>"]}))
+    args = {"import-index": ["import-index", tmp_path / "bad.index.json", "--out", tmp_path / "imp"],
+            "report": ["report", tmp_path / "bad.index.json"],
+            "lookup": ["lookup", tmp_path / "bad.index.json", "--item", "1"]}[verb]
+    r = _cli(args)
+    lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+    assert r.exit_code != 0 and len(lines) == 1, r.output
+    assert "code 100000000 at level 0" in lines[0] and "at most 16777215" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.index.json"]  # nothing written

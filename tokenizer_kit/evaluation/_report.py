@@ -24,12 +24,17 @@ REPORT_LEVEL_KEYS = ("codebook_size", "utilization", "entropy_nats", "entropy_bi
 _TOKEN = re.compile(r"<([A-Za-z]+\d*)_(\d+)>")
 
 
+# the largest code a level of an imported SID may hold: each code is a token of the model's
+# vocabulary and sizes the level's arrays (trie, vocabulary); real codebooks hold 256 to 8,192
+MAX_SID_CODE = (1 << 24) - 1
+
+
 def read_index_json(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """LC-Rec ``*.index.json`` -> (item ids (n,), codes (n, L) int64).
 
     Each item maps to a list of tokens (or one string of them) ``<a_12>``, ``<b_3>``, ...;
-    levels must come in order (a, b, c, ...), codes must be non-negative integers that fit
-    in int64, every SID must have the same length and no item may be given twice.
+    levels must come in order (a, b, c, ...), codes must be non-negative integers below
+    ``MAX_SID_CODE``, every SID must have the same length and no item may be given twice.
     """
     from .._tokenizer import level_token
     from ..io import read_json
@@ -54,8 +59,9 @@ def read_index_json(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             if m.group(1) != want:
                 raise InputError(f"{path}: item {item!r} has token {t!r} at level {level}; levels must come in order, expected <{want}_N>")
             code = int(m.group(2))
-            if code >= 2**63:
-                raise InputError(f"{path}: item {item!r} has code {m.group(2)[:24]} at level {level}, too large for int64; codes must be below 2^63")
+            if code > MAX_SID_CODE:
+                raise InputError(f"{path}: item {item!r} has code {m.group(2)[:24]} at level {level}; SID codes must be at most "
+                                 f"{MAX_SID_CODE} (2^24 - 1: each level is a vocabulary of that many tokens at most); fix the file")
             codes.append(code)
         if length is None:
             length = len(codes)
