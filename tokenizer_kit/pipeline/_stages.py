@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .._config import base_config, config_error
 from .._progress import Progress
-from ..errors import InputError, TokenizerKitError
+from ..errors import ArtifactError, InputError, TokenizerKitError
 from ._verb_configs import AssignConfig, CategoriesInput, EmbeddingsInput, ImportIndexConfig, IndexStageConfig, ReportConfig, TextEmbedConfig
 
 if TYPE_CHECKING:  # the stage configs import torch; the functions that need it import it themselves
@@ -260,26 +260,43 @@ def build_codebook(embeddings: PathLike, out: PathLike, config: CodebookConfig, 
     if config.method == "rq-kmeans":
         stream = open_embeddings(embeddings, ids_path=ids, **columns.open_kw())
         tok = build_streaming(stream, out, normalize=config.normalize, categories=cats_map, overwrite=overwrite, progress=progress,
-                              config=qcfg)
+                              config=qcfg, fingerprints=config.index)
+        fingerprints = (None, getattr(tok, "emb_hash", None))
     else:
         emb = load_embeddings(embeddings, ids_path=ids, **columns.open_kw())
         cats = None if cats_map is None else [cats_map.get(str(i)) for i in emb.ids.tolist()]
         tok = SemanticTokenizer.build(emb, method=config.method, normalize=config.normalize, categories=cats, progress=progress,
                                       config=qcfg, index=False)  # indexed below, after saving, as the streaming build
         tok.save_pretrained(out, overwrite=overwrite)
+        if config.index:
+            from ..indexer import embedding_hash
+
+            fingerprints = (emb.ids, embedding_hash(emb.vectors))
     report = {"name": out.name, "path": str(out), "method": config.method, "build_seconds": tok.info["fit_seconds"], **tok.metrics}
     if config.index:
-        report["index"] = _default_index(out)
+        report["index"] = _default_index(out, *fingerprints)
     return report
 
 
-def _default_index(tokenizer: PathLike) -> dict[str, Any]:
-    """Index a freshly built tokenizer directory under the default policy (suffix)."""
+def _default_index(tokenizer: PathLike, ids=None, hashes=None) -> dict[str, Any]:
+    """Index a freshly built tokenizer directory under the default policy (suffix), with the
+    items' embedding fingerprints ``hashes`` (in the order of ``ids``; None: the order of the
+    tokenizer's items), so that a cold start refuses a known item with another embedding."""
+    import numpy as np
+
     from .._tokenizer import SemanticTokenizer
     from ..indexer import SIDIndex
 
     tok = SemanticTokenizer.from_pretrained(tokenizer)
     idx = SIDIndex.for_tokenizer(tok)
+    if hashes is not None:
+        if ids is not None:
+            h = np.zeros(len(idx), np.uint64)
+            h[idx.rows_of(ids)] = hashes
+            hashes = h
+        if len(hashes) != len(idx):
+            raise ArtifactError(f"{tokenizer}: {len(hashes)} embedding fingerprints for {len(idx)} items; build it again")
+        idx.emb_hash = np.asarray(hashes, np.uint64)
     idx.save(tok, tokenizer)
     return {"policy": idx.policy, "sid_length": idx.sid_length, "level_sizes": idx.level_sizes,
             "collision_rate_sids": idx.stats["collision_rate_sids"], "max_suffix": idx.stats["max_suffix"]}
