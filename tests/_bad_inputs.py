@@ -146,6 +146,11 @@ CASES: list[Case] = [
     _c("assign/batch-zero", "assign {w}/new.npy --ids {w}/new.ids.txt --tokenizer {w}/tok --out {w}/a.parquet --batch-size 0", r"batch"),
     _c("assign/show-negative", "assign {w}/new.npy --ids {w}/new.ids.txt --tokenizer {w}/tok --show -1", r"show"),
     _c("assign/changed-embedding", "assign {w}/emb_shifted.npy --ids {w}/emb.ids.txt --tokenizer {w}/tok --update", r"replace|different embedding"),
+    # the default build's index holds the embeddings' fingerprints too (no `index --embeddings` needed)
+    _c("assign/changed-embedding-default-build", "assign {w}/emb_shifted.npy --ids {w}/emb.ids.txt --tokenizer {w}/def_tok --update", r"300 known items come with a different embedding"),
+    _c("assign/t-index-version-abc", "assign {w}/new.npy --ids {w}/new.ids.txt --tokenizer {w}/t_index_version --update", r"sections.index.version is 'abc'"),
+    _c("assign/t-int-codebook", "assign {w}/new.npy --ids {w}/new.ids.txt --tokenizer {w}/t_int_codebook --update", r"codebook_1.*int64.*floating"),
+    _c("assign/t-index-hash-float", "assign {w}/new.npy --ids {w}/new.ids.txt --tokenizer {w}/t_hash_float --update", r"emb_hash.*float64"),
     _c("assign/t-no-method", "assign {w}/new.npy --ids {w}/new.ids.txt --tokenizer {w}/t_no_method --out {w}/a.parquet", r"method"),
     _c("assign/t-config-list", "assign {w}/new.npy --ids {w}/new.ids.txt --tokenizer {w}/t_config_list --out {w}/a.parquet", r"config"),
     _c("assign/t-config-niter-abc", "assign {w}/new.npy --ids {w}/new.ids.txt --tokenizer {w}/t_niter_abc --out {w}/a.parquet", r"niter|config"),
@@ -196,6 +201,10 @@ CASES: list[Case] = [
     _c("lookup/source-missing", "lookup {w}/nope.index.json --item 1", _MISSING),
     _c("lookup/lcrec-nonutf8", "lookup {w}/nonutf8.index.json --item 1", _UTF8),
     _c("lookup/lcrec-big-code", "lookup {w}/big.index.json --item 1", r"too large|int64|range|code"),
+    _c("lookup/sid-separated", "lookup {w}/tok --sid <a_1>,<b_2>,<c_3>,<d_0>", r"not of the form <a_3><b_4><c_1>.*unexpected ',"),
+    _c("lookup/sid-codes-only", "lookup {w}/tok --sid 1,2,3,0", r"not of the form <a_3><b_4><c_1>"),
+    _c("lookup/prefix-too-long", "lookup {w}/tok --prefix <a_1><b_2><c_3><d_0><e_1>", r"5 tokens.*SIDs in this index have 4"),
+    _c("lookup/t-index-version-abc", "lookup {w}/t_index_version --item i1", r"sections.index.version is 'abc'"),
     _c("lookup/sid-big-code", "lookup {w}/tok --sid <a_99999999999999999999999><b_1><c_1><d_0>", r"too large|int64|range|code"),
     _c("import/missing", "import-index {w}/nope.index.json", _MISSING),
     _c("import/dir", "import-index {w}/adir", _DIR + r"|index.json"),
@@ -234,6 +243,9 @@ CASES: list[Case] = [
     _c("report/codebook-size-small", "report {w}/tok.index.json --codebook-size 2", r"codebook.size|larger|code"),
     _c("report/t-nan", "report {w}/t_nan", r"NaN|finite"),
     _c("report/t-code-999", "report {w}/t_code999", r"999|outside|range|codebook"),
+    _c("report/t-dup-rows", "report {w}/t_dup_rows", r"duplicate|more than one row"),
+    _c("report/t-index-version-abc", "report {w}/t_index_version", r"sections.index.version is 'abc'"),
+    _c("report/t-int-codebook", "report {w}/t_int_codebook", r"codebook_1.*int64.*floating"),
     # ---- embed-text
     _c("embed-text/missing", "embed-text {w}/nope.parquet --out {w}/e.parquet", _MISSING),
     _c("embed-text/nonutf8", "embed-text {w}/nonutf8.item.json --out {w}/e.parquet", _UTF8),
@@ -276,6 +288,7 @@ CASES: list[Case] = [
     _c("mine/one-user-one-item", "mine-pairs {w}/inter_one.parquet --out {w}/p.parquet", r"user|item|interaction|pair"),
     _c("mine/one-item", "mine-pairs {w}/inter_oneitem.parquet --out {w}/p.parquet", r"item|pair"),
     _c("mine/no-rows", "mine-pairs {w}/inter_empty.parquet --out {w}/p.parquet", r"no interactions|empty"),
+    _c("mine/text-timestamp", "mine-pairs {w}/inter_text_ts.parquet --out {w}/p.parquet", r"timestamp.*holds text \('a' at row 0\)"),
     _c("mine/no-user-col", "mine-pairs {w}/inter_nocol.parquet --out {w}/p.parquet", r"user_id"),
     _c("mine/null-ids", "mine-pairs {w}/inter_nullid.parquet --out {w}/p.parquet", r"null|missing"),
     _c("mine/garbage-parquet", "mine-pairs {w}/garbage.parquet --out {w}/p.parquet", r"parquet"),
@@ -350,6 +363,7 @@ CASES: list[Case] = [
     _c("pipeline/bad-values", "pipeline {w}/pipe_bad.toml", r"steps.*codebook.size|codebook.size.*steps"),
     _c("pipeline/missing-catalog", "pipeline {w}/pipe_nocat.toml", r"catalog|nope"),
     _c("pipeline/unknown-table", "pipeline {w}/pipe_unknown.toml", r"bogus|unknown"),
+    _c("pipeline/table-as-key", "pipeline {w}/pipe_baseline_key.toml", r"baseline = true: 'baseline' is a table"),
     _c("pipeline/json-list", "pipeline {w}/cfg_list.json", r"object|table|config"),
     _c("validate/bad-values", "validate {w}/pipe_bad.toml", r"steps.*codebook.size|codebook.size.*steps"),
     _c("validate/dir", "validate {w}/adir", _DIR),
@@ -510,6 +524,7 @@ def build_workspace(ws: Path, invoke: Callable) -> None:
             raise RuntimeError(f"workspace step failed: {' '.join(argv)}: {err[-2000:]}")
 
     ok(["build-codebook", str(ws / "emb.npy"), "--ids", str(ws / "emb.ids.txt"), "--out", str(ws / "tok"), "--codebook-size", "8", "--levels", "3", "--seed", "0"])
+    shutil.copytree(ws / "tok", ws / "def_tok")  # as the default build leaves it (before `index --embeddings`)
     raw = ["build-codebook", str(ws / "emb.npy"), "--ids", str(ws / "emb.ids.txt"), "--out", str(ws / "raw_tok"), "--codebook-size", "8", "--levels", "3", "--seed", "0"]
     if invoke(raw + ["--no-index"])[0] != 0:  # before build-codebook indexed by default
         ok(raw)
@@ -587,6 +602,7 @@ def build_workspace(ws: Path, invoke: Callable) -> None:
     _write_parquet(ws / "inter_empty.parquet", {"user_id": pa.array([], pa.string()), "item_id": pa.array([], pa.string()), "timestamp": pa.array([], pa.int64())})
     _write_parquet(ws / "inter_nocol.parquet", {"item_id": ["i0"], "timestamp": [0]})
     _write_parquet(ws / "inter_nullid.parquet", {"user_id": ["u0", None, "u1"], "item_id": ["i0", "i1", None], "timestamp": [0, 1, 2]})
+    _write_parquet(ws / "inter_text_ts.parquet", {"user_id": users, "item_id": items, "timestamp": ["a"] + [str(t) for t in ts[1:]]})
     _write_parquet(ws / "inter_unknown.parquet", {"user_id": [f"u{k // 5}" for k in range(50)], "item_id": [f"zz{k}" for k in range(50)], "timestamp": list(range(50))})
     (ws / "inter_notlist.inter.json").write_text(json.dumps({"u0": 5}))
     (ws / "emptyobj.inter.json").write_text("{}")
@@ -612,6 +628,7 @@ def build_workspace(ws: Path, invoke: Callable) -> None:
     (ws / "pipe_seed.toml").write_text(head + 'seed = "abc"\n' + data)
     (ws / "pipe_nocat.toml").write_text(head + f'[data]\ncatalog = "{ws}/nope.parquet"\ninteractions = "{ws}/inter.parquet"\n')
     (ws / "pipe_unknown.toml").write_text(head + data + "[bogus]\na = 1\n")
+    (ws / "pipe_baseline_key.toml").write_text(head + "baseline = true\n" + data)
 
     # tokenizers tampered with (checksums recomputed, manifest resealed)
     tok = ws / "tok"
@@ -660,7 +677,24 @@ def build_workspace(ws: Path, invoke: Callable) -> None:
         w[k] = w[k][: max(0, len(w[k]) - 3)].copy()
         save_file(w, str(d / "trie.safetensors"))
 
+    def int_codebook(d, m):
+        from safetensors.numpy import load_file, save_file
+
+        w = load_file(str(d / "quantizer.safetensors"))
+        w["codebook_1"] = (w["codebook_1"] * 100).astype(np.int64)
+        save_file(w, str(d / "quantizer.safetensors"))
+
+    def hash_float(d, m):
+        from safetensors.numpy import load_file, save_file
+
+        w = load_file(str(d / "index.safetensors"))
+        w["emb_hash"] = w["emb_hash"].astype(np.float64)
+        save_file(w, str(d / "index.safetensors"))
+
     edits = {
+        "t_index_version": lambda d, m: m["sections"]["index"].update(version="abc"),
+        "t_int_codebook": int_codebook,
+        "t_hash_float": hash_float,
         "t_no_method": lambda d, m: m.pop("method"),
         "t_config_list": lambda d, m: m.update(config=[1, 2]),
         "t_niter_abc": lambda d, m: m["config"].update(niter="abc"),

@@ -1,4 +1,4 @@
-"""Every bad input in the corpus (tests/_bad_inputs.py, 301 cases across all verbs) fails
+"""Every bad input in the corpus (tests/_bad_inputs.py, 316 cases across all verbs) fails
 cleanly: non-zero exit, no traceback, one error line that names the problem, and every file
 of the workspace byte-identical afterwards."""
 

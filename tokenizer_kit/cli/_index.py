@@ -78,8 +78,10 @@ def _load_index(path: Path):
 def lookup(
     source: Path = typer.Argument(..., help="Tokenizer directory (indexed) or an LC-Rec *.index.json."),
     item: Optional[str] = typer.Option(None, "--item", help="Item id -> its SID."),
-    sid: Optional[str] = typer.Option(None, "--sid", help='Full SID -> its item, e.g. "<a_1><b_2><c_3>".'),
-    prefix: Optional[str] = typer.Option(None, "--prefix", help='SID prefix -> allowed next tokens and item count, e.g. "<a_1>" ("" for the root).'),
+    sid: Optional[str] = typer.Option(None, "--sid", help='Full SID -> its item, as one string of level tokens in order, e.g. '
+                                      '"<a_1><b_2><c_3><d_0>" (whitespace between tokens is ignored).'),
+    prefix: Optional[str] = typer.Option(None, "--prefix", help='SID prefix -> allowed next tokens and item count, e.g. "<a_1>" ("" for '
+                                         'the root); at most as many tokens as a full SID.'),
     cfg: LookupConfig = None,
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format"),
 ):
@@ -101,6 +103,10 @@ def lookup(
         found = idx.item_of(codes)
         res["sid"] = {"sid": sid, "valid": found is not None, "item_id": None if found is None else (found.item() if hasattr(found, "item") else found)}
     if prefix is not None:
+        n_tok = len(parse_sid_string(prefix)) if prefix.strip() else 0
+        if n_tok > idx.sid_length:
+            raise InputError(f"prefix {prefix[:60]!r} has {n_tok} tokens, but SIDs in this index have {idx.sid_length}; "
+                             "give at most that many (--sid for a full SID)")
         items = idx.items_under(prefix)
         res["prefix"] = {
             "prefix": prefix,
@@ -115,7 +121,7 @@ def lookup(
         out_console.print(f"item {item} -> {res['item']['sid']}", highlight=False)
     if "sid" in res:
         r = res["sid"]
-        out_console.print(f"{sid} -> " + (f"item {r['item_id']}" if r["valid"] else "no item (not a valid SID)"), highlight=False)
+        out_console.print(f"{sid} -> " + (f"item {r['item_id']}" if r["valid"] else "no item holds this SID"), highlight=False)
     if "prefix" in res:
         r = res["prefix"]
         nxt = r["allowed_next"]

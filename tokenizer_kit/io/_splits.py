@@ -59,6 +59,42 @@ class InteractionLog:
         return np.concatenate([[0], change, [len(self.users)]]).astype(np.int64)
 
 
+def _timestamps(col) -> np.ndarray:
+    """(n,) int64 order keys of a ``timestamp`` column: integers as they are, dates and times
+    as their integer value (units since the epoch), floats when whole, integer strings parsed;
+    anything else (text, nulls, fractions) is an error naming the first bad row."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    t = col.type
+    where = "interactions: column 'timestamp'"
+    if col.null_count:
+        row = int(np.flatnonzero(np.asarray(col.is_null().to_numpy(zero_copy_only=False)))[0])
+        raise InputError(f"{where} has {col.null_count} nulls (first at row {row}); give every interaction a time")
+    if pa.types.is_integer(t):
+        return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.int64)
+    if pa.types.is_timestamp(t) or pa.types.is_date(t) or pa.types.is_time(t) or pa.types.is_duration(t):
+        return np.asarray(pc.cast(col, pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+    if pa.types.is_floating(t):
+        v = np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)
+        bad = ~np.isfinite(v) | (v != np.round(v)) | (np.abs(v) >= 2**63)
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            raise InputError(f"{where} holds {float(v[k])!r} at row {k}; expected whole numbers (e.g. Unix seconds) or dates")
+        return v.astype(np.int64)
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        vals = col.to_pylist()
+        out = np.empty(len(vals), np.int64)
+        for k, v in enumerate(vals):
+            s = v.strip()
+            if not (s.lstrip("+-").isascii() and s.lstrip("+-").isdigit()) or abs(int(s)) >= 2**63:
+                raise InputError(f"{where} holds text ({v[:40]!r} at row {k}); expected integers (e.g. Unix seconds) or dates: "
+                                 "convert it, e.g. to Unix seconds")
+            out[k] = int(s)
+        return out
+    raise InputError(f"{where} has type {t}; expected integers (e.g. Unix seconds) or dates")
+
+
 def interaction_log(table, *, item_ids: np.ndarray | None = None) -> InteractionLog:
     """Convert an interactions Table (``read_interactions``) into a sorted :class:`InteractionLog`.
 
@@ -71,11 +107,7 @@ def interaction_log(table, *, item_ids: np.ndarray | None = None) -> Interaction
     u = np.asarray(table.column("user_id").to_numpy(zero_copy_only=False)).astype(str)
     it = np.asarray(table.column("item_id").to_numpy(zero_copy_only=False)).astype(str)
     n = len(u)
-    ts = (
-        np.asarray(table.column("timestamp").to_numpy(zero_copy_only=False), dtype=np.int64)
-        if "timestamp" in table.column_names
-        else np.arange(n, dtype=np.int64)
-    )
+    ts = _timestamps(table.column("timestamp")) if "timestamp" in table.column_names else np.arange(n, dtype=np.int64)
     if "label" in table.column_names:
         lab = np.asarray(table.column("label").to_numpy(zero_copy_only=False), dtype=np.float64)
         pos = np.nan_to_num(lab, nan=0.0) > 0

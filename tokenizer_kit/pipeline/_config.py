@@ -187,6 +187,15 @@ def _switches(raw: dict[str, Any], errs: list[str]) -> dict[str, bool]:
     vals: dict[tuple[str, str], Any] = {}
     for table, keys in _SWITCHES.items():
         sec = raw.get(table, {})
+        if not isinstance(sec, dict):  # e.g. `baseline = true`: a table name used as a key
+            if table not in STAGES:  # a stage's table is reported by _stage_tables
+                val = str(sec).lower() if isinstance(sec, bool) else repr(sec)
+                errs.append(f"{table} = {val}: {table!r} is a table, not a top-level key; write [{table}] with "
+                            f"{' and '.join(f'{k} = true or false' for k in sorted(keys))} "
+                            f"(top-level keys: {', '.join(sorted(_TOP - set(STAGES) - set(_SWITCHES)))} and the stage tables)")
+            sec = {}
+        if table not in STAGES and set(sec) - keys:
+            errs.append(f"[{table}] has unknown keys {sorted(set(sec) - keys)} (known: {sorted(keys)})")
         for k in keys:
             v = sec.get(k) if isinstance(sec, dict) else None
             if v is not None and not isinstance(v, bool):

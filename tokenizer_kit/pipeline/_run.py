@@ -8,12 +8,13 @@ resumes (see :class:`StageRunner`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .._progress import Progress, as_progress
 from . import _stages as stages
@@ -217,9 +218,28 @@ def run(config: str | Path | dict[str, Any] | PipelineConfig, *, progress: Progr
     ``on_stage(name, outcome)`` is called when a stage starts (``outcome`` None) and ends.
     """
     cfg = load_config(config)
-    cfg.workdir.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    chain = _Chain(cfg, progress, on_stage)
+    with _workdir(cfg.workdir):
+        t0 = time.perf_counter()
+        chain = _Chain(cfg, progress, on_stage)
+        return _run_chain(chain, cfg, progress, t0)
+
+
+@contextlib.contextmanager
+def _workdir(workdir: Path) -> Iterator[None]:
+    """The run's working directory, made if missing; a run that fails before any stage left
+    something in it removes the directory it made (a failed first stage leaves no trace)."""
+    made = not workdir.exists()
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        if made:
+            with contextlib.suppress(OSError):  # not empty: a stage's output (resumable) stays
+                workdir.rmdir()
+        raise
+
+
+def _run_chain(chain: "_Chain", cfg: PipelineConfig, progress: Progress | None, t0: float) -> dict[str, Any]:
     with as_progress(progress).task("pipeline", total=chain.n_stages(), unit="stage") as chain.overall:
         chain.extract()
         chain.mine_pairs()

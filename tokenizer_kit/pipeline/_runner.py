@@ -43,8 +43,7 @@ class StageOutcome:
 class StageRunner:
     def __init__(self, workdir: str | Path):
         self.workdir = Path(workdir)
-        self.records = self.workdir / "stages"
-        self.records.mkdir(parents=True, exist_ok=True)
+        self.records = self.workdir / "stages"  # made by the first stage that finishes: a failed run leaves none
         self._hashes: dict[str, str] = {}
         self.outcomes: list[StageOutcome] = []
 
@@ -87,6 +86,7 @@ class StageRunner:
         t0 = time.perf_counter()
         info = fn(mode) or {}
         secs = time.perf_counter() - t0
+        self.records.mkdir(parents=True, exist_ok=True)
         write_record(
             self._record_path(name),
             STAGE_RECORD,
