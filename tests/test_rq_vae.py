@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -13,7 +17,7 @@ from tokenizer_kit import SemanticTokenizer  # noqa: E402
 from tokenizer_kit.errors import TokenizerKitError  # noqa: E402
 from tokenizer_kit.evaluation import level_stats  # noqa: E402
 from tokenizer_kit.quantizers import get_quantizer_class, list_methods  # noqa: E402
-from tokenizer_kit.quantizers._rq_vae import RQVAE, RQVAEConfig  # noqa: E402
+from tokenizer_kit.quantizers._rq_vae import RQVAE, RQVAEConfig, exact_codes, exact_linear, exact_silu  # noqa: E402
 
 SIZES = [32, 32, 32]
 FAST = dict(
@@ -137,6 +141,100 @@ def test_deterministic_on_cpu(data):
     np.testing.assert_array_equal(a.fit_codes_, b.fit_codes_)
 
 
+def test_exact_linear_and_silu_match_exact_references():
+    """Every output is the fp32 rounding of the exact value: ``fsum`` of the exact products for
+    the linear layer, a 50-digit ``decimal`` for SiLU (so no kernel or order can move it)."""
+    import decimal
+    import math
+
+    rng = np.random.default_rng(0)
+    h = rng.standard_normal((200, 97)).astype(np.float32)
+    w = (rng.standard_normal((41, 97)) * 0.1).astype(np.float32)
+    b = rng.standard_normal(41).astype(np.float32)
+    want = np.array(
+        [[np.float32(math.fsum([*(h[i].astype(float) * w[k].astype(float)).tolist(), float(b[k])])) for k in range(41)] for i in range(200)]
+    )
+    np.testing.assert_array_equal(exact_linear(h, w, b), want)
+    v = np.concatenate([rng.standard_normal(3000) * 6, [0.0, -0.0, 88.0, -88.0, -750.0, 1e30, -1e30]]).astype(np.float32)
+    ctx = decimal.Context(prec=60)
+
+    def silu(t):
+        if abs(t) > 200:
+            return np.float32(t if t > 0 else -0.0)
+        d = decimal.Decimal(float(t))
+        return np.float32(float(ctx.divide(d, ctx.add(1, ctx.exp(-d)))))
+
+    np.testing.assert_array_equal(exact_silu(v[None, :])[0], np.array([silu(t) for t in v]))
+    # the function torch trains with (whose own rounding is a few ulp off)
+    np.testing.assert_allclose(exact_silu(v[None, :])[0], torch.nn.functional.silu(torch.from_numpy(v)).numpy(), rtol=1e-6, atol=1e-37)
+
+
+def test_training_assignment_is_the_exact_rule():
+    """The VQ assignment inside training picks the exact nearest code (ties to the lowest),
+    also where the fp32 GEMM cannot tell two codes apart."""
+    rng = np.random.default_rng(1)
+    c = rng.standard_normal((64, 16)).astype(np.float32)
+    r = rng.standard_normal((500, 16)).astype(np.float32)
+    r[:50] = (c[3] + c[7]) / 2  # equidistant from codes 3 and 7 (up to fp32 rounding)
+    d = ((r.astype(np.float64)[:, None, :] - c.astype(np.float64)[None]) ** 2).sum(-1)
+    want = d.argmin(1)
+    np.testing.assert_array_equal(exact_codes(torch.from_numpy(r), torch.from_numpy(c)).numpy(), want)
+
+
+# One tiny build per (BLAS kernel, thread count); every child must give the same bytes. Threads
+# differ between the children (environment) and inside each (torch.set_num_threads and a
+# BLAS limit before the second build): the library must not depend on either.
+_CHILD = textwrap.dedent(
+    """
+    import hashlib, json, sys
+    import numpy as np
+    import torch
+    from threadpoolctl import threadpool_limits
+    from tokenizer_kit.quantizers._rq_vae import RQVAE
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((32, 384)).astype(np.float32)
+    x = (centres[rng.integers(0, 32, 1100)] + 0.3 * rng.standard_normal((1100, 384))).astype(np.float32)
+    # Office's widths (smaller ones ran the same on 1 and 2 threads even before: MKL and torch
+    # only split GEMMs and reductions of this size); 2 steps an epoch
+    cfg = dict(codebook_sizes=[16, 16, 16], latent_dim=64, hidden_dims=[512, 256], batch_size=512, max_epochs=3,
+               warmup_steps=2, kmeans_init_samples=1024, kmeans_niter=5, restart_interval=3, seed=3)
+    h = lambda b: hashlib.sha256(b).hexdigest()[:16]
+    out = []
+    for threads in json.loads(sys.argv[1]):
+        torch.set_num_threads(threads)
+        with threadpool_limits(threads, user_api="blas"):
+            q = RQVAE(**cfg).fit(x)
+            w = b"".join(v.tobytes() for _, v in sorted(q.state_tensors().items()))
+            enc = [h(q.encode(x, batch_size=bs).tobytes()) for bs in (97, 4096)]
+            one_by_one = bool((q.encode(x[:64], batch_size=1) == q.fit_codes_[:64]).all())
+        out.append(dict(threads=threads, weights=h(w), codes=h(q.fit_codes_.tobytes()), encode=enc, one_by_one=one_by_one))
+    print(json.dumps(out))
+    """
+)
+
+
+def test_build_and_encode_identical_across_blas_kernels_and_threads():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    runs = {"Prescott": (1, [1, 2]), "Haswell": (2, [2, 1])}
+    procs = {}
+    for core, (env_threads, inner) in runs.items():
+        env = dict(os.environ, OPENBLAS_CORETYPE=core, PYTHONPATH=root)
+        env.update({k: str(env_threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
+        procs[core] = subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(inner)], env=env, cwd=root,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    results = []
+    for core, p in procs.items():
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err[-2000:]
+        results += [dict(r, core=core) for r in json.loads(out.strip().splitlines()[-1])]
+    assert len(results) == 4
+    first = results[0]
+    for r in results:
+        assert r["encode"] == [first["codes"]] * 2 and r["one_by_one"], r  # every batch size gives the fitted codes
+        assert (r["weights"], r["codes"]) == (first["weights"], first["codes"]), (r, first)
+
+
 class _Stop(Exception):
     pass
 
@@ -251,3 +349,17 @@ def test_cuda_bf16_trains_without_collapse(data):
     for level, k in enumerate(SIZES):
         assert level_stats(codes[:, level], k)["utilization"] >= 0.9
     assert s["final_train_loss"] < s["first_train_loss"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_assignment_equals_cpu():
+    """The training assignment on CUDA takes the same codes as on the CPU (the exact rule);
+    CUDA training itself is not claimed to be bit-reproducible."""
+    rng = np.random.default_rng(2)
+    c = rng.standard_normal((256, 32)).astype(np.float32)
+    r = rng.standard_normal((4096, 32)).astype(np.float32)
+    r[:100] = (c[5] + c[9]) / 2
+    cpu = exact_codes(torch.from_numpy(r), torch.from_numpy(c)).numpy()
+    gpu = exact_codes(torch.from_numpy(r).cuda(), torch.from_numpy(c).cuda()).cpu().numpy()
+    np.testing.assert_array_equal(gpu, cpu)

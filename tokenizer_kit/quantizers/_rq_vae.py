@@ -8,17 +8,40 @@ with ``z = E(x)``, ``r_1 = z``, ``e_l = C_l[argmin_k ||r_l - c_k||]``, ``r_{l+1}
 and the straight-through estimator ``z_q = z + sg(sum_l e_l - z)``.
 
 What keeps it from collapsing (the common failure: one code for every item, 40-90% dead
-codes): inputs are standardised, every level is initialised by FAISS k-means on the
-residuals of an early sample (``train_kmeans`` from ``_kmeans``), and codes left unused for
-an epoch (or ``restart_interval`` steps) are re-seeded from current residuals.
+codes): inputs are standardised, every level is initialised by k-means on the residuals of
+an early sample (``train_kmeans`` from ``_kmeans``), and codes left unused for an epoch (or
+``restart_interval`` steps) are re-seeded from current residuals.
 
-Codes at inference come from ``nearest`` (the same GEMM + argmin as RQ-Kmeans) on the
-encoder's latents; ``decode`` runs the decoder, so reconstructions live in input space.
+Codes are a contract (CONVENTIONS 12a), so every decision that could depend on the machine
+is made in a way that does not:
+
+- **Encode** (``encode``, ``latents``, the k-means init's latents): the encoder runs in
+  numpy with every layer output *correctly rounded* to fp32, ``fl32(exact(W h + b))`` and
+  ``fl32(silu(h))``: a float64 GEMM (any kernel, any thread count: its error is bounded,
+  Higham eq. 3.5) and, for the rare element whose error interval holds an fp32 rounding
+  boundary, an exact recomputation (``math.fsum`` of the exact fp32 products; ``decimal``
+  for the exponential). The latents are then a function of the weights and the item alone,
+  and the codes come from ``greedy_encode`` (near-ties decided exactly, ``_exact``): the
+  same on every CPU, BLAS kernel, thread count and batch size.
+- **Training on the CPU** runs torch on one intra-op thread (set for the call, restored
+  after): torch's CPU GEMMs (MKL) and reductions split work by thread count, and with two
+  threads the same seed gave other weights from run to run. The VQ assignment inside
+  training is the exact rule too, and the restart jitter's scale is a fixed-order float64
+  sum. What one thread does not fix: MKL picks its GEMM kernels by CPU model (on this AMD
+  EPYC it takes its AVX2 path, also under ``MKL_ENABLE_INSTRUCTIONS=AVX2``), so a CPU on
+  which MKL takes another path (an Intel AVX-512 part, ``MKL_CBWR=COMPATIBLE``) can train to
+  other weights; set ``MKL_CBWR=AVX2`` on such machines to take the same path.
+- **On CUDA** the assignment is decided exactly as on the CPU, but cuBLAS/cuDNN training
+  is not claimed to be bit-reproducible.
+
+``decode`` runs the decoder in torch, so reconstructions live in input space (they are not
+part of the contract).
 """
 
 from __future__ import annotations
 
 import copy
+import decimal
 import json
 import logging
 import math
@@ -33,7 +56,9 @@ from .._config import ValidatedConfig, setting
 from .._progress import Progress, as_progress
 from ..errors import TokenizerKitError
 from ._base import QuantizerBase, register_quantizer
-from ._kmeans import KMeansConfig, nearest, train_kmeans
+from ._encode import greedy_encode, single_thread_blas
+from ._exact import CodeTable, exact_argmin, resolve_near_ties
+from ._kmeans import KMeansConfig, train_kmeans
 
 try:
     import torch
@@ -41,7 +66,7 @@ try:
 except ImportError as e:  # pragma: no cover - torch is a hard dependency of the package
     raise ImportError("RQ-VAE needs torch; pip install torch") from e
 
-from .._torch_utils import decay_groups, resolve_device, warmup_decay
+from .._torch_utils import cpu_threads, decay_groups, resolve_device, warmup_decay
 
 __all__ = ["RQVAEConfig", "RQVAE", "RQVAEModel"]
 
@@ -85,8 +110,9 @@ class RQVAEConfig(ValidatedConfig):
     device: str = setting("auto", help="auto, cpu or cuda.", choices=("auto", "cpu", "cuda"))
     bf16: bool = setting(True, help="Autocast encoder/decoder to bf16 on CUDA (never on CPU).")
     encode_batch_size: int = setting(16384, help="Items per encoding batch.")
-    # Small MLPs on a busy machine often run faster on 1 thread than on many spinning ones.
-    cpu_threads: int = setting(0, help="torch CPU threads while training (0 = torch's default).")
+    # Kept so saved configs load: CPU training always runs on one torch thread, because
+    # torch's CPU results (MKL GEMMs, reductions) depend on the thread count and codes must not.
+    cpu_threads: int = setting(0, help="Ignored: CPU training runs on one torch thread so codes do not depend on the thread count.")
     checkpoint_dir: str | None = setting(None, help="Write a resumable training checkpoint here every checkpoint_every epochs.")
     checkpoint_every: int = setting(1, help="Epochs between checkpoints.")
     resume_from: str | None = setting(None, help="Resume training from a checkpoint directory written by checkpoint_dir.")
@@ -158,6 +184,150 @@ class RQVAEConfig(ValidatedConfig):
         }
 
 
+# ---- machine-independent arithmetic ------------------------------------------------------
+
+U64 = 2.0**-53  # unit roundoff of float64
+
+
+def _round_f32(y64: np.ndarray, err: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """fp32 roundings of float64 values ``y64`` known to within ``err`` of the exact values.
+
+    Returns (y32, ambiguous). Where the interval ``y64 +- e`` (``e`` = 2 err, plus 4 ulp of
+    float64 for the rounding of the ends and of a correctly rounded float64 recomputation)
+    holds no fp32 rounding boundary, every value in it, the exact one included, rounds to the
+    same fp32 number: that is ``y32``. Where it does (``ambiguous``), the caller recomputes.
+    """
+    e = 2.0 * err + np.abs(y64) * (4.0 * U64)
+    lo = (y64 - e).astype(np.float32)
+    hi = (y64 + e).astype(np.float32)
+    return lo, (lo != hi) & ~np.isnan(y64)
+
+
+def exact_linear(h: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``fl32(h @ w.T + b)`` (rows, m) from fp32 ``h`` (rows, n), ``w`` (m, n), ``b`` (m,).
+
+    Products of fp32 numbers are exact in float64, so the float64 GEMM (any kernel, any
+    summation order) errs by at most ``gamma_{n+1} (||h|| ||w_k|| + |b_k|)``; where that
+    interval holds an fp32 rounding boundary (about one element in 10^6) the element is
+    recomputed as the correctly rounded float64 sum of its exact products (``math.fsum``). The
+    result depends on the inputs alone.
+    """
+    h64 = h.astype(np.float64)
+    w64 = w.astype(np.float64)
+    b64 = b.astype(np.float64)
+    y64 = h64 @ w64.T  # [rows, m]
+    y64 += b64
+    n = h.shape[1]
+    g = (n + 2) * U64 / (1.0 - (n + 2) * U64) * (1.0 + 1e-9)  # the slack covers the norms' own rounding
+    nh = np.sqrt(np.add.reduce(h64 * h64, axis=1))
+    nw = np.sqrt(np.add.reduce(w64 * w64, axis=1))
+    err = nh[:, None] * nw[None, :]
+    err += np.abs(b64)
+    err *= g
+    y, amb = _round_f32(y64, err)
+    for i, k in zip(*np.nonzero(amb)):
+        y[i, k] = np.float32(math.fsum([*(h64[i] * w64[k]).tolist(), float(b64[k])]))
+    return y
+
+
+_SILU_CTX = decimal.Context(prec=50)
+
+
+def _silu_exactish(v: float) -> np.float32:
+    """fp32 of ``silu(v)`` through a 50-digit ``decimal`` (software, the same everywhere)."""
+    if v > 200.0:  # silu(v) = v (1 - e^-v ...): rounds to v itself
+        return np.float32(v)
+    if v < -200.0:  # |silu(v)| < 1e-80, below fp32's smallest subnormal
+        return np.float32(-0.0)
+    d = decimal.Decimal(v)
+    s = _SILU_CTX.divide(d, _SILU_CTX.add(1, _SILU_CTX.exp(-d)))
+    return np.float32(float(s))
+
+
+def exact_silu(h: np.ndarray) -> np.ndarray:
+    """``fl32(silu(h))`` for fp32 ``h``: float64 ``h / (1 + exp(-h))`` (relative error a few
+    ulp of float64 on any libm; 64 allowed), and where that does not settle the fp32 rounding
+    (about one element in 10^7), the value from ``decimal``."""
+    h64 = h.astype(np.float64)
+    with np.errstate(over="ignore"):
+        s64 = h64 / (1.0 + np.exp(-h64))
+    y, amb = _round_f32(s64, np.abs(s64) * (64.0 * U64))
+    for idx in zip(*np.nonzero(amb)):
+        y[idx] = _silu_exactish(float(h[idx]))
+    return y
+
+
+def exact_mlp(h: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """The ``_mlp`` forward (Linear, SiLU, ..., Linear) with every output correctly rounded."""
+    for i, (w, b) in enumerate(layers):
+        h = exact_linear(h, w, b)
+        if i < len(layers) - 1:
+            h = exact_silu(h)
+    return h
+
+
+def _linear_params(seq: nn.Sequential) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [
+        (m.weight.detach().float().cpu().numpy(), m.bias.detach().float().cpu().numpy())
+        for m in seq
+        if isinstance(m, nn.Linear)
+    ]
+
+
+def exact_latents(model: "RQVAEModel", x: np.ndarray, *, chunk: int = 4096) -> np.ndarray:
+    """Encoder latents (n, m) fp32 of ``x`` (n, d), each a function of the weights and its own
+    row alone (see :func:`exact_linear`): the same on every machine and batch layout."""
+    layers = _linear_params(model.encoder)
+    mean = model.mean.detach().float().cpu().numpy()
+    scale = np.float32(model.scale.detach().float().cpu().item())
+    out = np.empty((x.shape[0], layers[-1][0].shape[0]), dtype=np.float32)
+    for s in range(0, x.shape[0], chunk):
+        xs = np.subtract(np.asarray(x[s : s + chunk], dtype=np.float32), mean)  # as torch: one rounding each
+        xs /= scale
+        out[s : s + chunk] = exact_mlp(xs, layers)
+    return out
+
+
+def exact_codes(r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``argmin_k ||r - c_k||^2`` (b,) int64 on ``r``'s device, decided by the exact rule of
+    ``_exact`` (the same whatever GEMM kernel, thread count or device; ties to the lowest)."""
+    table = CodeTable.make(c.detach().float().cpu().numpy())
+    if r.device.type == "cpu":
+        return torch.from_numpy(exact_argmin(np.ascontiguousarray(r.detach().float().numpy()), table))
+    # CUDA: the GEMM on the device (no TF32: the bound is for fp32 products), near-ties on the host
+    prev = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        rd = r.detach().float()
+        dist = torch.addmm(torch.as_tensor(table.offset, device=r.device), rd, torch.as_tensor(table.neg2ct, device=r.device))
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = prev
+    best, ids = dist.min(1)
+    if dist.shape[1] > 1:
+        col = ids[:, None]
+        dist.scatter_(1, col, float("inf"))
+        second = dist.min(1).values
+        dist.scatter_(1, col, best[:, None])
+        rn = rd.double().square().sum(1).sqrt() * (1.0 + 1e-6)
+        thr = best.double() + 2.0 * (table.bound_r * rn + table.bound_0)
+        tied = (second.double() <= thr).nonzero().squeeze(1)
+        if tied.numel():
+            host = ids[tied].cpu().numpy()
+            resolve_near_ties(dist[tied].cpu().numpy(), rd[tied].cpu().numpy(), host, table)
+            ids[tied] = torch.from_numpy(host).to(r.device)
+    return ids
+
+
+def _std64(r: torch.Tensor) -> float:
+    """Sample standard deviation of every element of ``r``, in float64 with numpy's fixed
+    pairwise order (torch's CPU reductions split by thread count and vector width)."""
+    a = r.detach().float().cpu().numpy().astype(np.float64).ravel()
+    if a.size < 2:
+        return 0.0
+    a -= np.add.reduce(a) / a.size
+    return math.sqrt(float(np.add.reduce(a * a)) / (a.size - 1))
+
+
 # ---- the network ------------------------------------------------------------------------
 
 
@@ -188,8 +358,7 @@ class ResidualVQ(nn.Module):
             rd = r.detach()
             residuals.append(rd)
             with torch.no_grad():
-                dist = (c * c).sum(1)[None, :] - 2.0 * (rd @ c.T)  # [b, K]; ||r||^2 is constant per row
-                idx = dist.argmin(1)
+                idx = exact_codes(rd, c)  # [b]; the same on every machine for the same rd
             e = c[idx]  # [b, m]
             # codebook term moves e towards sg(r); commitment term moves the encoder towards sg(e)
             vq_loss = vq_loss + (e - rd).pow(2).mean() + beta * (r - e.detach()).pow(2).mean()
@@ -292,10 +461,17 @@ class RQVAE(QuantizerBase):
         (validation, early stopping, checkpoint), then :meth:`_finish` (best weights, codes,
         summary).
         """
-        threads = torch.get_num_threads()
-        if self.config.cpu_threads:
-            torch.set_num_threads(self.config.cpu_threads)
-        try:
+        device = resolve_device(self.config.device)
+        if device.type == "cpu" and self.config.cpu_threads > 1:
+            logger.warning(
+                "RQ-VAE cpu_threads=%d is ignored: CPU training runs on one torch thread so that codes "
+                "do not depend on the thread count", self.config.cpu_threads,
+            )
+        # one intra-op thread for the whole call on the CPU (restored after): torch's CPU GEMMs and
+        # reductions split by thread count, so any other count would make the weights depend on it.
+        # numpy's BLAS on one thread too: its results do not matter (every decision is exact) but
+        # the per-step assignment GEMMs are small, and spinning BLAS threads made 2-thread runs 4x slower
+        with cpu_threads(1, device), single_thread_blas():
             x = self._check_fit_input(x)
             t_start = time.perf_counter()
             run = self._setup(x)
@@ -309,8 +485,6 @@ class RQVAE(QuantizerBase):
                     if on_epoch_end is not None:
                         on_epoch_end(dict(last, step=state["step"], stopped_early=state["stopped_early"]))
             return self._finish(run, x, t_start)
-        finally:
-            torch.set_num_threads(threads)
 
     def _setup(self, x: np.ndarray) -> _FitRun:
         """Train/validation split (a seeded permutation, so a resumed run sees the same
@@ -476,20 +650,18 @@ class RQVAE(QuantizerBase):
 
     @torch.no_grad()
     def _kmeans_init(self, model: RQVAEModel, x: np.ndarray, train_idx: np.ndarray, device: str) -> None:
-        """FAISS k-means per level on the residuals of the first batches' latents."""
+        """k-means per level on the residuals of a seeded sample's latents (exact latents and
+        assignments, so the initial codebooks are the same on every machine)."""
         cfg = self.config
         m = min(len(train_idx), max(cfg.kmeans_init_samples, max(cfg.codebook_sizes)))
         order = train_idx[np.random.default_rng([cfg.seed, 1, 0]).permutation(len(train_idx))][:m]
-        xb = torch.from_numpy(np.ascontiguousarray(x[np.sort(order)], dtype=np.float32)).to(device)
-        r = model.encoder(model.standardize(xb)).float().cpu().numpy()  # [m, latent]
-        r = np.ascontiguousarray(r)
+        r = exact_latents(model, x[np.sort(order)])  # [m, latent], the same on every machine
         for level, c in enumerate(model.rvq.codebooks):
             k = c.shape[0]
             kcfg = KMeansConfig(niter=cfg.kmeans_niter, seed=cfg.seed + level)
             cents = train_kmeans(r, k, kcfg, device="cpu")
             c.copy_(torch.from_numpy(cents))
-            _, ids = nearest(r, cents)
-            r = r - cents[ids[:, 0]]
+            r -= cents[exact_argmin(r, CodeTable.make(cents))]
 
     @torch.no_grad()
     def _restart_dead(self, model: RQVAEModel, opt, usage: list, residuals: list, gen: torch.Generator, state: dict) -> None:
@@ -503,7 +675,7 @@ class RQVAE(QuantizerBase):
             r = residuals[level]  # [b, m] this step's residuals at this level
             pick = torch.randint(0, r.shape[0], (dead.numel(),), generator=gen).to(r.device)
             noise = torch.randn(dead.numel(), r.shape[1], generator=gen).to(r.device)
-            scale = r.std() * cfg.restart_noise
+            scale = _std64(r) * cfg.restart_noise
             c[dead] = r[pick] + noise * scale
             st = opt.state.get(c)
             if st:  # forget the dead rows' Adam moments
@@ -593,33 +765,29 @@ class RQVAE(QuantizerBase):
         return load_file(str(best)) if best.exists() else None
 
     # ---- encode / decode --------------------------------------------------------------
-    @torch.no_grad()
     def latents(self, x: np.ndarray, *, batch_size: int | None = None) -> np.ndarray:
-        """Encoder outputs ``z`` (n, latent_dim) float32 for ``x`` (n, d)."""
+        """Encoder outputs ``z`` (n, latent_dim) float32 for ``x`` (n, d), every layer correctly
+        rounded (:func:`exact_latents`): the same on every machine and for every batch size."""
         self._require_fitted()
         x = self._check_input(x, "encode")
         bs = batch_size or self.config.encode_batch_size
         out = np.empty((x.shape[0], self.config.latent_dim), dtype=np.float32)
         for s in range(0, x.shape[0], bs):
-            xb = torch.from_numpy(np.array(x[s : s + bs], dtype=np.float32))  # a copy: memmaps are read-only
-            out[s : s + bs] = self.model.encoder(self.model.standardize(xb)).numpy()
+            out[s : s + bs] = exact_latents(self.model, x[s : s + bs], chunk=min(bs, 4096))
         return out
 
     def encode(self, x: np.ndarray, *, batch_size: int | None = None) -> np.ndarray:
-        """Codes (n, L) int64: greedy residual search on the encoder's latents."""
+        """Codes (n, L) int64: greedy residual search on the encoder's latents, near-ties
+        decided exactly (``greedy_encode``): bit-identical on every CPU, BLAS kernel, thread
+        count and batch size."""
         self._require_fitted()
         x = self._check_input(x, "encode")
         n = x.shape[0]
         bs = batch_size or self.config.encode_batch_size
-        books = [c.detach().numpy() for c in self.model.rvq.codebooks]
-        norms = [(c * c).sum(1) for c in books]
+        tables = [CodeTable.make(c.detach().float().cpu().numpy()) for c in self.model.rvq.codebooks]
         out = np.empty((n, self.levels), dtype=np.int64)
         for s in range(0, n, bs):
-            r = self.latents(x[s : s + bs])  # [b, m]
-            for level, c in enumerate(books):
-                _, ids = nearest(r, c, cnorm=norms[level])
-                out[s : s + bs, level] = ids[:, 0]
-                r -= c[ids[:, 0]]
+            greedy_encode(self.latents(x[s : s + bs]), tables, out=out[s : s + bs])
         return out
 
     @torch.no_grad()
