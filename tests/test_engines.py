@@ -292,15 +292,20 @@ def office_catalog(office_dir, tmp_path_factory):
 
 
 def test_embed_text_ray_equals_local(office_catalog, ray_cluster, one_thread, tmp_path):
+    """The same table from both engines; a catalogue's int64 ids stay int64 on both."""
     from tokenizer_kit.pipeline import stages
     from tokenizer_kit.pipeline._verb_configs import TextEmbedConfig
 
+    cat = pq.read_table(office_catalog)
+    cat = cat.set_column(0, "item_id", cat.column("item_id").cast(pa.int64()))
+    pq.write_table(cat, tmp_path / "cat.parquet")
     base = {"fields": ["title", "description"], "shard_size": 25, "batch_size": 8, "max_length": 64}
-    local = stages.embed_text(office_catalog, tmp_path / "l.parquet", TextEmbedConfig.from_dict(base))
-    ray = stages.embed_text(office_catalog, tmp_path / "r", TextEmbedConfig.from_dict({**base, "engine": "ray"}))
+    local = stages.embed_text(tmp_path / "cat.parquet", tmp_path / "l.parquet", TextEmbedConfig.from_dict(base))
+    ray = stages.embed_text(tmp_path / "cat.parquet", tmp_path / "r", TextEmbedConfig.from_dict({**base, "engine": "ray"}))
     assert ray["shards"] == 3 and local["n_items"] == ray["n_items"] == 60
     a, b = pq.read_table(tmp_path / "l.parquet"), pq.read_table(tmp_path / "r")
-    assert _same_rows(a, b)
+    assert _same_rows(a, b) and a.schema.field("item_id").type == pa.int64()
+    assert a.column("item_id").to_pylist() == cat.column("item_id").to_pylist()
     assert json.loads(b.schema.metadata[b"tokenizer_kit"]) == json.loads(a.schema.metadata[b"tokenizer_kit"])
 
 

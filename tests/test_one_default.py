@@ -110,3 +110,29 @@ def test_a_code_beyond_any_codebook_is_refused(tmp_path, verb):
     assert r.exit_code != 0 and len(lines) == 1, r.output
     assert "code 100000000 at level 0" in lines[0] and "at most 16777215" in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.index.json"]  # nothing written
+
+
+def test_ids_keep_their_type_and_a_mismatch_on_update_is_refused(office, tmp_path):
+    """int64 ids: build-codebook -> assign --update -> load_sids stay int64 on both engines'
+    side of the index; new items with string ids into that index: one line naming both types,
+    the tokenizer directory unchanged."""
+    from tokenizer_kit.indexer import load_sids
+
+    _, _, x = office
+    _write(tmp_path / "base.parquet", np.arange(500, dtype=np.int64), x[:500])
+    _write(tmp_path / "new.parquet", np.arange(500, 550, dtype=np.int64), x[500:550])
+    _write(tmp_path / "new_str.parquet", [str(i) for i in range(550, 600)], x[550:600])
+    assert _cli(["build-codebook", tmp_path / "base.parquet", "-o", tmp_path / "tok", "--codebook-size", "8", "--levels", "3"]).exit_code == 0
+    r = _cli(["assign", tmp_path / "new.parquet", "-t", tmp_path / "tok", "--update", "-o", tmp_path / "l.parquet", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["new"] == 50
+    assert pq.read_table(tmp_path / "l.parquet").schema.field("item_id").type == pa.int64()
+    s = load_sids(tmp_path / "tok")
+    assert str(s["item_id"].dtype) == "int64" and s["item_id"].tolist() == list(range(550))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "tok").iterdir() if p.is_file()}
+    r = _cli(["assign", tmp_path / "new_str.parquet", "-t", tmp_path / "tok", "--update"])
+    lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+    assert r.exit_code != 0 and len(lines) == 1, r.output
+    assert "item ids are int64 but the new items' ids are string (first '550')" in lines[0] and "integer ids" in lines[0]
+    assert {p.name: p.read_bytes() for p in (tmp_path / "tok").iterdir() if p.is_file()} == before
+    assert str(load_sids(tmp_path / "tok")["item_id"].dtype) == "int64"

@@ -77,7 +77,7 @@ def embed_text_sharded(ids: Sequence[Any], texts: Sequence[str], out, *, engine:
     shards = plan_rows(len(ids), shard_size)
     for sh in shards:
         sl = slice(sh.first_row, sh.first_row + sh.rows)
-        sh.payload = {"ids": [str(i) for i in ids[sl]], "texts": list(texts[sl])}
+        sh.payload = {"ids": list(ids[sl]), "texts": list(texts[sl])}  # ids keep their type (int64 or string)
         sh.input_id = digest([sh.payload["ids"], sh.payload["texts"]])  # a catalogue edit redoes the shards it touches
     fields = {"config": {"model": model_id, "batch_size": batch_size, "max_length": max_length, "normalize": normalize,
                          "shard_size": shard_size, "engine": engine.engine}, "source": source, "metadata": meta}

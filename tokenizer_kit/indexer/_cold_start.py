@@ -342,6 +342,22 @@ def _summary(index: "SIDIndex", new: "SIDIndex", rnd: Round, retired: np.ndarray
     }
 
 
+def _id_type(ids: np.ndarray) -> str:
+    return "int64" if ids.dtype.kind in "iu" else "string"
+
+
+def _check_id_type(index: "SIDIndex", rnd: Round) -> None:
+    """New items join the index only with ids of its type: appending string ids to an int64
+    index (or the reverse) would turn every id of the index into a string."""
+    new = ~rnd.known
+    if not len(index) or not new.any() or _id_type(index.item_ids) == _id_type(rnd.ids):
+        return
+    first = rnd.ids[np.flatnonzero(new)[0]]
+    want = "integer ids (an int64 item_id column)" if _id_type(index.item_ids) == "int64" else "string ids (a string item_id column)"
+    raise InputError(f"the index's item ids are {_id_type(index.item_ids)} but the new items' ids are {_id_type(rnd.ids)} "
+                     f"(first {first!r}); give the new items {want}, as the items it was built on")
+
+
 def _encoded(index: "SIDIndex", ids, codes, hashes, replace: bool) -> Round:
     """A round over items a sharded ``assign`` already encoded: their codes (m, L) and
     embedding fingerprints (m,) stand in for the embeddings; nothing is encoded here."""
@@ -398,6 +414,7 @@ def cold_start(
             tok.preprocess(x[:1], what="new items")  # a wrong dimension is named before the ids are compared
         rnd = _classify(index, ids, x, replace)
         _encode(rnd, tok, x, codes, index.levels, batch_size, progress)
+    _check_id_type(index, rnd)
     retired = index.retired
     if rnd.differs.any():
         retired = np.concatenate([retired, index.sids[rnd.rows[rnd.differs]]])
