@@ -27,10 +27,14 @@ is made in a way that does not:
   after): torch's CPU GEMMs (MKL) and reductions split work by thread count, and with two
   threads the same seed gave other weights from run to run. The VQ assignment inside
   training is the exact rule too, and the restart jitter's scale is a fixed-order float64
-  sum. What one thread does not fix: MKL picks its GEMM kernels by CPU model (on this AMD
-  EPYC it takes its AVX2 path, also under ``MKL_ENABLE_INSTRUCTIONS=AVX2``), so a CPU on
-  which MKL takes another path (an Intel AVX-512 part, ``MKL_CBWR=COMPATIBLE``) can train to
-  other weights; set ``MKL_CBWR=AVX2`` on such machines to take the same path.
+  sum. Measured on an AMD EPYC (AVX-512): the same weights under every ``OPENBLAS_CORETYPE``
+  (Prescott to SkylakeX), 1, 2 and 4 threads, ``MKL_ENABLE_INSTRUCTIONS=AVX2``, ``MKL_CBWR=AVX2``
+  and ``ATEN_CPU_CAPABILITY=avx2``. What one thread does not fix: torch's fp32 GEMMs take
+  the path MKL and ATen pick for the CPU, so ``MKL_CBWR=COMPATIBLE`` or
+  ``ATEN_CPU_CAPABILITY=default`` (a CPU without AVX2, or an Intel part on which MKL takes
+  its AVX-512 kernels) trains to other weights from the first step (the same Office codes
+  after 3 epochs, other codes after 30). ``MKL_CBWR=AVX2`` makes MKL take one path on
+  every CPU with AVX2.
 - **On CUDA** the assignment is decided exactly as on the CPU, but cuBLAS/cuDNN training
   is not claimed to be bit-reproducible.
 
