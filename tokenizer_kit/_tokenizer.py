@@ -25,7 +25,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -50,6 +50,18 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = TOKENIZER.format_version
 MANIFEST_NAME = TOKENIZER.manifest_name
 WEIGHTS_NAME = "quantizer.safetensors"
+
+# The SID index is the indexer's (``tokenizer_kit.indexer``, a layer above this module: it
+# imports this one), so ``SemanticTokenizer.build`` reaches it through the builder the indexer
+# registers when imported, as ``import tokenizer_kit`` always does: (tok, raw x (n, d)) -> None,
+# attaching the default index to ``tok``.
+_INDEX_BUILDER: Callable[["SemanticTokenizer", np.ndarray], None] | None = None
+
+
+def register_index_builder(builder: Callable[["SemanticTokenizer", np.ndarray], None]) -> None:
+    """Set what ``SemanticTokenizer.build(index=True)`` calls (the indexer, on import)."""
+    global _INDEX_BUILDER
+    _INDEX_BUILDER = builder
 SIDS_NAME = "sids.parquet"
 
 
@@ -169,6 +181,7 @@ class SemanticTokenizer:
         normalize: bool = False,
         categories: Sequence[str | None] | None = None,
         progress: Progress | None = None,
+        index: bool = True,
         **quantizer_config: Any,
     ) -> "SemanticTokenizer":
         """Fit a quantizer on ``x`` (n, d) and assign every item its codes.
@@ -178,6 +191,12 @@ class SemanticTokenizer:
         is the config class's, as for ``build-codebook``). The whole config is validated
         before any compute. ``progress`` reaches the quantizer's ``fit`` where it takes one
         (RQ-VAE: one task over its epochs).
+
+        ``index`` (default, as ``build-codebook``): also build the SID index under the default
+        policy (``IndexConfig()``: suffix, one item per SID) with the items' embedding
+        fingerprints, so ``sids`` are the indexed SIDs ``build-codebook`` writes for the same
+        data and seed, and ``SIDIndex.from_tokenizer`` and ``save_pretrained`` carry the
+        index. ``index=False`` (``build-codebook --no-index``): codes only.
         """
         if isinstance(progress, bool):  # RQ-VAE's former config flag of that name
             progress = None
@@ -189,7 +208,6 @@ class SemanticTokenizer:
         qcls = get_quantizer_class(method)
         quantizer = qcls(**quantizer_config)
         if not isinstance(x, np.ndarray) and hasattr(x, "detach"):  # a torch tensor (bfloat16 welcome)
-        index: bool = True,
             x = as_float32_vectors(x, source or "embeddings")
         validate_vectors(x, source or "embeddings")
         n = x.shape[0]
@@ -198,12 +216,6 @@ class SemanticTokenizer:
         tok = cls(quantizer, normalize=normalize)
         xp = tok.preprocess(x, what=source or "embeddings")
         t0 = time.perf_counter()
-
-        ``index`` (default, as ``build-codebook``): also build the SID index under the default
-        policy (``IndexConfig()``: suffix, one item per SID) with the items' embedding
-        fingerprints, so ``sids`` are the indexed SIDs ``build-codebook`` writes for the same
-        data and seed, and ``SIDIndex.from_tokenizer`` and ``save_pretrained`` carry the
-        index. ``index=False`` (``build-codebook --no-index``): codes only.
         if progress is not None and "progress" in inspect.signature(quantizer.fit).parameters:
             quantizer.fit(xp, progress=progress)
         else:
@@ -225,6 +237,10 @@ class SemanticTokenizer:
             "encode_seconds": enc_s,
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
+        if index:
+            if _INDEX_BUILDER is None:
+                raise TokenizerKitError("no SID indexer is registered (import tokenizer_kit.indexer), or build with index=False")
+            _INDEX_BUILDER(tok, x)
         return tok
 
     # ---- encode / decode ----------------------------------------------------------------
@@ -247,12 +263,6 @@ class SemanticTokenizer:
                     row = s + int(np.argmax(norms[:, 0] == 0))
                     raise InputError(f"{what}: row {row} is all zeros and cannot be L2-normalised; drop that item or build without `normalize`")
                 blk /= norms
-        if index:
-            from .indexer import SIDIndex, embedding_hash
-
-            idx = SIDIndex.for_tokenizer(tok)  # numbered by input row, as build-codebook's index
-            idx.emb_hash = embedding_hash(x)
-            idx.attach(tok)
         return out
 
     def encode(self, x: np.ndarray, *, batch_size: int | None = None, **kwargs) -> np.ndarray:

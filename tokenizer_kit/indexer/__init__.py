@@ -1,5 +1,6 @@
 """Indexer: codes -> SIDs (collision policies), the SID trie, vocabulary, constrained decoding, cold start."""
 
+from .._tokenizer import register_index_builder
 from ._cold_start import BatchLookup, lookup_arrow, lookup_batch
 from ._import import import_sid_index
 from ._index import IndexConfig, SIDIndex, embedding_hash, read_lcrec_index
@@ -30,6 +31,17 @@ __all__ = [
     "TrieLogitsProcessor",
     "prefix_allowed_tokens_fn",
 ]
+
+
+def _index_built(tok, x) -> None:
+    """The index ``SemanticTokenizer.build`` attaches by default: build-codebook's (the default
+    policy, numbered by input row, with each item's embedding fingerprint)."""
+    idx = SIDIndex.for_tokenizer(tok)
+    idx.emb_hash = embedding_hash(x)
+    idx.attach(tok)
+
+
+register_index_builder(_index_built)
 
 
 def __getattr__(name):
