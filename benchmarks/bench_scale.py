@@ -93,10 +93,10 @@ def _status_kb(pid: int, key: str) -> int:
     return 0
 
 
-def run_measured(cmd: list[str], *, env: dict | None = None, interval: float = 0.05) -> dict:
+def run_measured(cmd: list[str], *, env: dict | None = None, interval: float = 0.05, cwd: Path | None = None) -> dict:
     """Run ``cmd`` as a process; wall time and peak RssAnon / RssFile over its process tree."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})}, cwd=ROOT)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})}, cwd=cwd or ROOT)
     peak = {"anon": 0, "file": 0}
     done = threading.Event()
 

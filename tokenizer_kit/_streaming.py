@@ -365,6 +365,8 @@ def _encode_pass(tok: SemanticTokenizer, stream: EmbeddingStream, staging: Path,
                         wtask.advance(len(b.ids))
         unique_ids.check(stream, bs)
         tok.metrics = metrics.result()
+        if q.config.balanced:
+            tok.metrics["balance_misses"] = q.warn_balance(metrics.counts)
     finally:
         metrics.close()
         unique_ids.close()

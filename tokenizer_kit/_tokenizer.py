@@ -230,6 +230,9 @@ class SemanticTokenizer:
         tok.item_ids = ids_arr
         tok.codes = np.asarray(codes, dtype=np.int64)
         tok.metrics = tok.evaluate(xp, preprocessed=True, codes=tok.codes, categories=categories)
+        if getattr(quantizer, "warn_balance", None) is not None and quantizer.config.balanced:
+            counts = [np.bincount(tok.codes[:, l], minlength=k) for l, k in enumerate(quantizer.codebook_sizes)]
+            tok.metrics["balance_misses"] = quantizer.warn_balance(counts)
         tok.info = {
             "source": str(source),
             "n_items": int(n),

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["CodeTable", "U32", "dot_error_bound", "exact_scores", "resolve_near_ties", "exact_argmin", "exact_top"]
+__all__ = ["CodeTable", "U32", "row_norms", "dot_error_bound", "exact_scores", "resolve_near_ties", "exact_argmin", "exact_top"]
 
 U32 = 2.0**-24  # unit roundoff of float32
 
@@ -77,12 +77,18 @@ class CodeTable:
     def size(self) -> int:
         return int(self.codebook.shape[0])
 
-    def slack(self, r: np.ndarray) -> np.ndarray:
+    def slack(self, r: np.ndarray, rnorm: np.ndarray | None = None) -> np.ndarray:
         """``2E`` per row of ``r`` (b, d): how far above the GEMM minimum a code may still be the
-        exact minimum. ``||r||`` from a float64 sum, over-estimated slightly (it only has to
-        bound, not to agree between machines)."""
-        rn = np.sqrt(np.add.reduce(np.square(r, dtype=np.float64), axis=1)) * (1.0 + 1e-6)
+        exact minimum. ``rnorm`` (b,): ``||r||`` if known (see :func:`row_norms`)."""
+        rn = row_norms(r) if rnorm is None else rnorm
         return 2.0 * (self.bound_r * rn + self.bound_0)
+
+
+def row_norms(r: np.ndarray) -> np.ndarray:
+    """``||r_i||`` (b,) float64, over-estimated by 0.1%: it only has to bound, not to agree
+    between machines (an fp32 sum of d squares is within d u of the true value)."""
+    sq = np.einsum("ij,ij->i", r, r).astype(np.float64)
+    return np.sqrt(sq) * 1.001
 
 
 def exact_scores(r: np.ndarray, rows: np.ndarray, codes: np.ndarray, table: CodeTable) -> np.ndarray:
@@ -114,10 +120,11 @@ def _first_per_row(rows: np.ndarray, codes: np.ndarray, f: np.ndarray, t: int) -
     return out
 
 
-def resolve_near_ties(buf: np.ndarray, r: np.ndarray, ids: np.ndarray, table: CodeTable) -> int:
+def resolve_near_ties(buf: np.ndarray, r: np.ndarray, ids: np.ndarray, table: CodeTable, rnorm: np.ndarray | None = None) -> int:
     """Re-decide ``ids`` (b,) where the GEMM distances ``buf`` (b, K) (``g``, any order) hold a
-    near-tie; ``r`` (b, d) fp32 are the rows that produced ``buf``. Changes ``ids`` in place and
-    returns how many rows were re-decided. ``buf`` is left as it was."""
+    near-tie; ``r`` (b, d) fp32 are the rows that produced ``buf`` (``rnorm`` their norms, if
+    known). Changes ``ids`` in place and returns how many rows were re-decided. ``buf`` is left
+    as it was."""
     b = buf.shape[0]
     if b == 0 or buf.shape[1] < 2:
         return 0
@@ -126,7 +133,7 @@ def resolve_near_ties(buf: np.ndarray, r: np.ndarray, ids: np.ndarray, table: Co
     buf[rows, ids] = np.inf
     second = buf.min(1)
     buf[rows, ids] = best
-    thr = best.astype(np.float64) + table.slack(r)
+    thr = best.astype(np.float64) + table.slack(r, rnorm)
     tied = np.flatnonzero(second <= thr)
     if tied.size == 0:
         return 0

@@ -147,32 +147,29 @@ def assign_codes(x: np.ndarray, table: CodeTable, *, device: str = "cpu") -> np.
     return out
 
 
-def cluster_sums(x: np.ndarray, assign: np.ndarray, k: int, *, chunk: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
+def cluster_sums(x: np.ndarray, assign: np.ndarray, k: int, *, xt: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-cluster sums (k, d) float64 and counts (k,) of ``x`` (n, d) under ``assign`` (n,).
 
-    Each cluster's rows are added in row order, in float64 (``reduceat`` on the rows sorted by
-    cluster, chunk by chunk): a fixed order, so the sums are the same on every machine."""
+    One ``bincount`` per dimension: each cluster's rows added in row order, in float64, a fixed
+    order, so the sums are the same on every machine. ``xt``: ``x.T`` as a C-contiguous (d, n)
+    array, when the caller sums the same rows many times (k-means' rounds)."""
     n, d = x.shape
-    sums = np.zeros((k, d), dtype=np.float64)
-    counts = np.bincount(assign, minlength=k)
-    for s in range(0, n, chunk):
-        a = assign[s : s + chunk]
-        order = np.argsort(a, kind="stable")
-        sa = a[order]
-        starts = np.flatnonzero(np.r_[True, sa[1:] != sa[:-1]])
-        sums[sa[starts]] += np.add.reduceat(x[s : s + chunk][order].astype(np.float64), starts, axis=0)
-    return sums, counts
+    xt = np.ascontiguousarray(x.T) if xt is None else xt
+    sums = np.empty((k, d), dtype=np.float64)
+    for j in range(d):
+        sums[:, j] = np.bincount(assign, weights=xt[j], minlength=k)
+    return sums, np.bincount(assign, minlength=k)
 
 
 # FAISS's relative perturbation when an empty cluster takes half of a large one
 SPLIT_EPS = 1.0 / 1024.0
 
 
-def update_centroids(x: np.ndarray, assign: np.ndarray, old: np.ndarray) -> np.ndarray:
+def update_centroids(x: np.ndarray, assign: np.ndarray, old: np.ndarray, *, xt: np.ndarray | None = None) -> np.ndarray:
     """Means of the clusters (k, d) fp32; an empty cluster splits the largest one (as FAISS
     does, but always the largest, ties to the lowest index: no random draw)."""
     k, d = old.shape
-    sums, counts = cluster_sums(x, assign, k)
+    sums, counts = cluster_sums(x, assign, k, xt=xt)
     cents = old.astype(np.float64)
     filled = counts > 0
     cents[filled] = sums[filled] / counts[filled, None]
@@ -215,6 +212,7 @@ def train_kmeans(x: np.ndarray, k: int, cfg: KMeansConfig, *, device: str = "cpu
     if n > cap:
         x = x[np.sort(rng.choice(n, cap, replace=False))]
     m = x.shape[0]
+    xt = np.ascontiguousarray(x.T)  # [d, m] for the centroid sums
     best, best_obj = None, np.inf
     for redo in range(max(cfg.nredo, 1)):
         if cfg.init == "kmeans++":
@@ -224,7 +222,7 @@ def train_kmeans(x: np.ndarray, k: int, cfg: KMeansConfig, *, device: str = "cpu
             cents = x[rng.choice(m, k, replace=False)].copy()
         for _ in range(cfg.niter):
             assign = assign_codes(x, CodeTable.make(cents), device=device)
-            cents = update_centroids(x, assign, cents)
+            cents = update_centroids(x, assign, cents, xt=xt)
         if cfg.nredo <= 1:
             return cents
         table = CodeTable.make(cents)

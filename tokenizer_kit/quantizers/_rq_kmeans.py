@@ -66,6 +66,8 @@ class RQKMeansConfig(ValidatedConfig):
     balanced: bool = setting(False, help="Size-balanced k-means per level + distinct last-level codes per prefix "
                              "(no collisions; retrieved worse downstream on Office).")
     balance_iters: int = setting(5, help="Balanced mode: balancing rounds per level.")
+    balance_cap: float = setting(1.1, help="Balanced mode: the largest code should hold at most this multiple of n/K "
+                                 "items; the build warns for each level that misses it.", bounds=(1.0, 1e6))
     # balanced mode only: the training items of each (level 1..L-1) prefix get distinct
     # last-level codes (one assignment problem per colliding prefix)
     distinct_last_level: bool = setting(True, help="Balanced mode: the items of each prefix get distinct last-level codes.")
@@ -317,6 +319,38 @@ class RQKMeans(QuantizerBase):
         g0 = sample @ (-2.0 * cents.T).astype(np.float32)
         prices = _balanced_prices(g0, sample, cents, target, prices)
         return np.ascontiguousarray(cents, dtype=np.float32), prices.astype(np.float32)
+
+    def balance_limit(self, n: int, k: int) -> int:
+        """Most items one code of ``k`` may hold among ``n`` in balanced mode:
+        ``balance_cap x n / k``, never below ``ceil(n / k)``."""
+        return max(-(-n // k), int(math.floor(self.config.balance_cap * n / k)))
+
+    def balance_misses(self, counts: list[np.ndarray]) -> list[dict[str, Any]]:
+        """Levels whose largest code holds more than ``balance_limit`` of the items counted in
+        ``counts`` (one (K,) array per level): level, largest, limit, ratio to n/K."""
+        out = []
+        for level, c in enumerate(counts):
+            c = np.asarray(c)
+            n, k = int(c.sum()), len(c)
+            lim = self.balance_limit(n, k)
+            if n and int(c.max()) > lim:
+                out.append({"level": level, "largest": int(c.max()), "limit": lim, "ratio": round(float(c.max()) * k / n, 3)})
+        return out
+
+    def warn_balance(self, counts: list[np.ndarray]) -> list[dict[str, Any]]:
+        """Log which balanced levels missed their limit, by how much, and what fixes it."""
+        misses = self.balance_misses(counts) if self.config.balanced else []
+        for m in misses:
+            fix = ("raise balance_iters (now %d) or balance_cap; clusters far apart (more than K natural groups, "
+                   "or groups of very unequal size) cannot be split evenly without a large reconstruction cost"
+                   % self.config.balance_iters)
+            if m["level"] == self.levels - 1 and self._joint_last_level:
+                fix = "set distinct_last_level = false (distinct codes per prefix override the cap), or " + fix
+            logger.warning(
+                "balanced build: level %d's largest code holds %d items, %.2fx n/K (limit %d = %.2fx); %s",
+                m["level"] + 1, m["largest"], m["ratio"], m["limit"], self.config.balance_cap, fix,
+            )
+        return misses
 
     # ---- distinct last level (balanced mode) --------------------------------------------
     @staticmethod
