@@ -25,7 +25,7 @@ GOLDEN_BUILD = {
     "plain": ("rq-kmeans", dict(seed=0), "3b68585cb414933e"),
     "balanced": ("rq-kmeans", dict(seed=0, balanced=True), "1330292106edb95d"),
     "beam4": ("rq-kmeans", dict(seed=0, beam_size=4), "05f8fd07fbfd0aac"),
-    "rqvae": ("rq-vae", dict(seed=0, max_epochs=3), "d80a913b2b30933c"),
+    "rqvae": ("rq-vae", dict(seed=0, max_epochs=3), "47c056912d8225b0"),
 }
 
 
@@ -78,8 +78,8 @@ enabled = false
 """
 
 GOLDEN_PIPELINE = {
-    "tokenizer": "9ec374dd236ca999",
-    "tokenizer_raw": "ff614681be8c7e51",
+    "tokenizer": "2407c60054005b75",
+    "tokenizer_raw": "f542a4fb46a2242e",
     "ids": "8019bbd423567e71",
 }
 
