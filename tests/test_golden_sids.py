@@ -78,8 +78,8 @@ enabled = false
 """
 
 GOLDEN_PIPELINE = {
-    "tokenizer": "2407c60054005b75",
-    "tokenizer_raw": "f542a4fb46a2242e",
+    "tokenizer": "96b63266317f3688",
+    "tokenizer_raw": "c0e495856eb1d776",
     "ids": "8019bbd423567e71",
 }
 

@@ -74,8 +74,8 @@ def runs(contract_data, tmp_path_factory):
 
 def test_knobs_are_set_in_their_process(runs):
     """The knobs reached the libraries: each process loaded its OpenBLAS kernel (numpy's
-    OpenBLAS 0.3.31 names its Prescott-level kernel Katmai) and capped thread count (OpenBLAS
-    never runs more threads than cores); a setting that did not take would make the
+    OpenBLAS 0.3.31 names its Prescott-level kernel Katmai) and thread count (some OpenBLAS builds
+    cap it at the core count); a setting that did not take would make the
     comparison below vacuous."""
     alias = {"Prescott": {"Prescott", "Katmai"}}
     cores = os.cpu_count() or 1
@@ -83,7 +83,8 @@ def test_knobs_are_set_in_their_process(runs):
         blas = [b for b in runs[label]["blas"] if b["internal_api"] == "openblas"]
         kernel = knobs["OPENBLAS_CORETYPE"]
         assert blas and all(b["architecture"] in alias.get(kernel, {kernel}) for b in blas), (label, blas)
-        assert all(b["num_threads"] == min(int(knobs["OPENBLAS_NUM_THREADS"]), cores) for b in blas), (label, blas)
+        want = int(knobs["OPENBLAS_NUM_THREADS"])
+        assert all(b["num_threads"] in (want, min(want, cores)) for b in blas), (label, blas)
         assert runs[label]["env"]["OPENBLAS_CORETYPE"] == kernel
 
 

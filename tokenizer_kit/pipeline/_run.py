@@ -137,13 +137,19 @@ class _Chain:
         return variants
 
     def tokenize(self, variant: str, emb: Path, upstream: str) -> None:
+        from ..indexer.policies import get_policy
+
         tok, cb, ix = self.p.tokenizer(variant), self.cfg.codebook, self.cfg.index
+        # the codebook stage indexes as build-codebook does (suffixes by row, fingerprints), so the
+        # pipeline, the CLI and Python give the same SIDs; the index stage re-reads the vectors
+        # only for a policy that needs them (reassign)
         self.stage(f"build-codebook[{variant}]", cb.to_flat_dict(), [tok / "tokenizer.json"],
-                   lambda mode: stages.build_codebook(emb, tok, replace(cb, index=False), categories=self.catalog,  # the index stage follows
+                   lambda mode: stages.build_codebook(emb, tok, replace(cb, index=True), categories=self.catalog,
                                                       category_input=self.cfg.report, overwrite=True, progress=self.progress),
                    upstream=(upstream,))
+        vectors = emb if get_policy(ix.policy).needs_vectors else None
         self.stage(f"index[{variant}]", ix.to_flat_dict(), [self.p.lcrec(variant)],
-                   lambda mode: stages.index(tok, ix, embeddings=emb, export_lcrec=self.p.lcrec(variant)),
+                   lambda mode: stages.index(tok, ix, embeddings=vectors, export_lcrec=self.p.lcrec(variant)),
                    upstream=(f"build-codebook[{variant}]",))
 
     def report(self, variants: list[str]) -> None:
