@@ -56,7 +56,7 @@ def env(tmp_path_factory):
     pq.write_table(pa.table({"item_id": ids, "title": [f"title {k}" for k in range(1200)],
                              "categories": [f"c{k % 4}" for k in range(1200)]}), d / "cat.parquet")
     for name, extra in (("plain", []), ("bal", ["--balanced"])):
-        r = runner.invoke(app, ["build-codebook", str(d / "e.parquet"), "--out", str(d / name), "--codebook-size", "8", "-q", *extra])
+        r = runner.invoke(app, ["build-codebook", str(d / "e.parquet"), "--out", str(d / name), "--codebook-size", "16", "-q", *extra])
         assert r.exit_code == 0, r.output
     codes = np.random.default_rng(1).integers(0, 8, (1200, 3))
     _lcrec(d / "faiss.index.json", ids, _with_suffix(codes))
