@@ -33,7 +33,7 @@ def _h(*parts) -> str:
 def _run(policy: str, with_x: bool) -> list[str]:
     x = _data(900, seed=7)
     ids = np.asarray([f"i{k}" for k in range(900)], dtype=object)
-    tok = SemanticTokenizer.build(x[:600], ids=ids[:600], codebook_sizes=[4, 8, 64], seed=0)
+    tok = SemanticTokenizer.build(x[:600], ids=ids[:600], codebook_sizes=[4, 8, 64], seed=0, index=False)
     idx = SIDIndex.for_tokenizer(tok, config=IndexConfig(policy=policy), x=x[:600] if with_x else None)
     stats = {k: v for k, v in idx.stats.items() if not k.endswith("_seconds")}
     out = [_h(idx.sids.astype(np.int64), idx.moved, idx.level_sizes, stats)]
