@@ -125,6 +125,29 @@ def greedy_encode(
     return codes
 
 
+def torch_exact_ids(dist, r, table: CodeTable):
+    """The exact argmin codes (b,) of torch rows ``r`` (b, d) fp32 given their distances ``dist``
+    (b, K) = ``offset - 2 r.c`` from the device's GEMM (no TF32): the device's argmin where no
+    near-tie is possible, the near-tied rows re-decided on the host by ``_exact`` (a sync point)."""
+    import torch
+
+    best, ids = dist.min(1)
+    if dist.shape[1] < 2:
+        return ids
+    col = ids[:, None]
+    dist.scatter_(1, col, float("inf"))
+    second = dist.min(1).values
+    dist.scatter_(1, col, best[:, None])
+    rn = r.double().square().sum(1).sqrt() * (1.0 + 1e-6)
+    thr = best.double() + 2.0 * (table.bound_r * rn + table.bound_0)
+    tied = (second.double() <= thr).nonzero().squeeze(1)
+    if tied.numel():
+        host = ids[tied].cpu().numpy()
+        resolve_near_ties(dist[tied].cpu().numpy(), r[tied].cpu().numpy(), host, table)
+        ids[tied] = torch.from_numpy(host).to(ids.device)
+    return ids
+
+
 class TorchEncoder:
     """Greedy codes with torch on ``devices`` (every visible GPU by default).
 
@@ -167,20 +190,7 @@ class TorchEncoder:
         for level, (neg2ct, offset, cb) in enumerate(self._per_device[di]):
             dist = torch.mm(r, neg2ct)  # [b, K]
             dist += offset
-            best, ids = dist.min(1)
-            table = self.tables[level]
-            if dist.shape[1] > 1:
-                col = ids[:, None]
-                dist.scatter_(1, col, float("inf"))
-                second = dist.min(1).values
-                dist.scatter_(1, col, best[:, None])
-                rn = r.double().square().sum(1).sqrt() * (1.0 + 1e-6)
-                thr = best.double() + 2.0 * (table.bound_r * rn + table.bound_0)
-                tied = (second.double() <= thr).nonzero().squeeze(1)  # a sync point, once per level
-                if tied.numel():
-                    host_ids = ids[tied].cpu().numpy()
-                    resolve_near_ties(dist[tied].cpu().numpy(), r[tied].cpu().numpy(), host_ids, table)
-                    ids[tied] = torch.from_numpy(host_ids).to(dev)
+            ids = torch_exact_ids(dist, r, self.tables[level])
             r -= cb[ids]
             out[:, level] = ids.to(torch.int32)
         return out

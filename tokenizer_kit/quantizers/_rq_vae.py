@@ -60,8 +60,8 @@ from .._config import ValidatedConfig, setting
 from .._progress import Progress, as_progress
 from ..errors import TokenizerKitError
 from ._base import QuantizerBase, register_quantizer
-from ._encode import greedy_encode, single_thread_blas
-from ._exact import CodeTable, exact_argmin, resolve_near_ties
+from ._encode import greedy_encode, single_thread_blas, torch_exact_ids
+from ._exact import CodeTable, exact_argmin
 from ._kmeans import KMeansConfig, train_kmeans
 
 try:
@@ -306,20 +306,7 @@ def exact_codes(r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         dist = torch.addmm(torch.as_tensor(table.offset, device=r.device), rd, torch.as_tensor(table.neg2ct, device=r.device))
     finally:
         torch.backends.cuda.matmul.allow_tf32 = prev
-    best, ids = dist.min(1)
-    if dist.shape[1] > 1:
-        col = ids[:, None]
-        dist.scatter_(1, col, float("inf"))
-        second = dist.min(1).values
-        dist.scatter_(1, col, best[:, None])
-        rn = rd.double().square().sum(1).sqrt() * (1.0 + 1e-6)
-        thr = best.double() + 2.0 * (table.bound_r * rn + table.bound_0)
-        tied = (second.double() <= thr).nonzero().squeeze(1)
-        if tied.numel():
-            host = ids[tied].cpu().numpy()
-            resolve_near_ties(dist[tied].cpu().numpy(), rd[tied].cpu().numpy(), host, table)
-            ids[tied] = torch.from_numpy(host).to(r.device)
-    return ids
+    return torch_exact_ids(dist, rd, table)
 
 
 def _std64(r: torch.Tensor) -> float:
