@@ -2,7 +2,7 @@
 the reference (docs/sid-contract.md; every count should be 0).
 
     python benchmarks/sid_contract.py --out benchmarks/results/sid_contract.json
-    python benchmarks/sid_contract.py --datasets office --settings reference,threads_1 --out /tmp/sc.json
+    python benchmarks/sid_contract.py --datasets office --settings reference,threads_1 --out sc.json
 
 Datasets: ``office`` (the bundled MiniLM embeddings of the 2,420 Office items,
 ``tests/data/office_minilm_f16.npy``, 3 x 256 codes) and ``generated`` (``--items`` x ``--dim``
@@ -217,6 +217,9 @@ def main() -> int:
                     shutil.rmtree(scratch / "runs" / ds / s, ignore_errors=True)
                 nonzero = {n: v[s] for n, v in entry["differ"].items() if s in v and v[s] != 0}
                 print(f"    {res['seconds']} s; nonzero: {json.dumps(nonzero)[:1500]}", file=sys.stderr, flush=True)
+                result["datasets"][ds] = {**entry, "partial": True}  # saved after every setting: a long run keeps what it measured
+                Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+                Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
             entry["nonzero"] = {n: {s: v for s, v in per.items() if v != 0} for n, per in entry["differ"].items()
                                 if any(v != 0 for v in per.values())}
             result["datasets"][ds] = entry

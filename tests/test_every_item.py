@@ -93,15 +93,10 @@ TINY = ["--d-model", "32", "--d-ff", "64", "--n-layers", "1", "--n-heads", "2", 
 
 
 def _ring(n_users=60, n_items=40, seed=0):
-    rng = np.random.default_rng(seed)
-    users, items, ts = [], [], []
-    for u in range(n_users):
-        start, length = int(rng.integers(n_items)), int(rng.integers(5, 9))
-        for j in range(length):
-            users.append(f"u{u:03d}")
-            items.append(f"i{(start + j) % n_items}")
-            ts.append(j)
-    return pa.table({"user_id": users, "item_id": items, "timestamp": pa.array(ts, pa.int64())})
+    """Users walk the item ring (the companion tests' table)."""
+    from tests.test_companion_eval import _ring_table
+
+    return _ring_table(n_users, n_items, seed)
 
 
 def _lcrec(path, item_ids, seed):
