@@ -1,6 +1,7 @@
-"""Quantizers: FAISS k-means engine, RQ-Kmeans, RQ-VAE, and the method registry."""
+"""Quantizers: the k-means engine, the exact nearest-code rule, RQ-Kmeans, RQ-VAE, and the method registry."""
 
 from ._base import Quantizer, get_quantizer_class, list_methods, register_quantizer
+from ._exact import exact_sqdist
 from ._kmeans import KMeansConfig, faiss_num_gpus, kmeans_device, nearest, resolve_device, train_kmeans
 from ._rq_kmeans import RQKMeans, RQKMeansConfig, parse_codebook_sizes, suggest_codebook_size
 
@@ -11,6 +12,7 @@ __all__ = [
     "RQKMeansConfig",
     "RQVAE",
     "RQVAEConfig",
+    "exact_sqdist",
     "faiss_num_gpus",
     "get_quantizer_class",
     "list_methods",

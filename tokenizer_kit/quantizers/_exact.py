@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["CodeTable", "U32", "row_norms", "dot_error_bound", "exact_scores", "resolve_near_ties", "exact_argmin", "exact_top"]
+__all__ = ["CodeTable", "U32", "row_norms", "exact_sqdist", "dot_error_bound", "exact_scores", "resolve_near_ties", "exact_argmin", "exact_top"]
 
 U32 = 2.0**-24  # unit roundoff of float32
 
@@ -106,6 +106,27 @@ def exact_scores(r: np.ndarray, rows: np.ndarray, codes: np.ndarray, table: Code
         np.multiply(diff, diff, out=diff)
         out[s : s + step] = np.add.reduce(diff, axis=1)
     out += table.price[codes].astype(np.float64)
+    return out
+
+
+def exact_sqdist(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``||x_i - y_j||^2`` (m, k) float64 for rows ``x`` (m, d) and ``y`` (k, d), without BLAS:
+    exact differences and squares of the float64 values, numpy's pairwise sum along each row
+    (an order fixed by ``d``), looping over the shorter side."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    m, k = x.shape[0], y.shape[0]
+    out = np.empty((m, k), dtype=np.float64)
+    if m <= k:
+        for i in range(m):
+            diff = y - x[i]
+            np.multiply(diff, diff, out=diff)
+            out[i] = np.add.reduce(diff, axis=1)
+    else:
+        for j in range(k):
+            diff = x - y[j]
+            np.multiply(diff, diff, out=diff)
+            out[:, j] = np.add.reduce(diff, axis=1)
     return out
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import InputError, TokenizerKitError
 from ._encode import run_blocks
-from ._exact import CodeTable, exact_argmin, exact_scores, exact_top
+from ._exact import CodeTable, exact_argmin, exact_scores, exact_sqdist, exact_top
 
 __all__ = ["KMeansConfig", "kmeans_plusplus", "train_kmeans", "assign_codes", "update_centroids", "cluster_sums", "nearest", "resolve_device", "kmeans_device", "faiss_num_gpus"]
 
@@ -90,17 +90,6 @@ class KMeansConfig:
     init_points_per_centroid: int = 32
 
 
-def _exact_sqdist(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """``||x_i - y_j||^2`` (n, m) float64 from fp32 rows, without BLAS (see ``_exact``)."""
-    out = np.empty((x.shape[0], y.shape[0]), dtype=np.float64)
-    x64 = x.astype(np.float64)
-    for j in range(y.shape[0]):
-        diff = x64 - y[j].astype(np.float64)
-        np.multiply(diff, diff, out=diff)
-        out[:, j] = np.add.reduce(diff, axis=1)
-    return out
-
-
 def kmeans_plusplus(x: np.ndarray, k: int, *, seed: int, n_trials: int | None = None) -> np.ndarray:
     """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007; greedy trials as scikit-learn).
 
@@ -115,14 +104,14 @@ def kmeans_plusplus(x: np.ndarray, k: int, *, seed: int, n_trials: int | None = 
     cents = np.empty((k, d), dtype=np.float32)
     first = int(rng.integers(n))
     cents[0] = x[first]
-    dmin = _exact_sqdist(x, x[first : first + 1])[:, 0]
+    dmin = exact_sqdist(x, x[first : first + 1])[:, 0]
     for j in range(1, k):
         cum = np.cumsum(dmin, dtype=np.float64)
         if cum[-1] <= 0:  # fewer distinct points than k: repeat points
             cand = rng.integers(n, size=t)
         else:
             cand = np.minimum(np.searchsorted(cum, rng.random(t) * cum[-1]), n - 1)
-        dc = _exact_sqdist(x, x[cand]).T  # [t, n]
+        dc = exact_sqdist(x, x[cand]).T  # [t, n]
         np.minimum(dc, dmin[None, :], out=dc)
         best = int(np.add.reduce(dc, axis=1).argmin())
         cents[j] = x[cand[best]]

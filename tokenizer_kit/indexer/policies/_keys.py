@@ -7,6 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from ...errors import InputError
+from ...quantizers import exact_sqdist
 
 __all__ = ["sid_keys", "OccupiedSet", "sq_err"]
 
@@ -49,22 +50,7 @@ class OccupiedSet:
 
 
 def sq_err(x: np.ndarray, recon: np.ndarray) -> np.ndarray:
-    """||x_i - recon_j||^2 for x (m, d), recon (k, d) -> (m, k) float64.
-
-    Exact differences and squares, then numpy's pairwise sum along each row: a fixed order
-    with no BLAS, so the policy's choices are the same on every machine and kernel."""
-    x = np.asarray(x, np.float64)
-    r = np.asarray(recon, np.float64)
-    m, k = x.shape[0], r.shape[0]
-    out = np.empty((m, k), dtype=np.float64)
-    if m <= k:
-        for i in range(m):
-            diff = r - x[i]
-            np.multiply(diff, diff, out=diff)
-            out[i] = np.add.reduce(diff, axis=1)
-    else:
-        for j in range(k):
-            diff = x - r[j]
-            np.multiply(diff, diff, out=diff)
-            out[:, j] = np.add.reduce(diff, axis=1)
-    return out
+    """||x_i - recon_j||^2 for x (m, d), recon (k, d) -> (m, k) float64, in a fixed order with
+    no BLAS (``quantizers.exact_sqdist``), so the policy's choices are the same on every
+    machine and kernel."""
+    return exact_sqdist(x, recon)
