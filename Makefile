@@ -5,7 +5,6 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_out
-SHARED ?= ../shared
 
 .PHONY: install install-gpu demo demo-long test test-slow test-gpu bench clean
 
@@ -47,7 +46,7 @@ test-gpu: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m gpu
 
 bench: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_rq_kmeans.py --data $(SHARED)/data/amazon-office
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_rq_kmeans.py --data data/amazon-office
 
 clean:
 	rm -rf $(DEMO_OUT) demo_out_long .pytest_cache

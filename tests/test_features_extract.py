@@ -14,9 +14,7 @@ import pytest
 from tokenizer_kit.errors import ArtifactError, InputError
 from tokenizer_kit.features import ExtractConfig, FeatureStore, embed_texts, extract_features
 
-OFFICE = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon-office" / "Office.item.json"
-if not OFFICE.exists():
-    OFFICE = Path("/work/shared/data/amazon-office/Office.item.json")
+OFFICE = Path(__file__).resolve().parents[1] / "data" / "amazon-office" / "Office.item.json"
 
 TINY_CLIP = {
     "embed_dim": 32,

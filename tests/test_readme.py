@@ -12,7 +12,7 @@ Blocks fenced as anything but bash/sh/python (```text, ```toml, a bare ```) are 
 use ```text for output and for cluster-only command lines.
 
 The working directory holds ``Office.item.json`` and ``Office.inter.json`` (links to
-``../shared/data/amazon-office``) and links to the checkout's ``configs/``, ``tests/`` and
+``data/amazon-office``) and links to the checkout's ``configs/``, ``tests/`` and
 ``benchmarks/``. A ``tokenizer-kit ...`` line runs this checkout's CLI in-process (exit code 0
 expected); other shell lines run under ``bash -euo pipefail``; a python block runs in a fresh
 namespace. The fast run (``make test``) skips slow blocks and seeds what they write that later
@@ -35,7 +35,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
-DATA = REPO.parent / "shared" / "data" / "amazon-office"
+DATA = REPO / "data" / "amazon-office"
 _MARKER = re.compile(r"^<!--\s*readme:\s*(no-run|slow)\b\s*(.*?)\s*-->$")
 _RUN_LANGS = {"bash": "bash", "sh": "bash", "shell": "bash", "python": "python", "py": "python"}
 

@@ -184,8 +184,6 @@ def test_demo_configs_fast_and_long():
     from tokenizer_kit.pipeline import load_config
 
     root = Path(__file__).resolve().parents[1]
-    if not (root.parent / "shared" / "data" / "amazon-office").exists():
-        pytest.skip("needs ../shared/data/amazon-office")
     fast, long = load_config(root / "configs" / "office.toml"), load_config(root / "configs" / "office_long.toml")
     assert (fast.align.qformer.d_model, fast.align.steps, fast.align.caption_max_tokens, fast.align.cpu_threads) == (64, 1500, 16, 1)
     assert (long.align.qformer.d_model, long.align.steps, long.align.caption_every, long.align.caption_max_tokens) == (128, 3000, 10, 32)

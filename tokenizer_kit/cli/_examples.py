@@ -1,6 +1,6 @@
 """Examples shown at the end of each verb's ``--help`` (the README's tour, verb by verb).
 
-``$DATA`` is the bundled Amazon Office data (``../shared/data/amazon-office`` from the
+``$DATA`` is the bundled Amazon Office data (``data/amazon-office`` from the
 checkout); the files the examples read are the ones earlier examples write.
 """
 
@@ -84,4 +84,4 @@ def examples(verb: str) -> str | None:
     lines = EXAMPLES.get(verb)
     if not lines:
         return None
-    return "Examples ($DATA = ../shared/data/amazon-office):\n" + "\n".join("  " + escape(line) for line in lines)
+    return "Examples ($DATA = data/amazon-office in a clone of the repository):\n" + "\n".join("  " + escape(line) for line in lines)
