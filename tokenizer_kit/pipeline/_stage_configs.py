@@ -94,7 +94,7 @@ class CodebookConfig(ValidatedConfig):
     label: ClassVar[str] = "codebook"
     renamed: ClassVar[dict[str, str]] = {"epochs": "max_epochs", "resume": "resume_from"}
 
-    method: str = setting("rq-kmeans", help="Quantizer: rq-kmeans (FAISS residual k-means) or rq-vae.", choices=("rq-kmeans", "rq-vae"))
+    method: str = setting("rq-kmeans", help="Quantizer: rq-kmeans (residual k-means) or rq-vae.", choices=("rq-kmeans", "rq-vae"))
     levels: int = setting(3, help="Number of code levels L_t.")
     codebook_size: list[int] = setting(
         help="Codes per level: one size for every level (256) or one per level (8192,8192,8192; the paper's, for "
