@@ -10,7 +10,7 @@ DEMO_OUT ?= demo_out
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt pyproject.toml tokenizer_kit/_version.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt faiss-cpu==1.15.1
@@ -53,4 +53,4 @@ dist: $(STAMP)
 	$(PY) -m build --outdir dist .
 
 clean:
-	rm -rf $(DEMO_OUT) demo_out_long .pytest_cache
+	rm -rf $(DEMO_OUT) demo_out_long .pytest_cache dist build
