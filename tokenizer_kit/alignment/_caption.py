@@ -25,7 +25,7 @@ from torch import nn
 
 from ..errors import InputError
 
-__all__ = ["CaptionLM", "load_caption_lm", "default_caption_lm", "caption_texts"]
+__all__ = ["CaptionLM", "load_caption_lm", "open_causal_lm", "default_caption_lm", "caption_texts"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +46,25 @@ def default_caption_lm() -> str:
 def load_caption_lm(spec: str | None = None, *, device: str = "cpu"):
     """Load ``(model, tokenizer)`` frozen in eval mode. ``spec``: None/"smollm2" (default),
     a directory, ``DIR::FILE.gguf`` or a hub id."""
+    model, tok = open_causal_lm(spec, device=device, what="caption LM", option="`caption_lm`")
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, tok
+
+
+def open_causal_lm(spec: str | None = None, *, device: str = "cpu", what: str = "causal LM", option: str = "the model"):
+    """``(model, tokenizer)`` of a causal LM in float32 on ``device``, as loaded (trainable).
+
+    ``spec``: None/"smollm2" (the offline SmolLM2-135M GGUF), an HF model directory,
+    ``DIR::FILE.gguf`` or a hub id. ``what`` / ``option`` name the LM and the setting that
+    chose it in the one-line error a bad ``spec`` gives.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if spec in (None, "", "smollm2", "default"):
         spec = default_caption_lm()
+    spec = str(spec)
     kw = {}
     path = spec
     if "::" in spec:
@@ -62,11 +77,9 @@ def load_caption_lm(spec: str | None = None, *, device: str = "cpu"):
             tok = AutoTokenizer.from_pretrained(path, **kw)
             model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kw)
     except (OSError, ValueError) as e:
-        raise InputError(f"cannot load caption LM {spec!r} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); pass an HF causal LM directory or DIR::FILE.gguf") from None
-    model.to(device).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model, tok
+        raise InputError(f"cannot load {what} {spec!r} ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}); "
+                         f"set {option} to an HF causal LM directory, DIR::FILE.gguf or smollm2") from None
+    return model.to(device), tok
 
 
 @contextlib.contextmanager

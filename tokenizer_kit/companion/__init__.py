@@ -1,7 +1,8 @@
 """Companion: the consumer side of SIDs, a small generative retriever that measures them downstream.
 
 User history (SIDs of the last ``max_history`` items) -> the next item's SID, with a
-randomly initialised T5 (encoder-decoder, as TIGER) or a decoder-only model, decoded by
+randomly initialised T5 (encoder-decoder, as TIGER), a decoder-only model, or a pretrained
+Hugging Face causal LM with the SID tokens added (``arch="causal-lm"``), decoded by
 trie-constrained beam search (the indexer's ``TrieLogitsProcessor``), scored with
 leave-one-out full ranking: Recall@5/10 and NDCG@5/10 as TIGER defines them.
 
@@ -15,8 +16,10 @@ from ._evaluate import evaluate_retrieval, machine_info, score_split, users_fing
 from ._metrics import UserRanks, retrieval_metrics, target_ranks, user_ranks
 from ._compare import compare_retrieval, summarize_runs
 from ._model import GenerativeRetriever, RetrievalConfig, list_retrieval_presets
+from ._causal_lm import CausalLMRetriever, make_retriever
 
 __all__ = [
+    "CausalLMRetriever",
     "GenerativeRetriever",
     "RetrievalConfig",
     "SequenceSplit",
@@ -26,6 +29,7 @@ __all__ = [
     "list_retrieval_presets",
     "load_sid_index",
     "machine_info",
+    "make_retriever",
     "random_sid_index",
     "retrieval_metrics",
     "score_split",

@@ -15,46 +15,17 @@ training examples only.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, TokenizerKitError
+from ..errors import InputError
+from ..indexer import load_sid_index  # noqa: F401  (re-exported: the companion reads SIDs with it)
 from ..io import TEST, TRAIN, VALID, InteractionLog, interaction_log, leave_one_out_roles
 
 __all__ = ["SequenceSplit", "load_sid_index", "random_sid_index", "sequence_split"]
 
 logger = logging.getLogger(__name__)
-
-
-def load_sid_index(source: "str | os.PathLike | object"):
-    """A ``SIDIndex`` from a tokenizer directory, an LC-Rec ``*.index.json``, or an index object as is.
-
-    A tokenizer directory that was never indexed gets an in-memory index under the default
-    ``suffix`` policy (one item per SID), as ``tokenizer-kit index DIR`` would build.
-    """
-    from .._tokenizer import SemanticTokenizer
-    from ..indexer import SIDIndex
-
-    if isinstance(source, SIDIndex):
-        return source
-    path = Path(source)
-    if not path.exists():
-        raise InputError(f"{path} does not exist; pass a tokenizer directory or an LC-Rec *.index.json")
-    if path.is_file():
-        if path.suffix != ".json":
-            raise InputError(f"{path}: expected a tokenizer directory or an LC-Rec *.index.json, got a {path.suffix or 'suffix-less'} file")
-        return SIDIndex.from_lcrec(path)
-    tok = SemanticTokenizer.from_pretrained(path)
-    idx = SIDIndex.stored(tok)
-    if idx is None:
-        if tok.codes is None:
-            raise TokenizerKitError(f"{path} holds no items; build it with build-codebook first")
-        logger.warning("%s has no SID index; indexing it in memory with the suffix policy (run `tokenizer-kit index %s` to store one)", path, path)
-        idx = SIDIndex.for_tokenizer(tok)
-    return idx
 
 
 def random_sid_index(item_ids, level_sizes, *, seed: int = 0):

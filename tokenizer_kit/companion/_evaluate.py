@@ -15,6 +15,7 @@ import torch
 from .._progress import Progress
 from ._data import SequenceSplit, load_sid_index, sequence_split
 from ._metrics import UserRanks
+from ._causal_lm import make_retriever
 from ._model import GenerativeRetriever, RetrievalConfig
 
 __all__ = ["evaluate_retrieval", "score_split", "machine_info", "users_fingerprint"]
@@ -50,7 +51,7 @@ def evaluate_retrieval(
     index = load_sid_index(sids)
     split = sequence_split(interactions, index, max_history=cfg.max_history, max_users=max_users)
     logger.info("split: %s", split.stats)
-    retr = GenerativeRetriever(index, cfg)
+    retr = make_retriever(index, cfg, sids=sids if isinstance(sids, (str, os.PathLike)) else None)
     t0 = time.perf_counter()
     history = retr.fit(split.train_hist, split.train_target, valid=split.subset("valid", cfg.max_eval_users), on_epoch=on_epoch, progress=progress)
     seconds = {"train": time.perf_counter() - t0}
@@ -140,6 +141,7 @@ def _result(retr: GenerativeRetriever, split: SequenceSplit, history, *, valid, 
         "data": dict(split.stats),
         "config": cfg.to_dict(),
         "parameters": retr.n_parameters,
+        "trainable_parameters": int(sum(p.numel() for p in retr.model.parameters() if p.requires_grad)),
         "device": str(retr.device),
         "test": test,
         "valid": valid,

@@ -28,6 +28,7 @@ SID stands for all of its items:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -80,7 +81,16 @@ class RetrievalConfig(ValidatedConfig):
 
     renamed: ClassVar[dict[str, str]] = {"num_layers": "n_layers", "num_heads": "n_heads"}
 
-    arch: str = setting("t5", help="t5 (encoder-decoder, as TIGER) or decoder (decoder-only).", choices=("t5", "decoder"))
+    arch: str = setting("t5", help="t5 (encoder-decoder, as TIGER), decoder (decoder-only), both randomly initialised; or causal-lm "
+                        "(the pretrained causal LM of `model` with the SID tokens added).", choices=("t5", "decoder", "causal-lm"))
+    model: str | None = setting(None, help="arch causal-lm: the causal LM to fine-tune, an HF model directory, DIR::FILE.gguf or "
+                                "smollm2 (the offline SmolLM2-135M). d_model, n_layers, n_heads, d_kv, d_ff and dropout are the LM's own then.")
+    finetune: str = setting("full", help="arch causal-lm: full (every weight trains) or lora (LoRA adapters plus the SID "
+                            "tokens' embedding and output rows).", choices=("full", "lora"))
+    lora_rank: int = setting(8, help="arch causal-lm with finetune lora: rank of the adapters (alpha = 2 x rank).")
+    sid_init: str = setting("mean", help="arch causal-lm: the SID tokens' initial embeddings, mean (of the LM's, plus noise) or "
+                            "codebook (the codebook vectors projected to the LM's width; needs a tokenizer directory).",
+                            choices=("mean", "codebook"))
     d_model: int = setting(64, help="Model width.")
     n_layers: int = setting(2, help="Layers (t5: each of encoder and decoder; decoder: twice this).")
     n_heads: int = setting(4, help="Attention heads (must divide d_model unless d_kv is set).")
@@ -119,6 +129,7 @@ class RetrievalConfig(ValidatedConfig):
             e.append(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}), or set d_kv")
         if self.d_kv is not None and self.d_kv < 1:
             e.append(f"d_kv must be >= 1 or None, got {self.d_kv}")
+        e += self._causal_lm_errors()
         if self.patience < 0:
             e.append(f"patience must be >= 0 (0 = no early stopping), got {self.patience}")
         if self.warmup_steps < 0:
@@ -152,6 +163,16 @@ class RetrievalConfig(ValidatedConfig):
             e.append(str(err))
         return e
 
+    def _causal_lm_errors(self) -> list[str]:
+        e = []
+        if self.arch == "causal-lm" and not self.model:
+            e.append("arch causal-lm needs `model`: an HF causal LM directory, DIR::FILE.gguf or smollm2")
+        if self.arch != "causal-lm" and self.model:
+            e.append(f"`model` is the pretrained LM of arch causal-lm; arch {self.arch} builds its own (set arch causal-lm, or leave model out)")
+        if self.lora_rank < 1:
+            e.append(f"lora_rank must be >= 1, got {self.lora_rank}")
+        return e
+
     def validate(self) -> "RetrievalConfig":
         super().validate()
         self.ks = tuple(int(k) for k in self.ks)
@@ -179,6 +200,27 @@ def list_retrieval_presets() -> list[str]:
     from .._config import list_presets
 
     return list_presets("retrieval")
+
+
+@contextlib.contextmanager
+def _plain_generation_config(model):
+    """Within the block ``model.generation_config`` is a default ``GenerationConfig`` (its
+    special token ids kept): sampling, top-k/top-p, penalties or forced tokens that a
+    pretrained model's config sets cannot reach a ``generate`` call (values left unset in
+    a call fall back to the model's config)."""
+    from transformers import GenerationConfig
+
+    model = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft: generate runs the base model's
+    old = getattr(model, "generation_config", None)
+    if old is None:
+        yield
+        return
+    keep = {k: getattr(old, k, None) for k in ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")}
+    model.generation_config = GenerationConfig(**{k: v for k, v in keep.items() if v is not None})
+    try:
+        yield
+    finally:
+        model.generation_config = old
 
 
 def _build_model(cfg: RetrievalConfig, vocab_size: int, max_positions: int):
@@ -227,16 +269,18 @@ class GenerativeRetriever:
     >>> ranked = r.rank(split.test_hist)                     # (n, beam) item rows, -1 = empty
     """
 
-    def __init__(self, index, config: RetrievalConfig | None = None, *, model=None):
+    def __init__(self, index, config: RetrievalConfig | None = None, *, model=None, vocab=None):
         self.config = (config or RetrievalConfig()).validate()
         self.index = index
-        self.vocab = index.vocab(base=SPECIAL_TOKENS)
+        # the token ids of the SID tokens: after the 4 special ids, or where an LM's tokenizer put them
+        self.vocab = vocab if vocab is not None else index.vocab(base=SPECIAL_TOKENS)
+        self.pad_id, self.eos_id = PAD_ID, EOS_ID
         self.trie = index.trie
         self.S = int(index.sid_length)
         self.item_tokens = self.vocab.encode_batch(index.sids)  # [n_items, S] token ids
         self.vocab_size = int(self.vocab.vocab_end)
-        # SIDs -> item rows: mixed-radix keys of every item, sorted, for a searchsorted lookup
-        self._radix = np.asarray([int(self.item_tokens[:, l].max()) + 1 for l in range(self.S)], np.int64)
+        # SIDs -> item rows: mixed-radix keys of every item's codes, sorted, for a searchsorted lookup
+        self._radix = np.asarray(self.vocab.level_sizes[: self.S], np.int64)
         keys = self._keys(self.item_tokens)
         self._key_order = np.argsort(keys, kind="stable")
         self._sorted_keys = keys[self._key_order]
@@ -256,9 +300,11 @@ class GenerativeRetriever:
         return int(sum(p.numel() for p in self.model.parameters()))
 
     def _keys(self, tok: np.ndarray) -> np.ndarray:
+        """SID token ids (n, S) -> one int64 key per row (from the codes: an LM's large token ids never overflow it)."""
         key = np.zeros(len(tok), np.int64)
+        code = self.vocab.id_code[np.clip(tok, 0, len(self.vocab.id_code) - 1)]  # [n, S], -1 for non-SID ids
         for l in range(self.S):
-            key = key * self._radix[l] + tok[:, l]
+            key = key * self._radix[l] + np.maximum(code[:, l], 0)
         return key
 
     # ---- batches ----------------------------------------------------------------------------
@@ -272,9 +318,9 @@ class GenerativeRetriever:
         prompts = [self._prompt(h) for h in hists]
         B = len(prompts)
         P = max(len(p) for p in prompts)
-        ids = np.full((B, P), PAD_ID, np.int64)
+        ids = np.full((B, P), self.pad_id, np.int64)
         mask = np.zeros((B, P), np.int64)
-        left = self.config.arch == "decoder"
+        left = self.config.arch != "t5"
         for i, p in enumerate(prompts):
             if left:
                 ids[i, P - len(p) :], mask[i, P - len(p) :] = p, 1
@@ -522,39 +568,43 @@ class GenerativeRetriever:
         B = b["input_ids"].shape[0]
         # t5: the SID follows the decoder start token; decoder: it follows the whole prompt
         prompt_len = 1 if cfg.arch == "t5" else b["input_ids"].shape[1]
-        proc = TrieLogitsProcessor(self.trie, self.vocab, prompt_length=prompt_len, eos_token_id=EOS_ID)
-        res = self.model.generate(
-            input_ids=b["input_ids"],
-            attention_mask=b["attention_mask"],
-            logits_processor=LogitsProcessorList([proc]),
-            num_beams=beam,
-            num_return_sequences=beam,
-            max_new_tokens=self.S,
-            min_new_tokens=self.S,
-            do_sample=False,
-            early_stopping=True,
-            length_penalty=0.0,
-            output_scores=False,
-            return_dict_in_generate=True,
-            pad_token_id=PAD_ID,
-            eos_token_id=EOS_ID,
-            decoder_start_token_id=BOS_ID if cfg.arch == "t5" else None,
-        )
+        # a beam whose prefix has no continuation may only end (eos); its score is then -inf
+        proc = TrieLogitsProcessor(self.trie, self.vocab, prompt_length=prompt_len, eos_token_id=self.eos_id)
+        with _plain_generation_config(self.model):
+            res = self.model.generate(
+                input_ids=b["input_ids"], attention_mask=b["attention_mask"], logits_processor=LogitsProcessorList([proc]),
+                **self._beam_settings(), return_dict_in_generate=True, output_scores=False,
+            )
         seq = res.sequences[:, prompt_len : prompt_len + self.S]  # [B*beam, <=S]
         if seq.shape[1] < self.S:
-            seq = torch.nn.functional.pad(seq, (0, self.S - seq.shape[1]), value=PAD_ID)
+            seq = torch.nn.functional.pad(seq, (0, self.S - seq.shape[1]), value=self.pad_id)
         sc = getattr(res, "sequences_scores", None)
-        scores = sc.reshape(B, beam).float().cpu().numpy() if sc is not None else np.zeros((B, beam), np.float32)
-        return seq.reshape(B, beam, self.S).cpu().numpy(), scores
+        scores = sc.reshape(B, beam).float() if sc is not None else torch.zeros((B, beam))
+        seq = seq.reshape(B, beam, self.S)
+        seq = torch.where(torch.isinf(scores)[..., None].to(seq.device), torch.full_like(seq, -1), seq)  # dead beams: no SID
+        return seq.cpu().numpy(), scores.cpu().numpy()
+
+    def _beam_settings(self) -> dict[str, Any]:
+        """Every ``generate`` setting of the beam search, explicit: greedy beams over exactly S
+        tokens, nothing sampled, reweighted or penalised, whatever the model's generation config says."""
+        beam = self.config.beam_size
+        return dict(
+            num_beams=beam, num_return_sequences=beam, max_new_tokens=self.S, min_new_tokens=self.S, do_sample=False,
+            early_stopping=True, length_penalty=0.0, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0,
+            no_repeat_ngram_size=0, pad_token_id=self.pad_id, eos_token_id=self.eos_id,
+            decoder_start_token_id=BOS_ID if self.config.arch == "t5" else None,
+        )
+
+    def _is_sid(self, flat: np.ndarray) -> np.ndarray:
+        """Rows (n,) of token ids (n, S) that are SID tokens of levels 0..S-1 in order."""
+        V = len(self.vocab.id_level)
+        level = self.vocab.id_level[np.clip(flat, 0, V - 1)]  # [n, S]
+        return ((flat >= 0) & (flat < V) & (level == np.arange(self.S)[None, :])).all(1)
 
     def items_of_sids(self, sid_tokens: np.ndarray) -> np.ndarray:
         """Token ids (..., S) -> item row (...) of that SID (first in index order under a collision), -1 if none."""
         flat = np.asarray(sid_tokens, np.int64).reshape(-1, self.S)
-        ok = np.ones(len(flat), bool)
-        for l in range(self.S):
-            lo = self.vocab.table[l, 0]
-            code = flat[:, l] - lo
-            ok &= (code >= 0) & (code < self.vocab.level_sizes[l]) & (flat[:, l] < self.vocab_size)
+        ok = self._is_sid(flat)
         keys = self._keys(np.where(ok[:, None], flat, 0))
         pos = np.searchsorted(self._sorted_keys, keys)
         posc = np.minimum(pos, len(self._sorted_keys) - 1)
@@ -566,10 +616,7 @@ class GenerativeRetriever:
 
         ``group_size[g]`` items share SID ``g`` (1 everywhere for a collision-free index)."""
         flat = np.asarray(sid_tokens, np.int64).reshape(-1, self.S)
-        ok = np.ones(len(flat), bool)
-        for l in range(self.S):
-            code = flat[:, l] - self.vocab.table[l, 0]
-            ok &= (code >= 0) & (code < self.vocab.level_sizes[l])
+        ok = self._is_sid(flat)
         keys = self._keys(np.where(ok[:, None], flat, 0))
         pos = np.minimum(np.searchsorted(self._group_keys, keys), len(self._group_keys) - 1)
         hit = ok & (self._group_keys[pos] == keys)

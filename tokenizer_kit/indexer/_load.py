@@ -3,13 +3,16 @@ index as one table (pandas, ``datasets`` or Arrow), item ids in their own type."
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, TokenizerKitError
 
-__all__ = ["load_sids"]
+__all__ = ["load_sid_index", "load_sids"]
+
+logger = logging.getLogger(__name__)
 
 _FORMATS = ("pandas", "datasets", "arrow")
 
@@ -73,3 +76,31 @@ def load_sids(source: str | os.PathLike, *, format: str = "pandas") -> Any:
 
         return datasets.Dataset(table)
     return table.to_pandas()
+
+
+def load_sid_index(source: "str | os.PathLike | object"):
+    """A ``SIDIndex`` from a tokenizer directory, an LC-Rec ``*.index.json``, or an index object as is.
+
+    A tokenizer directory that was never indexed gets an in-memory index under the default
+    ``suffix`` policy (one item per SID), as ``tokenizer-kit index DIR`` would build.
+    """
+    from .._tokenizer import SemanticTokenizer
+    from ._index import SIDIndex
+
+    if isinstance(source, SIDIndex):
+        return source
+    path = Path(source)
+    if not path.exists():
+        raise InputError(f"{path} does not exist; pass a tokenizer directory or an LC-Rec *.index.json")
+    if path.is_file():
+        if path.suffix != ".json":
+            raise InputError(f"{path}: expected a tokenizer directory or an LC-Rec *.index.json, got a {path.suffix or 'suffix-less'} file")
+        return SIDIndex.from_lcrec(path)
+    tok = SemanticTokenizer.from_pretrained(path)
+    idx = SIDIndex.stored(tok)
+    if idx is None:
+        if tok.codes is None:
+            raise TokenizerKitError(f"{path} holds no items; build it with build-codebook first")
+        logger.warning("%s has no SID index; indexing it in memory with the suffix policy (run `tokenizer-kit index %s` to store one)", path, path)
+        idx = SIDIndex.for_tokenizer(tok)
+    return idx

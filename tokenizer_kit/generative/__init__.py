@@ -1,0 +1,17 @@
+"""Generative side: SIDs into any Hugging Face causal LM (tokens added and initialised, items <-> text).
+
+>>> from tokenizer_kit.generative import sid_causal_lm
+>>> lm = sid_causal_lm("tok/", model="smollm2", sid_init="mean")
+>>> lm.save("smollm2-sids/")   # AutoModelForCausalLM / AutoTokenizer.from_pretrained load it anywhere
+>>> lm.text_to_items("<a_3> <b_1> <c_7> <d_0>")
+
+The causal-LM companion (``evaluate-retrieval --arch causal-lm``) trains such a model on
+users' histories: :mod:`tokenizer_kit.companion`.
+"""
+
+from ._init import INITS, codebook_vectors, init_sid_rows
+from ._lora import lora_model
+from ._sid_lm import MAPPING_NAME, SIDCausalLM, SIDLMConfig, sid_causal_lm, tokenizer_codebooks
+
+__all__ = ["INITS", "MAPPING_NAME", "SIDCausalLM", "SIDLMConfig", "codebook_vectors", "init_sid_rows", "lora_model", "sid_causal_lm",
+           "tokenizer_codebooks"]
