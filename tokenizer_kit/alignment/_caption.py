@@ -67,6 +67,12 @@ def open_causal_lm(spec: str | None = None, *, device: str = "cpu", what: str = 
     spec = str(spec)
     kw = {}
     path = spec
+    local = spec.split("::", 1)[0]
+    if (os.sep in local or local.startswith(".") or local.endswith(".gguf")) and not os.path.exists(local):
+        raise InputError(f"{what} {local} does not exist; set {option} to an HF causal LM directory, DIR::FILE.gguf or smollm2")
+    if os.path.isdir(local) and "::" not in spec and not os.path.exists(os.path.join(local, "config.json")):
+        raise InputError(f"{local} is not an HF model directory (no config.json); set {option} to an HF causal LM directory, "
+                         "DIR::FILE.gguf or smollm2")
     if "::" in spec:
         path, gguf = spec.split("::", 1)
         kw["gguf_file"] = gguf
@@ -76,7 +82,7 @@ def open_causal_lm(spec: str | None = None, *, device: str = "cpu", what: str = 
         with _gguf_parsed_once() if "gguf_file" in kw else contextlib.nullcontext():
             tok = AutoTokenizer.from_pretrained(path, **kw)
             model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kw)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, KeyError, TypeError) as e:
         raise InputError(f"cannot load {what} {spec!r} ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}); "
                          f"set {option} to an HF causal LM directory, DIR::FILE.gguf or smollm2") from None
     return model.to(device), tok

@@ -75,6 +75,11 @@ EXAMPLES: dict[str, list[str]] = {
     "evaluate-retrieval": [
         "tokenizer-kit evaluate-retrieval -t tok/ -i $DATA/Office.inter.json --out retrieval.json",
         "tokenizer-kit evaluate-retrieval -t plain=tok/ -t balanced=tok_bal/ -i $DATA/Office.inter.json --seeds 0,1,2",
+        "tokenizer-kit evaluate-retrieval -t tok/ -i $DATA/Office.inter.json --arch causal-lm --model smollm2 --finetune lora --lr 1e-3",
+    ],
+    "sid-lm": [
+        "tokenizer-kit sid-lm tok/ --model smollm2 --out smollm2-sids/            # SmolLM2-135M (offline) + every SID token",
+        "tokenizer-kit sid-lm tok/ --model path/to/hf-causal-lm --sid-init codebook --out lm-sids/",
     ],
 }
 

@@ -32,6 +32,7 @@ _VERBS = {
     "compact": "_compact",
     "report": "_report",
     "evaluate-retrieval": "_evaluate_retrieval",
+    "sid-lm": "_sid_lm",
 }
 
 

@@ -578,11 +578,23 @@ class GenerativeRetriever:
         seq = res.sequences[:, prompt_len : prompt_len + self.S]  # [B*beam, <=S]
         if seq.shape[1] < self.S:
             seq = torch.nn.functional.pad(seq, (0, self.S - seq.shape[1]), value=self.pad_id)
-        sc = getattr(res, "sequences_scores", None)
-        scores = sc.reshape(B, beam).float() if sc is not None else torch.zeros((B, beam))
-        seq = seq.reshape(B, beam, self.S)
-        seq = torch.where(torch.isinf(scores)[..., None].to(seq.device), torch.full_like(seq, -1), seq)  # dead beams: no SID
-        return seq.cpu().numpy(), scores.cpu().numpy()
+        sc = getattr(res, "sequences_scores", None)  # None: generate returns them only with every step's scores
+        scores = sc.reshape(B, beam).float().cpu().numpy() if sc is not None else np.zeros((B, beam), np.float32)
+        return self._drop_dead_beams(seq.reshape(B, beam, self.S).cpu().numpy(), scores)
+
+    def _drop_dead_beams(self, seq: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Beams (B, beam, S) that are no item's SID, or repeat a better beam's, become -1 tokens at
+        score -inf. ``generate`` fills beams it cannot extend (fewer SIDs than beams under a
+        prefix) with tokens of -inf (or -1e9) score, which may leave the trie or copy a live beam."""
+        groups = self.sid_groups(seq)  # [B, beam]
+        dead = groups < 0
+        for i, row in enumerate(groups):
+            _, first = np.unique(row, return_index=True)
+            repeat = np.ones(len(row), bool)
+            repeat[first] = False
+            dead[i] |= repeat
+        seq = np.where(dead[..., None], -1, seq)
+        return seq, np.where(dead, -np.inf, scores).astype(np.float32)
 
     def _beam_settings(self) -> dict[str, Any]:
         """Every ``generate`` setting of the beam search, explicit: greedy beams over exactly S

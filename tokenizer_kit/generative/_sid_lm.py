@@ -11,6 +11,7 @@ gets the item mapping back.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -214,14 +215,14 @@ def _grow(model, tokenizer, index) -> tuple[Any, int, list[tuple[np.ndarray, np.
     return vocab, n_old, rows
 
 
-def sid_causal_lm(sids, model: "str | os.PathLike | tuple" = "smollm2", *, config: SIDLMConfig | dict | None = None,
+def sid_causal_lm(sids, model: "str | os.PathLike | tuple | None" = None, *, config: SIDLMConfig | dict | None = None,
                   device: str = "cpu", codebooks: Sequence[np.ndarray] | None = None, **overrides: Any) -> SIDCausalLM:
     """A causal LM and its tokenizer with every SID token of ``sids`` added and initialised.
 
     ``sids``: a tokenizer directory (needed for ``sid_init="codebook"``), an LC-Rec
     ``*.index.json`` or a ``SIDIndex``. ``model``: an HF causal LM directory,
-    ``DIR::FILE.gguf``, ``"smollm2"`` (offline SmolLM2-135M), or a ``(model, tokenizer)``
-    pair (changed in place). ``config`` / ``overrides``: :class:`SIDLMConfig` settings
+    ``DIR::FILE.gguf``, ``"smollm2"`` (offline SmolLM2-135M, the default), or a
+    ``(model, tokenizer)`` pair (changed in place); None: ``config.model``. ``config`` / ``overrides``: :class:`SIDLMConfig` settings
     (``sid_init``, ``init_noise``, ``seed``). ``codebooks``: (K_l, d) per level for
     ``sid_init="codebook"`` when ``sids`` is not the tokenizer directory.
     """
@@ -229,8 +230,9 @@ def sid_causal_lm(sids, model: "str | os.PathLike | tuple" = "smollm2", *, confi
     from ..indexer import load_sid_index
     from ._init import init_sid_rows
 
-    base = config.to_dict() if isinstance(config, SIDLMConfig) else dict(config or {})
-    cfg = SIDLMConfig.from_dict({**base, **overrides, **({} if isinstance(model, tuple) else {"model": str(model)})})
+    base = dataclasses.asdict(config) if isinstance(config, SIDLMConfig) else dict(config or {})
+    named = {} if model is None or isinstance(model, tuple) else {"model": str(model)}
+    cfg = SIDLMConfig.from_dict({**base, **overrides, **named})
     index = load_sid_index(sids)
     books = None
     if cfg.sid_init == "codebook":
