@@ -355,6 +355,19 @@ CASES: list[Case] = [
     _c("retrieval/ks-abc", "evaluate-retrieval --tokenizer {w}/tok --interactions {w}/inter.parquet --ks abc", r"ks"),
     _c("retrieval/beam-small", "evaluate-retrieval --tokenizer {w}/tok --interactions {w}/inter.parquet --beam-size 2 --ks 5,10", r"beam"),
     _c("retrieval/lcrec-big", "evaluate-retrieval --tokenizer {w}/big.index.json --interactions {w}/inter.parquet", r"too large|int64|range|code"),
+    _c("retrieval/causal-lm-model-missing", "evaluate-retrieval --tokenizer {w}/tok --interactions {w}/inter.parquet --arch causal-lm "
+       "--model {w}/nope", _MISSING),
+    _c("retrieval/causal-lm-model-not-hf", "evaluate-retrieval --tokenizer {w}/tok --interactions {w}/inter.parquet --arch causal-lm "
+       "--model {w}/tok", r"not an HF model|config.json"),
+    _c("retrieval/causal-lm-no-model", "evaluate-retrieval --tokenizer {w}/tok --interactions {w}/inter.parquet --arch causal-lm", r"--model"),
+    _c("retrieval/model-without-arch", "evaluate-retrieval --tokenizer {w}/tok --interactions {w}/inter.parquet --model smollm2", r"arch"),
+    # ---- sid-lm
+    _c("sid-lm/tokenizer-missing", "sid-lm {w}/nope --out {w}/lm", _MISSING),
+    _c("sid-lm/model-missing", "sid-lm {w}/tok --model {w}/nope --out {w}/lm", _MISSING),
+    _c("sid-lm/model-not-hf", "sid-lm {w}/tok --model {w}/adir --out {w}/lm", r"not an HF model|config.json"),
+    _c("sid-lm/out-exists", "sid-lm {w}/tok --model {w}/nope --out {w}/adir", r"exists|overwrite"),
+    _c("sid-lm/init-bogus", "sid-lm {w}/tok --sid-init bogus --out {w}/lm", r"sid.init|mean|codebook"),
+    _c("sid-lm/noise-negative", "sid-lm {w}/tok --init-noise -1 --out {w}/lm", r"init.noise"),
     # ---- pipeline / validate / presets
     _c("pipeline/dir", "pipeline {w}/adir", _DIR),
     _c("pipeline/missing", "pipeline {w}/nope.toml", _MISSING),
