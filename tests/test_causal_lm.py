@@ -164,6 +164,20 @@ def test_training_moves_the_sid_rows_and_lora_leaves_the_rest(office_tok, tiny_l
         assert not torch.equal(after_old, before_old)
 
 
+def test_loss_is_on_the_target_tokens_only(office_tok, tiny_lm, office_split):
+    from tokenizer_kit.companion import GenerativeRetriever
+
+    r = CausalLMRetriever(load_sid_index(office_tok), RetrievalConfig(**TINY, model=str(tiny_lm)))
+    hist, tgt = office_split.train_hist[:8], office_split.train_target[:8]
+    full = GenerativeRetriever._batch(r, hist, tgt)  # labels over every position
+    assert ((full["labels"] != -100).sum(1) == r.S).all()
+    assert (full["labels"][:, -r.S :] == torch.as_tensor(r.item_tokens[tgt])).all()
+    b = r._batch(hist, tgt)  # the output layer on the last S + 1 positions only
+    assert b["labels"].shape == (8, r.S + 1)
+    with torch.no_grad():
+        assert torch.isclose(r.model(**b).loss, r.model(**full).loss, atol=1e-5)
+
+
 def test_lora_trains_the_sid_rows_of_an_untied_output_layer(office_tok, tiny_lm_untied):
     lm = sid_causal_lm(office_tok, tiny_lm_untied)
     peft = lora_model(lm.model, lm.sid_token_ids, rank=2)
@@ -181,12 +195,24 @@ def test_beams_are_real_items_and_generation_config_cannot_change_them(office_to
     assert (r.sid_groups(toks) >= 0).all() and np.isfinite(scores).all()  # every beam is an item's SID
     ranked = r.rank_sids(toks)
     assert (ranked >= 0).all() and all(len(set(row)) == len(row) for row in ranked.tolist())
+    via_generate = r._generate_hf(hist)[0]
     gc = r.model.generation_config
     gc.do_sample, gc.top_k, gc.top_p, gc.temperature = True, 2, 0.05, 0.01
     gc.repetition_penalty, gc.no_repeat_ngram_size, gc.num_beams = 3.0, 1, 2
     toks2, scores2 = r.generate_sids(hist)
     assert np.array_equal(toks, toks2) and np.allclose(scores, scores2)
+    assert np.array_equal(r._generate_hf(hist)[0], via_generate)  # generate itself: the same beams
     assert r.model.generation_config is gc  # restored after decoding
+
+
+def test_own_beam_search_finds_the_beams_of_generate(office_tok, tiny_lm, office_split):
+    r = CausalLMRetriever(load_sid_index(office_tok), RetrievalConfig(**TINY, model=str(tiny_lm)))
+    r.fit(office_split.train_hist[:64], office_split.train_target[:64])
+    hist = office_split.test_hist[:12]
+    ours, scores = r._generate_batch(hist)
+    theirs, _ = r._generate_hf(hist)
+    assert np.array_equal(ours, theirs)
+    assert np.isfinite(scores).all() and (np.diff(scores, axis=1) <= 1e-6).all()  # best first
 
 
 def test_more_beams_than_items_drops_the_dead_beams(tiny_lm):
@@ -196,6 +222,7 @@ def test_more_beams_than_items_drops_the_dead_beams(tiny_lm):
     r = CausalLMRetriever(index, RetrievalConfig(**{**TINY, "beam_size": 10}, model=str(tiny_lm)))
     hist = [np.asarray([0, 1], np.int64), np.asarray([2], np.int64)]
     toks, scores = r.generate_sids(hist)
+    assert np.array_equal(toks, r._generate_hf(hist)[0])  # generate: no crash, the same live beams
     groups = r.sid_groups(toks)
     for row, sc in zip(groups, scores):
         live = row[row >= 0]

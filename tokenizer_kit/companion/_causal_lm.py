@@ -7,10 +7,12 @@ A training example is one prompt, the history's SIDs and the next item's SID::
 
 with the loss on the S target tokens only (prompts left-padded, as the ``decoder`` arch).
 Training (full fine-tuning, or LoRA with the SID rows of the embeddings and output layer
-trained too: :func:`tokenizer_kit.generative.lora_model`), beam search under the
-``TrieLogitsProcessor`` (every beam an item's SID; a beam whose prefix has no continuation
-ends with eos at score -inf and is dropped; the model's generation config cannot change the
-beams), metrics, seeds and comparisons are the ``GenerativeRetriever``'s.
+trained too: :func:`tokenizer_kit.generative.lora_model`), metrics, seeds and comparisons
+are the ``GenerativeRetriever``'s. Decoding is beam search under the ``TrieLogitsProcessor``
+(every beam an item's SID; slots without one are dropped), in a loop that reads each prompt
+once (:meth:`CausalLMRetriever._generate_batch`); ``transformers`` ``generate`` with the same
+processor (:meth:`_generate_hf`, under a default generation config, so the model's own
+sampling settings cannot change the beams) finds the same beams, at several times the cost.
 """
 
 from __future__ import annotations
@@ -32,6 +34,20 @@ logger = logging.getLogger(__name__)
 
 PROMPT_HEAD = "Items the user bought, oldest first:"
 PROMPT_TAIL = " Next item:"
+
+
+def _top_beams(score: torch.Tensor, logp: torch.Tensor, K: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One beam step: ``score`` (B, beams) + ``logp`` (B * beams, V) -> the best K (B, K)
+    scores, their source rows (B * K,) and their tokens (B * K,); slots past the candidates
+    score -inf."""
+    B, V = score.shape[0], logp.shape[1]
+    total = (score.reshape(-1, 1) + logp).reshape(B, -1)  # [B, beams * V]
+    top, flat = total.topk(min(K, total.shape[1]), dim=1)  # [B, <=K]
+    if top.shape[1] < K:
+        top = torch.cat([top, top.new_full((B, K - top.shape[1]), float("-inf"))], 1)
+        flat = torch.cat([flat, flat.new_zeros((B, K - flat.shape[1]))], 1)
+    src = torch.arange(B, device=score.device)[:, None] * score.shape[1] + flat // V  # [B, K]
+    return top, src.reshape(-1), (flat % V).reshape(-1)
 
 
 def make_retriever(index, config: RetrievalConfig, *, sids=None) -> GenerativeRetriever:
@@ -91,6 +107,54 @@ class CausalLMRetriever(GenerativeRetriever):
     def _prompt(self, hist: np.ndarray) -> np.ndarray:
         hist = np.asarray(hist, np.int64)[-self.config.max_history :]
         return np.concatenate([self._head, self.item_tokens[hist].reshape(-1), self._tail])
+
+    def _batch(self, hists: list[np.ndarray], targets: np.ndarray | None) -> dict[str, torch.Tensor]:
+        """The ``decoder`` batch, with the output layer run on the last S + 1 positions only
+        (``logits_to_keep``): the loss needs no logits over the prompt, and the LM's vocabulary
+        makes those most of the output layer's cost."""
+        b = super()._batch(hists, targets)
+        if targets is not None:
+            b["labels"] = b["labels"][:, -(self.S + 1) :]  # [B, S+1]: -100, then the S target tokens
+            b["logits_to_keep"] = self.S + 1
+        return b
+
+    @torch.no_grad()
+    def _generate_batch(self, hists: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Trie-constrained beam search, (B, beam, S) token ids and (B, beam) scores, best first.
+
+        The beams ``generate`` (:meth:`_generate_hf`) finds, without its cost: ``generate``
+        copies every prompt once per beam before reading it; here the prompt is read once per
+        user, its key/value cache is then repeated once per beam and reordered as beams move
+        (the t5 arch's loop). Scores are sums of log-softmax over the vocabulary, masked to
+        the trie's children; slots the trie cannot fill score -inf and are dropped. The
+        model's generation config is never read.
+        """
+        from transformers import DynamicCache
+
+        from ..indexer import TrieLogitsProcessor
+
+        K, S = self.config.beam_size, self.S
+        b = self._batch(hists, None)
+        mask, pos = b["attention_mask"], b["position_ids"][:, -1:]  # [B, P], [B, 1]
+        B, dev = mask.shape[0], mask.device
+        proc = TrieLogitsProcessor(self.trie, self.vocab, prompt_length=0, eos_token_id=None)
+        cache = DynamicCache()
+        out = self.model(**b, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        gen = torch.zeros((B, 0), dtype=torch.long, device=dev)  # [rows, t]
+        score = torch.zeros(B, 1, device=dev)  # [B, beams so far]
+        for t in range(S):
+            logp = proc(gen, torch.log_softmax(out.logits[:, -1].float(), -1))  # [rows, V], -inf off the trie
+            score, src, tok = _top_beams(score, logp, K)
+            if t == 0:  # B rows -> B * K: the cache and the masks repeat once per beam
+                cache.batch_repeat_interleave(K)
+                mask, pos = mask.repeat_interleave(K, 0), pos.repeat_interleave(K, 0)
+            else:
+                cache.reorder_cache(src)
+            gen = torch.cat([gen[src], tok[:, None]], 1)
+            if t + 1 < S:
+                mask, pos = torch.cat([mask, torch.ones_like(mask[:, :1])], 1), pos + 1
+                out = self.model(input_ids=tok[:, None], attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True)
+        return self._drop_dead_beams(gen.reshape(B, K, S).cpu().numpy(), score.float().cpu().numpy())
 
     def plain_model(self):
         """The trained LM as a plain transformers model (LoRA merged into its weights; this

@@ -587,7 +587,7 @@ class GenerativeRetriever:
         score -inf. ``generate`` fills beams it cannot extend (fewer SIDs than beams under a
         prefix) with tokens of -inf (or -1e9) score, which may leave the trie or copy a live beam."""
         groups = self.sid_groups(seq)  # [B, beam]
-        dead = groups < 0
+        dead = (groups < 0) | ~np.isfinite(scores)
         for i, row in enumerate(groups):
             _, first = np.unique(row, return_index=True)
             repeat = np.ones(len(row), bool)
