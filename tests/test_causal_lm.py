@@ -290,3 +290,8 @@ def test_smollm2_gets_the_sid_tokens_offline(office_tok, tmp_path):
     ids = lm.item_ids[:3].tolist()
     assert lm.text_to_items(lm.tokenizer.decode(lm.tokenizer(lm.items_to_text(ids))["input_ids"])) == ids
     print(f"SmolLM2-135M + {n_sid} SID tokens: {seconds:.1f}s")
+    lm.save(tmp_path / "smol")  # loaded from a GGUF file, saved as plain safetensors
+    from transformers import AutoModelForCausalLM
+
+    back = AutoModelForCausalLM.from_pretrained(tmp_path / "smol")
+    assert torch.equal(back.get_input_embeddings().weight, lm.model.get_input_embeddings().weight)

@@ -85,7 +85,20 @@ def open_causal_lm(spec: str | None = None, *, device: str = "cpu", what: str = 
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise InputError(f"cannot load {what} {spec!r} ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}); "
                          f"set {option} to an HF causal LM directory, DIR::FILE.gguf or smollm2") from None
+    if "gguf_file" in kw:
+        _forget_gguf(model)
     return model.to(device), tok
+
+
+def _forget_gguf(model) -> None:
+    """A GGUF model is dequantized on load (plain float weights in ordinary layers); its
+    quantizer marker would only make ``save_pretrained`` refuse it and a saved config name a
+    GGUF quantization that the saved safetensors do not have."""
+    model.hf_quantizer = None
+    if hasattr(model, "quantization_method"):
+        del model.quantization_method
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
 
 
 @contextlib.contextmanager
