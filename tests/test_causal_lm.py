@@ -178,6 +178,14 @@ def test_loss_is_on_the_target_tokens_only(office_tok, tiny_lm, office_split):
         assert torch.isclose(r.model(**b).loss, r.model(**full).loss, atol=1e-5)
 
 
+def test_max_steps_is_a_step_budget(office_tok, tiny_lm, office_split):
+    r = CausalLMRetriever(load_sid_index(office_tok), RetrievalConfig(**{**TINY, "epochs": 3}, model=str(tiny_lm), max_steps=4))
+    hist = r.fit(office_split.train_hist[:320], office_split.train_target[:320])  # 10 steps an epoch
+    assert [h["step"] for h in hist] == [4]
+    with pytest.raises(InputError, match="max_steps"):
+        RetrievalConfig(max_steps=0).validate()
+
+
 def test_lora_trains_the_sid_rows_of_an_untied_output_layer(office_tok, tiny_lm_untied):
     lm = sid_causal_lm(office_tok, tiny_lm_untied)
     peft = lora_model(lm.model, lm.sid_token_ids, rank=2)

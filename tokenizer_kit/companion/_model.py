@@ -101,6 +101,8 @@ class RetrievalConfig(ValidatedConfig):
     epochs: int = setting(4, help="Passes over the training windows (Scientific, 33.5k windows: about 16 s of one CPU core each, "
                           "many times that on a busy machine).")
     batch_size: int = setting(128, help="Training examples per step.")
+    max_steps: int | None = setting(None, help="Stop training after this many steps (a compute budget; the LR schedule spans them), "
+                                    "even within an epoch; None: every epoch.")
     optimizer: str = setting("adamw", help="adamw, or adafactor (T5's and TIGER's optimizer).", choices=("adamw", "adafactor"))
     lr: float = setting(3e-3, help="Peak learning rate.")
     lr_schedule: str = setting("linear", help="linear: warmup, then linear decay to 0 at the last epoch; inverse_sqrt: constant for "
@@ -169,6 +171,8 @@ class RetrievalConfig(ValidatedConfig):
             e.append("arch causal-lm needs `model`: an HF causal LM directory, DIR::FILE.gguf or smollm2")
         if self.arch != "causal-lm" and self.model:
             e.append(f"`model` is the pretrained LM of arch causal-lm; arch {self.arch} builds its own (set arch causal-lm, or leave model out)")
+        if self.max_steps is not None and self.max_steps < 1:
+            e.append(f"max_steps must be >= 1 or None, got {self.max_steps}")
         if self.lora_rank < 1:
             e.append(f"lora_rank must be >= 1, got {self.lora_rank}")
         return e
@@ -371,6 +375,7 @@ class GenerativeRetriever:
         gen = torch.Generator().manual_seed(cfg.seed)
         torch.manual_seed(cfg.seed)
         total = max(1, math.ceil(len(targets) / cfg.batch_size) * cfg.epochs)
+        total = min(total, cfg.max_steps) if cfg.max_steps else total
         opt, sched = self._optimizer(total)
         lengths = np.asarray([min(len(h), cfg.max_history) for h in hists], np.int64)
         best: tuple[float, dict | None] = (-1.0, None)
@@ -378,9 +383,10 @@ class GenerativeRetriever:
         with as_progress(progress).task("retrieval train", total=total, unit="step") as task:
             for epoch in range(1, cfg.epochs + 1):
                 t0 = time.perf_counter()
-                loss, step = self._train_epoch(hists, targets, lengths, gen, opt, sched, step, task)
+                loss, step = self._train_epoch(hists, targets, lengths, gen, opt, sched, step, task, last=total)
                 rec: dict[str, Any] = {"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - t0, "step": step}
-                if valid is not None and cfg.eval_every and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
+                done = epoch == cfg.epochs or step >= total
+                if valid is not None and cfg.eval_every and (epoch % cfg.eval_every == 0 or done):
                     best = self._validate_epoch(valid, rec, best)
                     stale = 0 if rec.get("best") else stale + 1
                 logger.info("epoch %d/%d loss %.4f (%.1fs)%s", epoch, cfg.epochs, rec["loss"], rec["seconds"],
@@ -391,6 +397,8 @@ class GenerativeRetriever:
                 if cfg.patience and stale >= cfg.patience:
                     rec["early_stop"] = True
                     logger.info("early stop after epoch %d: no better validation NDCG in %d scorings", epoch, stale)
+                    break
+                if done:
                     break
         if best[1] is not None:
             self.model.load_state_dict(best[1])
@@ -414,12 +422,15 @@ class GenerativeRetriever:
             return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda step: math.sqrt(warm / max(step + 1, warm)))
         return opt, torch.optim.lr_scheduler.LambdaLR(opt, warmup_decay(total, warm, shape="linear"))
 
-    def _train_epoch(self, hists, targets, lengths, gen, opt, sched, step: int, task: ProgressTask) -> tuple[float, int]:
-        """One pass over the examples in length-bucketed shuffled batches: (mean loss, step)."""
+    def _train_epoch(self, hists, targets, lengths, gen, opt, sched, step: int, task: ProgressTask, *, last: int) -> tuple[float, int]:
+        """One pass over the examples in length-bucketed shuffled batches, stopping at step
+        ``last``: (mean loss, step)."""
         cfg = self.config
         self.model.train()
         loss_sum, seen = 0.0, 0
         for sel in self._epoch_batches(lengths, gen):
+            if step >= last:
+                break
             batch = self._batch([hists[i] for i in sel], targets[sel])
             loss = self.model(**batch).loss
             opt.zero_grad(set_to_none=True)
