@@ -82,7 +82,7 @@ class RetrievalConfig(ValidatedConfig):
     renamed: ClassVar[dict[str, str]] = {"num_layers": "n_layers", "num_heads": "n_heads"}
 
     arch: str = setting("t5", help="t5 (encoder-decoder, as TIGER), decoder (decoder-only), both randomly initialised; or causal-lm "
-                        "(the pretrained causal LM of `model` with the SID tokens added).", choices=("t5", "decoder", "causal-lm"))
+                        "(a pretrained causal LM, the model setting, with the SID tokens added).", choices=("t5", "decoder", "causal-lm"))
     model: str | None = setting(None, help="arch causal-lm: the causal LM to fine-tune, an HF model directory, DIR::FILE.gguf or "
                                 "smollm2 (the offline SmolLM2-135M). d_model, n_layers, n_heads, d_kv, d_ff and dropout are the LM's own then.")
     finetune: str = setting("full", help="arch causal-lm: full (every weight trains) or lora (LoRA adapters plus the SID "
