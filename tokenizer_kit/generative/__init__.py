@@ -9,9 +9,18 @@ The causal-LM companion (``evaluate-retrieval --arch causal-lm``) trains such a 
 users' histories: :mod:`tokenizer_kit.companion`.
 """
 
-from ._init import INITS, codebook_vectors, init_sid_rows
-from ._lora import lora_model
-from ._sid_lm import MAPPING_NAME, SIDCausalLM, SIDLMConfig, sid_causal_lm, tokenizer_codebooks
+import importlib
+
+from ._sid_lm import INITS, MAPPING_NAME, SIDCausalLM, SIDLMConfig, sid_causal_lm, tokenizer_codebooks
+
+# the embedding initialisation and LoRA import torch: they load on first use
+_LAZY = {"codebook_vectors": "._init", "init_sid_rows": "._init", "lora_model": "._lora"}
 
 __all__ = ["INITS", "MAPPING_NAME", "SIDCausalLM", "SIDLMConfig", "codebook_vectors", "init_sid_rows", "lora_model", "sid_causal_lm",
            "tokenizer_codebooks"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

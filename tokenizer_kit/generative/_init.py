@@ -24,12 +24,11 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ._sid_lm import INITS
 
-__all__ = ["INITS", "init_sid_rows", "codebook_vectors"]
+__all__ = ["init_sid_rows", "codebook_vectors"]
 
 logger = logging.getLogger(__name__)
-
-INITS = ("mean", "codebook")
 
 
 def codebook_vectors(quantizer) -> list[np.ndarray]:

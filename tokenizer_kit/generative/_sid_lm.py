@@ -25,12 +25,12 @@ import numpy as np
 from .._config import ValidatedConfig, setting
 from .._tokenizer import sid_string
 from ..errors import ArtifactError, InputError
-from ._init import INITS
 
-__all__ = ["SIDCausalLM", "SIDLMConfig", "sid_causal_lm", "tokenizer_codebooks", "MAPPING_NAME"]
+__all__ = ["INITS", "SIDCausalLM", "SIDLMConfig", "sid_causal_lm", "tokenizer_codebooks", "MAPPING_NAME"]
 
 logger = logging.getLogger(__name__)
 
+INITS = ("mean", "codebook")  # the SID tokens' initial embeddings (``._init``)
 MAPPING_NAME = "sid_items.json"
 FORMAT = "tokenizer-kit-sid-lm"
 FORMAT_VERSION = 1
