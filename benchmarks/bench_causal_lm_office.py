@@ -48,6 +48,7 @@ def _run(name: str, tok: Path, cfg: RetrievalConfig, max_users: int | None) -> d
     t0 = time.perf_counter()
     res = evaluate_retrieval(tok, INTER, cfg, max_users=max_users)
     res["wall_seconds"] = time.perf_counter() - t0
+    res["sids"] = "<tmp>/tok"  # the script's temporary tokenizer directory
     res["load_average_1min"] = [load0, os.getloadavg()[0]]
     logging.info("%s: %.0fs, item_hit@10 %.4f", name, res["wall_seconds"], res["test"]["item_hit@10"])
     return res
