@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _machine import machine_info as machine  # noqa: E402
 from office_feature_store import DATA, build  # noqa: E402
+from _paths import scratch  # noqa: E402
 
 from tokenizer_kit.alignment import (  # noqa: E402
     AlignConfig,
@@ -69,7 +70,7 @@ def validation_pairs(split) -> tuple[list[str], list[str]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--work", default="/tmp/tk_align")
+    ap.add_argument("--work", default=str(scratch("tk_align")), help="feature store and runs (default benchmarks/.scratch/tk_align)")
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--d-model", type=int, default=128)
     ap.add_argument("--layers", type=int, default=2)

@@ -7,14 +7,15 @@ subsamples of it (the "sample and the catalogue size" use), with its defaults.
 
 * Office (2,420 items) and Scientific (4,344 items): all-MiniLM-L6-v2 embeddings of title,
   description, brand and categories (``make_office_embeddings.py``; Scientific with
-  ``--catalog ../shared/data/amazon-scientific/Scientific.item.json``); shapes 3x256, 4x256,
+  ``--catalog SCIENTIFIC/Scientific.item.json``, the Scientific data of ``benchmarks/README.md``); shapes 3x256, 4x256,
   3x512; samples of 100%, 50%, 25%.
 * Generated sets of ``bench_scale.py`` (4M and 10M x 256, 3x256): the real builds are that
   benchmark's tokenizers (``--real``); the plan sees a 200,000-item sample and the size.
 
-    python benchmarks/bench_plan.py --scientific /work/scratch/scale/sci_minilm.npy \\
-        --generated /work/scratch/scale/gen_10m_256.npy:/work/scratch/scale/tok_big \\
-        --generated /work/scratch/scale/gen_4m_256.npy:/work/scratch/scale/tok_cmp \\
+    S=benchmarks/.scratch/scale   # bench_scale.py's default --scratch
+    python benchmarks/bench_plan.py --scientific $S/sci_minilm.npy \\
+        --generated $S/gen_10m_256.npy:$S/tok_big \\
+        --generated $S/gen_4m_256.npy:$S/tok_cmp \\
         --out benchmarks/results/plan_accuracy.json
 """
 

@@ -7,8 +7,8 @@ the demo reports (alignment held-out recall and caption control, retrieval metri
 interpreter's start and imports are timed too, so ``total_wall_s`` is what ``make demo``
 costs on a fresh clone (the venv set up).
 
-    python benchmarks/demo_timing.py --workdir /tmp/demo_t --out benchmarks/results/demo_office_fast_s0.json
-    python benchmarks/demo_timing.py --config configs/office_long.toml --workdir /tmp/demo_long --out ...
+    python benchmarks/demo_timing.py --workdir benchmarks/.scratch/demo_t --out benchmarks/results/demo_office_fast_s0.json
+    python benchmarks/demo_timing.py --config configs/office_long.toml --workdir benchmarks/.scratch/demo_long --out ...
 
 ``--set align.seed=1`` (repeatable) changes one setting of a stage table (TOML value syntax).
 CPU seconds are less sensitive to other jobs than wall seconds: on a busy machine compare CPU.

@@ -28,8 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _machine import machine_info  # noqa: E402
-
-DATA = Path("/work/shared/data/amazon-office")
+from _paths import OFFICE as DATA  # noqa: E402
 
 
 def timed(fn, reps: int) -> dict:
