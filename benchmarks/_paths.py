@@ -38,3 +38,22 @@ def scientific_dir(given: str | os.PathLike | None) -> Path:
     if not (d / "Scientific.item.json").is_file():
         sys.exit(f"{d} has no Scientific.item.json: pass --scientific DIR (or set {SCIENTIFIC_ENV}) to a copy of {SCIENTIFIC_SOURCE}")
     return d
+
+
+def portable(obj):
+    """``obj`` (a results record: str, list, dict) with this machine's paths rewritten as a
+    results JSON keeps them: the repository's as repository-relative, the temp dir's as
+    ``<tmp>``, the home directory's as ``~``. Used on recorded commands and arguments."""
+    import re
+    import tempfile
+
+    if isinstance(obj, dict):
+        return {k: portable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [portable(v) for v in obj]
+    if not isinstance(obj, (str, os.PathLike)):
+        return obj
+    s = os.fspath(obj)
+    for base, name in ((REPO, "."), (Path(tempfile.gettempdir()).resolve(), "<tmp>"), (Path.home(), "~")):
+        s = re.sub(re.escape(str(base)) + r"(/|(?=[\s\"':,;)\]]|$))", lambda m: "" if name == "." and m.group(1) else name + m.group(1), s)
+    return s

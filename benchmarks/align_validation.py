@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _machine import machine_info  # noqa: E402
 from align_office import validation_pairs  # noqa: E402
 from office_feature_store import DATA  # noqa: E402
-from _paths import scratch  # noqa: E402
+from _paths import portable, scratch  # noqa: E402
 
 from tokenizer_kit.alignment import interaction_log, leave_one_out_split, pair_recall_at_k, pooled_features  # noqa: E402
 from tokenizer_kit.features import FeatureStore  # noqa: E402
@@ -57,7 +57,7 @@ def main() -> None:
     out = {
         "benchmark": "align_validation",
         "machine": machine_info(),
-        "command": "python " + " ".join(sys.argv),
+        "command": portable("python " + " ".join(sys.argv)),
         "validation_pairs": int(len(va)),
         "heldout_pairs": int(len(ta)),
         "raw_pooled": {"validation_recall": rv, "heldout_recall": rt},

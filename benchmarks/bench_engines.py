@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _machine import machine_info  # noqa: E402
-from _paths import OFFICE, scratch  # noqa: E402
+from _paths import OFFICE, portable, scratch  # noqa: E402
 
 SHARD = 1 << 20
 EXTRACT_SHARD = 128
@@ -302,7 +302,7 @@ def main() -> None:
     args.scratch.mkdir(parents=True, exist_ok=True)
     what = set(args.what.split(","))
     rows: list[dict] = []
-    result = {"benchmark": "engines", "machine": machine_info(), "command": " ".join(sys.argv), "rows": rows, "uptime_start": _uptime(),
+    result = {"benchmark": "engines", "machine": machine_info(), "command": portable(" ".join(sys.argv)), "rows": rows, "uptime_start": _uptime(),
               "note": "load = /proc/loadavg (1, 5, 15 min) and `uptime` before and after each run; the machine is shared (other "
                       "engineers' jobs ran meanwhile, one core owned by a ranking benchmark), compare rows of one run"}
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from _machine import machine_info as machine  # benchmarks/ is on sys.path when run as a script
-from _paths import OFFICE
+from _paths import OFFICE, portable
 
 import numpy as np
 
@@ -118,7 +118,7 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     a = ap.parse_args()
-    out = {"benchmark": "extract", "argv": sys.argv[1:], "machine": machine(), "runs": []}
+    out = {"benchmark": "extract", "argv": portable(sys.argv[1:]), "machine": machine(), "runs": []}
     if not a.skip_hf:
         out["runs"].append(bench_hf(a.data, a.fields.split(","), a.limit, a.batch_size, a.device))
         print(json.dumps(out["runs"][-1], indent=2), file=sys.stderr)

@@ -114,6 +114,7 @@ def check_generated(path: str, tok_dir: str, sample: int) -> dict:
 
 def main() -> None:
     from _machine import machine_info
+    from _paths import portable
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--office", default=str(ROOT / "tests" / "data" / "office_minilm_f16.npy"))
@@ -126,7 +127,7 @@ def main() -> None:
     from tokenizer_kit.quantizers._plan import parse_shapes
 
     shapes = parse_shapes(args.shapes)
-    res = {"benchmark": "plan_check", "machine": machine_info(), "args": vars(args), "catalogues": {}}
+    res = {"benchmark": "plan_check", "machine": machine_info(), "args": portable(vars(args)), "catalogues": {}}
     res["catalogues"]["office"] = check_small("office", np.load(args.office).astype(np.float32), shapes)
     if args.scientific:
         res["catalogues"]["scientific"] = check_small("scientific", np.load(args.scientific).astype(np.float32), shapes)

@@ -251,6 +251,7 @@ def main() -> None:
         naive_faiss_main(*sys.argv[2:4])
         return
     from _machine import machine_info
+    from _paths import portable
 
     from tokenizer_kit.io import write_clustered_npy
 
@@ -274,7 +275,7 @@ def main() -> None:
     steps = set(args.steps.split(","))
     scratch = Path(args.scratch)
     scratch.mkdir(parents=True, exist_ok=True)
-    res: dict = {"benchmark": "scale", "machine": machine_info(), "args": vars(args), "rows": {}}
+    res: dict = {"benchmark": "scale", "machine": machine_info(), "args": portable(vars(args)), "rows": {}}
     if args.merge and Path(args.out).exists():
         old = json.loads(Path(args.out).read_text())
         res["rows"] = old.get("rows", {})

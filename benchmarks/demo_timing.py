@@ -46,6 +46,7 @@ def main() -> None:
 
     import tokenizer_kit.pipeline as pipeline
     from _machine import machine_info
+    from _paths import portable
 
     t_import = (time.perf_counter() - T_START_WALL, time.process_time() - T_START_CPU)
     cfg_path = Path(args.config).resolve()
@@ -76,7 +77,7 @@ def main() -> None:
     retrieval = {n: {"test": r.get("test"), "seconds": r.get("seconds"), "config": r.get("config")} for n, r in (summary.get("retrieval") or {}).items()}
     res = {
         "benchmark": "demo_timing",
-        "command": "python " + " ".join(sys.argv),
+        "command": portable("python " + " ".join(sys.argv)),
         "config": str(cfg_path.relative_to(ROOT)) if cfg_path.is_relative_to(ROOT) else str(cfg_path),
         "settings_changed": args.set,
         "note": args.note,
