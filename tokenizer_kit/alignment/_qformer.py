@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError
 from ._config import QFormerConfig
 
 __all__ = ["QFormerConfig", "QFormer", "RMSNorm", "CrossAttention", "FeedForward"]
