@@ -7,7 +7,8 @@
 
 Each command runs in a fresh interpreter that imports ``tokenizer_kit`` from the checkout
 (``PYTHONPATH``) and calls the CLI as the ``tokenizer-kit`` script does, in a scratch
-directory. Measured per run: wall time from spawn to exit; peak ``RssAnon`` of the process
+directory. Measured per run: wall time from spawn to exit; CPU time (user + system, from
+``wait4``: on a loaded machine it moves far less than wall time); peak ``RssAnon`` of the process
 tree, polled from ``/proc/PID/status`` (anonymous memory: the heap and the libraries' data,
 not the shared library pages that ``VmRSS`` adds); and, from inside the process at exit,
 whether ``torch``, ``transformers`` or ``datasets`` were loaded. The checkouts alternate
@@ -85,18 +86,25 @@ def _tree(pid: int) -> list[int]:
 
 
 def run_once(argv: list[str], env: dict[str, str], cwd: Path, poll_s: float = 0.002) -> dict:
-    """Wall seconds and peak RssAnon (MiB) of the process tree of one command."""
+    """Wall seconds, CPU seconds (user + system: what load on the machine changes least) and
+    peak RssAnon (MiB) of the process tree of one command, and the peak RSS the kernel kept
+    (``ru_maxrss``: anonymous and file pages, the largest process)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peak = 0
-    while proc.poll() is None:
+    peak, status, usage = 0, None, None
+    while status is None:
         peak = max(peak, sum(_status_kib(p, "RssAnon") for p in _tree(proc.pid)))
-        time.sleep(poll_s)
+        pid, st, ru = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            status, usage = os.waitstatus_to_exitcode(st), ru
+        else:
+            time.sleep(poll_s)
     wall = time.perf_counter() - t0
+    proc.returncode = status  # reaped here, so Popen must not wait for it
     err = proc.stderr.read().decode(errors="replace")
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv[3:])} failed ({proc.returncode}): {err[-500:]}")
-    return {"wall_s": wall, "rss_anon_mib": peak / 1024}
+    if status != 0:
+        raise SystemExit(f"{' '.join(argv[3:])} failed ({status}): {err[-500:]}")
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "rss_anon_mib": peak / 1024, "max_rss_mib": usage.ru_maxrss / 1024}
 
 
 def _commit(checkout: Path) -> str:
@@ -130,10 +138,12 @@ def _env(checkout: Path | None, imports: Path) -> dict[str, str]:
 
 
 def _summary(runs: list[dict]) -> dict:
-    walls, rss = [r["wall_s"] for r in runs], [r["rss_anon_mib"] for r in runs]
+    walls, cpus, rss = [r["wall_s"] for r in runs], [r["cpu_s"] for r in runs], [r["rss_anon_mib"] for r in runs]
     return {"wall_s_median": round(statistics.median(walls), 3), "wall_s_min": round(min(walls), 3),
+            "cpu_s_median": round(statistics.median(cpus), 3),
             "rss_anon_mib_median": round(statistics.median(rss), 1), "rss_anon_mib_max": round(max(rss), 1),
-            "wall_s": [round(w, 3) for w in walls], "rss_anon_mib": [round(m, 1) for m in rss]}
+            "max_rss_mib_median": round(statistics.median(r["max_rss_mib"] for r in runs), 1),
+            "wall_s": [round(w, 3) for w in walls], "cpu_s": [round(c, 3) for c in cpus], "rss_anon_mib": [round(m, 1) for m in rss]}
 
 
 def measure(checkouts: dict[str, Path], runs: int, ws: Path) -> dict:
@@ -161,12 +171,12 @@ def measure(checkouts: dict[str, Path], runs: int, ws: Path) -> dict:
 
 def _table(out: dict) -> str:
     labels = list(out["checkouts"])
-    lines = [f"{'command':50s}" + "".join(f"{lab + ' s':>12s}{lab + ' MiB':>14s}{'torch':>7s}" for lab in labels)]
+    lines = [f"{'median of ' + str(out['runs']) + ' runs':50s}" + "".join(f"{lab + ' s':>12s}{'cpu s':>8s}{'RssAnon MiB':>13s}{'torch':>7s}" for lab in labels)]
     for c, per in out["commands"].items():
-        lines.append(f"{c:50s}" + "".join(f"{per[lab]['wall_s_median']:12.3f}{per[lab]['rss_anon_mib_median']:14.1f}"
+        lines.append(f"{c:50s}" + "".join(f"{per[lab]['wall_s_median']:12.3f}{per[lab]['cpu_s_median']:8.3f}{per[lab]['rss_anon_mib_median']:13.1f}"
                                           f"{'yes' if per[lab]['torch_imported'] else 'no':>7s}" for lab in labels))
     for f, s in out["floors"].items():
-        lines.append(f"{'floor: ' + f:50s}{s['wall_s_median']:12.3f}{s['rss_anon_mib_median']:14.1f}")
+        lines.append(f"{'floor: ' + f:50s}{s['wall_s_median']:12.3f}{s['cpu_s_median']:8.3f}{s['rss_anon_mib_median']:13.1f}")
     return "\n".join(lines)
 
 
