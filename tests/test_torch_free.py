@@ -101,3 +101,20 @@ def test_rq_vae_build_imports_torch(tiny, tmp_path):
     results = _run(tmp_path, [["build-codebook", str(tiny / "x.npy"), "--row-ids", "--method", "rq-vae", "--max-epochs", "1",
                                "--levels", "2", "--codebook-size", "8", "--no-index", "--out", str(tmp_path / "vae")]])
     assert "torch" in results[0]["heavy"]
+
+
+def test_registry_gives_configs_without_their_quantizers():
+    """Every buildable method's config comes from the name table with no torch loaded, and it is
+    the class its quantizer validates with."""
+    code = ("import sys\nfrom tokenizer_kit.quantizers import get_config_class, list_methods\n"
+            "print(sorted(get_config_class(m).__name__ for m in list_methods()), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.split("] ")[1].strip() == "False", out
+    from tokenizer_kit.errors import TokenizerKitError
+    from tokenizer_kit.quantizers import get_config_class, get_quantizer_class, list_methods
+
+    assert list_methods() == ["rq-kmeans", "rq-vae"]
+    for m in (*list_methods(), "external"):
+        assert get_config_class(m) is get_quantizer_class(m).config_class
+    with pytest.raises(TokenizerKitError, match="unknown quantizer method 'pq'; choose one of"):
+        get_config_class("pq")
