@@ -4,7 +4,7 @@ results JSON, none is typed here.
     python benchmarks/render_results.py            # rewrite docs/benchmarks.md
     python benchmarks/render_results.py --check    # exit 1 if docs/benchmarks.md is not what it would write
 
-The prose in this file carries no numbers (tests/test_docs.py checks it); a section whose JSON
+The prose in this file carries no numbers (tests/test_readme.py checks it); a section whose JSON
 is missing says so instead of failing. Output is deterministic: files sorted, floats formatted
 with a fixed number of digits, no dates but the ones the JSONs record. Strings that may hold a
 machine's paths (commands, working directories) are never copied into the document.
