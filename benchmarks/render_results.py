@@ -61,6 +61,9 @@ def table(headers: list[str], rows: list[list[str]]) -> list[str]:
 def machine(d: dict | None) -> str:
     """One line from a JSON's machine block (benchmarks/_machine.py): CPU, cores, GPU, date."""
     m = (d or {}).get("machine") if isinstance(d, dict) else None
+    runs = d.get("runs") if isinstance(d, dict) else None
+    if not isinstance(m, dict) and isinstance(runs, dict) and runs:  # a file that collects runs: its first run's
+        m = runs[sorted(runs)[0]].get("machine") if isinstance(runs[sorted(runs)[0]], dict) else None
     if not isinstance(m, dict):
         return "not recorded"
     parts = [m.get("cpu_model") or m.get("cpu") or m.get("processor") or "CPU not recorded"]
@@ -160,7 +163,7 @@ def sec_alignment() -> list[str]:
         out += table(["run tag", "validation recall@10", "validation ratio", "held-out recall@10", "held-out ratio"],
                      [[r["tag"], f(r["validation_recall"], 4), ratio(r["validation_ratio"]), f(r["heldout_recall"], 4),
                        ratio(r["heldout_ratio"])] for r in v["runs"]])
-    return out + ["Machines: see the index below (every file's machine block)."] + [""] + source("align_office_validation.json")
+    return out + source(*names, "align_office_validation.json")
 
 
 METHODS = {"raw_faiss_kmeans": "raw FAISS k-means on the residuals", "ours_greedy": "ours, greedy",
@@ -427,6 +430,38 @@ def sec_small() -> list[str]:
     return out + source("swing_speed.json", "caption_lm_load.json")
 
 
+def sec_demo_sweeps() -> list[str]:
+    out = []
+    a = load("demo_align_sweep.json")
+    if a:
+        rows = []
+        for tag, r in sorted(a["runs"].items()):
+            c, q, ev, va = r["config"], r["config"]["qformer"], r["eval"], r.get("validation") or {}
+            rows.append([tag, str(q["d_model"]), f(c["steps"]), f(c["caption_weight"], 2), str(c["caption_every"]),
+                         str(c["caption_max_tokens"]), str(c["seed"]), f(r["seconds"]["cpu"], 1), ratio(ev["recall_ratio"]),
+                         ratio(va.get("recall_ratio"))])
+        out += [T["align_sweep"], ""] + table(
+            ["run", "d_model", "steps", "caption weight", "caption every", "caption tokens", "seed", "CPU s",
+             "held-out aligned / raw", "validation aligned / raw"], rows)
+    r = load("demo_retrieval_sweep.json")
+    if r:
+        rows = [[k, x["name"], str(v["config"]["epochs"]), str(v["config"]["max_history"]), f(x["recall@10"], 4),
+                 f(x["ndcg@10"], 4), f(x.get("total_cpu_seconds"), 1)]
+                for k, v in sorted(r["runs"].items()) if "config" in v for x in v["rows"]]
+        out += [T["retrieval_sweep"], ""] + table(["run", "SIDs", "epochs", "history", "R@10", "NDCG@10", "CPU s"], rows)
+    return out + source("demo_align_sweep.json", "demo_retrieval_sweep.json")
+
+
+def sec_trie() -> list[str]:
+    d = load("trie_scale.json")
+    if not d:
+        return [T["missing"], ""]
+    rows = [[f(r["items"]), str(r["sid_length"]), f(r["max_suffix"]), f(r["trie_build_seconds"], 2), f(r["nodes"]),
+             f(r["trie_mb"], 1), f(r["bytes_per_item"], 1), f(r["allowed_next_us"], 1), f(r["item_of_us"], 1)] for r in d["runs"]]
+    return table(["items", "SID length", "largest suffix", "trie build s", "nodes", "trie MB", "bytes per item",
+                  "allowed_next µs", "item_of µs"], rows) + source("trie_scale.json")
+
+
 # ---------------------------------------------------------------- the index of every JSON
 
 WHAT = {
@@ -491,6 +526,14 @@ T = {
             "machine the wall time approaches the CPU time; these runs shared their machine.",
     "demo_make": "`make demo` itself on a fresh clone (install not included):",
     "demo_cross": "Each demo's SIDs under the other demo's retrieval training (`evaluate-retrieval`):",
+    "demo_sweeps": "The searches that set `configs/office.toml`: alignment settings and companion training "
+                   "settings, one run each; the machine was heavily loaded, so compare CPU seconds.",
+    "align_sweep": "Alignment (`python benchmarks/align_demo_fast.py`; tags: d = QFormer width, s = steps, c = caption "
+                   "every so many steps, t = caption tokens, nocap = no caption loss, h = user-to-item history, last "
+                   "s = seed):",
+    "retrieval_sweep": "Companion epochs and history length on the same SIDs (`python benchmarks/bench_retrieval.py`):",
+    "trie": "The suffix index and its trie on generated SIDs (`python benchmarks/trie_scale.py`): size, build time and "
+            "lookup latency.",
     "alignment": "Held-out pairs are each user's (validation item, test item) of the leave-one-out split; recall@10 of "
                  "pair retrieval in both directions over all items; the baseline is the mean-pooled raw MiniLM token "
                  "features. `python benchmarks/align_office.py`.",
@@ -537,6 +580,7 @@ T = {
 
 SECTIONS: list[tuple[str, str, Callable[[], list[str]]]] = [
     ("Demo pipeline", "demo", sec_demo),
+    ("Demo tuning sweeps", "demo_sweeps", sec_demo_sweeps),
     ("Alignment on Office", "alignment", sec_alignment),
     ("RQ-Kmeans against FAISS and scikit-learn", "rq_kmeans", sec_rq_kmeans),
     ("RQ-Kmeans against RQ-VAE", "rq_vae", sec_rq_vae),
@@ -547,6 +591,7 @@ SECTIONS: list[tuple[str, str, Callable[[], list[str]]]] = [
     ("Cost of determinism", "determinism", sec_determinism),
     ("Cluster throughput: local and Ray engines", "engines", sec_engines),
     ("Cold start into a large index", "cold_start", sec_cold_start),
+    ("SID trie size", "trie", sec_trie),
     ("Constrained decoding", "decoding", sec_decoding),
     ("Collision planning", "plan", sec_plan),
     ("SID contract", "sid_contract", sec_sid_contract),
