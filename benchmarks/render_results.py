@@ -462,6 +462,26 @@ def sec_trie() -> list[str]:
                   "allowed_next µs", "item_of µs"], rows) + source("trie_scale.json")
 
 
+def sec_cli_startup() -> list[str]:
+    d = load("cli_startup.json")
+    if not d:
+        return [T["missing"], ""]
+    rows = []
+    for cmd, r in d["commands"].items():
+        b, a = r["before"], r["after"]
+        rows.append([f"`{cmd}`", f(b["cpu_s_median"], 2), f(a["cpu_s_median"], 2), f(b["wall_s_median"], 2), f(a["wall_s_median"], 2),
+                     f(b["rss_anon_mib_median"], 1), f(a["rss_anon_mib_median"], 1), f"{b['torch_imported']} / {a['torch_imported']}"])
+    out = [f"Median of {d['runs']} runs per command, alternating the two checkouts.", ""]
+    out += table(["command", "CPU s before", "CPU s after", "wall s before", "wall s after", "RssAnon MiB before",
+                  "RssAnon MiB after", "torch imported before / after"], rows)
+    floors = d.get("floors") or {}
+    if floors:
+        out += [T["cli_floors"], ""] + table(
+            ["imports", "CPU s", "wall s", "RssAnon MiB"],
+            [[k, f(v["cpu_s_median"], 2), f(v["wall_s_median"], 2), f(v["rss_anon_mib_median"], 1)] for k, v in floors.items()])
+    return out + source("cli_startup.json")
+
+
 # ---------------------------------------------------------------- the index of every JSON
 
 WHAT = {
@@ -471,6 +491,7 @@ WHAT = {
     "balanced_clusters": "balanced RQ-Kmeans: largest code per level against the cap",
     "caption_lm_load": "loading the caption LM: transformers against one GGUF parse",
     "cold_start_": "cold start into a large index: a segment against a rewrite",
+    "cli_startup": "CLI start-up time and memory, with and without torch imported",
     "companion_fast_settings": "companion training settings: CPU seconds against retrieval quality",
     "constrained_decoding": "constrained decoding: trie processor and prefix hook against unconstrained generate",
     "demo_align_sweep": "alignment settings searched for the fast demo",
@@ -571,6 +592,10 @@ T = {
             "predictions from the whole catalogue and from smaller samples.",
     "sid_contract": "Items whose SID differs from the reference run, per path and setting "
                     "(`python benchmarks/sid_contract.py`; see docs/sid-contract.md).",
+    "cli_startup": "Start-up time and memory of CLI verbs before and after the verbs that need no torch stopped "
+                   "importing it (`python benchmarks/bench_cli_startup.py`); the machine was loaded, so CPU seconds "
+                   "are steadier than wall seconds.",
+    "cli_floors": "What the imports alone cost, same runs:",
     "small": "Smaller measurements.",
     "swing": "Swing pair mining, vectorised, against the per-item loop and an item-pair loop "
              "(`python benchmarks/swing_speed.py`):",
@@ -595,6 +620,7 @@ SECTIONS: list[tuple[str, str, Callable[[], list[str]]]] = [
     ("Constrained decoding", "decoding", sec_decoding),
     ("Collision planning", "plan", sec_plan),
     ("SID contract", "sid_contract", sec_sid_contract),
+    ("CLI start-up", "cli_startup", sec_cli_startup),
     ("Other measurements", "small", sec_small),
     ("Index of results files", "index", sec_index),
 ]
