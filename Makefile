@@ -6,11 +6,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
-.PHONY: install install-gpu demo demo-long test test-slow test-gpu bench clean
+.PHONY: install install-gpu demo demo-long test test-slow test-gpu bench dist clean
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt pyproject.toml tokenizer_kit/_version.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt faiss-cpu==1.15.1
@@ -48,5 +48,9 @@ test-gpu: $(STAMP)
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_rq_kmeans.py --data data/amazon-office
 
+# a wheel and an sdist in dist/ (pip install dist/tokenizer_kit-*.whl, plus an extra: [cpu] or [gpu])
+dist: $(STAMP)
+	$(PY) -m build --outdir dist .
+
 clean:
-	rm -rf $(DEMO_OUT) demo_out_long .pytest_cache
+	rm -rf $(DEMO_OUT) demo_out_long .pytest_cache dist build

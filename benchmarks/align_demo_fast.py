@@ -33,8 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _machine import machine_info  # noqa: E402
-
-DATA = Path("/work/shared/data/amazon-office")
+from _paths import OFFICE as DATA, portable, scratch  # noqa: E402
 
 
 class AutocastLM(nn.Module):
@@ -73,7 +72,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tag", required=True)
-    ap.add_argument("--out-dir", default="/work/scratch/demo/runs")
+    ap.add_argument("--out-dir", default=str(scratch("demo", "runs")), help="the runs (default benchmarks/.scratch/demo/runs)")
     ap.add_argument("--results", default=None, help="default: benchmarks/results/align_demo_fast_TAG.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -130,11 +129,11 @@ def main() -> None:
     ev = summary["eval"]
     res = {
         "benchmark": "align_demo_fast",
-        "command": "python " + " ".join(sys.argv),
+        "command": portable("python " + " ".join(sys.argv)),
         "machine": machine_info(),
         "load_before": load_before,
         "load_after": os.getloadavg(),
-        "args": vars(args),
+        "args": portable(vars(args)),
         "config": cfg.to_dict(),
         "seconds": {"wall": round(wall, 1), "cpu": round(cpu, 1), "load_caption_lm": round(t_lm, 1), "train_loop": summary["train_seconds"]},
         "eval": ev,

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _machine import machine_info as machine  # noqa: E402
 from office_feature_store import DATA, build  # noqa: E402
+from _paths import portable, scratch  # noqa: E402
 
 from tokenizer_kit.alignment import (  # noqa: E402
     AlignConfig,
@@ -69,7 +70,7 @@ def validation_pairs(split) -> tuple[list[str], list[str]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--work", default="/tmp/tk_align")
+    ap.add_argument("--work", default=str(scratch("tk_align")), help="feature store and runs (default benchmarks/.scratch/tk_align)")
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--d-model", type=int, default=128)
     ap.add_argument("--layers", type=int, default=2)
@@ -172,7 +173,7 @@ def main() -> None:
         "benchmark": "align_office",
         "machine": machine(),
         "train_device": str(args.device or ("cuda" if torch.cuda.is_available() else "cpu")),
-        "command": "python " + " ".join(sys.argv),
+        "command": portable("python " + " ".join(sys.argv)),
         "data": {"items_in_store": len(store), "heldout_pairs": int(len(a)), "pair_mining": pstats},
         "config": cfg.to_dict(),
         "timing_s": {"mine_pairs": round(t_mine, 2), "train_and_eval": round(t_train, 1), "embed": round(t_embed, 1), "total": round(time.time() - t_all, 1)},

@@ -4,7 +4,7 @@ Scores (last training item, validation item) pairs per user, which never touch t
 next to the held-out (validation item, test item) pairs, for runs made before
 `align_office.py` recorded `validation` itself. Raw baseline: mean-pooled first 32 tokens.
 
-    python benchmarks/align_validation.py --work /tmp/tk_align f g u40s0 u40s1
+    python benchmarks/align_validation.py --work benchmarks/.scratch/tk_align f g u40s0 u40s1
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _machine import machine_info  # noqa: E402
 from align_office import validation_pairs  # noqa: E402
 from office_feature_store import DATA  # noqa: E402
+from _paths import portable, scratch  # noqa: E402
 
 from tokenizer_kit.alignment import interaction_log, leave_one_out_split, pair_recall_at_k, pooled_features  # noqa: E402
 from tokenizer_kit.features import FeatureStore  # noqa: E402
@@ -31,7 +32,7 @@ from tokenizer_kit.io import load_embeddings, read_interactions  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("tags", nargs="+", help="run tags: WORK/office_aligned_TAG.parquet")
-    ap.add_argument("--work", default="/tmp/tk_align")
+    ap.add_argument("--work", default=str(scratch("tk_align")), help="align_office.py's --work (default benchmarks/.scratch/tk_align)")
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "align_office_validation.json"))
     args = ap.parse_args()
@@ -56,7 +57,7 @@ def main() -> None:
     out = {
         "benchmark": "align_validation",
         "machine": machine_info(),
-        "command": "python " + " ".join(sys.argv),
+        "command": portable("python " + " ".join(sys.argv)),
         "validation_pairs": int(len(va)),
         "heldout_pairs": int(len(ta)),
         "raw_pooled": {"validation_recall": rv, "heldout_recall": rt},

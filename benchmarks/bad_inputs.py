@@ -45,7 +45,7 @@ def main() -> None:
 
     corpus = _corpus()
     invoke = corpus.cli_invoker(app)
-    root = Path(tempfile.mkdtemp(prefix="bad-inputs-"))
+    root = Path(tempfile.mkdtemp(prefix="bad-inputs-")).resolve()
     t0 = time.perf_counter()
     try:
         ws, pristine = root / "ws", root / "pristine"
@@ -56,6 +56,7 @@ def main() -> None:
         for case in corpus.CASES:
             t = time.perf_counter()
             verdict, msg = corpus.run_case(case, ws, pristine, invoke)
+            msg = msg.replace(str(root), "<tmp>")  # the results name no path of this machine
             results.append({"id": case.id, "verdict": verdict, "message": msg, "seconds": round(time.perf_counter() - t, 3)})
             print(f"{verdict:14s} {case.id}: {msg[:160]}", flush=True)
     finally:
@@ -65,9 +66,10 @@ def main() -> None:
     for r in results:
         verbs[r["id"].split("/")[0]][r["verdict"]] += 1
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(tokenizer_kit.__file__).parent, capture_output=True, text=True).stdout.strip()
+    tested = Path(tokenizer_kit.__file__).resolve().parent.parent
     out = {
         "label": args.label,
-        "code_under_test": {"path": str(Path(tokenizer_kit.__file__).parent.parent), "commit": commit},
+        "code_under_test": {"path": "." if tested == HERE.parent else "<checkout>", "commit": commit},
         "cases": len(results),
         "counts": {k: counts.get(k, 0) for k in ("clean", "traceback", "accepted", "state changed", "unclear")},
         "per_verb": {v: dict(c) for v, c in sorted(verbs.items())},

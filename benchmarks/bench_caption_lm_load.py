@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     from _machine import machine_info
+    from _paths import portable
 
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     runs = []
@@ -62,7 +63,7 @@ def main() -> None:
             print(json.dumps(row), flush=True)
     same = len({(r["parameters"], r["weight_sum"], r["vocab"]) for r in runs}) == 1
     cpu = {m: sorted(r["cpu_s"] for r in runs if r["mode"] == m) for m in ("transformers", "load_caption_lm")}
-    res = {"benchmark": "caption_lm_load", "command": "python " + " ".join(sys.argv), "machine": machine_info(), "runs": runs,
+    res = {"benchmark": "caption_lm_load", "command": portable("python " + " ".join(sys.argv)), "machine": machine_info(), "runs": runs,
            "same_weights_and_vocab": same, "cpu_s": cpu,
            "cpu_ratio_median": (cpu["transformers"][len(cpu["transformers"]) // 2] / cpu["load_caption_lm"][len(cpu["load_caption_lm"]) // 2])}
     Path(args.out).write_text(json.dumps(res, indent=2) + "\n")

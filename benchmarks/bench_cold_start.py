@@ -18,7 +18,7 @@ per level from a Zipf-like law (p_k ~ 1/k^0.8, as in ``trie_scale.py``), not enc
 (base 0..n-1, new from 10^12 on). Bytes written: ``write_bytes`` of ``/proc/self/io``
 around the commit (page-dirtying time), and the sizes of the files the commit added.
 
-    python benchmarks/bench_cold_start.py --items 10000000 --new 10000 --workdir /work/scratch/indexer/bench
+    python benchmarks/bench_cold_start.py --items 10000000 --new 10000 --workdir benchmarks/.scratch/indexer
 
 ``cold_start_benchmark(...)`` returns the same JSON dict (importable from
 ``benchmarks/bench_scale.py``).

@@ -38,6 +38,7 @@ def _commit(src: Path) -> str:
 
 def main() -> None:
     from _machine import machine_info
+    from _paths import portable
     from bench_scale import run_measured
 
     from tokenizer_kit.io import write_clustered_npy
@@ -55,7 +56,7 @@ def main() -> None:
     scratch.mkdir(parents=True, exist_ok=True)
     before = Path(args.before_src).resolve()
     sides = {"before": before, "after": ROOT}
-    res = {"benchmark": "determinism_cost", "machine": machine_info(), "args": vars(args),
+    res = {"benchmark": "determinism_cost", "machine": machine_info(), "args": portable(vars(args)),
            "commits": {k: _commit(v) for k, v in sides.items()}, "rows": {}}
     data = scratch / f"gen_{args.n}_{args.dim}.npy"
     if not data.exists() or np.load(data, mmap_mode="r").shape != (args.n, args.dim):

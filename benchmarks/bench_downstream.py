@@ -22,12 +22,15 @@ Sets of SIDs (all 3 x 256 codes + the policy's level where one is needed):
 * ``random``: distinct random 3 x 256 SIDs, the floor.
 
 Embeddings come from ``tokenizer-kit pipeline`` with ``configs/office.toml``'s settings on
-each dataset (retrieval off), in ``--workdir``; ``prepare`` runs it when its outputs are
-missing. Usage::
+each dataset (retrieval off), in ``--workdir`` (default ``benchmarks/.scratch/downstream/<dataset>``,
+git-ignored); ``prepare`` runs it when its outputs are missing. Office is the repository's
+``data/amazon-office``; Scientific is not bundled: ``--scientific DIR`` (or
+``$TOKENIZER_KIT_SCIENTIFIC``) is a copy of ``data/Scientific/`` of the public repository
+Nishikata97/CollisionGenRec (MIT) at commit 505d5be3. Usage::
 
-    python benchmarks/bench_downstream.py prepare --dataset scientific
-    python benchmarks/bench_downstream.py run --dataset scientific --seeds 0,1,2 [--shard 0/2]
-    python benchmarks/bench_downstream.py summary --dataset scientific
+    python benchmarks/bench_downstream.py prepare --dataset scientific --scientific DIR
+    python benchmarks/bench_downstream.py run --dataset scientific --scientific DIR --seeds 0,1,2 [--shard 0/2]
+    python benchmarks/bench_downstream.py summary --dataset scientific --scientific DIR
 """
 
 from __future__ import annotations
@@ -46,14 +49,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._machine import machine_info  # noqa: E402
+from benchmarks._paths import OFFICE, RESULTS, scientific_dir, scratch  # noqa: E402
 from tokenizer_kit.companion import RetrievalConfig, compare_retrieval, random_sid_index  # noqa: E402
 from tokenizer_kit.io import atomic_write_json  # noqa: E402
 
-SHARED = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "benchmarks" / "results"
 DATASETS = {
-    "scientific": {"dir": SHARED / "amazon-scientific", "stem": "Scientific", "peers": True},
-    "office": {"dir": SHARED / "amazon-office", "stem": "Office", "peers": False},
+    "scientific": {"dir": None, "stem": "Scientific", "peers": True},  # --scientific DIR (main sets it)
+    "office": {"dir": OFFICE, "stem": "Office", "peers": False},
 }
 PEERS = ("rkmeans_native", "rkmeans_zcr", "rkmeans_zcr_cf", "rqvae_native", "rqvae_zcr",
          "letter_native", "letter_zcr", "quasid_native", "quasid_zcr", "mql4grec")
@@ -218,8 +220,22 @@ def sources(ds: str, workdir: Path, names: list[str] | None = None) -> dict[str,
 
 
 # ---- commands -------------------------------------------------------------------------------------------
+def _workdir(a) -> Path:
+    return Path(a.workdir) if a.workdir else scratch("downstream", a.dataset)
+
+
+def _shown(path: Path, workdir: Path) -> str:
+    """``path`` as a results JSON records it: never a path of this machine."""
+    path = Path(path).resolve()
+    for base, name in ((DATASETS["scientific"]["dir"], "<scientific>"), (workdir, "<workdir>"), (ROOT, None)):
+        if base is not None and path.is_relative_to(Path(base).resolve()):
+            rel = path.relative_to(Path(base).resolve()).as_posix()
+            return rel if name is None else f"{name}/{rel}"
+    return path.name
+
+
 def cmd_prepare(a) -> None:
-    workdir = Path(a.workdir or f"/work/scratch/downstream/{a.dataset}")
+    workdir = _workdir(a)
     emb = prepare_embeddings(a.dataset, workdir)
     info = build_sets(a.dataset, workdir)
     prev = workdir / "sets.json"
@@ -233,7 +249,7 @@ def _config(a) -> RetrievalConfig:
 
 
 def cmd_run(a) -> None:
-    workdir = Path(a.workdir or f"/work/scratch/downstream/{a.dataset}")
+    workdir = _workdir(a)
     p = paths(a.dataset, workdir)
     srcs = sources(a.dataset, workdir, a.sets)
     seeds = [int(s) for s in a.seeds.split(",")]
@@ -249,6 +265,9 @@ def cmd_run(a) -> None:
         t0 = time.perf_counter()
         try:
             compare_retrieval({n: srcs[n]}, p["inter"], _config(a), seeds=[s], runs_dir=runs_dir, n_boot=10)
+            run = json.loads((runs_dir / n / f"seed{s}.json").read_text())
+            if isinstance(srcs[n], Path):  # the stored run names its SIDs file without this machine's path
+                atomic_write_json(runs_dir / n / f"seed{s}.json", {**run, "sids": _shown(srcs[n], workdir)})
         finally:
             (runs_dir / n / f"seed{s}.claim").unlink(missing_ok=True)
         log.info("%s seed %d: %.0fs (load %s)", n, s, time.perf_counter() - t0, os.getloadavg())
@@ -282,7 +301,7 @@ def cmd_summary(a) -> None:
     ``--docs``, docs/benchmarks.md is rewritten from the results)."""
     from tokenizer_kit.companion import summarize_runs
 
-    workdir = Path(a.workdir or f"/work/scratch/downstream/{a.dataset}")
+    workdir = _workdir(a)
     p = paths(a.dataset, workdir)
     srcs = sources(a.dataset, workdir, a.sets)
     seeds = [int(s) for s in a.seeds.split(",")]
@@ -303,7 +322,7 @@ def cmd_summary(a) -> None:
     res["fewer_seeds"] = {n: have[n] for n in runs if len(have[n]) < len(seeds)}
     sets_json = workdir / "sets.json"
     prep = json.loads(sets_json.read_text()) if sets_json.exists() else {}
-    out = {"benchmark": "downstream", "dataset": a.dataset, "interactions": str(p["inter"]), "cf": CF,
+    out = {"benchmark": "downstream", "dataset": a.dataset, "interactions": _shown(p["inter"], workdir), "cf": CF,
            "embeddings": prep.get("embeddings"), "set_stats": prep.get("sets"),
            "machine": machine_info(), "load_at_summary": os.getloadavg(), **res}
     name = f"downstream_{a.dataset}" + ("" if a.preset == "fast" else f"_{a.preset}")
@@ -355,7 +374,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=("prepare", "run", "summary"))
     ap.add_argument("--dataset", choices=tuple(DATASETS), required=True)
-    ap.add_argument("--workdir", default=None, help="embeddings and SID sets (default /work/scratch/downstream/<dataset>)")
+    ap.add_argument("--workdir", default=None, help="embeddings and SID sets (default benchmarks/.scratch/downstream/<dataset>)")
+    ap.add_argument("--scientific", default=None, help="the Amazon Scientific data directory (default $TOKENIZER_KIT_SCIENTIFIC)")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--sets", nargs="*", default=None, help="only these sets (default: all)")
     ap.add_argument("--shard", default="0/1", help="i/k: run every k-th (set, seed) job from the i-th (parallel workers)")
@@ -364,6 +384,8 @@ def main(argv=None) -> int:
     ap.add_argument("--reference", default="aligned-rqkmeans-suffix")
     ap.add_argument("--docs", action="store_true", help="summary: also rewrite docs/benchmarks.md (benchmarks/render_results.py)")
     a = ap.parse_args(argv)
+    if a.dataset == "scientific":
+        DATASETS["scientific"]["dir"] = scientific_dir(a.scientific)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import torch
 

@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _machine import machine_info  # noqa: E402
+from _paths import OFFICE, portable, scratch  # noqa: E402
 
 SHARD = 1 << 20
 EXTRACT_SHARD = 128
@@ -278,14 +279,15 @@ def projection(rows: list[dict], n_target: float = 1e9) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "engines.json", help="result JSON")
-    ap.add_argument("--scratch", type=Path, default=Path("/work/scratch/ray/bench"), help="where the generated data goes (about 11 GB at 10M x 256)")
+    ap.add_argument("--scratch", type=Path, default=scratch("ray", "bench"),
+                    help="where the generated data goes (about 11 GB at 10M x 256; default benchmarks/.scratch/ray/bench)")
     ap.add_argument("--items", type=int, default=10_000_000, help="generated items for assign")
     ap.add_argument("--dim", type=int, default=256, help="their dimension")
     ap.add_argument("--files", type=int, default=10, help="Parquet files to spread them over")
-    ap.add_argument("--source-npy", type=Path, default=Path("/work/scratch/scale/gen_10m_256.npy"),
+    ap.add_argument("--source-npy", type=Path, default=scratch("scale", "gen_10m_256.npy"),
                     help="take the items from this generated .npy when it exists (bench_scale's 10M x 256)")
     ap.add_argument("--extract-items", type=int, default=600, help="Office items for extract (the first by id)")
-    ap.add_argument("--office", type=Path, default=ROOT.parent / "shared" / "data" / "amazon-office", help="Office data (extract)")
+    ap.add_argument("--office", type=Path, default=OFFICE, help="Office data (extract; default data/amazon-office)")
     ap.add_argument("--what", default="assign,extract", help="assign, extract or both")
     ap.add_argument("--assign-runs", default="local,local1,read,ray1x1,ray1xall,ray2x1",
                     help="which assign runs (a subset of local,local1,read,ray1x1,ray1xall,ray2x1)")
@@ -300,7 +302,7 @@ def main() -> None:
     args.scratch.mkdir(parents=True, exist_ok=True)
     what = set(args.what.split(","))
     rows: list[dict] = []
-    result = {"benchmark": "engines", "machine": machine_info(), "command": " ".join(sys.argv), "rows": rows, "uptime_start": _uptime(),
+    result = {"benchmark": "engines", "machine": machine_info(), "command": portable(" ".join(sys.argv)), "rows": rows, "uptime_start": _uptime(),
               "note": "load = /proc/loadavg (1, 5, 15 min) and `uptime` before and after each run; the machine is shared (other "
                       "engineers' jobs ran meanwhile, one core owned by a ranking benchmark), compare rows of one run"}
 

@@ -1,7 +1,7 @@
 """Throughput of `extract`: MiniLM (hf) on the Office catalogue, and open_clip ViT-B-32
 (random init: no weights ship offline) on synthetic covers + frames.
 
-    HF_HUB_OFFLINE=1 python benchmarks/bench_extract.py --data ../shared/data/amazon-office
+    HF_HUB_OFFLINE=1 python benchmarks/bench_extract.py   # --data defaults to data/amazon-office
     HF_HUB_OFFLINE=1 python benchmarks/bench_extract.py --skip-hf --clip-items 512 --device cuda   # on a GPU
 
 Writes benchmarks/results/extract-<host>-<time>.json (machine description included).
@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from _machine import machine_info as machine  # benchmarks/ is on sys.path when run as a script
+from _paths import OFFICE, portable
 
 import numpy as np
 
@@ -106,7 +107,7 @@ def bench_clip(n_items: int, n_frames: int, batch_size: int, device: str, num_wo
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon-office")
+    ap.add_argument("--data", type=Path, default=OFFICE, help="the Office data (default data/amazon-office)")
     ap.add_argument("--fields", default="title,description,brand,categories")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=32)
@@ -117,7 +118,7 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     a = ap.parse_args()
-    out = {"benchmark": "extract", "argv": sys.argv[1:], "machine": machine(), "runs": []}
+    out = {"benchmark": "extract", "argv": portable(sys.argv[1:]), "machine": machine(), "runs": []}
     if not a.skip_hf:
         out["runs"].append(bench_hf(a.data, a.fields.split(","), a.limit, a.batch_size, a.device))
         print(json.dumps(out["runs"][-1], indent=2), file=sys.stderr)

@@ -7,14 +7,15 @@ subsamples of it (the "sample and the catalogue size" use), with its defaults.
 
 * Office (2,420 items) and Scientific (4,344 items): all-MiniLM-L6-v2 embeddings of title,
   description, brand and categories (``make_office_embeddings.py``; Scientific with
-  ``--catalog ../shared/data/amazon-scientific/Scientific.item.json``); shapes 3x256, 4x256,
+  ``--catalog SCIENTIFIC/Scientific.item.json``, the Scientific data of ``benchmarks/README.md``); shapes 3x256, 4x256,
   3x512; samples of 100%, 50%, 25%.
 * Generated sets of ``bench_scale.py`` (4M and 10M x 256, 3x256): the real builds are that
   benchmark's tokenizers (``--real``); the plan sees a 200,000-item sample and the size.
 
-    python benchmarks/bench_plan.py --scientific /work/scratch/scale/sci_minilm.npy \\
-        --generated /work/scratch/scale/gen_10m_256.npy:/work/scratch/scale/tok_big \\
-        --generated /work/scratch/scale/gen_4m_256.npy:/work/scratch/scale/tok_cmp \\
+    S=benchmarks/.scratch/scale   # bench_scale.py's default --scratch
+    python benchmarks/bench_plan.py --scientific $S/sci_minilm.npy \\
+        --generated $S/gen_10m_256.npy:$S/tok_big \\
+        --generated $S/gen_4m_256.npy:$S/tok_cmp \\
         --out benchmarks/results/plan_accuracy.json
 """
 
@@ -113,6 +114,7 @@ def check_generated(path: str, tok_dir: str, sample: int) -> dict:
 
 def main() -> None:
     from _machine import machine_info
+    from _paths import portable
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--office", default=str(ROOT / "tests" / "data" / "office_minilm_f16.npy"))
@@ -125,7 +127,7 @@ def main() -> None:
     from tokenizer_kit.quantizers._plan import parse_shapes
 
     shapes = parse_shapes(args.shapes)
-    res = {"benchmark": "plan_check", "machine": machine_info(), "args": vars(args), "catalogues": {}}
+    res = {"benchmark": "plan_check", "machine": machine_info(), "args": portable(vars(args)), "catalogues": {}}
     res["catalogues"]["office"] = check_small("office", np.load(args.office).astype(np.float32), shapes)
     if args.scientific:
         res["catalogues"]["scientific"] = check_small("scientific", np.load(args.scientific).astype(np.float32), shapes)

@@ -6,8 +6,8 @@ level sizes as that entry. Writes one JSON (rows: Recall@5/10, NDCG@5/10, train 
 machine description.
 
     python benchmarks/bench_retrieval.py \
-        --interactions /work/shared/data/amazon-office/Office.inter.json \
-        --sids rqkmeans=/tmp/cw/tok_plain --sids rqkmeans-balanced=/tmp/cw/tok_bal \
+        --interactions data/amazon-office/Office.inter.json \
+        --sids rqkmeans=TOK_PLAIN --sids rqkmeans-balanced=TOK_BALANCED \
         --random-like rqkmeans --epochs 3 --out benchmarks/results/retrieval_office.json
 """
 

@@ -29,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine_info  # noqa: E402
+from _paths import portable  # noqa: E402
 
 from tokenizer_kit.evaluation import collision_stats, level_stats  # noqa: E402
 from tokenizer_kit.io import make_clustered_embeddings  # noqa: E402
@@ -180,7 +181,7 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "rq_kmeans_cpu.json"))
     args = ap.parse_args()
     sizes = [args.codebook_size] * args.levels
-    out = {"benchmark": "rq_kmeans", "machine": machine_info(), "args": vars(args), "results": []}
+    out = {"benchmark": "rq_kmeans", "machine": machine_info(), "args": portable(vars(args)), "results": []}
     x = np.load(args.office).astype(np.float32)
     out["results"].append(run_dataset("office_minilm", x, sizes, args))
     print(json.dumps(out["results"][-1], indent=1), file=sys.stderr)

@@ -38,7 +38,7 @@ residual, ``residual -= centroids[I]`` (in place, so its peak is 2x the input ra
 3x of ``r = r - c[I]``: a slightly leaner baseline than the scripts it stands for), and the
 codes saved with ``np.save``.
 
-    nice -n 10 python benchmarks/bench_scale.py --scratch /work/scratch/scale \\
+    nice -n 10 python benchmarks/bench_scale.py --scratch DIR \\
         --out benchmarks/results/scale_cpu.json
 """
 
@@ -251,11 +251,13 @@ def main() -> None:
         naive_faiss_main(*sys.argv[2:4])
         return
     from _machine import machine_info
+    from _paths import portable
 
     from tokenizer_kit.io import write_clustered_npy
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--scratch", default="/work/scratch/scale", help="where the generated inputs and outputs go (tens of GB)")
+    ap.add_argument("--scratch", default=str(ROOT / "benchmarks" / ".scratch" / "scale"),
+                    help="where the generated inputs and outputs go (tens of GB; default benchmarks/.scratch/scale)")
     ap.add_argument("--n", type=int, default=10_000_000, help="rows of the large set")
     ap.add_argument("--n-compare", type=int, default=4_000_000, help="rows of the set where ours meets the naive script")
     ap.add_argument("--n-equal", type=int, default=200_000)
@@ -273,7 +275,7 @@ def main() -> None:
     steps = set(args.steps.split(","))
     scratch = Path(args.scratch)
     scratch.mkdir(parents=True, exist_ok=True)
-    res: dict = {"benchmark": "scale", "machine": machine_info(), "args": vars(args), "rows": {}}
+    res: dict = {"benchmark": "scale", "machine": machine_info(), "args": portable(vars(args)), "rows": {}}
     if args.merge and Path(args.out).exists():
         old = json.loads(Path(args.out).read_text())
         res["rows"] = old.get("rows", {})

@@ -6,7 +6,10 @@ layers, batch 128, lr 3e-3, 5 epochs (linear decay over the 5), scored on the fi
 validation users after every epoch; process CPU seconds beside wall seconds (the machine is
 shared: wall time says little).
 
-    python benchmarks/companion_fast_settings.py --out benchmarks/results/companion_fast_settings.json
+    python benchmarks/companion_fast_settings.py --scientific DIR --out benchmarks/results/companion_fast_settings.json
+
+``DIR`` (or ``$TOKENIZER_KIT_SCIENTIFIC``) is the Amazon Scientific data, not bundled: see
+``benchmarks/README.md`` for where to get it.
 """
 
 from __future__ import annotations
@@ -21,10 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._machine import machine_info  # noqa: E402
+from benchmarks._paths import scientific_dir  # noqa: E402
 from tokenizer_kit.companion import GenerativeRetriever, RetrievalConfig, load_sid_index, sequence_split  # noqa: E402
 from tokenizer_kit.io import atomic_write_json  # noqa: E402
-
-DATA = ROOT.parent / "shared" / "data" / "amazon-scientific"
 
 
 def main() -> None:
@@ -32,7 +34,9 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--valid-users", type=int, default=1500)
+    ap.add_argument("--scientific", default=None, help="the Amazon Scientific data directory (default $TOKENIZER_KIT_SCIENTIFIC)")
     a = ap.parse_args()
+    DATA = scientific_dir(a.scientific)
     idx = load_sid_index(DATA / "indexes" / "rkmeans_zcr.index.json")
     split = sequence_split(DATA / "Scientific.inter.json", idx, max_history=20)
     valid = split.subset("valid", a.valid_users)

@@ -7,8 +7,8 @@ the demo reports (alignment held-out recall and caption control, retrieval metri
 interpreter's start and imports are timed too, so ``total_wall_s`` is what ``make demo``
 costs on a fresh clone (the venv set up).
 
-    python benchmarks/demo_timing.py --workdir /tmp/demo_t --out benchmarks/results/demo_office_fast_s0.json
-    python benchmarks/demo_timing.py --config configs/office_long.toml --workdir /tmp/demo_long --out ...
+    python benchmarks/demo_timing.py --workdir benchmarks/.scratch/demo_t --out benchmarks/results/demo_office_fast_s0.json
+    python benchmarks/demo_timing.py --config configs/office_long.toml --workdir benchmarks/.scratch/demo_long --out ...
 
 ``--set align.seed=1`` (repeatable) changes one setting of a stage table (TOML value syntax).
 CPU seconds are less sensitive to other jobs than wall seconds: on a busy machine compare CPU.
@@ -46,6 +46,7 @@ def main() -> None:
 
     import tokenizer_kit.pipeline as pipeline
     from _machine import machine_info
+    from _paths import portable
 
     t_import = (time.perf_counter() - T_START_WALL, time.process_time() - T_START_CPU)
     cfg_path = Path(args.config).resolve()
@@ -76,7 +77,7 @@ def main() -> None:
     retrieval = {n: {"test": r.get("test"), "seconds": r.get("seconds"), "config": r.get("config")} for n, r in (summary.get("retrieval") or {}).items()}
     res = {
         "benchmark": "demo_timing",
-        "command": "python " + " ".join(sys.argv),
+        "command": portable("python " + " ".join(sys.argv)),
         "config": str(cfg_path.relative_to(ROOT)) if cfg_path.is_relative_to(ROOT) else str(cfg_path),
         "settings_changed": args.set,
         "note": args.note,

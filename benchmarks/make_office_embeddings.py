@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--catalog", default=str(ROOT.parent / "shared" / "data" / "amazon-office" / "Office.item.json"))
+    ap.add_argument("--catalog", default=str(ROOT / "data" / "amazon-office" / "Office.item.json"))
     ap.add_argument("--out", default=str(ROOT / "tests" / "data" / "office_minilm_f16.npy"))
     args = ap.parse_args()
     table = read_catalog(args.catalog)

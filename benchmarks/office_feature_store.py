@@ -3,7 +3,7 @@
 Each item's text ("title: ...; brand: ...; categories: ...; description: ...") goes through
 all-MiniLM-L6-v2; the last hidden states of the real tokens (at most 128) are stored.
 
-    python benchmarks/office_feature_store.py --out /tmp/tk_align/office_store
+    python benchmarks/office_feature_store.py [--out DIR]   (default benchmarks/.scratch/tk_align/office_store)
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-DATA = Path("/work/shared/data/amazon-office")
+from _paths import OFFICE as DATA, scratch
+
 FIELDS = ("title", "brand", "categories", "description")
 
 
@@ -51,7 +52,7 @@ def build(out: Path, max_tokens: int = 128, batch_size: int = 64) -> Path:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default="/tmp/tk_align/office_store")
+    ap.add_argument("--out", default=str(scratch("tk_align", "office_store")))
     ap.add_argument("--max-tokens", type=int, default=128)
     a = ap.parse_args()
     build(Path(a.out), a.max_tokens)

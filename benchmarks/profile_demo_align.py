@@ -28,8 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _machine import machine_info  # noqa: E402
-
-DATA = Path("/work/shared/data/amazon-office")
+from _paths import OFFICE as DATA, portable  # noqa: E402
 
 
 def timed(fn, reps: int) -> dict:
@@ -80,7 +79,7 @@ def main() -> None:
     cache = _TokenCache(store, max_tokens=cfg.max_tokens, device=torch.device("cpu"))
     t_cache = time.perf_counter() - t0
 
-    res: dict = {"benchmark": "profile_demo_align", "command": "python " + " ".join(sys.argv), "load_before": load_before,
+    res: dict = {"benchmark": "profile_demo_align", "command": portable("python " + " ".join(sys.argv)), "load_before": load_before,
                  "setup_s": {"load_caption_lm": round(t_lm, 2), "token_cache": round(t_cache, 2)}, "variants": []}
     for threads in [int(x) for x in args.threads.split(",")]:
         torch.set_num_threads(threads)

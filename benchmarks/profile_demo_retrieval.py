@@ -25,8 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _machine import machine_info  # noqa: E402
-
-DATA = Path("/work/shared/data/amazon-office")
+from _paths import OFFICE as DATA, portable  # noqa: E402
 
 
 def main() -> None:
@@ -85,7 +84,7 @@ def main() -> None:
                 r.config.beam_size = 10
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    res = {"benchmark": "profile_demo_retrieval", "command": "python " + " ".join(sys.argv), "load_before": load_before, "load_after": os.getloadavg(), "rows": rows, "machine": machine_info()}
+    res = {"benchmark": "profile_demo_retrieval", "command": portable("python " + " ".join(sys.argv)), "load_before": load_before, "load_after": os.getloadavg(), "rows": rows, "machine": machine_info()}
     Path(args.results).write_text(json.dumps(res, indent=2) + "\n")
 
 

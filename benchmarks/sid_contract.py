@@ -166,7 +166,7 @@ def count_differences(ref_tables: Path, ref_checks: dict, tables: Path, checks: 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="Settings: " + ", ".join(SETTINGS))
-    ap.add_argument("--out", default="benchmarks/results/sid_contract.json", help="the results JSON")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sid_contract.json"), help="the results JSON")
     ap.add_argument("--datasets", default="office,generated", help="office, generated or both (comma-separated)")
     ap.add_argument("--items", type=int, default=1_000_000, help="generated items")
     ap.add_argument("--dim", type=int, default=64, help="generated vectors' dimension")

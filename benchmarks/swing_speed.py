@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _machine import machine_info as machine  # noqa: E402
+from _paths import OFFICE, portable  # noqa: E402
 
 from tokenizer_kit.alignment import PairMiningConfig, interaction_log, leave_one_out_split, swing_reference, swing_similarity  # noqa: E402
 from tokenizer_kit.io import read_interactions  # noqa: E402
@@ -109,8 +110,8 @@ def bench(name: str, log, cfg: PairMiningConfig, repeats: int = 3) -> dict:
 
 def main() -> None:
     cfg = PairMiningConfig()
-    out = {"benchmark": "swing_speed", "machine": machine(), "config": cfg.to_dict(), "command": "python " + " ".join(sys.argv), "runs": []}
-    office = leave_one_out_split(interaction_log(read_interactions("/work/shared/data/amazon-office/Office.inter.json"))).train
+    out = {"benchmark": "swing_speed", "machine": machine(), "config": cfg.to_dict(), "command": portable("python " + " ".join(sys.argv)), "runs": []}
+    office = leave_one_out_split(interaction_log(read_interactions(OFFICE / "Office.inter.json"))).train
     out["runs"].append(bench("amazon-office (train part)", office, cfg))
     gen = interaction_log(generated_log(20000, 8000, 20))
     out["runs"].append(bench("generated 20k users x 8k items", gen, cfg, repeats=2))

@@ -73,3 +73,39 @@ def test_third_party_bars_only_with_verbose(emb, tmp_path):
         assert not tqdm.tqdm(range(2), file=io.StringIO()).disable and transformers.utils.logging.is_progress_bar_enabled()
     finally:
         _common.quiet_third_party(False)
+
+
+def test_log_lines_report_work_done_and_a_failure_before_the_error(caplog, monkeypatch):
+    """No line says nothing happened ("0/320 items, 0 items/s": a slow worker start, a task that
+    failed at once), a resumed task's rate counts this run only, and a task that fails says so
+    in its last line."""
+    import logging
+
+    from tokenizer_kit import _progress
+
+    clock = [0.0]
+    monkeypatch.setattr(_progress.time, "monotonic", lambda: clock[0])
+    log = logging.getLogger("tokenizer_kit.progress.test")
+    prog = _progress.LogProgress(logger=log, every=5.0)
+    with caplog.at_level(logging.INFO, logger=log.name):
+        with prog.task("assign", total=320) as t:
+            clock[0] += 27
+            t.advance(0)
+        with pytest.raises(ValueError), prog.task("assign", total=320):
+            clock[0] += 27
+            raise ValueError("row 250 contains inf")
+        assert caplog.messages == []
+        with pytest.raises(ValueError), prog.task("assign", total=320) as t:
+            clock[0] += 10
+            t.advance(200)
+            raise ValueError("row 250 contains inf")
+        assert len(caplog.messages) == 2 and "stopped" not in caplog.messages[0]
+        assert caplog.messages[1] == "assign: 200/320 items, 20 items/s, elapsed 10s, stopped by an error"
+        caplog.clear()
+        with prog.task("rq-vae", total=10, unit="epoch", completed=8) as t:
+            clock[0] += 6
+            t.advance(0, loss=1.0)
+            assert caplog.messages == []
+            clock[0] += 2
+            t.advance(2)
+        assert caplog.messages[-1] == "rq-vae: 10/10 epochs, 0.25 epochs/s, elapsed 8s, loss 1"

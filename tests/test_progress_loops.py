@@ -140,10 +140,11 @@ def test_cold_start_reports_encode_and_nearest_items():
 
 
 def test_pipeline_reports_its_stages(tmp_path):
+    from conftest import ROOT
     from tokenizer_kit.pipeline._run import _Chain
     from tokenizer_kit.pipeline._config import load_config
 
-    cfg = load_config("configs/office.toml")
+    cfg = load_config(ROOT / "configs" / "office.toml")  # the demo's config on the bundled data, from any cwd
     chain = _Chain(cfg, None, None)
     variants = 2 if cfg.baseline else 1
     want = 4 + (variants - 1) + 2 * variants + 1 + ((variants if cfg.retrieval_baseline else 1) if cfg.run_retrieval else 0)

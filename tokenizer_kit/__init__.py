@@ -6,7 +6,7 @@ from .errors import ArtifactError, InputError, TokenizerKitError, UsageError
 from ._tokenizer import SemanticTokenizer, parse_sid_string, sid_string
 from .features import ExtractConfig, FeatureStore, extract_features
 from .indexer import IndexConfig, SIDIndex, SIDTrie, SIDVocab, add_sid_tokens, load_sids
-from .quantizers import RQKMeans, RQKMeansConfig
+from .quantizers import RQKMeans, RQKMeansConfig, RQVAEConfig
 
 __all__ = [
     "ArtifactError",
@@ -55,10 +55,10 @@ def __getattr__(name):
 
         return getattr(alignment, name)
     # RQ-VAE imports torch (seconds); load it on first use
-    if name in ("RQVAE", "RQVAEConfig"):
+    if name == "RQVAE":
         from . import quantizers
 
-        return getattr(quantizers, name)
+        return quantizers.RQVAE
     if name == "TrieLogitsProcessor":
         from . import indexer
 

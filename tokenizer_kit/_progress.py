@@ -39,7 +39,7 @@ class _Task:
 
     def __init__(self, description: str, total: int | None, unit: str, completed: int = 0):
         self.description, self.total, self.unit = description, total, unit
-        self.completed = completed
+        self.completed = self.start = completed  # start: where a resumed task began
         self.metrics: dict[str, Any] = {}
         self.t0 = time.monotonic()
 
@@ -69,34 +69,44 @@ class NullProgress:
 
 
 class _LogTask(_Task):
+    """Log lines of one task. A line reports work done: none while nothing has advanced (a
+    worker pool still starting is not progress), and a task that fails says so in its last
+    line, which then comes before the caller's error and never after it."""
+
     def __init__(self, logger: logging.Logger, every: float, *args):
         super().__init__(*args)
         self.logger, self.every = logger, every
         self.last = self.t0
         self.logged = False
+        self.failed = False
 
     def _line(self, final: bool = False) -> str:
         el = max(time.monotonic() - self.t0, 1e-9)
-        rate = self.completed / el
+        rate = (self.completed - self.start) / el  # this run's rate, not a resumed task's total
         parts = [f"{self.description}: {self.completed}" + (f"/{self.total}" if self.total else "") + f" {self.unit}s"]
         parts.append(f"{rate:.3g} {self.unit}s/s")
         if self.total and rate > 0 and not final:
             parts.append(f"eta {max(self.total - self.completed, 0) / rate:.0f}s")
         parts.append(f"elapsed {el:.0f}s")
         parts += [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in self.metrics.items()]
-        return ", ".join(parts)
+        return ", ".join(parts) + (", stopped by an error" if self.failed else "")
 
     def _update(self) -> None:
         now = time.monotonic()
-        if now - self.last >= self.every:
+        if now - self.last >= self.every and self.completed > self.start:
             self.last = now
             self.logged = True
             self.logger.info("%s", self._line())
 
     def close(self) -> None:
-        # a task shorter than one interval ends silently: a log shows what took time
-        if self.logged or time.monotonic() - self.t0 >= self.every:
+        # a task shorter than one interval ends silently (a log shows what took time), and so
+        # does one that did nothing: "0/320 items, 0 items/s" tells a reader nothing
+        if self.completed > self.start and (self.logged or time.monotonic() - self.t0 >= self.every):
             self.logger.info("%s", self._line(final=True))
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self.failed = exc_type is not None
+        self.close()
 
 
 class LogProgress:

@@ -133,6 +133,17 @@ class _UniqueIds:
         self.keys.close()
 
 
+def _check_unique_ids(stream: EmbeddingStream, batch_size: int, *, key_budget: int, spill_dir) -> None:
+    """Refuse a repeated item id, reading only the ids (bounded memory: hashes spill to disk)."""
+    unique_ids = _UniqueIds(budget=key_budget, spill_dir=spill_dir)
+    try:
+        for b in stream.batches(batch_size, vectors=False):
+            unique_ids.add(b.ids)
+        unique_ids.check(stream, batch_size)
+    finally:
+        unique_ids.close()
+
+
 # ---- distinct last level at scale ---------------------------------------------------------
 def _distinct_streaming(
     q: RQKMeans,
@@ -244,6 +255,9 @@ def build_streaming(
     tok = SemanticTokenizer(q, normalize=normalize)
     bs = _aligned(batch_size)
     t0 = time.perf_counter()
+    if stream.has_ids:  # an ids-only pass before any training: a repeated id fails in seconds
+        spill = scratch_dir if scratch_dir is not None else (out.parent if out.parent.is_dir() else None)
+        _check_unique_ids(stream, bs, key_budget=key_budget, spill_dir=spill)
     times, predicted = _train_on_sample(tok, stream, warn_collisions=warn_collisions, progress=progress)
     scratch_base = Path(scratch_dir) if scratch_dir is not None else out.parent
     scratch_base.mkdir(parents=True, exist_ok=True)
@@ -330,7 +344,6 @@ def _encode_pass(tok: SemanticTokenizer, stream: EmbeddingStream, staging: Path,
     cats = (lambda ids: [categories.get(str(i)) for i in ids.tolist()]) if categories is not None else (lambda ids: None)
     moved = members = 0
     metrics = StreamingMetrics(q.codebook_sizes, key_budget=key_budget, spill_dir=scratch)
-    unique_ids = _UniqueIds(budget=key_budget, spill_dir=scratch)
     try:
         small = np.int16 if max(q.codebook_sizes) <= 32767 else np.int32
         codes_all = np.empty((n, q.levels), dtype=small) if joint else None
@@ -342,8 +355,6 @@ def _encode_pass(tok: SemanticTokenizer, stream: EmbeddingStream, staging: Path,
                 xp = tok.preprocess(b.vectors, what=stream.source)
                 codes = q.encode(xp)
                 metrics.add_reconstruction(xp, q.decode(codes))
-                if stream.has_ids:
-                    unique_ids.add(b.ids)
                 if joint:
                     codes_all[b.start : b.start + len(codes)] = codes
                 else:
@@ -363,13 +374,11 @@ def _encode_pass(tok: SemanticTokenizer, stream: EmbeddingStream, staging: Path,
                         metrics.add_codes(codes, cats(b.ids))
                         writer.write(b.ids, codes)
                         wtask.advance(len(b.ids))
-        unique_ids.check(stream, bs)
         tok.metrics = metrics.result()
         if q.config.balanced:
             tok.metrics["balance_misses"] = q.warn_balance(metrics.counts)
     finally:
         metrics.close()
-        unique_ids.close()
     q._summary.update({"distinct_last_level_moved": int(moved), "distinct_last_level_items": int(members)})
     return {"encode_seconds": t_encode, "distinct_last_level_seconds": t_distinct}
 

@@ -4,22 +4,21 @@ The leave-one-out split lives in ``tokenizer_kit.io`` (one rule for alignment an
 companion); it is re-exported here for convenience.
 """
 
+import importlib
+
 from ..io import InteractionLog, Split, interaction_log, leave_one_out_split
-from ._caption import CaptionLM, caption_texts, default_caption_lm, load_caption_lm
-from ._embed import POOLINGS, embed_store, load_alignment, pool_queries
-from ._losses import Temperature, info_nce, info_nce_reference, item_vectors, pair_similarity
+from ._config import POOLINGS, AlignConfig, QFormerConfig
 from ._pairs import PairMiningConfig, cap_interactions, mine_pairs, swing_reference, swing_similarity, swing_topk, user_to_item_pairs
-from ._qformer import CrossAttention, FeedForward, QFormer, QFormerConfig, RMSNorm
-from ._train import (
-    ALIGNMENT_FORMAT_VERSION,
-    AlignConfig,
-    AlignmentModel,
-    embed_indices,
-    evaluate_alignment,
-    pair_recall_at_k,
-    pooled_features,
-    train_alignment,
-)
+
+# the parts that import torch load on first use, so the settings and pair mining do not
+_LAZY = {
+    **dict.fromkeys(("CaptionLM", "caption_texts", "default_caption_lm", "load_caption_lm"), "._caption"),
+    **dict.fromkeys(("embed_store", "load_alignment", "pool_queries"), "._embed"),
+    **dict.fromkeys(("Temperature", "info_nce", "info_nce_reference", "item_vectors", "pair_similarity"), "._losses"),
+    **dict.fromkeys(("CrossAttention", "FeedForward", "QFormer", "RMSNorm"), "._qformer"),
+    **dict.fromkeys(("ALIGNMENT_FORMAT_VERSION", "AlignmentModel", "embed_indices", "evaluate_alignment", "pair_recall_at_k",
+                     "pooled_features", "train_alignment"), "._train"),
+}
 
 __all__ = [
     "ALIGNMENT_FORMAT_VERSION",
@@ -60,3 +59,9 @@ __all__ = [
     "train_alignment",
     "user_to_item_pairs",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

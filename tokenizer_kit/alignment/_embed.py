@@ -30,15 +30,13 @@ from .._version import __version__
 from ..errors import ArtifactError, InputError
 from ..io import atomic_write
 from ..io._manifest import ALIGNMENT, Manifest, read_artifact
+from ._config import POOLINGS, QFormerConfig
 from ._losses import item_vectors
-from ._qformer import QFormer, QFormerConfig
+from ._qformer import QFormer
 
 __all__ = ["load_alignment", "embed_store", "POOLINGS", "pool_queries"]
 
 logger = logging.getLogger(__name__)
-
-POOLINGS = ("flatten", "mean", "raw")
-
 
 def load_alignment(path: str | os.PathLike, *, device: str = "cpu") -> tuple[QFormer, dict[str, Any]]:
     """Load the QFormer of an alignment directory (strict, safetensors only).

@@ -12,51 +12,14 @@ the attention, so padding never changes the output. Output M~: (b, n_queries, d_
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._config import ValidatedConfig, setting
 from ..errors import InputError
+from ._config import QFormerConfig
 
 __all__ = ["QFormerConfig", "QFormer", "RMSNorm", "CrossAttention", "FeedForward"]
-
-
-@dataclass
-class QFormerConfig(ValidatedConfig):
-    label: ClassVar[str] = "QFormer"
-    error_type: ClassVar[type[InputError]] = InputError
-
-    feature_dim: int = setting(384, help="Width of the input token features (set from the feature store).", cli=False)
-    d_model: int = setting(128, help="QFormer width d_t (the paper: 512; 128 retrieved better on Office).")
-    n_queries: int = setting(4, help="N_q learnable query tokens: the item's M~ has N_q x d_model values.")
-    n_layers: int = setting(2, help="N_c layers of cross-attention + FFN (the paper: 4; 2 did better on Office).")
-    n_heads: int = setting(8, help="Attention heads (must divide d_model).")
-    ffn_mult: float = setting(4.0, help="FFN hidden width as a multiple of d_model.")
-    dropout: float = setting(0.0, help="Dropout in attention and FFN.")
-    norm_eps: float = setting(1e-6, help="RMSNorm epsilon.")
-    pooled_query_init: bool = setting(
-        True, help="Start the queries from the mean of the item's tokens (not in the paper; helped on Office)."
-    )
-
-    def errors(self) -> list[str]:
-        e = []
-        for name in ("feature_dim", "d_model", "n_queries", "n_layers", "n_heads"):
-            if int(getattr(self, name)) < 1:
-                e.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.n_heads >= 1 and self.d_model % self.n_heads:
-            e.append(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
-        if not self.ffn_mult > 0:
-            e.append(f"ffn_mult must be > 0, got {self.ffn_mult}")
-        if not 0 <= self.dropout < 1:
-            e.append(f"dropout must be in [0, 1), got {self.dropout}")
-        return e
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class RMSNorm(nn.Module):

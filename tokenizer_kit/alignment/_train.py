@@ -20,103 +20,29 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from .._config import ValidatedConfig, setting
 from .._progress import Progress, as_progress
 from .._torch_utils import cpu_has_native_bf16, cpu_threads, decay_groups, resolve_device, warmup_decay
 from .._version import __version__
 from ..errors import ArtifactError, InputError
 from ..io import atomic_directory, atomic_write, atomic_write_json
 from ..io._manifest import ALIGNMENT, write_artifact
+from ._config import AlignConfig
 from ._losses import Temperature, info_nce, item_vectors
-from ._qformer import QFormer, QFormerConfig
+from ._qformer import QFormer
 
 __all__ = ["AlignConfig", "AlignmentModel", "train_alignment", "evaluate_alignment", "embed_indices", "pair_recall_at_k", "pooled_features", "ALIGNMENT_FORMAT_VERSION"]
 
 logger = logging.getLogger(__name__)
 
 ALIGNMENT_FORMAT_VERSION = ALIGNMENT.format_version
-
-
-@dataclass
-class AlignConfig(ValidatedConfig):
-    label: ClassVar[str] = "alignment"
-    error_type: ClassVar[type[InputError]] = InputError
-
-    flatten: ClassVar[tuple[str, ...]] = ("qformer",)
-
-    qformer: QFormerConfig = field(default_factory=QFormerConfig)
-    steps: int = setting(3000, help="Training steps. Office on 2 CPU cores: about 16 min with the caption loss, 9 without "
-                         "(preset no-caption); an H100: under a minute. On Office 400-1,500 steps reached 1.07-1.22x the raw "
-                         "features' held-out recall, 3,000 steps 1.27-1.32x, 6,000 no more (README).")
-    batch_size: int = setting(128, help="Pairs per step (in-batch negatives); 512 did worse on Office.")
-    lr: float = setting(3e-3, help="Peak AdamW learning rate (cosine decay after warmup).")
-    weight_decay: float = setting(0.01, help="AdamW weight decay.")
-    warmup_steps: int = setting(50, help="Linear warmup steps.")
-    min_lr_ratio: float = setting(0.05, help="Final learning rate as a fraction of lr.")
-    grad_clip: float = setting(1.0, help="Gradient norm clip (0 disables).")
-    temperature: float = setting(0.07, help="InfoNCE temperature tau.")
-    learn_temperature: bool = setting(False, help="Learn tau (did no better on Office).")
-    max_tokens: int = setting(32, help="Token vectors read per item (longer items are truncated).")
-    caption_weight: float = setting(0.1, help="lambda of the caption loss through a frozen causal LM (0 disables it and the LM).")
-    caption_lm: str | None = setting(None, help="Caption LM: HF causal LM dir, DIR::FILE.gguf or hub id (default: offline SmolLM2-135M).")
-    caption_batch: int = setting(8, help="Items per step that get the caption loss.")
-    caption_every: int = setting(10, help="Caption loss every N steps (1: every step, about 2x slower on CPU).")
-    caption_max_tokens: int = setting(32, help="Caption tokens scored per item.")
-    caption_fields: tuple[str, ...] = setting(("title", "brand", "categories"), help="Catalogue columns forming the caption.")
-    eval_fraction: float = setting(0.05, help="Share of the pairs held out for evaluation when no eval pairs are given.")
-    eval_k: int = setting(10, help="k of the held-out pair recall@k.")
-    eval_caption_items: int = setting(256, help="Items whose caption loss is scored at the end.")
-    log_every: int = setting(10, help="Steps between metrics.jsonl lines.")
-    checkpoint_every: int = setting(100, help="Steps between resumable checkpoints.")
-    bf16: bool = setting(True, help="bf16 autocast on CUDA; on a CPU with native bf16 (AVX512-BF16 or AMX) only the frozen "
-                         "caption LM runs in bf16 (about 2x faster caption steps there; the QFormer stays float32 on CPU).")
-    # hold every item's first max_tokens token vectors (fp16) on the training device when
-    # they fit in this many GiB: batches become one gather instead of a per-item copy loop
-    # (the loop, not the GPU, bounded training speed on an H100); 0 always reads the store
-    cache_tokens_gib: float = setting(2.0, help="Hold all items' tokens on the training device when they fit in this many GiB (0: read the store every step).")
-    seed: int = setting(0, help="Seed of init, pair order and caption items.", bounds=(0, 2**30))
-    cpu_threads: int = setting(0, help="torch CPU threads while training on CPU (0: leave torch's setting). On a 2-core "
-                               "machine shared with other jobs 1 ran 8-10x faster than 2.")
-
-    def errors(self) -> list[str]:
-        e = list(self.qformer.errors())
-        for name in ("steps", "batch_size", "max_tokens", "caption_batch", "caption_every", "caption_max_tokens", "eval_k", "log_every", "checkpoint_every"):
-            if int(getattr(self, name)) < 1:
-                e.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.batch_size < 2:
-            e.append(f"batch_size must be >= 2 for in-batch negatives, got {self.batch_size}")
-        if not self.lr > 0:
-            e.append(f"lr must be > 0, got {self.lr}")
-        if self.warmup_steps < 0:
-            e.append(f"warmup_steps must be >= 0, got {self.warmup_steps}")
-        if not 0 <= self.min_lr_ratio <= 1:
-            e.append(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        if not self.temperature > 0:
-            e.append(f"temperature must be > 0, got {self.temperature}")
-        if self.caption_weight < 0:
-            e.append(f"caption_weight must be >= 0, got {self.caption_weight}")
-        if not 0 <= self.eval_fraction < 1:
-            e.append(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
-        if self.grad_clip < 0:
-            e.append(f"grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
-        if not self.cache_tokens_gib >= 0:
-            e.append(f"cache_tokens_gib must be >= 0 (0 disables), got {self.cache_tokens_gib}")
-        if self.cpu_threads < 0:
-            e.append(f"cpu_threads must be >= 0 (0 = torch's setting), got {self.cpu_threads}")
-        return e
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["caption_fields"] = list(self.caption_fields)
-        return d
 
 
 class AlignmentModel(nn.Module):

@@ -33,7 +33,17 @@ def assign(
     print_items: bool = typer.Option(False, "--print-items", help="With --format json, also print every item's lookup row "
                                      "(sid, status, nearest) under \"lookup\" (large for big inputs; --out writes them as Parquet)."),
 ):
-    """Assign SIDs to items with frozen codebooks; with an index, cold-start them (--update to write)."""
+    """Assign SIDs to items with frozen codebooks; with an index, cold-start them (--update to write).
+
+    Output columns (--out, and the table): item_id, the input's id; code_0.., the item's code at
+    each level; sid, its SID tokens. With an index also: status, known (in the index: its indexed
+    SID, unchanged), new (not in the index: the SID it gets, written with --update) or replaced
+    (known, with another embedding, --replace: a new SID); collided, its codes equal an indexed
+    SID's, so the policy told it apart (suffix: the last token); moved, the reassign policy moved
+    it to another last-level code; nearest, the ids of the indexed items nearest to a new item
+    among those sharing its SID prefix (all but the last level), nearest first: a warm start for
+    its embedding in a generative model (empty for known items).
+    """
     with progress_bar() as progress:
         res = stages.assign(embeddings, tokenizer, cfg, out=out, update=update, ids=ids, columns=columns, progress=progress)
     if fmt == OutputFormat.json:
@@ -55,7 +65,7 @@ def _json_summary(res: dict, print_items: bool) -> dict:
     return out
 
 
-def _kv_table(title: str, res: dict):
+def _kv_table(title: str | None, res: dict):
     from rich.table import Table
 
     t = Table(title=title)
@@ -71,14 +81,24 @@ def _render_codes(res: dict) -> None:
     out_console.print(_kv_table(f"assigned {res['n_items']} items -> {res['out']}", res))
 
 
+def _cold_start_title(res: dict) -> str:
+    """What the command did, in words: items looked up, new ones placed, whether the index changed."""
+    known, new, replaced = res.get("known", 0), res.get("new", 0), res.get("replaced", 0)
+    head = f"assigned {res['items']:,} items with {Path(str(res['tokenizer'])).name}: {known:,} known (indexed SIDs)"
+    fresh = f"{new:,} new" + (f" + {replaced:,} replaced" if replaced else "")
+    if res.get("updated"):
+        return f"{head}, {fresh} added to the index (version {res['version_before']} -> {res['version_after']})"
+    return f"{head}, {fresh} given SIDs; index unchanged (--update adds them)"
+
+
 def _render_cold_start(res: dict, show: int) -> None:
     from rich.table import Table
 
     table = res["lookup"]
-    title = "cold start" + (" (index updated)" if res.get("updated") else " (report only; --update to write)")
-    out_console.print(_kv_table(title, res))
+    out_console.print(_cold_start_title(res), markup=False, highlight=False, soft_wrap=True)
+    out_console.print(_kv_table(None, res))
     if table and show:
-        t = Table(title=f"cold-start lookup (first {min(show, len(table))} of {len(table)})")
+        t = Table(title=f"items (first {min(show, len(table))} of {len(table)}; columns: assign --help)")
         for c in ("item_id", "sid", "status", "collided", "moved", "nearest"):
             t.add_column(c)
         for r in table[:show]:

@@ -30,7 +30,7 @@ def build_codebook(
     """Build a tokenizer (codebooks + SIDs of every item) from item embeddings.
 
     Settings of the method not listed here (RQKMeansConfig / RQVAEConfig fields, e.g. latent_dim)
-    go in a --config file, as in a pipeline's [codebook] table.
+    go in a --config file, as in the \\[codebook] table of a pipeline config.
     """
     with progress_bar() as progress:
         report = stages.build_codebook(embeddings, out, cfg, ids=ids, columns=columns, categories=categories,
@@ -38,9 +38,11 @@ def build_codebook(
     if fmt == OutputFormat.json:
         emit_json({"tokenizers": [report]})
     else:
-        from ._render import metrics_table
+        from ._render import build_summary, metrics_table
 
         out_console.print(metrics_table([report], title=f"built {out}"))
+        files = sorted(p.name for p in Path(out).iterdir() if not p.name.startswith("."))
+        out_console.print(build_summary(report, files), markup=False, highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -238,7 +238,16 @@ def cli_command(fn: Callable) -> Callable:
                  error_type="KeyboardInterrupt")
 
     wrapper.__signature__ = sig.replace(parameters=[*own, *extra])  # type: ignore[attr-defined]
+    wrapper.__doc__ = reflow(fn.__doc__)
     return wrapper
+
+
+def reflow(doc: str | None) -> str | None:
+    """A docstring as --help shows it: each paragraph on one line (the terminal wraps it)."""
+    if not doc:
+        return doc
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
 
 
 def holds_writer_lock(param: str, *, when: str | None = None) -> Callable[[Callable], Callable]:

@@ -117,6 +117,8 @@ def settings_options(*, stage: str | None = None) -> Callable[[Callable], Callab
             long = [d.split("/")[0] for d in decls if isinstance(p.default, typer.models.OptionInfo) and d.startswith("--")]
             if long:
                 flags[p.name] = long[0]
+        if "ids" in flags:  # the library's name for the same file
+            flags["ids_path"] = flags["ids"]
         all_settings: dict[str, Setting] = {}
         for pname, cls in configs.items():
             settings = cls.cli_settings()

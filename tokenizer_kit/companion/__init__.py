@@ -10,11 +10,18 @@ leave-one-out full ranking: Recall@5/10 and NDCG@5/10 as TIGER defines them.
 >>> res["test"]["recall@10"], res["test"]["ndcg@10"]
 """
 
+import importlib
+
+from ._config import RetrievalConfig, list_retrieval_presets
 from ._data import SequenceSplit, load_sid_index, random_sid_index, sequence_split
-from ._evaluate import evaluate_retrieval, machine_info, score_split, users_fingerprint
 from ._metrics import UserRanks, retrieval_metrics, target_ranks, user_ranks
-from ._compare import compare_retrieval, summarize_runs
-from ._model import GenerativeRetriever, RetrievalConfig, list_retrieval_presets
+
+# the model, training and scoring import torch: they load on first use
+_LAZY = {
+    **dict.fromkeys(("evaluate_retrieval", "machine_info", "score_split", "users_fingerprint"), "._evaluate"),
+    **dict.fromkeys(("compare_retrieval", "summarize_runs"), "._compare"),
+    "GenerativeRetriever": "._model",
+}
 
 __all__ = [
     "GenerativeRetriever",
@@ -35,3 +42,9 @@ __all__ = [
     "user_ranks",
     "users_fingerprint",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -162,6 +162,10 @@ def _map(job, shards: Sequence[Shard], out_dir: str, engine: EngineConfig) -> It
             num_cpus=engine.cpus_per_worker,
             num_gpus=_gpus(engine),
             batch_format="numpy",
+            # no actor restarts: Ray cannot restart an actor whose constructor arguments sit in its
+            # object store (ray-project/ray#53727) and says so on stderr for every pool; a failed
+            # worker fails the job with its error
+            max_restarts=0,
         )
         for row in mapped.iter_rows():
             rec = json.loads(row["result"])

@@ -574,11 +574,18 @@ def open_embeddings(
     stream = _open(path, Path(ids_path) if ids_path is not None else None, id_column, vector_column, split)
     if not stream.has_ids and stream.n > 0 and stream.dim > 0:  # an empty input is refused for that
         if not row_ids:
-            what = f"no {id_column!r} column" if isinstance(stream, ArrowStream) else "no ids file (X.ids.npy/.txt/.json beside it, or ids_path)"
-            raise InputError(f"{stream.source} has {what}; name the id column (id_column), give the ids, "
-                             "or set row_ids to number the rows 0..n-1")
+            raise InputError(_no_ids_message(stream, id_column))
         logger.info("%s has no item ids; numbering the rows 0..%d (row_ids)", stream.source, stream.n - 1)
     return stream
+
+
+def _no_ids_message(stream: EmbeddingStream, id_column: str) -> str:
+    if isinstance(stream, ArrowStream):
+        return (f"{stream.source} has no {id_column!r} column; name the id column (id_column) "
+                "or set row_ids to number the rows 0..n-1")
+    stem = Path(str(stream.source)).with_suffix("").name
+    return (f"{stream.source} has no ids file; put one beside it ({stem}.ids.txt, one id per line, or "
+            f"{stem}.ids.npy / {stem}.ids.json), pass it (ids_path), or set row_ids to number the rows 0..n-1")
 
 
 def _open(path, ids_p: Path | None, id_column: str, vector_column: str | None, split: str | None) -> EmbeddingStream:

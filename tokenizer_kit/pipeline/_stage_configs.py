@@ -20,7 +20,7 @@ from ..companion import RetrievalConfig
 from ..engines._config import EngineConfig
 from ..errors import InputError, TokenizerKitError
 from ..features import ExtractConfig
-from ..quantizers import get_quantizer_class, list_methods
+from ..quantizers import get_config_class, list_methods
 
 __all__ = ["AlignStageConfig", "CodebookConfig", "EmbedConfig", "ExtractConfig", "ExtractStageConfig", "MinePairsConfig",
            "RetrievalStageConfig"]
@@ -94,7 +94,7 @@ class CodebookConfig(ValidatedConfig):
     label: ClassVar[str] = "codebook"
     renamed: ClassVar[dict[str, str]] = {"epochs": "max_epochs", "resume": "resume_from"}
 
-    method: str = setting("rq-kmeans", help="Quantizer: rq-kmeans (FAISS residual k-means) or rq-vae.", choices=("rq-kmeans", "rq-vae"))
+    method: str = setting("rq-kmeans", help="Quantizer: rq-kmeans (residual k-means) or rq-vae.", choices=("rq-kmeans", "rq-vae"))
     levels: int = setting(3, help="Number of code levels L_t.")
     codebook_size: list[int] = setting(
         help="Codes per level: one size for every level (256) or one per level (8192,8192,8192; the paper's, for "
@@ -123,7 +123,7 @@ class CodebookConfig(ValidatedConfig):
         elif len(self.codebook_size) not in (1, self.levels):
             e.append(f"codebook_size lists {len(self.codebook_size)} sizes for {self.levels} levels; give one size or one per level")
         if self.method in list_methods():
-            _, qerrs = get_quantizer_class(self.method).config_class.parse({**self.quantizer, "codebook_sizes": self.codebook_sizes})
+            _, qerrs = get_config_class(self.method).parse({**self.quantizer, "codebook_sizes": self.codebook_sizes})
             e += [m.replace("codebook size of level", "codebook_size of level") for m in qerrs]
         return e
 
@@ -140,9 +140,9 @@ class CodebookConfig(ValidatedConfig):
         method = own.get("method", "rq-kmeans")
         if not isinstance(method, str) or method not in list_methods():
             return None, errs + [f"method must be one of {list_methods()}, got {method!r}"]
-        qcls = get_quantizer_class(method).config_class
+        qcls = get_config_class(method)
         qnames = {s.name for s in settings_of(qcls)}
-        others = {m: {s.name for s in settings_of(get_quantizer_class(m).config_class)} for m in list_methods() if m != method}
+        others = {m: {s.name for s in settings_of(get_config_class(m))} for m in list_methods() if m != method}
         typed: dict[str, Any] = {}
         for k, v in quantizer.items():
             if k == "codebook_sizes":
@@ -171,7 +171,7 @@ class CodebookConfig(ValidatedConfig):
         first: dict[str, Setting] = {}
         methods: dict[str, list[str]] = {}
         for method, names in _QUANTIZER_OPTIONS.items():
-            q = {s.name: s for s in settings_of(get_quantizer_class(method).config_class)}
+            q = {s.name: s for s in settings_of(get_config_class(method))}
             for n in names:
                 if n in first and first[n].default != q[n].default:
                     raise AssertionError(f"{n}: the methods' defaults differ, so it cannot be one option")
@@ -194,7 +194,7 @@ class CodebookConfig(ValidatedConfig):
 
     def quantizer_config(self):
         """The method's config (``RQKMeansConfig`` / ``RQVAEConfig``), validated."""
-        qcls = get_quantizer_class(self.method).config_class
+        qcls = get_config_class(self.method)
         return qcls.from_dict({**self.quantizer, "codebook_sizes": self.codebook_sizes})
 
 

@@ -1,9 +1,10 @@
 """Quantizers: the k-means engine, the exact nearest-code rule, RQ-Kmeans, RQ-VAE, and the method registry."""
 
-from ._base import Quantizer, get_quantizer_class, list_methods, register_quantizer
+from ._base import Quantizer, get_config_class, get_quantizer_class, list_methods, register_quantizer
 from ._exact import exact_sqdist
 from ._kmeans import KMeansConfig, faiss_num_gpus, kmeans_device, nearest, resolve_device, train_kmeans
 from ._rq_kmeans import RQKMeans, RQKMeansConfig, parse_codebook_sizes, suggest_codebook_size
+from ._rq_vae_config import RQVAEConfig
 
 __all__ = [
     "KMeansConfig",
@@ -14,6 +15,7 @@ __all__ = [
     "RQVAEConfig",
     "exact_sqdist",
     "faiss_num_gpus",
+    "get_config_class",
     "get_quantizer_class",
     "list_methods",
     "nearest",
@@ -28,8 +30,8 @@ __all__ = [
 
 def __getattr__(name):
     # RQ-VAE imports torch (seconds); load it on first use so RQ-Kmeans stays light
-    if name in ("RQVAE", "RQVAEConfig"):
+    if name == "RQVAE":
         from . import _rq_vae
 
-        return getattr(_rq_vae, name)
+        return _rq_vae.RQVAE
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

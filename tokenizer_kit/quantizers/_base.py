@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Quantizer", "QuantizerBase", "suggest_codebook_size", "register_quantizer", "get_quantizer_class", "list_methods"]
+__all__ = ["Quantizer", "QuantizerBase", "get_config_class", "get_quantizer_class", "list_methods", "register_quantizer", "suggest_codebook_size"]
 
 
 @runtime_checkable
@@ -154,6 +154,16 @@ class QuantizerBase:
 
 _REGISTRY: dict[str, type] = {}
 
+# the package's own methods: name -> ("module:Quantizer", "module:Config"), imported when a
+# method is looked up, so naming, listing and configuring rq-kmeans never imports the torch of
+# rq-vae; register_quantizer adds others
+_BUILTIN = {
+    "rq-kmeans": ("._rq_kmeans:RQKMeans", "._rq_kmeans:RQKMeansConfig"),
+    "rq-vae": ("._rq_vae:RQVAE", "._rq_vae_config:RQVAEConfig"),
+    "external": ("._external:ExternalCodes", "._external:ExternalCodesConfig"),
+}
+_NOT_BUILDABLE = ("external",)  # imported codes, no model
+
 
 def register_quantizer(cls):
     """Class decorator: make ``cls`` buildable by ``cls.method`` (CLI ``--method``)."""
@@ -161,22 +171,36 @@ def register_quantizer(cls):
     return cls
 
 
-def get_quantizer_class(method: str) -> type:
+def _resolve(spec: str) -> type:
+    import importlib
+
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module, __package__), name)
+
+
+def _known(method: str) -> None:
     from ..errors import TokenizerKitError
 
-    if method not in _REGISTRY:
-        # late registration of optional methods
-        from . import _lazy_methods  # noqa: F401
+    if method not in _REGISTRY and method not in _BUILTIN:
+        raise TokenizerKitError(f"unknown quantizer method {method!r}; choose one of {sorted({*_REGISTRY, *_BUILTIN})}")
 
-    if method not in _REGISTRY:
-        raise TokenizerKitError(
-            f"unknown quantizer method {method!r}; choose one of {sorted(_REGISTRY)}"
-        )
-    return _REGISTRY[method]
+
+def get_quantizer_class(method: str) -> type:
+    """The quantizer class of ``method`` (importing its module: ``rq-vae``'s imports torch)."""
+    _known(method)
+    return _REGISTRY.get(method) or _resolve(_BUILTIN[method][0])
+
+
+def get_config_class(method: str) -> type:
+    """The config class of ``method`` (``RQKMeansConfig``, ``RQVAEConfig``, ...), without
+    importing the quantizer's module: none of the configs imports torch."""
+    _known(method)
+    if method in _REGISTRY:
+        return _REGISTRY[method].config_class
+    return _resolve(_BUILTIN[method][1])
 
 
 def list_methods() -> list[str]:
     """The methods a tokenizer can be built with (not ``external``: imported codes, no model)."""
-    from . import _lazy_methods  # noqa: F401
-
-    return sorted(m for m, c in _REGISTRY.items() if getattr(c, "buildable", True))
+    registered = {m for m, c in _REGISTRY.items() if getattr(c, "buildable", True)}
+    return sorted(registered | (set(_BUILTIN) - set(_NOT_BUILDABLE)))

@@ -73,7 +73,7 @@ class RQKMeansConfig(ValidatedConfig):
     distinct_last_level: bool = setting(True, help="Balanced mode: the items of each prefix get distinct last-level codes.")
     beam_size: int = setting(1, help="Beam width for encoding (1 = greedy).")
     batch_size: int = setting(16384, help="Items per encoding batch.")
-    device: str = setting("auto", help="auto, cpu or cuda (FAISS GPU k-means when available).", choices=("auto", "cpu", "cuda"))
+    device: str = setting("auto", help="auto, cpu or cuda (k-means GEMMs on the GPU when one is available).", choices=("auto", "cpu", "cuda"))
 
     def errors(self) -> list[str]:
         errs = []

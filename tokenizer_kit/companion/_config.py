@@ -1,0 +1,153 @@
+"""The companion's settings (``RetrievalConfig``) and presets, apart from the model that
+uses them: the CLI and the pipeline read and validate them without importing torch."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .._config import ValidatedConfig, setting
+from ..errors import InputError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["RetrievalConfig", "list_retrieval_presets"]
+
+
+def _device_errors(device: str) -> list[str]:
+    """What is wrong with a ``device`` setting. ``auto`` and ``cpu`` are right on any machine;
+    any other value is checked by ``resolve_device`` (which imports torch to see the GPUs)."""
+    if device in ("auto", "cpu"):
+        return []
+    from .._torch_utils import resolve_device
+
+    try:
+        resolve_device(device)
+    except InputError as err:
+        return [str(err)]
+    return []
+
+
+@dataclass
+class RetrievalConfig(ValidatedConfig):
+    """Model, training and decoding settings of the downstream check (TIGER-like, scaled to CPU).
+
+    ``epochs`` passes over the sliding-window training examples with AdamW (linear warmup
+    over ``warmup_ratio`` of the steps, then linear decay). ``eval_every`` > 0 scores the
+    validation users every that many epochs and keeps the best weights (by ItemNDCG at the
+    largest cut-off); ``patience`` stops early. ``beam_size`` must be >= the largest cut-off
+    in ``ks``. ``max_eval_users`` caps the users scored (None = all). ``device``: auto | cpu |
+    cuda. The defaults (the ``fast`` preset) are sized for CPU: on Scientific (4,344 items,
+    33,541 training windows, 8,317 test users) one seed is about 90 s of one core, 4 x 16 s
+    training and about 20 s decoding. Dropout is off because these few epochs underfit: on
+    Scientific dropout 0.1 cost 40% more CPU per epoch and scored 0.010 ItemHit@10 after
+    one epoch against 0.027 without. The ``tiger`` preset (``RetrievalConfig.preset("tiger")``)
+    is TIGER's own model and schedule, for a GPU. ``cpu_threads``:
+    torch threads while training / decoding on CPU (restored after; 0 = leave torch's
+    setting). One is the default because these small matrices gain little from more, and
+    on a shared machine two threads ran 10x slower than one (OpenMP waiting on busy cores).
+    """
+
+    label: ClassVar[str] = "retrieval"
+    error_type: ClassVar[type[InputError]] = InputError
+
+    renamed: ClassVar[dict[str, str]] = {"num_layers": "n_layers", "num_heads": "n_heads"}
+
+    arch: str = setting("t5", help="t5 (encoder-decoder, as TIGER) or decoder (decoder-only).", choices=("t5", "decoder"))
+    d_model: int = setting(64, help="Model width.")
+    n_layers: int = setting(2, help="Layers (t5: each of encoder and decoder; decoder: twice this).")
+    n_heads: int = setting(4, help="Attention heads (must divide d_model unless d_kv is set).")
+    d_kv: int | None = setting(None, help="Width of each attention head (t5); None: d_model / n_heads. TIGER: 64 with d_model 128 and 6 heads.")
+    d_ff: int = setting(256, help="Feed-forward width.")
+    dropout: float = setting(0.0, help="Dropout (off in the fast default: its few epochs underfit; TIGER uses 0.1).")
+    max_history: int = setting(20, help="Items of history per example.")
+    epochs: int = setting(4, help="Passes over the training windows (Scientific, 33.5k windows: about 16 s of one CPU core each, "
+                          "many times that on a busy machine).")
+    batch_size: int = setting(128, help="Training examples per step.")
+    optimizer: str = setting("adamw", help="adamw, or adafactor (T5's and TIGER's optimizer).", choices=("adamw", "adafactor"))
+    lr: float = setting(3e-3, help="Peak learning rate.")
+    lr_schedule: str = setting("linear", help="linear: warmup, then linear decay to 0 at the last epoch; inverse_sqrt: constant for "
+                               "warmup_steps, then lr * sqrt(warmup_steps / step) (T5's and TIGER's).", choices=("linear", "inverse_sqrt"))
+    weight_decay: float = setting(0.035, help="Weight decay.")
+    warmup_ratio: float = setting(0.05, help="Share of the steps spent in warmup (when warmup_steps is 0).")
+    warmup_steps: int = setting(0, help="Warmup steps (linear) or constant steps (inverse_sqrt); 0: warmup_ratio of all steps.")
+    grad_clip: float = setting(1.0, help="Gradient norm clip.")
+    beam_size: int = setting(10, help="Beam width of the trie-constrained search (>= the largest cut-off in ks).")
+    eval_batch_size: int = setting(128, help="Users decoded per batch.")
+    eval_every: int = setting(0, help="Score validation users every N epochs and keep the best epoch (0: only the validation loss).")
+    patience: int = setting(0, help="Early stopping: stop after this many validation scorings (eval_every) without a better ItemNDCG; 0: never.")
+    max_eval_users: int | None = setting(None, help="Score only the first N validation / test users.")
+    ks: tuple[int, ...] = setting((5, 10), help="Cut-offs of the metrics (@K).")
+    seed: int = setting(0, help="Seed of init, shuffling and dropout (same input + seed -> same result).", bounds=(0, 2**30))
+    device: str = setting("auto", help="auto, cpu, cuda or cuda:N.")
+    cpu_threads: int = setting(1, help="torch CPU threads while training and decoding on CPU (0: leave torch's setting). "
+                               "1 is often fastest on a busy machine.")
+
+    def errors(self) -> list[str]:
+        e = []
+        for name in ("d_model", "n_layers", "n_heads", "d_ff", "max_history", "batch_size", "beam_size", "eval_batch_size"):
+            if int(getattr(self, name)) < 1:
+                e.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_heads >= 1 and self.d_kv is None and self.d_model % self.n_heads:
+            e.append(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}), or set d_kv")
+        if self.d_kv is not None and self.d_kv < 1:
+            e.append(f"d_kv must be >= 1 or None, got {self.d_kv}")
+        if self.patience < 0:
+            e.append(f"patience must be >= 0 (0 = no early stopping), got {self.patience}")
+        if self.warmup_steps < 0:
+            e.append(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.patience and not self.eval_every:
+            e.append("patience needs eval_every >= 1 (early stopping watches the validation ItemNDCG)")
+        if self.epochs < 0:
+            e.append(f"epochs must be >= 0, got {self.epochs}")
+        if not 0.0 <= self.dropout < 1.0:
+            e.append(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.lr <= 0:
+            e.append(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            e.append(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            e.append(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.cpu_threads < 0:
+            e.append(f"cpu_threads must be >= 0 (0 = torch's default), got {self.cpu_threads}")
+        if self.eval_every < 0:
+            e.append(f"eval_every must be >= 0, got {self.eval_every}")
+        if self.max_eval_users is not None and self.max_eval_users < 1:
+            e.append(f"max_eval_users must be >= 1 or None, got {self.max_eval_users}")
+        ks = list(self.ks)
+        if not ks or any(int(k) < 1 for k in ks):
+            e.append(f"ks must be cut-offs >= 1, got {ks}")
+        elif self.beam_size < max(ks):
+            e.append(f"beam_size ({self.beam_size}) must be >= the largest cut-off {max(ks)} (full ranking needs that many items)")
+        return e + _device_errors(self.device)
+
+    def validate(self) -> "RetrievalConfig":
+        super().validate()
+        self.ks = tuple(int(k) for k in self.ks)
+        return self
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "RetrievalConfig":
+        """A named preset (``tokenizer_kit/presets/retrieval/<name>.json``; ``fast`` is the
+        defaults) with ``overrides`` on top, validated. ``list_retrieval_presets()`` names them."""
+        from .._config import load_preset
+
+        return cls.from_dict({**load_preset("retrieval", name), **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ks"] = list(self.ks)
+        return d
+
+    def torch_device(self) -> "torch.device":
+        from .._torch_utils import resolve_device
+
+        return resolve_device(self.device)
+
+
+def list_retrieval_presets() -> list[str]:
+    """Names of the companion's presets: ``fast`` (the defaults, sized for CPU) and ``tiger``."""
+    from .._config import list_presets
+
+    return list_presets("retrieval")
