@@ -272,10 +272,16 @@ def sec_downstream() -> list[str]:
     return out + source(*names)
 
 
-def _cmd_row(label: str, r: dict | None) -> list[str]:
+def _items(r: dict | None) -> int | None:
+    """Items a CLI run reported on stdout (build: its tokenizer's, assign: its own)."""
+    sj = (r or {}).get("stdout_json") or {}
+    return (sj.get("tokenizers") or [sj])[0].get("n_items")
+
+
+def _cmd_row(label: str, r: dict | None, n: int | None = None) -> list[str]:
     if not r:
-        return [label, DASH, DASH, DASH]
-    return [label, f(r["wall_seconds"], 1), f(r["peak_rss_anon_mib"], 1), f(r.get("peak_rss_file_mib"), 1)]
+        return [label, DASH, DASH, DASH, DASH]
+    return [label, f(_items(r) or n), f(r["wall_seconds"], 1), f(r["peak_rss_anon_mib"], 1), f(r.get("peak_rss_file_mib"), 1)]
 
 
 def sec_scale() -> list[str]:
@@ -289,10 +295,10 @@ def sec_scale() -> list[str]:
            _cmd_row("`assign`, the same items", rows.get("assign")),
            _cmd_row("`build-codebook --balanced`", rows.get("balanced"))]
     cmp_ = rows.get("compare", {})
-    for label, key in (("ours, comparison size", "ours"), ("a naive FAISS script that loads everything", "naive_faiss")):
+    for label, key in (("`build-codebook`, the comparison's items", "ours"), ("a naive FAISS script that loads everything", "naive_faiss")):
         r = (cmp_.get(key) or [None])[0]
-        trs.append(_cmd_row(label, r))
-    out += table(["run", "wall s", "peak RssAnon MiB", "peak RssFile MiB"], trs)
+        trs.append(_cmd_row(label, r, a["n_compare"]))
+    out += table(["run", "items", "wall s", "peak RssAnon MiB", "peak RssFile MiB"], trs)
     if "ours_over_naive_best" in cmp_:
         out += [f"Ours over the naive script, wall time: {ratio(cmp_['ours_over_naive_best'])}.", ""]
     g = rows.get("gemm")
