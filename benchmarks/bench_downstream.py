@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._machine import machine_info  # noqa: E402
 from benchmarks._paths import OFFICE, RESULTS, scientific_dir, scratch  # noqa: E402
 from tokenizer_kit.companion import RetrievalConfig, compare_retrieval, random_sid_index  # noqa: E402
-from tokenizer_kit.io import atomic_write_bytes, atomic_write_json  # noqa: E402
+from tokenizer_kit.io import atomic_write_json  # noqa: E402
 
 DATASETS = {
     "scientific": {"dir": None, "stem": "Scientific", "peers": True},  # --scientific DIR (main sets it)
@@ -297,8 +297,8 @@ def _claim(path: Path) -> bool:
 
 def cmd_summary(a) -> None:
     """Summarise the stored runs (never trains: a set is summarised over the seeds it has), write
-    ``benchmarks/results/downstream_<dataset>.json`` and its Markdown table (stdout, and the README
-    between this dataset's markers with ``--readme``)."""
+    ``benchmarks/results/downstream_<dataset>.json`` and its Markdown table (stdout; with
+    ``--docs``, docs/benchmarks.md is rewritten from the results)."""
     from tokenizer_kit.companion import summarize_runs
 
     workdir = _workdir(a)
@@ -329,14 +329,10 @@ def cmd_summary(a) -> None:
     atomic_write_json(RESULTS / f"{name}.json", out)
     table = markdown(out, f"benchmarks/results/{name}.json")
     print(table)
-    if a.readme:
-        readme = ROOT / "README.md"
-        text = readme.read_text()
-        begin, end = f"<!-- {name}: begin -->", f"<!-- {name}: end -->"
-        if begin not in text or end not in text:
-            raise SystemExit(f"README.md has no {begin} ... {end} markers to put the table between")
-        i, j = text.index(begin) + len(begin), text.index(end)
-        atomic_write_bytes(readme, (text[:i] + "\n" + table + "\n" + text[j:]).encode())
+    if a.docs:
+        from benchmarks import render_results
+
+        render_results.main([])
 
 
 def _cell(m: dict) -> str:
@@ -386,7 +382,7 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", default="fast")
     ap.add_argument("--device", default=None)
     ap.add_argument("--reference", default="aligned-rqkmeans-suffix")
-    ap.add_argument("--readme", action="store_true", help="summary: also put the table into README.md between its markers")
+    ap.add_argument("--docs", action="store_true", help="summary: also rewrite docs/benchmarks.md (benchmarks/render_results.py)")
     a = ap.parse_args(argv)
     if a.dataset == "scientific":
         DATASETS["scientific"]["dir"] = scientific_dir(a.scientific)

@@ -1,5 +1,7 @@
-"""The README runs as written: every ```bash and ```python block of README.md, in order, in one
-temporary directory, on the bundled Office data.
+"""The README and the guides run as written: every ```bash and ```python block of README.md and of
+each docs/*.md, in order, one temporary directory per document, on the bundled Office data. The
+documents carry no unfilled placeholder, and docs/benchmarks.md is what
+``benchmarks/render_results.py`` writes from the results JSONs.
 
 Markers: an HTML comment on the line right before a block's opening fence.
 
@@ -11,13 +13,14 @@ Markers: an HTML comment on the line right before a block's opening fence.
 Blocks fenced as anything but bash/sh/python (```text, ```toml, a bare ```) are never run:
 use ```text for output and for cluster-only command lines.
 
-The working directory holds ``Office.item.json`` and ``Office.inter.json`` (links to
-``data/amazon-office``) and links to the checkout's ``configs/``, ``tests/`` and
-``benchmarks/``. A ``tokenizer-kit ...`` line runs this checkout's CLI in-process (exit code 0
+The working directory holds links to the checkout's ``data/``, ``configs/``, ``tests/`` and
+``benchmarks/`` (commands read the bundled data as ``data/amazon-office/...``, as from a clone's
+root), and ``Office.item.json`` / ``Office.inter.json`` links beside them. A ``tokenizer-kit ...`` line runs this checkout's CLI in-process (exit code 0
 expected); other shell lines run under ``bash -euo pipefail``; a python block runs in a fresh
 namespace. The fast run (``make test``) skips slow blocks and seeds what they write that later
 blocks read: ``office.parquet`` from ``tests/data/office_minilm_f16.npy`` (the mean-pooled
-MiniLM embeddings of the Office items that ``embed-text Office.item.json`` writes).
+MiniLM embeddings of the Office items that ``embed-text Office.item.json`` writes); the guides
+in docs/ find it seeded in the slow run too, where only the README's quickstart makes it.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
+DOCS = sorted((REPO / "docs").glob("*.md"))
 DATA = REPO / "data" / "amazon-office"
 _MARKER = re.compile(r"^<!--\s*readme:\s*(no-run|slow)\b\s*(.*?)\s*-->$")
 _RUN_LANGS = {"bash": "bash", "sh": "bash", "shell": "bash", "python": "python", "py": "python"}
@@ -85,7 +89,7 @@ def shell_commands(code: str) -> list[str]:
 def _workspace(root: Path, seed: bool) -> Path:
     for name in ("Office.item.json", "Office.inter.json"):
         (root / name).symlink_to(DATA / name)
-    for name in ("configs", "tests", "benchmarks"):
+    for name in ("data", "configs", "tests", "benchmarks"):
         (root / name).symlink_to(REPO / name)
     if seed:
         import pyarrow as pa
@@ -108,8 +112,8 @@ def _run_cli(argv: list[str]) -> tuple[int, str]:
     return r.exit_code, out
 
 
-def _run_block(b: Block, cwd: Path) -> None:
-    where = f"README.md:{b.line}"
+def _run_block(b: Block, cwd: Path, doc: str = "README.md") -> None:
+    where = f"{doc}:{b.line}"
     if b.lang == "python":
         ns = {"__name__": "__readme__"}
         try:
@@ -137,48 +141,159 @@ def _run_block(b: Block, cwd: Path) -> None:
         assert code == 0, f"{where}: `{cmd}` exited {code}:\n{out[-3000:]}"
 
 
-def _run_readme(tmp_path: Path, monkeypatch, *, slow: bool) -> list[int]:
-    if not DATA.is_dir():
-        pytest.skip(f"the bundled data is not at {DATA}")
-    cwd = _workspace(tmp_path, seed=not slow)
+def _run_doc(path: Path, tmp_path: Path, monkeypatch, *, slow: bool) -> list[int]:
+    assert DATA.is_dir(), f"the bundled data is missing: {DATA.relative_to(REPO)} is part of the repository"
+    cwd = _workspace(tmp_path, seed=not slow or path != README)  # only the README's slow run makes office.parquet itself
     monkeypatch.chdir(cwd)
-    ran = []
-    for b in readme_blocks(README.read_text()):
+    ran, name = [], str(path.relative_to(REPO))
+    for b in readme_blocks(path.read_text()):
         if not b.lang or b.marker == "no-run" or (b.marker == "slow" and not slow):
             continue
-        _run_block(b, cwd)
+        _run_block(b, cwd, name)
         ran.append(b.line)
     return ran
+
+
+def _run_readme(tmp_path: Path, monkeypatch, *, slow: bool) -> list[int]:
+    return _run_doc(README, tmp_path, monkeypatch, slow=slow)
+
+
+def check_markers(path: Path) -> list[Block]:
+    """Each runnable block compiles (python) and a no-run marker gives its reason; markers are
+    known and sit right before a block. Returns the runnable blocks."""
+    text, name = path.read_text(), path.relative_to(REPO)
+    runnable = [b for b in readme_blocks(text) if b.lang]
+    for b in runnable:
+        if b.marker == "no-run":
+            assert len(b.reason) >= 10, f"{name}:{b.line}: a no-run marker needs its reason"
+        if b.lang == "python":
+            compile(b.code, f"{name}:{b.line}", "exec")
+    lines = text.splitlines()
+    for k, ln in enumerate(lines):
+        if ln.strip().startswith("<!-- readme:"):
+            assert _MARKER.match(ln.strip()), f"{name}:{k + 1}: unknown marker {ln.strip()!r}"
+            assert k + 1 < len(lines) and lines[k + 1].startswith("```"), f"{name}:{k + 1}: a marker goes right before a block"
+    return runnable
 
 
 def test_every_block_runs_or_says_why_not():
     """Each bash/python block runs (fast or slow) or carries a no-run marker with its reason;
     markers sit right before a block; the tour's files exist where they are read."""
-    text = README.read_text()
-    blocks = readme_blocks(text)
-    runnable = [b for b in blocks if b.lang]
+    runnable = check_markers(README)
     assert len(runnable) >= 10
-    for b in runnable:
-        if b.marker == "no-run":
-            assert len(b.reason) >= 10, f"README.md:{b.line}: a no-run marker needs its reason"
-        if b.lang == "python":
-            compile(b.code, f"README.md:{b.line}", "exec")
-    lines = text.splitlines()
-    for k, ln in enumerate(lines):
-        if ln.strip().startswith("<!-- readme:"):
-            assert _MARKER.match(ln.strip()), f"README.md:{k + 1}: unknown marker {ln.strip()!r}"
-            assert k + 1 < len(lines) and lines[k + 1].startswith("```"), f"README.md:{k + 1}: a marker goes right before a block"
     fast = [b for b in runnable if not b.marker]
     assert sum(b.lang == "python" for b in fast) >= 1 and sum(b.lang == "bash" for b in fast) >= 4
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_doc_markers(doc):
+    check_markers(doc)
 
 
 def test_readme_runs_fast_blocks(tmp_path, monkeypatch):
     ran = _run_readme(tmp_path, monkeypatch, slow=False)
     assert len(ran) >= 6
-    assert (tmp_path / "tok" / "README.md").exists() and (tmp_path / "report.html").exists() and (tmp_path / "imp").is_dir()
+    assert (tmp_path / "tok" / "README.md").exists() and (tmp_path / "tok_hf").is_dir() and (tmp_path / "cold.parquet").exists()
+
+
+@pytest.mark.parametrize("doc", [d for d in DOCS if any(b.lang and not b.marker for b in readme_blocks(d.read_text()))],
+                         ids=lambda p: p.name)
+def test_doc_runs_fast_blocks(doc, tmp_path, monkeypatch):
+    assert _run_doc(doc, tmp_path, monkeypatch, slow=False)
 
 
 @pytest.mark.slow
 def test_readme_runs_every_block(tmp_path, monkeypatch):
     ran = _run_readme(tmp_path, monkeypatch, slow=True)
     assert (tmp_path / "office.parquet").exists() and len(ran) >= 12
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_doc_runs_every_block(doc, tmp_path, monkeypatch):
+    _run_doc(doc, tmp_path, monkeypatch, slow=True)
+
+
+# ---- unfilled placeholders ------------------------------------------------------------------
+
+_PLACEHOLDER = re.compile(
+    r"\b(?:TODO|TBD|FIXME|XXX+)\b"                    # notes to self
+    r"|(?i:<fill\b[^>]*>?)"                             # <fill in>, <FILL ME>
+    r"|\{\{[^{}]*\}\}|\{[A-Za-z_][A-Za-z0-9_]*\}"       # {{ jinja }}, {format_field}
+    r"|\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\b"                # ASSIGN_S, GEMM_LINE (checked against real names below)
+)
+_CAPS = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
+# names a document may spell in capitals: environment variables of other tools
+_KNOWN_CAPS = {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE", "MKL_CBWR", "NPY_DISABLE_CPU_FEATURES",
+               "ATEN_CPU_CAPABILITY", "CUDA_VISIBLE_DEVICES", "HF_HUB_OFFLINE", "HF_HOME"}
+
+
+def _code_names() -> set[str]:
+    """ALL_CAPS names that exist in the code (constants, environment variables it reads)."""
+    files = [*REPO.glob("tokenizer_kit/**/*.py"), *REPO.glob("benchmarks/*.py"), REPO / "Makefile"]
+    files += [p for p in REPO.glob("tests/*.py") if p.name != Path(__file__).name]
+    return {m for p in files if p.is_file() for m in _CAPS.findall(p.read_text(errors="replace"))}
+
+
+def placeholders(text: str, known: set[str] = frozenset()) -> list[str]:
+    """Unfilled placeholders in a document: TODO/TBD/FIXME/XXX, ``<fill ...>``, ``{field}`` or
+    ``{{ field }}`` templates outside code blocks, and ALL_CAPS_WITH_UNDERSCORES tokens that name nothing real
+    (not in ``known`` nor a known environment variable)."""
+    out, fences = [], [m.span() for m in re.finditer(r"^```.*?^```", text, re.S | re.M)]
+    for m in _PLACEHOLDER.finditer(text):
+        tok = m.group(0)
+        if tok.startswith("{") and any(a <= m.start() < b for a, b in fences):
+            continue  # f-strings and dict literals in code blocks
+        if _CAPS.fullmatch(tok) and (tok in known or tok in _KNOWN_CAPS):
+            continue
+        out.append(tok)
+    return out
+
+
+def test_placeholder_check_flags_a_planted_one():
+    known = {"TOKENIZER_KIT_DEBUG"}
+    clean = 'Set TOKENIZER_KIT_DEBUG=1 or OPENBLAS_CORETYPE=Haswell; ids in X.ids.{npy,txt,json}; {"error": {"type"}}'
+    assert placeholders(clean, known) == []
+    assert placeholders("| assign, the same 10M items | ASSIGN_S | ASSIGN_MB |", known) == ["ASSIGN_S", "ASSIGN_MB"]
+    assert placeholders("on every GPU. GEMM_LINE", known) == ["GEMM_LINE"]
+    assert placeholders("TODO: numbers; TBD", known) == ["TODO", "TBD"]
+    assert placeholders("took <fill in> s", known) == ["<fill in>"]
+    assert placeholders("took {seconds} s, {{ rate }} items/s", known) == ["{seconds}", "{{ rate }}"]
+    assert placeholders('```python\nprint(f"new{i}")\n```\n', known) == []
+
+
+@pytest.mark.parametrize("doc", [README, *DOCS], ids=lambda p: p.name)
+def test_no_unfilled_placeholders(doc):
+    found = placeholders(doc.read_text(), _code_names())
+    assert not found, f"{doc.relative_to(REPO)}: unfilled placeholders {sorted(set(found))}"
+
+
+# ---- docs/benchmarks.md is generated ----------------------------------------------------------
+
+def test_benchmarks_doc_is_up_to_date():
+    p = subprocess.run([sys.executable, str(REPO / "benchmarks" / "render_results.py"), "--check"],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, f"docs/benchmarks.md differs from what benchmarks/render_results.py writes: {p.stderr}"
+
+
+def test_benchmarks_check_fails_on_a_stale_file(tmp_path):
+    stale = tmp_path / "benchmarks.md"
+    stale.write_text((REPO / "docs" / "benchmarks.md").read_text().replace("|", "/", 1))
+    p = subprocess.run([sys.executable, str(REPO / "benchmarks" / "render_results.py"), "--check", "--out", str(stale)],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 1 and "out of date" in p.stderr
+
+
+def test_benchmarks_prose_types_no_number():
+    """Numbers in docs/benchmarks.md come from the JSONs: the renderer's prose has no digit."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("render_results", REPO / "benchmarks" / "render_results.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    texts = {**{f"T[{k}]": v for k, v in mod.T.items()}, **{f"WHAT[{k}]": v for k, v in mod.WHAT.items()}}
+    texts.update({f"METHODS[{k}]": v for k, v in mod.METHODS.items()})
+    texts.update({f"section {t}": t for t, _, _ in mod.SECTIONS})
+    # names are not numbers: inline code (`bench_rq_kmeans.py`), metric cut-offs (recall@10), T5
+    names = re.compile(r"`[^`]*`|@\d+|\bT5\b")
+    assert not {k: v for k, v in texts.items() if re.search(r"\d", names.sub("", v))}
