@@ -27,7 +27,7 @@ install-gpu: $(STAMP)
 TK := HF_HUB_OFFLINE=1 $(VENV)/bin/tokenizer-kit
 
 # the whole chain (extract -> mine-pairs -> align -> embed -> build-codebook -> index -> report
-# -> evaluate-retrieval) on the bundled Office data, in about 5 minutes on 2 CPU cores; stages
+# -> evaluate-retrieval) on the bundled Office data (measured times: docs/benchmarks.md); stages
 # already done are skipped on a re-run. demo-long: the longer alignment and companion training
 # (presets office-long) into demo_out_long/
 demo: $(STAMP)

@@ -488,6 +488,27 @@ def sec_cli_startup() -> list[str]:
     return out + source("cli_startup.json")
 
 
+def sec_causal_lm() -> list[str]:
+    d = load("causal_lm_office_short.json")
+    if not d:
+        return [T["missing"], ""]
+    rows, ref = [], d["reference"]
+    for name, s in d["sets"].items():
+        run = d["runs"][name][0]
+        cfg = run["config"]
+        what = f"{cfg['arch']}" + (f" {cfg['model']} {cfg['finetune']}" if cfg.get("model") else "")
+        budget = f"{f(cfg['max_steps'])} steps" if cfg.get("max_steps") else f"{f(cfg['epochs'])} epochs"
+        hit, ndcg = s["item_hit@10"], s["item_ndcg@10"]
+        cmp = d["comparisons"]["item_hit@10"].get(name)
+        vs = DASH if cmp is None else f"{cmp['diff']:+.4f} [{cmp['lo']:+.4f}, {cmp['hi']:+.4f}]" + (" *" if cmp["significant"] else "")
+        rows.append([name, what, budget, f(run["trainable_parameters"]), f"{f(hit['mean'], 4)} [{f(hit['lo'], 4)}, {f(hit['hi'], 4)}]",
+                     f(ndcg["mean"], 4), vs, f(d["wall_seconds"][name], 0)])
+    out = [f"Seed {f(d['sets'][ref]['seeds'][0])}, {f(d['users'])} test users shared by every run; differences against "
+           f"`{ref}` with bootstrap intervals, `*` significant after Holm.", ""]
+    return out + table(["run", "model", "budget", "trainable parameters", "ItemHit@10 [interval]", "ItemNDCG@10",
+                        f"ItemHit@10 vs {ref}", "wall s"], rows) + source("causal_lm_office_short.json")
+
+
 # ---------------------------------------------------------------- the index of every JSON
 
 WHAT = {
@@ -498,6 +519,7 @@ WHAT = {
     "caption_lm_load": "loading the caption LM: transformers against one GGUF parse",
     "cold_start_": "cold start into a large index: a segment against a rewrite",
     "cli_startup": "CLI start-up time and memory, with and without torch imported",
+    "causal_lm_office_short": "a first look: the offline SmolLM with LoRA against the encoder-decoder companion on Office, one seed",
     "companion_fast_settings": "companion training settings: CPU seconds against retrieval quality",
     "constrained_decoding": "constrained decoding: trie processor and prefix hook against unconstrained generate",
     "demo_align_sweep": "alignment settings searched for the fast demo",
@@ -602,6 +624,9 @@ T = {
                    "importing it (`python benchmarks/bench_cli_startup.py`); the machine was loaded, so CPU seconds "
                    "are steadier than wall seconds.",
     "cli_floors": "What the imports alone cost, same runs:",
+    "causal_lm": "SIDs in a pretrained causal LM (the offline SmolLM, LoRA, `evaluate-retrieval --arch causal-lm`) against the "
+                 "default encoder-decoder companion on Office (`python benchmarks/bench_causal_lm_office.py`; docs/causal-lm.md). A first look "
+                 "on a loaded machine, one seed, budgets not matched: the LM's step budget is a small part of one epoch.",
     "small": "Smaller measurements.",
     "swing": "Swing pair mining, vectorised, against the per-item loop and an item-pair loop "
              "(`python benchmarks/swing_speed.py`):",
@@ -627,6 +652,7 @@ SECTIONS: list[tuple[str, str, Callable[[], list[str]]]] = [
     ("Collision planning", "plan", sec_plan),
     ("SID contract", "sid_contract", sec_sid_contract),
     ("CLI start-up", "cli_startup", sec_cli_startup),
+    ("SIDs in a causal LM", "causal_lm", sec_causal_lm),
     ("Other measurements", "small", sec_small),
     ("Index of results files", "index", sec_index),
 ]

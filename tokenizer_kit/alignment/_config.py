@@ -60,7 +60,7 @@ class AlignConfig(ValidatedConfig):
     qformer: QFormerConfig = field(default_factory=QFormerConfig)
     steps: int = setting(3000, help="Training steps. Office on 2 CPU cores: about 16 min with the caption loss, 9 without "
                          "(preset no-caption); an H100: under a minute. On Office 400-1,500 steps reached 1.07-1.22x the raw "
-                         "features' held-out recall, 3,000 steps 1.27-1.32x, 6,000 no more (README).")
+                         "features' held-out recall, 3,000 steps 1.27-1.32x, 6,000 no more (docs/benchmarks.md).")
     batch_size: int = setting(128, help="Pairs per step (in-batch negatives); 512 did worse on Office.")
     lr: float = setting(3e-3, help="Peak AdamW learning rate (cosine decay after warmup).")
     weight_decay: float = setting(0.01, help="AdamW weight decay.")
