@@ -1,12 +1,21 @@
 """tokenizer-kit: semantic IDs for generative recommenders (OneRec-style item tokenizer)."""
 
+import importlib
+
 from ._version import __version__
-from ._config import list_presets
 from .errors import ArtifactError, InputError, TokenizerKitError, UsageError
-from ._tokenizer import SemanticTokenizer, parse_sid_string, sid_string
-from .features import ExtractConfig, FeatureStore, extract_features
-from .indexer import IndexConfig, SIDIndex, SIDTrie, SIDVocab, add_sid_tokens, load_sids
-from .quantizers import RQKMeans, RQKMeansConfig, RQVAEConfig
+
+# the public names load on first use (PEP 562): `import tokenizer_kit` (and every CLI start)
+# costs no numpy, pyarrow or torch until something asks for them
+_LAZY = {
+    "list_presets": "._config",
+    "SemanticTokenizer": "._tokenizer", "parse_sid_string": "._tokenizer", "sid_string": "._tokenizer",
+    "ExtractConfig": ".features", "FeatureStore": ".features", "extract_features": ".features",
+    "IndexConfig": ".indexer", "SIDIndex": ".indexer", "SIDTrie": ".indexer", "SIDVocab": ".indexer",
+    "add_sid_tokens": ".indexer", "load_sids": ".indexer", "TrieLogitsProcessor": ".indexer",
+    "RQKMeans": ".quantizers", "RQKMeansConfig": ".quantizers", "RQVAEConfig": ".quantizers",
+    "RQVAE": ".quantizers",  # imports torch (seconds)
+}
 
 __all__ = [
     "ArtifactError",
@@ -54,13 +63,12 @@ def __getattr__(name):
         from . import alignment
 
         return getattr(alignment, name)
-    # RQ-VAE imports torch (seconds); load it on first use
-    if name == "RQVAE":
-        from . import quantizers
-
-        return quantizers.RQVAE
-    if name == "TrieLogitsProcessor":
-        from . import indexer
-
-        return indexer.TrieLogitsProcessor
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

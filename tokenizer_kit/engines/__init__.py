@@ -5,13 +5,28 @@ of Parquet parts with a manifest written last (``_output``): the same bytes on e
 engine, resumable after a kill. ``ray`` runs the shards on a Ray Data actor pool (``_ray``).
 """
 
-from ._assign import assign_sharded, tokenizer_fingerprint
+import importlib
+
 from ._config import ENGINES, EngineConfig
-from ._index import index_shards, load_sharded_index
-from ._output import SHARDS, read_shard_manifest, shard_files
-from ._plan import Shard, plan_files, plan_rows
-from ._ray import ensure_ray, shutdown_ray
-from ._run import ShardJob, map_shards, run_sharded
+
+# the rest loads on first use (PEP 562): the settings above are what the CLI needs to start
+_LAZY = {
+    "assign_sharded": "._assign", "tokenizer_fingerprint": "._assign",
+    "index_shards": "._index", "load_sharded_index": "._index",
+    "SHARDS": "._output", "read_shard_manifest": "._output", "shard_files": "._output",
+    "Shard": "._plan", "plan_files": "._plan", "plan_rows": "._plan",
+    "ensure_ray": "._ray", "shutdown_ray": "._ray",
+    "ShardJob": "._run", "map_shards": "._run", "run_sharded": "._run",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ENGINES",
