@@ -469,23 +469,29 @@ def sec_trie() -> list[str]:
 
 
 def sec_cli_startup() -> list[str]:
-    d = load("cli_startup.json")
-    if not d:
+    out = []
+    for name in ("cli_startup_quiet.json", "cli_startup.json"):
+        d = load(name)
+        if not d:
+            continue
+        rows = []
+        for cmd, r in d["commands"].items():
+            b, a = r["before"], r["after"]
+            rows.append([f"`{cmd}`", f(b["cpu_s_median"], 2), f(a["cpu_s_median"], 2), f(b["wall_s_median"], 2), f(a["wall_s_median"], 2),
+                         f(b["rss_anon_mib_median"], 1), f(a["rss_anon_mib_median"], 1), f"{b['torch_imported']} / {a['torch_imported']}"])
+        load_avg = d.get("load_average_before")
+        out += [f"`{name}`: median of {d['runs']} runs per command, alternating the two checkouts"
+                + (f"; load average {', '.join(f(x, 2) for x in load_avg)} when it started." if load_avg else "."), ""]
+        out += table(["command", "CPU s before", "CPU s after", "wall s before", "wall s after", "RssAnon MiB before",
+                      "RssAnon MiB after", "torch imported before / after"], rows)
+        floors = d.get("floors") or {}
+        if floors:
+            out += [T["cli_floors"], ""] + table(
+                ["imports", "CPU s", "wall s", "RssAnon MiB"],
+                [[k, f(v["cpu_s_median"], 2), f(v["wall_s_median"], 2), f(v["rss_anon_mib_median"], 1)] for k, v in floors.items()])
+    if not out:
         return [T["missing"], ""]
-    rows = []
-    for cmd, r in d["commands"].items():
-        b, a = r["before"], r["after"]
-        rows.append([f"`{cmd}`", f(b["cpu_s_median"], 2), f(a["cpu_s_median"], 2), f(b["wall_s_median"], 2), f(a["wall_s_median"], 2),
-                     f(b["rss_anon_mib_median"], 1), f(a["rss_anon_mib_median"], 1), f"{b['torch_imported']} / {a['torch_imported']}"])
-    out = [f"Median of {d['runs']} runs per command, alternating the two checkouts.", ""]
-    out += table(["command", "CPU s before", "CPU s after", "wall s before", "wall s after", "RssAnon MiB before",
-                  "RssAnon MiB after", "torch imported before / after"], rows)
-    floors = d.get("floors") or {}
-    if floors:
-        out += [T["cli_floors"], ""] + table(
-            ["imports", "CPU s", "wall s", "RssAnon MiB"],
-            [[k, f(v["cpu_s_median"], 2), f(v["wall_s_median"], 2), f(v["rss_anon_mib_median"], 1)] for k, v in floors.items()])
-    return out + source("cli_startup.json")
+    return out + source("cli_startup_quiet.json", "cli_startup.json")
 
 
 def sec_causal_lm() -> list[str]:
@@ -621,8 +627,8 @@ T = {
     "sid_contract": "Items whose SID differs from the reference run, per path and setting "
                     "(`python benchmarks/sid_contract.py`; see docs/sid-contract.md).",
     "cli_startup": "Start-up time and memory of CLI verbs before and after the verbs that need no torch stopped "
-                   "importing it (`python benchmarks/bench_cli_startup.py`); the machine was loaded, so CPU seconds "
-                   "are steadier than wall seconds.",
+                   "importing it (`python benchmarks/bench_cli_startup.py`), first on a quiet machine, then on a loaded one, "
+                   "where CPU seconds are steadier than wall seconds.",
     "cli_floors": "What the imports alone cost, same runs:",
     "causal_lm": "SIDs in a pretrained causal LM (the offline SmolLM, LoRA, `evaluate-retrieval --arch causal-lm`) against the "
                  "default encoder-decoder companion on Office (`python benchmarks/bench_causal_lm_office.py`; docs/causal-lm.md). A first look "
