@@ -507,10 +507,16 @@ def embed_text(catalog: PathLike, out: PathLike, config: TextEmbedConfig, *, ove
 
 
 def assign(embeddings: PathLike, tokenizer: PathLike, config: AssignConfig, *, out: PathLike | None = None, update: bool = False,
-           ids: PathLike | None = None, columns: EmbeddingsInput | None = None, progress: Progress | None = None) -> dict[str, Any]:
+           ids: PathLike | None = None, columns: EmbeddingsInput | None = None, progress: Progress | None = None,
+           rows: bool | None = None) -> dict[str, Any]:
     """SIDs for new items from a frozen tokenizer. With an SID index in the tokenizer directory,
     a cold start against it (no existing SID moves; ``update`` appends the items to the index,
-    atomically) and a lookup row per item (``lookup``); without one, raw codes streamed to ``out``."""
+    atomically) and a lookup row per item (``lookup``); without one, raw codes streamed to ``out``.
+
+    ``rows``: keep the lookup rows in the result (``lookup``, a dict per item). By default
+    only when there is no ``out``: with ``out`` the local cold start streams the input into
+    it in memory bounded by the batch and the new items, and the result says how many rows it
+    wrote (``lookup_rows``)."""
     from .._tokenizer import SemanticTokenizer
     from ..indexer import SIDIndex
     from ..io import load_embeddings
@@ -535,6 +541,8 @@ def assign(embeddings: PathLike, tokenizer: PathLike, config: AssignConfig, *, o
         return _assign_sharded(tok, idx, embeddings, out, config, tokenizer, ids, columns, update, progress)
     if idx is None:
         return _codes_only(tok, embeddings, out, config, tokenizer, ids, columns, progress)
+    if out is not None and not rows and tok.method != "external" and not idx.policy_obj.needs_vectors:
+        return _assign_to_file(tok, idx, embeddings, out, config, tokenizer, ids, columns, update, progress)
     if tok.method == "external":  # an imported index: new items come with their codes, as an *.index.json
         from ..indexer import read_lcrec_index
 
@@ -552,6 +560,27 @@ def assign(embeddings: PathLike, tokenizer: PathLike, config: AssignConfig, *, o
         _write_lookup(out, table, new.sid_length)
         summary["out"] = str(out)
     return {**summary, "lookup": table}
+
+
+def _assign_to_file(tok, idx, embeddings, out: PathLike, config: AssignConfig, tokenizer: PathLike, ids, columns: EmbeddingsInput,
+                    update: bool, progress: Progress | None) -> dict[str, Any]:
+    """The local cold start streamed into ``out`` (``indexer._stream_assign``): the same rows
+    as the in-memory one, without a row per item in memory; the index is saved (``update``)
+    before ``out`` appears, as there."""
+    from ..indexer._stream_assign import assign_to_file
+    from ..io import open_embeddings
+
+    stream = open_embeddings(embeddings, ids_path=ids, **columns.open_kw())
+    saved = []
+
+    def save(new) -> None:
+        if update and new.version != idx.version:
+            new.save(tok, tokenizer)
+            saved.append(True)
+
+    _, summary = assign_to_file(idx, tok, stream, out, replace=config.replace, batch_size=config.batch_size, progress=progress,
+                                before_commit=save)
+    return {"tokenizer": str(tokenizer), "updated": bool(saved), **summary, "out": str(out), "lookup_rows": int(stream.n)}
 
 
 def _assign_sharded(tok, idx, embeddings, out: PathLike, config: AssignConfig, tokenizer: PathLike, ids, columns: EmbeddingsInput,

@@ -1,0 +1,112 @@
+"""The local cold start streamed into ``assign --out`` (``indexer._stream_assign``) gives the
+table, summary and updated index of the in-memory one (``SIDIndex.assign``), on generated
+data with collisions, known, new, replaced and unfingerprinted items across several batches,
+and on the bundled Office embeddings through the CLI."""
+
+import json
+import shutil
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from tokenizer_kit import SemanticTokenizer
+from tokenizer_kit.cli.app import app
+from tokenizer_kit.indexer import IndexConfig, SIDIndex, lookup_arrow
+from tokenizer_kit.indexer._stream_assign import assign_to_file
+from tokenizer_kit.io import open_embeddings
+
+from test_indexer_segments import _assert_same, _data
+
+
+def _tok_dir(tmp_path, x, ids, *, hashes: bool, policy="suffix"):
+    tok = SemanticTokenizer.build(x, ids=ids, codebook_sizes=[4, 4, 8], seed=0, index=False)
+    idx = SIDIndex.for_tokenizer(tok, config=IndexConfig(policy=policy), x=x if hashes else None)
+    path = tmp_path / "tok"
+    idx.save(tok, path)
+    return path
+
+
+def _input(tmp_path, ids, x, name="in.npy"):
+    np.save(tmp_path / name, x)
+    if np.asarray(ids).dtype.kind in "iu":
+        np.save(tmp_path / name.replace(".npy", ".ids.npy"), np.asarray(ids, np.int64))
+    else:
+        (tmp_path / name.replace(".npy", ".ids.txt")).write_text("\n".join(str(i) for i in ids) + "\n")
+    return tmp_path / name
+
+
+def _load(path):
+    tok = SemanticTokenizer.from_pretrained(path, load_sids="ids")
+    return tok, SIDIndex.stored(tok)
+
+
+@pytest.mark.parametrize("hashes,int_ids", [(True, True), (False, True), (True, False)])
+def test_streamed_equals_in_memory(tmp_path, hashes, int_ids):
+    """10,000 input rows in 3 batches of 4,096: 7,000 known (16 with another embedding,
+    replaced), 3,000 new, shuffled; 1,000 base items under 4 x 4 x 8 codes collide."""
+    n_base, n_new = 9000, 3000
+    x = _data(n_base + n_new, seed=7)
+    ids = np.arange(n_base + n_new) * 7 + 3 if int_ids else np.asarray([f"i{k}" for k in range(n_base + n_new)], dtype=object)
+    base = _tok_dir(tmp_path, x[:n_base], ids[:n_base], hashes=hashes)
+    rows = np.random.default_rng(1).permutation(np.r_[np.arange(2000, n_base), np.arange(n_base, n_base + n_new)])
+    xi = x[rows].copy()
+    replaced = np.flatnonzero(rows < 200)[:16] if hashes else np.zeros(0, np.int64)
+    xi[replaced] += 0.5
+    src = _input(tmp_path, ids[rows], xi)
+    mem_dir, stream_dir = tmp_path / "mem", tmp_path / "str"
+    shutil.copytree(base, mem_dir)
+    shutil.copytree(base, stream_dir)
+
+    tok, idx = _load(mem_dir)
+    new_m, table, sum_m = idx.assign(tok, ids[rows], xi, replace=True)
+    new_m.save(tok, mem_dir)
+    tok, idx = _load(stream_dir)
+    new_s, sum_s = assign_to_file(idx, tok, open_embeddings(src), tmp_path / "s.parquet", replace=True, batch_size=4096,
+                                  before_commit=lambda new: new.save(tok, stream_dir))
+    want = lookup_arrow(table, new_m.sid_length)
+    got = pq.read_table(tmp_path / "s.parquet")
+    assert got.schema.equals(want.schema) and got.equals(want)
+    assert sum_s == sum_m and sum_m["new"] == n_new and sum_m["replaced"] == len(replaced) and sum_m["collided"] > 0
+    assert sum(len(r) for r in got.column("nearest").to_pylist()) > 0
+    _assert_same(_load(mem_dir)[1], _load(stream_dir)[1])
+
+
+def test_streamed_refuses_a_changed_embedding_without_replace(tmp_path):
+    x = _data(5000, seed=2)
+    base = _tok_dir(tmp_path, x, np.arange(5000), hashes=True)
+    xi = x[:4500].copy()
+    xi[4400] += 1.0
+    src = _input(tmp_path, np.arange(4500), xi)
+    tok, idx = _load(base)
+    with pytest.raises(Exception, match="1 known items come with a different embedding"):
+        assign_to_file(idx, tok, open_embeddings(src), tmp_path / "s.parquet", replace=False)
+    assert not (tmp_path / "s.parquet").exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_office_cli_streamed_equals_in_memory(office_emb, tmp_path):
+    """The CLI: ``assign --out`` streams, ``--print-items`` keeps the rows in memory (the
+    in-memory cold start); same file, same summary, same index after ``--update``."""
+    ids, x = office_emb
+    base = _input(tmp_path, ids[:1800], x[:1800], "base.npy")
+    r = CliRunner()
+    res = r.invoke(app, ["build-codebook", str(base), "--out", str(tmp_path / "tok"), "--codebook-size", "16", "--levels", "3", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    shutil.copytree(tmp_path / "tok", tmp_path / "tok2")
+    src = _input(tmp_path, ids[1000:], x[1000:], "mix.npy")  # 800 known, 620 new
+    outs = []
+    for tok, extra in (("tok", ["--print-items"]), ("tok2", [])):
+        res = r.invoke(app, ["assign", str(src), "--tokenizer", str(tmp_path / tok), "--out", str(tmp_path / f"{tok}.parquet"),
+                             "--update", "--format", "json", *extra])
+        assert res.exit_code == 0, res.output
+        outs.append(json.loads(res.stdout))
+    a, b = outs
+    assert "lookup" in a and "lookup" not in b and b["lookup_rows"] == len(a["lookup"]) == len(ids) - 1000 == 1420
+    assert {k: v for k, v in a.items() if k not in ("lookup", "out", "tokenizer")} == {k: v for k, v in b.items() if k not in ("lookup_rows", "out", "tokenizer")}
+    assert a["known"] == 800 and a["new"] == 620 and a["updated"] and a["collided"] > 0
+    ta, tb = pq.read_table(tmp_path / "tok.parquet"), pq.read_table(tmp_path / "tok2.parquet")
+    assert ta.schema.equals(tb.schema, check_metadata=True) and ta.equals(tb)
+    _assert_same(_load(tmp_path / "tok")[1], _load(tmp_path / "tok2")[1])
+    res = r.invoke(app, ["assign", str(src), "--tokenizer", str(tmp_path / "tok2"), "--out", str(tmp_path / "again.parquet")])
+    assert res.exit_code == 0 and "items (first" in res.stdout, res.output  # the table's head is read back from the file
