@@ -86,12 +86,13 @@ class _Placed:
 
 
 def _first_pass(index: "SIDIndex", tok, stream: "EmbeddingStream", scratch: Path, config: "IndexConfig", bs: int,
-                batch_size: int | None, progress: Progress | None) -> tuple[_Placed, dict[str, int]]:
-    """Every batch looked up; known items' SIDs and the items to place written to ``scratch``."""
+                batch_size: int | None, progress: Progress | None, pin: bool) -> tuple[_Placed, dict[str, int]]:
+    """Every batch looked up; known items' SIDs and the items to place written to ``scratch``;
+    with ``pin`` also gathered: known items whose fingerprint the index lacks (counted in any case)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    S, placed, counts, writer = index.sid_length, _Placed(index.levels), {"known": 0}, None
+    S, placed, counts, writer = index.sid_length, _Placed(index.levels), {"known": 0, "fill": 0}, None
     has_hash = len(index) > 0
     try:
         with as_progress(progress).task("assign", total=stream.n, unit="item") as task:
@@ -102,10 +103,11 @@ def _first_pass(index: "SIDIndex", tok, stream: "EmbeddingStream", scratch: Path
                 if keep.any():
                     sids[keep] = index.sids[rnd.rows[keep]]
                 fill = keep & (index.emb_hash[np.maximum(rnd.rows, 0)] == 0) if has_hash else np.zeros(len(keep), bool)
-                sub = rnd.todo | fill
+                sub = rnd.todo | (fill if pin else False)
                 if sub.any():
                     placed.add(b.start, rnd, nearest, sub)
                 counts["known"] += int(keep.sum())
+                counts["fill"] += int(fill.sum())
                 table = _scratch_table(rnd.ids, sids, pa)
                 writer = writer or pq.ParquetWriter(str(scratch), table.schema)
                 writer.write_table(table)
@@ -171,11 +173,16 @@ def _second_pass(scratch: Path, out: Path, placed: _Placed, rnd, item_ids, S: in
 
 def assign_to_file(index: "SIDIndex", tok, stream: "EmbeddingStream", out, *, replace: bool = False,
                    config: "IndexConfig | None" = None, batch_size: int | None = None, progress: Progress | None = None,
-                   before_commit: Callable[["SIDIndex"], None] | None = None) -> tuple["SIDIndex", dict[str, Any]]:
+                   before_commit: Callable[["SIDIndex"], None] | None = None, update: bool = True) -> tuple["SIDIndex", dict[str, Any]]:
     """Cold start of every item of ``stream`` against ``index``, the lookup rows written to
     ``out`` (Parquet, the columns of ``lookup_arrow``, input order) atomically; returns the new
     index and the summary of ``SIDIndex.assign``. ``before_commit(new)`` runs after the rows
-    are written and before ``out`` appears (to save the index first, as the in-memory assign)."""
+    are written and before ``out`` appears (to save the index first, as the in-memory assign).
+
+    ``update=False``: the new index is not wanted, so known items whose embedding fingerprint
+    the index lacks (an index built without embeddings: every item) are not gathered to have
+    their fingerprint recorded; the summary still counts the version that would record them,
+    and the returned index is then ``index`` plus the placed items only."""
     from .._streaming import DEFAULT_STREAM_BATCH, _aligned, _check_unique_ids
     from ..io import atomic_write
     from ..io._spill import DEFAULT_KEY_BUDGET
@@ -188,7 +195,7 @@ def assign_to_file(index: "SIDIndex", tok, stream: "EmbeddingStream", out, *, re
     scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".scratch", dir=out.parent))
     try:
         _check_unique_ids(stream, bs, key_budget=DEFAULT_KEY_BUDGET, spill_dir=scratch)
-        placed, counts = _first_pass(index, tok, stream, scratch / "known.parquet", config, bs, batch_size, progress)
+        placed, counts = _first_pass(index, tok, stream, scratch / "known.parquet", config, bs, batch_size, progress, update)
         new, rnd, _, summary = cold_start_round(index, tok, None, None, lookups=placed.lookups(), replace=replace, config=config,
                                                 batch_size=batch_size)
         placed.finish()
@@ -199,7 +206,10 @@ def assign_to_file(index: "SIDIndex", tok, stream: "EmbeddingStream", out, *, re
                 before_commit(new)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return new, {**summary, "items": int(stream.n), "known": counts["known"]}
+    summary = {**summary, "items": int(stream.n), "known": counts["known"]}
+    if not update and counts["fill"] and summary["version_after"] == index.version:
+        summary["version_after"] = index.version + 1  # the version that records the fingerprints, as the in-memory round
+    return new, summary
 
 
 def _check_stream(index: "SIDIndex", tok, stream: "EmbeddingStream") -> None:

@@ -579,7 +579,7 @@ def _assign_to_file(tok, idx, embeddings, out: PathLike, config: AssignConfig, t
             saved.append(True)
 
     _, summary = assign_to_file(idx, tok, stream, out, replace=config.replace, batch_size=config.batch_size, progress=progress,
-                                before_commit=save)
+                                before_commit=save, update=update)
     return {"tokenizer": str(tokenizer), "updated": bool(saved), **summary, "out": str(out), "lookup_rows": int(stream.n)}
 
 

@@ -1,0 +1,125 @@
+"""Assign on an indexed tokenizer at scale (issue 25, item 2): peak memory and wall time of
+``assign --out`` with the SID index (all items known, and 10% new) beside the unindexed
+assign, measured in one run.
+
+Data: ``big``, ``--n`` rows of ``tokenizer_kit.io.write_clustered_npy`` (seed 1, as
+``bench_scale.py``'s large set), read memory-mapped, ids = row numbers (``--row-ids``); ``mix``,
+the first 90% of ``big`` (same ids) followed by 10% rows generated with seed 5 (ids n, n+1, ...),
+with its ids in ``mix.ids.npy``. Tokenizers: ``build-codebook --no-index`` (``tok_plain``) and
+``build-codebook`` with its defaults, which index (``tok_idx``), same seed, so the same
+quantizer. Each row is a whole process (``python -m tokenizer_kit.cli.app ...``) measured by
+``bench_scale.run_measured``: wall clock and the peak of the sum of ``RssAnon`` over the
+process tree, polled from /proc/PID/status every 50 ms (the page cache of the memory-mapped
+input is file memory and does not count).
+
+    nice python benchmarks/bench_assign_indexed.py --n 10000000 \\
+        --out benchmarks/results/assign_indexed_10m.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_scale import ROOT, _cli, run_measured  # noqa: E402
+
+
+def _name(n: int, d: int) -> str:
+    return f"gen_{n // 1_000_000}m_{d}.npy" if n % 1_000_000 == 0 else f"gen_{n}_{d}.npy"
+
+
+def make_inputs(scratch: Path, n: int, d: int) -> tuple[Path, Path, dict]:
+    """``big`` (generated if missing, seed 1) and ``mix`` (90% of big, 10% new, with ids)."""
+    from tokenizer_kit.io import write_clustered_npy
+
+    times = {}
+    big = scratch / _name(n, d)
+    if not big.exists() or np.load(big, mmap_mode="r").shape != (n, d):
+        t = time.perf_counter()
+        write_clustered_npy(big, n, d, seed=1)
+        times[big.name] = round(time.perf_counter() - t, 1)
+    n_new = n // 10
+    mix = scratch / f"mix_{n}_{d}.npy"
+    if not mix.exists() or np.load(mix, mmap_mode="r").shape != (n, d):
+        t = time.perf_counter()
+        fresh = scratch / f"new_{n_new}_{d}.npy"
+        write_clustered_npy(fresh, n_new, d, seed=5)
+        src, new = np.load(big, mmap_mode="r"), np.load(fresh, mmap_mode="r")
+        out = np.lib.format.open_memmap(mix, mode="w+", dtype=np.float32, shape=(n, d))
+        step = 1 << 18
+        for s in range(0, n - n_new, step):
+            e = min(s + step, n - n_new)
+            out[s:e] = src[s:e]
+        for s in range(0, n_new, step):
+            out[n - n_new + s : n - n_new + min(s + step, n_new)] = new[s : s + step]
+        out.flush()
+        del out, src, new
+        fresh.unlink()
+        np.save(scratch / f"mix_{n}_{d}.ids.npy", np.r_[np.arange(n - n_new), n + np.arange(n_new)].astype(np.int64))
+        times[mix.name] = round(time.perf_counter() - t, 1)
+    return big, mix, times
+
+
+def main() -> None:
+    from _machine import machine_info
+    from _paths import portable
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--scratch", default=str(ROOT / "benchmarks" / ".scratch" / "assign_indexed"),
+                    help="generated inputs, tokenizers and outputs (2 x n x d x 4 bytes and more)")
+    ap.add_argument("--n", type=int, default=1_000_000)
+    ap.add_argument("--dim", type=int, default=256)
+    ap.add_argument("--levels", type=int, default=3)
+    ap.add_argument("--codebook-size", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=1, help="rounds of the three assign rows (alternating)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "assign_indexed.json"))
+    args = ap.parse_args()
+    scratch = Path(args.scratch)
+    scratch.mkdir(parents=True, exist_ok=True)
+    res: dict = {"benchmark": "assign_indexed", "machine": machine_info(), "args": portable(vars(args)), "rows": {}}
+    big, mix, res["generated_seconds"] = make_inputs(scratch, args.n, args.dim)
+    R = res["rows"]
+
+    def save():
+        res["machine"]["load_average_end"] = os.getloadavg()
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(portable(res), indent=1))
+
+    shape = ["--levels", args.levels, "--codebook-size", args.codebook_size, "--seed", 0, "--row-ids", "--format", "json", "--overwrite"]
+    for tok, extra in (("tok_plain", ["--no-index"]), ("tok_idx", [])):
+        if not (scratch / tok / "tokenizer.json").exists():
+            R[f"build_{tok}"] = run_measured(_cli("build-codebook", big, "--out", scratch / tok, *shape, *extra))
+            save()
+    rows = {
+        "assign_unindexed": ("tok_plain", big, ["--row-ids"]),
+        "assign_indexed_all_known": ("tok_idx", big, ["--row-ids"]),
+        "assign_indexed_10pct_new": ("tok_idx", mix, []),
+    }
+    for r in range(args.repeats):
+        for key, (tok, src, extra) in rows.items():
+            out = scratch / f"{key}.parquet"
+            run = run_measured(_cli("assign", src, "--tokenizer", scratch / tok, "--out", out, *extra, "--format", "json"))
+            R.setdefault(key, []).append(run)
+            out.unlink(missing_ok=True)
+            save()
+    best = {k: min(x["wall_seconds"] for x in R[k]) for k in rows}
+    res["summary"] = {
+        **{f"{k}_best_wall_seconds": v for k, v in best.items()},
+        **{f"{k}_peak_rss_anon_mib": max(x["peak_rss_anon_mib"] for x in R[k]) for k in rows},
+        "all_known_over_unindexed_wall": round(best["assign_indexed_all_known"] / best["assign_unindexed"], 3),
+        "new_10pct_over_unindexed_wall": round(best["assign_indexed_10pct_new"] / best["assign_unindexed"], 3),
+    }
+    save()
+    print(json.dumps(res["summary"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
