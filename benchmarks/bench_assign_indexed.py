@@ -3,9 +3,12 @@
 assign, measured in one run.
 
 Data: ``big``, ``--n`` rows of ``tokenizer_kit.io.write_clustered_npy`` (seed 1, as
-``bench_scale.py``'s large set), read memory-mapped, ids = row numbers (``--row-ids``); ``mix``,
-the first 90% of ``big`` (same ids) followed by 10% rows generated with seed 5 (ids n, n+1, ...),
-with its ids in ``mix.ids.npy``. Tokenizers: ``build-codebook --no-index`` (``tok_plain``) and
+``bench_scale.py``'s large set), read memory-mapped, ids = row numbers (``--row-ids``). The 10%
+new items are ``big`` read with other ids (``--ids mix_N.ids.npy``): every 10th row (row r with
+r % 10 == 9) under id n + r, which the index does not hold, the others under their row number.
+So the new items are spread over every batch, and each has the embedding of an indexed item:
+its codes equal an indexed SID's, and the suffix policy places it after it (the costliest
+placement; no second 10 GB input to generate). Tokenizers: ``build-codebook --no-index`` (``tok_plain``) and
 ``build-codebook`` with its defaults, which index (``tok_idx``), same seed, so the same
 quantizer. Each row is a whole process (``python -m tokenizer_kit.cli.app ...``) measured by
 ``bench_scale.run_measured``: wall clock and the peak of the sum of ``RssAnon`` over the
@@ -37,7 +40,7 @@ def _name(n: int, d: int) -> str:
 
 
 def make_inputs(scratch: Path, n: int, d: int) -> tuple[Path, Path, dict]:
-    """``big`` (generated if missing, seed 1) and ``mix`` (90% of big, 10% new, with ids)."""
+    """``big`` (generated if missing, seed 1) and the ids file that makes every 10th row new."""
     from tokenizer_kit.io import write_clustered_npy
 
     times = {}
@@ -46,26 +49,10 @@ def make_inputs(scratch: Path, n: int, d: int) -> tuple[Path, Path, dict]:
         t = time.perf_counter()
         write_clustered_npy(big, n, d, seed=1)
         times[big.name] = round(time.perf_counter() - t, 1)
-    n_new = n // 10
-    mix = scratch / f"mix_{n}_{d}.npy"
-    if not mix.exists() or np.load(mix, mmap_mode="r").shape != (n, d):
-        t = time.perf_counter()
-        fresh = scratch / f"new_{n_new}_{d}.npy"
-        write_clustered_npy(fresh, n_new, d, seed=5)
-        src, new = np.load(big, mmap_mode="r"), np.load(fresh, mmap_mode="r")
-        out = np.lib.format.open_memmap(mix, mode="w+", dtype=np.float32, shape=(n, d))
-        step = 1 << 18
-        for s in range(0, n - n_new, step):
-            e = min(s + step, n - n_new)
-            out[s:e] = src[s:e]
-        for s in range(0, n_new, step):
-            out[n - n_new + s : n - n_new + min(s + step, n_new)] = new[s : s + step]
-        out.flush()
-        del out, src, new
-        fresh.unlink()
-        np.save(scratch / f"mix_{n}_{d}.ids.npy", np.r_[np.arange(n - n_new), n + np.arange(n_new)].astype(np.int64))
-        times[mix.name] = round(time.perf_counter() - t, 1)
-    return big, mix, times
+    rows = np.arange(n, dtype=np.int64)
+    mix_ids = scratch / f"mix_{n}.ids.npy"
+    np.save(mix_ids, np.where(rows % 10 == 9, n + rows, rows))
+    return big, mix_ids, times
 
 
 def main() -> None:
@@ -85,13 +72,14 @@ def main() -> None:
     scratch = Path(args.scratch)
     scratch.mkdir(parents=True, exist_ok=True)
     res: dict = {"benchmark": "assign_indexed", "machine": machine_info(), "args": portable(vars(args)), "rows": {}}
-    big, mix, res["generated_seconds"] = make_inputs(scratch, args.n, args.dim)
+    big, mix_ids, res["generated_seconds"] = make_inputs(scratch, args.n, args.dim)
     R = res["rows"]
 
     def save():
         res["machine"]["load_average_end"] = os.getloadavg()
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(portable(res), indent=1))
+        text = json.dumps(portable(res), indent=1).replace(sys.executable, "python")  # the interpreter's path is this machine's
+        Path(args.out).write_text(text)
 
     shape = ["--levels", args.levels, "--codebook-size", args.codebook_size, "--seed", 0, "--row-ids", "--format", "json", "--overwrite"]
     for tok, extra in (("tok_plain", ["--no-index"]), ("tok_idx", [])):
@@ -101,7 +89,7 @@ def main() -> None:
     rows = {
         "assign_unindexed": ("tok_plain", big, ["--row-ids"]),
         "assign_indexed_all_known": ("tok_idx", big, ["--row-ids"]),
-        "assign_indexed_10pct_new": ("tok_idx", mix, []),
+        "assign_indexed_10pct_new": ("tok_idx", big, ["--ids", mix_ids]),
     }
     for r in range(args.repeats):
         for key, (tok, src, extra) in rows.items():

@@ -96,7 +96,8 @@ def _first_pass(index: "SIDIndex", tok, stream: "EmbeddingStream", scratch: Path
     has_hash = len(index) > 0
     try:
         with as_progress(progress).task("assign", total=stream.n, unit="item") as task:
-            for b in stream.batches(bs):
+            for b in stream.batches(bs):  # a wrong dimension fails on the first batch, after its row checks
+                _check_dim(stream, b.vectors, tok)
                 rnd, nearest = lookup_round(index, tok, b.ids, b.vectors, config, batch_size)
                 keep = rnd.known & ~rnd.differs
                 sids = np.zeros((len(rnd.ids), S), np.int64)
@@ -218,6 +219,9 @@ def _check_stream(index: "SIDIndex", tok, stream: "EmbeddingStream") -> None:
                          "streamed (the in-memory cold start)")
     if stream.n == 0:
         raise InputError(f"{stream.source}: empty input (0 rows); nothing to assign")
-    if stream.dim != tok.dim:
-        raise InputError(f"{stream.source}: vectors have dimension {stream.dim} but this tokenizer expects {tok.dim}; "
+
+
+def _check_dim(stream: "EmbeddingStream", x: np.ndarray, tok) -> None:
+    if x.shape[1] != tok.dim:
+        raise InputError(f"{stream.source}: vectors have dimension {x.shape[1]} but this tokenizer expects {tok.dim}; "
                          "embed with the model the tokenizer was built on")
