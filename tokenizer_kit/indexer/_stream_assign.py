@@ -39,34 +39,48 @@ if TYPE_CHECKING:
     from ..io import EmbeddingStream
     from ._index import IndexConfig, SIDIndex
 
-__all__ = ["assign_to_file"]
+__all__ = ["assign_to_file", "lookup_part", "gather", "place", "write_rows"]
 
 _STATUS = np.array(["known", "new", "replaced"], dtype=object)
 
 
 class _Placed:
-    """The items to place, gathered batch by batch: their input rows and what the placement
-    reads (ids, fingerprints, codes), and, for the items placed (not only pinned), their
-    nearest index rows as one flat array with offsets."""
+    """The items to place, gathered from the lookup parts: what the placement reads (ids,
+    fingerprints, codes), the input rows of the items placed (not only pinned), ascending,
+    and their nearest index rows as one flat array with offsets."""
 
     def __init__(self, levels: int):
         self.levels = levels
         self.ids: list[np.ndarray] = []
         self.hashes: list[np.ndarray] = []
         self.codes: list[np.ndarray] = []
-        self.todo_rows: list[np.ndarray] = []  # input rows of the placed items, ascending
+        self.todo_rows: list[np.ndarray] = []
         self.near_vals: list[np.ndarray] = []
         self.near_lens: list[np.ndarray] = []
+        self.counts = {"known": 0, "fill": 0}
 
-    def add(self, start: int, rnd, nearest: list[np.ndarray], sub: np.ndarray) -> None:
-        self.ids.append(rnd.ids[sub])
-        self.hashes.append(rnd.hashes[sub])
-        self.codes.append(rnd.codes[sub])
-        todo = np.flatnonzero(rnd.todo)
-        self.todo_rows.append(start + todo)
-        near = [nearest[i] for i in todo.tolist()]
-        self.near_lens.append(np.asarray([len(r) for r in near], np.int64))
-        self.near_vals.append(np.concatenate(near).astype(np.int64) if near else np.empty(0, np.int64))
+    def add(self, rb, start: int, pin: bool) -> None:
+        """Rows ``start..`` of the input: one record batch of lookup parts."""
+        import pyarrow.compute as pc
+
+        from ..io import normalise_ids
+
+        place = rb.column("place").to_numpy()
+        self.counts["known"] += int((place != 1).sum())
+        self.counts["fill"] += int((place == 2).sum())
+        sub = (place == 1) | ((place == 2) & pin)
+        if not sub.any():
+            return
+        mask = pa_bool(sub)
+        self.ids.append(normalise_ids(pc.filter(rb.column("item_id"), mask).to_numpy(zero_copy_only=False)))
+        self.hashes.append(pc.filter(rb.column("emb_hash"), mask).to_numpy().astype(np.uint64))
+        self.codes.append(np.stack([pc.filter(rb.column(f"raw_{lv}"), mask).to_numpy() for lv in range(self.levels)], 1).astype(np.int64))
+        todo = place == 1
+        self.todo_rows.append(start + np.flatnonzero(todo))
+        near = pc.filter(rb.column("nearest"), pa_bool(todo))
+        offs = np.asarray(near.offsets.to_numpy(), np.int64)
+        self.near_lens.append(np.diff(offs))
+        self.near_vals.append(np.asarray(near.values.to_numpy(), np.int64)[offs[0] : offs[-1]])
 
     def lookups(self) -> BatchLookup:
         """What the placement reads; neighbours are left out (they are kept here, flat)."""
@@ -85,45 +99,73 @@ class _Placed:
         self.ids = self.hashes = self.codes = self.todo_rows = self.near_vals = self.near_lens = []
 
 
-def _first_pass(index: "SIDIndex", tok, stream: "EmbeddingStream", scratch: Path, config: "IndexConfig", bs: int,
-                batch_size: int | None, progress: Progress | None, pin: bool) -> tuple[_Placed, dict[str, int]]:
-    """Every batch looked up; known items' SIDs and the items to place written to ``scratch``;
-    with ``pin`` also gathered: known items whose fingerprint the index lacks (counted in any case)."""
+def pa_bool(a: np.ndarray):
     import pyarrow as pa
+
+    return pa.array(np.asarray(a, bool))
+
+
+def lookup_part(index: "SIDIndex", tok, ids: np.ndarray, x: np.ndarray, *, config: "IndexConfig", batch_size: int | None = None):
+    """Pass 1 of one batch (what an engine maps; pure in index, tokenizer and batch): an Arrow
+    table of item_id, code_0.. (the known items' indexed SIDs, 0 for the others), place (0
+    known; 1 to place: new, or known with another embedding; 2 known, the index lacking its
+    fingerprint, pinned by an update), raw_0.. (the quantizer codes of the items to place),
+    emb_hash (every item's fingerprint) and nearest (index rows, for the items to place)."""
+    import pyarrow as pa
+
+    if x.shape[1] != tok.dim:
+        raise InputError(f"vectors have dimension {x.shape[1]} but this tokenizer expects {tok.dim}; "
+                         "embed with the model the tokenizer was built on")
+    rnd, nearest = lookup_round(index, tok, ids, x, config, batch_size)
+    keep = rnd.known & ~rnd.differs
+    sids = np.zeros((len(rnd.ids), index.sid_length), np.int64)
+    if keep.any():
+        sids[keep] = index.sids[rnd.rows[keep]]
+    fill = keep & (index.emb_hash[np.maximum(rnd.rows, 0)] == 0) if len(index) else np.zeros(len(keep), bool)
+    cols = {"item_id": pa.array(rnd.ids.tolist(), pa.int64() if rnd.ids.dtype.kind in "iu" else pa.string())}
+    for lv in range(sids.shape[1]):
+        cols[f"code_{lv}"] = pa.array(sids[:, lv].astype(np.int32))
+    cols["place"] = pa.array(np.where(rnd.todo, 1, np.where(fill, 2, 0)).astype(np.int8))
+    for lv in range(rnd.codes.shape[1]):
+        cols[f"raw_{lv}"] = pa.array(rnd.codes[:, lv].astype(np.int32))
+    cols["emb_hash"] = pa.array(rnd.hashes, pa.uint64())
+    lens = np.asarray([len(r) for r in nearest], np.int64)
+    vals = np.concatenate(nearest).astype(np.int64) if len(nearest) else np.empty(0, np.int64)
+    cols["nearest"] = pa.ListArray.from_arrays(pa.array(np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)), pa.array(vals, pa.int64()))
+    return pa.table(cols)
+
+
+def gather(parts: list, levels: int, *, pin: bool, batch_size: int = 1 << 16) -> _Placed:
+    """The items to place from the lookup ``parts`` (Parquet files, in input order), reading
+    them batch by batch; with ``pin`` also the known items whose fingerprint the index lacks."""
     import pyarrow.parquet as pq
 
-    S, placed, counts, writer = index.sid_length, _Placed(index.levels), {"known": 0, "fill": 0}, None
-    has_hash = len(index) > 0
+    placed, start = _Placed(levels), 0
+    cols = ["item_id", "place", "emb_hash", "nearest"] + [f"raw_{lv}" for lv in range(levels)]
+    for p in parts:
+        for rb in pq.ParquetFile(str(p)).iter_batches(batch_size=batch_size, columns=cols):
+            placed.add(rb, start, pin)
+            start += rb.num_rows
+    return placed
+
+
+def _first_pass(index: "SIDIndex", tok, stream: "EmbeddingStream", scratch: Path, config: "IndexConfig", bs: int,
+                batch_size: int | None, progress: Progress | None) -> None:
+    """Every batch through :func:`lookup_part`, into one scratch file."""
+    import pyarrow.parquet as pq
+
+    writer = None
     try:
         with as_progress(progress).task("assign", total=stream.n, unit="item") as task:
             for b in stream.batches(bs):  # a wrong dimension fails on the first batch, after its row checks
                 _check_dim(stream, b.vectors, tok)
-                rnd, nearest = lookup_round(index, tok, b.ids, b.vectors, config, batch_size)
-                keep = rnd.known & ~rnd.differs
-                sids = np.zeros((len(rnd.ids), S), np.int64)
-                if keep.any():
-                    sids[keep] = index.sids[rnd.rows[keep]]
-                fill = keep & (index.emb_hash[np.maximum(rnd.rows, 0)] == 0) if has_hash else np.zeros(len(keep), bool)
-                sub = rnd.todo | (fill if pin else False)
-                if sub.any():
-                    placed.add(b.start, rnd, nearest, sub)
-                counts["known"] += int(keep.sum())
-                counts["fill"] += int(fill.sum())
-                table = _scratch_table(rnd.ids, sids, pa)
+                table = lookup_part(index, tok, b.ids, b.vectors, config=config, batch_size=batch_size)
                 writer = writer or pq.ParquetWriter(str(scratch), table.schema)
                 writer.write_table(table)
-                task.advance(len(rnd.ids))
+                task.advance(table.num_rows)
     finally:
         if writer is not None:
             writer.close()
-    return placed, counts
-
-
-def _scratch_table(ids: np.ndarray, sids: np.ndarray, pa):
-    cols = {"item_id": pa.array(ids.tolist(), pa.int64()) if ids.dtype.kind in "iu" else pa.array(ids.tolist(), pa.string())}
-    for lv in range(sids.shape[1]):
-        cols[f"code_{lv}"] = pa.array(sids[:, lv].astype(np.int32))
-    return pa.table(cols)
 
 
 def _out_batch(rb, start: int, placed: _Placed, rnd, item_ids, S: int):
@@ -157,19 +199,38 @@ def _out_batch(rb, start: int, placed: _Placed, rnd, item_ids, S: int):
     return pa.table(cols)
 
 
-def _second_pass(scratch: Path, out: Path, placed: _Placed, rnd, item_ids, S: int, bs: int) -> None:
+def write_rows(part, out, placed: _Placed, rnd, item_ids, S: int, *, start: int = 0, batch_size: int = 1 << 16) -> int:
+    """The lookup rows of the input rows ``start..`` that the lookup ``part`` holds, the placed
+    items' SIDs filled in, written to ``out`` (Parquet, ``lookup_arrow``'s columns); returns
+    the rows written."""
     import pyarrow.parquet as pq
 
-    writer, start = None, 0
+    writer, n = None, 0
+    cols = ["item_id"] + [f"code_{lv}" for lv in range(S)]
     try:
-        for rb in pq.ParquetFile(str(scratch)).iter_batches(batch_size=bs):
-            table = _out_batch(rb, start, placed, rnd, item_ids, S)
+        for rb in pq.ParquetFile(str(part)).iter_batches(batch_size=batch_size, columns=cols):
+            table = _out_batch(rb, start + n, placed, rnd, item_ids, S)
             writer = writer or pq.ParquetWriter(str(out), table.schema)
             writer.write_table(table)
-            start += rb.num_rows
+            n += rb.num_rows
     finally:
         if writer is not None:
             writer.close()
+    return n
+
+
+def place(index: "SIDIndex", tok, parts: list, *, replace: bool, config: "IndexConfig", update: bool) -> tuple["SIDIndex", Any, _Placed, dict]:
+    """Pass 2's placement: the items to place gathered from the lookup ``parts`` and placed by
+    one cold-start round; returns the new index, the round, what was gathered and the summary."""
+    placed = gather(parts, index.levels, pin=update)
+    new, rnd, _, summary = cold_start_round(index, tok, None, None, lookups=placed.lookups(), replace=replace, config=config,
+                                            batch_size=None)
+    placed.finish()
+    rnd.todo_idx = np.flatnonzero(rnd.todo)
+    summary = {**summary, "items": int(placed.counts["known"] + len(placed.rows)), "known": placed.counts["known"]}
+    if not update and placed.counts["fill"] and summary["version_after"] == index.version:
+        summary["version_after"] = index.version + 1  # the version that records the fingerprints, as the in-memory round
+    return new, rnd, placed, summary
 
 
 def assign_to_file(index: "SIDIndex", tok, stream: "EmbeddingStream", out, *, replace: bool = False,
@@ -196,20 +257,15 @@ def assign_to_file(index: "SIDIndex", tok, stream: "EmbeddingStream", out, *, re
     scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".scratch", dir=out.parent))
     try:
         _check_unique_ids(stream, bs, key_budget=DEFAULT_KEY_BUDGET, spill_dir=scratch)
-        placed, counts = _first_pass(index, tok, stream, scratch / "known.parquet", config, bs, batch_size, progress, update)
-        new, rnd, _, summary = cold_start_round(index, tok, None, None, lookups=placed.lookups(), replace=replace, config=config,
-                                                batch_size=batch_size)
-        placed.finish()
-        rnd.todo_idx = np.flatnonzero(rnd.todo)
+        part = scratch / "lookup.parquet"
+        _first_pass(index, tok, stream, part, config, bs, batch_size, progress)
+        new, rnd, placed, summary = place(index, tok, [part], replace=replace, config=config, update=update)
         with atomic_write(out) as tmp:
-            _second_pass(scratch / "known.parquet", Path(tmp), placed, rnd, index.item_ids, index.sid_length, bs)
+            write_rows(part, Path(tmp), placed, rnd, index.item_ids, index.sid_length, batch_size=bs)
             if before_commit is not None:
                 before_commit(new)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    summary = {**summary, "items": int(stream.n), "known": counts["known"]}
-    if not update and counts["fill"] and summary["version_after"] == index.version:
-        summary["version_after"] = index.version + 1  # the version that records the fingerprints, as the in-memory round
     return new, summary
 
 

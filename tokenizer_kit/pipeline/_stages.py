@@ -538,7 +538,7 @@ def assign(embeddings: PathLike, tokenizer: PathLike, config: AssignConfig, *, o
                                usage=True)
     columns = columns or EmbeddingsInput()
     if ray:
-        return _assign_sharded(tok, idx, embeddings, out, config, tokenizer, ids, columns, update, progress)
+        return _assign_sharded(tok, idx, embeddings, out, config, tokenizer, ids, columns, update, progress, rows=bool(rows))
     if idx is None:
         return _codes_only(tok, embeddings, out, config, tokenizer, ids, columns, progress)
     if out is not None and not rows and tok.method != "external" and not idx.policy_obj.needs_vectors:
@@ -584,7 +584,7 @@ def _assign_to_file(tok, idx, embeddings, out: PathLike, config: AssignConfig, t
 
 
 def _assign_sharded(tok, idx, embeddings, out: PathLike, config: AssignConfig, tokenizer: PathLike, ids, columns: EmbeddingsInput,
-                    update: bool, progress: Progress | None) -> dict[str, Any]:
+                    update: bool, progress: Progress | None, *, rows: bool = False) -> dict[str, Any]:
     """The ray engine. Without an index: codes into a shard directory. With one: the cold
     start's per-batch function (``indexer.lookup_batch``, what the local engine maps in
     process) on the workers into a scratch shard directory beside ``out`` (kept by a killed
@@ -609,17 +609,57 @@ def _assign_sharded(tok, idx, embeddings, out: PathLike, config: AssignConfig, t
     _check_lookup_dir(out)
     scratch = out.parent / f".{out.name}.lookups"
     res = assign_sharded(tok, embeddings, scratch, lookup=True, summary=False, overwrite=True, **kw)
-    new, table, summary = idx.assign(tok, lookups=read_lookups(scratch, tok.levels), replace=config.replace)
+    if rows:  # every lookup row in memory (--print-items)
+        new, table, summary = idx.assign(tok, lookups=read_lookups(scratch, tok.levels), replace=config.replace)
+        extra = {"lookup": table}
+    else:
+        new, summary = _place_sharded(tok, idx, embeddings, scratch, out, config, tokenizer, ids, columns, update)
+        extra = {"lookup_rows": summary["items"]}
     changed = new.version != idx.version
-    if update and changed:
-        new.save(tok, tokenizer)
-    _write_lookup_shards(out, table, new.sid_length, scratch)
+    if rows:
+        if update and changed:
+            new.save(tok, tokenizer)
+        _write_lookup_shards(out, table, new.sid_length, scratch)
     import shutil
 
     shutil.rmtree(scratch, ignore_errors=True)
     res = {"tokenizer": str(tokenizer), **res, "out": str(out)}
     res.pop("seconds", None)
-    return {**res, "updated": bool(update and changed), **summary, "lookup": table}
+    return {**res, "updated": bool(update and changed), **summary, **extra}
+
+
+def _place_sharded(tok, idx, embeddings, scratch: Path, out: Path, config: AssignConfig, tokenizer: PathLike, ids,
+                   columns: EmbeddingsInput, update: bool):
+    """The driver's part of the ray engine's cold start in bounded memory: the input's ids
+    checked unique, the items to place gathered from the lookup parts and placed, the index
+    saved (``update``), then each part rewritten as the lookup rows of its shard."""
+    from .._streaming import DEFAULT_STREAM_BATCH, _check_unique_ids
+    from ..engines import read_shard_manifest
+    from ..engines._output import SHARDS
+    from ..indexer import IndexConfig
+    from ..indexer._stream_assign import place, write_rows
+    from ..io import open_embeddings, sha256_file
+    from ..io._manifest import write_artifact
+    from ..io._spill import DEFAULT_KEY_BUDGET
+
+    _check_unique_ids(open_embeddings(embeddings, ids_path=ids, **columns.open_kw()), DEFAULT_STREAM_BATCH,
+                      key_budget=DEFAULT_KEY_BUDGET, spill_dir=scratch)
+    m = read_shard_manifest(scratch)
+    parts = [scratch / sh["file"] for sh in m.shards]
+    new, rnd, placed, summary = place(idx, tok, parts, replace=config.replace, config=IndexConfig(policy=idx.policy), update=update)
+    if update and new.version != idx.version:
+        new.save(tok, tokenizer)
+    entries, start = [], 0
+    with write_artifact(out, SHARDS, overwrite=True) as w:
+        for sh, src in zip(m.shards, parts):
+            n = write_rows(src, w.dir / sh["file"], placed, rnd, idx.item_ids, idx.sid_length, start=start)
+            entries.append({**{k: sh[k] for k in ("index", "name", "file", "rows", "first_row", "input_rows")},
+                            "sha256": sha256_file(w.dir / sh["file"]), "size": (w.dir / sh["file"]).stat().st_size})
+            start += n
+        w.fields.update({k: m.data[k] for k in ("config", "tokenizer", "n_rows") if k in m.data}, job="assign",
+                        columns=["item_id"] + [f"code_{lv}" for lv in range(idx.sid_length)] + ["sid", "status", "collided", "moved", "nearest"],
+                        shards=entries)
+    return new, summary
 
 
 def _check_lookup_dir(out: Path) -> None:
