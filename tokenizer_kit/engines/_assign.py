@@ -10,10 +10,9 @@ streaming metrics the local engine reports (collisions, unique SIDs, largest buc
 
 With ``lookup`` the worker also loads the tokenizer's SID index (memory-mapped) and calls
 the cold start's per-batch function (``indexer._stream_assign.lookup_part``: the known
-items' indexed SIDs, which items are to be placed, their codes and nearest indexed items),
-the one the local engine maps in process; the driver then gathers only the items to place
-and places them (``_stream_assign.place``; or ``read_lookups`` and
-``SIDIndex.assign(lookups=...)`` when every lookup row is wanted in memory).
+items' indexed SIDs, which items are to be placed, their codes and vectors),
+the one the local engine maps in process; the driver then gathers only the items to place,
+places them and searches their neighbours (``_stream_assign.place``).
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ from ._output import part_writer, shard_files
 from ._plan import Shard, digest, embedding_batches, embedding_files, plan_files
 from ._run import ShardJob, run_sharded
 
-__all__ = ["AssignJob", "assign_sharded", "tokenizer_fingerprint", "read_lookups", "DEFAULT_ASSIGN_SHARD"]
+__all__ = ["AssignJob", "assign_sharded", "tokenizer_fingerprint", "DEFAULT_ASSIGN_SHARD"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +118,7 @@ class AssignJob(ShardJob):
     def _run_lookup(self, shard: Shard, out_dir: str) -> dict[str, Any]:
         """Each batch through the cold start's per-batch function (``indexer._stream_assign.
         lookup_part``, which the local engine maps too): the part holds the known items' SIDs
-        and what the driver's placement reads back (``read_lookups``, ``_stream_assign.place``)."""
+        and what the driver's placement reads back (``_stream_assign.place``)."""
         from ..indexer import IndexConfig
         from ..indexer._stream_assign import lookup_part
 
@@ -134,31 +133,7 @@ class AssignJob(ShardJob):
     def key(self) -> str:
         return digest({"job": self.name, "tokenizer": self.fingerprint, "source": self.source, "id_column": self.id_column,
                        "vector_column": self.vector_column, "batch_size": self.batch_size, "hashes": self.hashes,
-                       **({"errors": True} if self.errors else {}), **({"lookup": 2} if self.lookup else {})})  # 2: the parts of lookup_part
-
-
-def read_lookups(path: str | os.PathLike, levels: int):
-    """The ``BatchLookup`` of a finished sharded ``assign`` with ``lookup``, in input order."""
-    import pyarrow.parquet as pq
-
-    from ..indexer import BatchLookup
-    from ..io import normalise_ids
-
-    parts = []
-    for p in shard_files(path):
-        t = pq.read_table(str(p))
-        if "nearest" not in t.column_names:
-            raise InputError(f"{path}: the shards hold no cold-start lookups; rerun assign")
-        near = t.column("nearest").combine_chunks()
-        offs = near.offsets.to_numpy()
-        vals = near.values.to_numpy(zero_copy_only=False).astype(np.int64)
-        parts.append(BatchLookup(
-            ids=normalise_ids(t.column("item_id").to_numpy(zero_copy_only=False), str(path)),
-            hashes=t.column("emb_hash").to_numpy().astype(np.uint64),
-            codes=np.stack([t.column(f"raw_{l}").to_numpy() for l in range(levels)], 1).astype(np.int64),
-            nearest=[vals[offs[i] : offs[i + 1]] for i in range(t.num_rows)],
-        ))
-    return BatchLookup.concat(parts, levels)
+                       **({"errors": True} if self.errors else {}), **({"lookup": 3} if self.lookup else {})})  # 3: the parts of lookup_part (vectors, no neighbours)
 
 
 class _Summary:

@@ -111,14 +111,21 @@ def _lookup(index: "SIDIndex", tok, ids: np.ndarray, x: np.ndarray, config: "Ind
 
 
 def lookup_round(index: "SIDIndex", tok, ids: np.ndarray, x: np.ndarray, config: "IndexConfig",
-                 batch_size: int | None) -> tuple[Round, list[np.ndarray]]:
+                 batch_size: int | None, *, nearest: bool = True) -> tuple[Round, list[np.ndarray]]:
     """:func:`lookup_batch` on checked input, with the batch's classification (rows, known,
-    differs) kept: the streaming assign writes the known items' SIDs from it."""
+    differs) and preprocessed vectors kept: the streaming assign writes the known items' SIDs
+    from it, and searches the neighbours later, over all batches at once (``nearest=False``)."""
     rnd = _classify(index, ids, x, replace=True)
     _encode(rnd, tok, x, None, index.levels, batch_size)
-    L = index.levels
-    rows = _nearest(index, tok, rnd, config, rnd.codes[:, : max(L - 1, 0)])
-    return rnd, rows
+    if not nearest:
+        return rnd, []
+    return rnd, nearest_of(index, tok, rnd, config)
+
+
+def nearest_of(index: "SIDIndex", tok, rnd: Round, config: "IndexConfig") -> list[np.ndarray]:
+    """Nearest index rows of the round's items to place, under their code prefix (the items
+    of one prefix are ranked together: the result of an item does not depend on the others)."""
+    return _nearest(index, tok, rnd, config, rnd.codes[:, : max(index.levels - 1, 0)])
 
 
 def _check_input(ids, x, codes, sizes) -> tuple[np.ndarray, np.ndarray]:

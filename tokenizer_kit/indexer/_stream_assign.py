@@ -4,21 +4,23 @@
 so assigning a catalogue that is mostly known costs memory in proportion to the catalogue.
 :func:`assign_to_file` gives the same rows, written to a Parquet file, in two passes:
 
-1. each input batch goes through the cold start's per-batch function (``lookup_round``: its
-   fingerprints, the index rows of its ids, the codes and nearest index rows of the items to
-   place); the known items' SIDs are read from the stored index (the trie, memory-mapped, a
-   few rows at a time) and the batch is written to a scratch file with the items to place
-   marked. Only the items to place (new, replaced, and known ones whose fingerprint the
-   index lacks) are kept: their ids, fingerprints, codes and neighbours.
-2. those items are placed by one cold-start round (``cold_start_round`` with ``lookups``),
-   the same placement, in the same input order, as a round over the whole input (known items
-   never take part in it), then the scratch file is read back batch by batch, the placed
-   items' SIDs filled in, and the output written with ``lookup_arrow``'s columns.
+1. each input batch goes through :func:`lookup_part` (the cold start's per-batch function
+   ``lookup_round``: fingerprints, the index rows of the ids, the codes of the items to
+   place; the known items' SIDs read from the stored index, its trie memory-mapped, a few
+   rows at a time), written to a scratch file (the ray engine maps the same function on its
+   workers, one part per shard).
+2. the items to place (new, replaced, and with ``update`` known ones whose fingerprint the
+   index lacks) are gathered from the parts (their vectors to a scratch file) and placed by
+   one cold-start round (``cold_start_round`` with ``lookups``): the same placement, in the
+   same input order, as a round over the whole input (known items never take part in it).
+   Their nearest indexed items are then searched once per code prefix over all batches
+   (per item the same result as a search per batch), and the parts are read back batch by
+   batch, the placed items' SIDs filled in, and written with ``lookup_arrow``'s columns.
 
 Memory: one batch, the index's memory-mapped arrays and the O(n) int64 row maps the lookups
 build once (ids not sorted by row: their order; the trie's inverse order), plus O(items to
-place). Nothing new is stored in the tokenizer directory, so every indexed tokenizer takes
-this path as it is.
+place) (their ids, codes, fingerprints, neighbours; not their vectors). Nothing new is
+stored in the tokenizer directory, so every indexed tokenizer takes this path as it is.
 """
 
 from __future__ import annotations
@@ -49,14 +51,15 @@ class _Placed:
     fingerprints, codes), the input rows of the items placed (not only pinned), ascending,
     and their nearest index rows as one flat array with offsets."""
 
-    def __init__(self, levels: int):
+    def __init__(self, levels: int, spill: Path):
         self.levels = levels
+        self.spill = spill  # the preprocessed vectors of the placed items, float32 rows in input order
+        self._xp = open(spill, "wb")
+        self.dim = 0
         self.ids: list[np.ndarray] = []
         self.hashes: list[np.ndarray] = []
         self.codes: list[np.ndarray] = []
         self.todo_rows: list[np.ndarray] = []
-        self.near_vals: list[np.ndarray] = []
-        self.near_lens: list[np.ndarray] = []
         self.counts = {"known": 0, "fill": 0}
 
     def add(self, rb, start: int, pin: bool) -> None:
@@ -77,10 +80,11 @@ class _Placed:
         self.codes.append(np.stack([pc.filter(rb.column(f"raw_{lv}"), mask).to_numpy() for lv in range(self.levels)], 1).astype(np.int64))
         todo = place == 1
         self.todo_rows.append(start + np.flatnonzero(todo))
-        near = pc.filter(rb.column("nearest"), pa_bool(todo))
-        offs = np.asarray(near.offsets.to_numpy(), np.int64)
-        self.near_lens.append(np.diff(offs))
-        self.near_vals.append(np.asarray(near.values.to_numpy(), np.int64)[offs[0] : offs[-1]])
+        xp = pc.filter(rb.column("xp"), pa_bool(todo))
+        offs = np.asarray(xp.offsets.to_numpy(), np.int64)
+        if todo.any():
+            self.dim = int((offs[-1] - offs[0]) // int(todo.sum()))
+            self._xp.write(np.asarray(xp.values.to_numpy(), np.float32)[offs[0] : offs[-1]].tobytes())
 
     def lookups(self) -> BatchLookup:
         """What the placement reads; neighbours are left out (they are kept here, flat)."""
@@ -90,13 +94,22 @@ class _Placed:
         no_rows = np.empty(0, np.int64)
         return BatchLookup(ids=ids, hashes=np.concatenate(self.hashes), codes=np.concatenate(self.codes), nearest=[no_rows] * len(ids))
 
-    def finish(self) -> None:
-        """Lists of batch parts -> flat arrays (rows of the placed items, neighbour offsets)."""
-        cat = lambda parts: np.concatenate(parts) if parts else np.empty(0, np.int64)  # noqa: E731
-        self.rows = cat(self.todo_rows)
-        self.offsets = np.concatenate([[0], np.cumsum(cat(self.near_lens))]).astype(np.int64)
-        self.values = cat(self.near_vals)
-        self.ids = self.hashes = self.codes = self.todo_rows = self.near_vals = self.near_lens = []
+    def finish(self, index: "SIDIndex", tok, rnd, config: "IndexConfig") -> None:
+        """After the placement: the input rows of the placed items, and their neighbours,
+        searched under their code prefix over all batches at once (one search per prefix,
+        not one per prefix and batch), as one flat array of index rows with offsets."""
+        from ._cold_start import Round, nearest_of
+
+        self._xp.close()
+        self.rows = np.concatenate(self.todo_rows) if self.todo_rows else np.empty(0, np.int64)
+        self.ids = self.hashes = self.codes = self.todo_rows = []
+        t = rnd.todo_idx
+        xp = np.memmap(self.spill, np.float32, mode="r", shape=(len(t), self.dim)) if len(t) and self.dim else None
+        rows = rnd.rows[t]
+        own = Round(ids=rnd.ids[t], hashes=rnd.hashes[t], rows=rows, known=rows >= 0, differs=rows >= 0, xp=xp, codes=rnd.codes[t])
+        near = nearest_of(index, tok, own, config)
+        self.offsets = np.concatenate([[0], np.cumsum([len(r) for r in near])]).astype(np.int64)
+        self.values = np.concatenate(near).astype(np.int64) if near else np.empty(0, np.int64)
 
 
 def pa_bool(a: np.ndarray):
@@ -110,13 +123,14 @@ def lookup_part(index: "SIDIndex", tok, ids: np.ndarray, x: np.ndarray, *, confi
     table of item_id, code_0.. (the known items' indexed SIDs, 0 for the others), place (0
     known; 1 to place: new, or known with another embedding; 2 known, the index lacking its
     fingerprint, pinned by an update), raw_0.. (the quantizer codes of the items to place),
-    emb_hash (every item's fingerprint) and nearest (index rows, for the items to place)."""
+    emb_hash (every item's fingerprint) and xp (the preprocessed vector of an item to place,
+    empty for the others: the neighbour search reads it after the placement)."""
     import pyarrow as pa
 
     if x.shape[1] != tok.dim:
         raise InputError(f"vectors have dimension {x.shape[1]} but this tokenizer expects {tok.dim}; "
                          "embed with the model the tokenizer was built on")
-    rnd, nearest = lookup_round(index, tok, ids, x, config, batch_size)
+    rnd, _ = lookup_round(index, tok, ids, x, config, batch_size, nearest=False)
     keep = rnd.known & ~rnd.differs
     sids = np.zeros((len(rnd.ids), index.sid_length), np.int64)
     if keep.any():
@@ -129,19 +143,21 @@ def lookup_part(index: "SIDIndex", tok, ids: np.ndarray, x: np.ndarray, *, confi
     for lv in range(rnd.codes.shape[1]):
         cols[f"raw_{lv}"] = pa.array(rnd.codes[:, lv].astype(np.int32))
     cols["emb_hash"] = pa.array(rnd.hashes, pa.uint64())
-    lens = np.asarray([len(r) for r in nearest], np.int64)
-    vals = np.concatenate(nearest).astype(np.int64) if len(nearest) else np.empty(0, np.int64)
-    cols["nearest"] = pa.ListArray.from_arrays(pa.array(np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)), pa.array(vals, pa.int64()))
+    todo = rnd.todo
+    xp = np.asarray(rnd.xp[todo], np.float32).reshape(-1) if todo.any() else np.empty(0, np.float32)
+    offs = np.concatenate([[0], np.cumsum(todo * x.shape[1])]).astype(np.int32)
+    cols["xp"] = pa.ListArray.from_arrays(pa.array(offs), pa.array(xp, pa.float32()))
     return pa.table(cols)
 
 
-def gather(parts: list, levels: int, *, pin: bool, batch_size: int = 1 << 16) -> _Placed:
+def gather(parts: list, levels: int, spill: Path, *, pin: bool, batch_size: int = 1 << 16) -> _Placed:
     """The items to place from the lookup ``parts`` (Parquet files, in input order), reading
-    them batch by batch; with ``pin`` also the known items whose fingerprint the index lacks."""
+    them batch by batch, their vectors to ``spill``; with ``pin`` also the known items whose
+    fingerprint the index lacks."""
     import pyarrow.parquet as pq
 
-    placed, start = _Placed(levels), 0
-    cols = ["item_id", "place", "emb_hash", "nearest"] + [f"raw_{lv}" for lv in range(levels)]
+    placed, start = _Placed(levels, spill), 0
+    cols = ["item_id", "place", "emb_hash", "xp"] + [f"raw_{lv}" for lv in range(levels)]
     for p in parts:
         for rb in pq.ParquetFile(str(p)).iter_batches(batch_size=batch_size, columns=cols):
             placed.add(rb, start, pin)
@@ -219,14 +235,19 @@ def write_rows(part, out, placed: _Placed, rnd, item_ids, S: int, *, start: int 
     return n
 
 
-def place(index: "SIDIndex", tok, parts: list, *, replace: bool, config: "IndexConfig", update: bool) -> tuple["SIDIndex", Any, _Placed, dict]:
+def place(index: "SIDIndex", tok, parts: list, scratch: Path, *, replace: bool, config: "IndexConfig",
+          update: bool) -> tuple["SIDIndex", Any, _Placed, dict]:
     """Pass 2's placement: the items to place gathered from the lookup ``parts`` and placed by
-    one cold-start round; returns the new index, the round, what was gathered and the summary."""
-    placed = gather(parts, index.levels, pin=update)
-    new, rnd, _, summary = cold_start_round(index, tok, None, None, lookups=placed.lookups(), replace=replace, config=config,
-                                            batch_size=None)
-    placed.finish()
+    one cold-start round, then their neighbours searched (a vectors file in the directory
+    ``scratch``); returns the new index, the round, what was gathered and the summary."""
+    placed = gather(parts, index.levels, Path(scratch) / "placed_xp.f32", pin=update)
+    try:
+        new, rnd, _, summary = cold_start_round(index, tok, None, None, lookups=placed.lookups(), replace=replace, config=config,
+                                                batch_size=None)
+    finally:
+        placed._xp.close()
     rnd.todo_idx = np.flatnonzero(rnd.todo)
+    placed.finish(index, tok, rnd, config)
     summary = {**summary, "items": int(placed.counts["known"] + len(placed.rows)), "known": placed.counts["known"]}
     if not update and placed.counts["fill"] and summary["version_after"] == index.version:
         summary["version_after"] = index.version + 1  # the version that records the fingerprints, as the in-memory round
@@ -259,7 +280,7 @@ def assign_to_file(index: "SIDIndex", tok, stream: "EmbeddingStream", out, *, re
         _check_unique_ids(stream, bs, key_budget=DEFAULT_KEY_BUDGET, spill_dir=scratch)
         part = scratch / "lookup.parquet"
         _first_pass(index, tok, stream, part, config, bs, batch_size, progress)
-        new, rnd, placed, summary = place(index, tok, [part], replace=replace, config=config, update=update)
+        new, rnd, placed, summary = place(index, tok, [part], scratch, replace=replace, config=config, update=update)
         with atomic_write(out) as tmp:
             write_rows(part, Path(tmp), placed, rnd, index.item_ids, index.sid_length, batch_size=bs)
             if before_commit is not None:

@@ -603,23 +603,14 @@ def _assign_sharded(tok, idx, embeddings, out: PathLike, config: AssignConfig, t
         res = {"tokenizer": str(tokenizer), **res}
         res.pop("seconds", None)
         return res
-    from ..engines._assign import read_lookups
-
     out = Path(out)
     _check_lookup_dir(out)
     scratch = out.parent / f".{out.name}.lookups"
     res = assign_sharded(tok, embeddings, scratch, lookup=True, summary=False, overwrite=True, **kw)
-    if rows:  # every lookup row in memory (--print-items)
-        new, table, summary = idx.assign(tok, lookups=read_lookups(scratch, tok.levels), replace=config.replace)
-        extra = {"lookup": table}
-    else:
-        new, summary = _place_sharded(tok, idx, embeddings, scratch, out, config, tokenizer, ids, columns, update)
-        extra = {"lookup_rows": summary["items"]}
+    new, summary = _place_sharded(tok, idx, embeddings, scratch, out, config, tokenizer, ids, columns, update)
     changed = new.version != idx.version
-    if rows:
-        if update and changed:
-            new.save(tok, tokenizer)
-        _write_lookup_shards(out, table, new.sid_length, scratch)
+    # every lookup row in memory only when asked (--print-items): read back from the shards written
+    extra = {"lookup": _lookup_rows(out, idx.item_ids.dtype.kind in "iu")} if rows else {"lookup_rows": summary["items"]}
     import shutil
 
     shutil.rmtree(scratch, ignore_errors=True)
@@ -633,6 +624,9 @@ def _place_sharded(tok, idx, embeddings, scratch: Path, out: Path, config: Assig
     """The driver's part of the ray engine's cold start in bounded memory: the input's ids
     checked unique, the items to place gathered from the lookup parts and placed, the index
     saved (``update``), then each part rewritten as the lookup rows of its shard."""
+    import shutil
+    import tempfile
+
     from .._streaming import DEFAULT_STREAM_BATCH, _check_unique_ids
     from ..engines import read_shard_manifest
     from ..engines._output import SHARDS
@@ -646,7 +640,12 @@ def _place_sharded(tok, idx, embeddings, scratch: Path, out: Path, config: Assig
                       key_budget=DEFAULT_KEY_BUDGET, spill_dir=scratch)
     m = read_shard_manifest(scratch)
     parts = [scratch / sh["file"] for sh in m.shards]
-    new, rnd, placed, summary = place(idx, tok, parts, replace=config.replace, config=IndexConfig(policy=idx.policy), update=update)
+    spill = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".scratch", dir=out.parent))
+    try:
+        new, rnd, placed, summary = place(idx, tok, parts, spill, replace=config.replace, config=IndexConfig(policy=idx.policy),
+                                          update=update)
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
     if update and new.version != idx.version:
         new.save(tok, tokenizer)
     entries, start = [], 0
@@ -662,6 +661,18 @@ def _place_sharded(tok, idx, embeddings, scratch: Path, out: Path, config: Assig
     return new, summary
 
 
+def _lookup_rows(out: Path, int_ids: bool) -> list[dict[str, Any]]:
+    """The lookup rows of a written shard directory as the in-memory cold start returns them
+    (a dict per item; neighbours as ids of the index's type)."""
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(out)
+    codes = sorted((c for c in t.column_names if c.startswith("code_")), key=lambda c: int(c[5:]))
+    conv = int if int_ids else str
+    return [{"item_id": r["item_id"], "sid": r["sid"], "codes": [r[c] for c in codes], "status": r["status"],
+             "collided": r["collided"], "moved": r["moved"], "nearest": [conv(v) for v in r["nearest"]]} for r in t.to_pylist()]
+
+
 def _check_lookup_dir(out: Path) -> None:
     """The lookup directory replaces an earlier shard directory, never other files."""
     from ..engines._output import SHARDS
@@ -669,31 +680,6 @@ def _check_lookup_dir(out: Path) -> None:
     if out.is_dir() and any(out.iterdir()) and not (out / SHARDS.manifest_name).exists():
         raise InputError(f"output directory {out} holds files but no {SHARDS.manifest_name} of a shard directory; "
                          "choose an empty or new directory for `out`")
-
-
-def _write_lookup_shards(out: Path, table: list[dict], sid_length: int, shards_of: Path) -> None:
-    """The lookup rows as a shard directory: the parts of ``shards_of`` (same names, same
-    rows), each the rows of the local engine's output file it holds, committed atomically."""
-    import pyarrow.parquet as pq
-
-    from ..engines import read_shard_manifest
-    from ..engines._output import SHARDS
-    from ..indexer import lookup_arrow
-    from ..io import sha256_file
-    from ..io._manifest import write_artifact
-
-    m = read_shard_manifest(shards_of)
-    t = lookup_arrow(table, sid_length)
-    entries, start = [], 0
-    with write_artifact(out, SHARDS, overwrite=True) as w:
-        for sh in m.shards:
-            part = w.dir / sh["file"]
-            pq.write_table(t.slice(start, int(sh["rows"])), str(part))
-            entries.append({**{k: sh[k] for k in ("index", "name", "file", "rows", "first_row", "input_rows")},
-                            "sha256": sha256_file(part), "size": part.stat().st_size})
-            start += int(sh["rows"])
-        w.fields.update({k: m.data[k] for k in ("config", "tokenizer", "n_rows") if k in m.data},
-                        job="assign", columns=t.column_names, shards=entries)
 
 
 def _codes_only(tok, embeddings, out: PathLike, config: AssignConfig, tokenizer: PathLike, ids, columns: EmbeddingsInput,
