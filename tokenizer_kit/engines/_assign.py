@@ -120,13 +120,13 @@ class AssignJob(ShardJob):
         lookup_part``, which the local engine maps too): the part holds the known items' SIDs
         and what the driver's placement reads back (``_stream_assign.place``)."""
         from ..indexer import IndexConfig
-        from ..indexer._stream_assign import lookup_part
+        from ..indexer._stream_assign import LOOKUP_ROW_GROUP, lookup_part
 
         config = IndexConfig(policy=self._index.policy)
         with part_writer(out_dir, shard, self.key) as w:
             for _, ids, x in embedding_batches(shard, source=self.source, batch_size=self.batch_size, id_column=self.id_column,
                                                vector_column=self.vector_column, dim=self.dim):
-                w.write(lookup_part(self._index, self._tok, ids, x, config=config))
+                w.write(lookup_part(self._index, self._tok, ids, x, config=config), row_group_size=LOOKUP_ROW_GROUP)
         return {"info": w.info, "stats": None}
 
     @property

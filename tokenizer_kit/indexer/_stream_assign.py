@@ -41,9 +41,12 @@ if TYPE_CHECKING:
     from ..io import EmbeddingStream
     from ._index import IndexConfig, SIDIndex
 
-__all__ = ["assign_to_file", "lookup_part", "gather", "place", "write_rows"]
+__all__ = ["assign_to_file", "lookup_part", "gather", "place", "write_rows", "LOOKUP_ROW_GROUP"]
 
 _STATUS = np.array(["known", "new", "replaced"], dtype=object)
+# rows per row group of a lookup part: a reader decodes a whole row group, vectors of the
+# items to place included, and Arrow's allocator keeps what it freed for the next one
+LOOKUP_ROW_GROUP = 8192
 
 
 class _Placed:
@@ -84,7 +87,9 @@ class _Placed:
         offs = np.asarray(xp.offsets.to_numpy(), np.int64)
         if todo.any():
             self.dim = int((offs[-1] - offs[0]) // int(todo.sum()))
-            self._xp.write(np.asarray(xp.values.to_numpy(), np.float32)[offs[0] : offs[-1]].tobytes())
+            # written from Arrow's buffer: no temporary copy (copies between the small arrays kept
+            # here fragment the heap, and its size then grows with the vectors written)
+            self._xp.write(memoryview(np.ascontiguousarray(xp.values.to_numpy()[offs[0] : offs[-1]], np.float32)))
 
     def lookups(self) -> BatchLookup:
         """What the placement reads; neighbours are left out (they are kept here, flat)."""
@@ -150,18 +155,22 @@ def lookup_part(index: "SIDIndex", tok, ids: np.ndarray, x: np.ndarray, *, confi
     return pa.table(cols)
 
 
-def gather(parts: list, levels: int, spill: Path, *, pin: bool, batch_size: int = 1 << 16) -> _Placed:
+def gather(parts: list, levels: int, spill: Path, *, pin: bool) -> _Placed:
     """The items to place from the lookup ``parts`` (Parquet files, in input order), reading
-    them batch by batch, their vectors to ``spill``; with ``pin`` also the known items whose
-    fingerprint the index lacks."""
+    them row group by row group, their vectors to ``spill``; with ``pin`` also the known items
+    whose fingerprint the index lacks."""
     import pyarrow.parquet as pq
 
     placed, start = _Placed(levels, spill), 0
     cols = ["item_id", "place", "emb_hash", "xp"] + [f"raw_{lv}" for lv in range(levels)]
     for p in parts:
-        for rb in pq.ParquetFile(str(p)).iter_batches(batch_size=batch_size, columns=cols):
-            placed.add(rb, start, pin)
-            start += rb.num_rows
+        pf = pq.ParquetFile(str(p))
+        # one row group at a time: iter_batches over the list column "xp" keeps what it decoded
+        # (pyarrow 26: the process grows by the vectors read), read_row_group does not
+        for g in range(pf.metadata.num_row_groups):
+            for rb in pf.read_row_group(g, columns=cols, use_threads=False).to_batches():
+                placed.add(rb, start, pin)
+                start += rb.num_rows
     return placed
 
 
@@ -177,7 +186,7 @@ def _first_pass(index: "SIDIndex", tok, stream: "EmbeddingStream", scratch: Path
                 _check_dim(stream, b.vectors, tok)
                 table = lookup_part(index, tok, b.ids, b.vectors, config=config, batch_size=batch_size)
                 writer = writer or pq.ParquetWriter(str(scratch), table.schema)
-                writer.write_table(table)
+                writer.write_table(table, row_group_size=LOOKUP_ROW_GROUP)
                 task.advance(table.num_rows)
     finally:
         if writer is not None:
