@@ -8,9 +8,12 @@ new items are ``big`` read with other ids (``--ids mix_N.ids.npy``): every 10th 
 r % 10 == 9) under id n + r, which the index does not hold, the others under their row number.
 So the new items are spread over every batch, and each has the embedding of an indexed item:
 its codes equal an indexed SID's, and the suffix policy places it after it (the costliest
-placement; no second 10 GB input to generate). Tokenizers: ``build-codebook --no-index`` (``tok_plain``) and
-``build-codebook`` with its defaults, which index (``tok_idx``), same seed, so the same
-quantizer. Each row is a whole process (``python -m tokenizer_kit.cli.app ...``) measured by
+placement; no second 10 GB input to generate).
+
+Tokenizers: ``tok_idx``, ``build-codebook --row-ids`` with its defaults (3 x 256, seed 0),
+which index (suffix policy, with the items' fingerprints); ``tok_plain``, the same directory
+without its index (``derive_plain``: quantizer and codes kept, as ``--no-index`` writes
+them). Each row is a whole process (``python -m tokenizer_kit.cli.app ...``) measured by
 ``bench_scale.run_measured``: wall clock and the peak of the sum of ``RssAnon`` over the
 process tree, polled from /proc/PID/status every 50 ms (the page cache of the memory-mapped
 input is file memory and does not count).
@@ -55,6 +58,23 @@ def make_inputs(scratch: Path, n: int, d: int) -> tuple[Path, Path, dict]:
     return big, mix_ids, times
 
 
+def derive_plain(tok_idx: Path, tok_plain: Path) -> dict:
+    """``tok_idx`` without its index: the same quantizer file and the items' codes (the SIDs'
+    code levels: under the suffix policy the quantizer's codes), no trie, no index arrays: what
+    ``build-codebook --no-index`` writes, without a second build (minutes at 10M)."""
+    from tokenizer_kit import SemanticTokenizer
+
+    t = time.perf_counter()
+    tok = SemanticTokenizer.from_pretrained(tok_idx)
+    if tok.sections["index"]["policy"] != "suffix":
+        raise SystemExit("tok_idx is not indexed under the suffix policy: its SIDs' code levels are not the quantizer's codes")
+    tok.sections.pop("index")
+    tok.attachments.clear()
+    tok.sid_suffix = None
+    tok.save_pretrained(tok_plain, overwrite=True)
+    return {"seconds": round(time.perf_counter() - t, 1), "how": "tok_idx without its index: quantizer and codes kept, no trie or index arrays"}
+
+
 def main() -> None:
     from _machine import machine_info
     from _paths import portable
@@ -82,10 +102,12 @@ def main() -> None:
         Path(args.out).write_text(text)
 
     shape = ["--levels", args.levels, "--codebook-size", args.codebook_size, "--seed", 0, "--row-ids", "--format", "json", "--overwrite"]
-    for tok, extra in (("tok_plain", ["--no-index"]), ("tok_idx", [])):
-        if not (scratch / tok / "tokenizer.json").exists():
-            R[f"build_{tok}"] = run_measured(_cli("build-codebook", big, "--out", scratch / tok, *shape, *extra))
-            save()
+    if not (scratch / "tok_idx" / "tokenizer.json").exists():
+        R["build_tok_idx"] = run_measured(_cli("build-codebook", big, "--out", scratch / "tok_idx", *shape))
+        save()
+    if not (scratch / "tok_plain" / "tokenizer.json").exists():
+        R["derive_tok_plain"] = derive_plain(scratch / "tok_idx", scratch / "tok_plain")
+        save()
     rows = {
         "assign_unindexed": ("tok_plain", big, ["--row-ids"]),
         "assign_indexed_all_known": ("tok_idx", big, ["--row-ids"]),
