@@ -58,6 +58,15 @@ def make_inputs(scratch: Path, n: int, d: int) -> tuple[Path, Path, dict]:
     return big, mix_ids, times
 
 
+def _same_table(local: Path, shards: Path) -> bool:
+    """The ray engine's shard directory holds the local output file's rows, in order (read
+    whole in this process, which is not measured)."""
+    import pyarrow.parquet as pq
+
+    a, b = pq.read_table(local), pq.read_table(shards)
+    return bool(a.schema.equals(b.schema) and a.equals(b))
+
+
 def derive_plain(tok_idx: Path, tok_plain: Path) -> dict:
     """``tok_idx`` without its index: the same quantizer file and the items' codes (the SIDs'
     code levels: under the suffix policy the quantizer's codes), no trie, no index arrays: what
@@ -88,6 +97,8 @@ def main() -> None:
     ap.add_argument("--codebook-size", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=1, help="rounds of the three assign rows (alternating)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "assign_indexed.json"))
+    ap.add_argument("--ray", default="", help="worker counts of the ray rows (10%% new), e.g. 1,2; their tables are compared "
+                    "with the local one")
     args = ap.parse_args()
     scratch = Path(args.scratch)
     scratch.mkdir(parents=True, exist_ok=True)
@@ -118,8 +129,16 @@ def main() -> None:
             out = scratch / f"{key}.parquet"
             run = run_measured(_cli("assign", src, "--tokenizer", scratch / tok, "--out", out, *extra, "--format", "json"))
             R.setdefault(key, []).append(run)
-            out.unlink(missing_ok=True)
+            if not (args.ray and key == "assign_indexed_10pct_new"):
+                out.unlink(missing_ok=True)
             save()
+    for w in [int(k) for k in args.ray.split(",") if k]:
+        out = scratch / f"ray_w{w}"
+        R[f"ray_assign_indexed_10pct_new_w{w}"] = run = run_measured(_cli(
+            "assign", big, "--ids", mix_ids, "--tokenizer", scratch / "tok_idx", "--out", out, "--engine", "ray", "--workers", w,
+            "--format", "json"))
+        run["table_equals_local"] = _same_table(scratch / "assign_indexed_10pct_new.parquet", out)
+        save()
     best = {k: min(x["wall_seconds"] for x in R[k]) for k in rows}
     res["summary"] = {
         **{f"{k}_best_wall_seconds": v for k, v in best.items()},

@@ -109,14 +109,13 @@ def _render_cold_start(res: dict, show: int) -> None:
 
 
 def _head_rows(path: str, show: int) -> list[dict]:
-    """The first ``show`` lookup rows of an ``assign --out`` file (the rows were streamed there)."""
-    import pyarrow.parquet as pq
+    """The first ``show`` lookup rows of an ``assign --out`` file or shard directory (the rows
+    were streamed there)."""
+    import pyarrow.dataset as ds
 
     if not show:
         return []
-    for rb in pq.ParquetFile(path).iter_batches(batch_size=show, columns=["item_id", "sid", "status", "collided", "moved", "nearest"]):
-        return rb.to_pylist()
-    return []
+    return ds.dataset(path, format="parquet").head(show, columns=["item_id", "sid", "status", "collided", "moved", "nearest"]).to_pylist()
 
 
 def register(app: typer.Typer) -> None:
