@@ -71,6 +71,14 @@ def test_streamed_equals_in_memory(tmp_path, hashes, int_ids):
     assert sum_s == sum_m and sum_m["new"] == n_new and sum_m["replaced"] == len(replaced) and sum_m["collided"] > 0
     assert sum(len(r) for r in got.column("nearest").to_pylist()) > 0
     _assert_same(_load(mem_dir)[1], _load(stream_dir)[1])
+    # again, on the updated index (a base and a segment: rows appended and replaced since)
+    tok, idx = _load(stream_dir)
+    assert idx.segments
+    _, table, sum_m = idx.assign(tok, ids[rows], x[rows], replace=True)
+    _, sum_s = assign_to_file(idx, tok, open_embeddings(_input(tmp_path, ids[rows], x[rows], "again.npy")), tmp_path / "a.parquet",
+                              replace=True, batch_size=4096, update=False)
+    assert pq.read_table(tmp_path / "a.parquet").equals(lookup_arrow(table, idx.sid_length)) and sum_s == sum_m
+    assert sum_m["replaced"] == len(replaced) and sum_m["known"] == len(rows) - len(replaced)
 
 
 def test_streamed_refuses_a_changed_embedding_without_replace(tmp_path):
