@@ -145,6 +145,12 @@ def main() -> None:
         **{f"{k}_peak_rss_anon_mib": max(x["peak_rss_anon_mib"] for x in R[k]) for k in rows},
         "all_known_over_unindexed_wall": round(best["assign_indexed_all_known"] / best["assign_unindexed"], 3),
         "new_10pct_over_unindexed_wall": round(best["assign_indexed_10pct_new"] / best["assign_unindexed"], 3),
+        # paired within each round (the three rows run back to back): on a loaded machine the
+        # rounds differ more than the rows do
+        "per_round_all_known_over_unindexed": [round(a["wall_seconds"] / u["wall_seconds"], 3)
+                                               for a, u in zip(R["assign_indexed_all_known"], R["assign_unindexed"])],
+        "per_round_10pct_new_over_unindexed": [round(a["wall_seconds"] / u["wall_seconds"], 3)
+                                               for a, u in zip(R["assign_indexed_10pct_new"], R["assign_unindexed"])],
     }
     save()
     print(json.dumps(res["summary"], indent=1))

@@ -44,8 +44,8 @@ if TYPE_CHECKING:
 __all__ = ["assign_to_file", "lookup_part", "gather", "place", "write_rows", "LOOKUP_ROW_GROUP"]
 
 _STATUS = np.array(["known", "new", "replaced"], dtype=object)
-# rows per row group of a lookup part: a reader decodes a whole row group, vectors of the
-# items to place included, and Arrow's allocator keeps what it freed for the next one
+# rows per row group of a lookup part: the placement reads one row group at a time, the
+# vectors of its items to place included
 LOOKUP_ROW_GROUP = 8192
 
 
@@ -77,18 +77,17 @@ class _Placed:
         sub = (place == 1) | ((place == 2) & pin)
         if not sub.any():
             return
-        mask = pa_bool(sub)
+        mask = _pa_bool(sub)
         self.ids.append(normalise_ids(pc.filter(rb.column("item_id"), mask).to_numpy(zero_copy_only=False)))
         self.hashes.append(pc.filter(rb.column("emb_hash"), mask).to_numpy().astype(np.uint64))
         self.codes.append(np.stack([pc.filter(rb.column(f"raw_{lv}"), mask).to_numpy() for lv in range(self.levels)], 1).astype(np.int64))
         todo = place == 1
         self.todo_rows.append(start + np.flatnonzero(todo))
-        xp = pc.filter(rb.column("xp"), pa_bool(todo))
+        xp = pc.filter(rb.column("xp"), _pa_bool(todo))
         offs = np.asarray(xp.offsets.to_numpy(), np.int64)
         if todo.any():
             self.dim = int((offs[-1] - offs[0]) // int(todo.sum()))
-            # written from Arrow's buffer: no temporary copy (copies between the small arrays kept
-            # here fragment the heap, and its size then grows with the vectors written)
+            # from Arrow's buffer, without a temporary copy
             self._xp.write(memoryview(np.ascontiguousarray(xp.values.to_numpy()[offs[0] : offs[-1]], np.float32)))
 
     def lookups(self) -> BatchLookup:
@@ -117,7 +116,7 @@ class _Placed:
         self.values = np.concatenate(near).astype(np.int64) if near else np.empty(0, np.int64)
 
 
-def pa_bool(a: np.ndarray):
+def _pa_bool(a: np.ndarray):
     import pyarrow as pa
 
     return pa.array(np.asarray(a, bool))
