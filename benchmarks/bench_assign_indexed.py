@@ -132,6 +132,10 @@ def main() -> None:
             if not (args.ray and key == "assign_indexed_10pct_new"):
                 out.unlink(missing_ok=True)
             save()
+    if all(R.get(k) for k in rows):
+        res["summary"] = _summary(R, rows)
+        save()
+        print(json.dumps(res["summary"], indent=1))
     for w in [int(k) for k in args.ray.split(",") if k]:
         out = scratch / f"ray_w{w}"
         R[f"ray_assign_indexed_10pct_new_w{w}"] = run = run_measured(_cli(
@@ -139,8 +143,11 @@ def main() -> None:
             "--format", "json"))
         run["table_equals_local"] = _same_table(scratch / "assign_indexed_10pct_new.parquet", out)
         save()
+
+
+def _summary(R: dict, rows: dict) -> dict:
     best = {k: min(x["wall_seconds"] for x in R[k]) for k in rows}
-    res["summary"] = {
+    return {
         **{f"{k}_best_wall_seconds": v for k, v in best.items()},
         **{f"{k}_peak_rss_anon_mib": max(x["peak_rss_anon_mib"] for x in R[k]) for k in rows},
         "all_known_over_unindexed_wall": round(best["assign_indexed_all_known"] / best["assign_unindexed"], 3),
@@ -152,8 +159,6 @@ def main() -> None:
         "per_round_10pct_new_over_unindexed": [round(a["wall_seconds"] / u["wall_seconds"], 3)
                                                for a, u in zip(R["assign_indexed_10pct_new"], R["assign_unindexed"])],
     }
-    save()
-    print(json.dumps(res["summary"], indent=1))
 
 
 if __name__ == "__main__":
