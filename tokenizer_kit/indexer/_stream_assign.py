@@ -283,6 +283,7 @@ def assign_to_file(index: "SIDIndex", tok, stream: "EmbeddingStream", out, *, re
     _check_stream(index, tok, stream)
     bs = _aligned(batch_size or DEFAULT_STREAM_BATCH)
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".scratch", dir=out.parent))
     try:
         _check_unique_ids(stream, bs, key_budget=DEFAULT_KEY_BUDGET, spill_dir=scratch)
