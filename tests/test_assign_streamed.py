@@ -152,8 +152,9 @@ def test_streamed_memory_does_not_grow_with_the_catalogue(tmp_path):
     """Assigning a whole catalogue of 20,000 and of 80,000 items (all known, plus 500 new ones, in batches of 4,096;
     neighbours among at most 256 candidates, so their search costs the same at both sizes):
     the streamed path's peak traced allocations (Python and numpy; tracemalloc) grow by less
-    than 64 bytes per added item (its O(n) int64 row maps), the in-memory round's by more than
-    500 (a lookup row per item)."""
+    than 100 bytes per added item (measured 52: its O(n) int64 maps, the trie's inverse order
+    and the input ids' hashes for the uniqueness check, sorted), the in-memory round's by more
+    than 500 (measured 764: a lookup row per item)."""
     peaks, cfg = {}, IndexConfig(nearest_candidates=256)
     for n in (20_000, 80_000):
         x = _data(n + 500, d=8, seed=n)
@@ -167,4 +168,4 @@ def test_streamed_memory_does_not_grow_with_the_catalogue(tmp_path):
         tok, idx = _load(base)
         peaks[("memory", n)] = _traced_peak(lambda: idx.assign(tok, np.arange(n + 500), x, config=cfg))
     per_item = {k: (peaks[(k, 80_000)] - peaks[(k, 20_000)]) / 60_000 for k in ("streamed", "memory")}
-    assert per_item["streamed"] < 64 and per_item["memory"] > 500, (per_item, peaks)
+    assert per_item["streamed"] < 100 and per_item["memory"] > 500, (per_item, peaks)
