@@ -215,6 +215,43 @@ def office_split(tmp_path_factory):
     return d
 
 
+def test_office_cold_start_ray_streamed_equals_local(office_split, ray_cluster, tmp_path):
+    """Without --print-items both engines stream the cold start: the workers write each
+    batch's known SIDs and lookups, the driver gathers only the items to place. Known and
+    new items in two shards: the same rows as the local output file, the same summary, the
+    same updated index."""
+    import shutil
+
+    from conftest import DATA
+    from tokenizer_kit import SemanticTokenizer
+    from tokenizer_kit.indexer import SIDIndex
+
+    d = office_split
+    x = np.load(DATA / "office_minilm_f16.npy").astype(np.float32)
+    ids = (DATA / "office_minilm_f16.ids.txt").read_text().split()
+    (tmp_path / "mix").mkdir()
+    _write_parquet(tmp_path / "mix" / "a.parquet", ids[1500:1800], x[1500:1800])  # known
+    shutil.copy(d / "new" / "a.parquet", tmp_path / "mix" / "b.parquet")  # new
+    r = _cli(["build-codebook", d / "base.parquet", "-o", tmp_path / "tok", "--codebook-size", "16", "--levels", "3", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    shutil.copytree(tmp_path / "tok", tmp_path / "tok2")
+    r1 = _cli(["assign", tmp_path / "mix", "-t", tmp_path / "tok", "-o", tmp_path / "l.parquet", "--format", "json", "--update"])
+    r2 = _cli(["assign", tmp_path / "mix", "-t", tmp_path / "tok2", "-o", tmp_path / "shards", "--engine", "ray", "--workers", "2",
+               "--shard-size", "100", "--batch-size", "4096", "--format", "json", "--update"])
+    assert r1.exit_code == 0 and r2.exit_code == 0, r1.output + r2.output
+    a, b = json.loads(r1.stdout), json.loads(r2.stdout)
+    for k in ("items", "new", "known", "collided", "moved", "version_after", "index_items", "updated", "lookup_rows"):
+        assert a[k] == b[k], k
+    assert a["known"] == 300 and a["new"] == 300 and a["updated"] and b["shards"] == 2 and "lookup" not in b
+    ta, tb = pq.read_table(tmp_path / "l.parquet"), pq.read_table(tmp_path / "shards")
+    assert ta.schema.equals(tb.schema) and ta.equals(tb)
+    assert ta.column("status").to_pylist() == ["known"] * 300 + ["new"] * 300
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    i1 = SIDIndex.stored(SemanticTokenizer.from_pretrained(tmp_path / "tok"))
+    i2 = SIDIndex.stored(SemanticTokenizer.from_pretrained(tmp_path / "tok2"))
+    assert np.array_equal(i1.sids, i2.sids) and list(i1.item_ids) == list(i2.item_ids) and i1.version == i2.version == 2
+
+
 def _cli(args):
     from tokenizer_kit.cli.app import app
 

@@ -45,10 +45,11 @@ def assign(
     its embedding in a generative model (empty for known items).
     """
     with progress_bar() as progress:
-        res = stages.assign(embeddings, tokenizer, cfg, out=out, update=update, ids=ids, columns=columns, progress=progress)
+        res = stages.assign(embeddings, tokenizer, cfg, out=out, update=update, ids=ids, columns=columns, progress=progress,
+                            rows=print_items)
     if fmt == OutputFormat.json:
         emit_json(_json_summary(res, print_items))
-    elif "lookup" in res:
+    elif "lookup" in res or "lookup_rows" in res:
         _render_cold_start(res, cfg.show)
     else:
         _render_codes(res)
@@ -94,16 +95,27 @@ def _cold_start_title(res: dict) -> str:
 def _render_cold_start(res: dict, show: int) -> None:
     from rich.table import Table
 
-    table = res["lookup"]
+    table = res["lookup"] if "lookup" in res else _head_rows(res["out"], show)
     out_console.print(_cold_start_title(res), markup=False, highlight=False, soft_wrap=True)
     out_console.print(_kv_table(None, res))
     if table and show:
-        t = Table(title=f"items (first {min(show, len(table))} of {len(table)}; columns: assign --help)")
+        total = res.get("lookup_rows", len(table))
+        t = Table(title=f"items (first {min(show, len(table))} of {total}; columns: assign --help)")
         for c in ("item_id", "sid", "status", "collided", "moved", "nearest"):
             t.add_column(c)
         for r in table[:show]:
             t.add_row(str(r["item_id"]), r["sid"], r["status"], str(r["collided"]), str(r["moved"]), ", ".join(map(str, r["nearest"])))
         out_console.print(t)
+
+
+def _head_rows(path: str, show: int) -> list[dict]:
+    """The first ``show`` lookup rows of an ``assign --out`` file or shard directory (the rows
+    were streamed there)."""
+    import pyarrow.dataset as ds
+
+    if not show:
+        return []
+    return ds.dataset(path, format="parquet").head(show, columns=["item_id", "sid", "status", "collided", "moved", "nearest"]).to_pylist()
 
 
 def register(app: typer.Typer) -> None:

@@ -8,10 +8,11 @@ code_0.., sid``); with ``hashes`` also ``emb_hash`` (the index's embedding finge
 which a cold start from the shards needs. The driver folds each finished part into the same
 streaming metrics the local engine reports (collisions, unique SIDs, largest bucket).
 
-With ``lookup`` the worker also loads the tokenizer's SID index and calls the cold start's
-per-batch function (``indexer.lookup_batch``: which items the index knows, the codes of the
-others, their nearest indexed items), the one the local engine maps in process; the driver
-then places the new items (``read_lookups``, ``SIDIndex.assign(lookups=...)``).
+With ``lookup`` the worker also loads the tokenizer's SID index (memory-mapped) and calls
+the cold start's per-batch function (``indexer._stream_assign.lookup_part``: the known
+items' indexed SIDs, which items are to be placed, their codes and vectors),
+the one the local engine maps in process; the driver then gathers only the items to place,
+places them and searches their neighbours (``_stream_assign.place``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from ._output import part_writer, shard_files
 from ._plan import Shard, digest, embedding_batches, embedding_files, plan_files
 from ._run import ShardJob, run_sharded
 
-__all__ = ["AssignJob", "assign_sharded", "tokenizer_fingerprint", "read_lookups", "DEFAULT_ASSIGN_SHARD"]
+__all__ = ["AssignJob", "assign_sharded", "tokenizer_fingerprint", "DEFAULT_ASSIGN_SHARD"]
 
 logger = logging.getLogger(__name__)
 
@@ -115,57 +116,24 @@ class AssignJob(ShardJob):
         return {"info": w.info, "stats": None}
 
     def _run_lookup(self, shard: Shard, out_dir: str) -> dict[str, Any]:
-        """Each batch through ``indexer.lookup_batch``; the part holds what the driver's
-        placement reads back (``read_lookups``)."""
-        from ..indexer import lookup_batch
+        """Each batch through the cold start's per-batch function (``indexer._stream_assign.
+        lookup_part``, which the local engine maps too): the part holds the known items' SIDs
+        and what the driver's placement reads back (``_stream_assign.place``)."""
+        from ..indexer import IndexConfig
+        from ..indexer._stream_assign import LOOKUP_ROW_GROUP, lookup_part
 
+        config = IndexConfig(policy=self._index.policy)
         with part_writer(out_dir, shard, self.key) as w:
             for _, ids, x in embedding_batches(shard, source=self.source, batch_size=self.batch_size, id_column=self.id_column,
                                                vector_column=self.vector_column, dim=self.dim):
-                w.write(_lookup_table(lookup_batch(self._index, self._tok, ids, x)))
+                w.write(lookup_part(self._index, self._tok, ids, x, config=config), row_group_size=LOOKUP_ROW_GROUP)
         return {"info": w.info, "stats": None}
 
     @property
     def key(self) -> str:
         return digest({"job": self.name, "tokenizer": self.fingerprint, "source": self.source, "id_column": self.id_column,
                        "vector_column": self.vector_column, "batch_size": self.batch_size, "hashes": self.hashes,
-                       **({"errors": True} if self.errors else {}), **({"lookup": True} if self.lookup else {})})
-
-
-def _lookup_table(b):
-    """A ``BatchLookup`` as Arrow: item_id, code_0.. (raw codes), emb_hash, nearest (index rows)."""
-    import pyarrow as pa
-
-    cols = {"item_id": pa.array(b.ids.tolist(), pa.int64() if b.ids.dtype.kind in "iu" else pa.string())}
-    for l in range(b.codes.shape[1]):
-        cols[f"code_{l}"] = pa.array(b.codes[:, l], pa.int32())
-    cols["emb_hash"] = pa.array(b.hashes, pa.uint64())
-    cols["nearest"] = pa.array([r.tolist() for r in b.nearest], pa.list_(pa.int64()))
-    return pa.table(cols)
-
-
-def read_lookups(path: str | os.PathLike, levels: int):
-    """The ``BatchLookup`` of a finished sharded ``assign`` with ``lookup``, in input order."""
-    import pyarrow.parquet as pq
-
-    from ..indexer import BatchLookup
-    from ..io import normalise_ids
-
-    parts = []
-    for p in shard_files(path):
-        t = pq.read_table(str(p))
-        if "nearest" not in t.column_names:
-            raise InputError(f"{path}: the shards hold no cold-start lookups; rerun assign")
-        near = t.column("nearest").combine_chunks()
-        offs = near.offsets.to_numpy()
-        vals = near.values.to_numpy(zero_copy_only=False).astype(np.int64)
-        parts.append(BatchLookup(
-            ids=normalise_ids(t.column("item_id").to_numpy(zero_copy_only=False), str(path)),
-            hashes=t.column("emb_hash").to_numpy().astype(np.uint64),
-            codes=np.stack([t.column(f"code_{l}").to_numpy() for l in range(levels)], 1).astype(np.int64),
-            nearest=[vals[offs[i] : offs[i + 1]] for i in range(t.num_rows)],
-        ))
-    return BatchLookup.concat(parts, levels)
+                       **({"errors": True} if self.errors else {}), **({"lookup": 3} if self.lookup else {})})  # 3: the parts of lookup_part (vectors, no neighbours)
 
 
 class _Summary:
@@ -257,8 +225,12 @@ def assign_sharded(
     job = AssignJob(tokenizer=str(tok.path), fingerprint=tokenizer_fingerprint(tok.path, index=lookup), source=stream.source,
                     id_column=getattr(stream, "id_column", None), vector_column=getattr(stream, "vcol", None), dim=stream.dim,
                     batch_size=bs, hashes=hashes, errors=errors, lookup=lookup)
-    columns = (["item_id"] + [f"code_{l}" for l in range(tok.levels)] + (["emb_hash", "nearest"] if lookup else ["sid"]
-               + (["emb_hash"] if hashes else []) + (["err"] if errors else [])))
+    if lookup:  # the SID's levels (the suffix too), then what the placement reads
+        S = int((tok.sections.get("index") or {}).get("sid_length") or tok.levels)
+        columns = ["item_id"] + [f"code_{l}" for l in range(S)] + ["place"] + [f"raw_{l}" for l in range(tok.levels)] + ["emb_hash", "nearest"]
+    else:
+        columns = (["item_id"] + [f"code_{l}" for l in range(tok.levels)] + ["sid"] + (["emb_hash"] if hashes else [])
+                   + (["err"] if errors else []))
     fields = {"config": {"tokenizer": str(tok.path), "source": stream.source, "batch_size": bs, "shard_size": shard_rows,
                          "engine": engine.engine, "hashes": hashes, "errors": errors, **({"lookup": True} if lookup else {})},
               "tokenizer": job.fingerprint, "columns": columns}

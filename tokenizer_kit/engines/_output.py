@@ -67,14 +67,14 @@ class PartWriter:
         self.rows = 0
         self._w = None
 
-    def write(self, table) -> None:
+    def write(self, table, *, row_group_size: int | None = None) -> None:
         import pyarrow.parquet as pq
 
         if self._w is None:
             md = dict(table.schema.metadata or {})
             md[SHARD_META_KEY] = self.meta
             self._w = pq.ParquetWriter(str(self.tmp), table.schema.with_metadata(md))
-        self._w.write_table(table.replace_schema_metadata(self._w.schema.metadata))
+        self._w.write_table(table.replace_schema_metadata(self._w.schema.metadata), row_group_size=row_group_size)
         self.rows += table.num_rows
 
     def close(self) -> None:

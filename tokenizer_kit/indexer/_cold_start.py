@@ -106,11 +106,26 @@ def lookup_batch(index: "SIDIndex", tok, ids, x, *, config: "IndexConfig | None"
 
 
 def _lookup(index: "SIDIndex", tok, ids: np.ndarray, x: np.ndarray, config: "IndexConfig", batch_size: int | None) -> BatchLookup:
+    rnd, rows = lookup_round(index, tok, ids, x, config, batch_size)
+    return BatchLookup(ids=rnd.ids, hashes=rnd.hashes, codes=rnd.codes, nearest=rows)
+
+
+def lookup_round(index: "SIDIndex", tok, ids: np.ndarray, x: np.ndarray, config: "IndexConfig",
+                 batch_size: int | None, *, nearest: bool = True) -> tuple[Round, list[np.ndarray]]:
+    """:func:`lookup_batch` on checked input, with the batch's classification (rows, known,
+    differs) and preprocessed vectors kept: the streaming assign writes the known items' SIDs
+    from it, and searches the neighbours later, over all batches at once (``nearest=False``)."""
     rnd = _classify(index, ids, x, replace=True)
     _encode(rnd, tok, x, None, index.levels, batch_size)
-    L = index.levels
-    rows = _nearest(index, tok, rnd, config, rnd.codes[:, : max(L - 1, 0)])
-    return BatchLookup(ids=rnd.ids, hashes=rnd.hashes, codes=rnd.codes, nearest=rows)
+    if not nearest:
+        return rnd, []
+    return rnd, nearest_of(index, tok, rnd, config)
+
+
+def nearest_of(index: "SIDIndex", tok, rnd: Round, config: "IndexConfig") -> list[np.ndarray]:
+    """Nearest index rows of the round's items to place, under their code prefix (the items
+    of one prefix are ranked together: the result of an item does not depend on the others)."""
+    return _nearest(index, tok, rnd, config, rnd.codes[:, : max(index.levels - 1, 0)])
 
 
 def _check_input(ids, x, codes, sizes) -> tuple[np.ndarray, np.ndarray]:
@@ -390,6 +405,17 @@ def cold_start(
     config: "IndexConfig", batch_size: int | None, progress: Progress | None = None,
 ) -> tuple["SIDIndex", list[dict[str, Any]], dict[str, Any]]:
     """See ``SIDIndex.assign``."""
+    new, rnd, nearest, summary = cold_start_round(index, tok, ids, x, codes=codes, hashes=hashes, lookups=lookups, replace=replace,
+                                                  config=config, batch_size=batch_size, progress=progress)
+    return new, _table(index, rnd, nearest), summary
+
+
+def cold_start_round(
+    index: "SIDIndex", tok, ids, x, *, codes=None, hashes=None, lookups: BatchLookup | None = None, replace: bool,
+    config: "IndexConfig", batch_size: int | None, progress: Progress | None = None,
+) -> tuple["SIDIndex", Round, list[np.ndarray], dict[str, Any]]:
+    """:func:`cold_start` up to its lookup rows: the new index, the placed round (each item's
+    SID, status, collided, moved), each item's nearest index rows and the summary."""
     from ._index import _HISTORY_KEEP, _now
 
     nearest = None
@@ -430,12 +456,11 @@ def cold_start(
         nearest = _nearest(index, tok, rnd, config, rnd.sids[:, : max(index.levels - 1, 0)], progress)
     else:  # a replaced item's neighbours only count when it is replaced
         nearest = [r if t else _NO_ROWS for r, t in zip(nearest, rnd.todo.tolist())]
-    table = _table(index, rnd, nearest)
     summary = _summary(index, new, rnd, retired)
     if changed:
         event = {"version": new.version, "event": "assign", "at": _now(), "new": summary["new"], "replaced": summary["replaced"]}
         new.history = (new.history + [event])[-_HISTORY_KEEP:]
-    return new, table, summary
+    return new, rnd, nearest, summary
 
 
 def lookup_arrow(table: list[dict[str, Any]], sid_length: int, id_type=None):

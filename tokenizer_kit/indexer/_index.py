@@ -83,9 +83,12 @@ class IndexConfig(ValidatedConfig):
 def embedding_hash(x: np.ndarray) -> np.ndarray:
     """A 64-bit fingerprint per row of ``x`` (n, d), rounded to 4 decimals (0 is reserved for 'unknown')."""
     xr = np.ascontiguousarray(np.round(np.asarray(x, np.float32), 4) + np.float32(0.0))  # +0 folds -0.0 into 0.0
-    out = np.empty(len(xr), np.uint64)
-    for i in range(len(xr)):
-        out[i] = int.from_bytes(hashlib.blake2b(xr[i].tobytes(), digest_size=8).digest(), "little") or 1
+    if not xr.size:  # no rows, or rows of no bytes (each the digest of b"")
+        return np.full(len(xr), int.from_bytes(hashlib.blake2b(b"", digest_size=8).digest(), "little") or 1, np.uint64)
+    flat, rb, blake = memoryview(xr).cast("B"), xr[0].nbytes, hashlib.blake2b  # a row's bytes: a slice, no copy
+    digests = b"".join([blake(flat[i : i + rb], digest_size=8).digest() for i in range(0, len(flat), rb)])
+    out = np.frombuffer(digests, "<u8").astype(np.uint64)
+    out[out == 0] = 1
     return out
 
 

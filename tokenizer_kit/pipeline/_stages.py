@@ -507,10 +507,16 @@ def embed_text(catalog: PathLike, out: PathLike, config: TextEmbedConfig, *, ove
 
 
 def assign(embeddings: PathLike, tokenizer: PathLike, config: AssignConfig, *, out: PathLike | None = None, update: bool = False,
-           ids: PathLike | None = None, columns: EmbeddingsInput | None = None, progress: Progress | None = None) -> dict[str, Any]:
+           ids: PathLike | None = None, columns: EmbeddingsInput | None = None, progress: Progress | None = None,
+           rows: bool | None = None) -> dict[str, Any]:
     """SIDs for new items from a frozen tokenizer. With an SID index in the tokenizer directory,
     a cold start against it (no existing SID moves; ``update`` appends the items to the index,
-    atomically) and a lookup row per item (``lookup``); without one, raw codes streamed to ``out``."""
+    atomically) and a lookup row per item (``lookup``); without one, raw codes streamed to ``out``.
+
+    ``rows``: keep the lookup rows in the result (``lookup``, a dict per item). By default
+    only when there is no ``out``: with ``out`` the local cold start streams the input into
+    it in memory bounded by the batch and the new items, and the result says how many rows it
+    wrote (``lookup_rows``)."""
     from .._tokenizer import SemanticTokenizer
     from ..indexer import SIDIndex
     from ..io import load_embeddings
@@ -532,9 +538,11 @@ def assign(embeddings: PathLike, tokenizer: PathLike, config: AssignConfig, *, o
                                usage=True)
     columns = columns or EmbeddingsInput()
     if ray:
-        return _assign_sharded(tok, idx, embeddings, out, config, tokenizer, ids, columns, update, progress)
+        return _assign_sharded(tok, idx, embeddings, out, config, tokenizer, ids, columns, update, progress, rows=bool(rows))
     if idx is None:
         return _codes_only(tok, embeddings, out, config, tokenizer, ids, columns, progress)
+    if out is not None and not rows and tok.method != "external" and not idx.policy_obj.needs_vectors:
+        return _assign_to_file(tok, idx, embeddings, out, config, tokenizer, ids, columns, update, progress)
     if tok.method == "external":  # an imported index: new items come with their codes, as an *.index.json
         from ..indexer import read_lcrec_index
 
@@ -554,8 +562,29 @@ def assign(embeddings: PathLike, tokenizer: PathLike, config: AssignConfig, *, o
     return {**summary, "lookup": table}
 
 
-def _assign_sharded(tok, idx, embeddings, out: PathLike, config: AssignConfig, tokenizer: PathLike, ids, columns: EmbeddingsInput,
+def _assign_to_file(tok, idx, embeddings, out: PathLike, config: AssignConfig, tokenizer: PathLike, ids, columns: EmbeddingsInput,
                     update: bool, progress: Progress | None) -> dict[str, Any]:
+    """The local cold start streamed into ``out`` (``indexer._stream_assign``): the same rows
+    as the in-memory one, without a row per item in memory; the index is saved (``update``)
+    before ``out`` appears, as there."""
+    from ..indexer._stream_assign import assign_to_file
+    from ..io import open_embeddings
+
+    stream = open_embeddings(embeddings, ids_path=ids, **columns.open_kw())
+    saved = []
+
+    def save(new) -> None:
+        if update and new.version != idx.version:
+            new.save(tok, tokenizer)
+            saved.append(True)
+
+    _, summary = assign_to_file(idx, tok, stream, out, replace=config.replace, batch_size=config.batch_size, progress=progress,
+                                before_commit=save, update=update)
+    return {"tokenizer": str(tokenizer), "updated": bool(saved), **summary, "out": str(out), "lookup_rows": int(stream.n)}
+
+
+def _assign_sharded(tok, idx, embeddings, out: PathLike, config: AssignConfig, tokenizer: PathLike, ids, columns: EmbeddingsInput,
+                    update: bool, progress: Progress | None, *, rows: bool = False) -> dict[str, Any]:
     """The ray engine. Without an index: codes into a shard directory. With one: the cold
     start's per-batch function (``indexer.lookup_batch``, what the local engine maps in
     process) on the workers into a scratch shard directory beside ``out`` (kept by a killed
@@ -574,23 +603,74 @@ def _assign_sharded(tok, idx, embeddings, out: PathLike, config: AssignConfig, t
         res = {"tokenizer": str(tokenizer), **res}
         res.pop("seconds", None)
         return res
-    from ..engines._assign import read_lookups
-
     out = Path(out)
     _check_lookup_dir(out)
     scratch = out.parent / f".{out.name}.lookups"
     res = assign_sharded(tok, embeddings, scratch, lookup=True, summary=False, overwrite=True, **kw)
-    new, table, summary = idx.assign(tok, lookups=read_lookups(scratch, tok.levels), replace=config.replace)
+    new, summary = _place_sharded(tok, idx, embeddings, scratch, out, config, tokenizer, ids, columns, update)
     changed = new.version != idx.version
-    if update and changed:
-        new.save(tok, tokenizer)
-    _write_lookup_shards(out, table, new.sid_length, scratch)
+    # every lookup row in memory only when asked (--print-items): read back from the shards written
+    extra = {"lookup": _lookup_rows(out, idx.item_ids.dtype.kind in "iu")} if rows else {"lookup_rows": summary["items"]}
     import shutil
 
     shutil.rmtree(scratch, ignore_errors=True)
     res = {"tokenizer": str(tokenizer), **res, "out": str(out)}
     res.pop("seconds", None)
-    return {**res, "updated": bool(update and changed), **summary, "lookup": table}
+    return {**res, "updated": bool(update and changed), **summary, **extra}
+
+
+def _place_sharded(tok, idx, embeddings, scratch: Path, out: Path, config: AssignConfig, tokenizer: PathLike, ids,
+                   columns: EmbeddingsInput, update: bool):
+    """The driver's part of the ray engine's cold start in bounded memory: the input's ids
+    checked unique, the items to place gathered from the lookup parts and placed, the index
+    saved (``update``), then each part rewritten as the lookup rows of its shard."""
+    import shutil
+    import tempfile
+
+    from .._streaming import DEFAULT_STREAM_BATCH, _check_unique_ids
+    from ..engines import read_shard_manifest
+    from ..engines._output import SHARDS
+    from ..indexer import IndexConfig
+    from ..indexer._stream_assign import place, write_rows
+    from ..io import open_embeddings, sha256_file
+    from ..io._manifest import write_artifact
+    from ..io._spill import DEFAULT_KEY_BUDGET
+
+    _check_unique_ids(open_embeddings(embeddings, ids_path=ids, **columns.open_kw()), DEFAULT_STREAM_BATCH,
+                      key_budget=DEFAULT_KEY_BUDGET, spill_dir=scratch)
+    m = read_shard_manifest(scratch)
+    parts = [scratch / sh["file"] for sh in m.shards]
+    spill = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".scratch", dir=out.parent))
+    try:
+        new, rnd, placed, summary = place(idx, tok, parts, spill, replace=config.replace, config=IndexConfig(policy=idx.policy),
+                                          update=update)
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
+    if update and new.version != idx.version:
+        new.save(tok, tokenizer)
+    entries, start = [], 0
+    with write_artifact(out, SHARDS, overwrite=True) as w:
+        for sh, src in zip(m.shards, parts):
+            n = write_rows(src, w.dir / sh["file"], placed, rnd, idx.item_ids, idx.sid_length, start=start)
+            entries.append({**{k: sh[k] for k in ("index", "name", "file", "rows", "first_row", "input_rows")},
+                            "sha256": sha256_file(w.dir / sh["file"]), "size": (w.dir / sh["file"]).stat().st_size})
+            start += n
+        w.fields.update({k: m.data[k] for k in ("config", "tokenizer", "n_rows") if k in m.data}, job="assign",
+                        columns=["item_id"] + [f"code_{lv}" for lv in range(idx.sid_length)] + ["sid", "status", "collided", "moved", "nearest"],
+                        shards=entries)
+    return new, summary
+
+
+def _lookup_rows(out: Path, int_ids: bool) -> list[dict[str, Any]]:
+    """The lookup rows of a written shard directory as the in-memory cold start returns them
+    (a dict per item; neighbours as ids of the index's type)."""
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(out)
+    codes = sorted((c for c in t.column_names if c.startswith("code_")), key=lambda c: int(c[5:]))
+    conv = int if int_ids else str
+    return [{"item_id": r["item_id"], "sid": r["sid"], "codes": [r[c] for c in codes], "status": r["status"],
+             "collided": r["collided"], "moved": r["moved"], "nearest": [conv(v) for v in r["nearest"]]} for r in t.to_pylist()]
 
 
 def _check_lookup_dir(out: Path) -> None:
@@ -600,31 +680,6 @@ def _check_lookup_dir(out: Path) -> None:
     if out.is_dir() and any(out.iterdir()) and not (out / SHARDS.manifest_name).exists():
         raise InputError(f"output directory {out} holds files but no {SHARDS.manifest_name} of a shard directory; "
                          "choose an empty or new directory for `out`")
-
-
-def _write_lookup_shards(out: Path, table: list[dict], sid_length: int, shards_of: Path) -> None:
-    """The lookup rows as a shard directory: the parts of ``shards_of`` (same names, same
-    rows), each the rows of the local engine's output file it holds, committed atomically."""
-    import pyarrow.parquet as pq
-
-    from ..engines import read_shard_manifest
-    from ..engines._output import SHARDS
-    from ..indexer import lookup_arrow
-    from ..io import sha256_file
-    from ..io._manifest import write_artifact
-
-    m = read_shard_manifest(shards_of)
-    t = lookup_arrow(table, sid_length)
-    entries, start = [], 0
-    with write_artifact(out, SHARDS, overwrite=True) as w:
-        for sh in m.shards:
-            part = w.dir / sh["file"]
-            pq.write_table(t.slice(start, int(sh["rows"])), str(part))
-            entries.append({**{k: sh[k] for k in ("index", "name", "file", "rows", "first_row", "input_rows")},
-                            "sha256": sha256_file(part), "size": part.stat().st_size})
-            start += int(sh["rows"])
-        w.fields.update({k: m.data[k] for k in ("config", "tokenizer", "n_rows") if k in m.data},
-                        job="assign", columns=t.column_names, shards=entries)
 
 
 def _codes_only(tok, embeddings, out: PathLike, config: AssignConfig, tokenizer: PathLike, ids, columns: EmbeddingsInput,
