@@ -494,6 +494,32 @@ def sec_cli_startup() -> list[str]:
     return out + source("cli_startup_quiet.json", "cli_startup.json")
 
 
+def sec_assign_indexed() -> list[str]:
+    names = ("assign_indexed_1m.json", "assign_indexed_10m.json")
+    rows = []
+    for name in names:
+        d = load(name)
+        if not d:
+            continue
+        n = d["args"]["n"]
+        for key, label in (("assign_unindexed", "unindexed"), ("assign_indexed_all_known", "indexed, all known"),
+                           ("assign_indexed_10pct_new", "indexed, a tenth new")):
+            runs = d["rows"].get(key) or []
+            walls = [r["wall_seconds"] for r in runs]
+            mem = max((r["peak_rss_anon_mib"] for r in runs), default=None)
+            rows.append([f(n), label, f(len(runs)), f(min(walls), 1) if walls else DASH, f(mem, 0)])
+        for key in sorted(k for k in d["rows"] if k.startswith("ray_")):
+            r = d["rows"][key]
+            rows.append([f(n), f"ray, {f(int(key.rsplit('_w', 1)[1]))} worker(s), a tenth new", f(1), f(r["wall_seconds"], 1),
+                         f(r["peak_rss_anon_mib"], 0)])
+        b = d["rows"].get("build_tok_idx")
+        if b:
+            rows.append([f(n), "indexed build (set-up)", f(1), f(b["wall_seconds"], 1), f(b["peak_rss_anon_mib"], 0)])
+    if not rows:
+        return [T["missing"], ""]
+    return table(["items", "command", "rounds", "best wall s", "peak RssAnon MiB"], rows) + source(*names)
+
+
 def sec_causal_lm() -> list[str]:
     d = load("causal_lm_office_short.json")
     if not d:
@@ -525,6 +551,7 @@ WHAT = {
     "caption_lm_load": "loading the caption LM: transformers against one GGUF parse",
     "cold_start_": "cold start into a large index: a segment against a rewrite",
     "cli_startup": "CLI start-up time and memory, with and without torch imported",
+    "assign_indexed": "assign on an indexed tokenizer, streamed, against the unindexed assign",
     "causal_lm_office_short": "a first look: the offline SmolLM with LoRA against the encoder-decoder companion on Office, one seed",
     "companion_fast_settings": "companion training settings: CPU seconds against retrieval quality",
     "constrained_decoding": "constrained decoding: trie processor and prefix hook against unconstrained generate",
@@ -630,6 +657,11 @@ T = {
                    "importing it (`python benchmarks/bench_cli_startup.py`), first on a quiet machine, then on a loaded one, "
                    "where CPU seconds are steadier than wall seconds.",
     "cli_floors": "What the imports alone cost, same runs:",
+    "assign_indexed": "`assign --out` on an indexed tokenizer streams the cold start (known items' SIDs read per batch "
+                      "from the stored index, only the items to place gathered), against the unindexed assign of the "
+                      "same codebooks, whole processes, peak anonymous memory over the process tree "
+                      "(`python benchmarks/bench_assign_indexed.py`); the Ray rows include Ray's own processes. "
+                      "These runs shared a loaded machine.",
     "causal_lm": "SIDs in a pretrained causal LM (the offline SmolLM, LoRA, `evaluate-retrieval --arch causal-lm`) against the "
                  "default encoder-decoder companion on Office (`python benchmarks/bench_causal_lm_office.py`; docs/causal-lm.md). A first look "
                  "on a loaded machine, one seed, budgets not matched: the LM's step budget is a small part of one epoch.",
@@ -653,6 +685,7 @@ SECTIONS: list[tuple[str, str, Callable[[], list[str]]]] = [
     ("Cost of determinism", "determinism", sec_determinism),
     ("Cluster throughput: local and Ray engines", "engines", sec_engines),
     ("Cold start into a large index", "cold_start", sec_cold_start),
+    ("Assign on an indexed tokenizer", "assign_indexed", sec_assign_indexed),
     ("SID trie size", "trie", sec_trie),
     ("Constrained decoding", "decoding", sec_decoding),
     ("Collision planning", "plan", sec_plan),
