@@ -64,6 +64,8 @@ def __getattr__(name):
 
         return getattr(alignment, name)
     if name in _LAZY:
+        if name == "SemanticTokenizer":  # its build(index=True) calls the builder the indexer registers
+            importlib.import_module(".indexer", __name__)
         value = getattr(importlib.import_module(_LAZY[name], __name__), name)
         globals()[name] = value
         return value

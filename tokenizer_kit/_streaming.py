@@ -336,7 +336,7 @@ def _encode_pass(tok: SemanticTokenizer, stream: EmbeddingStream, staging: Path,
     with the metrics of the same pass (``tok.metrics``); with the distinct-last-level step the
     codes are held (int16) until it has run, then written. ``hashes`` (n,) uint64, if given, is
     filled with each raw embedding's fingerprint in the same pass. Returns the timings."""
-    from .indexer._index import embedding_hash
+    from .io._fingerprint import embedding_hash
 
     q, n = tok.quantizer, stream.n
     prog = as_progress(progress)

@@ -53,7 +53,7 @@ WEIGHTS_NAME = "quantizer.safetensors"
 
 # The SID index is the indexer's (``tokenizer_kit.indexer``, a layer above this module: it
 # imports this one), so ``SemanticTokenizer.build`` reaches it through the builder the indexer
-# registers when imported (imported here on first need): (tok, raw x (n, d)) -> None,
+# registers when imported (``tokenizer_kit.SemanticTokenizer`` imports it): (tok, raw x (n, d)) -> None,
 # attaching the default index to ``tok``.
 _INDEX_BUILDER: Callable[["SemanticTokenizer", np.ndarray], None] | None = None
 
@@ -241,8 +241,8 @@ class SemanticTokenizer:
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         if index:
-            if _INDEX_BUILDER is None:  # the indexer registers its builder when imported
-                import tokenizer_kit.indexer  # noqa: F401
+            if _INDEX_BUILDER is None:
+                raise TokenizerKitError("no SID indexer is registered (import tokenizer_kit.indexer), or build with index=False")
             _INDEX_BUILDER(tok, x)
         return tok
 

@@ -17,7 +17,6 @@ caller saves it with ``save``, which rewrites the directory atomically.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -33,6 +32,7 @@ from .._config import ValidatedConfig, setting
 from .._progress import Progress
 from .._tokenizer import level_token, parse_sid_string, sid_string
 from ..errors import ArtifactError, InputError, TokenizerKitError
+from ..io._fingerprint import embedding_hash
 from ._cold_start import cold_start
 from .policies import POLICIES, CollisionPolicy, IndexView, get_policy, sid_keys
 from ._ids import IdLookup, as_ids, concat_ids
@@ -78,18 +78,6 @@ class IndexConfig(ValidatedConfig):
             errs.append(f"nearest_candidates must be >= 1, got {self.nearest_candidates}")
         return errs
 
-
-
-def embedding_hash(x: np.ndarray) -> np.ndarray:
-    """A 64-bit fingerprint per row of ``x`` (n, d), rounded to 4 decimals (0 is reserved for 'unknown')."""
-    xr = np.ascontiguousarray(np.round(np.asarray(x, np.float32), 4) + np.float32(0.0))  # +0 folds -0.0 into 0.0
-    if not xr.size:  # no rows, or rows of no bytes (each the digest of b"")
-        return np.full(len(xr), int.from_bytes(hashlib.blake2b(b"", digest_size=8).digest(), "little") or 1, np.uint64)
-    flat, rb, blake = memoryview(xr).cast("B"), xr[0].nbytes, hashlib.blake2b  # a row's bytes: a slice, no copy
-    digests = b"".join([blake(flat[i : i + rb], digest_size=8).digest() for i in range(0, len(flat), rb)])
-    out = np.frombuffer(digests, "<u8").astype(np.uint64)
-    out[out == 0] = 1
-    return out
 
 
 _as_ids = as_ids
