@@ -211,7 +211,9 @@ def test_readme_runs_every_block(tmp_path, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
 def test_doc_runs_every_block(doc, tmp_path, monkeypatch):
-    _run_doc(doc, tmp_path, monkeypatch, slow=True)
+    ran = _run_doc(doc, tmp_path, monkeypatch, slow=True)
+    runnable = [b.line for b in readme_blocks(doc.read_text()) if b.lang and b.marker != "no-run"]
+    assert ran == runnable, f"{doc.name}: blocks at lines {sorted(set(runnable) - set(ran))} did not run"
 
 
 # ---- unfilled placeholders ------------------------------------------------------------------
