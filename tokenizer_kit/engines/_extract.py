@@ -128,14 +128,31 @@ def _ready(incoming: Path, sh: Shard, job_key: str) -> dict[str, Any] | None:
     return rec
 
 
+def _resume_point(out: Path, item_ids, shard_size: int, *, overwrite: bool) -> tuple[list, int, int, int | None]:
+    """The shards of this input, how many of them (and rows) the store at ``out`` already
+    committed, and its dimension (None for a new store)."""
+    from ..features._store import MANIFEST
+    from ..io._manifest import FEATURE_STORE, read_manifest
+
+    committed, dim, complete = 0, None, False
+    if not overwrite and (out / MANIFEST).exists():
+        m = read_manifest(out, FEATURE_STORE, verify="none")
+        committed, dim, complete = len(m.get("shards", [])), m.get("dim"), bool(m.get("complete"))
+    shards = plan_rows(len(item_ids), shard_size)
+    for sh in shards:
+        sh.input_id = digest(item_ids[sh.first_row : sh.first_row + sh.rows])
+    if complete:  # finished: resuming it is a no-op, as with the local engine
+        committed = len(shards)
+    return shards, committed, sum(sh.rows for sh in shards[:committed]), dim
+
+
 def extract_sharded(catalog, out: str | os.PathLike, config, *, engine: EngineConfig, overwrite: bool = False,
                     base_dir: str | os.PathLike | None = None, progress: Progress | None = None):
     """``features.extract_features`` with the shards computed on ``engine`` (see the module doc);
     returns the same :class:`~tokenizer_kit.features.ExtractResult`."""
     from ..features._extract import ExtractResult, _finish, empty_items_summary, prepare_store
-    from ..features._store import MANIFEST, FeatureStoreWriter
+    from ..features._store import FeatureStoreWriter
     from ..io._lock import writer_lock
-    from ..io._manifest import FEATURE_STORE, read_manifest
 
     table, base, item_ids, store_cfg = prepare_store(catalog, out, config, base_dir=base_dir, overwrite=overwrite)
     n_rows = len(item_ids)
@@ -146,20 +163,7 @@ def extract_sharded(catalog, out: str | os.PathLike, config, *, engine: EngineCo
     incoming = _incoming(out)
     t0 = time.perf_counter()
     with writer_lock(out):
-        done_rows = 0
-        committed = 0
-        dim = None
-        if not overwrite and (out / MANIFEST).exists():
-            m = read_manifest(out, FEATURE_STORE, verify="none")
-            committed, dim = len(m.get("shards", [])), m.get("dim")
-            if m.get("complete"):
-                committed = -1
-        shards = plan_rows(n_rows, config.shard_size)
-        for sh in shards:
-            sh.input_id = digest(item_ids[sh.first_row : sh.first_row + sh.rows])
-        if committed == -1:  # finished: resuming it is a no-op, as with the local engine
-            committed = len(shards)
-        done_rows = sum(sh.rows for sh in shards[:committed])
+        shards, committed, done_rows, dim = _resume_point(out, item_ids, config.shard_size, overwrite=overwrite)
         if done_rows:
             logger.info("resuming %s at row %d of %d (%d complete shards)", out, done_rows, n_rows, committed)
         incoming.mkdir(parents=True, exist_ok=True)
