@@ -2,6 +2,7 @@
 
 import importlib
 
+from ._exports import lazy_exports
 from ._version import __version__
 from .errors import ArtifactError, InputError, TokenizerKitError, UsageError
 
@@ -44,7 +45,7 @@ __all__ = [
 ]
 
 
-_LAZY_ALIGNMENT = (
+_ALIGNMENT = (
     "AlignConfig",
     "PairMiningConfig",
     "QFormer",
@@ -55,21 +56,15 @@ _LAZY_ALIGNMENT = (
     "mine_pairs",
     "train_alignment",
 )
-__all__ += list(_LAZY_ALIGNMENT)
+__all__ += list(_ALIGNMENT)
+_LAZY.update(dict.fromkeys(_ALIGNMENT, ".alignment"))
+_lazy_getattr = lazy_exports(__name__, _LAZY)
 
 
 def __getattr__(name):
-    if name in _LAZY_ALIGNMENT:
-        from . import alignment
-
-        return getattr(alignment, name)
-    if name in _LAZY:
-        if name == "SemanticTokenizer":  # its build(index=True) calls the builder the indexer registers
-            importlib.import_module(".indexer", __name__)
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name == "SemanticTokenizer":  # its build(index=True) calls the builder the indexer registers
+        importlib.import_module(".indexer", __name__)
+    return _lazy_getattr(name)
 
 
 def __dir__():

@@ -4,8 +4,7 @@ The leave-one-out split lives in ``tokenizer_kit.io`` (one rule for alignment an
 companion); it is re-exported here for convenience.
 """
 
-import importlib
-
+from .._exports import lazy_exports
 from ..io import InteractionLog, Split, interaction_log, leave_one_out_split
 from ._config import POOLINGS, AlignConfig, QFormerConfig
 from ._pairs import PairMiningConfig, cap_interactions, mine_pairs, swing_reference, swing_similarity, swing_topk, user_to_item_pairs
@@ -61,7 +60,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

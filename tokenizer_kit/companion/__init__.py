@@ -11,8 +11,7 @@ leave-one-out full ranking: Recall@5/10 and NDCG@5/10 as TIGER defines them.
 >>> res["test"]["recall@10"], res["test"]["ndcg@10"]
 """
 
-import importlib
-
+from .._exports import lazy_exports
 from ._config import RetrievalConfig, list_retrieval_presets
 from ._data import SequenceSplit, load_sid_index, random_sid_index, sequence_split
 from ._metrics import UserRanks, retrieval_metrics, target_ranks, user_ranks
@@ -48,7 +47,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -5,8 +5,7 @@ of Parquet parts with a manifest written last (``_output``): the same bytes on e
 engine, resumable after a kill. ``ray`` runs the shards on a Ray Data actor pool (``_ray``).
 """
 
-import importlib
-
+from .._exports import lazy_exports
 from ._config import ENGINES, EngineConfig
 
 # the rest loads on first use (PEP 562): the settings above are what the CLI needs to start
@@ -18,14 +17,7 @@ _LAZY = {
     "ensure_ray": "._ray", "shutdown_ray": "._ray",
     "ShardJob": "._run", "map_shards": "._run", "run_sharded": "._run",
 }
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [

@@ -9,8 +9,7 @@ The causal-LM companion (``evaluate-retrieval --arch causal-lm``) trains such a 
 users' histories: :mod:`tokenizer_kit.companion`.
 """
 
-import importlib
-
+from .._exports import lazy_exports
 from ._sid_lm import INITS, MAPPING_NAME, SIDCausalLM, SIDLMConfig, sid_causal_lm, tokenizer_codebooks
 
 # the embedding initialisation and LoRA import torch: they load on first use
@@ -20,7 +19,4 @@ __all__ = ["INITS", "MAPPING_NAME", "SIDCausalLM", "SIDLMConfig", "codebook_vect
            "tokenizer_codebooks"]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -1,5 +1,6 @@
 """Quantizers: the k-means engine, the exact nearest-code rule, RQ-Kmeans, RQ-VAE, and the method registry."""
 
+from .._exports import lazy_exports
 from ._base import Quantizer, get_config_class, get_quantizer_class, list_methods, register_quantizer
 from ._exact import exact_sqdist
 from ._kmeans import KMeansConfig, faiss_num_gpus, kmeans_device, nearest, resolve_device, train_kmeans
@@ -28,10 +29,5 @@ __all__ = [
 ]
 
 
-def __getattr__(name):
-    # RQ-VAE imports torch (seconds); load it on first use so RQ-Kmeans stays light
-    if name == "RQVAE":
-        from . import _rq_vae
-
-        return _rq_vae.RQVAE
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# RQ-VAE imports torch (seconds); load it on first use so RQ-Kmeans stays light
+__getattr__ = lazy_exports(__name__, {"RQVAE": "._rq_vae"})
