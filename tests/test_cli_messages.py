@@ -124,3 +124,20 @@ def test_ray_keeps_its_internal_notices_off_stderr(small, tmp_path):
     assert r.returncode == 0, r.stderr
     noise = [l for l in r.stderr.splitlines() if l.strip() and "tokenizer_kit.progress" not in l]
     assert noise == [], noise
+
+
+def test_ray_cold_start_refuses_duplicate_ids_before_the_workers_run(small, tmp_path, monkeypatch):
+    import tokenizer_kit.engines._assign as engine_assign
+
+    tok = tmp_path / "tok"
+    assert runner.invoke(app, ["build-codebook", str(small / "x.npy"), "-o", str(tok), "--levels", "2", "--codebook-size", "8"]).exit_code == 0
+    np.save(tmp_path / "d.npy", np.load(small / "x.npy")[:50])
+    np.save(tmp_path / "d.ids.npy", np.array([*range(1000, 1049), 1003], np.int64))
+
+    def no_workers(*a, **k):
+        raise AssertionError("the workers ran before the ids were checked")
+
+    monkeypatch.setattr(engine_assign, "assign_sharded", no_workers)
+    line = _err(runner.invoke(app, ["assign", str(tmp_path / "d.npy"), "-t", str(tok), "-o", str(tmp_path / "o"), "--engine", "ray"]))
+    assert "duplicate item id '1003' (2 times, first at row 3)" in line
+    assert not (tmp_path / "o").exists()

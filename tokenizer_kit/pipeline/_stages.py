@@ -603,11 +603,18 @@ def _assign_sharded(tok, idx, embeddings, out: PathLike, config: AssignConfig, t
         res = {"tokenizer": str(tokenizer), **res}
         res.pop("seconds", None)
         return res
+    from .._streaming import DEFAULT_STREAM_BATCH, _check_unique_ids
+    from ..io import open_embeddings
+    from ..io._spill import DEFAULT_KEY_BUDGET
+
     out = Path(out)
     _check_lookup_dir(out)
+    # an ids-only pass before the workers run: a repeated id fails in seconds, as in the local engine
+    _check_unique_ids(open_embeddings(embeddings, ids_path=ids, **columns.open_kw()), DEFAULT_STREAM_BATCH,
+                      key_budget=DEFAULT_KEY_BUDGET, spill_dir=out.parent if out.parent.is_dir() else None)
     scratch = out.parent / f".{out.name}.lookups"
     res = assign_sharded(tok, embeddings, scratch, lookup=True, summary=False, overwrite=True, **kw)
-    new, summary = _place_sharded(tok, idx, embeddings, scratch, out, config, tokenizer, ids, columns, update)
+    new, summary = _place_sharded(tok, idx, scratch, out, config, tokenizer, update)
     changed = new.version != idx.version
     # every lookup row in memory only when asked (--print-items): read back from the shards written
     extra = {"lookup": _lookup_rows(out, idx.item_ids.dtype.kind in "iu")} if rows else {"lookup_rows": summary["items"]}
@@ -619,25 +626,20 @@ def _assign_sharded(tok, idx, embeddings, out: PathLike, config: AssignConfig, t
     return {**res, "updated": bool(update and changed), **summary, **extra}
 
 
-def _place_sharded(tok, idx, embeddings, scratch: Path, out: Path, config: AssignConfig, tokenizer: PathLike, ids,
-                   columns: EmbeddingsInput, update: bool):
-    """The driver's part of the ray engine's cold start in bounded memory: the input's ids
-    checked unique, the items to place gathered from the lookup parts and placed, the index
-    saved (``update``), then each part rewritten as the lookup rows of its shard."""
+def _place_sharded(tok, idx, scratch: Path, out: Path, config: AssignConfig, tokenizer: PathLike, update: bool):
+    """The driver's part of the ray engine's cold start in bounded memory: the items to place
+    gathered from the lookup parts and placed, the index saved (``update``), then each part
+    rewritten as the lookup rows of its shard."""
     import shutil
     import tempfile
 
-    from .._streaming import DEFAULT_STREAM_BATCH, _check_unique_ids
     from ..engines import read_shard_manifest
     from ..engines._output import SHARDS
     from ..indexer import IndexConfig
     from ..indexer._stream_assign import place, write_rows
-    from ..io import open_embeddings, sha256_file
+    from ..io import sha256_file
     from ..io._manifest import write_artifact
-    from ..io._spill import DEFAULT_KEY_BUDGET
 
-    _check_unique_ids(open_embeddings(embeddings, ids_path=ids, **columns.open_kw()), DEFAULT_STREAM_BATCH,
-                      key_budget=DEFAULT_KEY_BUDGET, spill_dir=scratch)
     m = read_shard_manifest(scratch)
     parts = [scratch / sh["file"] for sh in m.shards]
     spill = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".scratch", dir=out.parent))
