@@ -1,7 +1,7 @@
 """Indexer: codes -> SIDs (collision policies), the SID trie, vocabulary, constrained decoding, cold start."""
 
 from .._tokenizer import register_index_builder
-from ._cold_start import BatchLookup, lookup_arrow, lookup_batch
+from ._cold_start import BatchLookup, lookup_arrow, lookup_batch, lookup_columns
 from ._import import import_sid_index
 from ._index import IndexConfig, SIDIndex, embedding_hash, read_lcrec_index
 from ._load import load_sid_index, load_sids
@@ -21,6 +21,7 @@ __all__ = [
     "load_sid_index",
     "load_sids",
     "lookup_arrow",
+    "lookup_columns",
     "lookup_batch",
     "read_lcrec_index",
     "reassign_sids",

@@ -463,6 +463,11 @@ def cold_start_round(
     return new, rnd, nearest, summary
 
 
+def lookup_columns(sid_length: int) -> list[str]:
+    """The columns of the cold start's lookup rows (``lookup_arrow``), in order."""
+    return ["item_id", *(f"code_{lv}" for lv in range(sid_length)), "sid", "status", "collided", "moved", "nearest"]
+
+
 def lookup_arrow(table: list[dict[str, Any]], sid_length: int, id_type=None):
     """The cold start's lookup rows as an Arrow table, the output of ``assign`` with an index
     on every engine: item_id, code_0.. (the SID's codes), sid, status, collided, moved,

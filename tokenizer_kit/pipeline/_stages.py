@@ -635,7 +635,7 @@ def _place_sharded(tok, idx, scratch: Path, out: Path, config: AssignConfig, tok
 
     from ..engines import read_shard_manifest
     from ..engines._output import SHARDS
-    from ..indexer import IndexConfig
+    from ..indexer import IndexConfig, lookup_columns
     from ..indexer._stream_assign import place, write_rows
     from ..io import sha256_file
     from ..io._manifest import write_artifact
@@ -658,7 +658,7 @@ def _place_sharded(tok, idx, scratch: Path, out: Path, config: AssignConfig, tok
                             "sha256": sha256_file(w.dir / sh["file"]), "size": (w.dir / sh["file"]).stat().st_size})
             start += n
         w.fields.update({k: m.data[k] for k in ("config", "tokenizer", "n_rows") if k in m.data}, job="assign",
-                        columns=["item_id"] + [f"code_{lv}" for lv in range(idx.sid_length)] + ["sid", "status", "collided", "moved", "nearest"],
+                        columns=lookup_columns(idx.sid_length),
                         shards=entries)
     return new, summary
 
