@@ -133,7 +133,8 @@ class _UniqueIds:
         self.keys.close()
 
 
-def _check_unique_ids(stream: EmbeddingStream, batch_size: int, *, key_budget: int, spill_dir) -> None:
+def _check_unique_ids(stream: EmbeddingStream, batch_size: int = DEFAULT_STREAM_BATCH, *, key_budget: int = DEFAULT_KEY_BUDGET,
+                      spill_dir=None) -> None:
     """Refuse a repeated item id, reading only the ids (bounded memory: hashes spill to disk)."""
     unique_ids = _UniqueIds(budget=key_budget, spill_dir=spill_dir)
     try:

@@ -40,17 +40,13 @@ def build_summary(report: dict[str, Any], files: Sequence[str]) -> str:
     """One line after a build: items, levels, SID length, policy, collisions resolved, files."""
     sizes = [l["codebook_size"] for l in report["levels"]]
     shape = f"{len(sizes)} levels x {sizes[0]} codes" if len(set(sizes)) == 1 else f"{len(sizes)} levels of {'/'.join(map(str, sizes))} codes"
-    n, colliding = report["n_items"], report.get("colliding_items", 0)
+    head, colliding, wrote = f"{report['name']}: {report['n_items']:,} items", report.get("colliding_items", 0), f"wrote {', '.join(files)}"
     idx = report.get("index")
     if idx is None:
-        sid = (f"SIDs of {len(sizes)} codes, not indexed (--no-index): {colliding:,} items share a SID "
-               "(`tokenizer-kit index` makes them unique)")
-    else:
-        extra = idx["sid_length"] - len(sizes)
-        how = f" + {extra} disambiguation token" if extra == 1 else (f" + {extra} tokens" if extra else "")
-        shared = idx.get("collision_rate_sids", 0.0)
-        sid = (f"SIDs of {idx['sid_length']} tokens ({shape}{how}), policy {idx['policy']}: {colliding:,} colliding items "
-               "made unique" + (f", {shared:.2%} of SIDs still shared" if shared else ""))
-        shape = None
-    head = f"{report['name']}: {n:,} items" + (f", {shape}" if shape else "")
-    return f"{head}; {sid}; wrote {', '.join(files)}"
+        return (f"{head}, {shape}; SIDs of {len(sizes)} codes, not indexed (--no-index): {colliding:,} items share a SID "
+                f"(`tokenizer-kit index` makes them unique); {wrote}")
+    extra = idx["sid_length"] - len(sizes)
+    how = f" + {extra} disambiguation token" if extra == 1 else (f" + {extra} tokens" if extra else "")
+    shared = idx.get("collision_rate_sids", 0.0)
+    return (f"{head}; SIDs of {idx['sid_length']} tokens ({shape}{how}), policy {idx['policy']}: {colliding:,} colliding items "
+            "made unique" + (f", {shared:.2%} of SIDs still shared" if shared else "") + f"; {wrote}")

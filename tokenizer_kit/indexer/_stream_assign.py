@@ -276,7 +276,6 @@ def assign_to_file(index: "SIDIndex", tok, stream: "EmbeddingStream", out, *, re
     and the returned index is then ``index`` plus the placed items only."""
     from .._streaming import DEFAULT_STREAM_BATCH, _aligned, _check_unique_ids
     from ..io import atomic_write
-    from ..io._spill import DEFAULT_KEY_BUDGET
     from ._index import IndexConfig
 
     config = (config or IndexConfig(policy=index.policy)).validate()
@@ -286,7 +285,7 @@ def assign_to_file(index: "SIDIndex", tok, stream: "EmbeddingStream", out, *, re
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".scratch", dir=out.parent))
     try:
-        _check_unique_ids(stream, bs, key_budget=DEFAULT_KEY_BUDGET, spill_dir=scratch)
+        _check_unique_ids(stream, bs, spill_dir=scratch)
         part = scratch / "lookup.parquet"
         _first_pass(index, tok, stream, part, config, bs, batch_size, progress)
         new, rnd, placed, summary = place(index, tok, [part], scratch, replace=replace, config=config, update=update)

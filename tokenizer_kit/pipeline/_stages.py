@@ -603,15 +603,14 @@ def _assign_sharded(tok, idx, embeddings, out: PathLike, config: AssignConfig, t
         res = {"tokenizer": str(tokenizer), **res}
         res.pop("seconds", None)
         return res
-    from .._streaming import DEFAULT_STREAM_BATCH, _check_unique_ids
+    from .._streaming import _check_unique_ids
     from ..io import open_embeddings
-    from ..io._spill import DEFAULT_KEY_BUDGET
 
     out = Path(out)
     _check_lookup_dir(out)
     # an ids-only pass before the workers run: a repeated id fails in seconds, as in the local engine
-    _check_unique_ids(open_embeddings(embeddings, ids_path=ids, **columns.open_kw()), DEFAULT_STREAM_BATCH,
-                      key_budget=DEFAULT_KEY_BUDGET, spill_dir=out.parent if out.parent.is_dir() else None)
+    _check_unique_ids(open_embeddings(embeddings, ids_path=ids, **columns.open_kw()),
+                      spill_dir=out.parent if out.parent.is_dir() else None)
     scratch = out.parent / f".{out.name}.lookups"
     res = assign_sharded(tok, embeddings, scratch, lookup=True, summary=False, overwrite=True, **kw)
     new, summary = _place_sharded(tok, idx, scratch, out, config, tokenizer, update)
