@@ -244,6 +244,12 @@ def cmd_prepare(a) -> None:
     print(json.dumps({k: v["stats"].get("duplicate_sids") for k, v in info.items()}, indent=1))
 
 
+def _run_name(a) -> str:
+    """``<dataset>[_<preset>][_<tag>]``: the runs directory under ``results/downstream/`` and the
+    summary's name; a tag keeps a new round of runs (e.g. on re-made embeddings) apart from stored ones."""
+    return a.dataset + ("" if a.preset == "fast" else f"_{a.preset}") + (f"_{a.tag}" if a.tag else "")
+
+
 def _config(a) -> RetrievalConfig:
     return RetrievalConfig.preset(a.preset, **({"device": a.device} if a.device else {}))
 
@@ -255,7 +261,7 @@ def cmd_run(a) -> None:
     seeds = [int(s) for s in a.seeds.split(",")]
     jobs = [(n, s) for n in srcs for s in seeds]
     i, k = (int(v) for v in a.shard.split("/"))
-    runs_dir = p["runs"] if a.preset == "fast" else p["runs"].with_name(f"{a.dataset}_{a.preset}")
+    runs_dir = p["runs"].with_name(_run_name(a))
     for n, s in jobs[i::k]:
         if isinstance(srcs[n], Path) and not srcs[n].exists():
             log.warning("%s: %s does not exist yet (run prepare); skipped", n, srcs[n])
@@ -305,7 +311,7 @@ def cmd_summary(a) -> None:
     p = paths(a.dataset, workdir)
     srcs = sources(a.dataset, workdir, a.sets)
     seeds = [int(s) for s in a.seeds.split(",")]
-    runs_dir = p["runs"] if a.preset == "fast" else p["runs"].with_name(f"{a.dataset}_{a.preset}")
+    runs_dir = p["runs"].with_name(_run_name(a))
     have = {n: [s for s in seeds if (runs_dir / n / f"seed{s}.json").exists()] for n in srcs}
     runs: dict[str, list] = {}
     for n, ss in have.items():
@@ -325,7 +331,7 @@ def cmd_summary(a) -> None:
     out = {"benchmark": "downstream", "dataset": a.dataset, "interactions": _shown(p["inter"], workdir), "cf": CF,
            "embeddings": prep.get("embeddings"), "set_stats": prep.get("sets"),
            "machine": machine_info(), "load_at_summary": os.getloadavg(), **res}
-    name = f"downstream_{a.dataset}" + ("" if a.preset == "fast" else f"_{a.preset}")
+    name = f"downstream_{_run_name(a)}"
     atomic_write_json(RESULTS / f"{name}.json", out)
     table = markdown(out, f"benchmarks/results/{name}.json")
     print(table)
@@ -380,6 +386,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sets", nargs="*", default=None, help="only these sets (default: all)")
     ap.add_argument("--shard", default="0/1", help="i/k: run every k-th (set, seed) job from the i-th (parallel workers)")
     ap.add_argument("--preset", default="fast")
+    ap.add_argument("--tag", default=None, help="name this round of runs: results/downstream/<dataset>_<tag>/ and downstream_<dataset>_<tag>.json")
     ap.add_argument("--device", default=None)
     ap.add_argument("--reference", default="aligned-rqkmeans-suffix")
     ap.add_argument("--docs", action="store_true", help="summary: also rewrite docs/benchmarks.md (benchmarks/render_results.py)")
