@@ -309,13 +309,6 @@ class FeatureStoreWriter:
             u.fields.clear()
             u.fields.update(fields)
 
-    @property
-    def done_item_ids(self) -> set[str]:
-        ids: set[str] = set()
-        for name in self.manifest["shards"]:
-            ids.update(json.loads((self.path / f"{name}.item_ids.json").read_text()))
-        return ids
-
     def shard_extra(self, name: str) -> dict[str, Any]:
         """The ``extra`` record written with shard ``name`` ({} if none)."""
         return _read_extra(self.path / f"{name}.extra.json")
