@@ -85,8 +85,8 @@ GOLDEN_PIPELINE = {
 
 
 def test_pipeline_slice_sids_unchanged(office_slice):
-    """Through the library's pipeline (the CLI verb only renders its result). The settings were
-    renamed in the second wave (topk -> swing_topk, layers / heads / queries -> n_layers /
+    """Through the library's pipeline (the CLI verb only renders its result). The settings go by
+    their current names (topk -> swing_topk, layers / heads / queries -> n_layers /
     n_heads / n_queries); the values, and so the hashes, are the recorded ones."""
     from tokenizer_kit.pipeline import run
 

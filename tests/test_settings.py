@@ -88,7 +88,7 @@ def test_config_errors_all_at_once_with_types():
         assert part in msg, part
     with pytest.raises(ValueError, match="u2i_targets_per_user is now called u2i_targets"):
         stage_config("mine_pairs", {"u2i_targets_per_user": 3})
-    # a first-wave config names the new keys
+    # a config with former names is told the current ones
     with pytest.raises(ValueError, match=r"layers is now called n_layers; unknown keys \['topk'\]"):
         stage_config("align", {"layers": 2, "topk": 1})
     with pytest.raises(ValueError, match="epochs is now called max_epochs"):

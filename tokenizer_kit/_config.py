@@ -78,10 +78,6 @@ def setting(
 
 
 # ----------------------------------------------------------------------------- types
-def _is_dataclass_type(tp: Any) -> bool:
-    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
-
-
 def _describe(tp: Any) -> str:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
@@ -278,18 +274,6 @@ class ValidatedConfig:
     def cli_settings(cls) -> list[Setting]:
         """The settings the command line takes (all but ``setting(cli=False)`` ones)."""
         return [s for s in settings_of(cls) if s.cli]
-
-    @classmethod
-    def known_keys(cls) -> set[str]:
-        return {s.name for s in settings_of(cls)} | set(cls.flatten)
-
-    @classmethod
-    def check_keys(cls, d: dict[str, Any]) -> None:
-        """Unknown keys in ``d`` are an error naming the known ones."""
-        unknown = sorted(set(d) - cls.known_keys())
-        if unknown:
-            known = sorted(cls.known_keys())
-            raise usage_error_type(cls.error_type)(f"unknown {cls.label} config keys {unknown}; known keys are {known}")
 
     @classmethod
     def parse(cls, d: dict[str, Any] | None = None, *, check: bool = True, legacy: bool = False) -> tuple[Any, list[str]]:

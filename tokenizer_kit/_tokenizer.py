@@ -14,7 +14,7 @@ Directory layout (format version 2; ``io._manifest.TOKENIZER``)::
 under the directory's writer lock (``io.write_artifact``); ``from_pretrained`` checks the
 manifest, every file's checksum and the content (finite codebooks, codes inside their
 codebooks, one row per item) and refuses newer formats. Nothing is unpickled. Directories
-written in format 1 (the first wave) still load.
+written in format 1 still load.
 """
 
 from __future__ import annotations
@@ -390,7 +390,7 @@ class SemanticTokenizer:
         Reads a consistent snapshot even while another process commits a new version
         (``io.read_artifact``). Besides checksums, the content is checked: codebooks finite,
         every code inside its codebook, one row per item id and no null ids. Directories in
-        the first-wave format (1) load too; saving rewrites them in the current format.
+        format 1 load too; saving rewrites them in the current format.
         ``load_sids=False`` leaves the indexed items on disk (``item_ids`` and ``codes`` stay
         None): enough to encode, without 32 bytes per indexed item in memory. ``load_sids="ids"``
         reads the item ids alone (``codes`` None): what a cold start into a stored SID index

@@ -58,10 +58,9 @@ class AlignConfig(ValidatedConfig):
     flatten: ClassVar[tuple[str, ...]] = ("qformer",)
 
     qformer: QFormerConfig = field(default_factory=QFormerConfig)
-    steps: int = setting(3000, help="Training steps. Office on 2 CPU cores: about 16 min with the caption loss, 9 without "
-                         "(preset no-caption); an H100: under a minute. On Office 400-1,500 steps reached 1.07-1.22x the raw "
-                         "features' held-out recall, 3,000 steps 1.27-1.32x, 6,000 no more (docs/benchmarks.md).")
-    batch_size: int = setting(128, help="Pairs per step (in-batch negatives); 512 did worse on Office.")
+    steps: int = setting(3000, help="Training steps. On Office held-out recall rose up to about 3,000 steps and no "
+                         "further (docs/benchmarks.md); preset no-caption drops the caption loss for a faster CPU run.")
+    batch_size: int = setting(128, help="Pairs per step (in-batch negatives); 512 did worse on Office (docs/benchmarks.md).")
     lr: float = setting(3e-3, help="Peak AdamW learning rate (cosine decay after warmup).")
     weight_decay: float = setting(0.01, help="AdamW weight decay.")
     warmup_steps: int = setting(50, help="Linear warmup steps.")
@@ -73,7 +72,7 @@ class AlignConfig(ValidatedConfig):
     caption_weight: float = setting(0.1, help="lambda of the caption loss through a frozen causal LM (0 disables it and the LM).")
     caption_lm: str | None = setting(None, help="Caption LM: HF causal LM dir, DIR::FILE.gguf or hub id (default: offline SmolLM2-135M).")
     caption_batch: int = setting(8, help="Items per step that get the caption loss.")
-    caption_every: int = setting(10, help="Caption loss every N steps (1: every step, about 2x slower on CPU).")
+    caption_every: int = setting(10, help="Caption loss every N steps (1: every step; each runs the frozen caption LM, the costly part of a CPU step).")
     caption_max_tokens: int = setting(32, help="Caption tokens scored per item.")
     caption_fields: tuple[str, ...] = setting(("title", "brand", "categories"), help="Catalogue columns forming the caption.")
     eval_fraction: float = setting(0.05, help="Share of the pairs held out for evaluation when no eval pairs are given.")
@@ -82,14 +81,14 @@ class AlignConfig(ValidatedConfig):
     log_every: int = setting(10, help="Steps between metrics.jsonl lines.")
     checkpoint_every: int = setting(100, help="Steps between resumable checkpoints.")
     bf16: bool = setting(True, help="bf16 autocast on CUDA; on a CPU with native bf16 (AVX512-BF16 or AMX) only the frozen "
-                         "caption LM runs in bf16 (about 2x faster caption steps there; the QFormer stays float32 on CPU).")
+                         "caption LM runs in bf16 (faster caption steps there; the QFormer stays float32 on CPU).")
     # hold every item's first max_tokens token vectors (fp16) on the training device when
     # they fit in this many GiB: batches become one gather instead of a per-item copy loop
     # (the loop, not the GPU, bounded training speed on an H100); 0 always reads the store
     cache_tokens_gib: float = setting(2.0, help="Hold all items' tokens on the training device when they fit in this many GiB (0: read the store every step).")
     seed: int = setting(0, help="Seed of init, pair order and caption items.", bounds=(0, 2**30))
-    cpu_threads: int = setting(0, help="torch CPU threads while training on CPU (0: leave torch's setting). On a 2-core "
-                               "machine shared with other jobs 1 ran 8-10x faster than 2.")
+    cpu_threads: int = setting(0, help="torch CPU threads while training on CPU (0: leave torch's setting). On a machine "
+                               "shared with other jobs, fewer threads than cores: waiting threads spin for a core.")
 
     def errors(self) -> list[str]:
         e = list(self.qformer.errors())

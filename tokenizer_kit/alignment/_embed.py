@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,7 +41,7 @@ def load_alignment(path: str | os.PathLike, *, device: str = "cpu") -> tuple[QFo
     """Load the QFormer of an alignment directory (strict, safetensors only).
 
     Read through ``io.read_artifact`` (manifest ``config.json``, kind ``io.ALIGNMENT``):
-    checksums verified, newer formats refused, first-wave directories (format 1) accepted.
+    checksums verified, newer formats refused, format-1 directories accepted.
     Returns the model and the manifest (``weights_sha256`` filled in from its files map).
     """
     return read_artifact(path, ALIGNMENT, lambda m: _load_alignment(m, device))

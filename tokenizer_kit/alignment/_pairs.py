@@ -53,7 +53,7 @@ class PairMiningConfig(ValidatedConfig):
     u2i_targets: int = setting(
         40,
         help="User-to-item: targets per user (their latest clicks; 0 disables). The paper pairs one; "
-        "40 gave the best held-out recall on Office (docs/benchmarks.md, benchmarks/results/align_office_cpu_u2i40_*.json).",
+        "40 gave the best held-out recall on Office (docs/benchmarks.md).",
     )
 
     def errors(self) -> list[str]:

@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 from rich.table import Table
 
-__all__ = ["metrics_table", "levels_table", "build_summary"]
+__all__ = ["metrics_table", "build_summary"]
 
 
 def metrics_table(reports: Sequence[dict[str, Any]], title: str = "tokenizers") -> Table:
@@ -21,18 +21,6 @@ def metrics_table(reports: Sequence[dict[str, Any]], title: str = "tokenizers") 
     for row in rows_for(reports):
         best = best_of(row, reports)
         t.add_row(row.label, *[f"[bold green]{cell(row, r)} *[/]" if r["name"] in best else cell(row, r) for r in reports])
-    return t
-
-
-def levels_table(report: dict[str, Any]) -> Table:
-    t = Table(title=f"{report['name']}: per level")
-    for c in ("level", "K", "used", "utilization", "entropy (nats)", "entropy (bits)", "/ ln K", "perplexity", "Gini"):
-        t.add_column(c, justify="right")
-    for i, l in enumerate(report["levels"]):
-        t.add_row(
-            str(i + 1), str(l["codebook_size"]), str(l["used_codes"]), f"{l['utilization']:.4f}", f"{l['entropy_nats']:.4f}",
-            f"{l['entropy_bits']:.4f}", f"{l['entropy_normalized']:.4f}", f"{l['perplexity']:.1f}", f"{l['gini']:.4f}",
-        )
     return t
 
 

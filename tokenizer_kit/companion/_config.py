@@ -71,8 +71,7 @@ class RetrievalConfig(ValidatedConfig):
     d_ff: int = setting(256, help="Feed-forward width.")
     dropout: float = setting(0.0, help="Dropout (off in the fast default: its few epochs underfit; TIGER uses 0.1).")
     max_history: int = setting(20, help="Items of history per example.")
-    epochs: int = setting(4, help="Passes over the training windows (Scientific, 33.5k windows: about 16 s of one CPU core each, "
-                          "many times that on a busy machine).")
+    epochs: int = setting(4, help="Passes over the training windows.")
     batch_size: int = setting(128, help="Training examples per step.")
     max_steps: int | None = setting(None, help="Stop training after this many steps (a compute budget; the LR schedule spans them), "
                                     "even within an epoch; None: every epoch.")

@@ -84,16 +84,6 @@ class Shard:
 
 
 # ---- planning ---------------------------------------------------------------------------------
-def _npy_rows(path: Path) -> int:
-    try:
-        x = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise InputError(f"{path}: not a readable .npy array ({e or 'empty file'})") from None
-    if x.ndim != 2:
-        raise InputError(f"{path}: expected a 2-D array of shape (n, d), got shape {x.shape}; reshape to one row per item")
-    return int(x.shape[0])
-
-
 def embedding_files(source, stream, ids_path=None) -> list[InputFile]:
     """The files behind embeddings ``source`` (opened as ``stream`` by ``io.open_embeddings``),
     in row order: Parquet datasets (any URI pyarrow opens) and ``.npy`` files are split across

@@ -79,8 +79,8 @@ class ExtractConfig(ValidatedConfig):
     device: str = setting("cpu", help="torch device, e.g. cpu or cuda.")
     seed: int = setting(0, help="Seed (random-init weights).", bounds=(0, 2**30))
     bf16: bool = setting(False, help="Run the encoder under bf16 autocast where the device computes bf16 natively (CUDA, CPUs "
-                         "with AVX512-BF16 or AMX; float32 elsewhere). MiniLM on such a CPU: 2.7x faster, token vectors "
-                         "within cosine 0.99998 of float32's.")
+                         "with AVX512-BF16 or AMX; float32 elsewhere): faster, with token vectors close to float32's but not "
+                         "bit-identical.")
     cpu_threads: int = setting(0, help="torch CPU threads while encoding on CPU (0: leave torch's setting).")
     empty_items: str = setting("embed", choices=EMPTY_ITEMS, help="Items with no content in any field: embed the empty "
                                "text in their place (every item keeps its row and gets a SID), skip them (recorded), or "

@@ -275,7 +275,7 @@ class FeatureStoreWriter:
     @staticmethod
     def preflight(path: str | os.PathLike, config: dict[str, Any], *, overwrite: bool = False) -> None:
         """Raise now, before any model is loaded, what opening a writer at ``path`` would:
-        a file in the way, a first-wave store to resume, a store made with another config."""
+        a file in the way, a format-1 store to resume, a store made with another config."""
         real = _artifact_path(path)
         if os.path.lexists(real) and not real.is_dir():
             raise ArtifactError(f"output path {path} exists and is not a directory; remove it or choose another `out`")
@@ -308,13 +308,6 @@ class FeatureStoreWriter:
                         write(f)
             u.fields.clear()
             u.fields.update(fields)
-
-    @property
-    def done_item_ids(self) -> set[str]:
-        ids: set[str] = set()
-        for name in self.manifest["shards"]:
-            ids.update(json.loads((self.path / f"{name}.item_ids.json").read_text()))
-        return ids
 
     def shard_extra(self, name: str) -> dict[str, Any]:
         """The ``extra`` record written with shard ``name`` ({} if none)."""

@@ -184,8 +184,3 @@ def _same_file(fd: int, lp: Path) -> bool:
     except FileNotFoundError:
         return False
     return (a.st_ino, a.st_dev) == (b.st_ino, b.st_dev)
-
-
-def holds_lock(path: str | os.PathLike) -> bool:
-    """True when this thread holds the writer lock of ``path``."""
-    return (str(lock_path(path)), threading.get_ident()) in _held

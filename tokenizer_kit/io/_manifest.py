@@ -171,7 +171,7 @@ def _int_or_zero(v: Any) -> int:
 TOKENIZER = ArtifactKind(
     name="tokenizer",
     manifest_name="tokenizer.json",
-    # 1: first wave (files map of sha256 strings, no envelope); 2: envelope + sealed manifest
+    # 1: files map of sha256 strings, no envelope; 2: envelope + sealed manifest
     format_version=2,
     sealed_since=2,
     what="tokenizer directory",
@@ -694,7 +694,7 @@ def update_artifact(
             for name, p in u._new.items():
                 u.files[name] = _file_entry(p)
             for name, entry in list(u.files.items()):
-                if entry.get("sha256") is None:  # a legacy entry: checksum it now
+                if entry.get("sha256") is None:  # an entry without a checksum (from legacy_files): checksum it now
                     u.files[name] = _file_entry(d / name)
                 elif entry.get("size") is None:  # a format-1 entry (sha256 only): its size, the checksum kept
                     u.files[name] = {"sha256": entry["sha256"], "size": int(os.stat(d / name).st_size)}

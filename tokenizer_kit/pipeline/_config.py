@@ -25,12 +25,11 @@ that conflict) is reported at once in one error, before anything runs.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._config import list_presets, parse_layers, read_config_file
+from .._config import parse_layers, read_config_file
 from ..errors import TokenizerKitError, UsageError
 from ._stage_configs import AlignStageConfig, CodebookConfig, EmbedConfig, ExtractStageConfig, MinePairsConfig, RetrievalStageConfig
 from ._verb_configs import IndexStageConfig, ReportConfig
@@ -241,9 +240,3 @@ def load_config(source: str | Path | dict[str, Any] | PipelineConfig, *, base_di
         where = f" {path}" if path is not None else ""
         raise UsageError(f"invalid pipeline config{where}: " + "; ".join(errs))
     return PipelineConfig(**top, **switches, **stages, source=path).validate()
-
-
-def presets() -> dict[str, list[str]]:
-    """Named presets per stage (``list_presets()`` flattened by stage)."""
-    return {s: list_presets(s) for s in STAGES if list_presets(s)}
-

@@ -49,7 +49,7 @@ class MinePairsConfig(PairMiningConfig):
 @dataclass
 class AlignStageConfig(AlignConfig):
     label: ClassVar[str] = "align"
-    # the first wave's option names, named in the error when an old config uses them
+    # former option names, named in the error when a config uses them
     renamed: ClassVar[dict[str, str]] = {"layers": "n_layers", "heads": "n_heads", "queries": "n_queries"}
 
     device: str | None = setting(None, help="cpu, cuda or cuda:N (default: cuda when available).")

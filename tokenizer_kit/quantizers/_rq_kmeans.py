@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -482,10 +482,6 @@ class RQKMeans(QuantizerBase):
         if getattr(self, "_torch_enc", None) is None:
             self._torch_enc = TorchEncoder(self._tables, None)
         return self._torch_enc
-
-    def _greedy_level(self, r: np.ndarray, level: int, buf: np.ndarray | None = None) -> np.ndarray:
-        """Codes of one level for residuals ``r`` (b, d), subtracted from ``r`` in place."""
-        return greedy_level(r, self._tables[level], buf)
 
     def _refresh_cache(self) -> None:
         self._torch_enc = None

@@ -352,7 +352,7 @@ class RQVAE(QuantizerBase):
         # one intra-op thread for the whole call on the CPU (restored after): torch's CPU GEMMs and
         # reductions split by thread count, so any other count would make the weights depend on it.
         # numpy's BLAS on one thread too: its results do not matter (every decision is exact) but
-        # the per-step assignment GEMMs are small, and spinning BLAS threads made 2-thread runs 4x slower
+        # the per-step assignment GEMMs are small: spinning BLAS threads cost more than they add
         with cpu_threads(1, device), single_thread_blas():
             x = self._check_fit_input(x)
             t_start = time.perf_counter()
