@@ -27,7 +27,7 @@ ends: a killed job resumes where it stopped. Workers share the job list through 
 ``--shard i/k`` starts worker i on its share (every k-th job from the i-th) and then takes any
 job not claimed yet. ``summary`` writes ``benchmarks/results/causal_lm_office_budget.json``:
 ItemHit@10 / ItemNDCG@10 means and 95% intervals per run, the LM's paired difference to T5
-at each budget and set, and aligned against raw SIDs per run (Holm over each family).
+at each budget and set, and the first set of SIDs against the others per run (Holm over each family).
 Usage (one worker per core; the script sets torch to one thread)::
 
     python benchmarks/bench_causal_lm_budget.py plan --budgets 5,15 --eval-users 500
@@ -361,10 +361,11 @@ def cmd_summary(a) -> None:
     ref = next(iter(runs))
     res = summarize_runs(runs, metrics=METRICS, reference=ref, n_boot=a.n_boot)
     lm_vs_t5 = {f"{s}.{b:g}min": (f"{s}.smollm2-lora-{b:g}min", f"{s}.t5-{b:g}min") for s in plan["sets"] for b in plan["budgets_cpu_minutes"]}
-    names = sorted({j["run"] for j in plan["jobs"]}, key=lambda r: [j["run"] for j in plan["jobs"]].index(r))
-    aligned_vs_raw = {r: (f"aligned.{r}", f"raw.{r}") for r in names}
+    names = list(dict.fromkeys(j["run"] for j in plan["jobs"]))
+    first, *others = plan["sets"]
+    set_vs_set = {f"{r}: {first} - {o}": (f"{first}.{r}", f"{o}.{r}") for o in others for r in names}
     res["lm_vs_t5"] = paired(runs, {k: v for k, v in lm_vs_t5.items() if all(x in runs for x in v)}, a.n_boot)
-    res["aligned_vs_raw"] = paired(runs, {k: v for k, v in aligned_vs_raw.items() if all(x in runs for x in v)}, a.n_boot)
+    res["set_vs_set"] = paired(runs, {k: v for k, v in set_vs_set.items() if all(x in runs for x in v)}, a.n_boot)
     res["budgets"] = {n: [{**r["budget"], "seed": r["config"]["seed"], "trainable_parameters": r["trainable_parameters"],
                            "arch": r["config"]["arch"], "model": r["config"]["model"]} for r in rs] for n, rs in runs.items()}
     res["not_run"] = sorted({f"{j['set']}.{j['run']}" for j in plan["jobs"]} - set(runs))
