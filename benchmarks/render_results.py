@@ -538,7 +538,39 @@ def sec_causal_lm() -> list[str]:
     out = [f"Seed {f(d['sets'][ref]['seeds'][0])}, {f(d['users'])} test users shared by every run; differences against "
            f"`{ref}` with bootstrap intervals, `*` significant after Holm.", ""]
     return out + table(["run", "model", "budget", "trainable parameters", "ItemHit@10 [interval]", "ItemNDCG@10",
-                        f"ItemHit@10 vs {ref}", "wall s"], rows) + source("causal_lm_office_short.json")
+                        f"ItemHit@10 vs {ref}", "wall s"], rows) + source("causal_lm_office_short.json") + _causal_lm_budget()
+
+
+def _paired_cell(c: dict | None) -> str:
+    return DASH if c is None else f"{c['diff']:+.4f} [{c['lo']:+.4f}, {c['hi']:+.4f}]" + (" *" if c.get("significant") else "")
+
+
+def _causal_lm_budget() -> list[str]:
+    """The equal-budget comparison (bench_causal_lm_budget.py), only once its JSON exists."""
+    d = load("causal_lm_office_budget.json")
+    if not d:
+        return []
+    rows = []
+    for name, s in d["sets"].items():
+        bs = d["budgets"][name]
+        b = bs[0]
+        model = b["arch"] + (f" {b['model']}" if b.get("model") else "")
+        hit = s["item_hit@10"]
+        rows.append([name, model, DASH if b["cpu_minutes"] is None else f(float(b["cpu_minutes"]), 1),
+                     DASH if b["planned_steps"] is None else f(b["planned_steps"]), f(b["steps_run"]),
+                     f(sum(x["train_cpu_seconds"] for x in bs) / len(bs), 0), f"{f(hit['mean'], 4)} [{f(hit['lo'], 4)}, {f(hit['hi'], 4)}]",
+                     f(s["item_ndcg@10"]["mean"], 4)])
+    out = ["", T["causal_lm_budget"], "",
+           f"Seeds {', '.join(map(str, d['plan']['seeds']))}; {f(d['users'])} test users shared by every run.", ""]
+    out += table(["run", "model", "budget CPU-min", "planned steps", "steps run (first seed)", "train CPU s (mean)",
+                  "ItemHit@10 [interval]", "ItemNDCG@10"], rows)
+    for key, head in (("lm_vs_t5", "causal LM minus T5, same budget and SIDs"), ("set_vs_set", "SIDs against SIDs, same run")):
+        cmp = d.get(key) or {}
+        names = list(cmp.get("item_hit@10", {}))
+        if names:
+            out += table([head, "ItemHit@10", "ItemNDCG@10"],
+                         [[n, _paired_cell(cmp["item_hit@10"].get(n)), _paired_cell(cmp["item_ndcg@10"].get(n))] for n in names])
+    return out + source("causal_lm_office_budget.json")
 
 
 # ---------------------------------------------------------------- the index of every JSON
@@ -552,6 +584,7 @@ WHAT = {
     "cold_start_": "cold start into a large index: a segment against a rewrite",
     "cli_startup": "CLI start-up time and memory, with and without torch imported",
     "assign_indexed": "assign on an indexed tokenizer, streamed, against the unindexed assign",
+    "causal_lm_office_budget": "the causal LM against the encoder-decoder companion at equal calibrated CPU budgets on Office",
     "causal_lm_office_short": "a first look: the offline SmolLM with LoRA against the encoder-decoder companion on Office, one seed",
     "companion_fast_settings": "companion training settings: CPU seconds against retrieval quality",
     "constrained_decoding": "constrained decoding: trie processor and prefix hook against unconstrained generate",
@@ -665,6 +698,10 @@ T = {
     "causal_lm": "SIDs in a pretrained causal LM (the offline SmolLM, LoRA, `evaluate-retrieval --arch causal-lm`) against the "
                  "default encoder-decoder companion on Office (`python benchmarks/bench_causal_lm_office.py`; docs/causal-lm.md). A first look "
                  "on a loaded machine, one seed, budgets not matched: the LM's step budget is a small part of one epoch.",
+    "causal_lm_budget": "At equal CPU budgets (`python benchmarks/bench_causal_lm_budget.py`): each budget is process CPU "
+                        "seconds of training, turned into a fixed step count by timing a few steps of each model first; the "
+                        "runs record the CPU seconds training really took. Differences are paired on the same users, with "
+                        "bootstrap intervals, `*` significant after Holm over each table's rows.",
     "small": "Smaller measurements.",
     "swing": "Swing pair mining, vectorised, against the per-item loop and an item-pair loop "
              "(`python benchmarks/swing_speed.py`):",
