@@ -7,9 +7,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from tokenizer_kit import SemanticTokenizer
-from tokenizer_kit._metrics import tokenizer_metrics
-from tokenizer_kit._stream_metrics import StreamingMetrics
-from tokenizer_kit._streaming import assign_streaming, build_streaming, encode_batch
+from tokenizer_kit.build._metrics import tokenizer_metrics
+from tokenizer_kit.build._stream_metrics import StreamingMetrics
+from tokenizer_kit.build._streaming import assign_streaming, build_streaming, encode_batch
 from tokenizer_kit.errors import ArtifactError, InputError
 from tokenizer_kit.io import EmbeddingStream, load_embeddings, make_clustered_embeddings, open_embeddings
 from tokenizer_kit.quantizers import RQKMeans

@@ -246,8 +246,8 @@ def build_codebook(embeddings: PathLike, out: PathLike, config: CodebookConfig, 
 
     RQ-Kmeans streams the input in batches (any catalogue size, the same SIDs as in memory);
     RQ-VAE trains on the whole input in memory."""
-    from .._streaming import build_streaming
-    from .._tokenizer import SemanticTokenizer
+    from ..build._streaming import build_streaming
+    from ..build._tokenizer import SemanticTokenizer
     from ..io import load_embeddings, open_embeddings
 
     out = Path(out)
@@ -284,7 +284,7 @@ def _default_index(tokenizer: PathLike, ids=None, hashes=None) -> dict[str, Any]
     tokenizer's items), so that a cold start refuses a known item with another embedding."""
     import numpy as np
 
-    from .._tokenizer import SemanticTokenizer
+    from ..build._tokenizer import SemanticTokenizer
     from ..indexer import SIDIndex
 
     tok = SemanticTokenizer.from_pretrained(tokenizer)
@@ -306,7 +306,7 @@ def index(tokenizer: PathLike, config: IndexStageConfig, *, embeddings: PathLike
           columns: EmbeddingsInput | None = None, export_lcrec: PathLike | None = None, vocab_out: PathLike | None = None) -> dict[str, Any]:
     """(Re)build the SIDs (one item per SID, by the collision policy) and the trie of a tokenizer
     directory; optionally export an LC-Rec ``*.index.json`` and the SID vocabulary."""
-    from .._tokenizer import SemanticTokenizer
+    from ..build._tokenizer import SemanticTokenizer
     from ..indexer import IndexConfig, SIDIndex
     from ..io import load_embeddings
 
@@ -331,7 +331,7 @@ def index_from_shards(tokenizer: PathLike, shards: PathLike, out: PathLike, conf
     """The SID index of the items of a sharded ``assign`` output (``shards``): the collision
     policy resolved group by group across shards into the shard directory ``out`` (no process
     holds every item), then loaded into the tokenizer directory as its index (SIDs and trie)."""
-    from .._tokenizer import SemanticTokenizer
+    from ..build._tokenizer import SemanticTokenizer
     from ..engines import index_shards, load_sharded_index, read_shard_manifest, tokenizer_fingerprint
     from ..indexer import IndexConfig, SIDIndex
 
@@ -517,7 +517,7 @@ def assign(embeddings: PathLike, tokenizer: PathLike, config: AssignConfig, *, o
     only when there is no ``out``: with ``out`` the local cold start streams the input into
     it in memory bounded by the batch and the new items, and the result says how many rows it
     wrote (``lookup_rows``)."""
-    from .._tokenizer import SemanticTokenizer
+    from ..build._tokenizer import SemanticTokenizer
     from ..indexer import SIDIndex
     from ..io import load_embeddings
 
@@ -603,7 +603,7 @@ def _assign_sharded(tok, idx, embeddings, out: PathLike, config: AssignConfig, t
         res = {"tokenizer": str(tokenizer), **res}
         res.pop("seconds", None)
         return res
-    from .._streaming import _check_unique_ids
+    from ..build._streaming import _check_unique_ids
     from ..io import open_embeddings
 
     out = Path(out)
@@ -686,7 +686,7 @@ def _check_lookup_dir(out: Path) -> None:
 def _codes_only(tok, embeddings, out: PathLike, config: AssignConfig, tokenizer: PathLike, ids, columns: EmbeddingsInput,
                 progress: Progress | None) -> dict[str, Any]:
     """No index to cold-start into: stream the input, batch by batch, into ``out``."""
-    from .._streaming import assign_streaming
+    from ..build._streaming import assign_streaming
     from ..io import open_embeddings
 
     kw = {} if config.batch_size is None else {"batch_size": config.batch_size}

@@ -41,17 +41,17 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ._progress import Progress, as_progress
+from .._progress import Progress, as_progress
+from ..errors import ArtifactError, InputError
+from ..io import EmbeddingStream, atomic_write, open_embeddings
+from ..io._manifest import TOKENIZER, write_artifact
+from ..io._sids import SIDWriter
+from ..io._spill import DEFAULT_KEY_BUDGET, SpilledKeys
+from ..quantizers import RQKMeans
+from ..quantizers._encode import BLOCK_ROWS
+from ..quantizers._plan import warn_if_crowded
 from ._stream_metrics import StreamingMetrics, sid_keys_of
 from ._tokenizer import SIDS_NAME, SemanticTokenizer
-from .errors import ArtifactError, InputError
-from .io import EmbeddingStream, atomic_write, open_embeddings
-from .io._manifest import TOKENIZER, write_artifact
-from .io._sids import SIDWriter
-from .io._spill import DEFAULT_KEY_BUDGET, SpilledKeys
-from .quantizers import RQKMeans
-from .quantizers._encode import BLOCK_ROWS
-from .quantizers._plan import warn_if_crowded
 
 __all__ = ["build_streaming", "assign_streaming", "encode_batch", "DEFAULT_STREAM_BATCH"]
 
@@ -337,7 +337,7 @@ def _encode_pass(tok: SemanticTokenizer, stream: EmbeddingStream, staging: Path,
     with the metrics of the same pass (``tok.metrics``); with the distinct-last-level step the
     codes are held (int16) until it has run, then written. ``hashes`` (n,) uint64, if given, is
     filled with each raw embedding's fingerprint in the same pass. Returns the timings."""
-    from .io._fingerprint import embedding_hash
+    from ..io._fingerprint import embedding_hash
 
     q, n = tok.quantizer, stream.n
     prog = as_progress(progress)

@@ -29,12 +29,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .._progress import Progress
+from ..errors import ArtifactError, InputError, TokenizerKitError
+from ..io import Embeddings, as_float32_vectors, normalise_ids, validate_ids, validate_vectors
+from ..io._manifest import TOKENIZER, Manifest, read_artifact, read_manifest, write_artifact
+from ..quantizers import get_quantizer_class
 from ._metrics import tokenizer_metrics
-from ._progress import Progress
-from .errors import ArtifactError, InputError, TokenizerKitError
-from .io import Embeddings, as_float32_vectors, normalise_ids, validate_ids, validate_vectors
-from .io._manifest import TOKENIZER, Manifest, read_artifact, read_manifest, write_artifact
-from .quantizers import get_quantizer_class
 
 __all__ = [
     "SemanticTokenizer",
@@ -353,7 +353,7 @@ class SemanticTokenizer:
         import pyarrow.parquet as pq
         from safetensors.numpy import save_file
 
-        from .io import sids_table
+        from ..io import sids_table
 
         save_file({k: np.ascontiguousarray(v) for k, v in self.quantizer.state_tensors().items()}, str(directory / WEIGHTS_NAME))
         for name, tensors in self.attachments.items():
