@@ -1,5 +1,5 @@
 """Build: the tokenizer artifact (``SemanticTokenizer``), its in-memory and streaming builds,
-the streaming assign, and the metrics both report.
+the streaming assign, and the metrics both report. ``build(source, config)`` picks the route.
 
 Names load on first use (PEP 562): importing the package (the indexer does, for the SID
 helpers) costs no numpy, pyarrow or FAISS until a name that needs them is asked for.
@@ -8,7 +8,8 @@ helpers) costs no numpy, pyarrow or FAISS until a name that needs them is asked 
 from .._exports import lazy_exports
 
 _LAZY = {
-    "DEFAULT_STREAM_BATCH": "._streaming",
+    "build": "._build",
+    "DEFAULT_STREAM_BATCH": "._streaming", "STREAMING_METHODS": "._streaming",
     "assign_streaming": "._streaming", "build_streaming": "._streaming", "encode_batch": "._streaming",
     "StreamingMetrics": "._stream_metrics",
     "SemanticTokenizer": "._tokenizer", "level_token": "._tokenizer", "parse_sid_string": "._tokenizer", "sid_string": "._tokenizer",
@@ -18,9 +19,11 @@ __getattr__ = lazy_exports(__name__, _LAZY)
 
 __all__ = [
     "DEFAULT_STREAM_BATCH",
+    "STREAMING_METHODS",
     "SemanticTokenizer",
     "StreamingMetrics",
     "assign_streaming",
+    "build",
     "build_streaming",
     "encode_batch",
     "level_token",

@@ -242,13 +242,9 @@ def build_codebook(embeddings: PathLike, out: PathLike, config: CodebookConfig, 
                    category_input: CategoriesInput | None = None, overwrite: bool = False,
                    progress: Progress | None = None) -> dict[str, Any]:
     """Fit the quantizer on item embeddings and save a tokenizer directory (codebooks + SIDs of
-    every item); returns its metrics. ``categories``: a catalogue, for the level-1 NMI.
-
-    RQ-Kmeans streams the input in batches (any catalogue size, the same SIDs as in memory);
-    RQ-VAE trains on the whole input in memory."""
-    from ..build._streaming import build_streaming
-    from ..build._tokenizer import SemanticTokenizer
-    from ..io import load_embeddings, open_embeddings
+    every item); returns its metrics. ``categories``: a catalogue, for the level-1 NMI. The
+    build streams or loads the input as the method allows (:func:`tokenizer_kit.build.build`)."""
+    from ..build import build
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -257,31 +253,18 @@ def build_codebook(embeddings: PathLike, out: PathLike, config: CodebookConfig, 
     qcfg = config.quantizer_config()
     columns = columns or EmbeddingsInput()
     cats_map = _categories(categories, category_input or CategoriesInput())
-    if config.method == "rq-kmeans":
-        stream = open_embeddings(embeddings, ids_path=ids, **columns.open_kw())
-        tok = build_streaming(stream, out, normalize=config.normalize, categories=cats_map, overwrite=overwrite, progress=progress,
-                              config=qcfg, fingerprints=config.index)
-        fingerprints = (None, getattr(tok, "emb_hash", None))
-    else:
-        emb = load_embeddings(embeddings, ids_path=ids, **columns.open_kw())
-        cats = None if cats_map is None else [cats_map.get(str(i)) for i in emb.ids.tolist()]
-        tok = SemanticTokenizer.build(emb, method=config.method, normalize=config.normalize, categories=cats, progress=progress,
-                                      config=qcfg, index=False)  # indexed below, after saving, as the streaming build
-        tok.save_pretrained(out, overwrite=overwrite)
-        if config.index:
-            from ..indexer import embedding_hash
-
-            fingerprints = (emb.ids, embedding_hash(emb.vectors))
+    tok = build(embeddings, qcfg, out=out, normalize=config.normalize, categories=cats_map, fingerprints=config.index,
+                overwrite=overwrite, progress=progress, ids_path=ids, **columns.open_kw())
     report = {"name": out.name, "path": str(out), "method": config.method, "build_seconds": tok.info["fit_seconds"], **tok.metrics}
-    if config.index:
-        report["index"] = _default_index(out, *fingerprints)
+    if config.index:  # indexed after saving, so both routes index the directory alike
+        report["index"] = _default_index(out, tok.emb_hash)
     return report
 
 
-def _default_index(tokenizer: PathLike, ids=None, hashes=None) -> dict[str, Any]:
+def _default_index(tokenizer: PathLike, hashes=None) -> dict[str, Any]:
     """Index a freshly built tokenizer directory under the default policy (suffix), with the
-    items' embedding fingerprints ``hashes`` (in the order of ``ids``; None: the order of the
-    tokenizer's items), so that a cold start refuses a known item with another embedding."""
+    items' embedding fingerprints ``hashes`` (in the order of the tokenizer's items), so that a
+    cold start refuses a known item with another embedding."""
     import numpy as np
 
     from ..build._tokenizer import SemanticTokenizer
@@ -290,10 +273,6 @@ def _default_index(tokenizer: PathLike, ids=None, hashes=None) -> dict[str, Any]
     tok = SemanticTokenizer.from_pretrained(tokenizer)
     idx = SIDIndex.for_tokenizer(tok)
     if hashes is not None:
-        if ids is not None:
-            h = np.zeros(len(idx), np.uint64)
-            h[idx.rows_of(ids)] = hashes
-            hashes = h
         if len(hashes) != len(idx):
             raise ArtifactError(f"{tokenizer}: {len(hashes)} embedding fingerprints for {len(idx)} items; build it again")
         idx.emb_hash = np.asarray(hashes, np.uint64)
