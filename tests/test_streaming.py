@@ -154,7 +154,7 @@ def test_streaming_category_nmi_matches_sklearn(data, tmp_path):
 
 def test_distinct_last_level_over_several_scratch_partitions(data, tmp_path, monkeypatch):
     """A tiny scratch budget forces many partitions; codes still equal the in-memory build."""
-    from tokenizer_kit import _streaming
+    from tokenizer_kit.build import _streaming
 
     ids, x = data
     real = _streaming._distinct_streaming
