@@ -11,7 +11,7 @@ start, as a user's job does), with the machine's load (``/proc/loadavg``) before
   generated vectors of ``--dim`` (``io.write_clustered_npy``'s mixture, seed 0: the first
   ``--items`` rows of ``--source-npy`` when it exists, the 10M x 256 file bench_scale made;
   written as ``--files`` Parquet files with 65,536-row row groups). Local engine: the single-file
-  ``assign`` (``_streaming.assign_streaming``, the summary metrics folded in the same pass) on all
+  ``assign`` (``build._streaming.assign_streaming``, the summary metrics folded in the same pass) on all
   cores and on one thread (what a 1-CPU Ray worker computes with: on a loaded 2-core machine two
   threads can be slower than one, so Ray's overhead is read at equal threads). Ray: ``engines.assign_sharded``
   at 1 worker x 1 CPU, 1 worker x all CPUs (the like-for-like overhead against local) and
@@ -141,7 +141,7 @@ def _measure(spec: dict) -> dict:
             res["map_s"] = r["seconds"]
             res["shard_s"] = r["shard_seconds"]
         else:
-            from tokenizer_kit._streaming import assign_streaming, encode_batch
+            from tokenizer_kit.build._streaming import assign_streaming, encode_batch
 
             kw = {"encode": lambda t, x: encode_batch(t, x, threads=spec["threads"])} if spec.get("threads") else {}
             r = assign_streaming(tok, spec["data"], out, **kw)

@@ -223,7 +223,7 @@ def gemm_share(x: np.ndarray, k: int, levels: int, seed: int = 0) -> dict:
 
 def sids_equal(x: np.ndarray, scratch: Path) -> dict:
     from tokenizer_kit import SemanticTokenizer
-    from tokenizer_kit._streaming import build_streaming
+    from tokenizer_kit.build._streaming import build_streaming
 
     np.save(scratch / "equal.npy", x)
     out = {"n": int(len(x)), "d": int(x.shape[1])}

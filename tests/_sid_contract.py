@@ -105,7 +105,7 @@ def load_prepared(data_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 # ---- what a check gives ----------------------------------------------------------------------------
 def sid_of_codes(codes: np.ndarray) -> list[str]:
     from tokenizer_kit import SemanticTokenizer  # noqa: F401  (sid_string lives beside it)
-    from tokenizer_kit._tokenizer import sid_string
+    from tokenizer_kit.build._tokenizer import sid_string
 
     return [sid_string(r) for r in np.asarray(codes, np.int64).tolist()]
 

@@ -48,7 +48,7 @@ def test_missing_ids_names_the_ids_file_and_flags(small, tmp_path):
 
 
 def test_duplicate_ids_are_refused_before_training(small, tmp_path, monkeypatch):
-    import tokenizer_kit._streaming as streaming
+    import tokenizer_kit.build._streaming as streaming
 
     ids = np.arange(400, dtype=np.int64)
     ids[399] = 7

@@ -81,7 +81,7 @@ def generated(tmp_path_factory):
 
 def test_assign_ray_equals_local_on_generated_set(generated, ray_cluster, tmp_path):
     from tokenizer_kit import SemanticTokenizer
-    from tokenizer_kit._streaming import assign_streaming
+    from tokenizer_kit.build._streaming import assign_streaming
 
     d, _, _ = generated
     tok = SemanticTokenizer.from_pretrained(d / "tok")
@@ -178,7 +178,7 @@ def test_kill_and_resume_keeps_finished_shards(generated, ray_cluster, tmp_path)
 
 def test_worker_errors_are_the_local_one_line_errors(generated, ray_cluster, tmp_path):
     from tokenizer_kit import SemanticTokenizer
-    from tokenizer_kit._streaming import assign_streaming
+    from tokenizer_kit.build._streaming import assign_streaming
 
     d, x, ids = generated
     bad = x[:20000].copy()

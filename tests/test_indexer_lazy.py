@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tokenizer_kit import SemanticTokenizer
-from tokenizer_kit import _tokenizer as tokmod
+from tokenizer_kit.build import _tokenizer as tokmod
 from tokenizer_kit.errors import ArtifactError
 from tokenizer_kit.indexer import IndexConfig, SIDIndex, SIDTrie
 from tokenizer_kit.indexer._lazy import LazySIDs

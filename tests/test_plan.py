@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tokenizer_kit._metrics import collision_stats
-from tokenizer_kit._streaming import build_streaming
+from tokenizer_kit.build._metrics import collision_stats
+from tokenizer_kit.build._streaming import build_streaming
 from tokenizer_kit.cli.app import app
 from tokenizer_kit.errors import InputError
 from tokenizer_kit.io import make_clustered_embeddings

@@ -7,9 +7,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from tokenizer_kit import SemanticTokenizer
-from tokenizer_kit._metrics import tokenizer_metrics
-from tokenizer_kit._stream_metrics import StreamingMetrics
-from tokenizer_kit._streaming import assign_streaming, build_streaming, encode_batch
+from tokenizer_kit.build._metrics import tokenizer_metrics
+from tokenizer_kit.build._stream_metrics import StreamingMetrics
+from tokenizer_kit.build._streaming import assign_streaming, build_streaming, encode_batch
 from tokenizer_kit.errors import ArtifactError, InputError
 from tokenizer_kit.io import EmbeddingStream, load_embeddings, make_clustered_embeddings, open_embeddings
 from tokenizer_kit.quantizers import RQKMeans
@@ -154,7 +154,7 @@ def test_streaming_category_nmi_matches_sklearn(data, tmp_path):
 
 def test_distinct_last_level_over_several_scratch_partitions(data, tmp_path, monkeypatch):
     """A tiny scratch budget forces many partitions; codes still equal the in-memory build."""
-    from tokenizer_kit import _streaming
+    from tokenizer_kit.build import _streaming
 
     ids, x = data
     real = _streaming._distinct_streaming

@@ -10,7 +10,7 @@ from .errors import ArtifactError, InputError, TokenizerKitError, UsageError
 # costs no numpy, pyarrow or torch until something asks for them
 _LAZY = {
     "list_presets": "._config",
-    "SemanticTokenizer": "._tokenizer", "parse_sid_string": "._tokenizer", "sid_string": "._tokenizer",
+    "SemanticTokenizer": ".build", "parse_sid_string": ".build", "sid_string": ".build",
     "ExtractConfig": ".features", "FeatureStore": ".features", "extract_features": ".features",
     "IndexConfig": ".indexer", "SIDIndex": ".indexer", "SIDTrie": ".indexer", "SIDVocab": ".indexer",
     "add_sid_tokens": ".indexer", "load_sids": ".indexer", "TrieLogitsProcessor": ".indexer",

@@ -86,7 +86,7 @@ def lookup(
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format"),
 ):
     """Look up item -> SID, SID -> item, or prefix -> allowed next tokens and item count."""
-    from .._tokenizer import parse_sid_string, sid_string
+    from ..build._tokenizer import parse_sid_string, sid_string
     from ..errors import InputError, UsageError
 
     if item is None and sid is None and prefix is None:

@@ -2,7 +2,7 @@
 
 Each worker loads the tokenizer's quantizer once (its checksum checked against the job's),
 reads its shard's rows in batches that start where the local engine's start, and calls
-``_streaming.encode_batch`` on each: the local engine's per-batch function, so the codes are
+``build._streaming.encode_batch`` on each: the local engine's per-batch function, so the codes are
 the same bit for bit. Parts have the columns of ``assign``'s single-file output (``item_id,
 code_0.., sid``); with ``hashes`` also ``emb_hash`` (the index's embedding fingerprint),
 which a cold start from the shards needs. The driver folds each finished part into the same
@@ -44,7 +44,7 @@ DEFAULT_ASSIGN_SHARD = 1 << 20  # rows per shard: 16 encode batches of 65,536
 def tokenizer_fingerprint(path: str | os.PathLike, *, index: bool = False) -> dict[str, Any]:
     """What fixes a tokenizer's codes: its quantizer file's checksum, method and preprocessing;
     with ``index`` also what fixes a cold-start lookup (every file's checksum, the index version)."""
-    from .._tokenizer import WEIGHTS_NAME
+    from ..build._tokenizer import WEIGHTS_NAME
     from ..io._manifest import TOKENIZER, read_manifest
 
     m = read_manifest(path, TOKENIZER, verify="none")
@@ -72,7 +72,7 @@ class AssignJob(ShardJob):
     name: str = "assign"
 
     def setup(self, threads: int | None) -> None:
-        from .._tokenizer import WEIGHTS_NAME, SemanticTokenizer
+        from ..build._tokenizer import WEIGHTS_NAME, SemanticTokenizer
         from ..io import sha256_file
 
         path = Path(self.tokenizer)
@@ -89,7 +89,7 @@ class AssignJob(ShardJob):
             self._index = SIDIndex.stored(self._tok)
 
     def run(self, shard: Shard, out_dir: str) -> dict[str, Any]:
-        from .._streaming import encode_batch
+        from ..build._streaming import encode_batch
         from ..io._sids import sids_table
 
         tok = self._tok
@@ -140,8 +140,8 @@ class _Summary:
     """The local engine's assign summary, folded part by part on the driver."""
 
     def __init__(self, tok, scratch: Path):
-        from .._stream_metrics import StreamingMetrics, sid_keys_of
-        from .._streaming import DEFAULT_STREAM_BATCH, _id_hashes, _index_keys_from_disk, _sorted_unique
+        from ..build._stream_metrics import StreamingMetrics, sid_keys_of
+        from ..build._streaming import DEFAULT_STREAM_BATCH, _id_hashes, _index_keys_from_disk, _sorted_unique
 
         self.tok = tok
         self.metrics = StreamingMetrics(tok.codebook_sizes, spill_dir=scratch)
@@ -158,8 +158,8 @@ class _Summary:
     def add_part(self, path: Path) -> None:
         import pyarrow.parquet as pq
 
-        from .._stream_metrics import sid_keys_of
-        from .._streaming import _id_hashes, _member
+        from ..build._stream_metrics import sid_keys_of
+        from ..build._streaming import _id_hashes, _member
 
         L = self.tok.levels
         pf = pq.ParquetFile(str(path))
@@ -207,7 +207,7 @@ def assign_sharded(
     the codes equal the local single-file ``assign`` bit for bit. Returns its summary plus
     the run's (shards run, shards kept from an earlier run).
     """
-    from .._streaming import DEFAULT_STREAM_BATCH, _aligned
+    from ..build._streaming import DEFAULT_STREAM_BATCH, _aligned
     from ..io import open_embeddings
 
     if tok.path is None:

@@ -1,6 +1,6 @@
 """Metrics and reports: reconstruction, utilization, entropy, collisions, category NMI."""
 
-from .._metrics import (
+from ..build._metrics import (
     category_nmi,
     collision_stats,
     level_stats,

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .._tokenizer import sid_string
+from ..build._tokenizer import sid_string
 
 __all__ = ["Row", "rows_for", "best_of", "cell", "comparison", "caveats", "detect_sid_levels", "collision_examples", "METRIC_HELP"]
 

@@ -13,8 +13,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..build._metrics import tokenizer_metrics
 from ..errors import InputError
-from .._metrics import tokenizer_metrics
 from ._compare import caveats, collision_examples, comparison, detect_sid_levels
 
 __all__ = ["read_index_json", "report_target", "build_report", "REPORT_LEVEL_KEYS"]
@@ -36,7 +36,7 @@ def read_index_json(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     levels must come in order (a, b, c, ...), codes must be non-negative integers below
     ``MAX_SID_CODE``, every SID must have the same length and no item may be given twice.
     """
-    from .._tokenizer import level_token
+    from ..build._tokenizer import level_token
     from ..io import read_json
 
     path = Path(path)
@@ -118,7 +118,7 @@ def report_target(
 
 def _report_tokenizer(target: Path, name: str, embeddings, categories):
     """Report, codes and codebook sizes of a tokenizer directory."""
-    from .._tokenizer import SemanticTokenizer
+    from ..build._tokenizer import SemanticTokenizer
 
     tok = SemanticTokenizer.from_pretrained(target)
     if tok.codes is None:

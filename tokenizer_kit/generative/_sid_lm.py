@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from .._config import ValidatedConfig, setting
-from .._tokenizer import sid_string
+from ..build._tokenizer import sid_string
 from ..errors import ArtifactError, InputError
 
 __all__ = ["INITS", "SIDCausalLM", "SIDLMConfig", "sid_causal_lm", "tokenizer_codebooks", "MAPPING_NAME"]
@@ -191,7 +191,7 @@ def _read_mapping(path: Path) -> dict[str, Any]:
 
 def tokenizer_codebooks(sids) -> list[np.ndarray]:
     """The codebooks (K_l, d) of a tokenizer directory's quantizer, for ``sid_init="codebook"``."""
-    from .._tokenizer import SemanticTokenizer
+    from ..build._tokenizer import SemanticTokenizer
     from ._init import codebook_vectors
 
     if not isinstance(sids, (str, os.PathLike)) or not Path(sids).is_dir():

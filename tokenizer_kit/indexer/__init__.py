@@ -1,6 +1,6 @@
 """Indexer: codes -> SIDs (collision policies), the SID trie, vocabulary, constrained decoding, cold start."""
 
-from .._tokenizer import register_index_builder
+from ..build._tokenizer import register_index_builder
 from ._cold_start import BatchLookup, lookup_arrow, lookup_batch, lookup_columns
 from ._import import import_sid_index
 from ._index import IndexConfig, SIDIndex, embedding_hash, read_lcrec_index

@@ -274,7 +274,7 @@ def assign_to_file(index: "SIDIndex", tok, stream: "EmbeddingStream", out, *, re
     the index lacks (an index built without embeddings: every item) are not gathered to have
     their fingerprint recorded; the summary still counts the version that would record them,
     and the returned index is then ``index`` plus the placed items only."""
-    from .._streaming import DEFAULT_STREAM_BATCH, _aligned, _check_unique_ids
+    from ..build._streaming import DEFAULT_STREAM_BATCH, _aligned, _check_unique_ids
     from ..io import atomic_write
     from ._index import IndexConfig
 

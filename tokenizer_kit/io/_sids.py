@@ -13,7 +13,7 @@ __all__ = ["sids_table", "write_sids_parquet", "sid_string_array", "SIDWriter"]
 
 
 def _level_prefix(level: int) -> str:
-    # the same spelling as tokenizer_kit._tokenizer.level_token
+    # the same spelling as tokenizer_kit.build._tokenizer.level_token
     return chr(ord("a") + level) if level < 26 else f"l{level}"
 
 

@@ -296,7 +296,7 @@ def coclick_agreement(tokenizer: Path, heldout: Path) -> dict[str, Any]:
     import numpy as np
     import pyarrow.parquet as pq
 
-    from .._tokenizer import SemanticTokenizer
+    from ..build._tokenizer import SemanticTokenizer
 
     tok = SemanticTokenizer.from_pretrained(tokenizer, verify=False)
     pos = {str(i): r for r, i in enumerate(tok.item_ids.tolist())}

@@ -242,13 +242,9 @@ def build_codebook(embeddings: PathLike, out: PathLike, config: CodebookConfig, 
                    category_input: CategoriesInput | None = None, overwrite: bool = False,
                    progress: Progress | None = None) -> dict[str, Any]:
     """Fit the quantizer on item embeddings and save a tokenizer directory (codebooks + SIDs of
-    every item); returns its metrics. ``categories``: a catalogue, for the level-1 NMI.
-
-    RQ-Kmeans streams the input in batches (any catalogue size, the same SIDs as in memory);
-    RQ-VAE trains on the whole input in memory."""
-    from .._streaming import build_streaming
-    from .._tokenizer import SemanticTokenizer
-    from ..io import load_embeddings, open_embeddings
+    every item); returns its metrics. ``categories``: a catalogue, for the level-1 NMI. The
+    build streams or loads the input as the method allows (:func:`tokenizer_kit.build.build`)."""
+    from ..build import build
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -257,43 +253,26 @@ def build_codebook(embeddings: PathLike, out: PathLike, config: CodebookConfig, 
     qcfg = config.quantizer_config()
     columns = columns or EmbeddingsInput()
     cats_map = _categories(categories, category_input or CategoriesInput())
-    if config.method == "rq-kmeans":
-        stream = open_embeddings(embeddings, ids_path=ids, **columns.open_kw())
-        tok = build_streaming(stream, out, normalize=config.normalize, categories=cats_map, overwrite=overwrite, progress=progress,
-                              config=qcfg, fingerprints=config.index)
-        fingerprints = (None, getattr(tok, "emb_hash", None))
-    else:
-        emb = load_embeddings(embeddings, ids_path=ids, **columns.open_kw())
-        cats = None if cats_map is None else [cats_map.get(str(i)) for i in emb.ids.tolist()]
-        tok = SemanticTokenizer.build(emb, method=config.method, normalize=config.normalize, categories=cats, progress=progress,
-                                      config=qcfg, index=False)  # indexed below, after saving, as the streaming build
-        tok.save_pretrained(out, overwrite=overwrite)
-        if config.index:
-            from ..indexer import embedding_hash
-
-            fingerprints = (emb.ids, embedding_hash(emb.vectors))
+    tok = build(embeddings, qcfg, out=out, normalize=config.normalize, categories=cats_map, fingerprints=config.index,
+                overwrite=overwrite, progress=progress, ids_path=ids, **columns.open_kw())
     report = {"name": out.name, "path": str(out), "method": config.method, "build_seconds": tok.info["fit_seconds"], **tok.metrics}
-    if config.index:
-        report["index"] = _default_index(out, *fingerprints)
+    if config.index:  # indexed after saving, so both routes index the directory alike
+        report["index"] = _default_index(out, tok.emb_hash)
     return report
 
 
-def _default_index(tokenizer: PathLike, ids=None, hashes=None) -> dict[str, Any]:
+def _default_index(tokenizer: PathLike, hashes=None) -> dict[str, Any]:
     """Index a freshly built tokenizer directory under the default policy (suffix), with the
-    items' embedding fingerprints ``hashes`` (in the order of ``ids``; None: the order of the
-    tokenizer's items), so that a cold start refuses a known item with another embedding."""
+    items' embedding fingerprints ``hashes`` (in the order of the tokenizer's items), so that a
+    cold start refuses a known item with another embedding."""
     import numpy as np
 
-    from .._tokenizer import SemanticTokenizer
+    from ..build._tokenizer import SemanticTokenizer
     from ..indexer import SIDIndex
 
     tok = SemanticTokenizer.from_pretrained(tokenizer)
     idx = SIDIndex.for_tokenizer(tok)
     if hashes is not None:
-        if ids is not None:
-            h = np.zeros(len(idx), np.uint64)
-            h[idx.rows_of(ids)] = hashes
-            hashes = h
         if len(hashes) != len(idx):
             raise ArtifactError(f"{tokenizer}: {len(hashes)} embedding fingerprints for {len(idx)} items; build it again")
         idx.emb_hash = np.asarray(hashes, np.uint64)
@@ -306,7 +285,7 @@ def index(tokenizer: PathLike, config: IndexStageConfig, *, embeddings: PathLike
           columns: EmbeddingsInput | None = None, export_lcrec: PathLike | None = None, vocab_out: PathLike | None = None) -> dict[str, Any]:
     """(Re)build the SIDs (one item per SID, by the collision policy) and the trie of a tokenizer
     directory; optionally export an LC-Rec ``*.index.json`` and the SID vocabulary."""
-    from .._tokenizer import SemanticTokenizer
+    from ..build._tokenizer import SemanticTokenizer
     from ..indexer import IndexConfig, SIDIndex
     from ..io import load_embeddings
 
@@ -331,7 +310,7 @@ def index_from_shards(tokenizer: PathLike, shards: PathLike, out: PathLike, conf
     """The SID index of the items of a sharded ``assign`` output (``shards``): the collision
     policy resolved group by group across shards into the shard directory ``out`` (no process
     holds every item), then loaded into the tokenizer directory as its index (SIDs and trie)."""
-    from .._tokenizer import SemanticTokenizer
+    from ..build._tokenizer import SemanticTokenizer
     from ..engines import index_shards, load_sharded_index, read_shard_manifest, tokenizer_fingerprint
     from ..indexer import IndexConfig, SIDIndex
 
@@ -517,7 +496,7 @@ def assign(embeddings: PathLike, tokenizer: PathLike, config: AssignConfig, *, o
     only when there is no ``out``: with ``out`` the local cold start streams the input into
     it in memory bounded by the batch and the new items, and the result says how many rows it
     wrote (``lookup_rows``)."""
-    from .._tokenizer import SemanticTokenizer
+    from ..build._tokenizer import SemanticTokenizer
     from ..indexer import SIDIndex
     from ..io import load_embeddings
 
@@ -603,7 +582,7 @@ def _assign_sharded(tok, idx, embeddings, out: PathLike, config: AssignConfig, t
         res = {"tokenizer": str(tokenizer), **res}
         res.pop("seconds", None)
         return res
-    from .._streaming import _check_unique_ids
+    from ..build._streaming import _check_unique_ids
     from ..io import open_embeddings
 
     out = Path(out)
@@ -686,7 +665,7 @@ def _check_lookup_dir(out: Path) -> None:
 def _codes_only(tok, embeddings, out: PathLike, config: AssignConfig, tokenizer: PathLike, ids, columns: EmbeddingsInput,
                 progress: Progress | None) -> dict[str, Any]:
     """No index to cold-start into: stream the input, batch by batch, into ``out``."""
-    from .._streaming import assign_streaming
+    from ..build._streaming import assign_streaming
     from ..io import open_embeddings
 
     kw = {} if config.batch_size is None else {"batch_size": config.batch_size}

@@ -29,12 +29,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .._progress import Progress
+from ..errors import ArtifactError, InputError, TokenizerKitError
+from ..io import Embeddings, as_float32_vectors, normalise_ids, validate_ids, validate_vectors
+from ..io._manifest import TOKENIZER, Manifest, read_artifact, read_manifest, write_artifact
+from ..quantizers import get_config_class, get_quantizer_class, list_methods
 from ._metrics import tokenizer_metrics
-from ._progress import Progress
-from .errors import ArtifactError, InputError, TokenizerKitError
-from .io import Embeddings, as_float32_vectors, normalise_ids, validate_ids, validate_vectors
-from .io._manifest import TOKENIZER, Manifest, read_artifact, read_manifest, write_artifact
-from .quantizers import get_quantizer_class
 
 __all__ = [
     "SemanticTokenizer",
@@ -63,6 +63,37 @@ def register_index_builder(builder: Callable[["SemanticTokenizer", np.ndarray], 
     global _INDEX_BUILDER
     _INDEX_BUILDER = builder
 SIDS_NAME = "sids.parquet"
+DEFAULT_METHOD = "rq-kmeans"
+
+
+def method_of(config: Any) -> str:
+    """The quantizer method whose config ``config`` is (``RQKMeansConfig`` -> ``rq-kmeans``)."""
+    methods = list_methods()
+    for method in methods:
+        if isinstance(config, get_config_class(method)):
+            return method
+    raise InputError(f"config is a {type(config).__name__}, not the config of a quantizer method; pass the config of one of "
+                     f"{methods} (RQKMeansConfig, RQVAEConfig, ...)")
+
+
+def resolve_method(method: str | None, config: Any) -> str:
+    """``method``, else the method of ``config``'s class, else rq-kmeans; a ``method`` and a
+    ``config`` of another method are refused."""
+    if config is None:
+        return method or DEFAULT_METHOD
+    own = method_of(config)
+    if method is not None and method != own:
+        raise InputError(f"method {method!r} does not match the config given ({type(config).__name__}, method {own!r}); "
+                         "pass the config of that method, or leave `method` out")
+    return own
+
+
+def make_quantizer(method: str, config: Any = None, overrides: dict[str, Any] | None = None):
+    """An unfitted quantizer of ``method`` from its typed ``config`` (None: the defaults) with
+    ``overrides`` (config field names) on top; the whole config is validated here."""
+    qcls = get_quantizer_class(method)
+    overrides = overrides or {}
+    return qcls(**overrides) if config is None else qcls(config=config, **overrides)
 
 
 def level_token(level: int, code: int) -> str:
@@ -177,7 +208,8 @@ class SemanticTokenizer:
         x: np.ndarray | Embeddings,
         *,
         ids: Sequence | np.ndarray | None = None,
-        method: str = "rq-kmeans",
+        method: str | None = None,
+        config: Any = None,
         normalize: bool = False,
         categories: Sequence[str | None] | None = None,
         progress: Progress | None = None,
@@ -186,10 +218,12 @@ class SemanticTokenizer:
     ) -> "SemanticTokenizer":
         """Fit a quantizer on ``x`` (n, d) and assign every item its codes.
 
-        ``quantizer_config`` goes to the method's config (e.g. ``codebook_sizes``, ``balanced``,
-        ``beam_size``, ``seed``, ``device`` for RQ-Kmeans; every default, the seed included,
-        is the config class's, as for ``build-codebook``). The whole config is validated
-        before any compute. ``progress`` reaches the quantizer's ``fit`` where it takes one
+        ``config``: the method's typed config (``RQKMeansConfig``, ``RQVAEConfig``, ...); its
+        class names the method when ``method`` is left out (else rq-kmeans). ``quantizer_config``:
+        settings of the method's config by field name (e.g. ``codebook_sizes``, ``balanced``,
+        ``beam_size``, ``seed``, ``device`` for RQ-Kmeans), over ``config``'s or the defaults
+        (every default, the seed included, is the config class's, as for ``build-codebook``).
+        The whole config is validated before any compute. ``progress`` reaches the quantizer's ``fit`` where it takes one
         (RQ-VAE: one task over its epochs).
 
         ``index`` (default, as ``build-codebook``): also build the SID index under the default
@@ -205,8 +239,7 @@ class SemanticTokenizer:
             ids = x.ids if ids is None else ids
             source = x.source
             x = x.vectors
-        qcls = get_quantizer_class(method)
-        quantizer = qcls(**quantizer_config)
+        quantizer = make_quantizer(resolve_method(method, config), config, quantizer_config)
         if not isinstance(x, np.ndarray) and hasattr(x, "detach"):  # a torch tensor (bfloat16 welcome)
             x = as_float32_vectors(x, source or "embeddings")
         validate_vectors(x, source or "embeddings")
@@ -353,7 +386,7 @@ class SemanticTokenizer:
         import pyarrow.parquet as pq
         from safetensors.numpy import save_file
 
-        from .io import sids_table
+        from ..io import sids_table
 
         save_file({k: np.ascontiguousarray(v) for k, v in self.quantizer.state_tensors().items()}, str(directory / WEIGHTS_NAME))
         for name, tensors in self.attachments.items():

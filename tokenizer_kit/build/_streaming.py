@@ -41,24 +41,27 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ._progress import Progress, as_progress
+from .._progress import Progress, as_progress
+from ..errors import ArtifactError, InputError
+from ..io import EmbeddingStream, atomic_write, open_embeddings
+from ..io._manifest import TOKENIZER, write_artifact
+from ..io._sids import SIDWriter
+from ..io._spill import DEFAULT_KEY_BUDGET, SpilledKeys
+from ..quantizers import RQKMeans, RQKMeansConfig
+from ..quantizers._encode import BLOCK_ROWS
+from ..quantizers._plan import warn_if_crowded
 from ._stream_metrics import StreamingMetrics, sid_keys_of
-from ._tokenizer import SIDS_NAME, SemanticTokenizer
-from .errors import ArtifactError, InputError
-from .io import EmbeddingStream, atomic_write, open_embeddings
-from .io._manifest import TOKENIZER, write_artifact
-from .io._sids import SIDWriter
-from .io._spill import DEFAULT_KEY_BUDGET, SpilledKeys
-from .quantizers import RQKMeans
-from .quantizers._encode import BLOCK_ROWS
-from .quantizers._plan import warn_if_crowded
+from ._tokenizer import SIDS_NAME, SemanticTokenizer, make_quantizer, resolve_method
 
-__all__ = ["build_streaming", "assign_streaming", "encode_batch", "DEFAULT_STREAM_BATCH"]
+__all__ = ["build_streaming", "assign_streaming", "encode_batch", "DEFAULT_STREAM_BATCH", "STREAMING_METHODS"]
 
 logger = logging.getLogger(__name__)
 
 # rows per read: a whole number of encode blocks, so codes equal an in-memory encode
 DEFAULT_STREAM_BATCH = 16 * BLOCK_ROWS  # 65,536 rows: 64 MiB at d = 256 fp32
+
+# the methods that train on a sample and encode batch by batch; the others train on the whole input
+STREAMING_METHODS = ("rq-kmeans",)
 
 
 def encode_batch(tok: SemanticTokenizer, vectors, **encode_kw) -> np.ndarray:
@@ -222,7 +225,8 @@ def build_streaming(
     source,
     out: str | os.PathLike,
     *,
-    method: str = "rq-kmeans",
+    method: str | None = None,
+    config: RQKMeansConfig | None = None,
     normalize: bool = False,
     categories: Mapping[str, str | None] | None = None,
     batch_size: int = DEFAULT_STREAM_BATCH,
@@ -240,7 +244,9 @@ def build_streaming(
 ) -> SemanticTokenizer:
     """Build a tokenizer directory at ``out`` from embeddings of any size (see the module doc).
 
-    ``source`` is a path / URI / list of Parquet files or an :class:`EmbeddingStream`;
+    ``source`` is a path / URI / list of Parquet files or an :class:`EmbeddingStream`; ``config``
+    the typed RQ-Kmeans config, ``quantizer_config`` its settings by field name on top of it (or
+    of the defaults), as for :meth:`SemanticTokenizer.build`;
     ``categories`` maps ``str(item_id)`` to a top category (level-1 NMI). Right after training,
     the collisions of the whole catalogue are predicted from the training sample's codes
     (:func:`~tokenizer_kit.quantizers._plan.warn_if_crowded`) and a WARNING is logged when at
@@ -252,7 +258,8 @@ def build_streaming(
     ``tok.emb_hash`` (n,) uint64 in the order of ``sids.parquet``: what an index needs to
     refuse a known item arriving with another embedding (``SIDIndex.assign``).
     """
-    q, out, stream = _check_build(source, out, method=method, overwrite=overwrite, ids_path=ids_path, id_column=id_column, vector_column=vector_column, row_ids=row_ids, quantizer_config=quantizer_config)
+    q = _streaming_quantizer(method, config, quantizer_config)
+    out, stream = _check_build(q, source, out, overwrite=overwrite, ids_path=ids_path, id_column=id_column, vector_column=vector_column, row_ids=row_ids)
     tok = SemanticTokenizer(q, normalize=normalize)
     bs = _aligned(batch_size)
     t0 = time.perf_counter()
@@ -283,11 +290,16 @@ def build_streaming(
     return tok
 
 
-def _check_build(source, out, *, method, overwrite, ids_path, id_column, vector_column, row_ids, quantizer_config):
-    """The quantizer, the output path and the input stream, each checked before any work."""
-    if method != "rq-kmeans":
+def _streaming_quantizer(method: str | None, config: RQKMeansConfig | None, overrides: dict[str, Any]) -> RQKMeans:
+    """The unfitted quantizer of a streaming build, its whole config validated before any work."""
+    method = resolve_method(method, config)
+    if method not in STREAMING_METHODS:
         raise InputError(f"streaming builds support rq-kmeans; method {method!r} trains on the whole input in memory (use SemanticTokenizer.build)")
-    q = RQKMeans(**quantizer_config)  # validates the whole config before any work
+    return make_quantizer(method, config, overrides)
+
+
+def _check_build(q: RQKMeans, source, out, *, overwrite, ids_path, id_column, vector_column, row_ids):
+    """The output path and the input stream, each checked before any work."""
     out = Path(out)
     if out.exists() and not overwrite:
         raise ArtifactError(f"output directory {out} already exists; set `overwrite` to replace it, or choose another path")
@@ -299,7 +311,7 @@ def _check_build(source, out, *, method, overwrite, ids_path, id_column, vector_
         raise InputError(f"{stream.source}: empty input ({n} rows of dimension {d}); need at least one item with d >= 1")
     if n < max(q.codebook_sizes):
         q._check_fit_input(np.empty((n, d), np.float32))
-    return q, out, stream
+    return out, stream
 
 
 def _train_on_sample(tok: SemanticTokenizer, stream: EmbeddingStream, *, warn_collisions: float, progress) -> tuple[dict, dict | None]:
@@ -337,7 +349,7 @@ def _encode_pass(tok: SemanticTokenizer, stream: EmbeddingStream, staging: Path,
     with the metrics of the same pass (``tok.metrics``); with the distinct-last-level step the
     codes are held (int16) until it has run, then written. ``hashes`` (n,) uint64, if given, is
     filled with each raw embedding's fingerprint in the same pass. Returns the timings."""
-    from .io._fingerprint import embedding_hash
+    from ..io._fingerprint import embedding_hash
 
     q, n = tok.quantizer, stream.n
     prog = as_progress(progress)
