@@ -75,8 +75,7 @@ def extract_sharded(catalog, out: str | os.PathLike, config, *, engine: EngineCo
                     base_dir: str | os.PathLike | None = None, progress: Progress | None = None):
     """``features.extract_features`` with the shards computed on ``engine`` (see the module doc);
     returns the same :class:`~tokenizer_kit.features.ExtractResult`."""
-    from ..features import ShardCommitter
-    from ..features._extract import prepare_store
+    from ..features import ShardCommitter, prepare_store
 
     engine = engine_for(engine)
     table, base, item_ids, store_cfg = prepare_store(catalog, out, config, base_dir=base_dir, overwrite=overwrite)

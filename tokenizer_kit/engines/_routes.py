@@ -157,8 +157,7 @@ def _place_sharded(tok, idx, scratch: Path, out: Path, *, replace: bool, tokeniz
     rewritten as the lookup rows of its shard."""
     from ..indexer import IndexConfig, lookup_columns
     from ..indexer._stream_assign import place, write_rows
-    from ..io import sha256_file
-    from ..io._manifest import write_artifact
+    from ..io import sha256_file, write_artifact
     from ._output import SHARDS, read_shard_manifest
 
     m = read_shard_manifest(scratch)

@@ -38,7 +38,7 @@ from .._progress import Progress, ProgressTask, as_progress
 from ..errors import InputError
 from ._store import FeatureStoreWriter
 
-__all__ = ["ExtractConfig", "ExtractResult", "extract_features", "empty_items_summary"]
+__all__ = ["ExtractConfig", "ExtractResult", "extract_features", "empty_items_summary", "prepare_store"]
 
 logger = logging.getLogger(__name__)
 
