@@ -78,6 +78,7 @@ class ShardEncoder:
         parts, n_tokens = shard_parts(out_ids, toks, segs, backend.dim, extra)
         name = store_shard_name(index)
         d = Path(out_dir)
+        d.mkdir(parents=True, exist_ok=True)  # made by the first shard written: a run that fails before leaves nothing
         files = {}
         for part, write in parts.items():
             with atomic_write(d / f"{name}.{part}") as tmp:
@@ -125,7 +126,6 @@ class ShardCommitter:
         try:
             self.committed, self.dim = self._resume_point()
             self.next = self.committed
-            self.incoming.mkdir(parents=True, exist_ok=True)
         except BaseException:
             self._stack.close()
             raise
