@@ -162,19 +162,20 @@ def _measure(spec: dict) -> dict:
         res["items"] = n
         res["bytes_per_item"] = 4 * s.dim + 8
     elif spec["what"] == "extract":
-        from tokenizer_kit.engines import _extract
+        from tokenizer_kit.engines import engine_for
         from tokenizer_kit.pipeline import stages
         from tokenizer_kit.pipeline._stage_configs import ExtractStageConfig
 
         shard_s = []
-        plain = _extract.map_shards
+        engine_cls = type(engine_for(eng))
+        plain = engine_cls.map
 
-        def timed(*a, **kw):  # the workers' seconds per shard (model load excluded): the steady per-worker rate
-            for rec in plain(*a, **kw):
+        def timed(self, *a, **kw):  # the workers' seconds per shard (model load excluded): the steady per-worker rate
+            for rec in plain(self, *a, **kw):
                 shard_s.append(rec["shard_seconds"])
                 yield rec
 
-        _extract.map_shards = timed
+        engine_cls.map = timed
 
         cfg = ExtractStageConfig.from_dict({"text_fields": ["title", "description"], "max_tokens_per_field": 64,
                                             "shard_size": EXTRACT_SHARD, "engine": spec["engine"], "workers": spec.get("workers", 1),

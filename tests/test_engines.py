@@ -369,7 +369,9 @@ def _stores_equal(a, b) -> None:
 
 
 def test_extract_ray_equals_local_and_adopts_finished_shards(office_catalog, ray_cluster, one_thread, tmp_path):
-    from tokenizer_kit.engines._extract import _incoming, extract_sharded
+    from tokenizer_kit.engines._extract import extract_sharded
+    from tokenizer_kit.features import ExtractConfig, extract_features
+    from tokenizer_kit.features import incoming_dir as _incoming
     from tokenizer_kit.engines._plan import digest, plan_rows
     from tokenizer_kit.features._extract import _catalog_fingerprint
     from tokenizer_kit.pipeline import stages
@@ -377,6 +379,9 @@ def test_extract_ray_equals_local_and_adopts_finished_shards(office_catalog, ray
 
     base = {"text_fields": ["title", "description"], "max_tokens_per_field": 12, "shard_size": 25, "batch_size": 8}
     local = stages.extract(office_catalog, tmp_path / "l", ExtractStageConfig.from_dict(base))
+    # the stage's local engine writes the store the in-process extract_features writes
+    extract_features(office_catalog, tmp_path / "f", ExtractConfig.from_dict(base))
+    _stores_equal(tmp_path / "f", tmp_path / "l")
     cfg = ExtractStageConfig.from_dict({**base, "engine": "ray"})
     # a run killed after a worker wrote shard 1 but before the driver committed it: its files
     # wait in the incoming directory with their record (the same bytes the local store holds)

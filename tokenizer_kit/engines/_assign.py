@@ -30,6 +30,7 @@ import numpy as np
 from .._progress import Progress
 from ..errors import ArtifactError, InputError
 from ._config import EngineConfig
+from ._engine import Engine, engine_for
 from ._output import part_writer, shard_files
 from ._plan import Shard, digest, embedding_batches, embedding_files, plan_files
 from ._run import ShardJob, run_sharded
@@ -186,7 +187,7 @@ def assign_sharded(
     source,
     out: str | os.PathLike,
     *,
-    engine: EngineConfig,
+    engine: EngineConfig | Engine,
     batch_size: int | None = None,
     shard_size: int = DEFAULT_ASSIGN_SHARD,
     hashes: bool = False,
@@ -210,6 +211,7 @@ def assign_sharded(
     from ..build._streaming import DEFAULT_STREAM_BATCH, _aligned
     from ..io import open_embeddings
 
+    engine = engine_for(engine)
     if tok.path is None:
         raise InputError("the sharded assign loads the tokenizer in every worker: save it first (save_pretrained) and load it from there")
     stream = open_embeddings(source, ids_path=ids_path, id_column=id_column, vector_column=vector_column, row_ids=row_ids)
@@ -232,7 +234,7 @@ def assign_sharded(
         columns = (["item_id"] + [f"code_{l}" for l in range(tok.levels)] + ["sid"] + (["emb_hash"] if hashes else [])
                    + (["err"] if errors else []))
     fields = {"config": {"tokenizer": str(tok.path), "source": stream.source, "batch_size": bs, "shard_size": shard_rows,
-                         "engine": engine.engine, "hashes": hashes, "errors": errors, **({"lookup": True} if lookup else {})},
+                         "engine": engine.name, "hashes": hashes, "errors": errors, **({"lookup": True} if lookup else {})},
               "tokenizer": job.fingerprint, "columns": columns}
     out = Path(out)
     res = run_sharded(job, shards, out, engine=engine, job_key=job.key, fields=fields, overwrite=overwrite, progress=progress)
@@ -248,4 +250,4 @@ def assign_sharded(
                 s.close()
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-    return {"n_items": int(stream.n), **res, "engine": engine.engine, "workers": engine.workers if engine.is_ray else 1}
+    return {"n_items": int(stream.n), **res, "engine": engine.name, "workers": engine.workers}

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 from .._progress import Progress
 from ._config import EngineConfig
+from ._engine import Engine, LocalEngine, engine_for
 from ._output import part_writer
 from ._plan import Shard, digest, plan_rows
 from ._run import ShardJob, run_sharded
@@ -64,10 +65,11 @@ class TextEmbedJob(ShardJob):
                        "batch_size": self.batch_size, "meta": self.meta})
 
 
-def embed_text_sharded(ids: Sequence[Any], texts: Sequence[str], out, *, engine: EngineConfig, model: str | None, batch_size: int,
+def embed_text_sharded(ids: Sequence[Any], texts: Sequence[str], out, *, engine: EngineConfig | Engine, model: str | None, batch_size: int,
                        max_length: int, normalize: bool, device: str | None, shard_size: int, meta: dict[str, Any],
                        source: dict[str, Any], overwrite: bool = False, progress: Progress | None = None) -> dict[str, Any]:
     """Text embeddings of a catalogue's items (``ids``, ``texts``) into the shard directory ``out``."""
+    engine = engine_for(engine)
     model_id = model
     if model is None:
         from ..features import default_text_model_path
@@ -80,7 +82,7 @@ def embed_text_sharded(ids: Sequence[Any], texts: Sequence[str], out, *, engine:
         sh.payload = {"ids": list(ids[sl]), "texts": list(texts[sl])}  # ids keep their type (int64 or string)
         sh.input_id = digest([sh.payload["ids"], sh.payload["texts"]])  # a catalogue edit redoes the shards it touches
     fields = {"config": {"model": model_id, "batch_size": batch_size, "max_length": max_length, "normalize": normalize,
-                         "shard_size": shard_size, "engine": engine.engine}, "source": source, "metadata": meta}
+                         "shard_size": shard_size, "engine": engine.name}, "source": source, "metadata": meta}
     return run_sharded(job, shards, out, engine=engine, job_key=job.key, fields=fields, overwrite=overwrite, progress=progress)
 
 
@@ -125,7 +127,7 @@ class EmbedJob(ShardJob):
                        "batch_size": self.batch_size, "max_tokens": self.max_tokens})
 
 
-def embed_sharded(store, alignment: str | os.PathLike, out, *, engine: EngineConfig, pooling: str, batch_size: int,
+def embed_sharded(store, alignment: str | os.PathLike, out, *, engine: EngineConfig | Engine, pooling: str, batch_size: int,
                   max_tokens: int | None, device: str | None, shard_size: int, overwrite: bool = False,
                   progress: Progress | None = None) -> dict[str, Any]:
     """Aligned embeddings of every item of ``store`` into the shard directory ``out``; the
@@ -133,12 +135,13 @@ def embed_sharded(store, alignment: str | os.PathLike, out, *, engine: EngineCon
     from .._torch_utils import resolve_device
     from ..alignment._embed import check_embed_settings, embedding_record, load_alignment
 
+    engine = engine_for(engine)
     model, meta = load_alignment(alignment, device="cpu")  # checks the model and its checksum once, on the driver
     max_tokens = check_embed_settings(model, meta, store, pooling, batch_size, max_tokens)
     _, record = embedding_record(model, meta, store, alignment, pooling)
     del model
     job = EmbedJob(store=str(Path(store.path).resolve()), alignment=str(Path(alignment).resolve()), pooling=pooling, batch_size=batch_size,
-                   max_tokens=max_tokens, device=device if engine.is_ray else str(resolve_device(device)),
+                   max_tokens=max_tokens, device=str(resolve_device(device)) if isinstance(engine, LocalEngine) else device,
                    weights_sha256=str(meta["weights_sha256"]))
     rows = max(batch_size, -(-int(shard_size) // batch_size) * batch_size)
     shards = plan_rows(len(store), rows)
@@ -146,7 +149,7 @@ def embed_sharded(store, alignment: str | os.PathLike, out, *, engine: EngineCon
     for sh in shards:
         sh.input_id = store_id
     fields = {"config": {"pooling": pooling, "batch_size": batch_size, "max_tokens": max_tokens, "shard_size": rows,
-                         "engine": engine.engine}, "metadata": record}
+                         "engine": engine.name}, "metadata": record}
     res = run_sharded(job, shards, out, engine=engine, job_key=job.key, fields=fields, overwrite=overwrite, progress=progress)
     return {**record, "n_items": len(store), **res}
 

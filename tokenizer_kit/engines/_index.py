@@ -1,21 +1,24 @@
 """The SID index from a sharded SID directory, group by prefix across shards.
 
-Under the ``suffix`` policy an item's SID is its codes plus its position in the group of
-items sharing those codes: numbered by reconstruction error when the parts carry ``err``
-(``assign`` with ``errors``), then by input row, as ``SIDIndex.build`` numbers them. A group
-only needs its own rows, so no process ever holds every item:
+A collision policy that resolves each group of items sharing codes from that group's rows
+alone (``CollisionPolicy.by_group``) is resolved here across shards: the policy numbers a
+group (``group_positions``: under ``suffix`` an item's position in its group, by
+reconstruction error when the parts carry ``err`` (``assign`` with ``errors``), then by input
+row, as ``SIDIndex.build`` numbers them); this module only brings each group's rows
+together, so no process ever holds every item:
 
 1. **partition** (driver, one batch in memory): every row's (prefix key, global row, rank)
    is appended to one of P bucket files by a hash of its key, so a group lands whole in
    one bucket;
-2. **resolve** (driver, one bucket in memory: ``bucket_rows`` rows of 24 bytes): sort by
-   (key, rank, row) and number each group;
+2. **resolve** (driver, one bucket in memory: ``bucket_rows`` rows of 24 bytes): the policy
+   numbers each group of the bucket;
 3. **write** (a sharded job, on either engine): per source part, its rows with their suffix
    looked up in the buckets' row-sorted results (memory-mapped), into a shard directory of
    the same part names with the manifest last (resumable like every sharded job).
 
-The ``none`` policy (SIDs are the codes) needs no grouping; ``reassign`` moves items to free
-codes chosen by their vectors across the whole space and is refused here (index in memory).
+A policy that adds no level (``none``: SIDs are the codes) needs no grouping; one that is not
+``by_group`` (``reassign`` moves items to free codes chosen by their vectors across the whole
+space) is refused here (index in memory).
 :func:`load_sharded_index` reads such a directory into a :class:`~tokenizer_kit.indexer.SIDIndex`
 (and its trie) where the catalogue fits one process: the same SIDs as ``SIDIndex.build`` on the
 gathered rows.
@@ -46,7 +49,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_BUCKET_ROWS = 1 << 22  # rows resolved at once: ~100 MB with the sort's copies
 _REC = np.dtype([("key", "<i8"), ("row", "<i8"), ("rank", "<f8")])
-_POLICIES = ("suffix", "none")
 
 
 def _bucket_of(keys: np.ndarray, n_buckets: int) -> np.ndarray:
@@ -82,16 +84,25 @@ def _partition(parts: Sequence[Path], levels: int, sizes: Sequence[int], scratch
                     f.write(rec[order[bounds[k]:bounds[k + 1]]].tobytes())
 
 
-def _resolve(scratch: Path, n_buckets: int) -> dict[str, int]:
-    """Pass 2: per bucket, each row's position in its group (rows sorted by row number)."""
-    from ..indexer.policies._suffix import _group_positions
+def _group_policy(name: str):
+    """The collision policy ``name``, which must resolve each group alone (``by_group``)."""
+    from ..indexer.policies import get_policy, group_policies
 
+    policy = get_policy(name)
+    if not policy.by_group:
+        raise InputError(f"the {name} policy picks free codes by the items' vectors across the whole SID space, so it is not "
+                         f"resolved shard by shard; index with one of {group_policies()}, or index in memory (`tokenizer-kit index`)")
+    return policy
+
+
+def _resolve(scratch: Path, n_buckets: int, policy) -> dict[str, int]:
+    """Pass 2: per bucket, each row's extra SID level from the policy (rows sorted by row number)."""
     top = groups = colliding = in_collision = largest = 0
     for k in range(n_buckets):
         f = scratch / f"bucket-{k:05d}.bin"
         rec = np.fromfile(f, _REC) if f.exists() else np.empty(0, _REC)
         rec = rec[np.argsort(rec["row"], kind="stable")]  # ties in rank go by input row, as in memory
-        _, pos = _group_positions(rec["key"][:, None], rec["rank"])
+        pos = policy.group_positions(rec["key"], rec["rank"])
         np.save(scratch / f"rows-{k:05d}.npy", rec["row"])
         np.save(scratch / f"suffix-{k:05d}.npy", pos.astype(np.int32))
         if f.exists():
@@ -119,7 +130,8 @@ class IndexJob(ShardJob):
     name: str = "index"
 
     def setup(self, threads: int | None) -> None:
-        if self.policy == "suffix":
+        self._extra = _group_policy(self.policy).extra_levels > 0
+        if self._extra:
             d = Path(self.scratch)
             self._rows = [np.load(d / f"rows-{k:05d}.npy", mmap_mode="r") for k in range(self.n_buckets)]
             self._suf = [np.load(d / f"suffix-{k:05d}.npy", mmap_mode="r") for k in range(self.n_buckets)]
@@ -134,7 +146,7 @@ class IndexJob(ShardJob):
         t = pq.read_table(shard.file.path)
         codes = _codes_of(t, self.levels)
         sids = codes
-        if self.policy == "suffix":
+        if self._extra:
             r0, r1 = shard.first_row, shard.first_row + shard.rows
             suffix = np.full(shard.rows, -1, np.int64)
             for rows, suf in zip(self._rows, self._suf):
@@ -183,10 +195,7 @@ def index_shards(
     as the shard directory ``out`` (``item_id, code_0..code_{S-1}, sid`` and the source's
     ``emb_hash``/``err``); see the module doc. Returns the run summary plus the index's
     ``suffix_size`` and collision counts (also in the manifest)."""
-    if policy not in _POLICIES:
-        raise InputError(f"the {policy} policy picks free codes by the items' vectors across the whole SID space, so it is not "
-                         f"resolved shard by shard; index with one of {list(_POLICIES)}, or index in memory (`tokenizer-kit index`)")
-    engine = engine or EngineConfig()
+    extra = _group_policy(policy).extra_levels > 0
     src, out = Path(source), Path(out)
     shards, man = _source_shards(src)
     levels = len(codebook_sizes)
@@ -200,10 +209,10 @@ def index_shards(
     shutil.rmtree(scratch, ignore_errors=True)
     stats: dict[str, Any] = {}
     try:
-        if policy == "suffix":
+        if extra:
             scratch.mkdir(parents=True)
             _partition([sh.file.path for sh in shards], levels, codebook_sizes, scratch, n_buckets, rank, 1 << 20)
-            stats = _resolve(scratch, n_buckets)
+            stats = _resolve(scratch, n_buckets, _group_policy(policy))
             stats["suffix_size"] = max(stats["max_suffix"], int(suffix_reserve))
             stats["numbered_by"] = "err, then input row" if rank else "input row"
         job = IndexJob(scratch=str(scratch), n_buckets=n_buckets, levels=levels, policy=policy,
@@ -211,7 +220,7 @@ def index_shards(
         fields = {"config": {"source": str(src), "policy": policy, "suffix_reserve": int(suffix_reserve), "buckets": n_buckets},
                   "index": {"policy": policy, "codebook_sizes": [int(k) for k in codebook_sizes], **stats},
                   "tokenizer": man.get("tokenizer"),
-                  "columns": ["item_id"] + [f"code_{l}" for l in range(levels + (policy == "suffix"))] + ["sid"]
+                  "columns": ["item_id"] + [f"code_{l}" for l in range(levels + extra)] + ["sid"]
                   + [c for c in ("emb_hash", "err") if c in cols]}
         res = run_sharded(job, shards, out, engine=engine, job_key=job.key + digest(stats), fields=fields, overwrite=overwrite,
                           progress=progress)
@@ -228,15 +237,16 @@ def load_sharded_index(path: str | os.PathLike):
 
     from ..indexer import SIDIndex
     from ..indexer._ids import concat_ids
+    from ..indexer.policies import POLICIES, group_policies
     from ..io import normalise_ids
 
     m = read_shard_manifest(path, verify="size")
     info = m.data.get("index") or {}
     sizes = info.get("codebook_sizes")
-    if not isinstance(sizes, list) or info.get("policy") not in _POLICIES:
+    if not isinstance(sizes, list) or info.get("policy") not in group_policies():
         raise InputError(f"{path} is not a sharded SID index (its manifest has no index section); write one with index_shards")
     L = len(sizes)
-    S = L + (info["policy"] == "suffix")
+    S = L + POLICIES[info["policy"]].extra_levels
     ids, sids, hashes = [], [], []
     for p in m.files():
         t = pq.read_table(str(p))

@@ -22,6 +22,7 @@ from ..errors import ArtifactError, TokenizerKitError
 from ..io._lock import writer_lock
 from ..io._manifest import read_manifest, update_artifact, write_artifact
 from ._config import EngineConfig
+from ._engine import Engine, engine_for
 from ._output import SHARDS, part_key, stray_parts
 from ._plan import Shard, digest
 
@@ -79,18 +80,9 @@ def run_one(job: ShardJob, shard: Shard, out_dir: str) -> dict[str, Any]:
     return {**res, "shard_seconds": time.perf_counter() - t0}
 
 
-def map_shards(job: ShardJob, shards: Sequence[Shard], out_dir: str, engine: EngineConfig) -> Iterator[dict[str, Any]]:
-    """Results of ``job`` over ``shards``, as they finish (any order on Ray)."""
-    if not shards:
-        return
-    if engine.is_ray:
-        from ._ray import ray_map
-
-        yield from ray_map(job, shards, out_dir, engine)
-        return
-    job.setup(None)
-    for sh in shards:
-        yield run_one(job, sh, out_dir)
+def map_shards(job: ShardJob, shards: Sequence[Shard], out_dir: str, engine: EngineConfig | Engine) -> Iterator[dict[str, Any]]:
+    """Results of ``job`` over ``shards``, as they finish (any order on Ray): ``engine.map``."""
+    return engine_for(engine).map(job, shards, out_dir)
 
 
 def _done(directory: Path, shards: Sequence[Shard], job_key: str) -> set[int]:
@@ -113,7 +105,7 @@ def _entry_of(directory: Path, sh: Shard) -> dict[str, Any]:
             "input_rows": sh.rows, "sha256": sha256_file(p), "size": p.stat().st_size}
 
 
-def _fill(job: ShardJob, shards: Sequence[Shard], directory: Path, engine: EngineConfig, job_key: str,
+def _fill(job: ShardJob, shards: Sequence[Shard], directory: Path, engine: Engine, job_key: str,
           progress: Progress | None, on_result: Callable[[dict[str, Any]], None] | None) -> tuple[list[dict[str, Any]], int, float]:
     """Write every shard not yet written; returns (entries in shard order, shards skipped, the
     workers' seconds on the shards run)."""
@@ -125,7 +117,7 @@ def _fill(job: ShardJob, shards: Sequence[Shard], directory: Path, engine: Engin
     worker_s = 0.0
     total = sum(sh.rows for sh in shards)
     with as_progress(progress).task(job.name, total=total, unit="item", completed=sum(sh.rows for sh in shards if sh.index in done)) as task:
-        for res in map_shards(job, todo, str(directory), engine):
+        for res in engine.map(job, todo, str(directory)):
             info = res["info"]
             entries[int(info["index"])] = info
             worker_s += float(res.get("shard_seconds", 0.0))
@@ -145,7 +137,7 @@ def run_sharded(
     shards: Sequence[Shard],
     out: str | os.PathLike,
     *,
-    engine: EngineConfig,
+    engine: EngineConfig | Engine,
     job_key: str,
     fields: Mapping[str, Any],
     overwrite: bool = False,
@@ -159,6 +151,7 @@ def run_sharded(
     and switched in at the end). An unfinished one resumes: parts of this job are kept. The
     manifest (``fields`` plus the shard list) is written last. Returns a summary.
     """
+    engine = engine_for(engine)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ArtifactError(f"output {out} exists and is not a directory; the sharded output is a directory, choose another path")

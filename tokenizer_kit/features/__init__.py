@@ -1,6 +1,7 @@
 """Feature extraction: VLM/text token features into a sharded store; text embeddings."""
 
-from ._extract import ExtractConfig, ExtractResult, extract_features
+from ._extract import ExtractConfig, ExtractResult, extract_features, prepare_store
+from ._sharded import ShardCommitter, ShardEncoder, incoming_dir, store_shard_name
 from ._store import STORE_FORMAT_VERSION, FeatureStore, FeatureStoreWriter, write_feature_store
 from ._text_embed import default_text_model_path, embed_texts, item_texts
 
@@ -10,9 +11,14 @@ __all__ = [
     "ExtractResult",
     "FeatureStore",
     "FeatureStoreWriter",
+    "ShardCommitter",
+    "ShardEncoder",
     "default_text_model_path",
     "embed_texts",
     "extract_features",
+    "incoming_dir",
     "item_texts",
+    "prepare_store",
+    "store_shard_name",
     "write_feature_store",
 ]

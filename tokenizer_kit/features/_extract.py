@@ -38,7 +38,7 @@ from .._progress import Progress, ProgressTask, as_progress
 from ..errors import InputError
 from ._store import FeatureStoreWriter
 
-__all__ = ["ExtractConfig", "ExtractResult", "extract_features", "empty_items_summary"]
+__all__ = ["ExtractConfig", "ExtractResult", "extract_features", "empty_items_summary", "prepare_store"]
 
 logger = logging.getLogger(__name__)
 
@@ -230,6 +230,8 @@ def prepare_store(catalog, out, config: ExtractConfig, *, base_dir=None, overwri
     store_cfg = config.store_config()
     store_cfg["catalog"] = catalog_record(table, item_ids)
     FeatureStoreWriter.preflight(out, store_cfg, overwrite=overwrite)
+    if config.random_init:
+        logger.warning("open_clip %s runs with random weights: the features are random (no CLIP weights ship offline)", config.model)
     return table, base, item_ids, store_cfg
 
 
@@ -260,8 +262,6 @@ def extract_features(
         from ._backends import build_backend
 
         backend = build_backend(config)
-    if config.random_init:
-        logger.warning("open_clip %s runs with random weights: the features are random (no CLIP weights ship offline)", config.model)
     segments = [*config.image_fields, *config.text_fields]
     # the writer holds the store's lock until the with block ends (finish, error or interrupt)
     with FeatureStoreWriter(out, dim=backend.dim, config=store_cfg, segments=segments, overwrite=overwrite) as writer:

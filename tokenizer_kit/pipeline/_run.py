@@ -123,9 +123,12 @@ class _Chain:
 
     def embed(self) -> list[tuple[str, Path, str]]:
         """The embeddings to tokenize: ``(variant, path, the stage that wrote it)``."""
+        from ..engines import engine_for
+
         c = self.cfg.embed
-        out = self.p.embeddings("aligned", sharded=c.execution.is_ray)
-        done = out / "_manifest.json" if c.execution.is_ray else out
+        sharded = engine_for(c.execution).sharded_output
+        out = self.p.embeddings("aligned", sharded=sharded)
+        done = out / "_manifest.json" if sharded else out
         self.stage("embed", _without_engine(c), [done],
                    lambda mode: stages.embed(self.p.features, self.p.alignment, out, c, overwrite=True, progress=self.progress),
                    upstream=("align",))

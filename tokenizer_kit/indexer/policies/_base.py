@@ -23,6 +23,7 @@ __all__ = [
     "Placement",
     "Resolution",
     "get_policy",
+    "group_policies",
     "register_policy",
 ]
 
@@ -37,6 +38,11 @@ def register_policy(cls: type["CollisionPolicy"]) -> type["CollisionPolicy"]:
         raise TypeError(f"{cls.__name__} needs a class attribute `name`")
     POLICIES[cls.name] = cls
     return cls
+
+
+def group_policies() -> list[str]:
+    """Names of the policies that resolve each group of equal codes alone (``by_group``)."""
+    return [name for name, cls in POLICIES.items() if cls.by_group]
 
 
 def get_policy(name: str) -> "CollisionPolicy":
@@ -83,6 +89,9 @@ class CollisionPolicy:
     extra_levels: ClassVar[int] = 0  # SID levels beyond the quantizer's
     needs_vectors: ClassVar[bool] = False  # build needs the items' vectors and a decoder
     resolves: ClassVar[bool] = True  # one item per SID (False: collisions are only reported)
+    # each group of items sharing codes is resolved from its own rows alone, so a catalogue
+    # split into shards is resolved group by group (``engines.index_shards``)
+    by_group: ClassVar[bool] = False
 
     def sid_length(self, levels: int) -> int:
         return levels + self.extra_levels
@@ -98,6 +107,12 @@ class CollisionPolicy:
     def grown_suffix_size(self, suffix_size: int, placed: np.ndarray) -> int:
         """The extra level's vocabulary size after cold start placed SIDs ``placed`` (m, S)."""
         return suffix_size
+
+    def group_positions(self, keys: np.ndarray, rank: np.ndarray) -> np.ndarray | None:
+        """The extra SID level of each item given only its group: ``keys`` (n,) the items' code
+        keys (``sid_keys``), ``rank`` (n,) the order within a group (ties by row). None when
+        the policy adds no level. Only for ``by_group`` policies."""
+        raise NotImplementedError(f"the {self.name} policy does not resolve a group from its own rows")
 
     def build(
         self,

@@ -13,6 +13,10 @@ __all__ = ["NonePolicy"]
 class NonePolicy(CollisionPolicy):
     name = "none"
     resolves = False
+    by_group = True
+
+    def group_positions(self, keys, rank):
+        return None
 
     def build(self, codes, *, sizes, x, decode, err, retired, suffix_reserve) -> Resolution:
         n = len(codes)

@@ -73,6 +73,10 @@ def suffix_sids(codes: np.ndarray, *, rank: np.ndarray | None = None, retired: I
 class SuffixPolicy(CollisionPolicy):
     name = "suffix"
     extra_levels = 1
+    by_group = True
+
+    def group_positions(self, keys, rank):
+        return _group_positions(np.asarray(keys)[:, None], rank)[1]
 
     def level_sizes(self, codebook_sizes, suffix_size):
         return [int(k) for k in codebook_sizes] + [max(1, int(suffix_size))]
