@@ -46,7 +46,8 @@ from ._stream_metrics import StreamingMetrics, sid_keys_of
 from ._tokenizer import SIDS_NAME, SemanticTokenizer
 from .errors import ArtifactError, InputError
 from .io import EmbeddingStream, atomic_write, open_embeddings
-from .io._manifest import TOKENIZER, write_artifact
+from ._tokenizer_artifact import TOKENIZER
+from .io._manifest import write_artifact
 from .io._sids import SIDWriter
 from .io._spill import DEFAULT_KEY_BUDGET, SpilledKeys
 from .quantizers import RQKMeans

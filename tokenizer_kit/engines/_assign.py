@@ -45,7 +45,8 @@ def tokenizer_fingerprint(path: str | os.PathLike, *, index: bool = False) -> di
     """What fixes a tokenizer's codes: its quantizer file's checksum, method and preprocessing;
     with ``index`` also what fixes a cold-start lookup (every file's checksum, the index version)."""
     from .._tokenizer import WEIGHTS_NAME
-    from ..io._manifest import TOKENIZER, read_manifest
+    from .._tokenizer_artifact import TOKENIZER
+    from ..io._manifest import read_manifest
 
     m = read_manifest(path, TOKENIZER, verify="none")
     entry = m.files.get(WEIGHTS_NAME) or {}

@@ -131,11 +131,11 @@ def _ready(incoming: Path, sh: Shard, job_key: str) -> dict[str, Any] | None:
 def _resume_point(out: Path, item_ids, shard_size: int, *, overwrite: bool) -> tuple[list, int, int, int | None]:
     """The shards of this input, how many of them (and rows) the store at ``out`` already
     committed, and its dimension (None for a new store)."""
-    from ..features._store import MANIFEST
-    from ..io._manifest import FEATURE_STORE, read_manifest
+    from ..features._store import FEATURE_STORE
+    from ..io._manifest import read_manifest
 
     committed, dim, complete = 0, None, False
-    if not overwrite and (out / MANIFEST).exists():
+    if not overwrite and FEATURE_STORE.committed(out):
         m = read_manifest(out, FEATURE_STORE, verify="none")
         committed, dim, complete = len(m.get("shards", [])), m.get("dim"), bool(m.get("complete"))
     shards = plan_rows(len(item_ids), shard_size)
