@@ -119,6 +119,9 @@ class ArtifactKind:
     which unreferenced files an in-place writer may delete (default: every plain file).
     ``keep``: entries of the directory that are not part of the artifact but survive a
     whole-directory rewrite (training logs, resume checkpoints), carried over by hard link.
+    ``manifest_name``: ``MANIFEST_NAME`` unless the directory's readers need another (a Parquet
+    dataset's manifest starts with ``_`` so that Parquet readers skip it);
+    ``legacy_manifest_names``: the names it had before, read when it is absent.
     """
 
     name: str
