@@ -87,6 +87,7 @@ def derive_plain(tok_idx: Path, tok_plain: Path) -> dict:
 def main() -> None:
     from _machine import machine_info
     from _paths import portable
+    from tokenizer_kit.build._artifact import TOKENIZER
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scratch", default=str(ROOT / "benchmarks" / ".scratch" / "assign_indexed"),
@@ -113,10 +114,10 @@ def main() -> None:
         Path(args.out).write_text(text)
 
     shape = ["--levels", args.levels, "--codebook-size", args.codebook_size, "--seed", 0, "--row-ids", "--format", "json", "--overwrite"]
-    if not (scratch / "tok_idx" / "tokenizer.json").exists():
+    if not TOKENIZER.committed(scratch / "tok_idx"):
         R["build_tok_idx"] = run_measured(_cli("build-codebook", big, "--out", scratch / "tok_idx", *shape))
         save()
-    if not (scratch / "tok_plain" / "tokenizer.json").exists():
+    if not TOKENIZER.committed(scratch / "tok_plain"):
         R["derive_tok_plain"] = derive_plain(scratch / "tok_idx", scratch / "tok_plain")
         save()
     rows = {

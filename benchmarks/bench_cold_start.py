@@ -83,11 +83,12 @@ def build_base(workdir: Path, n_items: int, *, d: int = 256, sizes=(256, 256, 25
     """A tokenizer directory with an ``n_items`` suffix index (cached by its parameters)."""
     from tokenizer_kit import SemanticTokenizer
     from tokenizer_kit.indexer import IndexConfig, SIDIndex
+    from tokenizer_kit.build._artifact import TOKENIZER
     from tokenizer_kit.io._synthetic import make_clustered_embeddings
 
     path = Path(workdir) / f"base-n{n_items}-d{d}-{'x'.join(map(str, sizes))}-s{seed}"
     info_path = path.parent / (path.name + ".json")
-    if (path / "tokenizer.json").exists() and info_path.exists():
+    if TOKENIZER.committed(path) and info_path.exists():
         return path, json.loads(info_path.read_text())
     t0 = time.perf_counter()
     x = make_clustered_embeddings(train_points, d, seed=seed)
@@ -110,11 +111,12 @@ def build_base(workdir: Path, n_items: int, *, d: int = 256, sizes=(256, 256, 25
 
 def _link_copy(src: Path, dst: Path) -> None:
     """A copy sharing the base's (immutable) files: a commit replaces the manifest, never edits a file."""
+    from tokenizer_kit.build._artifact import TOKENIZER
     if dst.exists():
         shutil.rmtree(dst)
     dst.mkdir(parents=True)
     for p in src.iterdir():
-        if p.name == "tokenizer.json":
+        if p.name in TOKENIZER.manifest_names:
             shutil.copy2(p, dst / p.name)
         else:
             os.link(p, dst / p.name)
@@ -131,6 +133,7 @@ def _child(run_dir: Path, mode: str, n_new: int, d: int, seed: int) -> dict:
     ids, x = _new_items(n_new, d, seed)
     from tokenizer_kit import SemanticTokenizer
     from tokenizer_kit.indexer import SIDIndex
+    from tokenizer_kit.build._artifact import TOKENIZER
 
     before = {p.name for p in run_dir.iterdir()}
     cpu0 = _cpu_s()
@@ -158,7 +161,7 @@ def _child(run_dir: Path, mode: str, n_new: int, d: int, seed: int) -> dict:
         "commit_write_bytes": io1.get("write_bytes", 0) - io0.get("write_bytes", 0),
         "commit_wchar": io1.get("wchar", 0) - io0.get("wchar", 0),
         "new_files": {n: (run_dir / n).stat().st_size for n in added if not n.startswith(".")},
-        "manifest_bytes": (run_dir / "tokenizer.json").stat().st_size,
+        "manifest_bytes": TOKENIZER.manifest_path(run_dir).stat().st_size,
         "collided": summary["collided"], "index_items_after": summary["index_items"],
         "peak_rss_mb": _rss_peak_mb(),
     }

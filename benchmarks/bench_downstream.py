@@ -87,10 +87,23 @@ def stage_configs() -> dict:
             "align": AlignStageConfig.from_dict(align), "embed": EmbedConfig.from_dict(toml.get("embed", {}))}
 
 
+def _alignment_summary(align_dir: Path) -> dict | None:
+    """The training summary of the alignment at ``align_dir`` with its held-out evaluation, or None."""
+    from tokenizer_kit.alignment import ALIGNMENT, read_alignment_eval
+    from tokenizer_kit.io import read_manifest
+
+    if not ALIGNMENT.committed(align_dir):
+        return None
+    summary = dict(read_manifest(align_dir, ALIGNMENT, verify="none").get("summary") or {})
+    ev = read_alignment_eval(align_dir)
+    return {**summary, "eval": ev} if ev is not None else summary
+
+
 def prepare_embeddings(ds: str, workdir: Path) -> dict:
     """extract -> mine-pairs -> align -> embed (+ the raw pooled baseline) with the pipeline's
     stage functions, each skipped when its output exists; returns the settings and summaries."""
     from tokenizer_kit.pipeline import stages
+    from tokenizer_kit.features import FEATURE_STORE
 
     p = paths(ds, workdir)
     W = workdir / "pipeline"
@@ -100,11 +113,11 @@ def prepare_embeddings(ds: str, workdir: Path) -> dict:
     aligned, raw = W / "embeddings" / f"aligned_{ALIGN_PRESET}.parquet", W / "embeddings" / "raw.parquet"
     info: dict = {"settings": {k: v.to_flat_dict() for k, v in cfg.items()}, "align_preset": ALIGN_PRESET}
     t = time.perf_counter()
-    if not (feats / "manifest.json").exists():
+    if not FEATURE_STORE.committed(feats):
         stages.extract(p["items"], feats, cfg["extract"])
     if not (pairs.exists() and held.exists()):
         stages.mine_pairs(p["inter"], pairs, cfg["mine_pairs"], heldout_out=held, overwrite=True)
-    done = json.loads((align_dir / "config.json").read_text()).get("summary", {}) if (align_dir / "config.json").exists() else {}
+    done = _alignment_summary(align_dir) or {}
     if done.get("steps_done", -1) < done.get("steps", 0) or not done:  # (a finished run keeps its last checkpoint)
         t0 = time.perf_counter()
         stages.align(feats, pairs, align_dir, cfg["align"], catalog=p["items"], eval_pairs=held)
@@ -113,7 +126,7 @@ def prepare_embeddings(ds: str, workdir: Path) -> dict:
         stages.embed(feats, align_dir, aligned, cfg["embed"], overwrite=True)
     if not raw.exists():
         stages.raw_embeddings(feats, raw)
-    info["alignment"] = json.loads((align_dir / "config.json").read_text()).get("summary")
+    info["alignment"] = _alignment_summary(align_dir)
     info["seconds"] = time.perf_counter() - t
     return info
 

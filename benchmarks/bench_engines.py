@@ -100,9 +100,10 @@ def build_tokenizer(scratch: Path, data: Path, d: int) -> Path:
 
     from tokenizer_kit import SemanticTokenizer
     from tokenizer_kit.io import Embeddings, open_embeddings
+    from tokenizer_kit.build._artifact import TOKENIZER
 
     tok_dir = scratch / "tok_3x256"
-    if (tok_dir / "tokenizer.json").exists():
+    if TOKENIZER.committed(tok_dir):
         return tok_dir
     s = open_embeddings(data)
     rows = np.arange(min(s.n, 262144))  # the first rows: every chunk of the generator is an i.i.d. draw of the mixture

@@ -96,6 +96,8 @@ def compact(rep: dict, build: dict, wall: float) -> dict:
 
 
 def run_setting(name: str, emb: Path, ids: Path | None, sizes: list[int], vae_cfg: dict, work: Path, x: np.ndarray) -> dict:
+    from tokenizer_kit.build._artifact import TOKENIZER
+
     cfg_path = work / f"{name}_rqvae.json"
     cfg_path.write_text(json.dumps(vae_cfg))
     size_arg = ",".join(map(str, sizes))
@@ -121,7 +123,7 @@ def run_setting(name: str, emb: Path, ids: Path | None, sizes: list[int], vae_cf
     report, _ = cli(*rep_args)
     by_name = {r["name"]: r for r in report["tokenizers"]}
     table = {m: compact(by_name[runs[m]["path"].name], runs[m]["build"], runs[m]["wall_seconds"]) for m in runs}
-    manifest = json.loads((runs["rq-vae"]["path"] / "tokenizer.json").read_text())
+    manifest = json.loads(TOKENIZER.manifest_path(runs["rq-vae"]["path"]).read_text())
     ho = held_out(x, sizes, vae_cfg)
     print(f"[{name}] held-out: {json.dumps({k: v for k, v in ho.items() if k.startswith('rq')})}", file=sys.stderr)
     return {

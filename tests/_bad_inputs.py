@@ -131,7 +131,7 @@ CASES: list[Case] = [
     # ---- assign
     _c("assign/no-tokenizer", "assign {w}/new.npy --ids {w}/new.ids.txt --tokenizer {w}/nope --out {w}/a.parquet", _MISSING),
     _c("assign/tokenizer-is-file", "assign {w}/new.npy --ids {w}/new.ids.txt --tokenizer {w}/afile --out {w}/a.parquet", r"not a tokenizer|director"),
-    _c("assign/tokenizer-empty-dir", "assign {w}/new.npy --ids {w}/new.ids.txt --tokenizer {w}/adir --out {w}/a.parquet", r"tokenizer.json"),
+    _c("assign/tokenizer-empty-dir", "assign {w}/new.npy --ids {w}/new.ids.txt --tokenizer {w}/adir --out {w}/a.parquet", r"manifest.json"),
     _c("assign/out-is-dir", "assign {w}/new.npy --ids {w}/new.ids.txt --tokenizer {w}/tok --out {w}/adir", _DIR),
     _c("assign/out-under-file", "assign {w}/new.npy --ids {w}/new.ids.txt --tokenizer {w}/tok --out {w}/afile/a.parquet", _NOT_DIR),
     _c("assign/update-out-unwritable", "assign {w}/new.npy --ids {w}/new.ids.txt --tokenizer {w}/tok --update --out {w}/afile/a.parquet", _NOT_DIR),
@@ -494,7 +494,7 @@ def _write_parquet(path: Path, cols: dict) -> None:
 def _retamper(src: Path, dst: Path, edit: Callable[[Path, dict], None]) -> None:
     """Copy a tokenizer and change it, recomputing every checksum (a deliberate tamper)."""
     shutil.copytree(src, dst)
-    m = json.loads((dst / "tokenizer.json").read_text())
+    m = json.loads((dst / "manifest.json").read_text())
     edit(dst, m)
     try:
         from tokenizer_kit.io import sha256_file
@@ -510,7 +510,7 @@ def _retamper(src: Path, dst: Path, edit: Callable[[Path, dict], None]) -> None:
         m = seal(m)
     except ImportError:  # a checkout without sealed manifests
         pass
-    (dst / "tokenizer.json").write_text(json.dumps(m))
+    (dst / "manifest.json").write_text(json.dumps(m))
 
 
 def build_workspace(ws: Path, invoke: Callable) -> None:
@@ -727,9 +727,9 @@ def build_workspace(ws: Path, invoke: Callable) -> None:
     for name, edit in edits.items():
         _retamper(tok, ws / name, edit)
     shutil.copytree(tok, ws / "t_corrupt")
-    (ws / "t_corrupt" / "tokenizer.json").write_text("{broken")
+    (ws / "t_corrupt" / "manifest.json").write_text("{broken")
     shutil.copytree(tok, ws / "t_nonutf8")
-    (ws / "t_nonutf8" / "tokenizer.json").write_bytes(b"\xff\xfe{}")
+    (ws / "t_nonutf8" / "manifest.json").write_bytes(b"\xff\xfe{}")
     shutil.copytree(tok, ws / "t_no_weights")
     (ws / "t_no_weights" / "quantizer.safetensors").unlink()
     shutil.copytree(tok, ws / "t_tampered")  # changed without recomputing checksums
@@ -737,9 +737,9 @@ def build_workspace(ws: Path, invoke: Callable) -> None:
     data[len(data) // 2] ^= 0xFF
     (ws / "t_tampered" / "sids.parquet").write_bytes(bytes(data))
     shutil.copytree(tok, ws / "t_edited")
-    m = json.loads((ws / "t_edited" / "tokenizer.json").read_text())
+    m = json.loads((ws / "t_edited" / "manifest.json").read_text())
     m["n_items"] = 5
-    (ws / "t_edited" / "tokenizer.json").write_text(json.dumps(m))
+    (ws / "t_edited" / "manifest.json").write_text(json.dumps(m))
 
     # feature store, pairs, alignment
     from tokenizer_kit.features import write_feature_store
@@ -770,7 +770,7 @@ def build_workspace(ws: Path, invoke: Callable) -> None:
     (ws / "al_pickle" / "checkpoint" / "trainer_state.pt").write_bytes(pickle.dumps({"step": _Evil()}))
     (ws / "al_corrupt_ckpt" / "checkpoint" / "trainer_state.pt").write_bytes(_noise(100))
     shutil.copytree(ws / "align", ws / "al_newer")
-    mm = json.loads((ws / "al_newer" / "config.json").read_text())
+    mm = json.loads((ws / "al_newer" / "manifest.json").read_text())
     mm["format_version"] = 99
     try:
         from tokenizer_kit.io import seal
@@ -778,8 +778,8 @@ def build_workspace(ws: Path, invoke: Callable) -> None:
         mm = seal(mm)
     except ImportError:
         pass
-    (ws / "al_newer" / "config.json").write_text(json.dumps(mm))
+    (ws / "al_newer" / "manifest.json").write_text(json.dumps(mm))
     shutil.copytree(ws / "align", ws / "al_garbage")
     (ws / "al_garbage" / "model.safetensors").write_bytes(_noise(64))
     shutil.copytree(ws / "align", ws / "al_nonutf8")
-    (ws / "al_nonutf8" / "config.json").write_bytes(b"\xff\xfe{}")
+    (ws / "al_nonutf8" / "manifest.json").write_bytes(b"\xff\xfe{}")

@@ -214,7 +214,7 @@ def leg_sid(p: Probe, cfg: dict) -> None:
     g = "sid"
     tok = w / "cli_tok"
     p.check(g, "sid.cli_build.parquet", lambda: (_cli("build-codebook", d / "emb.parquet", "--out", tok, *shape), _sids_of(tok))[1])
-    if not (tok / "tokenizer.json").exists():
+    if not (tok / "manifest.json").exists():
         return
     if not p.quick:
         for name, src in (("npy", [d / "emb.npy", "--ids", _ids_file(d)]), ("shards", [d / "shards"]), ("hf", [d / "hf"])):
@@ -280,7 +280,7 @@ def leg_codes(p: Probe, cfg: dict) -> None:
 
     d, w = p.data, p.work
     tok_dir = w / "cli_tok"
-    if not (tok_dir / "tokenizer.json").exists():
+    if not (tok_dir / "manifest.json").exists():
         _cli("build-codebook", d / "emb.parquet", "--out", tok_dir, "--levels", cfg["levels"], "--codebook-size", cfg["codebook_size"],
              "--no-index")
     tok = SemanticTokenizer.from_pretrained(tok_dir)
@@ -340,7 +340,7 @@ def leg_ray(p: Probe, cfg: dict) -> None:
     tokenizer of the sid leg: the same table as the local engine's."""
     d, w = p.data, p.work
     tok = w / "cli_tok"
-    if not (tok / "tokenizer.json").exists():
+    if not (tok / "manifest.json").exists():
         return
     for name, src in (("parquet", d / "emb.parquet"), ("shards", d / "shards")):
         out = w / f"ray_{name}"

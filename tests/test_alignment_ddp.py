@@ -23,5 +23,5 @@ def test_ddp_two_cpu_processes_gloo(tmp_path):
     assert s0["ranks_in_sync"] and s1["ranks_in_sync"]
     assert s0["steps_done"] == 6 and "eval" in s0 and "eval" not in s1  # rank 0 evaluates and writes
     assert (tmp_path / "out" / "model.safetensors").exists()
-    meta = json.loads((tmp_path / "out" / "config.json").read_text())
+    meta = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert meta["summary"]["world_size"] == 2

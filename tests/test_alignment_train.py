@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -7,16 +8,20 @@ from safetensors.torch import load_file
 
 from _align_helpers import cluster_pairs, clustered_store, one_torch_thread, tiny_captions, tiny_lm_dir  # noqa: F401
 from tokenizer_kit.alignment import (
+    ALIGNMENT,
     AlignConfig,
     QFormerConfig,
     embed_store,
+    is_alignment_complete,
     load_alignment,
     load_caption_lm,
     pair_recall_at_k,
+    read_alignment_eval,
     train_alignment,
 )
+from tokenizer_kit.alignment._artifact import has_checkpoint, read_checkpoint_record
 from tokenizer_kit.errors import ArtifactError, InputError
-from tokenizer_kit.io import load_embeddings
+from tokenizer_kit.io import load_embeddings, seal
 
 
 def _cfg(**kw):
@@ -45,8 +50,76 @@ def test_training_lowers_the_loss(data, tmp_path):
     losses = [m["info_nce"] for m in _metrics(tmp_path / "a") if "info_nce" in m]
     assert losses[-1] < losses[0] - 0.1
     assert s["steps_done"] == 30 and "eval" in s
-    meta = json.loads((tmp_path / "a" / "config.json").read_text())
+    meta = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert meta["format_version"] == 2 and meta["format"] == "tokenizer-kit/alignment" and meta["config"]["steps"] == 30
+    # the evaluation is a result file next to the model, listed and checksummed, not a manifest field
+    assert "eval" not in meta["summary"] and "eval.json" in meta["files"]
+    assert json.loads((tmp_path / "a" / "eval.json").read_text()) == json.loads(json.dumps(s["eval"]))
+    assert read_alignment_eval(tmp_path / "a") == json.loads(json.dumps(s["eval"]))
+
+
+def test_complete_is_asked_of_the_alignment(data, tmp_path):
+    """Committed with no resume state beside it; a stopped run and a finished one that keeps its
+    checkpoint are not."""
+    store, ids, cluster, pairs = data
+    out = tmp_path / "a"
+    assert not is_alignment_complete(out)
+    train_alignment(store=store, pairs=pairs, out=out, config=_cfg(), stop_after=4)
+    assert not is_alignment_complete(out) and not ALIGNMENT.committed(out)
+    ck = json.loads((out / "checkpoint" / "manifest.json").read_text())
+    assert ck["format"] == "tokenizer-kit/alignment-checkpoint" and ck["step"] == 4
+    assert set(ck["files"]) == {"model.safetensors", "trainer_state.pt"} and ck == seal(ck)
+    train_alignment(store=store, pairs=pairs, out=out, config=_cfg())
+    assert ALIGNMENT.committed(out) and not is_alignment_complete(out)
+    shutil.rmtree(out / "checkpoint")
+    assert is_alignment_complete(out)
+
+
+def _as_written_by_main(out):
+    """Rewrite a finished alignment directory the way main wrote it: the manifest named
+    config.json with the evaluation in its summary, no eval.json."""
+    m = json.loads((out / "manifest.json").read_text())
+    m["summary"]["eval"] = json.loads((out / "eval.json").read_text())
+    del m["files"]["eval.json"]
+    (out / "eval.json").unlink()
+    (out / "manifest.json").unlink()
+    (out / "config.json").write_text(json.dumps(seal(m)))
+    return m["summary"]["eval"]
+
+
+def test_alignment_written_by_main_still_loads_and_reports_its_eval(data, tmp_path):
+    store, ids, cluster, pairs = data
+    out = tmp_path / "old"
+    train_alignment(store=store, pairs=pairs, out=out, config=_cfg(steps=4))
+    qf_new, _ = load_alignment(out)
+    ev = _as_written_by_main(out)
+    qf_old, meta = load_alignment(out)
+    assert meta["summary"]["eval"] == ev and read_alignment_eval(out) == ev
+    for k, v in qf_new.state_dict().items():
+        torch.testing.assert_close(qf_old.state_dict()[k], v, rtol=0, atol=0)
+    shutil.rmtree(out / "checkpoint")
+    assert is_alignment_complete(out)
+    # overwriting it writes the current layout and leaves no second manifest
+    train_alignment(store=store, pairs=pairs, out=out, config=_cfg(steps=4), resume=False)
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint", "eval.json", "manifest.json", "metrics.jsonl", "model.safetensors"]
+
+
+def test_resume_from_a_checkpoint_written_by_main(data, tmp_path):
+    """A checkpoint with a plain meta.json record (as main wrote it) resumes to the same weights."""
+    store, ids, cluster, pairs = data
+    cfg = _cfg()
+    train_alignment(store=store, pairs=pairs, out=tmp_path / "full", config=cfg)
+    train_alignment(store=store, pairs=pairs, out=tmp_path / "part", config=cfg, stop_after=5)
+    ck = tmp_path / "part" / "checkpoint"
+    m = json.loads((ck / "manifest.json").read_text())
+    (ck / "meta.json").write_text(json.dumps({"step": m["step"], "config": m["config"], "package_version": m["package_version"]}))
+    (ck / "manifest.json").unlink()
+    assert has_checkpoint(tmp_path / "part") and read_checkpoint_record(tmp_path / "part")["step"] == 5
+    train_alignment(store=store, pairs=pairs, out=tmp_path / "part", config=cfg)
+    a = load_file(str(tmp_path / "full" / "model.safetensors"))
+    b = load_file(str(tmp_path / "part" / "model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
 
 
 def test_resume_reproduces_uninterrupted_run(data, tmp_path):

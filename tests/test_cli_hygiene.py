@@ -96,7 +96,7 @@ def test_model_card_and_file_modes(emb, tmp_path):
         assert card.startswith("# tok: semantic-ID tokenizer") and "**rq-kmeans** (2 levels x 8/8 codes)" in card
         assert "| source | " in card and str(emb.name) in card and "| items | 600 |" in card and "reconstruction MSE" in card
         assert "| policy | suffix |" in card and "| version | 1 |" in card
-        manifest = json.loads((tok / "tokenizer.json").read_text())
+        manifest = json.loads((tok / "manifest.json").read_text())
         assert "README.md" not in manifest["files"]  # documentation, not part of the artifact
         # a cold start appended to the index rewrites the card (version 2, one segment)
         new = tmp_path / "new.npy"

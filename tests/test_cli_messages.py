@@ -91,7 +91,7 @@ def test_build_prints_one_summary_line(small, tmp_path):
     last = r.stdout.strip().splitlines()[-1]
     assert last.startswith("tok: 400 items; SIDs of 3 tokens (2 levels x 8 codes + 1 disambiguation token), policy suffix: ")
     assert "colliding items made unique" in last
-    assert last.endswith("wrote README.md, index.safetensors, quantizer.safetensors, sids.parquet, tokenizer.json, trie.safetensors")
+    assert last.endswith("wrote README.md, index.safetensors, manifest.json, quantizer.safetensors, sids.parquet, trie.safetensors")
     r = runner.invoke(app, ["build-codebook", str(small / "x.npy"), "-o", str(tmp_path / "raw"), "--levels", "2", "--codebook-size", "8,4",
                             "--no-index"], terminal_width=400)
     last = r.stdout.strip().splitlines()[-1]

@@ -83,7 +83,7 @@ def test_next_writer_removes_stale_temporary_files(built, tmp_path):
 
     tok = tmp_path / "tok"
     shutil.copytree(built / "tok", tok)
-    stale = [".tokenizer.json.k1ll3d0a.tmp", ".index-seg-000002.safetensors.abcd1234.tmp", ".README.md.zz_9yy88.tmp"]
+    stale = [".manifest.json.k1ll3d0a.tmp", ".index-seg-000002.safetensors.abcd1234.tmp", ".README.md.zz_9yy88.tmp"]
     for name in stale:
         (tok / name).write_bytes(b"half a file")
     r = CliRunner().invoke(app, ["assign", str(built / "new.npy"), "--ids", str(built / "new.ids.txt"), "--tokenizer", str(tok), "--update"])

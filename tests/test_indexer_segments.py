@@ -85,7 +85,7 @@ def test_segments_equal_one_rewrite(tmp_path, policy, with_x):
         assert [g["version"] for g in back.segments] == list(range(2, r + 3))
         # the base files are untouched (same inode and bytes): a round writes its segment and the manifest only
         for name, (ino, data) in base_files.items():
-            if name not in ("tokenizer.json", "README.md"):  # the manifest and the model card are rewritten
+            if name not in ("manifest.json", "README.md"):  # the manifest and the model card are rewritten
                 assert (path / name).stat().st_ino == ino and (path / name).read_bytes() == data
     _assert_lookups_match_one_trie(back)
     if policy != "none":
@@ -228,7 +228,7 @@ def test_a_segment_the_index_lists_must_be_in_the_manifest(tmp_path):
     SIDIndex.for_tokenizer(tok).save(tok, tmp_path / "tok")
     t = SemanticTokenizer.from_pretrained(tmp_path / "tok")
     SIDIndex.from_tokenizer(t).assign(t, np.arange(300, 360), x[300:360])[0].save(t)
-    mpath = tmp_path / "tok" / "tokenizer.json"
+    mpath = tmp_path / "tok" / "manifest.json"
     data = json.loads(mpath.read_text())
     del data["files"]["index-seg-000002.safetensors"]  # dropped from the files map, resealed
     mpath.write_text(json.dumps(seal(data)))
@@ -249,7 +249,7 @@ def test_cold_start_appends_to_a_first_wave_tokenizer(tmp_path):
     idx = SIDIndex.from_tokenizer(t)
     new, _, summary = idx.assign(t, np.asarray([f"new{k}" for k in range(20)], dtype=object), x[:20] + 0.01)
     new.save(t)
-    m = json.loads((tmp_path / "tok" / "tokenizer.json").read_text())
+    m = json.loads((tmp_path / "tok" / "manifest.json").read_text())
     assert m["format_version"] == 2 and all(isinstance(e["size"], int) for e in m["files"].values())
     back = SIDIndex.from_tokenizer(SemanticTokenizer.from_pretrained(tmp_path / "tok"))
     _assert_same(back, new)

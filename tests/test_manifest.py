@@ -11,19 +11,18 @@ import pytest
 
 from tokenizer_kit import SemanticTokenizer
 from tokenizer_kit.errors import ArtifactError
+from tokenizer_kit.build._artifact import TOKENIZER
+from tokenizer_kit.alignment import ALIGNMENT, CHECKPOINT
+from tokenizer_kit.features import FEATURE_STORE
 from tokenizer_kit.io import (
-    ALIGNMENT,
-    COMPANION,
-    FEATURE_STORE,
-    KINDS,
-    STAGE_RECORD,
-    TOKENIZER,
+    MANIFEST_NAME,
     read_manifest,
     read_record,
     seal,
     write_artifact,
     write_record,
 )
+from tokenizer_kit.pipeline._runner import STAGE_RECORD
 
 LEGACY = Path(__file__).parent / "data" / "legacy"
 
@@ -40,13 +39,13 @@ def saved(tok, tmp_path):
 
 
 def _edit(p: Path, fn, *, reseal: bool = True) -> None:
-    m = json.loads((p / "tokenizer.json").read_text())
+    m = json.loads((p / "manifest.json").read_text())
     fn(m)
-    (p / "tokenizer.json").write_text(json.dumps(seal(m) if reseal else m))
+    (p / "manifest.json").write_text(json.dumps(seal(m) if reseal else m))
 
 
 def test_envelope(saved):
-    m = json.loads((saved / "tokenizer.json").read_text())
+    m = json.loads((saved / "manifest.json").read_text())
     assert m["format"] == "tokenizer-kit/tokenizer" and m["format_version"] == TOKENIZER.format_version
     assert m["package_version"] and "tokenizer_kit_version" not in m and "version" not in m
     assert list(m)[-1] == "manifest_sha256" and m == seal(m)
@@ -90,13 +89,13 @@ def test_tampered_manifest_is_one_line_error(saved, case):
 
 
 def test_non_utf8_and_non_object_manifest(saved):
-    (saved / "tokenizer.json").write_bytes(b"\xff\xfe{}")
+    (saved / "manifest.json").write_bytes(b"\xff\xfe{}")
     with pytest.raises(ArtifactError, match="not UTF-8"):
         SemanticTokenizer.from_pretrained(saved)
-    (saved / "tokenizer.json").write_text("[1, 2]")
+    (saved / "manifest.json").write_text("[1, 2]")
     with pytest.raises(ArtifactError, match="a JSON list, expected an object"):
         SemanticTokenizer.from_pretrained(saved)
-    (saved / "tokenizer.json").write_text("[" * 100000)
+    (saved / "manifest.json").write_text("[" * 100000)
     with pytest.raises(ArtifactError, match="corrupt"):
         SemanticTokenizer.from_pretrained(saved)
 
@@ -114,7 +113,7 @@ def test_required_files_follow_the_content(tok, tmp_path):
 
     idx = SIDIndex.for_tokenizer(tok)
     p = idx.save(tok, tmp_path / "tok")
-    m = json.loads((p / "tokenizer.json").read_text())
+    m = json.loads((p / "manifest.json").read_text())
     assert {"index.safetensors", "trie.safetensors"} <= set(m["files"])
     _edit(p, lambda m: m["files"].pop("trie.safetensors"))
     with pytest.raises(ArtifactError, match="does not list trie.safetensors"):
@@ -128,6 +127,8 @@ def test_newer_package_version_warns(saved, caplog):
 
 
 def test_writer_refuses_what_a_reader_would(tmp_path):
+    from tokenizer_kit.companion import COMPANION
+
     with pytest.raises(ArtifactError, match="does not list quantizer.safetensors"):
         with write_artifact(tmp_path / "t", TOKENIZER) as w:
             w.fields.update(method="rq-kmeans", config={})
@@ -142,9 +143,18 @@ def test_writer_refuses_what_a_reader_would(tmp_path):
             w.fields["format_version"] = 7
 
 
-def test_kinds_are_distinct():
-    assert set(KINDS) == {"tokenizer", "alignment", "feature-store", "companion", "stage-record"}
-    assert len({k.format_id for k in KINDS.values()}) == len(KINDS)
+def _kinds():
+    from tokenizer_kit.companion import COMPANION
+    from tokenizer_kit.engines import SHARDS
+
+    return [TOKENIZER, ALIGNMENT, CHECKPOINT, FEATURE_STORE, COMPANION, SHARDS, STAGE_RECORD]
+
+
+def test_kinds_are_distinct_and_share_one_manifest_name():
+    kinds = _kinds()
+    assert len({k.format_id for k in kinds}) == len(kinds)
+    # shard directories are Parquet datasets: their manifest starts with "_" so that readers skip it
+    assert {k.name: k.manifest_name for k in kinds if k.manifest_name != MANIFEST_NAME} == {"shards": "_manifest.json"}
 
 
 def test_records_round_trip(tmp_path):
@@ -165,15 +175,15 @@ def test_first_wave_tokenizer_loads_and_is_rewritten_in_the_new_format(tmp_path)
 
     src = tmp_path / "tok"
     shutil.copytree(LEGACY / "tokenizer_v1", src)
-    assert json.loads((src / "tokenizer.json").read_text())["format_version"] == 1
+    assert json.loads((src / "tokenizer.json").read_text())["format_version"] == 1  # the name main wrote
     old = SemanticTokenizer.from_pretrained(src)
     idx = SIDIndex.from_tokenizer(old)
     assert len(old) == 300 and idx.policy == "suffix" and len({tuple(r) for r in idx.sids.tolist()}) == 300
     x = np.load(LEGACY / "tokenizer_v1_x.npy").astype(np.float32)
     assert (old.encode(x) == old.codes).mean() > 0.99
     old.save_pretrained(src, overwrite=True)
-    m = json.loads((src / "tokenizer.json").read_text())
-    assert m["format_version"] == 2 and m == seal(m)
+    m = json.loads((src / "manifest.json").read_text())
+    assert m["format_version"] == 2 and m == seal(m) and not (src / "tokenizer.json").exists()
     new = SemanticTokenizer.from_pretrained(src)
     np.testing.assert_array_equal(new.sids, old.sids)
     # a tampered format-1 file is still caught by its checksum
@@ -197,6 +207,7 @@ def test_first_wave_feature_store_opens_but_is_not_resumed(tmp_path):
 
 
 def test_first_wave_alignment_and_companion_manifests_are_read(tmp_path):
+    from tokenizer_kit.companion import COMPANION
     from tokenizer_kit.io import sha256_file
 
     d = tmp_path / "align"
@@ -251,3 +262,94 @@ def test_feature_store_kind_requires_shard_files(tmp_path):
     (tmp_path / "f" / "manifest.json").write_text(json.dumps(seal(m)))
     with pytest.raises(ArtifactError, match="does not list shard-00000"):
         read_manifest(tmp_path / "f", FEATURE_STORE)
+
+
+# ------------------------------------------------------------------------------ one manifest name
+def test_every_kind_writes_manifest_json_and_is_asked_whether_committed(saved, tmp_path):
+    from tokenizer_kit.features import write_feature_store
+
+    names = {p.name for p in saved.iterdir()}
+    assert {"README.md", "manifest.json", "quantizer.safetensors", "sids.parquet"} <= names and "tokenizer.json" not in names
+    assert TOKENIZER.committed(saved) and TOKENIZER.manifest_path(saved) == saved / "manifest.json"
+    write_feature_store(tmp_path / "f", ["a"], [np.zeros((1, 4))])
+    assert FEATURE_STORE.committed(tmp_path / "f") and (tmp_path / "f" / "manifest.json").is_file()
+    assert not TOKENIZER.committed(tmp_path / "nowhere") and TOKENIZER.manifest_path(tmp_path / "nowhere").name == "manifest.json"
+    # one name for every kind: a directory of another kind is named as such, not as missing
+    with pytest.raises(ArtifactError, match="describes a feature-store artifact, not a tokenizer directory"):
+        SemanticTokenizer.from_pretrained(tmp_path / "f")
+
+
+def _written_by_main(kind, **legacy):
+    """``kind`` as main declared it: the manifest under its old name, no other name read."""
+    import dataclasses
+
+    return dataclasses.replace(kind, legacy_manifest_names=(), **legacy)
+
+
+def test_tokenizer_written_by_main_loads_and_its_next_commit_renames_the_manifest(tok, tmp_path):
+    """main wrote the same manifest as ``tokenizer.json``: it loads with the same SIDs; an in-place
+    update writes ``manifest.json`` and removes the old one."""
+    from tokenizer_kit.io import update_artifact
+
+    p = tok.save_pretrained(tmp_path / "tok")
+    (p / "manifest.json").rename(p / "tokenizer.json")
+    old = SemanticTokenizer.from_pretrained(p)
+    np.testing.assert_array_equal(old.sids, tok.sids)
+    assert TOKENIZER.committed(p) and TOKENIZER.manifest_path(p).name == "tokenizer.json"
+    _edit_named(p, "tokenizer.json", lambda m: m.update(n_items=1))
+    with pytest.raises(ArtifactError, match="tokenizer.json fails its own checksum"):  # the legacy file is the one read
+        SemanticTokenizer.from_pretrained(p)
+    _edit_named(p, "tokenizer.json", lambda m: m.update(n_items=len(tok)))
+    with update_artifact(p, TOKENIZER) as u:
+        u.fields["note"] = "updated"
+    assert (p / "manifest.json").is_file() and not (p / "tokenizer.json").exists()
+    new = SemanticTokenizer.from_pretrained(p)
+    np.testing.assert_array_equal(new.sids, tok.sids)
+    assert SemanticTokenizer.read_manifest(p)["note"] == "updated"
+
+
+def _edit_named(p: Path, name: str, fn) -> None:
+    m = json.loads((p / name).read_text())
+    fn(m)
+    (p / name).write_text(json.dumps(m))
+
+
+def test_companion_written_by_main_loads(tmp_path):
+    from tokenizer_kit.companion import COMPANION
+
+    old = _written_by_main(COMPANION, manifest_name="config.json")
+    with write_artifact(tmp_path / "c", old) as w:
+        (w.dir / "model.safetensors").write_bytes(b"w")
+        w.fields.update(config={"arch": "t5"}, sid_length=3)
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["config.json", "model.safetensors"]
+    m = read_manifest(tmp_path / "c", COMPANION, verify="sha256")
+    assert m["sid_length"] == 3 and COMPANION.committed(tmp_path / "c")
+
+
+def test_alignment_written_by_main_is_read_with_its_eval(tmp_path):
+    """An alignment as main wrote it (``config.json``, the evaluation inside the summary): read,
+    complete, and its evaluation reported; without torch."""
+    from tokenizer_kit.alignment import is_alignment_complete, read_alignment_eval
+
+    ev = {"k": 10, "n_pairs": 4, "recall_aligned": 0.5, "recall_raw_pooled": 0.25, "recall_ratio": 2.0}
+    with write_artifact(tmp_path / "a", _written_by_main(ALIGNMENT, manifest_name="config.json")) as w:
+        (w.dir / "model.safetensors").write_bytes(b"w")
+        w.fields.update(kind="qformer-alignment", config={}, summary={"steps_done": 2, "steps": 2, "eval": ev})
+    assert read_manifest(tmp_path / "a", ALIGNMENT, verify="sha256")["summary"]["steps_done"] == 2
+    assert read_alignment_eval(tmp_path / "a") == ev and is_alignment_complete(tmp_path / "a")
+    (tmp_path / "a" / "checkpoint").mkdir()  # resume state beside it: a run is under way there
+    assert not is_alignment_complete(tmp_path / "a")
+
+
+def test_pipeline_asks_the_artifacts_not_file_names():
+    """The pipeline decides "is the alignment finished?" through the alignment, and names no
+    manifest file itself."""
+    import inspect
+
+    from tokenizer_kit.pipeline import _run, _stages
+
+    for mod in (_run, _stages):
+        src = inspect.getsource(mod)
+        for name in ("tokenizer.json", "config.json", '"manifest.json"', '"_manifest.json"'):
+            assert name not in src, f"{mod.__name__} names {name}"
+    assert "is_alignment_complete(" in inspect.getsource(_run) and "is_alignment_complete(" in inspect.getsource(_stages)

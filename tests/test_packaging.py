@@ -39,7 +39,7 @@ def test_artifacts_record_the_installed_version(tmp_path):
     x = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
     tok = SemanticTokenizer.build(x, codebook_sizes=[4, 4], seed=0, index=False)
     tok.save_pretrained(tmp_path / "tok")
-    manifest = json.loads((tmp_path / "tok" / "tokenizer.json").read_text())
+    manifest = json.loads((tmp_path / "tok" / "manifest.json").read_text())
     assert manifest["package"] == "tokenizer-kit" and manifest["package_version"] == installed
 
 
@@ -136,6 +136,6 @@ def test_installs_and_runs_in_a_fresh_venv(dists, kind, tmp_path):
     assert _run([cli, "--version"], cwd=tmp_path).stdout.strip() == f"tokenizer-kit {probe['version']}"
     _run([cli, "build-codebook", DATA / "office_minilm_f16.npy", "--ids", DATA / "office_minilm_f16.ids.txt",
           "-o", tmp_path / "tok", "--codebook-size", "16", "--levels", "3", "-q"], cwd=tmp_path)
-    manifest = json.loads((tmp_path / "tok" / "tokenizer.json").read_text())
+    manifest = json.loads((tmp_path / "tok" / "manifest.json").read_text())
     assert manifest["package_version"] == probe["version"] and manifest["n_items"] == 2420
     assert (tmp_path / "tok" / "sids.parquet").exists()

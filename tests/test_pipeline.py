@@ -97,7 +97,8 @@ def test_pipeline_runs_then_skips_then_reruns_changed(office_slice):
     assert 0.0 <= ret["recall@5"] <= ret["recall@10"] <= 1.0 and "ndcg@10" in ret
 
     # stage records go through the manifest module: versioned and sealed
-    from tokenizer_kit.io import STAGE_RECORD, read_record
+    from tokenizer_kit.io import read_record
+    from tokenizer_kit.pipeline._runner import STAGE_RECORD
 
     rec = read_record(office_slice / "work" / "stages" / "align.json", STAGE_RECORD)
     assert rec["stage"] == "align" and rec["config"]["steps"] == 12 and "package_version" in rec

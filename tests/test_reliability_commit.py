@@ -30,7 +30,8 @@ import pytest
 
 from tokenizer_kit import SemanticTokenizer
 from tokenizer_kit.errors import ArtifactError
-from tokenizer_kit.io import TOKENIZER, LockTimeout, update_artifact, writer_lock
+from tokenizer_kit.build._artifact import TOKENIZER
+from tokenizer_kit.io import LockTimeout, update_artifact, writer_lock
 from tokenizer_kit.io import _atomic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,7 +155,7 @@ def test_kill_during_an_in_place_update(small_tok, tmp_path, monkeypatch):
         u.fields["build"]["marker"] = "new"
     monkeypatch.setattr(_atomic, "_step", lambda name, fn, *a: fn(*a))
     assert rec.steps == ["replace-file", "replace-file", "replace-file"]  # the new file, the manifest, then the model card
-    assert all((p / n).read_bytes() == b for n, b in before.items() if n not in ("tokenizer.json", "README.md"))  # nothing rewritten
+    assert all((p / n).read_bytes() == b for n, b in before.items() if n not in ("manifest.json", "README.md"))  # nothing rewritten
     markers = []
     for label, state in rec.states:
         tok = SemanticTokenizer.from_pretrained(state / "tok")
@@ -163,7 +164,7 @@ def test_kill_during_an_in_place_update(small_tok, tmp_path, monkeypatch):
         with update_artifact(state / "tok", TOKENIZER) as u:  # the next writer drops unreferenced files
             pass
         names = sorted(f.name for f in (state / "tok").iterdir())
-        assert names == sorted(["tokenizer.json", "README.md", "quantizer.safetensors", "sids.parquet"] + (["seg-1.safetensors"] if markers[-1] == "new" else [])), label
+        assert names == sorted(["manifest.json", "README.md", "quantizer.safetensors", "sids.parquet"] + (["seg-1.safetensors"] if markers[-1] == "new" else [])), label
     assert markers == ["old"] * 3 + ["new"] * 3  # the card is rewritten after the manifest switched
     # a dropped file stays until the next writer (a reader of the previous manifest may need it)
     with update_artifact(p, TOKENIZER) as u:

@@ -108,7 +108,7 @@ def test_decode_rejects_bad_codes(fitted):
 def test_save_load_round_trip(tmp_path, data):
     tok = SemanticTokenizer.build(data, method="rq-vae", codebook_sizes=SIZES, **{**FAST, "max_epochs": 4})
     tok.save_pretrained(tmp_path / "tok")
-    manifest = json.loads((tmp_path / "tok" / "tokenizer.json").read_text())
+    manifest = json.loads((tmp_path / "tok" / "manifest.json").read_text())
     assert manifest["method"] == "rq-vae"
     assert manifest["training"]["epochs"] == 4 and "history" in manifest["training"]
     assert manifest["config"]["dim"] == 32
@@ -328,7 +328,7 @@ def test_cli_build_rq_vae(tmp_path, data):
     assert res.exit_code == 0, res.output
     a, b = SemanticTokenizer.from_pretrained(out), SemanticTokenizer.from_pretrained(out2)
     np.testing.assert_array_equal(a.codes, b.codes)
-    assert json.loads((out2 / "tokenizer.json").read_text())["training"]["resumed_from"] == str(tmp_path / "ck")
+    assert json.loads((out2 / "manifest.json").read_text())["training"]["resumed_from"] == str(tmp_path / "ck")
     res = runner.invoke(app, ["report", str(out), "--format", "json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["tokenizers"][0]["n_items"] == 1000

@@ -24,7 +24,7 @@ def test_round_trip(built, clustered, tmp_path):
     assert tok.item_ids.tolist() == built.item_ids.tolist()
     np.testing.assert_array_equal(tok.encode(clustered[:100]), built.encode(clustered[:100]))
     np.testing.assert_array_equal(tok.decode(built.codes[:50]), built.decode(built.codes[:50]))
-    m = json.loads((p / "tokenizer.json").read_text())
+    m = json.loads((p / "manifest.json").read_text())
     assert m["format_version"] == 2 and m["format"] == "tokenizer-kit/tokenizer" and m["input_dim"] == 32 and set(m["files"]) == {"quantizer.safetensors", "sids.parquet"}
     assert tok.sid_strings()[0] == sid_string(built.codes[0])
     assert parse_sid_string(tok.sid_strings()[0]) == built.codes[0].tolist()
@@ -48,10 +48,10 @@ def test_metrics_recorded(built):
 
 def test_existing_dir_kept_without_overwrite(built, tmp_path):
     p = built.save_pretrained(tmp_path / "tok")
-    before = (p / "tokenizer.json").read_text()
+    before = (p / "manifest.json").read_text()
     with pytest.raises(ArtifactError, match="already exists; set `overwrite` to replace it"):
         built.save_pretrained(p)
-    assert (p / "tokenizer.json").read_text() == before
+    assert (p / "manifest.json").read_text() == before
     built.save_pretrained(p, overwrite=True)
     SemanticTokenizer.from_pretrained(p)
 
@@ -91,25 +91,25 @@ def test_missing_file(built, tmp_path):
 
 def test_corrupt_manifest(built, tmp_path):
     p = built.save_pretrained(tmp_path / "tok")
-    (p / "tokenizer.json").write_text("{not json")
-    with pytest.raises(ArtifactError, match="tokenizer.json is corrupt"):
+    (p / "manifest.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match="manifest.json is corrupt"):
         SemanticTokenizer.from_pretrained(p)
 
 
 def test_newer_format_refused(built, tmp_path):
     p = built.save_pretrained(tmp_path / "tok")
-    m = json.loads((p / "tokenizer.json").read_text())
+    m = json.loads((p / "manifest.json").read_text())
     m["format_version"] = 99
-    (p / "tokenizer.json").write_text(json.dumps(seal(m)))
+    (p / "manifest.json").write_text(json.dumps(seal(m)))
     with pytest.raises(ArtifactError, match="format 99, newer than"):
         SemanticTokenizer.from_pretrained(p)
 
 
 def test_newer_package_warns(built, tmp_path, caplog):
     p = built.save_pretrained(tmp_path / "tok")
-    m = json.loads((p / "tokenizer.json").read_text())
+    m = json.loads((p / "manifest.json").read_text())
     m["package_version"] = "99.0.0"
-    (p / "tokenizer.json").write_text(json.dumps(seal(m)))
+    (p / "manifest.json").write_text(json.dumps(seal(m)))
     SemanticTokenizer.from_pretrained(p)
     assert any("newer than" in r.message for r in caplog.records)
 
@@ -118,7 +118,7 @@ def test_not_a_directory(tmp_path):
     with pytest.raises(ArtifactError, match="does not exist"):
         SemanticTokenizer.from_pretrained(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ArtifactError, match="has no tokenizer.json"):
+    with pytest.raises(ArtifactError, match="has no manifest.json"):
         SemanticTokenizer.from_pretrained(tmp_path / "empty")
 
 
@@ -180,9 +180,9 @@ def test_duplicate_item_rows_are_refused_on_load(tmp_path, ids, code, match):
         c[3] = code
         table = table.set_column(table.column_names.index("code_1"), "code_1", pa.array(c))
     pq.write_table(table, sp)
-    m = json.loads((tmp_path / "t" / "tokenizer.json").read_text())
+    m = json.loads((tmp_path / "t" / "manifest.json").read_text())
     m["files"]["sids.parquet"] = {"sha256": sha256_file(sp), "size": sp.stat().st_size}
-    (tmp_path / "t" / "tokenizer.json").write_text(json.dumps(seal(m)))
+    (tmp_path / "t" / "manifest.json").write_text(json.dumps(seal(m)))
     with pytest.raises(ArtifactError, match=match):
         SemanticTokenizer.from_pretrained(tmp_path / "t")
 
@@ -191,7 +191,7 @@ def test_load_and_save_again_keeps_the_training_record(tmp_path):
     """build-codebook's default index and `index` load a tokenizer and save it again."""
     x = np.random.default_rng(1).normal(size=(64, 4)).astype(np.float32)
     SemanticTokenizer.build(x, codebook_sizes=[4, 4], seed=0).save_pretrained(tmp_path / "a")
-    before = json.loads((tmp_path / "a" / "tokenizer.json").read_text())["training"]
+    before = json.loads((tmp_path / "a" / "manifest.json").read_text())["training"]
     assert before
     SemanticTokenizer.from_pretrained(tmp_path / "a").save_pretrained(tmp_path / "b")
-    assert json.loads((tmp_path / "b" / "tokenizer.json").read_text())["training"] == before
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["training"] == before

@@ -6,6 +6,7 @@ companion); it is re-exported here for convenience.
 
 from .._exports import lazy_exports
 from ..io import InteractionLog, Split, interaction_log, leave_one_out_split
+from ._artifact import ALIGNMENT, CHECKPOINT, is_alignment_complete, read_alignment_eval
 from ._config import POOLINGS, AlignConfig, QFormerConfig
 from ._pairs import PairMiningConfig, cap_interactions, mine_pairs, swing_reference, swing_similarity, swing_topk, user_to_item_pairs
 
@@ -20,9 +21,11 @@ _LAZY = {
 }
 
 __all__ = [
+    "ALIGNMENT",
     "ALIGNMENT_FORMAT_VERSION",
     "AlignConfig",
     "AlignmentModel",
+    "CHECKPOINT",
     "CaptionLM",
     "CrossAttention",
     "FeedForward",
@@ -43,6 +46,7 @@ __all__ = [
     "info_nce",
     "info_nce_reference",
     "interaction_log",
+    "is_alignment_complete",
     "item_vectors",
     "leave_one_out_split",
     "load_alignment",
@@ -52,6 +56,7 @@ __all__ = [
     "pair_similarity",
     "pool_queries",
     "pooled_features",
+    "read_alignment_eval",
     "swing_reference",
     "swing_similarity",
     "swing_topk",

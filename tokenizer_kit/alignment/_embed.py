@@ -28,7 +28,8 @@ from .._torch_utils import resolve_device
 from .._version import __version__
 from ..errors import ArtifactError, InputError
 from ..io import atomic_write
-from ..io._manifest import ALIGNMENT, Manifest, read_artifact
+from ..io._manifest import Manifest, read_artifact
+from ._artifact import ALIGNMENT
 from ._config import POOLINGS, QFormerConfig
 from ._losses import item_vectors
 from ._qformer import QFormer
@@ -40,7 +41,7 @@ logger = logging.getLogger(__name__)
 def load_alignment(path: str | os.PathLike, *, device: str = "cpu") -> tuple[QFormer, dict[str, Any]]:
     """Load the QFormer of an alignment directory (strict, safetensors only).
 
-    Read through ``io.read_artifact`` (manifest ``config.json``, kind ``io.ALIGNMENT``):
+    Read through ``io.read_artifact`` (kind ``ALIGNMENT``, ``alignment/_artifact.py``):
     checksums verified, newer formats refused, format-1 directories accepted.
     Returns the model and the manifest (``weights_sha256`` filled in from its files map).
     """
@@ -57,7 +58,7 @@ def _load_alignment(m: Manifest, device: str) -> tuple[QFormer, dict[str, Any]]:
         qcfg = QFormerConfig.from_dict(meta["config"]["qformer"])
         model = QFormer(qcfg)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise ArtifactError(f"{m.path / ALIGNMENT.manifest_name}: the QFormer config is missing or ill-typed ({' '.join(str(e).split())[:160]}); {ALIGNMENT.fix}") from None
+        raise ArtifactError(f"{ALIGNMENT.manifest_path(m.path)}: the QFormer config is missing or ill-typed ({' '.join(str(e).split())[:160]}); {ALIGNMENT.fix}") from None
     try:
         tensors = load_file(str(wpath))
     except (SafetensorError, OSError, ValueError) as e:
@@ -66,9 +67,9 @@ def _load_alignment(m: Manifest, device: str) -> tuple[QFormer, dict[str, Any]]:
     try:
         missing, unexpected = model.load_state_dict(sd, strict=False)
     except RuntimeError as e:
-        raise ArtifactError(f"{wpath}: QFormer weights do not match config.json ({' '.join(str(e).split())[:160]})") from None
+        raise ArtifactError(f"{wpath}: QFormer weights do not match the manifest's config ({' '.join(str(e).split())[:160]})") from None
     if missing or unexpected:
-        raise ArtifactError(f"{wpath}: QFormer weights do not match config.json (missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
+        raise ArtifactError(f"{wpath}: QFormer weights do not match the manifest's config (missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
     meta["weights_sha256"] = m.files["model.safetensors"]["sha256"]
     return model.to(device).eval(), meta
 

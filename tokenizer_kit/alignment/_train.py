@@ -1,13 +1,9 @@
 """Alignment training: QFormer on item pairs with InfoNCE (+ caption loss), DDP-ready.
 
-Output directory::
-
-    config.json           manifest (``io.ALIGNMENT``): format and package version, AlignConfig,
-                          inputs, eval results, checksums; written last, switched in atomically
-    model.safetensors     trainable weights: qformer.*, caption_proj.* (if any), temperature.*
-    metrics.jsonl         one JSON line per logged step (and the final eval)
-    checkpoint/           latest resume state: model.safetensors + trainer_state.pt (optimizer,
-                          scheduler, step, RNG; loaded with weights_only=True) + meta.json
+Output directory (``_artifact.ALIGNMENT``, layout in ``alignment/_artifact.py``): the manifest,
+``model.safetensors``, ``eval.json`` (the held-out evaluation), ``metrics.jsonl`` and
+``checkpoint/``, the latest resume state (``_artifact.CHECKPOINT``: weights and
+trainer_state.pt with optimizer, scheduler, step and RNG, loaded with weights_only=True).
 
 Batches are a pure function of (seed, step) (a seeded permutation per epoch), so a resumed run
 sees exactly the batches an uninterrupted one would. Under ``torchrun`` each rank takes a
@@ -30,10 +26,10 @@ from torch import nn
 
 from .._progress import Progress, as_progress
 from .._torch_utils import cpu_has_native_bf16, cpu_threads, decay_groups, resolve_device, warmup_decay
-from .._version import __version__
 from ..errors import ArtifactError, InputError
-from ..io import atomic_directory, atomic_write, atomic_write_json
-from ..io._manifest import ALIGNMENT, write_artifact
+from ..io import atomic_write
+from ..io._manifest import write_artifact
+from ._artifact import ALIGNMENT, CHECKPOINT, CHECKPOINT_DIR, EVAL_NAME, has_checkpoint, read_checkpoint_record
 from ._config import AlignConfig
 from ._losses import Temperature, info_nce, item_vectors
 from ._qformer import QFormer
@@ -184,7 +180,10 @@ def _load_weights(model: nn.Module, path: Path) -> None:
 
 
 def _save_checkpoint(out: Path, model, opt, sched, step: int, cfg: AlignConfig) -> None:
-    with atomic_directory(out / "checkpoint", overwrite=True) as d:
+    """The resume state, one artifact (``CHECKPOINT``) switched in atomically: weights, trainer
+    state, and the step and config in its manifest."""
+    with write_artifact(out / CHECKPOINT_DIR, CHECKPOINT, overwrite=True) as w:
+        d = w.dir
         _save_weights(model, d / "model.safetensors")
         state = {
             "optimizer": opt.state_dict(),
@@ -195,7 +194,7 @@ def _save_checkpoint(out: Path, model, opt, sched, step: int, cfg: AlignConfig) 
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
         torch.save(state, d / "trainer_state.pt")
-        atomic_write_json(d / "meta.json", {"step": step, "config": cfg.to_dict(), "package_version": __version__})
+        w.fields.update(step=step, config=cfg.to_dict())
 
 
 _RESUME_FREE = frozenset({"cache_tokens_gib", "log_every", "checkpoint_every", "cpu_threads"})
@@ -209,15 +208,9 @@ def _load_checkpoint(out: Path, model, opt, sched, cfg: AlignConfig) -> int:
     """
     import pickle
 
-    from ..io import read_json
-
-    d = out / "checkpoint"
+    d = out / CHECKPOINT_DIR
     fix = f"delete {d} to start over, or choose another `out`"
-    try:
-        meta = read_json(d / "meta.json", "checkpoint record")
-        saved = dict(meta["config"])
-    except (InputError, KeyError, TypeError, ValueError) as e:
-        raise ArtifactError(f"{d}: the checkpoint record is unreadable ({e}); {fix}") from None
+    saved = read_checkpoint_record(out)["config"]
     now = cfg.to_dict()
     # options that change speed, not results, may differ on resume
     diff = sorted(k for k in now if k not in _RESUME_FREE and saved.get(k) != now[k])
@@ -404,9 +397,9 @@ def _resume(run: _Run, resume: bool) -> int:
     """Load the checkpoint in ``out`` when resuming (returns its step, else 0) and drop the
     metric lines the resumed run will write again."""
     out, start = run.out, 0
-    if resume and (out / "checkpoint" / "meta.json").exists():
+    if resume and has_checkpoint(out):
         start = _load_checkpoint(out, run.model, run.opt, run.sched, run.cfg)
-        logger.info("resumed from %s at step %d", out / "checkpoint", start)
+        logger.info("resumed from %s at step %d", out / CHECKPOINT_DIR, start)
     elif run.rank == 0 and (out / "model.safetensors").exists() and not resume:
         logger.info("overwriting %s", out)
     if run.rank == 0:
@@ -512,8 +505,9 @@ def _ranks_in_sync(run: _Run) -> bool:
 
 
 def _save_final(run: _Run, summary: dict[str, Any], inputs_info: dict[str, Any] | None) -> None:
-    """The deployable artifact: ``model.safetensors`` and ``config.json`` (rank 0), switched in
-    with one atomic step (``io.write_artifact``); ``metrics.jsonl`` and ``checkpoint/`` carry over."""
+    """The deployable artifact (rank 0): ``model.safetensors``, the evaluation in ``eval.json``
+    and the manifest, switched in with one atomic step (``io.write_artifact``);
+    ``metrics.jsonl`` and ``checkpoint/`` carry over."""
     out, store, cap = run.out, run.store, run.cap
     info = dict(inputs_info or {})
     info.setdefault("feature_store", {"path": str(store.path), "dim": store.dim, "n_items": len(store), "config": store.manifest.get("config")})
@@ -521,12 +515,13 @@ def _save_final(run: _Run, summary: dict[str, Any], inputs_info: dict[str, Any] 
         f.write(json.dumps({"step": run.step, "eval": summary["eval"]}) + "\n")
     with write_artifact(out, ALIGNMENT, overwrite=True) as w:
         _save_weights(run.model, w.dir / "model.safetensors")
+        (w.dir / EVAL_NAME).write_text(json.dumps(summary["eval"], indent=2) + "\n")
         w.fields.update(
             kind="qformer-alignment",
             config=run.cfg.to_dict(),
             lm_hidden=cap.hidden_size if cap is not None else None,
             inputs=info,
-            summary=summary,
+            summary={k: v for k, v in summary.items() if k != "eval"},
         )
 
 

@@ -44,12 +44,13 @@ import numpy as np
 from .._progress import Progress, as_progress
 from ..errors import ArtifactError, InputError
 from ..io import EmbeddingStream, atomic_write, open_embeddings
-from ..io._manifest import TOKENIZER, write_artifact
+from ..io._manifest import write_artifact
 from ..io._sids import SIDWriter
 from ..io._spill import DEFAULT_KEY_BUDGET, SpilledKeys
 from ..quantizers import RQKMeans, RQKMeansConfig
 from ..quantizers._encode import BLOCK_ROWS
 from ..quantizers._plan import warn_if_crowded
+from ._artifact import TOKENIZER
 from ._stream_metrics import StreamingMetrics, sid_keys_of
 from ._tokenizer import SIDS_NAME, SemanticTokenizer, make_quantizer, resolve_method
 

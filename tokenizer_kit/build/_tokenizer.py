@@ -1,8 +1,8 @@
 """``SemanticTokenizer``: a quantizer + preprocessing + the catalogue's SIDs, as one artifact.
 
-Directory layout (format version 2; ``io._manifest.TOKENIZER``)::
+Directory layout (format version 2; ``build._artifact.TOKENIZER``)::
 
-    tokenizer.json          manifest: format/package version, method, config, input dim,
+    manifest.json           manifest (``tokenizer.json`` before): format/package version, method, config, input dim,
                             preprocessing, codebook sizes, per-file sha256 and size, metrics,
                             sections, and the manifest's own checksum
     quantizer.safetensors   the quantizer's weights (codebooks, prices / network weights)
@@ -32,8 +32,9 @@ import numpy as np
 from .._progress import Progress
 from ..errors import ArtifactError, InputError, TokenizerKitError
 from ..io import Embeddings, as_float32_vectors, normalise_ids, validate_ids, validate_vectors
-from ..io._manifest import TOKENIZER, Manifest, read_artifact, read_manifest, write_artifact
+from ..io._manifest import Manifest, read_artifact, read_manifest, write_artifact
 from ..quantizers import get_config_class, get_quantizer_class, list_methods
+from ._artifact import TOKENIZER
 from ._metrics import tokenizer_metrics
 
 __all__ = [
@@ -490,7 +491,7 @@ def _int(v: Any) -> int:
 
 def _check_fields(m: Manifest) -> None:
     """The tokenizer's fields have the types the loader relies on (one line per problem)."""
-    where = m.path / MANIFEST_NAME
+    where = TOKENIZER.manifest_path(m.path)
     types = {"method": str, "config": dict, "preprocessing": dict, "metrics": dict, "build": dict, "sections": dict,
              "codebook_sizes": list, "n_items": int}
     for key, typ in types.items():

@@ -26,7 +26,7 @@ def align(
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete OUT first."),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table or json."),
 ):
-    """Train the alignment QFormer; writes config.json, model.safetensors, metrics.jsonl."""
+    """Train the alignment QFormer; writes manifest.json, model.safetensors, eval.json, metrics.jsonl."""
     is_rank0 = int(os.environ.get("RANK", "0")) == 0
     with progress_bar(enabled=is_rank0) as progress:
         res = stages.align(features, pairs, out, cfg, catalog=catalog, eval_pairs=eval_pairs, overwrite=overwrite,

@@ -54,7 +54,7 @@ def evaluate_retrieval(
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Train one model per seed, e.g. 0,1,2: mean and 95% interval over seeds and users (replaces --seed)."),
     reference: Optional[str] = typer.Option(None, "--reference", help="Set the others are compared with (default: the first -t)."),
     runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="Keep each (set, seed) run here as it finishes; a rerun reads back the runs done with the same settings."),
-    model_out: Optional[Path] = typer.Option(None, "--model-out", help="Also save the trained model (config.json + model.safetensors); one set and one seed only."),
+    model_out: Optional[Path] = typer.Option(None, "--model-out", help="Also save the trained model (manifest.json + model.safetensors); one set and one seed only."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the full result JSON here."),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format"),
 ):

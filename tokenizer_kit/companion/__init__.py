@@ -20,11 +20,12 @@ from ._metrics import UserRanks, retrieval_metrics, target_ranks, user_ranks
 _LAZY = {
     **dict.fromkeys(("evaluate_retrieval", "machine_info", "score_split", "users_fingerprint"), "._evaluate"),
     **dict.fromkeys(("compare_retrieval", "summarize_runs"), "._compare"),
-    "GenerativeRetriever": "._model",
+    **dict.fromkeys(("COMPANION", "GenerativeRetriever"), "._model"),
     **dict.fromkeys(("CausalLMRetriever", "make_retriever"), "._causal_lm"),
 }
 
 __all__ = [
+    "COMPANION",
     "CausalLMRetriever",
     "GenerativeRetriever",
     "RetrievalConfig",

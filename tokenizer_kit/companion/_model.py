@@ -42,14 +42,29 @@ import torch
 from .._progress import Progress, ProgressTask, as_progress
 from .._torch_utils import cpu_threads, decay_groups, warmup_decay
 from ..errors import ArtifactError, InputError
+from ..io._manifest import ArtifactKind
 from ._config import RetrievalConfig, list_retrieval_presets
 
 if TYPE_CHECKING:
     from ._metrics import UserRanks
 
-__all__ = ["RetrievalConfig", "GenerativeRetriever", "list_retrieval_presets", "PAD_ID", "EOS_ID", "BOS_ID", "SEP_ID", "SPECIAL_TOKENS"]
+__all__ = ["COMPANION", "RetrievalConfig", "GenerativeRetriever", "list_retrieval_presets", "PAD_ID", "EOS_ID", "BOS_ID", "SEP_ID", "SPECIAL_TOKENS"]
 
 logger = logging.getLogger(__name__)
+
+# the saved model's directory (``GenerativeRetriever.save``/``load``): manifest.json and model.safetensors
+COMPANION = ArtifactKind(
+    name="companion",
+    legacy_manifest_names=("config.json",),
+    # 1: "format": "tokenizer-kit-companion", no package version or checksums; 2: sealed
+    format_version=2,
+    sealed_since=2,
+    what="companion model directory",
+    fix="save it again with GenerativeRetriever.save (or rerun evaluate-retrieval with `model_out`)",
+    required=lambda fv, data: {"model.safetensors"},
+    legacy_formats=("tokenizer-kit-companion",),
+    legacy_files=lambda fv, data: {"model.safetensors": None},
+)
 
 PAD_ID, EOS_ID, BOS_ID, SEP_ID = 0, 1, 2, 3
 SPECIAL_TOKENS = 4
@@ -543,11 +558,11 @@ class GenerativeRetriever:
 
     # ---- persistence -----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, *, lock_timeout: float | None = None) -> Path:
-        """Directory with ``config.json`` (manifest ``io.COMPANION``: retrieval config, vocab
+        """Directory with ``manifest.json`` (kind ``COMPANION``: retrieval config, vocab
         layout, versions, checksums) and ``model.safetensors``, switched in atomically."""
         from safetensors.torch import save_model
 
-        from ..io._manifest import COMPANION, write_artifact
+        from ..io._manifest import write_artifact
 
         path = Path(path)
         with write_artifact(path, COMPANION, overwrite=True, lock_timeout=lock_timeout) as w:
@@ -564,7 +579,7 @@ class GenerativeRetriever:
     @classmethod
     def load(cls, path: str | os.PathLike, index) -> "GenerativeRetriever":
         """Load a saved model for ``index`` (the SIDs it was trained on); strict, never unpickles."""
-        from ..io._manifest import COMPANION, read_artifact
+        from ..io._manifest import read_artifact
 
         return read_artifact(path, COMPANION, lambda m: cls._load(m, index))
 
@@ -578,7 +593,7 @@ class GenerativeRetriever:
         try:
             r = cls(index, RetrievalConfig.from_dict(meta["config"], legacy=True))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise ArtifactError(f"{path}: the retrieval config in config.json is missing or ill-typed ({' '.join(str(e).split())[:160]})") from None
+            raise ArtifactError(f"{path}: the retrieval config in its manifest is missing or ill-typed ({' '.join(str(e).split())[:160]})") from None
         if r.vocab.level_sizes != meta.get("level_sizes") or r.S != meta.get("sid_length"):
             raise ArtifactError(
                 f"{path}: model was trained on SIDs with level sizes {meta.get('level_sizes')}, this index has {r.vocab.level_sizes}; "

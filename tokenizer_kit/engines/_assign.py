@@ -45,8 +45,9 @@ DEFAULT_ASSIGN_SHARD = 1 << 20  # rows per shard: 16 encode batches of 65,536
 def tokenizer_fingerprint(path: str | os.PathLike, *, index: bool = False) -> dict[str, Any]:
     """What fixes a tokenizer's codes: its quantizer file's checksum, method and preprocessing;
     with ``index`` also what fixes a cold-start lookup (every file's checksum, the index version)."""
+    from ..build._artifact import TOKENIZER
     from ..build._tokenizer import WEIGHTS_NAME
-    from ..io._manifest import TOKENIZER, read_manifest
+    from ..io._manifest import read_manifest
 
     m = read_manifest(path, TOKENIZER, verify="none")
     entry = m.files.get(WEIGHTS_NAME) or {}

@@ -47,7 +47,9 @@ def _required(fv: int, data: Mapping[str, Any]) -> set[str]:
 
 SHARDS = ArtifactKind(
     name="shards",
-    manifest_name="_manifest.json",  # "_" first: Parquet readers (pyarrow, Spark, Ray) skip it
+    # not io.MANIFEST_NAME: the directory is a Parquet dataset, and Parquet readers (pyarrow,
+    # Spark, Ray) skip names that start with "_", so the manifest must start with one
+    manifest_name="_manifest.json",
     format_version=1,
     sealed_since=1,
     what="shard directory",

@@ -2,10 +2,11 @@
 
 from ._extract import ExtractConfig, ExtractResult, extract_features, prepare_store
 from ._sharded import ShardCommitter, ShardEncoder, incoming_dir, store_shard_name
-from ._store import STORE_FORMAT_VERSION, FeatureStore, FeatureStoreWriter, write_feature_store
+from ._store import FEATURE_STORE, STORE_FORMAT_VERSION, FeatureStore, FeatureStoreWriter, write_feature_store
 from ._text_embed import default_text_model_path, embed_texts, item_texts
 
 __all__ = [
+    "FEATURE_STORE",
     "STORE_FORMAT_VERSION",
     "ExtractConfig",
     "ExtractResult",

@@ -33,7 +33,7 @@ from typing import Any, Sequence
 from .._progress import NullProgress
 from ..errors import ArtifactError
 from ._extract import ExtractConfig, ExtractResult, _compute, _encode_shard, _finish, empty_items_summary
-from ._store import MANIFEST, FeatureStoreWriter, shard_parts
+from ._store import FeatureStoreWriter, shard_parts
 
 __all__ = ["ShardCommitter", "ShardEncoder", "incoming_dir", "store_shard_name"]
 
@@ -143,9 +143,10 @@ class ShardCommitter:
 
     def _resume_point(self) -> tuple[int, int | None]:
         """How many shards the store at ``out`` already committed, and its dimension (None: new)."""
-        from ..io._manifest import FEATURE_STORE, read_manifest
+        from ..io._manifest import read_manifest
+        from ._store import FEATURE_STORE
 
-        if self.overwrite or not (self.out / MANIFEST).exists():
+        if self.overwrite or not FEATURE_STORE.committed(self.out):
             return 0, None
         m = read_manifest(self.out, FEATURE_STORE, verify="none")
         committed = self.n_shards if m.get("complete") else len(m.get("shards", []))  # finished: resuming is a no-op

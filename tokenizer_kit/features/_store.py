@@ -1,6 +1,6 @@
 """Feature store: ragged per-item token vectors, sharded, memory-mapped on read.
 
-Layout of a store directory (format version 2, ``io.FEATURE_STORE``)::
+Layout of a store directory (format version 2, ``FEATURE_STORE`` below)::
 
     manifest.json                  envelope (format, versions, checksums), backend, model,
                                    fields, dim, dtype, shards, n_items, n_tokens, complete
@@ -36,12 +36,34 @@ from dataclasses import dataclass
 from ..errors import ArtifactError, InputError
 from ..io._atomic import _artifact_path, clean_stale, commit_directory, fsync_tree
 from ..io._lock import writer_lock
-from ..io._manifest import FEATURE_STORE, Manifest, read_artifact, read_manifest, update_artifact
+from ..io._manifest import ArtifactKind, Manifest, read_artifact, read_manifest, update_artifact
 
-__all__ = ["FeatureStore", "FeatureStoreWriter", "write_feature_store", "shard_parts", "STORE_FORMAT_VERSION"]
+__all__ = ["FEATURE_STORE", "FeatureStore", "FeatureStoreWriter", "write_feature_store", "shard_parts", "STORE_FORMAT_VERSION"]
 
 logger = logging.getLogger(__name__)
 
+
+def _required(fv: int, data: dict[str, Any]) -> set[str]:
+    if fv < 2:
+        return set()
+    shards = data.get("shards")
+    if not isinstance(shards, list):
+        return set()
+    return {f"{s}.{part}" for s in shards if isinstance(s, str) for part in _PARTS}
+
+
+FEATURE_STORE = ArtifactKind(
+    name="feature-store",
+    # 1: shard subdirectories with DONE markers, no checksums; 2: flat shard files, sealed
+    format_version=2,
+    sealed_since=2,
+    what="feature store",
+    fix="extract it again (with `overwrite`)",
+    required=_required,
+    # token files are large and memory-mapped: opening checks sizes; pass verify="sha256" for a full check
+    verify="size",
+    owned=lambda name: name.startswith("shard-"),
+)
 STORE_FORMAT_VERSION = FEATURE_STORE.format_version
 MANIFEST = FEATURE_STORE.manifest_name
 _PARTS = ("tokens.npy", "offsets.npy", "segments.npy", "item_ids.json")
@@ -251,7 +273,7 @@ class FeatureStoreWriter:
                 self.path = self._staging
             else:
                 self.path = real
-            if (self.path / MANIFEST).exists():
+            if FEATURE_STORE.committed(self.path):
                 m = read_manifest(self.path, FEATURE_STORE, verify="size")
                 if m.format_version < 2:
                     raise ArtifactError(f"{path} is a feature store in format {m.format_version}, which cannot be resumed; set `overwrite` to replace it")
@@ -279,7 +301,7 @@ class FeatureStoreWriter:
         real = _artifact_path(path)
         if os.path.lexists(real) and not real.is_dir():
             raise ArtifactError(f"output path {path} exists and is not a directory; remove it or choose another `out`")
-        if overwrite or not (real / MANIFEST).exists():
+        if overwrite or not FEATURE_STORE.committed(real):
             return
         m = read_manifest(real, FEATURE_STORE, verify="none")
         if m.format_version < 2:

@@ -30,6 +30,7 @@ import numpy as np
 
 from .._config import ValidatedConfig, setting
 from .._progress import Progress
+from ..build._artifact import TOKENIZER
 from ..build._tokenizer import level_token, parse_sid_string, sid_string
 from ..errors import ArtifactError, InputError, TokenizerKitError
 from ..io._fingerprint import embedding_hash
@@ -501,9 +502,9 @@ class SIDIndex:
     def _check_unchanged_on_disk(self, path: Path) -> None:
         """Refuse to rewrite ``path`` with an index loaded from it if another writer changed it
         since (a cold start committed meanwhile would otherwise be lost)."""
-        if self._origin is None or not _same_dir(self._origin[0], path) or not (Path(path) / "tokenizer.json").exists():
+        if self._origin is None or not _same_dir(self._origin[0], path) or not TOKENIZER.committed(path):
             return
-        from ..io._manifest import TOKENIZER, read_manifest
+        from ..io._manifest import read_manifest
 
         sec = (read_manifest(path, TOKENIZER, verify="none").get("sections") or {}).get("index") or {}
         if sec.get("version") != self._origin[1]:

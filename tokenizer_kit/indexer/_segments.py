@@ -251,7 +251,8 @@ def commit_segments(index, tok, path) -> None:
     from safetensors.numpy import save_file
 
     from ..errors import TokenizerKitError
-    from ..io._manifest import TOKENIZER, update_artifact
+    from ..build._artifact import TOKENIZER
+    from ..io._manifest import update_artifact
 
     path = Path(path)
     with update_artifact(path, TOKENIZER) as u:

@@ -13,12 +13,7 @@ from ._atomic import (
 from ._lock import LockTimeout, writer_lock
 from ._paths import check_input_file, check_output_dir, check_output_file, read_json, read_text
 from ._manifest import (
-    ALIGNMENT,
-    COMPANION,
-    FEATURE_STORE,
-    KINDS,
-    STAGE_RECORD,
-    TOKENIZER,
+    MANIFEST_NAME,
     ArtifactKind,
     Manifest,
     read_artifact,
@@ -51,12 +46,6 @@ from ._tables import (
 )
 
 __all__ = [
-    "ALIGNMENT",
-    "COMPANION",
-    "FEATURE_STORE",
-    "KINDS",
-    "STAGE_RECORD",
-    "TOKENIZER",
     "ArtifactKind",
     "Batch",
     "EmbeddingStream",
@@ -67,6 +56,7 @@ __all__ = [
     "TRAIN",
     "VALID",
     "LockTimeout",
+    "MANIFEST_NAME",
     "Manifest",
     "commit_directory",
     "live_directory",

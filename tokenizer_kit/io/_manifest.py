@@ -1,10 +1,16 @@
 """One manifest for every artifact directory: versions, checksums, atomic commits, one writer.
 
-Every artifact directory (tokenizer, alignment model, feature store, companion model) is
-written and read through this module, and pipeline stage records through
-``write_record``/``read_record``. An artifact kind (``ArtifactKind``, all listed in ``KINDS``)
-fixes the manifest's file name, the format version written, the oldest one read and, per
-format version, the files that must be present.
+This module is the mechanism; the artifacts are defined by their owners. Each owner
+declares its ``ArtifactKind`` next to the code that writes it (the tokenizer directory in
+``tokenizer_kit.build._artifact``, the alignment and its resume checkpoint in
+``alignment._artifact``, the feature store in ``features._store``, the companion model in
+``companion._model``, shard directories in ``engines._output``, pipeline stage records in
+``pipeline._runner``) and writes and reads it through the functions here. A kind fixes the
+format version written, the oldest one read and, per format version, the files that must
+be present. Its manifest is ``manifest.json`` (``MANIFEST_NAME``); names used by older
+versions (``legacy_manifest_names``) are read when it is absent, and the next commit
+writes ``manifest.json`` and removes the old one. ``kind.committed(path)`` says whether a
+directory holds a committed artifact of the kind.
 
 The manifest (JSON, human-readable) always holds::
 
@@ -64,7 +70,6 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from .._version import __version__
 from ..errors import ArtifactError
-from ._card import CARD_NAME, tokenizer_card
 from ._atomic import _artifact_path, _fsync_path, _step, atomic_directory, atomic_write, clean_stale, live_directory, sha256_file
 from ._lock import writer_lock
 
@@ -73,12 +78,8 @@ __all__ = [
     "ArtifactUpdate",
     "ArtifactWriter",
     "Manifest",
-    "KINDS",
-    "TOKENIZER",
-    "ALIGNMENT",
-    "FEATURE_STORE",
-    "COMPANION",
-    "STAGE_RECORD",
+    "MANIFEST_NAME",
+    "CARD_NAME",
     "PACKAGE_VERSION_KEY",
     "CHECKSUM_KEY",
     "seal",
@@ -96,6 +97,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+MANIFEST_NAME = "manifest.json"  # the manifest of every artifact kind but those that must hide it (``ArtifactKind.manifest_name``)
+CARD_NAME = "README.md"  # a kind's model card, beside its manifest
 PACKAGE_VERSION_KEY = "package_version"
 CHECKSUM_KEY = "manifest_sha256"
 # spellings of the package version in manifests written before the one key
@@ -116,13 +119,18 @@ class ArtifactKind:
     which unreferenced files an in-place writer may delete (default: every plain file).
     ``keep``: entries of the directory that are not part of the artifact but survive a
     whole-directory rewrite (training logs, resume checkpoints), carried over by hard link.
+    ``manifest_name``: ``MANIFEST_NAME`` unless the directory's readers need another (a Parquet
+    dataset's manifest starts with ``_`` so that Parquet readers skip it);
+    ``legacy_manifest_names``: the names it had before, read when it is absent.
     """
 
     name: str
-    manifest_name: str
     format_version: int
     what: str
     fix: str
+    manifest_name: str = MANIFEST_NAME
+    # names the manifest had in directories written by older versions, read when ``manifest_name`` is absent
+    legacy_manifest_names: tuple[str, ...] = ()
     required: Callable[[int, Mapping[str, Any]], set[str]] = lambda fv, data: set()
     oldest_format: int = 1
     sealed_since: int = 1
@@ -140,92 +148,25 @@ class ArtifactKind:
     def format_id(self) -> str:
         return f"tokenizer-kit/{self.name}"
 
+    @property
+    def manifest_names(self) -> tuple[str, ...]:
+        """Every name this kind's manifest may have: the current one first, then the legacy ones."""
+        return (self.manifest_name, *self.legacy_manifest_names)
 
-def _tokenizer_required(fv: int, data: Mapping[str, Any]) -> set[str]:
-    req = {"quantizer.safetensors"}
-    if _int_or_zero(data.get("n_items")) > 0:
-        req.add("sids.parquet")
-    sections = data.get("sections")
-    if isinstance(sections, Mapping) and sections.get("index"):
-        req |= {"index.safetensors", "trie.safetensors"}
-        segments = sections["index"].get("segments") if isinstance(sections["index"], Mapping) else None
-        for g in segments if isinstance(segments, list) else []:  # the index's cold-start segments
-            if isinstance(g, Mapping) and isinstance(g.get("name"), str):
-                req.add(f"{g['name']}.safetensors")
-    return req
+    def manifest_path(self, path: str | os.PathLike) -> Path:
+        """The manifest file of the artifact at ``path``: the one present (the current name
+        first, then the legacy ones), else where a new one is written."""
+        d = live_directory(Path(path))
+        for name in self.manifest_names:
+            if (d / name).is_file():
+                return d / name
+        return d / self.manifest_name
 
-
-def _store_required(fv: int, data: Mapping[str, Any]) -> set[str]:
-    if fv < 2:
-        return set()
-    shards = data.get("shards")
-    if not isinstance(shards, list):
-        return set()
-    return {f"{s}.{part}" for s in shards if isinstance(s, str) for part in ("tokens.npy", "offsets.npy", "segments.npy", "item_ids.json")}
-
-
-def _int_or_zero(v: Any) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) else 0
-
-
-TOKENIZER = ArtifactKind(
-    name="tokenizer",
-    manifest_name="tokenizer.json",
-    # 1: files map of sha256 strings, no envelope; 2: envelope + sealed manifest
-    format_version=2,
-    sealed_since=2,
-    what="tokenizer directory",
-    fix="rebuild it with `tokenizer-kit build-codebook` (then `tokenizer-kit index`) or restore it",
-    required=_tokenizer_required,
-    card=tokenizer_card,
-)
-ALIGNMENT = ArtifactKind(
-    name="alignment",
-    manifest_name="config.json",
-    # 1: "tokenizer_kit_version" and "weights_sha256"; 2: envelope + sealed manifest
-    format_version=2,
-    sealed_since=2,
-    what="alignment directory",
-    fix="re-run `tokenizer-kit align`",
-    required=lambda fv, data: {"model.safetensors"},
-    owned=lambda name: name == "model.safetensors",
-    keep=("metrics.jsonl", "checkpoint"),
-    legacy_files=lambda fv, data: {"model.safetensors": data.get("weights_sha256") if isinstance(data.get("weights_sha256"), str) else None},
-)
-FEATURE_STORE = ArtifactKind(
-    name="feature-store",
-    manifest_name="manifest.json",
-    # 1: shard subdirectories with DONE markers, no checksums; 2: flat shard files, sealed
-    format_version=2,
-    sealed_since=2,
-    what="feature store",
-    fix="extract it again (with `overwrite`)",
-    required=_store_required,
-    # token files are large and memory-mapped: opening checks sizes; pass verify="sha256" for a full check
-    verify="size",
-    owned=lambda name: name.startswith("shard-"),
-)
-COMPANION = ArtifactKind(
-    name="companion",
-    manifest_name="config.json",
-    # 1: "format": "tokenizer-kit-companion", no package version or checksums; 2: sealed
-    format_version=2,
-    sealed_since=2,
-    what="companion model directory",
-    fix="save it again with GenerativeRetriever.save (or rerun evaluate-retrieval with `model_out`)",
-    required=lambda fv, data: {"model.safetensors"},
-    legacy_formats=("tokenizer-kit-companion",),
-    legacy_files=lambda fv, data: {"model.safetensors": None},
-)
-STAGE_RECORD = ArtifactKind(
-    name="stage-record",
-    manifest_name="",
-    format_version=1,
-    sealed_since=1,
-    what="pipeline stage record",
-    fix="the stage runs again",
-)
-KINDS: dict[str, ArtifactKind] = {k.name: k for k in (TOKENIZER, ALIGNMENT, FEATURE_STORE, COMPANION, STAGE_RECORD)}
+    def committed(self, path: str | os.PathLike) -> bool:
+        """Whether ``path`` holds a committed artifact of this kind (its manifest is there; the
+        manifest is written last, so a killed writer never leaves one). Checks nothing else:
+        ``read_manifest`` does."""
+        return self.manifest_path(path).is_file()
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -288,10 +229,10 @@ def _dump(data: Mapping[str, Any]) -> bytes:
     return (json.dumps(data, indent=2, sort_keys=False, allow_nan=True) + "\n").encode()
 
 
-def _identity(directory: Path, manifest_name: str) -> tuple:
+def _identity(directory: Path, kind: ArtifactKind) -> tuple:
     try:
         d = os.stat(directory)
-        m = os.stat(directory / manifest_name)
+        m = os.stat(kind.manifest_path(directory))
         return (d.st_ino, d.st_dev, m.st_ino, m.st_mtime_ns, m.st_size)
     except OSError:
         return ()
@@ -326,7 +267,7 @@ class Manifest:
     def file(self, name: str) -> Path:
         """The path of a file the manifest lists (a plain name inside the directory)."""
         if name not in self.files:
-            raise ArtifactError(f"{self.path / self.kind.manifest_name} does not list {name}; the {self.kind.what} is incomplete, {self.kind.fix}")
+            raise ArtifactError(f"{self.kind.manifest_path(self.path)} does not list {name}; the {self.kind.what} is incomplete, {self.kind.fix}")
         return self.path / name
 
     def verify(self, level: str | None = None) -> None:
@@ -435,7 +376,7 @@ def check_manifest(data: dict[str, Any], kind: ArtifactKind, where: str) -> tupl
     files: dict[str, dict[str, Any]] = {}
     for name, entry in files_raw.items():
         check_file_name(name, where)
-        if name == kind.manifest_name:
+        if name in kind.manifest_names:
             raise ArtifactError(f"{where} lists itself as a file; the manifest is corrupt, {kind.fix}")
         if (entry is None or isinstance(entry, str)) and fv < kind.sealed_since:
             entry = {"sha256": entry, "size": None}
@@ -468,7 +409,7 @@ def read_manifest(path: str | os.PathLike, kind: ArtifactKind, *, verify: Any = 
         raise ArtifactError(f"{kind.what} {shown} does not exist; {kind.fix}")
     if not p.is_dir():
         raise ArtifactError(f"{shown} is not {_a(kind.what)} (expected a directory with {kind.manifest_name})")
-    mpath = p / kind.manifest_name
+    mpath = kind.manifest_path(p)
     if not mpath.exists():
         raise ArtifactError(f"{shown} has no {kind.manifest_name}, so it is not {_a(kind.what)} or an incomplete one; {kind.fix}")
     data = _load_json(mpath, kind)
@@ -492,17 +433,17 @@ def read_artifact(path: str | os.PathLike, kind: ArtifactKind, load: Callable[[M
     last: Exception | None = None
     for attempt in range(retries + 1):
         d = live_directory(shown)
-        before = _identity(d, kind.manifest_name)
+        before = _identity(d, kind)
         try:
             m = read_manifest(shown, kind, verify=verify)
             result = load(m)
         except (ArtifactError, OSError) as e:
-            if before and _identity(live_directory(shown), kind.manifest_name) != before:
+            if before and _identity(live_directory(shown), kind) != before:
                 last = e
                 time.sleep(0.01 * (attempt + 1))
                 continue
             raise
-        if _identity(live_directory(shown), kind.manifest_name) == before:
+        if _identity(live_directory(shown), kind) == before:
             return result
         time.sleep(0.01 * (attempt + 1))
     raise ArtifactError(f"{shown} kept changing while being read ({retries + 1} tries; last error: {last}); retry when its writer has finished")
@@ -609,7 +550,7 @@ class ArtifactUpdate:
         files are immutable (readers of the current version may be reading them).
         """
         check_file_name(name, f"new file of {self.dir}")
-        if name == self.kind.manifest_name:
+        if name in self.kind.manifest_names:
             raise ValueError("the manifest is written by the commit, not as a new file")
         if name in self.files or name in self._new:
             raise ArtifactError(f"{self.dir / name} already belongs to the {self.kind.what}; files are immutable, write a new name")
@@ -629,7 +570,7 @@ def collect_garbage(directory: str | os.PathLike, kind: ArtifactKind, referenced
     """Delete files in ``directory`` no manifest references: temporary files of killed writers,
     and files ``kind.owned`` claims that ``referenced`` does not list. Call with the lock held."""
     d = Path(directory)
-    keep = set(referenced) | {kind.manifest_name, *_card_names(kind)}
+    keep = set(referenced) | {*kind.manifest_names, *_card_names(kind)}
     removed = []
     for p in list(d.iterdir()):
         if p.name in keep or p.name in kind.keep:
@@ -675,7 +616,7 @@ def update_artifact(
     d = _artifact_path(path)
     with writer_lock(_artifact_path(lock_of) if lock_of is not None else d, timeout=lock_timeout):
         clean_stale(d)
-        if not (d / kind.manifest_name).exists() and create:
+        if not kind.committed(d) and create:
             if os.path.lexists(d) and not d.is_dir():
                 raise ArtifactError(f"output path {shown} exists and is not a directory; remove it or choose another path")
             d.mkdir(parents=True, exist_ok=True)
@@ -703,6 +644,9 @@ def update_artifact(
             with atomic_write(d / kind.manifest_name) as tmp:
                 tmp.write_bytes(_dump(data))
             committed = True
+            for old in kind.legacy_manifest_names:  # the new manifest is read first; the legacy one is stale now
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(d / old)
             _fsync_path(d)
             u.manifest = data
             _write_card(d, kind, data, shown.name)

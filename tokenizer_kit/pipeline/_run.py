@@ -99,9 +99,10 @@ class _Chain:
 
     # ---- the stages ------------------------------------------------------------------
     def extract(self) -> None:
-        c = self.cfg.extract
+        from ..features import FEATURE_STORE
 
-        self.stage("extract", {"catalog": self.catalog, **_without_engine(c)}, [self.p.features / "manifest.json"],
+        c = self.cfg.extract
+        self.stage("extract", {"catalog": self.catalog, **_without_engine(c)}, [FEATURE_STORE.manifest_path(self.p.features)],
                    lambda mode: stages.extract(self.catalog, self.p.features, c, overwrite=mode == "fresh", progress=self.progress).to_dict())
 
     def mine_pairs(self) -> None:
@@ -110,12 +111,14 @@ class _Chain:
                    lambda mode: stages.mine_pairs(self.inter, self.p.pairs, c, heldout_out=self.p.heldout, overwrite=True))
 
     def align(self) -> None:
+        from ..alignment import is_alignment_complete
+
         c, d = self.cfg.align, self.p.alignment
 
         def fn(mode):
             # held-out recall@k is measured on each user's (validation, test) items: pairs that
             # mining never saw, not on a slice of the mined pairs
-            finished = (d / "config.json").exists() and not (d / "checkpoint").exists()
+            finished = is_alignment_complete(d)
             return stages.align(self.p.features, self.p.pairs, d, c, catalog=self.catalog, eval_pairs=self.p.heldout,
                                 overwrite=mode == "fresh" or finished, progress=self.progress)
 
@@ -128,7 +131,9 @@ class _Chain:
         c = self.cfg.embed
         sharded = engine_for(c.execution).sharded_output
         out = self.p.embeddings("aligned", sharded=sharded)
-        done = out / "_manifest.json" if sharded else out
+        from ..engines import SHARDS
+
+        done = SHARDS.manifest_path(out) if sharded else out
         self.stage("embed", _without_engine(c), [done],
                    lambda mode: stages.embed(self.p.features, self.p.alignment, out, c, overwrite=True, progress=self.progress),
                    upstream=("align",))
@@ -140,13 +145,14 @@ class _Chain:
         return variants
 
     def tokenize(self, variant: str, emb: Path, upstream: str) -> None:
+        from ..build._artifact import TOKENIZER
         from ..indexer.policies import get_policy
 
         tok, cb, ix = self.p.tokenizer(variant), self.cfg.codebook, self.cfg.index
         # the codebook stage indexes as build-codebook does (suffixes by row, fingerprints), so the
         # pipeline, the CLI and Python give the same SIDs; the index stage re-reads the vectors
         # only for a policy that needs them (reassign)
-        self.stage(f"build-codebook[{variant}]", cb.to_flat_dict(), [tok / "tokenizer.json"],
+        self.stage(f"build-codebook[{variant}]", cb.to_flat_dict(), [TOKENIZER.manifest_path(tok)],
                    lambda mode: stages.build_codebook(emb, tok, replace(cb, index=True), categories=self.catalog,
                                                       category_input=self.cfg.report, overwrite=True, progress=self.progress),
                    upstream=(upstream,))
@@ -287,9 +293,11 @@ def _summary(chain: _Chain, seconds: float, retrieval: dict[str, Any]) -> dict[s
 
 def _alignment_eval(align_dir: Path) -> dict | None:
     """The held-out evaluation the align stage wrote, if it ran."""
+    from ..alignment import read_alignment_eval
+
     try:
-        return json.loads((align_dir / "config.json").read_text())["summary"].get("eval")
-    except (OSError, ValueError, KeyError, TypeError):
+        return read_alignment_eval(align_dir)
+    except (OSError, ValueError, KeyError, TypeError):  # no alignment (a pipeline without one), or unreadable
         return None
 
 

@@ -21,11 +21,21 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..errors import ArtifactError
-from ..io import STAGE_RECORD, read_record, write_record
+from ..io import ArtifactKind, read_record, write_record
 
-__all__ = ["StageRunner", "StageOutcome", "config_hash"]
+__all__ = ["STAGE_RECORD", "StageRunner", "StageOutcome", "config_hash"]
 
 logger = logging.getLogger(__name__)
+
+# a one-file manifest per finished stage (``stages/<name>.json``): its config hash, upstream,
+# outputs and what the stage returned
+STAGE_RECORD = ArtifactKind(
+    name="stage-record",
+    format_version=1,
+    sealed_since=1,
+    what="pipeline stage record",
+    fix="the stage runs again",
+)
 
 
 def config_hash(obj: Any) -> str:

@@ -158,9 +158,9 @@ def _captions(catalog: Path | None, store, fields: Sequence[str]):
 
 def align(features: PathLike, pairs: PathLike, out: PathLike, config: AlignStageConfig, *, catalog: PathLike | None = None,
           eval_pairs: PathLike | None = None, overwrite: bool = False, progress: Progress | None = None) -> dict[str, Any]:
-    """Train the alignment QFormer on item pairs; writes ``out`` (config.json, model.safetensors,
-    metrics.jsonl). ``eval_pairs``: held-out pairs (default: hold out ``eval_fraction`` of the pairs)."""
-    from ..alignment import AlignConfig, train_alignment
+    """Train the alignment QFormer on item pairs; writes ``out`` (manifest.json, model.safetensors,
+    eval.json, metrics.jsonl). ``eval_pairs``: held-out pairs (default: hold out ``eval_fraction`` of the pairs)."""
+    from ..alignment import AlignConfig, is_alignment_complete, train_alignment
     from ..features import FeatureStore
     from ..io import sha256_file
 
@@ -172,7 +172,7 @@ def align(features: PathLike, pairs: PathLike, out: PathLike, config: AlignStage
     if overwrite:
         # start afresh; the old model stays loadable until the new one is switched in
         resume = False
-    elif (out / "config.json").exists() and not (out / "checkpoint").exists():
+    elif is_alignment_complete(out):
         raise InputError(f"{out} already holds a finished alignment; set overwrite to replace it, or choose another output")
     pair_table = _read_pairs(pairs)
     ev_table = _read_pairs(Path(eval_pairs)) if eval_pairs is not None else None

@@ -1,9 +1,17 @@
-"""The model card (``README.md``) of a tokenizer directory, rendered from its manifest.
+"""The tokenizer directory as an artifact: its kind (manifest, required files) and its model card.
 
-The manifest module writes it beside the manifest at every commit (a whole build, an index,
-a cold-start segment, a compaction), so it always describes the version on disk: what built
-it, on what input, and its metrics. It is documentation, not part of the artifact: it is not
-in the manifest's file list, and a loader never reads it.
+The tokenizer is written by ``SemanticTokenizer.save_pretrained`` and the streamed build,
+and changed in place by the indexer (cold-start segments, compaction); all of them go through
+the manifest module with ``TOKENIZER``. Layout (format version 2)::
+
+    manifest.json           the manifest (``tokenizer.json`` in directories written before it)
+    quantizer.safetensors   the codebooks
+    sids.parquet            the built items' codes (when it has items)
+    index.safetensors, trie.safetensors, <segment>.safetensors   the index, when indexed
+    README.md               the model card, rendered from the manifest at every commit
+
+The card is documentation, not part of the artifact: it is not in the manifest's file list,
+and a loader never reads it.
 """
 
 from __future__ import annotations
@@ -11,9 +19,9 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-__all__ = ["CARD_NAME", "tokenizer_card"]
+from ..io._manifest import ArtifactKind
 
-CARD_NAME = "README.md"
+__all__ = ["TOKENIZER", "tokenizer_card"]
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
@@ -125,7 +133,38 @@ def tokenizer_card(data: Mapping[str, Any], name: str) -> str:
         "```json",
         json.dumps(data.get("config") or {}, indent=2, sort_keys=True, default=str),
         "```", "",
-        f"This card is written by tokenizer-kit from `{name}/tokenizer.json` at every change of the directory; edits are overwritten.",
+        f"This card is written by tokenizer-kit from `{name}/manifest.json` at every change of the directory; edits are overwritten.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _required(fv: int, data: Mapping[str, Any]) -> set[str]:
+    req = {"quantizer.safetensors"}
+    if _int_or_zero(data.get("n_items")) > 0:
+        req.add("sids.parquet")
+    sections = data.get("sections")
+    if isinstance(sections, Mapping) and sections.get("index"):
+        req |= {"index.safetensors", "trie.safetensors"}
+        segments = sections["index"].get("segments") if isinstance(sections["index"], Mapping) else None
+        for g in segments if isinstance(segments, list) else []:  # the index's cold-start segments
+            if isinstance(g, Mapping) and isinstance(g.get("name"), str):
+                req.add(f"{g['name']}.safetensors")
+    return req
+
+
+def _int_or_zero(v: Any) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) else 0
+
+
+TOKENIZER = ArtifactKind(
+    name="tokenizer",
+    legacy_manifest_names=("tokenizer.json",),
+    # 1: a files map of sha256 strings, no envelope; 2: envelope + sealed manifest
+    format_version=2,
+    sealed_since=2,
+    what="tokenizer directory",
+    fix="rebuild it with `tokenizer-kit build-codebook` (then `tokenizer-kit index`) or restore it",
+    required=_required,
+    card=tokenizer_card,
+)
