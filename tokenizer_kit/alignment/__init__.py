@@ -6,7 +6,7 @@ companion); it is re-exported here for convenience.
 
 from .._exports import lazy_exports
 from ..io import InteractionLog, Split, interaction_log, leave_one_out_split
-from ._config import POOLINGS, AlignConfig, QFormerConfig
+from ._config import POOLINGS, AlignConfig, EmbedSettings, QFormerConfig
 from ._pairs import PairMiningConfig, cap_interactions, mine_pairs, swing_reference, swing_similarity, swing_topk, user_to_item_pairs
 
 # the parts that import torch load on first use, so the settings and pair mining do not
@@ -25,6 +25,7 @@ __all__ = [
     "AlignmentModel",
     "CaptionLM",
     "CrossAttention",
+    "EmbedSettings",
     "FeedForward",
     "InteractionLog",
     "POOLINGS",

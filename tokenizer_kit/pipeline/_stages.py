@@ -384,7 +384,7 @@ def import_index(path: PathLike, config: ImportIndexConfig, *, out: PathLike | N
     res = dict(SIDIndex.from_lcrec(path).stats)
     if out is None:
         return res
-    tok, idx = import_sid_index(path, config=base_config(config, IndexConfig), levels=config.levels, codebook_sizes=config.codebook_size)
+    tok, idx = import_sid_index(path, config=base_config(config, IndexConfig), levels=config.levels, codebook_sizes=config.codebook_sizes)
     idx.save(tok, out)
     keep = ("collision_rate_codes", "collision_rate_sids", "duplicate_sids", "max_suffix", "moved_items", "moved_other_prefix")
     return {**res, "out": str(out), "index": {"policy": idx.policy, "sid_length": idx.sid_length, "level_sizes": idx.level_sizes,
@@ -410,7 +410,7 @@ def report(targets: Sequence[PathLike], config: ReportConfig, *, categories: Pat
         while name in names:
             name = f"{name}'"
         names.add(name)
-        r, c, ks = report_target(t, name=name, embeddings=emb, categories=cats, codebook_sizes=config.codebook_size, return_codes=True,
+        r, c, ks = report_target(t, name=name, embeddings=emb, categories=cats, codebook_sizes=config.codebook_sizes, return_codes=True,
                                  titles=titles, sid_levels=config.sid_levels)
         reports.append(r)
         codes[name] = (c, ks)
@@ -531,7 +531,7 @@ def assign(embeddings: PathLike, tokenizer: PathLike, config: AssignConfig, *, o
     indexed = bool((SemanticTokenizer.read_manifest(tokenizer).get("sections") or {}).get("index"))
     tok = SemanticTokenizer.from_pretrained(tokenizer, load_sids="ids" if indexed else False)
     idx = SIDIndex.stored(tok)
-    if idx is None and (update or config.replace):
+    if idx is None and (update or config.replace_changed):
         raise InputError(f"{tokenizer} has no SID index to update; run `tokenizer-kit index {tokenizer}` first")
     if idx is None and out is None:
         raise config_error_for("out", "this tokenizer has no SID index to report against, so the codes need an output file (out)",
@@ -547,10 +547,10 @@ def assign(embeddings: PathLike, tokenizer: PathLike, config: AssignConfig, *, o
         from ..indexer import read_lcrec_index
 
         new_ids, codes = read_lcrec_index(embeddings)
-        new, table, summary = idx.assign(tok, new_ids, codes=codes[:, : tok.levels], replace=config.replace)
+        new, table, summary = idx.assign(tok, new_ids, codes=codes[:, : tok.levels], replace=config.replace_changed)
     else:
         emb = load_embeddings(embeddings, ids_path=ids, **columns.open_kw())
-        new, table, summary = idx.assign(tok, emb.ids, emb.vectors, replace=config.replace, batch_size=config.batch_size,
+        new, table, summary = idx.assign(tok, emb.ids, emb.vectors, replace=config.replace_changed, batch_size=config.batch_size,
                                          progress=progress)
     changed = new.version != idx.version
     if update and changed:
@@ -578,7 +578,7 @@ def _assign_to_file(tok, idx, embeddings, out: PathLike, config: AssignConfig, t
             new.save(tok, tokenizer)
             saved.append(True)
 
-    _, summary = assign_to_file(idx, tok, stream, out, replace=config.replace, batch_size=config.batch_size, progress=progress,
+    _, summary = assign_to_file(idx, tok, stream, out, replace=config.replace_changed, batch_size=config.batch_size, progress=progress,
                                 before_commit=save, update=update)
     return {"tokenizer": str(tokenizer), "updated": bool(saved), **summary, "out": str(out), "lookup_rows": int(stream.n)}
 
@@ -643,7 +643,7 @@ def _place_sharded(tok, idx, scratch: Path, out: Path, config: AssignConfig, tok
     parts = [scratch / sh["file"] for sh in m.shards]
     spill = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".scratch", dir=out.parent))
     try:
-        new, rnd, placed, summary = place(idx, tok, parts, spill, replace=config.replace, config=IndexConfig(policy=idx.policy),
+        new, rnd, placed, summary = place(idx, tok, parts, spill, replace=config.replace_changed, config=IndexConfig(policy=idx.policy),
                                           update=update)
     finally:
         shutil.rmtree(spill, ignore_errors=True)
