@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 from .._config import ValidatedConfig, setting
 from ..errors import InputError
 
-__all__ = ["AlignConfig", "EmbedSettings", "POOLINGS", "QFormerConfig"]
+__all__ = ["AlignConfig", "AlignRunConfig", "EmbedSettings", "POOLINGS", "QFormerConfig"]
 
 # how ``embed`` turns an item's N_q query vectors into one embedding
 POOLINGS = ("flatten", "mean", "raw")
@@ -90,6 +90,16 @@ class AlignConfig(ValidatedConfig):
         d = asdict(self)
         d["caption_fields"] = list(self.caption_fields)
         return d
+
+
+@dataclass
+class AlignRunConfig(AlignConfig):
+    """``AlignConfig`` plus where and how one training run goes: its device and whether it
+    resumes. They change neither the recipe nor the result, so the saved alignment's config
+    (``AlignConfig``) leaves them out and a run may resume on another device."""
+
+    device: str | None = setting(None, help="cpu, cuda or cuda:N (default: cuda when available).")
+    resume: bool = setting(True, help="Resume from the output directory's checkpoint when there is one.")
 
 
 @dataclass

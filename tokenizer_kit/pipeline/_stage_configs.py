@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .._config import Setting, ValidatedConfig, coerce, settings_of, setting
-from ..alignment import AlignConfig, EmbedSettings, PairMiningConfig
+from ..alignment import AlignRunConfig, EmbedSettings, PairMiningConfig
 from ..companion import RetrievalConfig
 from ..engines._config import EngineConfig
 from ..errors import InputError, TokenizerKitError
@@ -47,13 +47,10 @@ class MinePairsConfig(PairMiningConfig):
 
 
 @dataclass
-class AlignStageConfig(AlignConfig):
+class AlignStageConfig(AlignRunConfig):
     label: ClassVar[str] = "align"
-    # the first wave's option names, named in the error when an old config uses them
+    # older option names, named in the error when a config uses them
     renamed: ClassVar[dict[str, str]] = {"layers": "n_layers", "heads": "n_heads", "queries": "n_queries"}
-
-    device: str | None = setting(None, help="cpu, cuda or cuda:N (default: cuda when available).")
-    resume: bool = setting(True, help="Resume from the output directory's checkpoint when there is one.")
 
 
 @dataclass

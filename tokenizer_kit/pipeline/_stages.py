@@ -161,7 +161,7 @@ def align(features: PathLike, pairs: PathLike, out: PathLike, config: AlignStage
           eval_pairs: PathLike | None = None, overwrite: bool = False, progress: Progress | None = None) -> dict[str, Any]:
     """Train the alignment QFormer on item pairs; writes ``out`` (config.json, model.safetensors,
     metrics.jsonl). ``eval_pairs``: held-out pairs (default: hold out ``eval_fraction`` of the pairs)."""
-    from ..alignment import AlignConfig, train_alignment
+    from ..alignment import AlignData, train_alignment
     from ..features import FeatureStore
     from ..io import sha256_file
 
@@ -169,7 +169,7 @@ def align(features: PathLike, pairs: PathLike, out: PathLike, config: AlignStage
     catalog = None if catalog is None else Path(catalog)
     _outputs_ok(dirs=[out])
     store = FeatureStore.open(features)
-    cfg = base_config(config.replace(feature_dim=store.dim), AlignConfig).validate()
+    cfg = config.replace(feature_dim=store.dim)
     if overwrite:
         # start afresh; the old model stays loadable until the new one is switched in
         resume = False
@@ -185,10 +185,8 @@ def align(features: PathLike, pairs: PathLike, out: PathLike, config: AlignStage
         "eval_pairs": None if eval_pairs is None else str(eval_pairs),
         "catalog": None if catalog is None else str(catalog),
     }
-    summary = train_alignment(
-        store=store, pairs=pair_table, out=out, config=cfg, captions=captions, eval_pairs=ev_table,
-        resume=config.resume, device=config.device, progress=progress, inputs_info=info,
-    )
+    summary = train_alignment(store=store, pairs=pair_table, out=out, config=cfg,
+                              data=AlignData(captions=captions, eval_pairs=ev_table, info=info), progress=progress)
     return {"out": str(out), **summary}
 
 
