@@ -80,7 +80,7 @@ def main() -> None:
     import pyarrow.parquet as pq
 
     from align_office import validation_pairs
-    from tokenizer_kit.alignment import AlignConfig, QFormerConfig, caption_texts, interaction_log, leave_one_out_split, load_caption_lm, pair_recall_at_k, pooled_features, train_alignment
+    from tokenizer_kit.alignment import AlignConfig, AlignData, AlignRunConfig, QFormerConfig, caption_texts, interaction_log, leave_one_out_split, load_caption_lm, pair_recall_at_k, pooled_features, train_alignment
     from tokenizer_kit.alignment._losses import item_vectors
     from tokenizer_kit.alignment._train import AlignmentModel, embed_indices
     from tokenizer_kit.features import FeatureStore
@@ -112,7 +112,8 @@ def main() -> None:
         lm = (model, tok)
     t_lm = time.perf_counter() - w0
     out = Path(args.out_dir) / args.tag
-    summary = train_alignment(store=store, pairs=pairs, out=out, config=cfg, captions=captions, caption_lm=lm, eval_pairs=held, resume=False, device="cpu")
+    run = AlignRunConfig(**vars(cfg), resume=False, device="cpu")
+    summary = train_alignment(store=store, pairs=pairs, out=out, config=run, data=AlignData(captions=captions, caption_lm=lm, eval_pairs=held))
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
 
     # (last training item, validation item) pairs: never touch test items

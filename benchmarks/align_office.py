@@ -37,6 +37,8 @@ from tokenizer_kit.alignment import (  # noqa: E402
     AlignConfig,
     PairMiningConfig,
     QFormerConfig,
+    AlignData,
+    AlignRunConfig,
     caption_texts,
     embed_store,
     interaction_log,
@@ -142,7 +144,8 @@ def main() -> None:
     )
     out = work / f"office_align{args.tag}"
     t0 = time.time()
-    summary = train_alignment(store=store, pairs=pairs, out=out, config=cfg, captions=caps, caption_lm=lm, eval_pairs=heldout, resume=False, device=args.device)
+    run = AlignRunConfig(**vars(cfg), resume=False, device=args.device)
+    summary = train_alignment(store=store, pairs=pairs, out=out, config=run, data=AlignData(captions=caps, caption_lm=lm, eval_pairs=heldout))
     t_train = time.time() - t0
     ev = summary["eval"]
 

@@ -149,7 +149,7 @@ def run_dataset(name, x, sizes, args):
         M["sklearn_residual_kmeans"] = {"seconds": t, **quality(x, x_hat, codes, sizes)}
 
     # assign throughput vs the GEMM bound, same run
-    bs = q.config.batch_size
+    bs = q.config.encode_batch_size
     _, t_assign = timed(q.encode, x)
     _, t_assign2 = timed(q.encode, x)
     t_assign = min(t_assign, t_assign2)

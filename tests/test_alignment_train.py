@@ -10,6 +10,8 @@ from _align_helpers import cluster_pairs, clustered_store, one_torch_thread, tin
 from tokenizer_kit.alignment import (
     ALIGNMENT,
     AlignConfig,
+    AlignData,
+    AlignRunConfig,
     QFormerConfig,
     embed_store,
     is_alignment_complete,
@@ -168,7 +170,7 @@ def test_caption_loss_with_tiny_llama(data, tmp_path):
     before = {k: v.clone() for k, v in lm[0].state_dict().items()}
     caps = tiny_captions(len(store), cluster)
     cfg = _cfg(steps=25, lr=1e-2, caption_weight=1.0, caption_batch=8, caption_every=1, log_every=5)
-    s = train_alignment(store=store, pairs=pairs, out=tmp_path / "c", config=cfg, captions=caps, caption_lm=lm)
+    s = train_alignment(store=store, pairs=pairs, out=tmp_path / "c", config=cfg, data=AlignData(captions=caps, caption_lm=lm))
     m = _metrics(tmp_path / "c")
     cap = [x["caption"] for x in m if "caption" in x]
     assert len(cap) == 5 and cap[-1] < cap[0]
@@ -220,14 +222,16 @@ def test_cpu_threads_hold_while_training_only(data, tmp_path):
             return t
 
     torch.set_num_threads(2)  # the fixture restores the caller's setting
-    train_alignment(store=store, pairs=pairs, out=tmp_path / "t", config=_cfg(steps=3, cpu_threads=1), device="cpu", progress=Spy())
+    train_alignment(store=store, pairs=pairs, out=tmp_path / "t", config=AlignRunConfig(**vars(_cfg(steps=3, cpu_threads=1)), device="cpu"),
+                    progress=Spy())
     assert seen == [1, 1, 1] and torch.get_num_threads() == 2
 
 
 def test_caption_needs_captions(data, tmp_path):
     store, ids, cluster, pairs = data
     with pytest.raises(InputError):
-        train_alignment(store=store, pairs=pairs, out=tmp_path / "x", config=_cfg(caption_weight=0.5), captions=None, caption_lm=(None, None))
+        train_alignment(store=store, pairs=pairs, out=tmp_path / "x", config=_cfg(caption_weight=0.5),
+                        data=AlignData(captions=None, caption_lm=(None, None)))
 
 
 @pytest.mark.parametrize("pooling,dim", [("flatten", 32), ("mean", 16), ("raw", 32)])

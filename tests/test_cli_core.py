@@ -67,7 +67,7 @@ def test_errors_are_one_line(office_npy, tmp_path):
     r = runner.invoke(app, ["build-codebook", str(office_npy), "--out", str(tok)])
     assert r.exit_code == 1 and "already exists" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = runner.invoke(app, ["build-codebook", str(office_npy), "--out", str(tmp_path / "big"), "--codebook-size", "4096"])
-    assert r.exit_code == 1 and "too few items" in r.stderr and "set --codebook-size to 512 or fewer" in r.stderr
+    assert r.exit_code == 1 and "too few items" in r.stderr and "set --codebook-sizes to 512 or fewer" in r.stderr
     bad = tmp_path / "bad.npy"
     x = np.ones((10, 4), np.float32)
     x[3, 0] = np.nan

@@ -406,16 +406,15 @@ def test_extract_ray_equals_local_and_adopts_finished_shards(office_catalog, ray
 
 def test_embed_ray_equals_local(ray_cluster, one_thread, tmp_path):
     from _align_helpers import cluster_pairs, clustered_store
-    from tokenizer_kit.alignment import AlignConfig, train_alignment
+    from tokenizer_kit.alignment import AlignRunConfig, train_alignment
     from tokenizer_kit.features import FeatureStore
     from tokenizer_kit.pipeline import stages
     from tokenizer_kit.pipeline._stage_configs import EmbedConfig
 
     store, ids, cluster = clustered_store(tmp_path / "store", n_items=70, n_clusters=5)
-    cfg = AlignConfig.from_dict({"steps": 2, "batch_size": 16, "d_model": 16, "n_queries": 2, "n_layers": 1, "n_heads": 2,
-                                 "caption_weight": 0.0, "feature_dim": store.dim})
-    train_alignment(store=FeatureStore.open(tmp_path / "store"), pairs=cluster_pairs(ids, cluster), out=tmp_path / "al", config=cfg,
-                    device="cpu")
+    cfg = AlignRunConfig.from_dict({"steps": 2, "batch_size": 16, "d_model": 16, "n_queries": 2, "n_layers": 1, "n_heads": 2,
+                                    "caption_weight": 0.0, "feature_dim": store.dim, "device": "cpu"})
+    train_alignment(store=FeatureStore.open(tmp_path / "store"), pairs=cluster_pairs(ids, cluster), out=tmp_path / "al", config=cfg)
     base = {"batch_size": 8, "shard_size": 20, "device": "cpu"}
     local = stages.embed(tmp_path / "store", tmp_path / "al", tmp_path / "l.parquet", EmbedConfig.from_dict(base))
     ray = stages.embed(tmp_path / "store", tmp_path / "al", tmp_path / "r", EmbedConfig.from_dict({**base, "engine": "ray"}))

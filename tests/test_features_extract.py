@@ -163,11 +163,11 @@ def test_interrupted_run_resumes_to_same_store(tmp_path, image_catalog, clip_cfg
 
 def test_config_reports_every_error_at_once():
     cfg = ExtractConfig(backend="open_clip", text_fields=("a",), image_fields=("a",), batch_size=0, layer=3)
-    errs = cfg.errors()
+    errs = cfg.all_errors()
     assert len(errs) == 4  # both text and image, no weights, --layer with open_clip, batch_size
     with pytest.raises(InputError, match="batch_size"):
         cfg.validate()
-    assert ExtractConfig(text_fields=("title",)).errors() == []
+    assert ExtractConfig(text_fields=("title",)).all_errors() == []
 
 
 @pytest.fixture(scope="module")

@@ -136,7 +136,7 @@ def test_pipeline_config_from_python_objects(office_slice, tmp_path):
         run(d)
     msg = str(e.value)
     for part in ("nope.json does not exist", "[align] steps must be >= 1", "d_model (128) must be divisible by n_heads (3)",
-                 "[codebook] codebook_size lists 3 sizes for 2 levels"):
+                 "[codebook] codebook_sizes lists 3 sizes for 2 levels"):
         assert part in msg, part
     assert not (tmp_path / "w").exists()
     cfg = PipelineConfig(catalog=office_slice / "s.item.json", interactions=office_slice / "s.inter.json", workdir=tmp_path / "w",

@@ -147,7 +147,7 @@ def test_config_reports_every_error():
     with pytest.raises(TokenizerKitError) as e:
         RQKMeansConfig(codebook_sizes=[1, 8], niter=0, beam_size=0, device="tpu").validate()
     msg = str(e.value)
-    for part in ("level 0", "niter", "beam_size", "device"):
+    for part in ("codebook_sizes[0] must be >= 2, got 1", "niter", "beam_size", "device"):
         assert part in msg
 
 

@@ -273,7 +273,7 @@ def test_config_reports_every_error():
     with pytest.raises(TokenizerKitError) as e:
         RQVAEConfig(codebook_sizes=[1], beta=-1.0, lr=0.0, device="tpu").validate()
     msg = str(e.value)
-    for part in ("codebook size of level 0", "beta", "lr", "device"):
+    for part in ("codebook_sizes[0] must be >= 2, got 1", "beta", "lr", "device"):
         assert part in msg
     assert "\n" not in msg
     with pytest.raises(TokenizerKitError, match=r"invalid RQ-VAE config: unknown keys \['epochs'\]"):

@@ -4,11 +4,12 @@ A stage's config dataclass is the single source of each setting's name, default,
 and validation. Config files (TOML / JSON tables), Python dicts and the CLI's options are all
 derived from its fields:
 
-- ``setting(default, help=...)`` declares a field with its help text and optional hints for
-  the CLI (``short="-o"``, ``choices=[...]``, ``cli=False`` to keep it off the command line);
+- ``setting(default, help=..., bounds=..., choices=...)`` declares a field with its help text,
+  the values it allows (read by the validator and shown by ``--help``) and hints for the CLI
+  (``short="-o"``, ``cli=False`` to keep it off the command line, ``aliases`` for old names);
 - ``ValidatedConfig.parse(d)`` turns a dict (file table, CLI values) into a config and returns
-  every problem at once: unknown keys, wrong types, then the config's own ``errors()`` (ranges,
-  conflicts); ``from_dict`` raises them as one error;
+  every problem at once: unknown keys, wrong types, declared choices and bounds, then the
+  config's own ``errors()`` (rules between settings); ``from_dict`` raises them as one error;
 - a nested config field listed in ``flatten`` (``AlignConfig.qformer``) exposes its settings
   at the top level (``d_model``, not ``qformer.d_model``), so one table holds a stage;
 - ``settings_of(cls)`` lists the (flattened) settings: what the CLI turns into options.
@@ -33,6 +34,7 @@ from typing import Any, ClassVar
 from .errors import TokenizerKitError, usage_error_type
 
 __all__ = [
+    "Bounds",
     "ValidatedConfig",
     "base_config",
     "Setting",
@@ -48,32 +50,79 @@ __all__ = [
 ]
 
 
+@dataclass(frozen=True)
+class Bounds:
+    """The allowed range of a number: ``lo``/``hi`` (None: open), each end inclusive unless
+    ``lo_open``/``hi_open``. ``str()`` is what a message says: ``>= 1``, ``> 0``, ``in [0, 1)``."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    @classmethod
+    def of(cls, spec: "Bounds | tuple[Any, Any] | str") -> "Bounds":
+        """``(lo, hi)`` (inclusive, None: open), an interval ``"[0, 1)"`` / ``"(0, inf)"``, or a ``Bounds``."""
+        if isinstance(spec, Bounds):
+            return spec
+        if isinstance(spec, tuple):
+            return cls(*spec)
+        m = re.fullmatch(r"\s*([\[(])\s*(-inf|[-+.\deE]+)\s*,\s*(inf|[-+.\deE]+)\s*([\])])\s*", spec)
+        if m is None:
+            raise ValueError(f"bounds {spec!r} is not an interval like '[0, 1)' or '(0, inf)'")
+
+        def num(t: str) -> float | None:
+            return None if t.endswith("inf") else (int(t) if re.fullmatch(r"[-+]?\d+", t) else float(t))
+
+        return cls(num(m[2]), num(m[3]), m[1] == "(", m[4] == ")")
+
+    def contains(self, v: float) -> bool:
+        if v != v:  # NaN is in no range
+            return False
+        if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
+            return False
+        return self.hi is None or (v < self.hi if self.hi_open else v <= self.hi)
+
+    def __str__(self) -> str:
+        if self.hi is None and self.lo is not None:
+            return f"{'>' if self.lo_open else '>='} {self.lo}"
+        if self.lo is None and self.hi is not None:
+            return f"{'<' if self.hi_open else '<='} {self.hi}"
+        lo, hi = ("-inf" if self.lo is None else self.lo), ("inf" if self.hi is None else self.hi)
+        return f"in {'(' if self.lo_open else '['}{lo}, {hi}{')' if self.hi_open else ']'}"
+
+
 def setting(
     default: Any = MISSING,
     *,
     help: str,
     default_factory: Any = MISSING,
     short: str | None = None,
-    choices: typing.Sequence[str] | None = None,
+    choices: typing.Sequence[str] | typing.Mapping[str, Any] | None = None,
     cli: bool = True,
     aliases: typing.Sequence[str] = (),
-    bounds: tuple[Any, Any] | None = None,
+    bounds: Bounds | tuple[Any, Any] | str | None = None,
+    nonempty: bool = False,
     **meta: Any,
 ):
-    """A config field that carries its own help text and CLI hints.
+    """A config field that carries its own help text, CLI hints and allowed values.
 
-    ``short``: a one-letter CLI alias (``"-o"``). ``choices``: the allowed values (checked by
-    ``parse`` and shown by ``--help``). ``cli=False``: a setting kept off the command line
-    (set by the program, e.g. a feature dimension read from the store). ``aliases``: other
-    names a library message may use for this setting (e.g. a quantizer's ``codebook_sizes``
-    for the build stage's ``codebook_size``), so the CLI can name the right flag.
-    ``bounds``: ``(lo, hi)``, the inclusive range of a number (either end None: open),
-    checked by ``validate``/``parse`` like ``choices``.
+    ``short``: a one-letter CLI alias (``"-o"``). ``choices``: the allowed values; a mapping
+    (a registry such as the collision policies) is read each time, so later entries count. ``cli=False``: a setting kept off the
+    command line (set by the program, e.g. a feature dimension read from the store).
+    ``aliases``: other names of the same setting, accepted as config keys (older files and
+    artifacts keep loading) and as CLI flags (``--codebook-size`` for ``codebook_sizes``).
+    ``bounds``: the range of a number, ``(lo, hi)`` inclusive (either end None: open) or an
+    interval string with open ends (``"(0, inf)"``, ``"[0, 1)"``); for a list, of each
+    element. ``nonempty``: a list must hold at least one value. Bounds and choices are checked
+    by ``validate``/``parse`` (a None value is not checked) and shown by ``--help``.
 
-    >>> steps: int = setting(3000, help="Training steps.")
+    >>> steps: int = setting(3000, help="Training steps.", bounds=(1, None))
     """
-    md = {"help": help, "short": short, "choices": tuple(choices) if choices else None, "cli": cli, "aliases": tuple(aliases),
-          "bounds": bounds, **meta}
+    if choices is not None and not isinstance(choices, typing.Mapping):
+        choices = tuple(choices)
+    md = {"help": help, "short": short, "choices": choices, "cli": cli, "aliases": tuple(aliases),
+          "bounds": None if bounds is None else Bounds.of(bounds), "nonempty": nonempty, **meta}
     return field(default=default, default_factory=default_factory, metadata=md)
 
 
@@ -187,7 +236,29 @@ class Setting:
     choices: tuple[str, ...] | None = None
     cli: bool = True
     aliases: tuple[str, ...] = ()
-    bounds: tuple[Any, Any] | None = None
+    bounds: Bounds | None = None
+    nonempty: bool = False
+
+    def value_errors(self, v: Any) -> list[str]:
+        """What is wrong with value ``v`` by this setting's own declaration: its type (for
+        a config built in Python, not parsed), choices, bounds and emptiness."""
+        try:
+            v = _coerce(v, self.type)
+        except _Bad:
+            return [f"{self.name}: expected {_describe(self.type)}, got {v!r}"]
+        if v is None:
+            return []
+        if self.choices and v not in self.choices:
+            return [f"{self.name} must be one of {list(self.choices)}, got {v!r}"]
+        if isinstance(v, (list, tuple)):
+            if self.nonempty and not v:
+                return [f"{self.name} must not be empty"]
+            many = [(f"{self.name}[{i}]", x) for i, x in enumerate(v)]
+        else:
+            many = [(self.name, v)]
+        b = self.bounds
+        return [f"{n} must be {b}, got {x!r}" for n, x in many
+                if b is not None and isinstance(x, numbers.Real) and not isinstance(x, bool) and not b.contains(x)]
 
 
 def _field_default(f: dataclasses.Field) -> Any:
@@ -210,16 +281,19 @@ def settings_of(cls: type, _path: tuple[str, ...] = ()) -> list[Setting]:
         out.append(
             Setting(
                 name=f.name, type=hints[f.name], default=_field_default(f), help=md.get("help", ""), owner=cls,
-                path=_path + (f.name,), short=md.get("short"), choices=md.get("choices"), cli=md.get("cli", True),
-                aliases=tuple(md.get("aliases", ())), bounds=md.get("bounds"),
+                path=_path + (f.name,), short=md.get("short"),
+                choices=None if md.get("choices") is None else tuple(md["choices"]), cli=md.get("cli", True),
+                aliases=tuple(md.get("aliases", ())), bounds=md.get("bounds"), nonempty=md.get("nonempty", False),
             )
         )
     return out
 
 
 class ValidatedConfig:
-    """Mixin for dataclass configs: define ``errors() -> list[str]``, ``label`` and, for another
-    error type than ``TokenizerKitError``, ``error_type``. ``flatten`` names nested config
+    """Mixin for dataclass configs: set ``label`` and, for another error type than
+    ``TokenizerKitError``, ``error_type``. Each setting declares its own choices and bounds
+    (``setting(...)``); ``errors() -> list[str]`` holds only the rules between settings (a
+    conflict, a divisibility) and what no declaration can say. ``flatten`` names nested config
     fields whose settings live at the top level of a table."""
 
     label: ClassVar[str] = "config"
@@ -233,17 +307,9 @@ class ValidatedConfig:
         return []
 
     def all_errors(self) -> list[str]:
-        """``errors()`` plus the choices and bounds every ``setting(choices=..., bounds=...)`` declares."""
-        errs = []
-        for s in settings_of(type(self)):
-            if s.choices:
-                v = self.get(s.name)
-                if v not in s.choices:
-                    errs.append(f"{s.name} must be one of {list(s.choices)}, got {v!r}")
-            if s.bounds:
-                v, (lo, hi) = self.get(s.name), s.bounds
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and ((lo is not None and v < lo) or (hi is not None and v > hi)):
-                    errs.append(f"{s.name} must be in [{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}], got {v!r}")
+        """The choices, bounds and types every ``setting(...)`` declares, then ``errors()``
+        (the rules between settings)."""
+        errs = [e for s in settings_of(type(self)) for e in s.value_errors(self.get(s.name))]
         return errs + [e for e in self.errors() if e not in errs]
 
     def get(self, name: str) -> Any:
@@ -276,6 +342,10 @@ class ValidatedConfig:
         return [s for s in settings_of(cls) if s.cli]
 
     @classmethod
+    def known_keys(cls) -> set[str]:
+        return {n for s in settings_of(cls) for n in (s.name, *s.aliases)} | set(cls.flatten)
+
+    @classmethod
     def parse(cls, d: dict[str, Any] | None = None, *, check: bool = True, legacy: bool = False) -> tuple[Any, list[str]]:
         """``(config, errors)`` from a dict of settings: unknown keys, wrong types and (with
         ``check``) the config's own ``errors()``, all at once; ``config`` is None when the
@@ -291,6 +361,7 @@ class ValidatedConfig:
                     d.pop(old)
                     errs.append(f"{old} is now called {new}")
         known = {s.name: s for s in settings_of(cls)}
+        given_as = cls._resolve_aliases(d, errs)
         unknown = sorted(set(d) - set(known) - set(cls.flatten))
         if unknown:  # a typo'd key would otherwise be silently ignored
             errs.append(f"unknown keys {unknown} (known: {sorted(known)})")
@@ -314,7 +385,7 @@ class ValidatedConfig:
             if s is None:
                 continue
             try:
-                values[k] = coerce(v, s.type, k)
+                values[k] = coerce(v, s.type, given_as.get(k, k))
             except TokenizerKitError as e:
                 errs.append(str(e))
         # the values that are fine still get their range and conflict checks, so a wrong type
@@ -324,6 +395,22 @@ class ValidatedConfig:
         if check:
             errs.extend(e for e in obj.all_errors() if e not in errs)
         return (None if bad else obj), errs
+
+    @classmethod
+    def _resolve_aliases(cls, d: dict[str, Any], errs: list[str]) -> dict[str, str]:
+        """Keys of ``d`` given by a setting's alias renamed to the setting (in place); returns
+        setting -> the alias it was given as, so a message names the key the user wrote."""
+        alias_of = {a: s.name for s in settings_of(cls) for a in s.aliases}
+        given_as = {}
+        for k in [k for k in d if k in alias_of]:
+            name = alias_of[k]
+            if name in d:
+                errs.append(f"{k} and {name} are the same setting; give one")
+                d.pop(k)
+            else:
+                d[name] = d.pop(k)
+                given_as[name] = k
+        return given_as
 
     @classmethod
     def _build(cls, values: dict[str, Any]):

@@ -7,7 +7,7 @@ companion); it is re-exported here for convenience.
 from .._exports import lazy_exports
 from ..io import InteractionLog, Split, interaction_log, leave_one_out_split
 from ._artifact import ALIGNMENT, CHECKPOINT, is_alignment_complete, read_alignment_eval
-from ._config import POOLINGS, AlignConfig, QFormerConfig
+from ._config import POOLINGS, AlignConfig, AlignRunConfig, EmbedSettings, QFormerConfig
 from ._pairs import PairMiningConfig, cap_interactions, mine_pairs, swing_reference, swing_similarity, swing_topk, user_to_item_pairs
 
 # the parts that import torch load on first use, so the settings and pair mining do not
@@ -16,7 +16,7 @@ _LAZY = {
     **dict.fromkeys(("embed_store", "load_alignment", "pool_queries"), "._embed"),
     **dict.fromkeys(("Temperature", "info_nce", "info_nce_reference", "item_vectors", "pair_similarity"), "._losses"),
     **dict.fromkeys(("CrossAttention", "FeedForward", "QFormer", "RMSNorm"), "._qformer"),
-    **dict.fromkeys(("ALIGNMENT_FORMAT_VERSION", "AlignmentModel", "embed_indices", "evaluate_alignment", "pair_recall_at_k",
+    **dict.fromkeys(("ALIGNMENT_FORMAT_VERSION", "AlignData", "AlignmentModel", "embed_indices", "evaluate_alignment", "pair_recall_at_k",
                      "pooled_features", "train_alignment"), "._train"),
 }
 
@@ -24,10 +24,13 @@ __all__ = [
     "ALIGNMENT",
     "ALIGNMENT_FORMAT_VERSION",
     "AlignConfig",
+    "AlignData",
+    "AlignRunConfig",
     "AlignmentModel",
     "CHECKPOINT",
     "CaptionLM",
     "CrossAttention",
+    "EmbedSettings",
     "FeedForward",
     "InteractionLog",
     "POOLINGS",

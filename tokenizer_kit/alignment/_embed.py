@@ -30,7 +30,7 @@ from ..errors import ArtifactError, InputError
 from ..io import atomic_write
 from ..io._manifest import Manifest, read_artifact
 from ._artifact import ALIGNMENT
-from ._config import POOLINGS, QFormerConfig
+from ._config import POOLINGS, EmbedSettings, QFormerConfig
 from ._losses import item_vectors
 from ._qformer import QFormer
 
@@ -82,7 +82,8 @@ def pool_queries(m: torch.Tensor, pooling: str) -> torch.Tensor:
         return F.normalize(m.float().mean(1), dim=-1)
     if pooling == "raw":
         return m.float().reshape(m.shape[0], -1)
-    raise InputError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    # callers check their settings against EmbedSettings first; this names a direct caller's typo
+    raise InputError(f"pooling must be one of {list(POOLINGS)}, got {pooling!r}")
 
 
 def embedding_record(model, meta: dict[str, Any], store, alignment, pooling: str) -> tuple[Any, dict[str, Any]]:
@@ -127,10 +128,7 @@ def embed_rows(model, store, start: int, stop: int, schema, *, pooling: str, bat
 
 def check_embed_settings(model, meta: dict[str, Any], store, pooling: str, batch_size: int, max_tokens: int | None) -> int | None:
     """One-line errors for settings that cannot work; returns the token cap to use."""
-    if pooling not in POOLINGS:
-        raise InputError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-    if batch_size < 1:
-        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    EmbedSettings(pooling=pooling, batch_size=batch_size, max_tokens=max_tokens).validate()
     if model.config.feature_dim != store.dim:
         raise InputError(f"the alignment model expects features of dim {model.config.feature_dim}, the store has {store.dim}; embed the store it was trained on")
     return max_tokens if max_tokens is not None else (int(meta["config"].get("max_tokens", 0)) or None)
@@ -154,10 +152,6 @@ def embed_store(
     """
     import pyarrow.parquet as pq
 
-    if pooling not in POOLINGS:
-        raise InputError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-    if batch_size < 1:
-        raise InputError(f"batch_size must be >= 1, got {batch_size}")
     dev = resolve_device(device)
     model, meta = load_alignment(alignment, device=str(dev))
     max_tokens = check_embed_settings(model, meta, store, pooling, batch_size, max_tokens)

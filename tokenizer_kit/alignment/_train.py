@@ -29,12 +29,13 @@ from .._torch_utils import cpu_has_native_bf16, cpu_threads, decay_groups, resol
 from ..errors import ArtifactError, InputError
 from ..io import atomic_write
 from ..io._manifest import write_artifact
+from .._config import base_config
 from ._artifact import ALIGNMENT, CHECKPOINT, CHECKPOINT_DIR, EVAL_NAME, has_checkpoint, read_checkpoint_record
-from ._config import AlignConfig
+from ._config import AlignConfig, AlignRunConfig
 from ._losses import Temperature, info_nce, item_vectors
 from ._qformer import QFormer
 
-__all__ = ["AlignConfig", "AlignmentModel", "train_alignment", "evaluate_alignment", "embed_indices", "pair_recall_at_k", "pooled_features", "ALIGNMENT_FORMAT_VERSION"]
+__all__ = ["AlignConfig", "AlignData", "AlignmentModel", "train_alignment", "evaluate_alignment", "embed_indices", "pair_recall_at_k", "pooled_features", "ALIGNMENT_FORMAT_VERSION"]
 
 logger = logging.getLogger(__name__)
 
@@ -281,41 +282,52 @@ class _Run:
         return self.dev.type == "cuda" and self.cfg.bf16
 
 
+@dataclass
+class AlignData:
+    """What a training run reads besides the store and the pairs, all optional: ``captions``
+    (one per store item; needed when ``caption_weight > 0``), ``caption_lm`` (a ``(model,
+    tokenizer)`` pair, else loaded from ``config.caption_lm``), ``eval_pairs`` (held-out
+    pairs; default: hold out ``eval_fraction`` of the pairs) and ``info`` (the inputs' paths
+    and checksums, written into the manifest)."""
+
+    captions: Sequence[str] | None = None
+    caption_lm: Any = None
+    eval_pairs: Any = None
+    info: dict[str, Any] | None = None
+
+
 def train_alignment(
     *,
     store,
     pairs,
     out: str | os.PathLike,
     config: AlignConfig | None = None,
-    captions: Sequence[str] | None = None,
-    caption_lm=None,
-    eval_pairs=None,
-    resume: bool = True,
+    data: AlignData | None = None,
     stop_after: int | None = None,
-    device: str | None = None,
     progress: Progress | None = None,
-    inputs_info: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train the QFormer and write the alignment directory ``out``; returns the summary dict.
 
-    ``store``: a FeatureStore; ``pairs``: Table ``item_a, item_b[, source]``; ``captions``:
-    one caption per store item (needed when ``caption_weight > 0``); ``caption_lm``: a
-    ``(model, tokenizer)`` pair, else loaded from ``config.caption_lm``; ``eval_pairs``:
-    held-out pairs (default: hold out ``eval_fraction`` of ``pairs``). ``stop_after`` ends the
-    run early after that many steps (simulates an interruption; the checkpoint stays).
-    ``device``: auto (None) | cpu | cuda[:N]. ``progress`` gets one task, advanced per step
-    with the step's loss.
+    ``store``: a FeatureStore; ``pairs``: Table ``item_a, item_b[, source]``; ``config``: the
+    recipe (an ``AlignRunConfig`` also sets the device, auto when None, and whether to resume
+    from ``out``'s checkpoint, the default); ``data``: the optional inputs (``AlignData``).
+    ``stop_after`` ends the run early after that many steps (simulates an interruption; the
+    checkpoint stays). ``progress`` gets one task, advanced per step with the step's loss.
 
     The run is a recipe of named steps (torchtune's shape): :func:`_setup` (distributed
     init, pairs, model, optimizer, resume, token cache), :func:`_train` (the loop over
     :func:`_train_step`, with logging and checkpoints), then, once every step is done,
     :func:`evaluate_alignment` and :func:`_save_final`.
     """
-    cfg = (config or AlignConfig()).validate()
+    run_cfg = (config or AlignConfig()).validate()
+    device, resume = (run_cfg.device, run_cfg.resume) if isinstance(run_cfg, AlignRunConfig) else (None, True)
+    cfg = base_config(run_cfg, AlignConfig)
+    data = data or AlignData()
     if cfg.qformer.feature_dim != store.dim:
         raise InputError(f"qformer.feature_dim is {cfg.qformer.feature_dim} but the feature store has dim {store.dim}; set feature_dim={store.dim}")
     with cpu_threads(cfg.cpu_threads, resolve_device(device)):
-        run = _setup(cfg, store, pairs, Path(out), captions=captions, caption_lm=caption_lm, eval_pairs=eval_pairs, resume=resume, device=device)
+        run = _setup(cfg, store, pairs, Path(out), captions=data.captions, caption_lm=data.caption_lm, eval_pairs=data.eval_pairs,
+                     resume=resume, device=device)
         end = cfg.steps if stop_after is None else min(cfg.steps, run.step + int(stop_after))
         t0 = time.time()
         _train(run, end, progress)
@@ -327,7 +339,7 @@ def train_alignment(
             summary["ranks_in_sync"] = _ranks_in_sync(run)
         if run.step >= cfg.steps and run.rank == 0:
             summary["eval"] = evaluate_alignment(run.model, store, run.ea, run.eb, cfg, cap=run.cap, device=run.dev)
-            _save_final(run, summary, inputs_info)
+            _save_final(run, summary, data.info)
         _teardown(run)
     return summary
 

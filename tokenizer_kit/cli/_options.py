@@ -31,12 +31,12 @@ def flag(name: str) -> str:
 
 
 def flag_names(settings: typing.Iterable[Setting]) -> dict[str, str]:
-    """Setting name (and each alias) -> the CLI flag that sets it: the one mapping."""
+    """Setting name (and each alias, a flag of its own) -> the CLI flag that sets it: the one mapping."""
     out: dict[str, str] = {}
     for s in settings:
         out[s.name] = flag(s.name)
         for a in s.aliases:
-            out.setdefault(a, flag(s.name))
+            out.setdefault(a, flag(a))
     return out
 
 
@@ -72,12 +72,16 @@ def _cli_type(s: Setting) -> tuple[Any, Any]:
 
 def _option(s: Setting, panel: str) -> inspect.Parameter:
     tp, default = _cli_type(s)
-    decls = [f"{flag(s.name)}/--no-{s.name.replace('_', '-')}"] if tp is bool else [flag(s.name)]
+    names = (s.name, *s.aliases)  # an alias stays a flag of its own: the spelling users type keeps working
+    decls = [f"{flag(n)}/--no-{n.replace('_', '-')}" for n in names] if tp is bool else [flag(n) for n in names]
     if s.short:
         decls.append(s.short)
-    # choices are checked by the config (a one-line error like any other), shown as the metavar
+    # choices and bounds are checked by the config (a one-line error like any other); --help
+    # shows the choices as the metavar and the bounds after the help text
     metavar = "|".join(s.choices) if s.choices else None
-    info = typer.Option(default, *decls, help=s.help, rich_help_panel=panel, metavar=metavar,
+    each = "each " if any(typing.get_origin(t) in (list, tuple) for t in (s.type, *typing.get_args(s.type))) else ""
+    help = f"{s.help} Allowed: {each}{s.bounds}." if s.bounds else s.help
+    info = typer.Option(default, *decls, help=help, rich_help_panel=panel, metavar=metavar,
                         show_default=default is not None and default != "")
     return inspect.Parameter(s.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=tp)
 

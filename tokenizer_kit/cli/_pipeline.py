@@ -94,13 +94,13 @@ def validate(
         "baseline": cfg.baseline,
         "retrieval": cfg.run_retrieval,
         "align_steps": cfg.align.steps,
-        "codebook": f"{cfg.codebook.method} {'x'.join(map(str, cfg.codebook.codebook_sizes))}",
+        "codebook": f"{cfg.codebook.method} {'x'.join(map(str, cfg.codebook.sizes_per_level()))}",
     }
     if fmt == OutputFormat.json:
         emit_json(summary)
         return
     out_console.print(
-        f"{escape(str(config))}: valid. {cfg.codebook.method} {'x'.join(map(str, cfg.codebook.codebook_sizes))} after "
+        f"{escape(str(config))}: valid. {cfg.codebook.method} {'x'.join(map(str, cfg.codebook.sizes_per_level()))} after "
         f"{cfg.align.steps} alignment steps; baseline {'on' if cfg.baseline else 'off'}, retrieval {'on' if cfg.run_retrieval else 'off'}; "
         f"writes to {escape(str(cfg.workdir))}",
         highlight=False,

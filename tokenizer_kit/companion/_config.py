@@ -60,76 +60,49 @@ class RetrievalConfig(ValidatedConfig):
                                 "smollm2 (the offline SmolLM2-135M). d_model, n_layers, n_heads, d_kv, d_ff and dropout are the LM's own then.")
     finetune: str = setting("full", help="arch causal-lm: full (every weight trains) or lora (LoRA adapters plus the SID "
                             "tokens' embedding and output rows).", choices=("full", "lora"))
-    lora_rank: int = setting(8, help="arch causal-lm with finetune lora: rank of the adapters (alpha = 2 x rank).")
+    lora_rank: int = setting(8, help="arch causal-lm with finetune lora: rank of the adapters (alpha = 2 x rank).", bounds=(1, None))
     sid_init: str = setting("mean", help="arch causal-lm: the SID tokens' initial embeddings, mean (of the LM's, plus noise) or "
                             "codebook (the codebook vectors projected to the LM's width; needs a tokenizer directory).",
                             choices=("mean", "codebook"))
-    d_model: int = setting(64, help="Model width.")
-    n_layers: int = setting(2, help="Layers (t5: each of encoder and decoder; decoder: twice this).")
-    n_heads: int = setting(4, help="Attention heads (must divide d_model unless d_kv is set).")
-    d_kv: int | None = setting(None, help="Width of each attention head (t5); None: d_model / n_heads. TIGER: 64 with d_model 128 and 6 heads.")
-    d_ff: int = setting(256, help="Feed-forward width.")
-    dropout: float = setting(0.0, help="Dropout (off in the fast default: its few epochs underfit; TIGER uses 0.1).")
-    max_history: int = setting(20, help="Items of history per example.")
-    epochs: int = setting(4, help="Passes over the training windows.")
-    batch_size: int = setting(128, help="Training examples per step.")
+    d_model: int = setting(64, help="Model width.", bounds=(1, None))
+    n_layers: int = setting(2, help="Layers (t5: each of encoder and decoder; decoder: twice this).", bounds=(1, None))
+    n_heads: int = setting(4, help="Attention heads (must divide d_model unless d_kv is set).", bounds=(1, None))
+    d_kv: int | None = setting(None, help="Width of each attention head (t5); None: d_model / n_heads. TIGER: 64 with d_model 128 and 6 heads.", bounds=(1, None))
+    d_ff: int = setting(256, help="Feed-forward width.", bounds=(1, None))
+    dropout: float = setting(0.0, help="Dropout (off in the fast default: its few epochs underfit; TIGER uses 0.1).", bounds="[0, 1)")
+    max_history: int = setting(20, help="Items of history per example.", bounds=(1, None))
+    epochs: int = setting(4, help="Passes over the training windows.", bounds=(0, None))
+    batch_size: int = setting(128, help="Training examples per step.", bounds=(1, None))
     max_steps: int | None = setting(None, help="Stop training after this many steps (a compute budget; the LR schedule spans them), "
-                                    "even within an epoch; None: every epoch.")
+                                    "even within an epoch; None: every epoch.", bounds=(1, None))
     optimizer: str = setting("adamw", help="adamw, or adafactor (T5's and TIGER's optimizer).", choices=("adamw", "adafactor"))
-    lr: float = setting(3e-3, help="Peak learning rate.")
+    lr: float = setting(3e-3, help="Peak learning rate.", bounds="(0, inf)")
     lr_schedule: str = setting("linear", help="linear: warmup, then linear decay to 0 at the last epoch; inverse_sqrt: constant for "
                                "warmup_steps, then lr * sqrt(warmup_steps / step) (T5's and TIGER's).", choices=("linear", "inverse_sqrt"))
-    weight_decay: float = setting(0.035, help="Weight decay.")
-    warmup_ratio: float = setting(0.05, help="Share of the steps spent in warmup (when warmup_steps is 0).")
-    warmup_steps: int = setting(0, help="Warmup steps (linear) or constant steps (inverse_sqrt); 0: warmup_ratio of all steps.")
+    weight_decay: float = setting(0.035, help="Weight decay.", bounds=(0, None))
+    warmup_ratio: float = setting(0.05, help="Share of the steps spent in warmup (when warmup_steps is 0).", bounds="[0, 1)")
+    warmup_steps: int = setting(0, help="Warmup steps (linear) or constant steps (inverse_sqrt); 0: warmup_ratio of all steps.", bounds=(0, None))
     grad_clip: float = setting(1.0, help="Gradient norm clip.")
-    beam_size: int = setting(10, help="Beam width of the trie-constrained search (>= the largest cut-off in ks).")
-    eval_batch_size: int = setting(128, help="Users decoded per batch.")
-    eval_every: int = setting(0, help="Score validation users every N epochs and keep the best epoch (0: only the validation loss).")
-    patience: int = setting(0, help="Early stopping: stop after this many validation scorings (eval_every) without a better ItemNDCG; 0: never.")
-    max_eval_users: int | None = setting(None, help="Score only the first N validation / test users.")
-    ks: tuple[int, ...] = setting((5, 10), help="Cut-offs of the metrics (@K).")
+    beam_size: int = setting(10, help="Beam width of the trie-constrained search (>= the largest cut-off in ks).", bounds=(1, None))
+    eval_batch_size: int = setting(128, help="Users decoded per batch.", bounds=(1, None))
+    eval_every: int = setting(0, help="Score validation users every N epochs and keep the best epoch (0: only the validation loss).", bounds=(0, None))
+    patience: int = setting(0, help="Early stopping: stop after this many validation scorings (eval_every) without a better ItemNDCG; 0: never.", bounds=(0, None))
+    max_eval_users: int | None = setting(None, help="Score only the first N validation / test users.", bounds=(1, None))
+    ks: tuple[int, ...] = setting((5, 10), help="Cut-offs of the metrics (@K).", bounds=(1, None), nonempty=True)
     seed: int = setting(0, help="Seed of init, shuffling and dropout (same input + seed -> same result).", bounds=(0, 2**30))
     device: str = setting("auto", help="auto, cpu, cuda or cuda:N.")
     cpu_threads: int = setting(1, help="torch CPU threads while training and decoding on CPU (0: leave torch's setting). "
-                               "1 is often fastest on a busy machine.")
+                               "1 is often fastest on a busy machine.", bounds=(0, None))
 
     def errors(self) -> list[str]:
         e = []
-        for name in ("d_model", "n_layers", "n_heads", "d_ff", "max_history", "batch_size", "beam_size", "eval_batch_size"):
-            if int(getattr(self, name)) < 1:
-                e.append(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.n_heads >= 1 and self.d_kv is None and self.d_model % self.n_heads:
             e.append(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}), or set d_kv")
-        if self.d_kv is not None and self.d_kv < 1:
-            e.append(f"d_kv must be >= 1 or None, got {self.d_kv}")
         e += self._causal_lm_errors()
-        if self.patience < 0:
-            e.append(f"patience must be >= 0 (0 = no early stopping), got {self.patience}")
-        if self.warmup_steps < 0:
-            e.append(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.patience and not self.eval_every:
             e.append("patience needs eval_every >= 1 (early stopping watches the validation ItemNDCG)")
-        if self.epochs < 0:
-            e.append(f"epochs must be >= 0, got {self.epochs}")
-        if not 0.0 <= self.dropout < 1.0:
-            e.append(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.lr <= 0:
-            e.append(f"lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0:
-            e.append(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            e.append(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.cpu_threads < 0:
-            e.append(f"cpu_threads must be >= 0 (0 = torch's default), got {self.cpu_threads}")
-        if self.eval_every < 0:
-            e.append(f"eval_every must be >= 0, got {self.eval_every}")
-        if self.max_eval_users is not None and self.max_eval_users < 1:
-            e.append(f"max_eval_users must be >= 1 or None, got {self.max_eval_users}")
-        ks = list(self.ks)
-        if not ks or any(int(k) < 1 for k in ks):
-            e.append(f"ks must be cut-offs >= 1, got {ks}")
-        elif self.beam_size < max(ks):
+        ks = [int(k) for k in self.ks]
+        if ks and min(ks) >= 1 and self.beam_size < max(ks):
             e.append(f"beam_size ({self.beam_size}) must be >= the largest cut-off {max(ks)} (full ranking needs that many items)")
         return e + _device_errors(self.device)
 
@@ -139,10 +112,6 @@ class RetrievalConfig(ValidatedConfig):
             e.append("arch causal-lm needs `model`: an HF causal LM directory, DIR::FILE.gguf or smollm2")
         if self.arch != "causal-lm" and self.model:
             e.append(f"`model` is the pretrained LM of arch causal-lm; arch {self.arch} builds its own (set arch causal-lm, or leave model out)")
-        if self.max_steps is not None and self.max_steps < 1:
-            e.append(f"max_steps must be >= 1 or None, got {self.max_steps}")
-        if self.lora_rank < 1:
-            e.append(f"lora_rank must be >= 1, got {self.lora_rank}")
         return e
 
     def validate(self) -> "RetrievalConfig":

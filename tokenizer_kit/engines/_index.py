@@ -137,7 +137,6 @@ class IndexJob(ShardJob):
             self._suf = [np.load(d / f"suffix-{k:05d}.npy", mmap_mode="r") for k in range(self.n_buckets)]
 
     def run(self, shard: Shard, out_dir: str) -> dict[str, Any]:
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
         from ..io import normalise_ids

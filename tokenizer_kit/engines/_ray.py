@@ -129,8 +129,6 @@ def ray_map(job, shards: Sequence[Shard], out_dir: str, engine: EngineConfig) ->
     """``job`` over ``shards`` on a Ray Data actor pool; results as they finish."""
     import ray.data
 
-    from ._run import error_from_record
-
     ensure_ray(engine)
     with warnings.catch_warnings():  # Ray Data's own deprecation notices about its settings
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -68,20 +68,20 @@ class ExtractConfig(ValidatedConfig):
     random_init: bool = setting(False, help="open_clip with random weights (tests, throughput): the features are random.")
     text_fields: tuple[str, ...] = setting(("title", "caption", "tags", "ocr", "asr"), help="Text columns, in order.")
     image_fields: tuple[str, ...] = setting((), help="Image columns (paths or bytes, one or many per item).")
-    max_tokens_per_field: int = setting(64, help="Cap on each text field's tokens.")
-    max_tokens: int | None = setting(None, help="Cap on an item's tokens after concatenation (truncate; none: no cap).")
-    image_pool: int | None = setting(None, help="Average-pool each image's patch grid to N x N (CLS kept).")
+    max_tokens_per_field: int = setting(64, help="Cap on each text field's tokens.", bounds=(1, None))
+    max_tokens: int | None = setting(None, help="Cap on an item's tokens after concatenation (truncate; none: no cap).", bounds=(1, None))
+    image_pool: int | None = setting(None, help="Average-pool each image's patch grid to N x N (CLS kept).", bounds=(1, None))
     layer: int | None = setting(None, help="hf: hidden-state index to keep (default: the last layer).")
-    batch_size: int = setting(32, help="Items per forward batch.")
-    shard_size: int = setting(4096, help="Items per store shard (the resume unit).")
-    num_workers: int = setting(2, help="DataLoader workers decoding images (0: in process; unused without image fields).")
+    batch_size: int = setting(32, help="Items per forward batch.", bounds=(1, None))
+    shard_size: int = setting(4096, help="Items per store shard (the resume unit).", bounds=(1, None))
+    num_workers: int = setting(2, help="DataLoader workers decoding images (0: in process; unused without image fields).", bounds=(0, None))
     strict: bool = setting(False, help="Fail on a missing or corrupt image instead of skipping it.")
     device: str = setting("cpu", help="torch device, e.g. cpu or cuda.")
     seed: int = setting(0, help="Seed (random-init weights).", bounds=(0, 2**30))
     bf16: bool = setting(False, help="Run the encoder under bf16 autocast where the device computes bf16 natively (CUDA, CPUs "
                          "with AVX512-BF16 or AMX; float32 elsewhere): faster, with token vectors close to float32's but not "
                          "bit-identical.")
-    cpu_threads: int = setting(0, help="torch CPU threads while encoding on CPU (0: leave torch's setting).")
+    cpu_threads: int = setting(0, help="torch CPU threads while encoding on CPU (0: leave torch's setting).", bounds=(0, None))
     empty_items: str = setting("embed", choices=EMPTY_ITEMS, help="Items with no content in any field: embed the empty "
                                "text in their place (every item keeps its row and gets a SID), skip them (recorded), or "
                                "fail. Each run names their count and first ids.")
@@ -112,18 +112,6 @@ class ExtractConfig(ValidatedConfig):
                 e.append("pretrained applies to open_clip; for hf set model to the model directory")
             if self.random_init:
                 e.append("random_init applies to open_clip only; unset it for hf")
-        for name in ("max_tokens_per_field", "batch_size", "shard_size"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                e.append(f"{name} must be a positive integer, got {v!r}")
-        if self.max_tokens is not None and (not isinstance(self.max_tokens, int) or self.max_tokens < 1):
-            e.append(f"max_tokens must be a positive integer or None, got {self.max_tokens!r}")
-        if self.image_pool is not None and (not isinstance(self.image_pool, int) or self.image_pool < 1):
-            e.append(f"image_pool must be a positive integer or None, got {self.image_pool!r}")
-        if not isinstance(self.num_workers, int) or self.num_workers < 0:
-            e.append(f"num_workers must be >= 0, got {self.num_workers!r}")
-        if not isinstance(self.cpu_threads, int) or self.cpu_threads < 0:
-            e.append(f"cpu_threads must be >= 0 (0: torch's setting), got {self.cpu_threads!r}")
         return e
 
     def store_config(self) -> dict[str, Any]:

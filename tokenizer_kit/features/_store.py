@@ -340,7 +340,6 @@ class FeatureStoreWriter:
         if not (len(item_ids) == len(tokens) == len(segments)):
             raise InputError("write_shard: item_ids, tokens and segments must have the same length")
         name = f"shard-{len(self.manifest['shards']):05d}"
-        lens = [int(len(t)) for t in tokens]
         for t, sg in zip(tokens, segments):
             if t.ndim != 2 or t.shape[1] != self.dim:
                 raise InputError(f"write_shard: token array of shape {t.shape}, expected (T, {self.dim})")

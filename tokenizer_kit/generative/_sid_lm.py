@@ -48,11 +48,8 @@ class SIDLMConfig(ValidatedConfig):
     sid_init: str = setting("mean", help="SID token embeddings: mean (of the existing ones, plus noise) or codebook "
                             "(the codebook vectors through a fixed random orthonormal projection, scaled to the embeddings' spread).",
                             choices=INITS)
-    init_noise: float = setting(0.1, help="Noise of the mean initialisation, in units of the embeddings' per-dimension std.")
+    init_noise: float = setting(0.1, help="Noise of the mean initialisation, in units of the embeddings' per-dimension std.", bounds=(0, None))
     seed: int = setting(0, help="Seed of the initialisation noise and projections.", bounds=(0, 2**30))
-
-    def errors(self) -> list[str]:
-        return [] if self.init_noise >= 0 else [f"init_noise must be >= 0, got {self.init_noise}"]
 
 
 class SIDCausalLM:

@@ -60,25 +60,15 @@ class IndexConfig(ValidatedConfig):
     policy: str = setting(
         "suffix",
         help="Collision policy: suffix (append a level), reassign (move to a free code), none (report only).",
+        choices=POLICIES,
     )
     suffix_reserve: int = setting(
-        8, help="Smallest size of the suffix level's vocabulary, so cold start rarely adds tokens to an LLM that already has them."
+        8, help="Smallest size of the suffix level's vocabulary, so cold start rarely adds tokens to an LLM that already has them.",
+        bounds=(1, None),
     )
-    nearest_k: int = setting(5, help="Neighbours listed per cold-start item.")
-    nearest_candidates: int = setting(4096, help="Cold start looks for neighbours among at most this many items under the item's prefix.")
-
-    def errors(self) -> list[str]:
-        errs = []
-        if self.policy not in POLICIES:
-            errs.append(f"policy must be one of {list(POLICIES)}, got {self.policy!r}")
-        if self.suffix_reserve < 1:
-            errs.append(f"suffix_reserve must be >= 1, got {self.suffix_reserve}")
-        if self.nearest_k < 0:
-            errs.append(f"nearest_k must be >= 0, got {self.nearest_k}")
-        if self.nearest_candidates < 1:
-            errs.append(f"nearest_candidates must be >= 1, got {self.nearest_candidates}")
-        return errs
-
+    nearest_k: int = setting(5, help="Neighbours listed per cold-start item.", bounds=(0, None))
+    nearest_candidates: int = setting(4096, help="Cold start looks for neighbours among at most this many items under the item's prefix.",
+                                      bounds=(1, None))
 
 
 _as_ids = as_ids

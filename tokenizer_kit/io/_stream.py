@@ -25,7 +25,6 @@ finite (a NaN / inf names its row). Memory is one batch plus what the reader buf
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .._config import Setting, ValidatedConfig, coerce, settings_of, setting
-from ..alignment import POOLINGS, AlignConfig, PairMiningConfig
+from ..alignment import AlignRunConfig, EmbedSettings, PairMiningConfig
 from ..companion import RetrievalConfig
 from ..engines._config import EngineConfig
-from ..errors import InputError, TokenizerKitError
+from ..errors import TokenizerKitError
 from ..features import ExtractConfig
 from ..quantizers import get_config_class, list_methods
 
@@ -47,36 +47,25 @@ class MinePairsConfig(PairMiningConfig):
 
 
 @dataclass
-class AlignStageConfig(AlignConfig):
+class AlignStageConfig(AlignRunConfig):
     label: ClassVar[str] = "align"
     # former option names, named in the error when a config uses them
     renamed: ClassVar[dict[str, str]] = {"layers": "n_layers", "heads": "n_heads", "queries": "n_queries"}
 
-    device: str | None = setting(None, help="cpu, cuda or cuda:N (default: cuda when available).")
-    resume: bool = setting(True, help="Resume from the output directory's checkpoint when there is one.")
-
 
 @dataclass
-class EmbedConfig(ValidatedConfig):
-    label: ClassVar[str] = "embed"
-    error_type: ClassVar[type[InputError]] = InputError
+class EmbedConfig(EmbedSettings):
+    """``EmbedSettings`` (pooling, batch, token cap) plus the device and where the shards run."""
+
     flatten: ClassVar[tuple[str, ...]] = ("execution",)
 
-    pooling: str = setting("flatten", help="flatten (N_q*d_t, per-query normalised), mean (d_t) or raw (N_q*d_t as is).", choices=POOLINGS)
-    batch_size: int = setting(256, help="Items per forward batch.")
-    max_tokens: int | None = setting(None, help="Token vectors read per item (default: the value the model was trained with).")
     device: str | None = setting(None, help="cpu, cuda or cuda:N (default: cuda when available).")
     shard_size: int = setting(16384, help="Items per output shard with the ray engine (rounded to whole batches; the resume unit).",
                               bounds=(1, None))
     execution: EngineConfig = field(default_factory=EngineConfig)
 
     def errors(self) -> list[str]:
-        e = []
-        if self.batch_size < 1:
-            e.append(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.max_tokens is not None and self.max_tokens < 1:
-            e.append(f"max_tokens must be >= 1, got {self.max_tokens}")
-        return e + self.execution.errors()
+        return self.execution.errors()
 
 
 # the quantizer settings build-codebook takes on the command line (the rest: a config file)
@@ -95,12 +84,15 @@ class CodebookConfig(ValidatedConfig):
     renamed: ClassVar[dict[str, str]] = {"epochs": "max_epochs", "resume": "resume_from"}
 
     method: str = setting("rq-kmeans", help="Quantizer: rq-kmeans (residual k-means) or rq-vae.", choices=("rq-kmeans", "rq-vae"))
-    levels: int = setting(3, help="Number of code levels L_t.")
-    codebook_size: list[int] = setting(
+    levels: int = setting(3, help="Number of code levels L_t.", bounds=(1, None))
+    # the quantizers' name; codebook_size (the flag README and older configs use) stays an alias
+    codebook_sizes: list[int] = setting(
         help="Codes per level: one size for every level (256) or one per level (8192,8192,8192; the paper's, for "
         "catalogues of millions).",
         default_factory=lambda: [256],
-        aliases=("codebook_sizes",),
+        aliases=("codebook_size",),
+        bounds=(2, None),
+        nonempty=True,
     )
     normalize: bool = setting(False, help="L2-normalise embeddings before quantizing.")
     index: bool = setting(
@@ -111,20 +103,22 @@ class CodebookConfig(ValidatedConfig):
     # the method's own settings, by their field names (validated against its config class)
     quantizer: dict[str, Any] = field(default_factory=dict, metadata={"help": "", "cli": False})
 
-    @property
-    def codebook_sizes(self) -> list[int]:
-        sizes = list(self.codebook_size)
+    def sizes_per_level(self) -> list[int]:
+        """``codebook_sizes`` with one size repeated for each of ``levels``: the quantizer's."""
+        sizes = list(self.codebook_sizes)
         return sizes * self.levels if len(sizes) == 1 else sizes
 
     def errors(self) -> list[str]:
+        # the number of sizes against levels, then the method's own checks on the result
         e = []
-        if self.levels < 1:
-            e.append(f"levels must be >= 1, got {self.levels}")
-        elif len(self.codebook_size) not in (1, self.levels):
-            e.append(f"codebook_size lists {len(self.codebook_size)} sizes for {self.levels} levels; give one size or one per level")
+        shape_ok = self.levels >= 1 and all(k >= 2 for k in self.codebook_sizes)
+        if self.levels >= 1 and len(self.codebook_sizes) not in (1, self.levels):
+            e.append(f"codebook_sizes lists {len(self.codebook_sizes)} sizes for {self.levels} levels; give one size or one per level")
+            shape_ok = False
         if self.method in list_methods():
-            _, qerrs = get_config_class(self.method).parse({**self.quantizer, "codebook_sizes": self.codebook_sizes})
-            e += [m.replace("codebook size of level", "codebook_size of level") for m in qerrs]
+            # a shape already reported above is left to the method's default, not reported twice
+            sizes = {"codebook_sizes": self.sizes_per_level()} if shape_ok and self.codebook_sizes else {}
+            e += get_config_class(self.method).parse({**self.quantizer, **sizes})[1]
         return e
 
     @classmethod
@@ -133,7 +127,7 @@ class CodebookConfig(ValidatedConfig):
         renamed = [f"{old} is now called {new}" for old, new in cls.renamed.items() if old in d]
         d = {k: v for k, v in d.items() if k not in cls.renamed}
         own_names = {s.name for s in settings_of(cls)}
-        own = {k: d.pop(k) for k in list(d) if k in own_names}
+        own = {k: d.pop(k) for k in list(d) if k in cls.known_keys()}
         quantizer = {**own.pop("quantizer", {}), **d}
         obj, errs = super().parse(own, check=False, legacy=legacy)
         errs = renamed + errs
@@ -141,16 +135,15 @@ class CodebookConfig(ValidatedConfig):
         if not isinstance(method, str) or method not in list_methods():
             return None, errs + [f"method must be one of {list_methods()}, got {method!r}"]
         qcls = get_config_class(method)
+        given_as = qcls._resolve_aliases(quantizer, errs)
         qnames = {s.name for s in settings_of(qcls)}
         others = {m: {s.name for s in settings_of(get_config_class(m))} for m in list_methods() if m != method}
         typed: dict[str, Any] = {}
         for k, v in quantizer.items():
-            if k == "codebook_sizes":
-                errs.append("set codebook_size (and levels), not codebook_sizes")
-            elif k in qnames:
+            if k in qnames:
                 s = next(s for s in settings_of(qcls) if s.name == k)
                 try:
-                    typed[k] = coerce(v, s.type, k)
+                    typed[k] = coerce(v, s.type, given_as.get(k, k))
                 except TokenizerKitError as e:
                     errs.append(str(e))
             else:
@@ -195,7 +188,7 @@ class CodebookConfig(ValidatedConfig):
     def quantizer_config(self):
         """The method's config (``RQKMeansConfig`` / ``RQVAEConfig``), validated."""
         qcls = get_config_class(self.method)
-        return qcls.from_dict({**self.quantizer, "codebook_sizes": self.codebook_sizes})
+        return qcls.from_dict({**self.quantizer, "codebook_sizes": self.sizes_per_level()})
 
 
 @dataclass
@@ -204,10 +197,4 @@ class RetrievalStageConfig(RetrievalConfig):
     renamed: ClassVar[dict[str, str]] = {**RetrievalConfig.renamed, "layers": "n_layers", "heads": "n_heads", "beam": "beam_size",
                                          "threads": "cpu_threads"}
 
-    max_users: int | None = setting(None, help="Use only the first N users (quick runs).")
-
-    def errors(self) -> list[str]:
-        e = super().errors()
-        if self.max_users is not None and self.max_users < 1:
-            e.append(f"max_users must be >= 1, got {self.max_users}")
-        return e
+    max_users: int | None = setting(None, help="Use only the first N users (quick runs).", bounds=(1, None))

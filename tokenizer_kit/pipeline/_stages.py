@@ -160,7 +160,7 @@ def align(features: PathLike, pairs: PathLike, out: PathLike, config: AlignStage
           eval_pairs: PathLike | None = None, overwrite: bool = False, progress: Progress | None = None) -> dict[str, Any]:
     """Train the alignment QFormer on item pairs; writes ``out`` (manifest.json, model.safetensors,
     eval.json, metrics.jsonl). ``eval_pairs``: held-out pairs (default: hold out ``eval_fraction`` of the pairs)."""
-    from ..alignment import AlignConfig, is_alignment_complete, train_alignment
+    from ..alignment import AlignData, is_alignment_complete, train_alignment
     from ..features import FeatureStore
     from ..io import sha256_file
 
@@ -168,11 +168,9 @@ def align(features: PathLike, pairs: PathLike, out: PathLike, config: AlignStage
     catalog = None if catalog is None else Path(catalog)
     _outputs_ok(dirs=[out])
     store = FeatureStore.open(features)
-    cfg = base_config(config.replace(feature_dim=store.dim), AlignConfig).validate()
-    if overwrite:
-        # start afresh; the old model stays loadable until the new one is switched in
-        resume = False
-    elif is_alignment_complete(out):
+    # overwrite starts afresh (no resume from a checkpoint); the old model stays loadable until the new one is switched in
+    cfg = config.replace(feature_dim=store.dim, **({"resume": False} if overwrite else {}))
+    if not overwrite and is_alignment_complete(out):
         raise InputError(f"{out} already holds a finished alignment; set overwrite to replace it, or choose another output")
     pair_table = _read_pairs(pairs)
     ev_table = _read_pairs(Path(eval_pairs)) if eval_pairs is not None else None
@@ -184,10 +182,8 @@ def align(features: PathLike, pairs: PathLike, out: PathLike, config: AlignStage
         "eval_pairs": None if eval_pairs is None else str(eval_pairs),
         "catalog": None if catalog is None else str(catalog),
     }
-    summary = train_alignment(
-        store=store, pairs=pair_table, out=out, config=cfg, captions=captions, eval_pairs=ev_table,
-        resume=config.resume, device=config.device, progress=progress, inputs_info=info,
-    )
+    summary = train_alignment(store=store, pairs=pair_table, out=out, config=cfg,
+                              data=AlignData(captions=captions, eval_pairs=ev_table, info=info), progress=progress)
     return {"out": str(out), **summary}
 
 
@@ -356,7 +352,7 @@ def import_index(path: PathLike, config: ImportIndexConfig, *, out: PathLike | N
     res = dict(SIDIndex.from_lcrec(path).stats)
     if out is None:
         return res
-    tok, idx = import_sid_index(path, config=base_config(config, IndexConfig), levels=config.levels, codebook_sizes=config.codebook_size)
+    tok, idx = import_sid_index(path, config=base_config(config, IndexConfig), levels=config.levels, codebook_sizes=config.codebook_sizes)
     idx.save(tok, out)
     keep = ("collision_rate_codes", "collision_rate_sids", "duplicate_sids", "max_suffix", "moved_items", "moved_other_prefix")
     return {**res, "out": str(out), "index": {"policy": idx.policy, "sid_length": idx.sid_length, "level_sizes": idx.level_sizes,
@@ -382,7 +378,7 @@ def report(targets: Sequence[PathLike], config: ReportConfig, *, categories: Pat
         while name in names:
             name = f"{name}'"
         names.add(name)
-        r, c, ks = report_target(t, name=name, embeddings=emb, categories=cats, codebook_sizes=config.codebook_size, return_codes=True,
+        r, c, ks = report_target(t, name=name, embeddings=emb, categories=cats, codebook_sizes=config.codebook_sizes, return_codes=True,
                                  titles=titles, sid_levels=config.sid_levels)
         reports.append(r)
         codes[name] = (c, ks)
@@ -495,7 +491,7 @@ def assign(embeddings: PathLike, tokenizer: PathLike, config: AssignConfig, *, o
     indexed = bool((SemanticTokenizer.read_manifest(tokenizer).get("sections") or {}).get("index"))
     tok = SemanticTokenizer.from_pretrained(tokenizer, load_sids="ids" if indexed else False)
     idx = SIDIndex.stored(tok)
-    if idx is None and (update or config.replace):
+    if idx is None and (update or config.replace_changed):
         raise InputError(f"{tokenizer} has no SID index to update; run `tokenizer-kit index {tokenizer}` first")
     if idx is None and out is None:
         raise config_error_for("out", "this tokenizer has no SID index to report against, so the codes need an output file (out)",
@@ -506,7 +502,7 @@ def assign(embeddings: PathLike, tokenizer: PathLike, config: AssignConfig, *, o
         return {"tokenizer": str(tokenizer), **res}
     in_memory = out is None or rows or tok.method == "external" or idx.policy_obj.needs_vectors
     if engine.sharded_output or not in_memory:
-        res = cold_start(engine, tok, idx, stream_kw, out, replace=config.replace, update=update, batch_size=config.batch_size,
+        res = cold_start(engine, tok, idx, stream_kw, out, replace=config.replace_changed, update=update, batch_size=config.batch_size,
                          shard_size=config.shard_size, tokenizer=tokenizer, rows=bool(rows), progress=progress)
         return {"tokenizer": str(tokenizer), **res}
     return _assign_in_memory(tok, idx, stream_kw, out, config, tokenizer, update, progress)
@@ -523,10 +519,10 @@ def _assign_in_memory(tok, idx, stream_kw: dict[str, Any], out: PathLike | None,
         from ..indexer import read_lcrec_index
 
         new_ids, codes = read_lcrec_index(stream_kw["path"])
-        new, table, summary = idx.assign(tok, new_ids, codes=codes[:, : tok.levels], replace=config.replace)
+        new, table, summary = idx.assign(tok, new_ids, codes=codes[:, : tok.levels], replace=config.replace_changed)
     else:
         emb = load_embeddings(**stream_kw)
-        new, table, summary = idx.assign(tok, emb.ids, emb.vectors, replace=config.replace, batch_size=config.batch_size,
+        new, table, summary = idx.assign(tok, emb.ids, emb.vectors, replace=config.replace_changed, batch_size=config.batch_size,
                                          progress=progress)
     changed = new.version != idx.version
     if update and changed:

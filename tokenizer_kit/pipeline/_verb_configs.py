@@ -47,13 +47,7 @@ class CategoriesInput(ValidatedConfig):
 class IndexStageConfig(IndexConfig):
     label: ClassVar[str] = "index"
 
-    vocab_base: int = setting(0, help="First token id of the SID vocabulary (e.g. the LLM's vocab size).")
-
-    def errors(self) -> list[str]:
-        e = super().errors()
-        if self.vocab_base < 0:
-            e.append(f"vocab_base must be >= 0, got {self.vocab_base}")
-        return e
+    vocab_base: int = setting(0, help="First token id of the SID vocabulary (e.g. the LLM's vocab size).", bounds=(0, None))
 
 
 @dataclass
@@ -61,24 +55,17 @@ class ImportIndexConfig(IndexConfig):
     label: ClassVar[str] = "import-index"
 
     levels: int | None = setting(None, help="Leading SID levels taken as codes (default: all; a tool's own disambiguation level "
-                                 "can be dropped and resolved again by the policy).")
-    codebook_size: list[int] | None = setting(None, help="Codes per level (default: largest imported code + 1); leave room for "
-                                              "new items' codes.")
-
-    def errors(self) -> list[str]:
-        e = super().errors()
-        if self.levels is not None and self.levels < 1:
-            e.append(f"levels must be >= 1, got {self.levels}")
-        if self.codebook_size is not None and any(k < 1 for k in self.codebook_size):
-            e.append(f"codebook_size must be >= 1, got {self.codebook_size}")
-        return e
+                                 "can be dropped and resolved again by the policy).", bounds=(1, None))
+    codebook_sizes: list[int] | None = setting(None, help="Codes per level (default: largest imported code + 1); leave room for "
+                                               "new items' codes.", bounds=(1, None), aliases=("codebook_size",))
 
 
 @dataclass
 class ReportConfig(CategoriesInput):
     label: ClassVar[str] = "report"
 
-    codebook_size: list[int] | None = setting(None, help="Codebook sizes of *.index.json inputs (default: largest code + 1 per level).")
+    codebook_sizes: list[int] | None = setting(None, help="Codebook sizes of *.index.json inputs (default: largest code + 1 per level).",
+                                               aliases=("codebook_size",))
     sid_levels: int | None = setting(None, help="How many levels of *.index.json inputs are SID levels (default: detected; a last "
                                      "level that only numbers the items of each prefix is left out of the collisions).", bounds=(1, None))
 
@@ -87,10 +74,10 @@ class ReportConfig(CategoriesInput):
 class TextEmbedConfig(ValidatedConfig):
     label: ClassVar[str] = "embed-text"
 
-    fields: tuple[str, ...] = setting(("title", "description", "brand", "categories"), help="Text fields joined per item.")
+    fields: tuple[str, ...] = setting(("title", "description", "brand", "categories"), help="Text fields joined per item.", nonempty=True)
     model: str | None = setting(None, help="Local transformers encoder directory (default: offline all-MiniLM-L6-v2).")
-    batch_size: int = setting(64, help="Items per forward batch.")
-    max_length: int = setting(256, help="Tokens per item text.")
+    batch_size: int = setting(64, help="Items per forward batch.", bounds=(1, None))
+    max_length: int = setting(256, help="Tokens per item text.", bounds=(8, None))
     normalize: bool = setting(True, help="L2-normalise the mean-pooled vectors.")
     device: str = setting("cpu", help="cpu or cuda.")
     shard_size: int = setting(8192, help="Items per shard: texts are length-sorted within shards of this many items (on either engine, "
@@ -100,14 +87,7 @@ class TextEmbedConfig(ValidatedConfig):
     flatten: ClassVar[tuple[str, ...]] = ("execution",)
 
     def errors(self) -> list[str]:
-        e = []
-        if not self.fields:
-            e.append("fields must name at least one catalogue column")
-        if self.batch_size < 1:
-            e.append(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.max_length < 8:
-            e.append(f"max_length must be >= 8, got {self.max_length}")
-        return e + self.execution.errors()
+        return self.execution.errors()
 
 
 @dataclass
@@ -116,27 +96,21 @@ class AssignConfig(ValidatedConfig):
 
     flatten: ClassVar[tuple[str, ...]] = ("execution",)
 
-    replace: bool = setting(False, help="A known item with a different embedding gets a new SID; its old SID is retired.")
-    batch_size: int | None = setting(None, help="Items per encoding batch (default: the quantizer's).")
-    show: int = setting(10, help="Lookup rows printed (table format; JSON lists every row).")
+    # not "replace": that would hide ValidatedConfig.replace(); --replace stays a flag (an alias)
+    replace_changed: bool = setting(False, help="A known item with a different embedding gets a new SID; its old SID is retired.",
+                                    aliases=("replace",))
+    batch_size: int | None = setting(None, help="Items per encoding batch (default: the quantizer's).", bounds=(1, None))
+    show: int = setting(10, help="Lookup rows printed (table format; JSON lists every row).", bounds=(0, None))
     shard_size: int = setting(1 << 20, help="Items per output shard with the ray engine (rounded to whole batches; the resume unit).",
                               bounds=(1, None))
     execution: EngineConfig = field(default_factory=EngineConfig)
 
     def errors(self) -> list[str]:
-        e = []
-        if self.batch_size is not None and self.batch_size < 1:
-            e.append(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.show < 0:
-            e.append(f"show must be >= 0, got {self.show}")
-        return e + self.execution.errors()
+        return self.execution.errors()
 
 
 @dataclass
 class LookupConfig(ValidatedConfig):
     label: ClassVar[str] = "lookup"
 
-    limit: int = setting(20, help="Items listed under a prefix.")
-
-    def errors(self) -> list[str]:
-        return [] if self.limit >= 0 else [f"limit must be >= 0, got {self.limit}"]
+    limit: int = setting(20, help="Items listed under a prefix.", bounds=(0, None))

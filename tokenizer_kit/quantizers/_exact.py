@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["CodeTable", "U32", "row_norms", "exact_sqdist", "dot_error_bound", "exact_scores", "resolve_near_ties", "exact_argmin", "exact_top"]
+__all__ = ["CodeTable", "U32", "row_norms", "exact_sqdist", "exact_scores", "resolve_near_ties", "exact_argmin", "exact_top"]
 
 U32 = 2.0**-24  # unit roundoff of float32
 

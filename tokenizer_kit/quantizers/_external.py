@@ -21,13 +21,8 @@ class ExternalCodesConfig(ValidatedConfig):
     label: ClassVar[str] = "external codes"
     error_type: ClassVar[type[InputError]] = InputError
 
-    codebook_sizes: list[int] = setting(help="Codes per level of the imported SIDs.", default_factory=list)
+    codebook_sizes: list[int] = setting(help="Codes per level of the imported SIDs.", default_factory=list, bounds=(1, None), nonempty=True)
     source: str = setting("", help="The file the SIDs were imported from.")
-
-    def errors(self) -> list[str]:
-        if not self.codebook_sizes or any(int(k) < 1 for k in self.codebook_sizes):
-            return [f"codebook_sizes must be one size >= 1 per level, got {self.codebook_sizes}"]
-        return []
 
 
 @register_quantizer

@@ -71,35 +71,26 @@ class PlanConfig(ValidatedConfig):
     label = "plan"
 
     shapes: str = setting(DEFAULT_SHAPES, help="Candidate shapes, LEVELSxCODES, comma-separated.")
-    catalogue_size: int = setting(0, help="Items in the whole catalogue (0: the number of embeddings given).")
-    sample: int = setting(200_000, help="Items encoded per shape to measure the collision curve.")
-    points_per_centroid: int = setting(256, help="Training points per code, as a build uses (capped by max_train_points).")
-    max_train_points: int = setting(262_144, help="At most this many training points per shape (large K trains on fewer per code).")
-    niter: int = setting(10, help="k-means iterations per level when planning.")
-    max_collision_rate: float = setting(0.05, help="Recommend the smallest shape predicted to stay at or below this share of colliding items.")
+    catalogue_size: int = setting(0, help="Items in the whole catalogue (0: the number of embeddings given).", bounds=(0, None))
+    sample: int = setting(200_000, help="Items encoded per shape to measure the collision curve.", bounds=(100, None))
+    points_per_centroid: int = setting(256, help="Training points per code, as a build uses (capped by max_train_points).",
+                                       bounds=(1, None))
+    max_train_points: int = setting(262_144, help="At most this many training points per shape (large K trains on fewer per code).",
+                                    bounds=(1, None))
+    niter: int = setting(10, help="k-means iterations per level when planning.", bounds=(1, None))
+    max_collision_rate: float = setting(0.05, help="Recommend the smallest shape predicted to stay at or below this share of colliding items.",
+                                        bounds=(0, 1))
     balanced: bool = setting(False, help="Plan for balanced builds (the codebook stage's balanced) instead of plain codes.")
     normalize: bool = setting(False, help="L2-normalise embeddings first (as the codebook stage's normalize).")
     seed: int = setting(0, help="Random seed (samples, k-means).", bounds=(0, 2**30))
 
     def errors(self) -> list[str]:
-        errs = []
+        # the shapes' syntax: a string a range cannot describe
         try:
             parse_shapes(self.shapes)
         except InputError as e:
-            errs.append(str(e))
-        if self.catalogue_size < 0:
-            errs.append(f"catalogue_size must be >= 0, got {self.catalogue_size}")
-        if self.sample < 100:
-            errs.append(f"sample must be >= 100, got {self.sample}")
-        if self.points_per_centroid < 1:
-            errs.append(f"points_per_centroid must be >= 1, got {self.points_per_centroid}")
-        if self.max_train_points < 1:
-            errs.append(f"max_train_points must be >= 1, got {self.max_train_points}")
-        if self.niter < 1:
-            errs.append(f"niter must be >= 1, got {self.niter}")
-        if not 0.0 <= self.max_collision_rate <= 1.0:
-            errs.append(f"max_collision_rate must be in [0, 1], got {self.max_collision_rate}")
-        return errs
+            return [str(e)]
+        return []
 
 
 # ---- the collision model ------------------------------------------------------------------

@@ -57,43 +57,25 @@ def parse_codebook_sizes(spec: str | int | list[int], levels: int | None = None)
 class RQKMeansConfig(ValidatedConfig):
     label: ClassVar[str] = "RQ-Kmeans"
 
-    codebook_sizes: list[int] = setting(help="Codes per level (L_t levels of N_t codes).", default_factory=lambda: [256, 256, 256])
-    niter: int = setting(20, help="k-means iterations per level.")
+    codebook_sizes: list[int] = setting(help="Codes per level (L_t levels of N_t codes).", default_factory=lambda: [256, 256, 256],
+                                        bounds=(2, None), nonempty=True)
+    niter: int = setting(20, help="k-means iterations per level.", bounds=(1, None))
     seed: int = setting(1234, help="Random seed (same input + seed -> same SIDs).", bounds=(0, 2**30))
-    max_points_per_centroid: int = setting(256, help="k-means training sample cap per centroid.")
+    max_points_per_centroid: int = setting(256, help="k-means training sample cap per centroid.", bounds=(1, None))
     init: str = setting("random", help="Centroid init: random (FAISS's sampling) or kmeans++ (lower error, more collisions on Office).",
                         choices=("random", "kmeans++"))
     balanced: bool = setting(False, help="Size-balanced k-means per level + distinct last-level codes per prefix "
                              "(no collisions; retrieved worse downstream on Office).")
-    balance_iters: int = setting(5, help="Balanced mode: balancing rounds per level.")
+    balance_iters: int = setting(5, help="Balanced mode: balancing rounds per level.", bounds=(0, None))
     balance_cap: float = setting(1.1, help="Balanced mode: the largest code should hold at most this multiple of n/K "
                                  "items; the build warns for each level that misses it.", bounds=(1.0, 1e6))
     # balanced mode only: the training items of each (level 1..L-1) prefix get distinct
     # last-level codes (one assignment problem per colliding prefix)
     distinct_last_level: bool = setting(True, help="Balanced mode: the items of each prefix get distinct last-level codes.")
-    beam_size: int = setting(1, help="Beam width for encoding (1 = greedy).")
-    batch_size: int = setting(16384, help="Items per encoding batch.")
+    beam_size: int = setting(1, help="Beam width for encoding (1 = greedy).", bounds=(1, None))
+    # the same name as RQ-VAE's (whose batch_size is the training batch); saved configs say batch_size
+    encode_batch_size: int = setting(16384, help="Items per encoding batch.", bounds=(1, None), aliases=("batch_size",))
     device: str = setting("auto", help="auto, cpu or cuda (k-means GEMMs on the GPU when one is available).", choices=("auto", "cpu", "cuda"))
-
-    def errors(self) -> list[str]:
-        errs = []
-        if not self.codebook_sizes:
-            errs.append("codebook_sizes must list at least one level")
-        for i, k in enumerate(self.codebook_sizes):
-            if not isinstance(k, int) or k < 2:
-                errs.append(f"codebook size of level {i} must be an integer >= 2, got {k!r}")
-        if self.niter < 1:
-            errs.append(f"niter must be >= 1, got {self.niter}")
-        if self.max_points_per_centroid < 1:
-            errs.append(f"max_points_per_centroid must be >= 1, got {self.max_points_per_centroid}")
-        if self.beam_size < 1:
-            errs.append(f"beam_size must be >= 1, got {self.beam_size}")
-        if self.batch_size < 1:
-            errs.append(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.balance_iters < 0:
-            errs.append(f"balance_iters must be >= 0, got {self.balance_iters}")
-        return errs
-
 
 
 def _snap_pow2(v: float) -> float:
@@ -444,7 +426,7 @@ class RQKMeans(QuantizerBase):
         self._require_fitted()
         x = self._check_input(x, "encode")
         n = x.shape[0]
-        bs = batch_size or self.config.batch_size
+        bs = batch_size or self.config.encode_batch_size
         beam = beam_size or self.config.beam_size
         if beam == 1 and self._use_torch(device or self.config.device):
             return self.torch_encoder().encode(x, batch_size=max(bs, 65536))
