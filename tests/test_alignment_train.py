@@ -26,13 +26,13 @@ from tokenizer_kit.errors import ArtifactError, InputError
 from tokenizer_kit.io import load_embeddings, seal
 
 
-def _cfg(**kw):
+def _cfg(cls=AlignConfig, **kw):
     base = dict(
         qformer=QFormerConfig(feature_dim=16, d_model=16, n_queries=2, n_layers=1, n_heads=2),
         steps=12, batch_size=16, lr=3e-3, warmup_steps=2, caption_weight=0.0, log_every=1, checkpoint_every=4, eval_fraction=0.1,
     )
     base.update(kw)
-    return AlignConfig(**base)
+    return cls(**base)
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_alignment_written_by_main_still_loads_and_reports_its_eval(data, tmp_pa
     shutil.rmtree(out / "checkpoint")
     assert is_alignment_complete(out)
     # overwriting it writes the current layout and leaves no second manifest
-    train_alignment(store=store, pairs=pairs, out=out, config=_cfg(steps=4), resume=False)
+    train_alignment(store=store, pairs=pairs, out=out, config=_cfg(AlignRunConfig, steps=4, resume=False))
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint", "eval.json", "manifest.json", "metrics.jsonl", "model.safetensors"]
 
 

@@ -64,7 +64,7 @@ def test_streamed_equals_in_memory(tmp_path, hashes, int_ids):
     new_m.save(tok, mem_dir)
     tok, idx = _load(stream_dir)
     new_s, sum_s = assign_to_file(idx, tok, open_embeddings(src), tmp_path / "s.parquet", replace=True, batch_size=4096,
-                                  before_commit=lambda new: new.save(tok, stream_dir))
+                                  save_to=stream_dir)
     want = lookup_arrow(table, new_m.sid_length)
     got = pq.read_table(tmp_path / "s.parquet")
     assert got.schema.equals(want.schema) and got.equals(want)

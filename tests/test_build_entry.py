@@ -113,7 +113,7 @@ def test_build_codebook_indexes_both_routes_with_each_items_fingerprint(data, tm
     np.save(tmp_path / "p.npy", x[perm])
     (tmp_path / "p.ids.txt").write_text("\n".join(ids[perm]))
     for method, q in [("rq-kmeans", {"seed": 0, "max_points_per_centroid": 64}), ("rq-vae", {k: v for k, v in dataclasses.asdict(VAE).items() if k != "codebook_sizes"})]:
-        cfg = CodebookConfig(method=method, levels=2, codebook_size=[8], quantizer=q)
+        cfg = CodebookConfig(method=method, levels=2, codebook_sizes=[8], quantizer=q)
         report = stages.build_codebook(tmp_path / "p.npy", tmp_path / method, cfg)
         assert report["method"] == method and report["index"]["policy"] == "suffix"
         tok = SemanticTokenizer.from_pretrained(tmp_path / method)

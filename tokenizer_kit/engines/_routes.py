@@ -114,16 +114,9 @@ def cold_start(engine: Engine, tok, idx, stream_kw: dict[str, Any], out: PathLik
     from ..io import open_embeddings
 
     stream = open_embeddings(**stream_kw)
-    saved = []
-
-    def save(new) -> None:
-        if update and new.version != idx.version:
-            new.save(tok, tokenizer)
-            saved.append(True)
-
-    _, summary = assign_to_file(idx, tok, stream, out, replace=replace, batch_size=batch_size, progress=progress, before_commit=save,
-                                update=update)
-    return {"updated": bool(saved), **summary, "out": str(out), "lookup_rows": int(stream.n)}
+    new, summary = assign_to_file(idx, tok, stream, out, replace=replace, batch_size=batch_size, progress=progress, save_to=tokenizer,
+                                  update=update)
+    return {"updated": bool(update and new.version != idx.version), **summary, "out": str(out), "lookup_rows": int(stream.n)}
 
 
 def _cold_start_sharded(engine: Engine, tok, idx, stream_kw: dict[str, Any], out: Path, *, replace: bool, update: bool,

@@ -28,7 +28,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -264,11 +264,12 @@ def place(index: "SIDIndex", tok, parts: list, scratch: Path, *, replace: bool, 
 
 def assign_to_file(index: "SIDIndex", tok, stream: "EmbeddingStream", out, *, replace: bool = False,
                    config: "IndexConfig | None" = None, batch_size: int | None = None, progress: Progress | None = None,
-                   before_commit: Callable[["SIDIndex"], None] | None = None, update: bool = True) -> tuple["SIDIndex", dict[str, Any]]:
+                   save_to=None, update: bool = True) -> tuple["SIDIndex", dict[str, Any]]:
     """Cold start of every item of ``stream`` against ``index``, the lookup rows written to
     ``out`` (Parquet, the columns of ``lookup_arrow``, input order) atomically; returns the new
-    index and the summary of ``SIDIndex.assign``. ``before_commit(new)`` runs after the rows
-    are written and before ``out`` appears (to save the index first, as the in-memory assign).
+    index and the summary of ``SIDIndex.assign``.
+    ``save_to``: the tokenizer directory whose index is updated, when ``update`` and the index
+    changed; saved after the rows are written and before ``out`` appears, as the in-memory assign.
 
     ``update=False``: the new index is not wanted, so known items whose embedding fingerprint
     the index lacks (an index built without embeddings: every item) are not gathered to have
@@ -291,8 +292,8 @@ def assign_to_file(index: "SIDIndex", tok, stream: "EmbeddingStream", out, *, re
         new, rnd, placed, summary = place(index, tok, [part], scratch, replace=replace, config=config, update=update)
         with atomic_write(out) as tmp:
             write_rows(part, Path(tmp), placed, rnd, index.item_ids, index.sid_length, batch_size=bs)
-            if before_commit is not None:
-                before_commit(new)
+            if save_to is not None and update and new.version != index.version:
+                new.save(tok, save_to)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return new, summary
