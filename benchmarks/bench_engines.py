@@ -136,9 +136,9 @@ def _measure(spec: dict) -> dict:
 
         tok = SemanticTokenizer.from_pretrained(spec["tokenizer"], load_sids=False)  # as the assign verb loads it
         if eng.is_ray:
-            from tokenizer_kit.engines import assign_sharded
+            from tokenizer_kit.engines import Sharding, assign_sharded
 
-            r = assign_sharded(tok, spec["data"], out, engine=eng, shard_size=SHARD, summary=False)
+            r = assign_sharded(tok, spec["data"], out, engine=eng, sharding=Sharding(shard_size=SHARD), summary=False)
             res["map_s"] = r["seconds"]
             res["shard_s"] = r["shard_seconds"]
         else:

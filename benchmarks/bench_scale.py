@@ -224,6 +224,8 @@ def gemm_share(x: np.ndarray, k: int, levels: int, seed: int = 0) -> dict:
 def sids_equal(x: np.ndarray, scratch: Path) -> dict:
     from tokenizer_kit import SemanticTokenizer
     from tokenizer_kit.build._streaming import build_streaming
+    from tokenizer_kit.io import EmbeddingSource
+    from tokenizer_kit.quantizers import RQKMeansConfig
 
     np.save(scratch / "equal.npy", x)
     out = {"n": int(len(x)), "d": int(x.shape[1])}
@@ -233,7 +235,7 @@ def sids_equal(x: np.ndarray, scratch: Path) -> dict:
         mem = SemanticTokenizer.build(x, index=False, **cfg)  # codes only, as build_streaming
         t_mem = time.perf_counter() - t
         t = time.perf_counter()
-        build_streaming(scratch / "equal.npy", scratch / f"equal_{name}", overwrite=True, row_ids=True, **cfg)
+        build_streaming(EmbeddingSource(scratch / "equal.npy", row_ids=True), scratch / f"equal_{name}", RQKMeansConfig(**cfg), overwrite=True)
         t_st = time.perf_counter() - t
         st = SemanticTokenizer.from_pretrained(scratch / f"equal_{name}")
         out[name] = {

@@ -13,12 +13,13 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from tokenizer_kit.engines import EngineConfig, assign_sharded, read_shard_manifest
+from tokenizer_kit.engines import AssignParts, EngineConfig, Sharding, assign_sharded, read_shard_manifest
 from tokenizer_kit.errors import InputError
 
 RAY2 = EngineConfig(engine="ray", workers=2)
 RAY1 = EngineConfig(engine="ray")  # where parallel workers are not the point: one process start less on 2 cores
 LOCAL = EngineConfig()
+SHARDS_8192 = Sharding(batch_size=4096, shard_size=8192)
 
 
 @pytest.fixture(scope="session")
@@ -81,12 +82,12 @@ def generated(tmp_path_factory):
 
 def test_assign_ray_equals_local_on_generated_set(generated, ray_cluster, tmp_path):
     from tokenizer_kit import SemanticTokenizer
-    from tokenizer_kit.build._streaming import assign_streaming
+    from tokenizer_kit.build._streaming import StreamingRun, assign_streaming
 
     d, _, _ = generated
     tok = SemanticTokenizer.from_pretrained(d / "tok")
-    ref = assign_streaming(tok, d / "emb", tmp_path / "local.parquet", batch_size=4096)
-    ray = assign_sharded(tok, d / "emb", tmp_path / "ray", engine=RAY2, batch_size=4096, shard_size=8192)
+    ref = assign_streaming(tok, d / "emb", tmp_path / "local.parquet", run=StreamingRun(batch_size=4096))
+    ray = assign_sharded(tok, d / "emb", tmp_path / "ray", engine=RAY2, sharding=SHARDS_8192)
     assert ray["shards"] == 6 and ray["shards_run"] == 6  # 13000 -> 2, 1 -> 1, 16999 -> 3: never across files
     assert _same_rows(pq.read_table(tmp_path / "local.parquet"), pq.read_table(tmp_path / "ray"))
     for k in ("n_items", "collision_rate", "unique_sids", "largest_bucket", "already_indexed_items", "sids_shared_with_index"):
@@ -94,7 +95,7 @@ def test_assign_ray_equals_local_on_generated_set(generated, ray_cluster, tmp_pa
     assert 0 < ref["collision_rate"] < 1 and ref["already_indexed_items"] > 0
     # a tokenizer loaded without its SIDs: the summary reads the indexed SIDs from disk
     lean = assign_sharded(SemanticTokenizer.from_pretrained(d / "tok", load_sids=False), d / "emb", tmp_path / "lean", engine=LOCAL,
-                          batch_size=4096, shard_size=8192)
+                          sharding=SHARDS_8192)
     assert all(lean[k] == ref[k] for k in ("already_indexed_items", "sids_shared_with_index", "unique_sids"))
     m = read_shard_manifest(tmp_path / "ray", verify="sha256")
     assert [s["rows"] for s in m.shards] == [8192, 4808, 1, 8192, 8192, 615]
@@ -109,7 +110,7 @@ def test_index_from_shards_equals_in_memory_index(generated, ray_cluster, tmp_pa
 
     d, x, ids = generated
     tok = SemanticTokenizer.from_pretrained(d / "tok")
-    src = assign_sharded(tok, d / "emb", tmp_path / "codes", engine=LOCAL, batch_size=4096, shard_size=8192, hashes=True, errors=True,
+    src = assign_sharded(tok, d / "emb", tmp_path / "codes", engine=LOCAL, sharding=SHARDS_8192, parts=AssignParts(hashes=True, errors=True),
                          summary=False)
     res = index_shards(tmp_path / "codes", tmp_path / "index", codebook_sizes=tok.codebook_sizes, engine=RAY1, bucket_rows=5000)
     assert res["shards"] == src["shards"] == 6 and res["buckets"] == 6 and res["numbered_by"] == "err, then input row"
@@ -121,7 +122,7 @@ def test_index_from_shards_equals_in_memory_index(generated, ray_cluster, tmp_pa
     assert res["items_in_collisions"] == ref.stats["colliding_items_codes"]
     assert np.array_equal(got.emb_hash, embedding_hash(x))
     # without errors the groups are numbered by input row, as in memory without vectors
-    assign_sharded(tok, d / "emb", tmp_path / "codes2", engine=LOCAL, batch_size=4096, shard_size=8192, summary=False)
+    assign_sharded(tok, d / "emb", tmp_path / "codes2", engine=LOCAL, sharding=SHARDS_8192, summary=False)
     index_shards(tmp_path / "codes2", tmp_path / "index2", codebook_sizes=tok.codebook_sizes, bucket_rows=7000)
     assert np.array_equal(load_sharded_index(tmp_path / "index2").sids,
                           SIDIndex.build(ids, codes, codebook_sizes=tok.codebook_sizes).sids)
@@ -152,7 +153,7 @@ def test_kill_and_resume_keeps_finished_shards(generated, ray_cluster, tmp_path)
     d, x, ids = generated
     tok = SemanticTokenizer.from_pretrained(d / "tok")
     out = tmp_path / "out"
-    full = assign_sharded(tok, d / "emb", out, engine=LOCAL, batch_size=4096, shard_size=8192)
+    full = assign_sharded(tok, d / "emb", out, engine=LOCAL, sharding=SHARDS_8192)
     whole = pq.read_table(out)
     # the kill: no manifest, one part missing, one part left by another tokenizer, a stray temp file
     (out / "_manifest.json").unlink()
@@ -160,25 +161,23 @@ def test_kill_and_resume_keeps_finished_shards(generated, ray_cluster, tmp_path)
     other = SemanticTokenizer.build(__import__("tokenizer_kit").io.Embeddings(ids=ids[:3000], vectors=x[:3000]), method="rq-kmeans",
                                     codebook_sizes=[8, 8, 8])
     other.save_pretrained(tmp_path / "other")
-    assign_sharded(SemanticTokenizer.from_pretrained(tmp_path / "other"), d / "emb", tmp_path / "o", engine=LOCAL, batch_size=4096,
-                   shard_size=8192)
+    assign_sharded(SemanticTokenizer.from_pretrained(tmp_path / "other"), d / "emb", tmp_path / "o", engine=LOCAL, sharding=SHARDS_8192)
     os.replace(tmp_path / "o" / "part-00001.parquet", out / "part-00001.parquet")
     (out / ".part-00002.parquet.abcdefgh.tmp").write_bytes(b"half")
     kept = {n: (out / n).stat().st_mtime_ns for n in ("part-00000.parquet", "part-00003.parquet", "part-00005.parquet")}
-    res = assign_sharded(tok, d / "emb", out, engine=RAY1, batch_size=4096, shard_size=8192)
+    res = assign_sharded(tok, d / "emb", out, engine=RAY1, sharding=SHARDS_8192)
     assert res["shards_run"] == 2 and res["shards_skipped"] == 4 and not res["complete_before"]
     assert {n: (out / n).stat().st_mtime_ns for n in kept} == kept  # not rewritten
     assert _same_rows(whole, pq.read_table(out)) and res["unique_sids"] == full["unique_sids"]
-    again = assign_sharded(tok, d / "emb", out, engine=RAY1, batch_size=4096, shard_size=8192)
+    again = assign_sharded(tok, d / "emb", out, engine=RAY1, sharding=SHARDS_8192)
     assert again["complete_before"] and again["shards_run"] == 0
     with pytest.raises(Exception, match="another assign"):
-        assign_sharded(SemanticTokenizer.from_pretrained(tmp_path / "other"), d / "emb", out, engine=LOCAL, batch_size=4096,
-                       shard_size=8192)
+        assign_sharded(SemanticTokenizer.from_pretrained(tmp_path / "other"), d / "emb", out, engine=LOCAL, sharding=SHARDS_8192)
 
 
 def test_worker_errors_are_the_local_one_line_errors(generated, ray_cluster, tmp_path):
     from tokenizer_kit import SemanticTokenizer
-    from tokenizer_kit.build._streaming import assign_streaming
+    from tokenizer_kit.build._streaming import StreamingRun, assign_streaming
 
     d, x, ids = generated
     bad = x[:20000].copy()
@@ -187,11 +186,11 @@ def test_worker_errors_are_the_local_one_line_errors(generated, ray_cluster, tmp
     _write_parquet(tmp_path / "emb" / "a.parquet", ids[:20000], bad)
     tok = SemanticTokenizer.from_pretrained(d / "tok")
     with pytest.raises(InputError) as e0:
-        assign_streaming(tok, tmp_path / "emb", tmp_path / "l.parquet", batch_size=4096)
+        assign_streaming(tok, tmp_path / "emb", tmp_path / "l.parquet", run=StreamingRun(batch_size=4096))
     with pytest.raises(InputError) as e1:
-        assign_sharded(tok, tmp_path / "emb", tmp_path / "local", engine=LOCAL, batch_size=4096, shard_size=8192)
+        assign_sharded(tok, tmp_path / "emb", tmp_path / "local", engine=LOCAL, sharding=SHARDS_8192)
     with pytest.raises(InputError) as e2:
-        assign_sharded(tok, tmp_path / "emb", tmp_path / "ray", engine=RAY1, batch_size=4096, shard_size=8192)
+        assign_sharded(tok, tmp_path / "emb", tmp_path / "ray", engine=RAY1, sharding=SHARDS_8192)
     msg = str(e2.value)
     assert msg == str(e1.value) and "\n" not in msg
     assert msg.startswith(str(e0.value)) and "row 17001 contains NaN" in msg

@@ -12,7 +12,8 @@ from tokenizer_kit.build._metrics import collision_stats
 from tokenizer_kit.build._streaming import build_streaming
 from tokenizer_kit.cli.app import app
 from tokenizer_kit.errors import InputError
-from tokenizer_kit.io import make_clustered_embeddings
+from tokenizer_kit.io import EmbeddingSource, make_clustered_embeddings
+from tokenizer_kit.quantizers import RQKMeansConfig
 from tokenizer_kit.quantizers._plan import PlanConfig, parse_shapes, plan, predict_collisions
 
 
@@ -82,12 +83,13 @@ def test_build_warns_when_the_shape_is_crowded(tmp_path, caplog):
     x = make_clustered_embeddings(3000, 8, n_topics=8, n_sub=4, seed=0)
     np.save(tmp_path / "x.npy", x)
     with caplog.at_level(logging.WARNING):
-        tok = build_streaming(tmp_path / "x.npy", tmp_path / "tok", codebook_sizes=[4, 4], seed=0, row_ids=True)
+        tok = build_streaming(EmbeddingSource(tmp_path / "x.npy", row_ids=True), tmp_path / "tok", RQKMeansConfig(codebook_sizes=[4, 4], seed=0))
     assert "predicted to give" in caplog.text and "tokenizer-kit plan" in caplog.text
     assert tok.info["predicted_collision_rate"] == pytest.approx(tok.metrics["collision_rate"], abs=0.05)
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        tok = build_streaming(tmp_path / "x.npy", tmp_path / "tok2", codebook_sizes=[64, 64], seed=0, warn_collisions=0.9, row_ids=True)
+        tok = build_streaming(EmbeddingSource(tmp_path / "x.npy", row_ids=True), tmp_path / "tok2", RQKMeansConfig(codebook_sizes=[64, 64], seed=0),
+                              warn_collisions=0.9)
     assert tok.metrics["collision_rate"] < 0.9 and "predicted to give" not in caplog.text
 
 

@@ -9,14 +9,15 @@ import pytest
 from tokenizer_kit import SemanticTokenizer
 from tokenizer_kit.build._metrics import tokenizer_metrics
 from tokenizer_kit.build._stream_metrics import StreamingMetrics
-from tokenizer_kit.build._streaming import assign_streaming, build_streaming, encode_batch
+from tokenizer_kit.build._streaming import StreamingRun, assign_streaming, build_streaming, encode_batch
 from tokenizer_kit.errors import ArtifactError, InputError
-from tokenizer_kit.io import EmbeddingStream, load_embeddings, make_clustered_embeddings, open_embeddings
-from tokenizer_kit.quantizers import RQKMeans
+from tokenizer_kit.io import EmbeddingSource, EmbeddingStream, load_embeddings, make_clustered_embeddings, open_embeddings
+from tokenizer_kit.quantizers import RQKMeans, RQKMeansConfig
 from tokenizer_kit.quantizers._encode import BLOCK_ROWS, TorchEncoder, greedy_encode
 
 # the sample cap (16 codes x 64 points = 1,024) is far below n: sampling is exercised
 CFG = dict(codebook_sizes=[16, 16, 16], seed=0, max_points_per_centroid=64)
+ONE_BLOCK = StreamingRun(batch_size=BLOCK_ROWS)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,7 @@ def test_streaming_build_equals_in_memory(data, tmp_path, kw):
     normalize = kw.pop("normalize", False)
     mem = SemanticTokenizer.build(x, ids=ids, normalize=normalize, index=False, **CFG, **kw)  # codes only, as build_streaming
     src = CountingStream(open_embeddings(tmp_path / "x.npy"))
-    st = build_streaming(src, tmp_path / "tok", normalize=normalize, batch_size=BLOCK_ROWS, **CFG, **kw)
+    st = build_streaming(src, tmp_path / "tok", RQKMeansConfig(**CFG, **kw), normalize=normalize, run=ONE_BLOCK)
     assert src.max_rows <= BLOCK_ROWS and src.batches_read >= 3
     back = SemanticTokenizer.from_pretrained(tmp_path / "tok")
     np.testing.assert_array_equal(back.codes, mem.codes)
@@ -103,7 +104,7 @@ def test_streaming_sources_agree(data, tmp_path):
     for name, src in [("npy", tmp_path / "x.npy"), ("parquet", pdir), ("uris", uris), ("hf", tmp_path / "hf")]:
         s = open_embeddings(src)
         assert (s.n, s.dim) == x.shape, name
-        build_streaming(s, tmp_path / f"tok_{name}", batch_size=BLOCK_ROWS, **CFG)
+        build_streaming(s, tmp_path / f"tok_{name}", RQKMeansConfig(**CFG), run=ONE_BLOCK)
         tok = SemanticTokenizer.from_pretrained(tmp_path / f"tok_{name}")
         assert tok.item_ids.tolist() == ids.tolist(), name
         if ref is None:
@@ -146,7 +147,7 @@ def test_streaming_category_nmi_matches_sklearn(data, tmp_path):
     cats = {i: (None if rng.random() < 0.1 else f"c{rng.integers(5)}") for i in ids.tolist()}
     np.save(tmp_path / "x.npy", x)
     (tmp_path / "x.ids.txt").write_text("\n".join(ids))
-    st = build_streaming(tmp_path / "x.npy", tmp_path / "tok", categories=cats, **CFG)
+    st = build_streaming(tmp_path / "x.npy", tmp_path / "tok", RQKMeansConfig(**CFG), categories=cats)
     mem = SemanticTokenizer.build(x, ids=ids, categories=[cats[i] for i in ids.tolist()], **CFG)
     assert st.metrics["category_nmi"] == pytest.approx(mem.metrics["category_nmi"], rel=1e-9)
     assert st.metrics["category_items"] == mem.metrics["category_items"]
@@ -160,7 +161,7 @@ def test_distinct_last_level_over_several_scratch_partitions(data, tmp_path, mon
     real = _streaming._distinct_streaming
     monkeypatch.setattr(_streaming, "_distinct_streaming", lambda *a, **k: real(*a, **{**k, "budget_bytes": 20_000}))
     np.save(tmp_path / "x.npy", x)
-    build_streaming(tmp_path / "x.npy", tmp_path / "tok", balanced=True, row_ids=True, **CFG)
+    build_streaming(EmbeddingSource(tmp_path / "x.npy", row_ids=True), tmp_path / "tok", RQKMeansConfig(balanced=True, **CFG))
     mem = SemanticTokenizer.build(x, balanced=True, **CFG)
     np.testing.assert_array_equal(SemanticTokenizer.from_pretrained(tmp_path / "tok").codes, mem.codes)
     assert not list(tmp_path.glob(".*scratch"))
@@ -175,7 +176,7 @@ def test_office_streaming_build_keeps_golden_sids(office_emb, tmp_path):
     (tmp_path / "office.ids.txt").write_text("\n".join(ids))
     for name in ("plain", "balanced"):
         _, kw, want = GOLDEN_BUILD[name]
-        build_streaming(tmp_path / "office.npy", tmp_path / name, codebook_sizes=[256] * 3, **kw)
+        build_streaming(tmp_path / "office.npy", tmp_path / name, RQKMeansConfig(codebook_sizes=[256] * 3, **kw))
         assert _h(SemanticTokenizer.from_pretrained(tmp_path / name).codes) == want, name
 
 
@@ -183,7 +184,7 @@ def test_assign_streaming_equals_encode(data, tmp_path):
     ids, x = data
     tok = SemanticTokenizer.build(x[:5000], ids=ids[:5000], **CFG)
     pdir = _write_parquet_dir(tmp_path / "pq", ids, x)
-    res = assign_streaming(tok, pdir, tmp_path / "a.parquet", batch_size=BLOCK_ROWS)
+    res = assign_streaming(tok, pdir, tmp_path / "a.parquet", run=ONE_BLOCK)
     t = pq.read_table(tmp_path / "a.parquet")
     codes = np.stack([t.column(f"code_{l}").to_numpy() for l in range(3)], 1)
     np.testing.assert_array_equal(codes, tok.encode(x))
@@ -201,7 +202,7 @@ def test_duplicate_ids_fail_and_write_nothing(data, tmp_path):
     dup[7000] = dup[12]
     pdir = _write_parquet_dir(tmp_path / "pq", dup, x)
     with pytest.raises(InputError, match="duplicate item id 'item12' \\(2 times, first at row 12\\)"):
-        build_streaming(pdir, tmp_path / "tok", **CFG)
+        build_streaming(pdir, tmp_path / "tok", RQKMeansConfig(**CFG))
     assert not (tmp_path / "tok").exists()
     # nothing left behind but the writer's lock file (no staging, no scratch)
     assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == ["pq"]
@@ -211,7 +212,7 @@ def test_existing_output_refused_before_any_work(data, tmp_path):
     ids, x = data
     (tmp_path / "tok").mkdir()
     with pytest.raises(ArtifactError, match="already exists"):
-        build_streaming(tmp_path / "missing.npy", tmp_path / "tok", **CFG)
+        build_streaming(tmp_path / "missing.npy", tmp_path / "tok", RQKMeansConfig(**CFG))
 
 
 # ---- dtype and id rules (issue 13, deliverable 1) ---------------------------------------------
@@ -335,8 +336,8 @@ def test_cuda_encode_equals_cpu_codes(quant):
 def test_cuda_streaming_build_uses_gpu_and_matches_cpu(data, tmp_path):
     ids, x = data
     np.save(tmp_path / "x.npy", x)
-    build_streaming(tmp_path / "x.npy", tmp_path / "gpu", device="cuda", **CFG)
-    build_streaming(tmp_path / "x.npy", tmp_path / "cpu", device="cpu", **CFG)
+    build_streaming(tmp_path / "x.npy", tmp_path / "gpu", RQKMeansConfig(device="cuda", **CFG))
+    build_streaming(tmp_path / "x.npy", tmp_path / "cpu", RQKMeansConfig(device="cpu", **CFG))
     a = SemanticTokenizer.from_pretrained(tmp_path / "gpu")
     b = SemanticTokenizer.from_pretrained(tmp_path / "cpu")
     # k-means' GEMMs on the GPU, near-ties re-decided on the host: the same SIDs
@@ -355,7 +356,7 @@ def test_large_groups_use_the_capacity_greedy_in_both_paths(data, tmp_path, monk
     ids, x = data
     np.save(tmp_path / "x.npy", x)
     cfg = dict(codebook_sizes=[4, 8], seed=0, max_points_per_centroid=64, balanced=True)
-    build_streaming(tmp_path / "x.npy", tmp_path / "tok", row_ids=True, **cfg)
+    build_streaming(EmbeddingSource(tmp_path / "x.npy", row_ids=True), tmp_path / "tok", RQKMeansConfig(**cfg))
     mem = SemanticTokenizer.build(x, **cfg)
     codes = SemanticTokenizer.from_pretrained(tmp_path / "tok").codes
     np.testing.assert_array_equal(codes, mem.codes)
@@ -383,7 +384,7 @@ def test_stale_scratch_of_a_killed_build_is_removed(data, tmp_path):
     (stale / "res-0.bin").write_bytes(b"0" * 100)
     other = tmp_path / ".tok2.abcd1234.scratch"  # another output's: kept
     other.mkdir()
-    build_streaming(tmp_path / "x.npy", tmp_path / "tok", row_ids=True, **CFG)
+    build_streaming(EmbeddingSource(tmp_path / "x.npy", row_ids=True), tmp_path / "tok", RQKMeansConfig(**CFG))
     assert not stale.exists() and other.exists()
 
 
@@ -393,14 +394,15 @@ def test_assign_compares_against_sids_on_disk_when_not_loaded(data, tmp_path):
     ids, x = data
     np.save(tmp_path / "x.npy", x[:5000])
     (tmp_path / "x.ids.txt").write_text("\n".join(ids[:5000]))
-    build_streaming(tmp_path / "x.npy", tmp_path / "tok", row_ids=True, **CFG)
+    build_streaming(EmbeddingSource(tmp_path / "x.npy", row_ids=True), tmp_path / "tok", RQKMeansConfig(**CFG))
     full = SemanticTokenizer.from_pretrained(tmp_path / "tok")
     light = SemanticTokenizer.from_pretrained(tmp_path / "tok", load_sids=False)
     assert light.codes is None and light.item_ids is None
     np.save(tmp_path / "new.npy", x[4000:])
     (tmp_path / "new.ids.txt").write_text("\n".join(ids[4000:]))
-    a = assign_streaming(full, tmp_path / "new.npy", tmp_path / "a.parquet", row_ids=True)
-    b = assign_streaming(light, tmp_path / "new.npy", tmp_path / "b.parquet", batch_size=BLOCK_ROWS, row_ids=True)
+    new = EmbeddingSource(tmp_path / "new.npy", row_ids=True)
+    a = assign_streaming(full, new, tmp_path / "a.parquet")
+    b = assign_streaming(light, new, tmp_path / "b.parquet", run=ONE_BLOCK)
     for k in ("already_indexed_items", "sids_shared_with_index", "collision_rate", "unique_sids"):
         assert a[k] == b[k], k
     assert a["already_indexed_items"] == 1000

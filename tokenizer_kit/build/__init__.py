@@ -11,7 +11,7 @@ _LAZY = {
     "build": "._build",
     "DEFAULT_STREAM_BATCH": "._streaming", "STREAMING_METHODS": "._streaming",
     "assign_streaming": "._streaming", "build_streaming": "._streaming", "encode_batch": "._streaming",
-    "StreamingMetrics": "._stream_metrics",
+    "StreamingMetrics": "._stream_metrics", "StreamingRun": "._streaming",
     "SemanticTokenizer": "._tokenizer", "level_token": "._tokenizer", "parse_sid_string": "._tokenizer", "sid_string": "._tokenizer",
     "tokenizer_metrics": "._metrics",
 }
@@ -22,6 +22,7 @@ __all__ = [
     "STREAMING_METHODS",
     "SemanticTokenizer",
     "StreamingMetrics",
+    "StreamingRun",
     "assign_streaming",
     "build",
     "build_streaming",

@@ -5,7 +5,8 @@ The route follows from the method (the class of ``config``) and the kind of ``so
 * vectors in memory (an array or torch tensor (n, d), or :class:`~tokenizer_kit.io.Embeddings`):
   :meth:`SemanticTokenizer.build`, whatever the method;
 * anything the streaming reader opens (a path or URI of ``.npy`` / Parquet / a saved HF
-  dataset, a list of Parquet files, an :class:`~tokenizer_kit.io.EmbeddingStream`), with a
+  dataset, a list of Parquet files, an :class:`~tokenizer_kit.io.EmbeddingSource`, an
+  :class:`~tokenizer_kit.io.EmbeddingStream`), with a
   method that streams (``STREAMING_METHODS``: RQ-Kmeans): :func:`build_streaming`, in bounded
   memory, writing ``out`` as it encodes;
 * a path, with a method that trains on the whole input (RQ-VAE): loaded into memory
@@ -25,7 +26,7 @@ import numpy as np
 
 from .._progress import Progress
 from ..errors import InputError
-from ..io import Embeddings, EmbeddingStream, as_float32_vectors, load_embeddings, open_embeddings
+from ..io import Embeddings, EmbeddingSource, EmbeddingStream, as_float32_vectors
 from ._streaming import STREAMING_METHODS, build_streaming
 from ._tokenizer import SemanticTokenizer, method_of
 
@@ -56,7 +57,8 @@ def build(
     ``ids_path``. ``categories`` maps ``str(item_id)`` to a top category (level-1 NMI).
     ``fingerprints``: ``tok.emb_hash`` (n,) uint64, each item's embedding fingerprint in the
     order of the tokenizer's items. ``open_kw``: how to read a path (``ids_path``,
-    ``id_column``, ``vector_column``, ``split``, ``row_ids``; :func:`~tokenizer_kit.io.open_embeddings`).
+    ``id_column``, ``vector_column``, ``split``, ``row_ids``; the fields of
+    :class:`~tokenizer_kit.io.EmbeddingSource`, which can be passed as ``source`` instead).
     """
     method = method_of(config)
     kw = dict(out=out, normalize=normalize, categories=categories, fingerprints=fingerprints, overwrite=overwrite, progress=progress)
@@ -69,13 +71,23 @@ def build(
     if method in STREAMING_METHODS:
         if out is None:
             raise InputError(f"a streaming build ({method}) writes the tokenizer directory as it goes; pass `out`")
-        stream = source if isinstance(source, EmbeddingStream) else open_embeddings(source, **open_kw)
+        stream = source if isinstance(source, EmbeddingStream) else _source(source, open_kw).open()
         return build_streaming(stream, out, config=config, normalize=normalize, categories=categories, overwrite=overwrite,
                                progress=progress, fingerprints=fingerprints)
     if isinstance(source, EmbeddingStream):
         raise InputError(f"{source.source}: method {method!r} trains on the whole input in memory and cannot read a stream; "
                          "pass the path (or the vectors) instead")
-    return _build_in_memory(load_embeddings(source, **open_kw), config, ids=None, **kw)
+    return _build_in_memory(_source(source, open_kw).load(), config, ids=None, **kw)
+
+
+def _source(source, open_kw: dict[str, Any]) -> EmbeddingSource:
+    """The input to read: ``source`` itself when it is an ``EmbeddingSource`` (then ``open_kw``
+    is refused: the source already says how to read it), else the path read as ``open_kw`` says."""
+    if isinstance(source, EmbeddingSource):
+        if open_kw:
+            raise InputError(f"{sorted(open_kw)} say how to read a path; the EmbeddingSource already says it, set them there")
+        return source
+    return EmbeddingSource(source, **open_kw)
 
 
 def _in_memory(source) -> bool:

@@ -36,6 +36,7 @@ import re
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -43,7 +44,7 @@ import numpy as np
 
 from .._progress import Progress, as_progress
 from ..errors import ArtifactError, InputError
-from ..io import EmbeddingStream, atomic_write, open_embeddings
+from ..io import EmbeddingSource, EmbeddingStream, atomic_write
 from ..io._manifest import write_artifact
 from ..io._sids import SIDWriter
 from ..io._spill import DEFAULT_KEY_BUDGET, SpilledKeys
@@ -54,7 +55,7 @@ from ._artifact import TOKENIZER
 from ._stream_metrics import StreamingMetrics, sid_keys_of
 from ._tokenizer import SIDS_NAME, SemanticTokenizer, make_quantizer, resolve_method
 
-__all__ = ["build_streaming", "assign_streaming", "encode_batch", "DEFAULT_STREAM_BATCH", "STREAMING_METHODS"]
+__all__ = ["build_streaming", "assign_streaming", "encode_batch", "StreamingRun", "DEFAULT_STREAM_BATCH", "STREAMING_METHODS"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,18 @@ DEFAULT_STREAM_BATCH = 16 * BLOCK_ROWS  # 65,536 rows: 64 MiB at d = 256 fp32
 STREAMING_METHODS = ("rq-kmeans",)
 
 
+@dataclass(frozen=True)
+class StreamingRun:
+    """How a streaming pass runs in bounded memory (never what it computes): ``batch_size`` rows
+    per read (rounded down to whole encode blocks, at least one, so the codes equal an in-memory
+    encode), ``key_budget`` SID keys and id hashes held in memory before they spill to disk, and
+    ``scratch_dir`` for the spilled and scratch files (default: beside the output)."""
+
+    batch_size: int = DEFAULT_STREAM_BATCH
+    key_budget: int = DEFAULT_KEY_BUDGET
+    scratch_dir: str | os.PathLike | None = None
+
+
 def encode_batch(tok: SemanticTokenizer, vectors, **encode_kw) -> np.ndarray:
     """Codes (b, L) int64 of one batch of raw embeddings (b, d): the tokenizer's preprocessing,
     then its quantizer's encode (``encode_kw``, e.g. ``threads``, never changes the codes).
@@ -72,10 +85,12 @@ def encode_batch(tok: SemanticTokenizer, vectors, **encode_kw) -> np.ndarray:
     return tok.encode(vectors, **encode_kw)
 
 
-def _as_stream(source, **open_kw) -> EmbeddingStream:
+def _as_stream(source) -> EmbeddingStream:
+    """``source`` opened: an :class:`EmbeddingStream` as is, an :class:`EmbeddingSource` read as it
+    says, anything else a path (or list of paths) read with the default columns."""
     if isinstance(source, EmbeddingStream):
         return source
-    return open_embeddings(source, **open_kw)
+    return EmbeddingSource.of(source).open()
 
 
 def _aligned(batch_size: int) -> int:
@@ -225,29 +240,23 @@ def _distinct_streaming(
 def build_streaming(
     source,
     out: str | os.PathLike,
-    *,
-    method: str | None = None,
     config: RQKMeansConfig | None = None,
+    *,
     normalize: bool = False,
     categories: Mapping[str, str | None] | None = None,
-    batch_size: int = DEFAULT_STREAM_BATCH,
-    overwrite: bool = False,
-    scratch_dir: str | os.PathLike | None = None,
-    key_budget: int = DEFAULT_KEY_BUDGET,
-    warn_collisions: float = 0.5,
-    progress: Progress | None = None,
-    ids_path=None,
-    id_column: str = "item_id",
-    vector_column: str | None = None,
-    row_ids: bool = False,
     fingerprints: bool = False,
-    **quantizer_config: Any,
+    overwrite: bool = False,
+    warn_collisions: float = 0.5,
+    run: StreamingRun = StreamingRun(),
+    progress: Progress | None = None,
 ) -> SemanticTokenizer:
     """Build a tokenizer directory at ``out`` from embeddings of any size (see the module doc).
 
-    ``source`` is a path / URI / list of Parquet files or an :class:`EmbeddingStream`; ``config``
-    the typed RQ-Kmeans config, ``quantizer_config`` its settings by field name on top of it (or
-    of the defaults), as for :meth:`SemanticTokenizer.build`;
+    ``source`` is a path / URI / list of Parquet files (read with the default columns), an
+    :class:`~tokenizer_kit.io.EmbeddingSource` (a path and how to read it: ids file, columns,
+    ``row_ids``) or an :class:`EmbeddingStream`; ``config`` the typed RQ-Kmeans config
+    (default: ``RQKMeansConfig()``), validated whole before any work; ``run`` how the passes
+    run in bounded memory (:class:`StreamingRun`).
     ``categories`` maps ``str(item_id)`` to a top category (level-1 NMI). Right after training,
     the collisions of the whole catalogue are predicted from the training sample's codes
     (:func:`~tokenizer_kit.quantizers._plan.warn_if_crowded`) and a WARNING is logged when at
@@ -259,23 +268,23 @@ def build_streaming(
     ``tok.emb_hash`` (n,) uint64 in the order of ``sids.parquet``: what an index needs to
     refuse a known item arriving with another embedding (``SIDIndex.assign``).
     """
-    q = _streaming_quantizer(method, config, quantizer_config)
-    out, stream = _check_build(q, source, out, overwrite=overwrite, ids_path=ids_path, id_column=id_column, vector_column=vector_column, row_ids=row_ids)
+    q = _streaming_quantizer(config)
+    out, stream = _check_build(q, source, out, overwrite=overwrite)
     tok = SemanticTokenizer(q, normalize=normalize)
-    bs = _aligned(batch_size)
+    bs = _aligned(run.batch_size)
     t0 = time.perf_counter()
     if stream.has_ids:  # an ids-only pass before any training: a repeated id fails in seconds
-        spill = scratch_dir if scratch_dir is not None else (out.parent if out.parent.is_dir() else None)
-        _check_unique_ids(stream, bs, key_budget=key_budget, spill_dir=spill)
+        spill = run.scratch_dir if run.scratch_dir is not None else (out.parent if out.parent.is_dir() else None)
+        _check_unique_ids(stream, bs, key_budget=run.key_budget, spill_dir=spill)
     times, predicted = _train_on_sample(tok, stream, warn_collisions=warn_collisions, progress=progress)
-    scratch_base = Path(scratch_dir) if scratch_dir is not None else out.parent
+    scratch_base = Path(run.scratch_dir) if run.scratch_dir is not None else out.parent
     scratch_base.mkdir(parents=True, exist_ok=True)
     scratch = None
     try:
         with write_artifact(out, TOKENIZER, overwrite=overwrite) as w:
             scratch = _fresh_scratch(scratch_base, out.name)  # under the writer lock
             hashes = np.zeros(stream.n, np.uint64) if fingerprints else None
-            times.update(_encode_pass(tok, stream, w.dir, scratch, bs, categories=categories, key_budget=key_budget, progress=progress,
+            times.update(_encode_pass(tok, stream, w.dir, scratch, bs, categories=categories, key_budget=run.key_budget, progress=progress,
                                       hashes=hashes))
             tok.info = _build_info(stream, bs, times, predicted, total_seconds=time.perf_counter() - t0)
             tok.write_files(w.dir)  # weights and attachments; the SIDs are written by the encode pass
@@ -291,22 +300,22 @@ def build_streaming(
     return tok
 
 
-def _streaming_quantizer(method: str | None, config: RQKMeansConfig | None, overrides: dict[str, Any]) -> RQKMeans:
+def _streaming_quantizer(config: RQKMeansConfig | None) -> RQKMeans:
     """The unfitted quantizer of a streaming build, its whole config validated before any work."""
-    method = resolve_method(method, config)
+    method = resolve_method(None, config)
     if method not in STREAMING_METHODS:
         raise InputError(f"streaming builds support rq-kmeans; method {method!r} trains on the whole input in memory (use SemanticTokenizer.build)")
-    return make_quantizer(method, config, overrides)
+    return make_quantizer(method, config)
 
 
-def _check_build(q: RQKMeans, source, out, *, overwrite, ids_path, id_column, vector_column, row_ids):
+def _check_build(q: RQKMeans, source, out, *, overwrite: bool):
     """The output path and the input stream, each checked before any work."""
     out = Path(out)
     if out.exists() and not overwrite:
         raise ArtifactError(f"output directory {out} already exists; set `overwrite` to replace it, or choose another path")
     if out.exists() and not out.is_dir():
         raise ArtifactError(f"output path {out} exists and is not a directory; remove it or choose another path")
-    stream = _as_stream(source, ids_path=ids_path, id_column=id_column, vector_column=vector_column, row_ids=row_ids)
+    stream = _as_stream(source)
     n, d = stream.n, stream.dim
     if n == 0 or d == 0:
         raise InputError(f"{stream.source}: empty input ({n} rows of dimension {d}); need at least one item with d >= 1")
@@ -460,27 +469,23 @@ def assign_streaming(
     source,
     out: str | os.PathLike,
     *,
-    batch_size: int = DEFAULT_STREAM_BATCH,
-    key_budget: int = DEFAULT_KEY_BUDGET,
-    scratch_dir: str | os.PathLike | None = None,
+    run: StreamingRun = StreamingRun(),
     progress: Progress | None = None,
-    ids_path=None,
-    id_column: str = "item_id",
-    vector_column: str | None = None,
-    row_ids: bool = False,
     encode: Callable[[SemanticTokenizer, np.ndarray], np.ndarray] = encode_batch,
 ) -> dict[str, Any]:
     """Encode every item of ``source`` with ``tok`` into ``out`` (Parquet: item_id, code_0..,
     sid), batch by batch and atomically; returns a summary: items, collisions among them, and,
     when ``tok`` holds indexed items, how many ids are already indexed and how many new codes
-    equal an indexed SID (8 bytes per indexed item for each)."""
-    stream = _as_stream(source, ids_path=ids_path, id_column=id_column, vector_column=vector_column, row_ids=row_ids)
+    equal an indexed SID (8 bytes per indexed item for each). ``source`` as for
+    :func:`build_streaming`; ``run`` how the pass runs in bounded memory; ``encode`` the
+    per-batch function (:func:`encode_batch`)."""
+    stream = _as_stream(source)
     out = Path(out)
     if out.exists() and out.is_dir():
         raise ArtifactError(f"{out} is a directory; `out` must be a .parquet file path")
     if stream.n == 0:
         raise InputError(f"{stream.source}: empty input (0 rows); nothing to assign")
-    bs = _aligned(batch_size)  # a wrong dimension fails on the first batch, after its row checks
+    bs = _aligned(run.batch_size)  # a wrong dimension fails on the first batch, after its row checks
     index_keys = index_ids = None
     if tok.codes is not None and tok.item_ids is not None:
         index_keys = _sorted_unique(sid_keys_of(tok.codes, tok.codebook_sizes))
@@ -490,12 +495,12 @@ def assign_streaming(
         if found is not None:
             index_keys, index_ids = found
     known = shared = 0
-    scratch_base = Path(scratch_dir) if scratch_dir is not None else out.parent
+    scratch_base = Path(run.scratch_dir) if run.scratch_dir is not None else out.parent
     scratch_base.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".scratch", dir=scratch_base))
     t0 = time.perf_counter()
     try:
-        metrics = StreamingMetrics(tok.codebook_sizes, key_budget=key_budget, spill_dir=scratch)
+        metrics = StreamingMetrics(tok.codebook_sizes, key_budget=run.key_budget, spill_dir=scratch)
         try:
             with atomic_write(out) as tmp, SIDWriter(tmp) as writer, as_progress(progress).task("assign", total=stream.n, unit="item") as task:
                 for b in stream.batches(bs):

@@ -14,7 +14,7 @@ from ._config import ENGINES, EngineConfig
 
 # the rest loads on first use (PEP 562): the settings above are what the CLI needs to start
 _LAZY = {
-    "assign_sharded": "._assign", "tokenizer_fingerprint": "._assign",
+    "AssignParts": "._assign", "Sharding": "._assign", "assign_sharded": "._assign", "tokenizer_fingerprint": "._assign",
     "Engine": "._engine", "LocalEngine": "._engine", "RayEngine": "._engine", "engine_for": "._engine",
     "extract_sharded": "._extract",
     "assign_codes": "._routes", "check_output": "._routes", "cold_start": "._routes", "embed_store_items": "._routes",
@@ -29,6 +29,7 @@ __getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [
+    "AssignParts",
     "ENGINES",
     "Engine",
     "EngineConfig",
@@ -37,6 +38,7 @@ __all__ = [
     "SHARDS",
     "Shard",
     "ShardJob",
+    "Sharding",
     "assign_codes",
     "assign_sharded",
     "check_output",

@@ -35,11 +35,34 @@ from ._output import part_writer, shard_files
 from ._plan import Shard, digest, embedding_batches, embedding_files, plan_files
 from ._run import ShardJob, run_sharded
 
-__all__ = ["AssignJob", "assign_sharded", "tokenizer_fingerprint", "DEFAULT_ASSIGN_SHARD"]
+__all__ = ["AssignJob", "AssignParts", "Sharding", "assign_sharded", "tokenizer_fingerprint", "DEFAULT_ASSIGN_SHARD"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_ASSIGN_SHARD = 1 << 20  # rows per shard: 16 encode batches of 65,536
+
+
+@dataclass(frozen=True)
+class Sharding:
+    """How a sharded pass cuts its input: ``batch_size`` rows per read (None: the streaming
+    default; rounded to whole encode blocks) and ``shard_size`` rows per shard (rounded to whole
+    batches; the unit a killed run resumes by)."""
+
+    batch_size: int | None = None
+    shard_size: int = DEFAULT_ASSIGN_SHARD
+
+
+@dataclass(frozen=True)
+class AssignParts:
+    """What each part of a sharded assign holds. By default ``item_id, code_0.., sid``;
+    ``hashes`` adds ``emb_hash`` (the index's embedding fingerprint, which a cold start from
+    the shards needs), ``errors`` adds ``err`` (the squared reconstruction error a suffix group
+    is ranked by). ``lookup``: the cold start's lookup part against the tokenizer's SID index
+    instead (``indexer._stream_assign.lookup_part``)."""
+
+    hashes: bool = False
+    errors: bool = False
+    lookup: bool = False
 
 
 def tokenizer_fingerprint(path: str | os.PathLike, *, index: bool = False) -> dict[str, Any]:
@@ -189,42 +212,43 @@ def assign_sharded(
     out: str | os.PathLike,
     *,
     engine: EngineConfig | Engine,
-    batch_size: int | None = None,
-    shard_size: int = DEFAULT_ASSIGN_SHARD,
-    hashes: bool = False,
-    errors: bool = False,
-    lookup: bool = False,
+    sharding: Sharding = Sharding(),
+    parts: AssignParts = AssignParts(),
     overwrite: bool = False,
     progress: Progress | None = None,
-    ids_path=None,
-    id_column: str = "item_id",
-    vector_column: str | None = None,
-    row_ids: bool = False,
     summary: bool = True,
 ) -> dict[str, Any]:
     """Codes of every item of ``source`` into the shard directory ``out`` (see the module doc).
 
     ``tok`` is a tokenizer loaded from its directory (the workers load the same directory).
-    The batch size is rounded to whole encode blocks and the shard size to whole batches, so
-    the codes equal the local single-file ``assign`` bit for bit. Returns its summary plus
-    the run's (shards run, shards kept from an earlier run).
+    ``source``: a path (or list of Parquet files) read with the default columns, or an
+    :class:`~tokenizer_kit.io.EmbeddingSource` (ids file, columns, ``row_ids``). The batch
+    size is rounded to whole encode blocks and the shard size to whole batches
+    (:class:`Sharding`), so the codes equal the local single-file ``assign`` bit for bit;
+    ``parts`` says what each part holds (:class:`AssignParts`). Returns the summary of the
+    local ``assign`` (unless ``summary`` is false) plus the run's (shards run, shards kept
+    from an earlier run).
     """
+    from dataclasses import replace
+
     from ..build._streaming import DEFAULT_STREAM_BATCH, _aligned
-    from ..io import open_embeddings
+    from ..io import EmbeddingSource
 
     engine = engine_for(engine)
     if tok.path is None:
         raise InputError("the sharded assign loads the tokenizer in every worker: save it first (save_pretrained) and load it from there")
-    stream = open_embeddings(source, ids_path=ids_path, id_column=id_column, vector_column=vector_column, row_ids=row_ids)
+    src = replace(EmbeddingSource.of(source), split=None)  # the shards are planned over the input's files: no split
+    stream = src.open()
     if stream.n == 0:
         raise InputError(f"{stream.source}: empty input (0 rows); nothing to assign")
     if stream.dim != tok.dim:
         raise InputError(f"{stream.source}: vectors have dimension {stream.dim} but this tokenizer expects {tok.dim}; "
                          "embed with the model the tokenizer was built on")
-    bs = _aligned(batch_size or DEFAULT_STREAM_BATCH)
-    shard_rows = max(bs, -(-int(shard_size) // bs) * bs)
-    files = embedding_files(source, stream, ids_path)
+    bs = _aligned(sharding.batch_size or DEFAULT_STREAM_BATCH)
+    shard_rows = max(bs, -(-int(sharding.shard_size) // bs) * bs)
+    files = embedding_files(src.path, stream, src.ids_path)
     shards = plan_files(files, shard_rows)
+    hashes, errors, lookup = parts.hashes, parts.errors, parts.lookup
     job = AssignJob(tokenizer=str(tok.path), fingerprint=tokenizer_fingerprint(tok.path, index=lookup), source=stream.source,
                     id_column=getattr(stream, "id_column", None), vector_column=getattr(stream, "vcol", None), dim=stream.dim,
                     batch_size=bs, hashes=hashes, errors=errors, lookup=lookup)

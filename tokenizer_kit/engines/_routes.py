@@ -14,11 +14,15 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .._progress import Progress
 from ..errors import InputError
 from ._engine import Engine
+
+if TYPE_CHECKING:
+    from ..io import EmbeddingSource
+    from ._assign import Sharding
 
 __all__ = ["assign_codes", "check_output", "cold_start", "embed_store_items", "embed_text_items"]
 
@@ -72,33 +76,26 @@ def embed_store_items(engine: Engine, store, alignment: PathLike, out: PathLike,
                        progress=progress)
 
 
-def _sharded_kw(stream_kw: dict[str, Any]) -> dict[str, Any]:
-    """``assign_sharded``'s input arguments among ``io.open_embeddings``'s (the shards are planned
-    over the input's files: no ``split``)."""
-    return {k: stream_kw[k] for k in ("ids_path", "id_column", "vector_column", "row_ids") if k in stream_kw}
-
-
-def assign_codes(engine: Engine, tok, stream_kw: dict[str, Any], out: PathLike, *, batch_size: int | None, shard_size: int,
+def assign_codes(engine: Engine, tok, source: EmbeddingSource, out: PathLike, *, sharding: Sharding,
                  progress: Progress | None = None) -> dict[str, Any]:
-    """Codes of every input item (no index to cold-start into) into ``out``, batch by batch
-    (``_streaming.encode_batch``). ``stream_kw``: ``io.open_embeddings``'s arguments."""
+    """Codes of every item of ``source`` (no index to cold-start into) into ``out``, batch by
+    batch (``_streaming.encode_batch``); the local engine reads ``sharding.batch_size`` rows at
+    a time (None: the streaming default) into one file."""
     if engine.sharded_output:
         from ._assign import assign_sharded
 
-        res = assign_sharded(tok, stream_kw["path"], out, engine=engine, batch_size=batch_size, shard_size=shard_size, progress=progress, **_sharded_kw(stream_kw))
+        res = assign_sharded(tok, source, out, engine=engine, sharding=sharding, progress=progress)
     else:
-        from ..build._streaming import assign_streaming
-        from ..io import open_embeddings
+        from ..build._streaming import StreamingRun, assign_streaming
 
-        kw = {} if batch_size is None else {"batch_size": batch_size}
-        res = assign_streaming(tok, open_embeddings(**stream_kw), out, progress=progress, **kw)
+        run = StreamingRun() if sharding.batch_size is None else StreamingRun(batch_size=sharding.batch_size)
+        res = assign_streaming(tok, source.open(), out, run=run, progress=progress)
     res.pop("seconds", None)
     return res
 
 
-def cold_start(engine: Engine, tok, idx, stream_kw: dict[str, Any], out: PathLike, *, replace: bool, update: bool,
-               batch_size: int | None, shard_size: int, tokenizer: PathLike, rows: bool = False,
-               progress: Progress | None = None) -> dict[str, Any]:
+def cold_start(engine: Engine, tok, idx, source: EmbeddingSource, out: PathLike, *, replace: bool, update: bool,
+               sharding: Sharding, tokenizer: PathLike, rows: bool = False, progress: Progress | None = None) -> dict[str, Any]:
     """Cold start of every input item against the index ``idx`` into ``out``: each batch
     through ``indexer._stream_assign.lookup_part`` (in process, or on the workers one part per
     shard), the items to place placed here (``place``), the index saved (``update``) before
@@ -108,32 +105,29 @@ def cold_start(engine: Engine, tok, idx, stream_kw: dict[str, Any], out: PathLik
     if idx.policy_obj.needs_vectors:
         raise InputError(f"cold start under the {idx.policy} policy ranks free SIDs by the items' vectors; use the local engine")
     if engine.sharded_output:
-        return _cold_start_sharded(engine, tok, idx, stream_kw, Path(out), replace=replace, update=update, batch_size=batch_size,
-                                   shard_size=shard_size, tokenizer=tokenizer, rows=rows, progress=progress)
+        return _cold_start_sharded(engine, tok, idx, source, Path(out), replace=replace, update=update, sharding=sharding,
+                                   tokenizer=tokenizer, rows=rows, progress=progress)
     from ..indexer._stream_assign import assign_to_file
-    from ..io import open_embeddings
 
-    stream = open_embeddings(**stream_kw)
-    new, summary = assign_to_file(idx, tok, stream, out, replace=replace, batch_size=batch_size, progress=progress, save_to=tokenizer,
-                                  update=update)
+    stream = source.open()
+    new, summary = assign_to_file(idx, tok, stream, out, replace=replace, batch_size=sharding.batch_size, progress=progress,
+                                  save_to=tokenizer, update=update)
     return {"updated": bool(update and new.version != idx.version), **summary, "out": str(out), "lookup_rows": int(stream.n)}
 
 
-def _cold_start_sharded(engine: Engine, tok, idx, stream_kw: dict[str, Any], out: Path, *, replace: bool, update: bool,
-                        batch_size: int | None, shard_size: int, tokenizer: PathLike, rows: bool,
-                        progress: Progress | None) -> dict[str, Any]:
+def _cold_start_sharded(engine: Engine, tok, idx, source: EmbeddingSource, out: Path, *, replace: bool, update: bool,
+                        sharding: Sharding, tokenizer: PathLike, rows: bool, progress: Progress | None) -> dict[str, Any]:
     """The workers write the lookup parts into a scratch shard directory beside ``out`` (kept
     by a killed run, so a rerun resumes it); the placement runs here."""
     from ..build._streaming import _check_unique_ids
-    from ..io import open_embeddings
-    from ._assign import assign_sharded
+    from ._assign import AssignParts, assign_sharded
 
     _check_lookup_dir(out)
     # an ids-only pass before the workers run: a repeated id fails in seconds, as in the local engine
-    _check_unique_ids(open_embeddings(**stream_kw), spill_dir=out.parent if out.parent.is_dir() else None)
+    _check_unique_ids(source.open(), spill_dir=out.parent if out.parent.is_dir() else None)
     scratch = out.parent / f".{out.name}.lookups"
-    res = assign_sharded(tok, stream_kw["path"], scratch, engine=engine, batch_size=batch_size, shard_size=shard_size, progress=progress,
-                         lookup=True, summary=False, overwrite=True, **_sharded_kw(stream_kw))
+    res = assign_sharded(tok, source, scratch, engine=engine, sharding=sharding, parts=AssignParts(lookup=True), progress=progress,
+                         summary=False, overwrite=True)
     new, summary = _place_sharded(tok, idx, scratch, out, replace=replace, tokenizer=tokenizer, update=update)
     changed = new.version != idx.version
     # every lookup row in memory only when asked (--print-items): read back from the shards written

@@ -32,7 +32,7 @@ from ._embeddings import (
     validate_vectors,
     write_embeddings_parquet,
 )
-from ._stream import Batch, EmbeddingStream, as_float32_vectors, normalise_ids, open_embeddings
+from ._stream import Batch, EmbeddingSource, EmbeddingStream, as_float32_vectors, normalise_ids, open_embeddings
 from ._sids import sids_table, write_sids_parquet
 from ._splits import TEST, TRAIN, VALID, InteractionLog, Split, interaction_log, leave_one_out_roles, leave_one_out_split
 from ._synthetic import make_clustered_embeddings, write_clustered_npy
@@ -48,6 +48,7 @@ from ._tables import (
 __all__ = [
     "ArtifactKind",
     "Batch",
+    "EmbeddingSource",
     "EmbeddingStream",
     "Embeddings",
     "InteractionLog",

@@ -37,6 +37,7 @@ from ..errors import InputError
 
 __all__ = [
     "Batch",
+    "EmbeddingSource",
     "EmbeddingStream",
     "open_embeddings",
     "as_float32_vectors",
@@ -576,6 +577,37 @@ def open_embeddings(
             raise InputError(_no_ids_message(stream, id_column))
         logger.info("%s has no item ids; numbering the rows 0..%d (row_ids)", stream.source, stream.n - 1)
     return stream
+
+
+@dataclass(frozen=True)
+class EmbeddingSource:
+    """Where embeddings are and how to read them: the arguments of :func:`open_embeddings`
+    (and :func:`~tokenizer_kit.io.load_embeddings`) as one value, so a stage hands its input
+    down the layers without spelling each reading option at every step."""
+
+    path: str | os.PathLike | Sequence[str | os.PathLike]
+    ids_path: str | os.PathLike | None = None
+    id_column: str = "item_id"
+    vector_column: str | None = None
+    split: str | None = None
+    row_ids: bool = False
+
+    @classmethod
+    def of(cls, source) -> "EmbeddingSource":
+        """``source`` itself when it is an ``EmbeddingSource``, else its path read with the defaults."""
+        return source if isinstance(source, EmbeddingSource) else cls(source)
+
+    def open(self) -> EmbeddingStream:
+        """The input as an :class:`EmbeddingStream` (nothing is read but metadata)."""
+        return open_embeddings(self.path, ids_path=self.ids_path, id_column=self.id_column, vector_column=self.vector_column,
+                               split=self.split, row_ids=self.row_ids)
+
+    def load(self):
+        """The whole input in memory (:class:`~tokenizer_kit.io.Embeddings`; small inputs)."""
+        from ._embeddings import load_embeddings
+
+        return load_embeddings(self.path, ids_path=self.ids_path, id_column=self.id_column, vector_column=self.vector_column,
+                               split=self.split, row_ids=self.row_ids)
 
 
 def _no_ids_message(stream: EmbeddingStream, id_column: str) -> str:

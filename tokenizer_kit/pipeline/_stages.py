@@ -18,6 +18,7 @@ from ..errors import ArtifactError, InputError, TokenizerKitError
 from ._verb_configs import AssignConfig, CategoriesInput, EmbeddingsInput, ImportIndexConfig, IndexStageConfig, ReportConfig, TextEmbedConfig
 
 if TYPE_CHECKING:  # the stage configs import torch; the functions that need it import it themselves
+    from ..io import EmbeddingSource
     from ._stage_configs import AlignStageConfig, CodebookConfig, EmbedConfig, ExtractStageConfig, MinePairsConfig, RetrievalStageConfig
 
 __all__ = [
@@ -242,8 +243,8 @@ def build_codebook(embeddings: PathLike, out: PathLike, config: CodebookConfig, 
     qcfg = config.quantizer_config()
     columns = columns or EmbeddingsInput()
     cats_map = _categories(categories, category_input or CategoriesInput())
-    tok = build(embeddings, qcfg, out=out, normalize=config.normalize, categories=cats_map, fingerprints=config.index,
-                overwrite=overwrite, progress=progress, ids_path=ids, **columns.open_kw())
+    tok = build(columns.source(embeddings, ids), qcfg, out=out, normalize=config.normalize, categories=cats_map,
+                fingerprints=config.index, overwrite=overwrite, progress=progress)
     report = {"name": out.name, "path": str(out), "method": config.method, "build_seconds": tok.info["fit_seconds"], **tok.metrics}
     if config.index:  # indexed after saving, so both routes index the directory alike
         report["index"] = _default_index(out, tok.emb_hash)
@@ -276,15 +277,13 @@ def index(tokenizer: PathLike, config: IndexStageConfig, *, embeddings: PathLike
     directory; optionally export an LC-Rec ``*.index.json`` and the SID vocabulary."""
     from ..build._tokenizer import SemanticTokenizer
     from ..indexer import IndexConfig, SIDIndex
-    from ..io import load_embeddings
-
     lib = base_config(config, IndexConfig).validate()
     _outputs_ok(export_lcrec, vocab_out)
     tok = SemanticTokenizer.from_pretrained(tokenizer)
     x = xid = None
     if embeddings is not None:
         columns = columns or EmbeddingsInput()
-        emb = load_embeddings(embeddings, ids_path=ids, **columns.open_kw())
+        emb = columns.source(embeddings, ids).load()
         x, xid = emb.vectors, emb.ids
     idx = SIDIndex.for_tokenizer(tok, config=lib, x=x, ids=xid)
     idx.save(tok, tokenizer)
@@ -478,7 +477,7 @@ def assign(embeddings: PathLike, tokenizer: PathLike, config: AssignConfig, *, o
     cold start streams the input into it in memory bounded by the batch and the new items,
     and the result says how many rows it wrote (``lookup_rows``)."""
     from ..build._tokenizer import SemanticTokenizer
-    from ..engines import assign_codes, check_output, cold_start, engine_for
+    from ..engines import Sharding, assign_codes, check_output, cold_start, engine_for
     from ..indexer import SIDIndex
 
     config.validate()
@@ -496,32 +495,31 @@ def assign(embeddings: PathLike, tokenizer: PathLike, config: AssignConfig, *, o
     if idx is None and out is None:
         raise config_error_for("out", "this tokenizer has no SID index to report against, so the codes need an output file (out)",
                                usage=True)
-    stream_kw = {"path": embeddings, "ids_path": ids, **(columns or EmbeddingsInput()).open_kw()}
+    source = (columns or EmbeddingsInput()).source(embeddings, ids)
+    sharding = Sharding(batch_size=config.batch_size, shard_size=config.shard_size)
     if idx is None:
-        res = assign_codes(engine, tok, stream_kw, out, batch_size=config.batch_size, shard_size=config.shard_size, progress=progress)
+        res = assign_codes(engine, tok, source, out, sharding=sharding, progress=progress)
         return {"tokenizer": str(tokenizer), **res}
     in_memory = out is None or rows or tok.method == "external" or idx.policy_obj.needs_vectors
     if engine.sharded_output or not in_memory:
-        res = cold_start(engine, tok, idx, stream_kw, out, replace=config.replace_changed, update=update, batch_size=config.batch_size,
-                         shard_size=config.shard_size, tokenizer=tokenizer, rows=bool(rows), progress=progress)
+        res = cold_start(engine, tok, idx, source, out, replace=config.replace_changed, update=update, sharding=sharding,
+                         tokenizer=tokenizer, rows=bool(rows), progress=progress)
         return {"tokenizer": str(tokenizer), **res}
-    return _assign_in_memory(tok, idx, stream_kw, out, config, tokenizer, update, progress)
+    return _assign_in_memory(tok, idx, source, out, config, tokenizer, update, progress)
 
 
-def _assign_in_memory(tok, idx, stream_kw: dict[str, Any], out: PathLike | None, config: AssignConfig, tokenizer: PathLike, update: bool,
+def _assign_in_memory(tok, idx, source: EmbeddingSource, out: PathLike | None, config: AssignConfig, tokenizer: PathLike, update: bool,
                       progress: Progress | None) -> dict[str, Any]:
     """The cold start with every lookup row in memory (``SIDIndex.assign``): no ``out`` to
     stream into, the rows asked for, an imported index (new items come with their codes),
     or a policy that places by the items' vectors."""
-    from ..io import load_embeddings
-
     if tok.method == "external":  # an imported index: new items come with their codes, as an *.index.json
         from ..indexer import read_lcrec_index
 
-        new_ids, codes = read_lcrec_index(stream_kw["path"])
+        new_ids, codes = read_lcrec_index(source.path)
         new, table, summary = idx.assign(tok, new_ids, codes=codes[:, : tok.levels], replace=config.replace_changed)
     else:
-        emb = load_embeddings(**stream_kw)
+        emb = source.load()
         new, table, summary = idx.assign(tok, emb.ids, emb.vectors, replace=config.replace_changed, batch_size=config.batch_size,
                                          progress=progress)
     changed = new.version != idx.version

@@ -12,6 +12,7 @@ from typing import ClassVar
 from .._config import ValidatedConfig, setting
 from ..engines._config import EngineConfig
 from ..indexer import IndexConfig
+from ..io import EmbeddingSource
 
 __all__ = ["AssignConfig", "CategoriesInput", "EmbeddingsInput", "ImportIndexConfig", "IndexStageConfig", "LookupConfig", "ReportConfig",
            "TextEmbedConfig"]
@@ -32,6 +33,10 @@ class EmbeddingsInput(ValidatedConfig):
     def open_kw(self) -> dict:
         """Keyword arguments of ``io.open_embeddings`` / ``io.load_embeddings``."""
         return {"id_column": self.id_column, "vector_column": self.vector_column, "split": self.split, "row_ids": self.row_ids}
+
+    def source(self, path, ids_path=None) -> EmbeddingSource:
+        """The embeddings at ``path`` (ids from ``ids_path`` when given) read with these columns."""
+        return EmbeddingSource(path, ids_path=ids_path, **self.open_kw())
 
 
 @dataclass
