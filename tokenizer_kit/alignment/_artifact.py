@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ArtifactError, InputError
-from ..io._manifest import ArtifactKind, read_manifest
-from ..io._paths import read_json
+from ..io import ArtifactKind, read_json, read_manifest
 
 __all__ = ["ALIGNMENT", "CHECKPOINT", "CHECKPOINT_DIR", "EVAL_NAME", "is_alignment_complete", "has_checkpoint", "read_checkpoint_record", "read_alignment_eval"]
 

@@ -27,8 +27,7 @@ from .._progress import Progress, as_progress
 from .._torch_utils import resolve_device
 from .._version import __version__
 from ..errors import ArtifactError, InputError
-from ..io import atomic_write
-from ..io._manifest import Manifest, read_artifact
+from ..io import Manifest, atomic_write, read_artifact
 from ._artifact import ALIGNMENT
 from ._config import POOLINGS, EmbedSettings, QFormerConfig
 from ._losses import item_vectors

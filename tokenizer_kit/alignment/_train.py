@@ -27,8 +27,7 @@ from torch import nn
 from .._progress import Progress, as_progress
 from .._torch_utils import cpu_has_native_bf16, cpu_threads, decay_groups, resolve_device, warmup_decay
 from ..errors import ArtifactError, InputError
-from ..io import atomic_write
-from ..io._manifest import write_artifact
+from ..io import atomic_write, write_artifact
 from .._config import base_config
 from ._artifact import ALIGNMENT, CHECKPOINT, CHECKPOINT_DIR, EVAL_NAME, has_checkpoint, read_checkpoint_record
 from ._config import AlignConfig, AlignRunConfig

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-from ..io._manifest import ArtifactKind
+from ..io import ArtifactKind
 
 __all__ = ["TOKENIZER", "tokenizer_card"]
 

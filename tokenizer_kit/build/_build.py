@@ -107,7 +107,7 @@ def _build_in_memory(x, config, *, ids, out, normalize: bool, categories, finger
         cats = [categories.get(str(i)) for i in np.asarray(item_ids).tolist()]
     tok = SemanticTokenizer.build(x, ids=ids, config=config, normalize=normalize, categories=cats, progress=progress, index=False)
     if fingerprints:
-        from ..io._fingerprint import embedding_hash
+        from ..io import embedding_hash
 
         tok.emb_hash = embedding_hash(vectors)
     if out is not None:

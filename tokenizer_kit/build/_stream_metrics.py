@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import InputError
-from ..io._spill import DEFAULT_KEY_BUDGET, SpilledKeys
+from ..io import DEFAULT_KEY_BUDGET, SpilledKeys
 from ._metrics import level_stats_from_counts
 
 __all__ = ["StreamingMetrics", "sid_key_radix", "sid_keys_of"]

@@ -44,13 +44,8 @@ import numpy as np
 
 from .._progress import Progress, as_progress
 from ..errors import ArtifactError, InputError
-from ..io import EmbeddingSource, EmbeddingStream, atomic_write
-from ..io._manifest import write_artifact
-from ..io._sids import SIDWriter
-from ..io._spill import DEFAULT_KEY_BUDGET, SpilledKeys
-from ..quantizers import RQKMeans, RQKMeansConfig
-from ..quantizers._encode import BLOCK_ROWS
-from ..quantizers._plan import warn_if_crowded
+from ..io import DEFAULT_KEY_BUDGET, EmbeddingSource, EmbeddingStream, SIDWriter, SpilledKeys, atomic_write, write_artifact
+from ..quantizers import BLOCK_ROWS, RQKMeans, RQKMeansConfig, warn_if_crowded
 from ._artifact import TOKENIZER
 from ._stream_metrics import StreamingMetrics, sid_keys_of
 from ._tokenizer import SIDS_NAME, SemanticTokenizer, make_quantizer, resolve_method
@@ -259,7 +254,7 @@ def build_streaming(
     run in bounded memory (:class:`StreamingRun`).
     ``categories`` maps ``str(item_id)`` to a top category (level-1 NMI). Right after training,
     the collisions of the whole catalogue are predicted from the training sample's codes
-    (:func:`~tokenizer_kit.quantizers._plan.warn_if_crowded`) and a WARNING is logged when at
+    (:func:`~tokenizer_kit.quantizers.warn_if_crowded`) and a WARNING is logged when at
     least ``warn_collisions`` of the items are predicted to share a SID. Returns the
     tokenizer without its SIDs in memory (load them with ``from_pretrained(out)``).
 
@@ -359,7 +354,7 @@ def _encode_pass(tok: SemanticTokenizer, stream: EmbeddingStream, staging: Path,
     with the metrics of the same pass (``tok.metrics``); with the distinct-last-level step the
     codes are held (int16) until it has run, then written. ``hashes`` (n,) uint64, if given, is
     filled with each raw embedding's fingerprint in the same pass. Returns the timings."""
-    from ..io._fingerprint import embedding_hash
+    from ..io import embedding_hash
 
     q, n = tok.quantizer, stream.n
     prog = as_progress(progress)

@@ -31,8 +31,17 @@ import numpy as np
 
 from .._progress import Progress
 from ..errors import ArtifactError, InputError, TokenizerKitError
-from ..io import Embeddings, as_float32_vectors, normalise_ids, validate_ids, validate_vectors
-from ..io._manifest import Manifest, read_artifact, read_manifest, write_artifact
+from ..io import (
+    Embeddings,
+    Manifest,
+    as_float32_vectors,
+    normalise_ids,
+    read_artifact,
+    read_manifest,
+    validate_ids,
+    validate_vectors,
+    write_artifact,
+)
 from ..quantizers import get_config_class, get_quantizer_class, list_methods
 from ._artifact import TOKENIZER
 from ._metrics import tokenizer_metrics

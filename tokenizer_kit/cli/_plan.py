@@ -7,8 +7,8 @@ from typing import Optional
 
 import typer
 
-from ..pipeline._verb_configs import EmbeddingsInput
-from ..quantizers._plan import PlanConfig
+from ..pipeline import EmbeddingsInput
+from ..quantizers import PlanConfig
 from ._common import OutputFormat, cli_command, emit_json, out_console, progress_bar
 from ._options import settings_options
 
@@ -28,7 +28,7 @@ def plan(
     Example: tokenizer-kit plan sample.npy --catalogue-size 54000000 --shapes 3x256,3x4096,4x4096
     """
     from ..io import open_embeddings
-    from ..quantizers._plan import plan as run_plan
+    from ..quantizers import plan as run_plan
 
     stream = open_embeddings(embeddings, ids_path=ids, **{**columns.open_kw(), "row_ids": True})  # planning needs no ids
     with progress_bar() as progress:

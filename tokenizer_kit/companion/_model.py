@@ -42,7 +42,7 @@ import torch
 from .._progress import Progress, ProgressTask, as_progress
 from .._torch_utils import cpu_threads, decay_groups, warmup_decay
 from ..errors import ArtifactError, InputError
-from ..io._manifest import ArtifactKind
+from ..io import ArtifactKind
 from ._config import RetrievalConfig, list_retrieval_presets
 
 if TYPE_CHECKING:
@@ -562,7 +562,7 @@ class GenerativeRetriever:
         layout, versions, checksums) and ``model.safetensors``, switched in atomically."""
         from safetensors.torch import save_model
 
-        from ..io._manifest import write_artifact
+        from ..io import write_artifact
 
         path = Path(path)
         with write_artifact(path, COMPANION, overwrite=True, lock_timeout=lock_timeout) as w:
@@ -579,7 +579,7 @@ class GenerativeRetriever:
     @classmethod
     def load(cls, path: str | os.PathLike, index) -> "GenerativeRetriever":
         """Load a saved model for ``index`` (the SIDs it was trained on); strict, never unpickles."""
-        from ..io._manifest import read_artifact
+        from ..io import read_artifact
 
         return read_artifact(path, COMPANION, lambda m: cls._load(m, index))
 

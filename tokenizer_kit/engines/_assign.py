@@ -70,7 +70,7 @@ def tokenizer_fingerprint(path: str | os.PathLike, *, index: bool = False) -> di
     with ``index`` also what fixes a cold-start lookup (every file's checksum, the index version)."""
     from ..build._artifact import TOKENIZER
     from ..build._tokenizer import WEIGHTS_NAME
-    from ..io._manifest import read_manifest
+    from ..io import read_manifest
 
     m = read_manifest(path, TOKENIZER, verify="none")
     entry = m.files.get(WEIGHTS_NAME) or {}
@@ -115,7 +115,7 @@ class AssignJob(ShardJob):
 
     def run(self, shard: Shard, out_dir: str) -> dict[str, Any]:
         from ..build._streaming import encode_batch
-        from ..io._sids import sids_table
+        from ..io import sids_table
 
         tok = self._tok
         kw = {} if self._threads is None else {"threads": self._threads}

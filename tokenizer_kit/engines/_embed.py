@@ -51,7 +51,7 @@ class TextEmbedJob(ShardJob):
         self._enc = TextEncoder(model_path=self.model, max_length=self.max_length, normalize=self.normalize, device=self.device)
 
     def run(self, shard: Shard, out_dir: str) -> dict[str, Any]:
-        from ..io._embeddings import embeddings_table
+        from ..io import embeddings_table
 
         ids, texts = shard.payload["ids"], shard.payload["texts"]
         x = self._enc.encode(texts, batch_size=self.batch_size, sort_window=None)

@@ -139,8 +139,7 @@ class IndexJob(ShardJob):
     def run(self, shard: Shard, out_dir: str) -> dict[str, Any]:
         import pyarrow.parquet as pq
 
-        from ..io import normalise_ids
-        from ..io._sids import sids_table
+        from ..io import normalise_ids, sids_table
 
         t = pq.read_table(shard.file.path)
         codes = _codes_of(t, self.levels)

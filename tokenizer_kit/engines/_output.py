@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from ..errors import ArtifactError
-from ..io._atomic import atomic_write, sha256_file
-from ..io._manifest import ArtifactKind, read_manifest
+from ..io import ArtifactKind, atomic_write, read_manifest, sha256_file
 from ._plan import Shard
 
 __all__ = ["SHARDS", "SHARD_META_KEY", "PartWriter", "part_writer", "part_key", "read_shard_manifest", "shard_files"]

@@ -90,7 +90,7 @@ def embedding_files(source, stream, ids_path=None) -> list[InputFile]:
     workers; a saved HF dataset is one Arrow table and is refused with the fix."""
     import pyarrow.parquet as pq
 
-    from ..io._stream import ArrowStream, NpyStream, _parquet_files, ids_file_beside
+    from ..io import ArrowStream, NpyStream, ids_file_beside, parquet_files
 
     if isinstance(stream, NpyStream):
         files, offset = [], 0
@@ -110,7 +110,7 @@ def embedding_files(source, stream, ids_path=None) -> list[InputFile]:
                          "save this input as Parquet (for example with datasets' to_parquet)")
     paths = [str(p) for p in source] if isinstance(source, (list, tuple)) else [os.fspath(source)]
     out = []
-    for fs, f in _parquet_files(paths):
+    for fs, f in parquet_files(paths):
         with fs.open_input_file(f) as fh:
             rows = pq.ParquetFile(fh).metadata.num_rows
         uri = f if isinstance(fs, type(_local_fs())) else f"{fs.type_name}://{f}"
@@ -153,9 +153,9 @@ def _parquet_range(f: InputFile, start: int, stop: int, columns: list[str], batc
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ..io._stream import _fs_and_path
+    from ..io import filesystem_and_path
 
-    fs, path = _fs_and_path(f.path)
+    fs, path = filesystem_and_path(f.path)
     try:
         with fs.open_input_file(path) as fh:
             pf = pq.ParquetFile(fh, buffer_size=1 << 22, pre_buffer=False)
@@ -205,13 +205,13 @@ def embedding_batches(shard: Shard, *, source: str, batch_size: int, id_column: 
     """``(global first row, ids (b,), vectors (b, d) float32)`` over one shard, in batches that
     start at the shard's first row, checked with the same rules and the same one-line errors
     (naming ``source`` and the global row) as the local engine's ``io.open_embeddings``."""
-    from ..io._stream import _check_finite, as_float32_vectors, ids_from_arrow, normalise_ids, vectors_from_arrow
+    from ..io import as_float32_vectors, check_finite, ids_from_arrow, normalise_ids, vectors_from_arrow
 
     f = shard.file
     if f is None:
         raise InputError(f"shard {shard.name} has no input file")
     if f.kind == "npy":
-        from ..io._stream import read_ids_file
+        from ..io import read_ids_file
 
         arr = np.load(f.path, mmap_mode="r", allow_pickle=False)
         ids_all = read_ids_file(f.ids) if f.ids is not None else None
@@ -219,7 +219,7 @@ def embedding_batches(shard: Shard, *, source: str, batch_size: int, id_column: 
             e = min(s + batch_size, shard.file_row + shard.rows)
             g = shard.first_row + (s - shard.file_row)
             x = np.ascontiguousarray(as_float32_vectors(np.asarray(arr[s:e]), source))
-            _check_finite(x, g, source)
+            check_finite(x, g, source)
             o = f.ids_offset
             ids = ids_all[o + s : o + e] if ids_all is not None else np.arange(g, g + (e - s), dtype=np.int64)
             yield g, normalise_ids(ids, source), x
@@ -234,7 +234,7 @@ def embedding_batches(shard: Shard, *, source: str, batch_size: int, id_column: 
             raise InputError(f"{source}: vectors in column {vector_column!r} differ in length (row 0 has {dim}, "
                              f"row {g} has {v.shape[1]}); all embeddings must have the same dimension")
         x = np.ascontiguousarray(as_float32_vectors(v, source))
-        _check_finite(x, g, source)
+        check_finite(x, g, source)
         yield g, normalise_ids(ids, source), x
         g += m
 

@@ -19,8 +19,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from .. import errors as _errors
 from .._progress import Progress, as_progress
 from ..errors import ArtifactError, TokenizerKitError
-from ..io._lock import writer_lock
-from ..io._manifest import read_manifest, update_artifact, write_artifact
+from ..io import LockTimeout, read_manifest, update_artifact, write_artifact, writer_lock
 from ._config import EngineConfig
 from ._engine import Engine, engine_for
 from ._output import SHARDS, part_key, stray_parts
@@ -58,10 +57,8 @@ def error_record(e: TokenizerKitError) -> dict[str, Any]:
 def error_from_record(rec: Mapping[str, Any]) -> TokenizerKitError:
     """The error a worker reported, as the class it raised (project errors only)."""
     cls = getattr(_errors, str(rec.get("error_type")), None)
-    if cls is None:
-        from ..io import _lock
-
-        cls = getattr(_lock, str(rec.get("error_type")), None)
+    if cls is None:  # the io's own error type, raised by a worker that waited for a writer lock
+        cls = {"LockTimeout": LockTimeout}.get(str(rec.get("error_type")))
     if not (isinstance(cls, type) and issubclass(cls, TokenizerKitError)):
         cls = TokenizerKitError
     e = cls(str(rec["error"]))
@@ -96,7 +93,7 @@ def _done(directory: Path, shards: Sequence[Shard], job_key: str) -> set[int]:
 
 
 def _entry_of(directory: Path, sh: Shard) -> dict[str, Any]:
-    from ..io._atomic import sha256_file
+    from ..io import sha256_file
 
     p = directory / f"{sh.name}.parquet"
     import pyarrow.parquet as pq

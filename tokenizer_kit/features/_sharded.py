@@ -48,9 +48,9 @@ def store_shard_name(index: int) -> str:
 def incoming_dir(out: str | os.PathLike) -> Path:
     """Where workers write the finished shards of the store at ``out`` until they are committed
     (beside the store, on its filesystem)."""
-    from ..io._atomic import _artifact_path
+    from ..io import artifact_path
 
-    real = _artifact_path(out)
+    real = artifact_path(out)
     return real.parent / f".{real.name}.incoming"
 
 
@@ -120,7 +120,7 @@ class ShardCommitter:
         self.n_tokens_run = 0
 
     def __enter__(self) -> "ShardCommitter":
-        from ..io._lock import writer_lock
+        from ..io import writer_lock
 
         self._stack.enter_context(writer_lock(self.out))
         try:
@@ -143,7 +143,7 @@ class ShardCommitter:
 
     def _resume_point(self) -> tuple[int, int | None]:
         """How many shards the store at ``out`` already committed, and its dimension (None: new)."""
-        from ..io._manifest import read_manifest
+        from ..io import read_manifest
         from ._store import FEATURE_STORE
 
         if self.overwrite or not FEATURE_STORE.committed(self.out):

@@ -34,9 +34,18 @@ import numpy as np
 from dataclasses import dataclass
 
 from ..errors import ArtifactError, InputError
-from ..io._atomic import _artifact_path, clean_stale, commit_directory, fsync_tree
-from ..io._lock import writer_lock
-from ..io._manifest import ArtifactKind, Manifest, read_artifact, read_manifest, update_artifact
+from ..io import (
+    ArtifactKind,
+    Manifest,
+    artifact_path,
+    clean_stale,
+    commit_directory,
+    fsync_tree,
+    read_artifact,
+    read_manifest,
+    update_artifact,
+    writer_lock,
+)
 
 __all__ = ["FEATURE_STORE", "FeatureStore", "FeatureStoreWriter", "write_feature_store", "shard_parts", "STORE_FORMAT_VERSION"]
 
@@ -258,7 +267,7 @@ class FeatureStoreWriter:
         self.dim = int(dim)
         self.config = dict(config)
         self.segments_names = list(segments)
-        real = _artifact_path(path)
+        real = artifact_path(path)
         if os.path.lexists(real) and not real.is_dir():
             raise ArtifactError(f"output path {path} exists and is not a directory; remove it or choose another `out`")
         self._stack = contextlib.ExitStack()
@@ -298,7 +307,7 @@ class FeatureStoreWriter:
     def preflight(path: str | os.PathLike, config: dict[str, Any], *, overwrite: bool = False) -> None:
         """Raise now, before any model is loaded, what opening a writer at ``path`` would:
         a file in the way, a format-1 store to resume, a store made with another config."""
-        real = _artifact_path(path)
+        real = artifact_path(path)
         if os.path.lexists(real) and not real.is_dir():
             raise ArtifactError(f"output path {path} exists and is not a directory; remove it or choose another `out`")
         if overwrite or not FEATURE_STORE.committed(real):
@@ -375,9 +384,9 @@ class FeatureStoreWriter:
         self.manifest = new
         if self._staging is not None:
             fsync_tree(self._staging)
-            commit_directory(self._staging, _artifact_path(self.target))
+            commit_directory(self._staging, artifact_path(self.target))
             self._staging = None
-            self.path = _artifact_path(self.target)
+            self.path = artifact_path(self.target)
         self.close()
         return self.target
 

@@ -33,7 +33,7 @@ from .._progress import Progress
 from ..build._artifact import TOKENIZER
 from ..build._tokenizer import level_token, parse_sid_string, sid_string
 from ..errors import ArtifactError, InputError, TokenizerKitError
-from ..io._fingerprint import embedding_hash
+from ..io import embedding_hash
 from ._cold_start import cold_start
 from .policies import POLICIES, CollisionPolicy, IndexView, get_policy, sid_keys
 from ._ids import IdLookup, as_ids, concat_ids
@@ -494,7 +494,7 @@ class SIDIndex:
         since (a cold start committed meanwhile would otherwise be lost)."""
         if self._origin is None or not _same_dir(self._origin[0], path) or not TOKENIZER.committed(path):
             return
-        from ..io._manifest import read_manifest
+        from ..io import read_manifest
 
         sec = (read_manifest(path, TOKENIZER, verify="none").get("sections") or {}).get("index") or {}
         if sec.get("version") != self._origin[1]:

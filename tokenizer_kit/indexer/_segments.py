@@ -252,7 +252,7 @@ def commit_segments(index, tok, path) -> None:
 
     from ..errors import TokenizerKitError
     from ..build._artifact import TOKENIZER
-    from ..io._manifest import update_artifact
+    from ..io import update_artifact
 
     path = Path(path)
     with update_artifact(path, TOKENIZER) as u:

@@ -196,7 +196,7 @@ def _out_batch(rb, start: int, placed: _Placed, rnd, item_ids, S: int):
     """One scratch batch (rows ``start..``) with the placed items filled in, as ``lookup_arrow``'s columns."""
     import pyarrow as pa
 
-    from ..io._sids import sid_string_array
+    from ..io import sid_string_array
 
     m = rb.num_rows
     codes = np.stack([rb.column(f"code_{lv}").to_numpy() for lv in range(S)], 1).astype(np.int64)

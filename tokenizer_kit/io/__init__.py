@@ -1,11 +1,14 @@
 """Inputs and artifact files: embeddings, catalogues, interactions and their leave-one-out split, atomic writes, manifests."""
 
 from ._atomic import (
+    artifact_path,
     atomic_directory,
     atomic_write,
     atomic_write_bytes,
     atomic_write_json,
+    clean_stale,
     commit_directory,
+    fsync_tree,
     live_directory,
     replace_directory,
     sha256_file,
@@ -26,14 +29,32 @@ from ._manifest import (
 )
 from ._embeddings import (
     Embeddings,
+    embeddings_table,
     load_embeddings,
     read_ids_file,
     validate_ids,
     validate_vectors,
     write_embeddings_parquet,
 )
-from ._stream import Batch, EmbeddingSource, EmbeddingStream, as_float32_vectors, normalise_ids, open_embeddings
-from ._sids import sids_table, write_sids_parquet
+from ._fingerprint import embedding_hash
+from ._stream import (
+    ArrowStream,
+    Batch,
+    EmbeddingSource,
+    EmbeddingStream,
+    NpyStream,
+    as_float32_vectors,
+    check_finite,
+    filesystem_and_path,
+    ids_file_beside,
+    ids_from_arrow,
+    normalise_ids,
+    open_embeddings,
+    parquet_files,
+    vectors_from_arrow,
+)
+from ._sids import SIDWriter, sid_string_array, sids_table, write_sids_parquet
+from ._spill import DEFAULT_KEY_BUDGET, SpilledKeys
 from ._splits import TEST, TRAIN, VALID, InteractionLog, Split, interaction_log, leave_one_out_roles, leave_one_out_split
 from ._synthetic import make_clustered_embeddings, write_clustered_npy
 from ._tables import (
@@ -46,8 +67,10 @@ from ._tables import (
 )
 
 __all__ = [
+    "ArrowStream",
     "ArtifactKind",
     "Batch",
+    "DEFAULT_KEY_BUDGET",
     "EmbeddingSource",
     "EmbeddingStream",
     "Embeddings",
@@ -59,6 +82,21 @@ __all__ = [
     "LockTimeout",
     "MANIFEST_NAME",
     "Manifest",
+    "NpyStream",
+    "SIDWriter",
+    "SpilledKeys",
+    "artifact_path",
+    "check_finite",
+    "clean_stale",
+    "embedding_hash",
+    "embeddings_table",
+    "filesystem_and_path",
+    "fsync_tree",
+    "ids_file_beside",
+    "ids_from_arrow",
+    "parquet_files",
+    "sid_string_array",
+    "vectors_from_arrow",
     "commit_directory",
     "live_directory",
     "read_artifact",

@@ -243,7 +243,7 @@ def exchange_supported(directory: str | os.PathLike) -> bool:
 
 
 # ---------------------------------------------------------------------------- directory commit
-def _artifact_path(path: str | os.PathLike) -> Path:
+def artifact_path(path: str | os.PathLike) -> Path:
     """Absolute path with symlinks resolved (a symlinked artifact is committed where it lives)."""
     return Path(os.path.realpath(os.path.abspath(path)))
 
@@ -269,7 +269,7 @@ def live_directory(path: str | os.PathLike) -> Path:
     p = Path(path)
     if os.path.lexists(p):
         return p
-    prev = _previous_versions(_artifact_path(p))
+    prev = _previous_versions(artifact_path(p))
     if prev:
         logger.warning("%s is missing but a previous version survived an interrupted write; reading %s", p, prev[-1])
         return prev[-1]
@@ -284,7 +284,7 @@ def clean_stale(path: str | os.PathLike) -> list[Path]:
     renamed back to ``path`` when ``path`` is missing, and deleted otherwise. Returns what
     was removed or restored.
     """
-    path = _artifact_path(path)
+    path = artifact_path(path)
     done: list[Path] = []
     staging = _pattern(path.name, "staging")
     try:
@@ -315,7 +315,7 @@ def commit_directory(staging: str | os.PathLike, path: str | os.PathLike) -> Non
     for what happens where the OS has no atomic exchange.
     """
     global _warned_fallback
-    staging, path = Path(staging), _artifact_path(path)
+    staging, path = Path(staging), artifact_path(path)
     if not os.path.lexists(path):
         _step("rename-new", _rename_noreplace, staging, path)
         _step("fsync-parent", _fsync_path, path.parent)
@@ -388,7 +388,7 @@ def atomic_directory(
     from ..errors import ArtifactError
 
     shown = Path(path)
-    path = _artifact_path(path)
+    path = artifact_path(path)
 
     def check() -> None:
         if os.path.lexists(path) and not overwrite:

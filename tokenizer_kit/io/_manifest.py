@@ -70,7 +70,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from .._version import __version__
 from ..errors import ArtifactError
-from ._atomic import _artifact_path, _fsync_path, _step, atomic_directory, atomic_write, clean_stale, live_directory, sha256_file
+from ._atomic import artifact_path, _fsync_path, _step, atomic_directory, atomic_write, clean_stale, live_directory, sha256_file
 from ._lock import writer_lock
 
 __all__ = [
@@ -613,8 +613,8 @@ def update_artifact(
     lock instead (a staging copy of it being filled by a writer that already holds it).
     """
     shown = Path(path)
-    d = _artifact_path(path)
-    with writer_lock(_artifact_path(lock_of) if lock_of is not None else d, timeout=lock_timeout):
+    d = artifact_path(path)
+    with writer_lock(artifact_path(lock_of) if lock_of is not None else d, timeout=lock_timeout):
         clean_stale(d)
         if not kind.committed(d) and create:
             if os.path.lexists(d) and not d.is_dir():

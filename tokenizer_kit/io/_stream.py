@@ -112,7 +112,8 @@ def normalise_ids(ids, source: str = "input") -> np.ndarray:
     return ids.astype(str).astype(object)
 
 
-def _check_finite(x: np.ndarray, start: int, source: str) -> None:
+def check_finite(x: np.ndarray, start: int, source: str) -> None:
+    """Refuse a NaN or inf in ``x`` (b, d), naming its row (``start`` is the batch's first row)."""
     ok = np.isfinite(x).all(axis=1)
     if not ok.all():
         row = int(np.argmin(ok))
@@ -156,7 +157,7 @@ class EmbeddingStream:
             x = None
             if raw is not None:
                 x = np.ascontiguousarray(as_float32_vectors(raw, self.source))
-                _check_finite(x, start, self.source)
+                check_finite(x, start, self.source)
             yield Batch(start, None if bid is None else normalise_ids(bid, self.source), x)
 
     def take(self, rows: np.ndarray, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
@@ -465,7 +466,8 @@ class ArrowStream(EmbeddingStream):
                 start += m
 
 
-def _fs_and_path(p: str):
+def filesystem_and_path(p: str):
+    """``(pyarrow filesystem, path in it)`` for a local path or any URI pyarrow opens."""
     import pyarrow.fs as pafs
 
     if "://" in p:
@@ -476,12 +478,14 @@ def _fs_and_path(p: str):
     return pafs.LocalFileSystem(), os.path.abspath(p)
 
 
-def _parquet_files(paths: Sequence[str]) -> list[tuple[object, str]]:
+def parquet_files(paths: Sequence[str]) -> list[tuple[object, str]]:
+    """``(filesystem, path)`` of every Parquet file ``paths`` name (files, or directories
+    searched recursively, hidden files skipped), in sorted order per directory."""
     import pyarrow.fs as pafs
 
     files = []
     for p in paths:
-        fs, path = _fs_and_path(str(p))
+        fs, path = filesystem_and_path(str(p))
         info = fs.get_file_info(path)
         if info.type == pafs.FileType.NotFound:
             raise InputError(f"{p} does not exist; pass an embeddings .npy, .parquet or directory")
@@ -499,7 +503,7 @@ def _parquet_files(paths: Sequence[str]) -> list[tuple[object, str]]:
 def _parquet_stream(paths: Sequence[str], source: str, id_column: str, vector_column: str | None) -> ArrowStream:
     import pyarrow.parquet as pq
 
-    files = _parquet_files(paths)
+    files = parquet_files(paths)
     metas = []
     for fs, f in files:
         try:

@@ -8,7 +8,9 @@ from ._rq_kmeans import RQKMeans, RQKMeansConfig, parse_codebook_sizes, suggest_
 from ._rq_vae_config import RQVAEConfig
 
 __all__ = [
+    "BLOCK_ROWS",
     "KMeansConfig",
+    "PlanConfig",
     "Quantizer",
     "RQKMeans",
     "RQKMeansConfig",
@@ -21,13 +23,21 @@ __all__ = [
     "list_methods",
     "nearest",
     "parse_codebook_sizes",
+    "plan",
     "register_quantizer",
     "resolve_device",
     "kmeans_device",
     "suggest_codebook_size",
     "train_kmeans",
+    "warn_if_crowded",
 ]
 
 
-# RQ-VAE imports torch (seconds); load it on first use so RQ-Kmeans stays light
-__getattr__ = lazy_exports(__name__, {"RQVAE": "._rq_vae"})
+# RQ-VAE imports torch (seconds); load it on first use so RQ-Kmeans stays light; the encode
+# loop's block size and the capacity planner load on first use too
+_LAZY = {
+    "RQVAE": "._rq_vae",
+    "BLOCK_ROWS": "._encode",
+    "PlanConfig": "._plan", "plan": "._plan", "warn_if_crowded": "._plan",
+}
+__getattr__ = lazy_exports(__name__, _LAZY)
