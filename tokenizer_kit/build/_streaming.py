@@ -50,7 +50,8 @@ from ._artifact import TOKENIZER
 from ._stream_metrics import StreamingMetrics, sid_keys_of
 from ._tokenizer import SIDS_NAME, SemanticTokenizer, make_quantizer, resolve_method
 
-__all__ = ["build_streaming", "assign_streaming", "encode_batch", "StreamingRun", "DEFAULT_STREAM_BATCH", "STREAMING_METHODS"]
+__all__ = ["build_streaming", "assign_streaming", "encode_batch", "StreamingRun", "AssignSummary", "aligned_batch_size",
+           "check_unique_ids", "DEFAULT_STREAM_BATCH", "STREAMING_METHODS"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,9 @@ def _as_stream(source) -> EmbeddingStream:
     return EmbeddingSource.of(source).open()
 
 
-def _aligned(batch_size: int) -> int:
+def aligned_batch_size(batch_size: int) -> int:
+    """``batch_size`` rounded down to whole encode blocks (at least one): the batches then cut the
+    rows where an in-memory encode cuts them, so the codes are the same."""
     return max(BLOCK_ROWS, (int(batch_size) // BLOCK_ROWS) * BLOCK_ROWS)
 
 
@@ -147,7 +150,7 @@ class _UniqueIds:
         self.keys.close()
 
 
-def _check_unique_ids(stream: EmbeddingStream, batch_size: int = DEFAULT_STREAM_BATCH, *, key_budget: int = DEFAULT_KEY_BUDGET,
+def check_unique_ids(stream: EmbeddingStream, batch_size: int = DEFAULT_STREAM_BATCH, *, key_budget: int = DEFAULT_KEY_BUDGET,
                       spill_dir=None) -> None:
     """Refuse a repeated item id, reading only the ids (bounded memory: hashes spill to disk)."""
     unique_ids = _UniqueIds(budget=key_budget, spill_dir=spill_dir)
@@ -266,11 +269,11 @@ def build_streaming(
     q = _streaming_quantizer(config)
     out, stream = _check_build(q, source, out, overwrite=overwrite)
     tok = SemanticTokenizer(q, normalize=normalize)
-    bs = _aligned(run.batch_size)
+    bs = aligned_batch_size(run.batch_size)
     t0 = time.perf_counter()
     if stream.has_ids:  # an ids-only pass before any training: a repeated id fails in seconds
         spill = run.scratch_dir if run.scratch_dir is not None else (out.parent if out.parent.is_dir() else None)
-        _check_unique_ids(stream, bs, key_budget=run.key_budget, spill_dir=spill)
+        check_unique_ids(stream, bs, key_budget=run.key_budget, spill_dir=spill)
     times, predicted = _train_on_sample(tok, stream, warn_collisions=warn_collisions, progress=progress)
     scratch_base = Path(run.scratch_dir) if run.scratch_dir is not None else out.parent
     scratch_base.mkdir(parents=True, exist_ok=True)
@@ -459,6 +462,47 @@ def _member(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
     return sorted_keys[pos] == keys
 
 
+class AssignSummary:
+    """What ``assign`` reports of the new items, folded batch by batch in bounded memory: the
+    collisions among their codes and, when ``tok`` holds indexed items, how many of their ids
+    are already indexed and how many of their codes equal an indexed SID (8 bytes per indexed
+    item for each). The local assign folds its batches, the sharded one its written parts."""
+
+    def __init__(self, tok: SemanticTokenizer, *, spill_dir, key_budget: int = DEFAULT_KEY_BUDGET,
+                 batch_size: int = DEFAULT_STREAM_BATCH):
+        self.tok = tok
+        self.index_keys = self.index_ids = None
+        if tok.codes is not None and tok.item_ids is not None:
+            self.index_keys = _sorted_unique(sid_keys_of(tok.codes, tok.codebook_sizes))
+            self.index_ids = _sorted_unique(_id_hashes(tok.item_ids))
+        else:  # loaded without its SIDs: the indexed SIDs are read from disk in batches
+            found = _index_keys_from_disk(tok, batch_size)
+            if found is not None:
+                self.index_keys, self.index_ids = found
+        self.metrics = StreamingMetrics(tok.codebook_sizes, key_budget=key_budget, spill_dir=spill_dir)
+        self.known = self.shared = 0
+
+    @property
+    def needs_ids(self) -> bool:
+        """Whether :meth:`add` reads the items' ids (only against an index)."""
+        return self.index_ids is not None
+
+    def add(self, ids: np.ndarray | None, codes: np.ndarray) -> None:
+        """Fold one batch: ``codes`` (b, L) and the items' ``ids`` (b,) (None when not :attr:`needs_ids`)."""
+        self.metrics.add_codes(codes)
+        if self.index_keys is not None:
+            self.shared += int(_member(self.index_keys, sid_keys_of(codes, self.tok.codebook_sizes)).sum())
+            self.known += int(_member(self.index_ids, _id_hashes(ids)).sum())
+
+    def result(self) -> dict[str, Any]:
+        res = self.metrics.result()
+        return {"already_indexed_items": int(self.known), "sids_shared_with_index": int(self.shared),
+                "collision_rate": res["collision_rate"], "unique_sids": res["unique_sids"], "largest_bucket": res["largest_bucket"]}
+
+    def close(self) -> None:
+        self.metrics.close()
+
+
 def assign_streaming(
     tok: SemanticTokenizer,
     source,
@@ -480,44 +524,23 @@ def assign_streaming(
         raise ArtifactError(f"{out} is a directory; `out` must be a .parquet file path")
     if stream.n == 0:
         raise InputError(f"{stream.source}: empty input (0 rows); nothing to assign")
-    bs = _aligned(run.batch_size)  # a wrong dimension fails on the first batch, after its row checks
-    index_keys = index_ids = None
-    if tok.codes is not None and tok.item_ids is not None:
-        index_keys = _sorted_unique(sid_keys_of(tok.codes, tok.codebook_sizes))
-        index_ids = _sorted_unique(_id_hashes(tok.item_ids))
-    else:
-        found = _index_keys_from_disk(tok, bs)
-        if found is not None:
-            index_keys, index_ids = found
-    known = shared = 0
+    bs = aligned_batch_size(run.batch_size)  # a wrong dimension fails on the first batch, after its row checks
     scratch_base = Path(run.scratch_dir) if run.scratch_dir is not None else out.parent
     scratch_base.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".scratch", dir=scratch_base))
     t0 = time.perf_counter()
     try:
-        metrics = StreamingMetrics(tok.codebook_sizes, key_budget=run.key_budget, spill_dir=scratch)
+        summary = AssignSummary(tok, spill_dir=scratch, key_budget=run.key_budget, batch_size=bs)
         try:
             with atomic_write(out) as tmp, SIDWriter(tmp) as writer, as_progress(progress).task("assign", total=stream.n, unit="item") as task:
                 for b in stream.batches(bs):
                     codes = encode(tok, b.vectors)
                     writer.write(b.ids, codes)
-                    metrics.add_codes(codes)
-                    if index_keys is not None:
-                        shared += int(_member(index_keys, sid_keys_of(codes, tok.codebook_sizes)).sum())
-                        known += int(_member(index_ids, _id_hashes(b.ids)).sum())
+                    summary.add(b.ids, codes)
                     task.advance(len(codes))
-            res = metrics.result()
+            res = summary.result()
         finally:
-            metrics.close()
+            summary.close()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return {
-        "n_items": int(stream.n),
-        "out": str(out),
-        "already_indexed_items": int(known),
-        "sids_shared_with_index": int(shared),
-        "collision_rate": res["collision_rate"],
-        "unique_sids": res["unique_sids"],
-        "largest_bucket": res["largest_bucket"],
-        "seconds": time.perf_counter() - t0,
-    }
+    return {"n_items": int(stream.n), "out": str(out), **res, "seconds": time.perf_counter() - t0}

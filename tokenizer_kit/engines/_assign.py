@@ -2,17 +2,17 @@
 
 Each worker loads the tokenizer's quantizer once (its checksum checked against the job's),
 reads its shard's rows in batches that start where the local engine's start, and calls
-``build._streaming.encode_batch`` on each: the local engine's per-batch function, so the codes are
+``build.encode_batch`` on each: the local engine's per-batch function, so the codes are
 the same bit for bit. Parts have the columns of ``assign``'s single-file output (``item_id,
 code_0.., sid``); with ``hashes`` also ``emb_hash`` (the index's embedding fingerprint),
 which a cold start from the shards needs. The driver folds each finished part into the same
 streaming metrics the local engine reports (collisions, unique SIDs, largest bucket).
 
 With ``lookup`` the worker also loads the tokenizer's SID index (memory-mapped) and calls
-the cold start's per-batch function (``indexer._stream_assign.lookup_part``: the known
+the cold start's per-batch function (``indexer.lookup_part``: the known
 items' indexed SIDs, which items are to be placed, their codes and vectors),
 the one the local engine maps in process; the driver then gathers only the items to place,
-places them and searches their neighbours (``_stream_assign.place``).
+places them and searches their neighbours (``indexer.place``).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class AssignParts:
     ``hashes`` adds ``emb_hash`` (the index's embedding fingerprint, which a cold start from
     the shards needs), ``errors`` adds ``err`` (the squared reconstruction error a suffix group
     is ranked by). ``lookup``: the cold start's lookup part against the tokenizer's SID index
-    instead (``indexer._stream_assign.lookup_part``)."""
+    instead (``indexer.lookup_part``)."""
 
     hashes: bool = False
     errors: bool = False
@@ -68,8 +68,7 @@ class AssignParts:
 def tokenizer_fingerprint(path: str | os.PathLike, *, index: bool = False) -> dict[str, Any]:
     """What fixes a tokenizer's codes: its quantizer file's checksum, method and preprocessing;
     with ``index`` also what fixes a cold-start lookup (every file's checksum, the index version)."""
-    from ..build._artifact import TOKENIZER
-    from ..build._tokenizer import WEIGHTS_NAME
+    from ..build import TOKENIZER, WEIGHTS_NAME
     from ..io import read_manifest
 
     m = read_manifest(path, TOKENIZER, verify="none")
@@ -97,7 +96,7 @@ class AssignJob(ShardJob):
     name: str = "assign"
 
     def setup(self, threads: int | None) -> None:
-        from ..build._tokenizer import WEIGHTS_NAME, SemanticTokenizer
+        from ..build import WEIGHTS_NAME, SemanticTokenizer
         from ..io import sha256_file
 
         path = Path(self.tokenizer)
@@ -114,7 +113,7 @@ class AssignJob(ShardJob):
             self._index = SIDIndex.stored(self._tok)
 
     def run(self, shard: Shard, out_dir: str) -> dict[str, Any]:
-        from ..build._streaming import encode_batch
+        from ..build import encode_batch
         from ..io import sids_table
 
         tok = self._tok
@@ -141,11 +140,10 @@ class AssignJob(ShardJob):
         return {"info": w.info, "stats": None}
 
     def _run_lookup(self, shard: Shard, out_dir: str) -> dict[str, Any]:
-        """Each batch through the cold start's per-batch function (``indexer._stream_assign.
-        lookup_part``, which the local engine maps too): the part holds the known items' SIDs
-        and what the driver's placement reads back (``_stream_assign.place``)."""
-        from ..indexer import IndexConfig
-        from ..indexer._stream_assign import LOOKUP_ROW_GROUP, lookup_part
+        """Each batch through the cold start's per-batch function (``indexer.lookup_part``,
+        which the local engine maps too): the part holds the known items' SIDs
+        and what the driver's placement reads back (``indexer.place``)."""
+        from ..indexer import LOOKUP_ROW_GROUP, IndexConfig, lookup_part
 
         config = IndexConfig(policy=self._index.policy)
         with part_writer(out_dir, shard, self.key) as w:
@@ -161,49 +159,31 @@ class AssignJob(ShardJob):
                        **({"errors": True} if self.errors else {}), **({"lookup": 3} if self.lookup else {})})  # 3: the parts of lookup_part (vectors, no neighbours)
 
 
-class _Summary:
-    """The local engine's assign summary, folded part by part on the driver."""
+class _PartSummary:
+    """The local engine's assign summary (``build.AssignSummary``), folded part by part on the driver."""
 
     def __init__(self, tok, scratch: Path):
-        from ..build._stream_metrics import StreamingMetrics, sid_keys_of
-        from ..build._streaming import DEFAULT_STREAM_BATCH, _id_hashes, _index_keys_from_disk, _sorted_unique
+        from ..build import AssignSummary
 
         self.tok = tok
-        self.metrics = StreamingMetrics(tok.codebook_sizes, spill_dir=scratch)
-        self.index_keys = self.index_ids = None
-        if tok.codes is not None and tok.item_ids is not None:
-            self.index_keys = _sorted_unique(sid_keys_of(tok.codes, tok.codebook_sizes))
-            self.index_ids = _sorted_unique(_id_hashes(tok.item_ids))
-        else:  # loaded without its SIDs: read the indexed SIDs from disk in batches (as the local engine)
-            found = _index_keys_from_disk(tok, DEFAULT_STREAM_BATCH)
-            if found is not None:
-                self.index_keys, self.index_ids = found
-        self.known = self.shared = 0
+        self.summary = AssignSummary(tok, spill_dir=scratch)
 
     def add_part(self, path: Path) -> None:
         import pyarrow.parquet as pq
 
-        from ..build._stream_metrics import sid_keys_of
-        from ..build._streaming import _id_hashes, _member
-
         L = self.tok.levels
         pf = pq.ParquetFile(str(path))
-        cols = [f"code_{l}" for l in range(L)] + (["item_id"] if self.index_ids is not None else [])
+        cols = [f"code_{l}" for l in range(L)] + (["item_id"] if self.summary.needs_ids else [])
         for rb in pf.iter_batches(batch_size=1 << 20, columns=cols):
             codes = np.stack([rb.column(f"code_{l}").to_numpy() for l in range(L)], 1).astype(np.int64)
-            self.metrics.add_codes(codes)
-            if self.index_keys is not None:
-                self.shared += int(_member(self.index_keys, sid_keys_of(codes, self.tok.codebook_sizes)).sum())
-                ids = np.asarray(rb.column("item_id").to_numpy(zero_copy_only=False))
-                self.known += int(_member(self.index_ids, _id_hashes(ids)).sum())
+            ids = np.asarray(rb.column("item_id").to_numpy(zero_copy_only=False)) if self.summary.needs_ids else None
+            self.summary.add(ids, codes)
 
     def result(self) -> dict[str, Any]:
-        res = self.metrics.result()
-        return {"already_indexed_items": int(self.known), "sids_shared_with_index": int(self.shared),
-                "collision_rate": res["collision_rate"], "unique_sids": res["unique_sids"], "largest_bucket": res["largest_bucket"]}
+        return self.summary.result()
 
     def close(self) -> None:
-        self.metrics.close()
+        self.summary.close()
 
 
 def assign_sharded(
@@ -231,7 +211,7 @@ def assign_sharded(
     """
     from dataclasses import replace
 
-    from ..build._streaming import DEFAULT_STREAM_BATCH, _aligned
+    from ..build import DEFAULT_STREAM_BATCH, aligned_batch_size
     from ..io import EmbeddingSource
 
     engine = engine_for(engine)
@@ -244,7 +224,7 @@ def assign_sharded(
     if stream.dim != tok.dim:
         raise InputError(f"{stream.source}: vectors have dimension {stream.dim} but this tokenizer expects {tok.dim}; "
                          "embed with the model the tokenizer was built on")
-    bs = _aligned(sharding.batch_size or DEFAULT_STREAM_BATCH)
+    bs = aligned_batch_size(sharding.batch_size or DEFAULT_STREAM_BATCH)
     shard_rows = max(bs, -(-int(sharding.shard_size) // bs) * bs)
     files = embedding_files(src.path, stream, src.ids_path)
     shards = plan_files(files, shard_rows)
@@ -266,7 +246,7 @@ def assign_sharded(
     if summary and not lookup:
         scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".scratch", dir=out.parent))
         try:
-            s = _Summary(tok, scratch)
+            s = _PartSummary(tok, scratch)
             try:
                 for p in shard_files(out):
                     s.add_part(p)

@@ -234,7 +234,7 @@ def load_sharded_index(path: str | os.PathLike):
     import pyarrow.parquet as pq
 
     from ..indexer import SIDIndex
-    from ..indexer._ids import concat_ids
+    from ..indexer import concat_ids
     from ..indexer.policies import POLICIES, group_policies
     from ..io import normalise_ids
 

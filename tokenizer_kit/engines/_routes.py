@@ -2,7 +2,7 @@
 
 A stage calls these with the engine it built once (:func:`~tokenizer_kit.engines.engine_for`);
 the domain's per-batch function is the same on both engines (``TextEncoder.encode``,
-``alignment.embed_rows``, ``_streaming.encode_batch``, ``indexer._stream_assign.lookup_part``),
+``alignment.embed_rows``, ``build.encode_batch``, ``indexer.lookup_part``),
 and the engine's ``sharded_output`` picks the output's layout: the local engine streams the
 batches in this process into the single Parquet file it has always written, the Ray engine
 maps them over shards into a directory of Parquet parts with a manifest (the same rows).
@@ -79,14 +79,14 @@ def embed_store_items(engine: Engine, store, alignment: PathLike, out: PathLike,
 def assign_codes(engine: Engine, tok, source: EmbeddingSource, out: PathLike, *, sharding: Sharding,
                  progress: Progress | None = None) -> dict[str, Any]:
     """Codes of every item of ``source`` (no index to cold-start into) into ``out``, batch by
-    batch (``_streaming.encode_batch``); the local engine reads ``sharding.batch_size`` rows at
+    batch (``build.encode_batch``); the local engine reads ``sharding.batch_size`` rows at
     a time (None: the streaming default) into one file."""
     if engine.sharded_output:
         from ._assign import assign_sharded
 
         res = assign_sharded(tok, source, out, engine=engine, sharding=sharding, progress=progress)
     else:
-        from ..build._streaming import StreamingRun, assign_streaming
+        from ..build import StreamingRun, assign_streaming
 
         run = StreamingRun() if sharding.batch_size is None else StreamingRun(batch_size=sharding.batch_size)
         res = assign_streaming(tok, source.open(), out, run=run, progress=progress)
@@ -97,8 +97,8 @@ def assign_codes(engine: Engine, tok, source: EmbeddingSource, out: PathLike, *,
 def cold_start(engine: Engine, tok, idx, source: EmbeddingSource, out: PathLike, *, replace: bool, update: bool,
                sharding: Sharding, tokenizer: PathLike, rows: bool = False, progress: Progress | None = None) -> dict[str, Any]:
     """Cold start of every input item against the index ``idx`` into ``out``: each batch
-    through ``indexer._stream_assign.lookup_part`` (in process, or on the workers one part per
-    shard), the items to place placed here (``place``), the index saved (``update``) before
+    through ``indexer.lookup_part`` (in process, or on the workers one part per
+    shard), the items to place placed here (``indexer.place_lookups``), the index saved (``update``) before
     ``out`` appears, then the lookup rows written (one file, or one part per shard)."""
     if tok.method == "external":
         raise InputError(f"{tokenizer} is an imported index whose new items come with their codes; assign them with the local engine")
@@ -107,7 +107,7 @@ def cold_start(engine: Engine, tok, idx, source: EmbeddingSource, out: PathLike,
     if engine.sharded_output:
         return _cold_start_sharded(engine, tok, idx, source, Path(out), replace=replace, update=update, sharding=sharding,
                                    tokenizer=tokenizer, rows=rows, progress=progress)
-    from ..indexer._stream_assign import assign_to_file
+    from ..indexer import assign_to_file
 
     stream = source.open()
     new, summary = assign_to_file(idx, tok, stream, out, replace=replace, batch_size=sharding.batch_size, progress=progress,
@@ -119,12 +119,12 @@ def _cold_start_sharded(engine: Engine, tok, idx, source: EmbeddingSource, out: 
                         sharding: Sharding, tokenizer: PathLike, rows: bool, progress: Progress | None) -> dict[str, Any]:
     """The workers write the lookup parts into a scratch shard directory beside ``out`` (kept
     by a killed run, so a rerun resumes it); the placement runs here."""
-    from ..build._streaming import _check_unique_ids
+    from ..build import check_unique_ids
     from ._assign import AssignParts, assign_sharded
 
     _check_lookup_dir(out)
     # an ids-only pass before the workers run: a repeated id fails in seconds, as in the local engine
-    _check_unique_ids(source.open(), spill_dir=out.parent if out.parent.is_dir() else None)
+    check_unique_ids(source.open(), spill_dir=out.parent if out.parent.is_dir() else None)
     scratch = out.parent / f".{out.name}.lookups"
     res = assign_sharded(tok, source, scratch, engine=engine, sharding=sharding, parts=AssignParts(lookup=True), progress=progress,
                          summary=False, overwrite=True)
@@ -142,8 +142,7 @@ def _place_sharded(tok, idx, scratch: Path, out: Path, *, replace: bool, tokeniz
     """The driver's part of the sharded cold start in bounded memory: the items to place
     gathered from the lookup parts and placed, the index saved (``update``), then each part
     rewritten as the lookup rows of its shard."""
-    from ..indexer import IndexConfig, lookup_columns
-    from ..indexer._stream_assign import place, write_rows
+    from ..indexer import IndexConfig, lookup_columns, place_lookups, write_lookup_rows
     from ..io import sha256_file, write_artifact
     from ._output import SHARDS, read_shard_manifest
 
@@ -151,7 +150,7 @@ def _place_sharded(tok, idx, scratch: Path, out: Path, *, replace: bool, tokeniz
     parts = [scratch / sh["file"] for sh in m.shards]
     spill = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".scratch", dir=out.parent))
     try:
-        new, rnd, placed, summary = place(idx, tok, parts, spill, replace=replace, config=IndexConfig(policy=idx.policy), update=update)
+        new, rnd, placed, summary = place_lookups(idx, tok, parts, spill, replace=replace, config=IndexConfig(policy=idx.policy), update=update)
     finally:
         shutil.rmtree(spill, ignore_errors=True)
     if update and new.version != idx.version:
@@ -159,7 +158,7 @@ def _place_sharded(tok, idx, scratch: Path, out: Path, *, replace: bool, tokeniz
     entries, start = [], 0
     with write_artifact(out, SHARDS, overwrite=True) as w:
         for sh, src in zip(m.shards, parts):
-            n = write_rows(src, w.dir / sh["file"], placed, rnd, idx.item_ids, idx.sid_length, start=start)
+            n = write_lookup_rows(src, w.dir / sh["file"], placed, rnd, idx.item_ids, idx.sid_length, start=start)
             entries.append({**{k: sh[k] for k in ("index", "name", "file", "rows", "first_row", "input_rows")},
                             "sha256": sha256_file(w.dir / sh["file"]), "size": (w.dir / sh["file"]).stat().st_size})
             start += n

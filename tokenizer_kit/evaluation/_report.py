@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..build._metrics import tokenizer_metrics
+from ..build import tokenizer_metrics
 from ..errors import InputError
 from ._compare import caveats, collision_examples, comparison, detect_sid_levels
 
@@ -36,7 +36,7 @@ def read_index_json(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     levels must come in order (a, b, c, ...), codes must be non-negative integers below
     ``MAX_SID_CODE``, every SID must have the same length and no item may be given twice.
     """
-    from ..build._tokenizer import level_token
+    from ..build import level_token
     from ..io import read_json
 
     path = Path(path)
@@ -118,7 +118,7 @@ def report_target(
 
 def _report_tokenizer(target: Path, name: str, embeddings, categories):
     """Report, codes and codebook sizes of a tokenizer directory."""
-    from ..build._tokenizer import SemanticTokenizer
+    from ..build import SemanticTokenizer
 
     tok = SemanticTokenizer.from_pretrained(target)
     if tok.codes is None:

@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from .._config import ValidatedConfig, setting
-from ..build._tokenizer import sid_string
+from ..build import sid_string
 from ..errors import ArtifactError, InputError
 
 __all__ = ["INITS", "SIDCausalLM", "SIDLMConfig", "sid_causal_lm", "tokenizer_codebooks", "MAPPING_NAME"]
@@ -160,7 +160,7 @@ class SIDCausalLM:
     def load(cls, path: str | os.PathLike, *, device: str = "cpu") -> "SIDCausalLM":
         """A directory :meth:`save` wrote; the SID token ids must be the tokenizer's."""
         from ..indexer import SIDVocab
-        from ..alignment._caption import open_causal_lm
+        from ..alignment import open_causal_lm
 
         m = _read_mapping(Path(path))
         model, tok = open_causal_lm(str(path), device=device, option="the directory")
@@ -188,7 +188,7 @@ def _read_mapping(path: Path) -> dict[str, Any]:
 
 def tokenizer_codebooks(sids) -> list[np.ndarray]:
     """The codebooks (K_l, d) of a tokenizer directory's quantizer, for ``sid_init="codebook"``."""
-    from ..build._tokenizer import SemanticTokenizer
+    from ..build import SemanticTokenizer
     from ._init import codebook_vectors
 
     if not isinstance(sids, (str, os.PathLike)) or not Path(sids).is_dir():
@@ -223,7 +223,7 @@ def sid_causal_lm(sids, model: "str | os.PathLike | tuple | None" = None, *, con
     (``sid_init``, ``init_noise``, ``seed``). ``codebooks``: (K_l, d) per level for
     ``sid_init="codebook"`` when ``sids`` is not the tokenizer directory.
     """
-    from ..alignment._caption import open_causal_lm
+    from ..alignment import open_causal_lm
     from ..indexer import load_sid_index
     from ._init import init_sid_rows
 

@@ -1,10 +1,12 @@
 """Indexer: codes -> SIDs (collision policies), the SID trie, vocabulary, constrained decoding, cold start."""
 
-from ..build._tokenizer import register_index_builder
+from ..build import register_index_builder
 from ._cold_start import BatchLookup, lookup_arrow, lookup_batch, lookup_columns
+from ._ids import concat_ids
 from ._import import import_sid_index
 from ._index import IndexConfig, SIDIndex, embedding_hash, read_lcrec_index
 from ._load import load_sid_index, load_sids
+from ._stream_assign import LOOKUP_ROW_GROUP, assign_to_file, lookup_part, place_lookups, write_lookup_rows
 from .policies import POLICIES, CollisionPolicy, get_policy, reassign_sids, register_policy, suffix_sids
 from ._trie import SIDTrie
 from ._vocab import SIDVocab, add_sid_tokens
@@ -13,8 +15,11 @@ __all__ = [
     "BatchLookup",
     "CollisionPolicy",
     "IndexConfig",
+    "LOOKUP_ROW_GROUP",
     "POLICIES",
     "SIDIndex",
+    "assign_to_file",
+    "concat_ids",
     "embedding_hash",
     "get_policy",
     "import_sid_index",
@@ -23,10 +28,13 @@ __all__ = [
     "lookup_arrow",
     "lookup_columns",
     "lookup_batch",
+    "lookup_part",
+    "place_lookups",
     "read_lcrec_index",
     "reassign_sids",
     "register_policy",
     "suffix_sids",
+    "write_lookup_rows",
     "SIDTrie",
     "SIDVocab",
     "add_sid_tokens",

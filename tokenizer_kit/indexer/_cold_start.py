@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._progress import Progress, as_progress
-from ..build._tokenizer import sid_string
+from ..build import sid_string
 from ..errors import InputError
 from ._segments import Segment
 

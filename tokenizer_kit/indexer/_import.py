@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..build._tokenizer import SemanticTokenizer
+from ..build import SemanticTokenizer
 from ..errors import InputError
 from ..quantizers import get_quantizer_class
 from ._index import IndexConfig, SIDIndex, read_lcrec_index

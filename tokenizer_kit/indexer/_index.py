@@ -30,8 +30,7 @@ import numpy as np
 
 from .._config import ValidatedConfig, setting
 from .._progress import Progress
-from ..build._artifact import TOKENIZER
-from ..build._tokenizer import level_token, parse_sid_string, sid_string
+from ..build import TOKENIZER, level_token, parse_sid_string, sid_string
 from ..errors import ArtifactError, InputError, TokenizerKitError
 from ..io import embedding_hash
 from ._cold_start import cold_start

@@ -24,7 +24,7 @@ def _index_table(index) -> Any:
 
 
 def _tokenizer_table(path: Path) -> Any:
-    from ..build._tokenizer import SemanticTokenizer
+    from ..build import SemanticTokenizer
     from ..io import sids_table
     from ._index import SIDIndex
 
@@ -84,7 +84,7 @@ def load_sid_index(source: "str | os.PathLike | object"):
     A tokenizer directory that was never indexed gets an in-memory index under the default
     ``suffix`` policy (one item per SID), as ``tokenizer-kit index DIR`` would build.
     """
-    from ..build._tokenizer import SemanticTokenizer
+    from ..build import SemanticTokenizer
     from ._index import SIDIndex
 
     if isinstance(source, SIDIndex):

@@ -251,7 +251,7 @@ def commit_segments(index, tok, path) -> None:
     from safetensors.numpy import save_file
 
     from ..errors import TokenizerKitError
-    from ..build._artifact import TOKENIZER
+    from ..build import TOKENIZER
     from ..io import update_artifact
 
     path = Path(path)

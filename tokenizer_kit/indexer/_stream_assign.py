@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from ..io import EmbeddingStream
     from ._index import IndexConfig, SIDIndex
 
-__all__ = ["assign_to_file", "lookup_part", "gather", "place", "write_rows", "LOOKUP_ROW_GROUP"]
+__all__ = ["assign_to_file", "lookup_part", "gather", "place_lookups", "write_lookup_rows", "LOOKUP_ROW_GROUP"]
 
 _STATUS = np.array(["known", "new", "replaced"], dtype=object)
 # rows per row group of a lookup part: the placement reads one row group at a time, the
@@ -223,7 +223,7 @@ def _out_batch(rb, start: int, placed: _Placed, rnd, item_ids, S: int):
     return pa.table(cols)
 
 
-def write_rows(part, out, placed: _Placed, rnd, item_ids, S: int, *, start: int = 0, batch_size: int = 1 << 16) -> int:
+def write_lookup_rows(part, out, placed: _Placed, rnd, item_ids, S: int, *, start: int = 0, batch_size: int = 1 << 16) -> int:
     """The lookup rows of the input rows ``start..`` that the lookup ``part`` holds, the placed
     items' SIDs filled in, written to ``out`` (Parquet, ``lookup_arrow``'s columns); returns
     the rows written."""
@@ -243,7 +243,7 @@ def write_rows(part, out, placed: _Placed, rnd, item_ids, S: int, *, start: int 
     return n
 
 
-def place(index: "SIDIndex", tok, parts: list, scratch: Path, *, replace: bool, config: "IndexConfig",
+def place_lookups(index: "SIDIndex", tok, parts: list, scratch: Path, *, replace: bool, config: "IndexConfig",
           update: bool) -> tuple["SIDIndex", Any, _Placed, dict]:
     """Pass 2's placement: the items to place gathered from the lookup ``parts`` and placed by
     one cold-start round, then their neighbours searched (a vectors file in the directory
@@ -275,23 +275,23 @@ def assign_to_file(index: "SIDIndex", tok, stream: "EmbeddingStream", out, *, re
     the index lacks (an index built without embeddings: every item) are not gathered to have
     their fingerprint recorded; the summary still counts the version that would record them,
     and the returned index is then ``index`` plus the placed items only."""
-    from ..build._streaming import DEFAULT_STREAM_BATCH, _aligned, _check_unique_ids
+    from ..build import DEFAULT_STREAM_BATCH, aligned_batch_size, check_unique_ids
     from ..io import atomic_write
     from ._index import IndexConfig
 
     config = (config or IndexConfig(policy=index.policy)).validate()
     _check_stream(index, tok, stream)
-    bs = _aligned(batch_size or DEFAULT_STREAM_BATCH)
+    bs = aligned_batch_size(batch_size or DEFAULT_STREAM_BATCH)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".scratch", dir=out.parent))
     try:
-        _check_unique_ids(stream, bs, spill_dir=scratch)
+        check_unique_ids(stream, bs, spill_dir=scratch)
         part = scratch / "lookup.parquet"
         _first_pass(index, tok, stream, part, config, bs, batch_size, progress)
-        new, rnd, placed, summary = place(index, tok, [part], scratch, replace=replace, config=config, update=update)
+        new, rnd, placed, summary = place_lookups(index, tok, [part], scratch, replace=replace, config=config, update=update)
         with atomic_write(out) as tmp:
-            write_rows(part, Path(tmp), placed, rnd, index.item_ids, index.sid_length, batch_size=bs)
+            write_lookup_rows(part, Path(tmp), placed, rnd, index.item_ids, index.sid_length, batch_size=bs)
             if save_to is not None and update and new.version != index.version:
                 new.save(tok, save_to)
     finally:

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..build._tokenizer import level_token, parse_sid_string
+from ..build import level_token, parse_sid_string
 from ..errors import InputError
 
 __all__ = ["SIDVocab", "add_sid_tokens"]

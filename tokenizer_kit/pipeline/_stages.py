@@ -257,7 +257,7 @@ def _default_index(tokenizer: PathLike, hashes=None) -> dict[str, Any]:
     cold start refuses a known item with another embedding."""
     import numpy as np
 
-    from ..build._tokenizer import SemanticTokenizer
+    from ..build import SemanticTokenizer
     from ..indexer import SIDIndex
 
     tok = SemanticTokenizer.from_pretrained(tokenizer)
@@ -275,7 +275,7 @@ def index(tokenizer: PathLike, config: IndexStageConfig, *, embeddings: PathLike
           columns: EmbeddingsInput | None = None, export_lcrec: PathLike | None = None, vocab_out: PathLike | None = None) -> dict[str, Any]:
     """(Re)build the SIDs (one item per SID, by the collision policy) and the trie of a tokenizer
     directory; optionally export an LC-Rec ``*.index.json`` and the SID vocabulary."""
-    from ..build._tokenizer import SemanticTokenizer
+    from ..build import SemanticTokenizer
     from ..indexer import IndexConfig, SIDIndex
     lib = base_config(config, IndexConfig).validate()
     _outputs_ok(export_lcrec, vocab_out)
@@ -298,7 +298,7 @@ def index_from_shards(tokenizer: PathLike, shards: PathLike, out: PathLike, conf
     """The SID index of the items of a sharded ``assign`` output (``shards``): the collision
     policy resolved group by group across shards into the shard directory ``out`` (no process
     holds every item), then loaded into the tokenizer directory as its index (SIDs and trie)."""
-    from ..build._tokenizer import SemanticTokenizer
+    from ..build import SemanticTokenizer
     from ..engines import index_shards, load_sharded_index, read_shard_manifest, tokenizer_fingerprint
     from ..indexer import IndexConfig, SIDIndex
 
@@ -476,7 +476,7 @@ def assign(embeddings: PathLike, tokenizer: PathLike, config: AssignConfig, *, o
     (``lookup``, a dict per item). By default only when there is no ``out``: with ``out`` the
     cold start streams the input into it in memory bounded by the batch and the new items,
     and the result says how many rows it wrote (``lookup_rows``)."""
-    from ..build._tokenizer import SemanticTokenizer
+    from ..build import SemanticTokenizer
     from ..engines import Sharding, assign_codes, check_output, cold_start, engine_for
     from ..indexer import SIDIndex
 
