@@ -12,8 +12,8 @@ from ._pairs import PairMiningConfig, cap_interactions, mine_pairs, swing_refere
 
 # the parts that import torch load on first use, so the settings and pair mining do not
 _LAZY = {
-    **dict.fromkeys(("CaptionLM", "caption_texts", "default_caption_lm", "load_caption_lm"), "._caption"),
-    **dict.fromkeys(("embed_store", "load_alignment", "pool_queries"), "._embed"),
+    **dict.fromkeys(("CaptionLM", "caption_texts", "default_caption_lm", "load_caption_lm", "open_causal_lm"), "._caption"),
+    **dict.fromkeys(("check_embed_settings", "embed_rows", "embed_store", "embedding_record", "load_alignment", "pool_queries"), "._embed"),
     **dict.fromkeys(("Temperature", "info_nce", "info_nce_reference", "item_vectors", "pair_similarity"), "._losses"),
     **dict.fromkeys(("CrossAttention", "FeedForward", "QFormer", "RMSNorm"), "._qformer"),
     **dict.fromkeys(("ALIGNMENT_FORMAT_VERSION", "AlignData", "AlignmentModel", "embed_indices", "evaluate_alignment", "pair_recall_at_k",
@@ -42,9 +42,12 @@ __all__ = [
     "Temperature",
     "cap_interactions",
     "caption_texts",
+    "check_embed_settings",
     "default_caption_lm",
     "embed_indices",
+    "embed_rows",
     "embed_store",
+    "embedding_record",
     "evaluate_alignment",
     "info_nce",
     "info_nce_reference",
@@ -55,6 +58,7 @@ __all__ = [
     "load_alignment",
     "load_caption_lm",
     "mine_pairs",
+    "open_causal_lm",
     "pair_recall_at_k",
     "pair_similarity",
     "pool_queries",

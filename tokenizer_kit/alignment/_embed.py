@@ -33,7 +33,7 @@ from ._config import POOLINGS, EmbedSettings, QFormerConfig
 from ._losses import item_vectors
 from ._qformer import QFormer
 
-__all__ = ["load_alignment", "embed_store", "POOLINGS", "pool_queries"]
+__all__ = ["load_alignment", "embed_store", "embed_rows", "embedding_record", "check_embed_settings", "POOLINGS", "pool_queries"]
 
 logger = logging.getLogger(__name__)
 

@@ -8,8 +8,7 @@ from typing import Optional
 
 import typer
 
-from ..pipeline import stages
-from ..pipeline._stage_configs import AlignStageConfig
+from ..pipeline import AlignStageConfig, stages
 from ._common import OutputFormat, cli_command, emit_json, out_console, progress_bar
 from ._options import settings_options
 

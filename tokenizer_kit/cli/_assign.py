@@ -12,8 +12,7 @@ from typing import Optional
 
 import typer
 
-from ..pipeline import stages
-from ..pipeline._verb_configs import AssignConfig, EmbeddingsInput
+from ..pipeline import AssignConfig, EmbeddingsInput, stages
 from ._common import OutputFormat, cli_command, emit_json, holds_writer_lock, out_console, progress_bar
 from ._options import settings_options
 

@@ -7,9 +7,7 @@ from typing import Optional
 
 import typer
 
-from ..pipeline import stages
-from ..pipeline._stage_configs import CodebookConfig
-from ..pipeline._verb_configs import CategoriesInput, EmbeddingsInput
+from ..pipeline import CategoriesInput, CodebookConfig, EmbeddingsInput, stages
 from ._common import OutputFormat, cli_command, emit_json, out_console, progress_bar
 from ._options import settings_options
 

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ..pipeline import stages
-from ..pipeline._verb_configs import TextEmbedConfig
+from ..pipeline import TextEmbedConfig, stages
 from ._common import OutputFormat, cli_command, emit_json, out_console, progress_bar
 from ._options import settings_options
 

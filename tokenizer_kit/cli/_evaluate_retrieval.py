@@ -13,8 +13,7 @@ from typing import Optional
 import typer
 
 from ..errors import UsageError
-from ..pipeline import stages
-from ..pipeline._stage_configs import RetrievalStageConfig
+from ..pipeline import RetrievalStageConfig, stages
 from ._common import OutputFormat, cli_command, emit_json, out_console, progress_bar
 from ._options import settings_options
 

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ..pipeline import stages
-from ..pipeline._stage_configs import ExtractStageConfig
+from ..pipeline import ExtractStageConfig, stages
 from ._common import OutputFormat, cli_command, emit_json, note, out_console, progress_bar
 from ._options import settings_options
 

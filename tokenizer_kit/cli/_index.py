@@ -7,8 +7,7 @@ from typing import Optional
 
 import typer
 
-from ..pipeline import stages
-from ..pipeline._verb_configs import EmbeddingsInput, ImportIndexConfig, IndexStageConfig, LookupConfig
+from ..pipeline import EmbeddingsInput, ImportIndexConfig, IndexStageConfig, LookupConfig, stages
 from ._common import OutputFormat, cli_command, emit_json, holds_writer_lock, out_console, status
 from ._options import settings_options
 
@@ -86,7 +85,7 @@ def lookup(
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format"),
 ):
     """Look up item -> SID, SID -> item, or prefix -> allowed next tokens and item count."""
-    from ..build._tokenizer import parse_sid_string, sid_string
+    from ..build import parse_sid_string, sid_string
     from ..errors import InputError, UsageError
 
     if item is None and sid is None and prefix is None:

@@ -7,8 +7,7 @@ from typing import Optional
 
 import typer
 
-from ..pipeline import stages
-from ..pipeline._stage_configs import MinePairsConfig
+from ..pipeline import MinePairsConfig, stages
 from ._common import OutputFormat, cli_command, emit_json, out_console
 from ._options import settings_options
 

@@ -12,15 +12,14 @@ __all__ = ["metrics_table", "build_summary"]
 def metrics_table(reports: Sequence[dict[str, Any]], title: str = "tokenizers") -> Table:
     """Tokenizers side by side, one row per metric (the rows of the JSON and HTML reports);
     with two or more, the best value of each ranked row is bold green with a star."""
-    from ..evaluation._compare import best_of, cell, rows_for
+    from ..evaluation import comparison_cells
 
     t = Table(title=title)
     t.add_column("metric", style="bold")
     for r in reports:
         t.add_column(str(r["name"]), justify="right")
-    for row in rows_for(reports):
-        best = best_of(row, reports)
-        t.add_row(row.label, *[f"[bold green]{cell(row, r)} *[/]" if r["name"] in best else cell(row, r) for r in reports])
+    for row, values in comparison_cells(reports):
+        t.add_row(row.label, *[f"[bold green]{text} *[/]" if best else text for text, best in values])
     return t
 
 

@@ -8,8 +8,7 @@ from typing import List, Optional
 import typer
 from rich.markup import escape
 
-from ..pipeline import stages
-from ..pipeline._verb_configs import ReportConfig
+from ..pipeline import ReportConfig, stages
 from ._common import OutputFormat, cli_command, emit_json, out_console
 from ._options import settings_options
 

@@ -45,7 +45,7 @@ class TextEmbedJob(ShardJob):
     name: str = "embed-text"
 
     def setup(self, threads: int | None) -> None:
-        from ..features._text_embed import TextEncoder
+        from ..features import TextEncoder
 
         set_threads(threads)
         self._enc = TextEncoder(model_path=self.model, max_length=self.max_length, normalize=self.normalize, device=self.device)
@@ -99,7 +99,7 @@ class EmbedJob(ShardJob):
 
     def setup(self, threads: int | None) -> None:
         from .._torch_utils import resolve_device
-        from ..alignment._embed import embedding_record, load_alignment
+        from ..alignment import embedding_record, load_alignment
         from ..features import FeatureStore
 
         set_threads(threads)
@@ -113,7 +113,7 @@ class EmbedJob(ShardJob):
         self._schema, _ = embedding_record(self._model, meta, self._store, self.alignment, self.pooling)
 
     def run(self, shard: Shard, out_dir: str) -> dict[str, Any]:
-        from ..alignment._embed import embed_rows
+        from ..alignment import embed_rows
 
         with part_writer(out_dir, shard, self.key) as w:
             for table in embed_rows(self._model, self._store, shard.first_row, shard.first_row + shard.rows, self._schema,
@@ -133,7 +133,7 @@ def embed_sharded(store, alignment: str | os.PathLike, out, *, engine: EngineCon
     """Aligned embeddings of every item of ``store`` into the shard directory ``out``; the
     shard size is rounded to whole batches so the batches are the local engine's."""
     from .._torch_utils import resolve_device
-    from ..alignment._embed import check_embed_settings, embedding_record, load_alignment
+    from ..alignment import check_embed_settings, embedding_record, load_alignment
 
     engine = engine_for(engine)
     model, meta = load_alignment(alignment, device="cpu")  # checks the model and its checksum once, on the driver

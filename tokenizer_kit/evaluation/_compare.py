@@ -13,9 +13,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..build._tokenizer import sid_string
+from ..build import sid_string
 
-__all__ = ["Row", "rows_for", "best_of", "cell", "comparison", "caveats", "detect_sid_levels", "collision_examples", "METRIC_HELP"]
+__all__ = ["Row", "rows_for", "best_of", "cell", "comparison", "comparison_cells", "caveats", "detect_sid_levels", "collision_examples", "METRIC_HELP"]
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,16 @@ def cell(row: Row, rep: Mapping[str, Any]) -> str:
     if row.fmt == "d":
         return f"{int(v):,}"
     return format(float(v), row.fmt)
+
+
+def comparison_cells(reports: Sequence[Mapping[str, Any]]) -> list[tuple[Row, list[tuple[str, bool]]]]:
+    """The side-by-side table for a renderer (terminal, HTML): per row, each report's value as
+    text and whether it is the row's best (ties included)."""
+    out = []
+    for row in rows_for(reports):
+        best = best_of(row, reports)
+        out.append((row, [(cell(row, rep), rep["name"] in best) for rep in reports]))
+    return out
 
 
 def comparison(reports: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

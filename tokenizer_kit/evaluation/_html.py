@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..io import atomic_write_bytes
-from ._compare import best_of, cell, rows_for
+from ._compare import comparison_cells
 
 __all__ = ["render_html"]
 
@@ -89,9 +89,8 @@ def _recon_plot(reports: Sequence[Mapping[str, Any]]) -> str:
 def _side_by_side(reports: Sequence[Mapping[str, Any]]) -> str:
     head = "".join(f"<th>{html.escape(str(r['name']))}</th>" for r in reports)
     body = []
-    for row in rows_for(reports):
-        best = best_of(row, reports)
-        cells = "".join(f"<td{' class=best' if r['name'] in best else ''}>{html.escape(cell(row, r))}</td>" for r in reports)
+    for row, values in comparison_cells(reports):
+        cells = "".join(f"<td{' class=best' if best else ''}>{html.escape(text)}</td>" for text, best in values)
         body.append(f"<tr><td class=metric>{html.escape(row.label)}</td>{cells}<td class=help>{html.escape(row.help)}</td></tr>")
     return (f"<table><tr><th class=metric>metric</th>{head}<th class=help>what it means</th></tr>{''.join(body)}</table>"
             "<p><small>&#9733; best value of the row (lower or higher, as the metric says).</small></p>")

@@ -3,7 +3,7 @@
 from ._extract import ExtractConfig, ExtractResult, extract_features, prepare_store
 from ._sharded import ShardCommitter, ShardEncoder, incoming_dir, store_shard_name
 from ._store import FEATURE_STORE, STORE_FORMAT_VERSION, FeatureStore, FeatureStoreWriter, write_feature_store
-from ._text_embed import default_text_model_path, embed_texts, item_texts
+from ._text_embed import TextEncoder, default_text_model_path, embed_texts, item_texts
 
 __all__ = [
     "FEATURE_STORE",
@@ -14,6 +14,7 @@ __all__ = [
     "FeatureStoreWriter",
     "ShardCommitter",
     "ShardEncoder",
+    "TextEncoder",
     "default_text_model_path",
     "embed_texts",
     "extract_features",

@@ -13,7 +13,16 @@ import importlib
 from typing import Any
 
 from .._config import list_presets, load_preset
-from ._verb_configs import AssignConfig, CategoriesInput, EmbeddingsInput, IndexStageConfig, LookupConfig, ReportConfig, TextEmbedConfig
+from ._verb_configs import (
+    AssignConfig,
+    CategoriesInput,
+    EmbeddingsInput,
+    ImportIndexConfig,
+    IndexStageConfig,
+    LookupConfig,
+    ReportConfig,
+    TextEmbedConfig,
+)
 
 __all__ = [
     "STAGES",
@@ -23,6 +32,8 @@ __all__ = [
     "CodebookConfig",
     "EmbedConfig",
     "EmbeddingsInput",
+    "ExtractStageConfig",
+    "ImportIndexConfig",
     "IndexStageConfig",
     "LookupConfig",
     "MinePairsConfig",
@@ -45,6 +56,7 @@ _LAZY = {
     "AlignStageConfig": "._stage_configs",
     "CodebookConfig": "._stage_configs",
     "EmbedConfig": "._stage_configs",
+    "ExtractStageConfig": "._stage_configs",
     "MinePairsConfig": "._stage_configs",
     "RetrievalStageConfig": "._stage_configs",
     "STAGES": "._config",

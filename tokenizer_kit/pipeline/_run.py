@@ -145,7 +145,7 @@ class _Chain:
         return variants
 
     def tokenize(self, variant: str, emb: Path, upstream: str) -> None:
-        from ..build._artifact import TOKENIZER
+        from ..build import TOKENIZER
         from ..indexer.policies import get_policy
 
         tok, cb, ix = self.p.tokenizer(variant), self.cfg.codebook, self.cfg.index
@@ -212,7 +212,7 @@ def _without_engine(cfg) -> dict[str, Any]:
     """A stage's settings minus where it runs: the engines write the same bytes, so switching
     engine does not redo a finished stage."""
     from .._config import settings_of
-    from ..engines._config import EngineConfig
+    from ..engines import EngineConfig
 
     skip = {s.name for s in settings_of(EngineConfig)}
     return {k: v for k, v in cfg.to_flat_dict().items() if k not in skip}
@@ -307,7 +307,7 @@ def coclick_agreement(tokenizer: Path, heldout: Path) -> dict[str, Any]:
     import numpy as np
     import pyarrow.parquet as pq
 
-    from ..build._tokenizer import SemanticTokenizer
+    from ..build import SemanticTokenizer
 
     tok = SemanticTokenizer.from_pretrained(tokenizer, verify=False)
     pos = {str(i): r for r, i in enumerate(tok.item_ids.tolist())}

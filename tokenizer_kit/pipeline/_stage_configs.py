@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from .._config import Setting, ValidatedConfig, coerce, settings_of, setting
 from ..alignment import AlignRunConfig, EmbedSettings, PairMiningConfig
 from ..companion import RetrievalConfig
-from ..engines._config import EngineConfig
+from ..engines import EngineConfig
 from ..errors import TokenizerKitError
 from ..features import ExtractConfig
 from ..quantizers import get_config_class, list_methods

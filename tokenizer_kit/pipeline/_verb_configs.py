@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from .._config import ValidatedConfig, setting
-from ..engines._config import EngineConfig
+from ..engines import EngineConfig
 from ..indexer import IndexConfig
 from ..io import EmbeddingSource
 
