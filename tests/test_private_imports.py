@@ -7,9 +7,9 @@ The root package's own private modules are private to the root, except the share
 infrastructure every part may use (``SHARED``). Every import counts, at module level, inside
 a function or under ``if TYPE_CHECKING:``.
 
-``ALLOWLIST`` holds the imports that break the rule today. It may only shrink: a new private
-import fails, and so does an entry that no longer occurs, so the list stays exact. Running
-this file as a script prints the current violations in the list's format.
+There are no exceptions: a name another part needs is exported by its package (loaded on
+first use, ``_exports.lazy_exports``, where it would pull in torch or another heavy module).
+Running this file as a script prints the violations, one importing file a line.
 """
 
 from __future__ import annotations
@@ -23,60 +23,6 @@ ROOT = "tokenizer_kit"
 PKG_DIR = Path(tokenizer_kit.__file__).parent
 # root-level private modules that every part may import
 SHARED = frozenset({"_config", "_progress", "_exports", "_torch_utils", "_version"})
-
-# importing file (relative to the package) -> private modules of other parts it imports
-ALLOWLIST: dict[str, tuple[str, ...]] = {
-    "_stream_metrics.py": ("tokenizer_kit.io._spill",),
-    "_streaming.py": ("tokenizer_kit.io._fingerprint", "tokenizer_kit.io._manifest", "tokenizer_kit.io._sids",
-                      "tokenizer_kit.io._spill", "tokenizer_kit.quantizers._encode", "tokenizer_kit.quantizers._plan"),
-    "_tokenizer.py": ("tokenizer_kit.io._manifest",),
-    "alignment/_embed.py": ("tokenizer_kit.io._manifest",),
-    "alignment/_train.py": ("tokenizer_kit.io._manifest",),
-    "cli/_align.py": ("tokenizer_kit.pipeline._stage_configs",),
-    "cli/_assign.py": ("tokenizer_kit.pipeline._verb_configs",),
-    "cli/_build.py": ("tokenizer_kit.pipeline._stage_configs", "tokenizer_kit.pipeline._verb_configs"),
-    "cli/_embed.py": ("tokenizer_kit.pipeline._stage_configs",),
-    "cli/_embed_text.py": ("tokenizer_kit.pipeline._verb_configs",),
-    "cli/_evaluate_retrieval.py": ("tokenizer_kit.pipeline._stage_configs",),
-    "cli/_extract.py": ("tokenizer_kit.pipeline._stage_configs",),
-    "cli/_index.py": ("tokenizer_kit._tokenizer", "tokenizer_kit.pipeline._verb_configs"),
-    "cli/_mine_pairs.py": ("tokenizer_kit.pipeline._stage_configs",),
-    "cli/_plan.py": ("tokenizer_kit.pipeline._verb_configs", "tokenizer_kit.quantizers._plan"),
-    "cli/_render.py": ("tokenizer_kit.evaluation._compare",),
-    "cli/_report.py": ("tokenizer_kit.pipeline._verb_configs",),
-    "companion/_model.py": ("tokenizer_kit.io._manifest",),
-    "engines/_assign.py": ("tokenizer_kit._stream_metrics", "tokenizer_kit._streaming", "tokenizer_kit._tokenizer",
-                           "tokenizer_kit.indexer._stream_assign", "tokenizer_kit.io._manifest", "tokenizer_kit.io._sids"),
-    "engines/_embed.py": ("tokenizer_kit.alignment._embed", "tokenizer_kit.features._text_embed",
-                          "tokenizer_kit.io._embeddings"),
-    "engines/_extract.py": ("tokenizer_kit.features._backends", "tokenizer_kit.features._extract",
-                            "tokenizer_kit.features._store", "tokenizer_kit.io._atomic", "tokenizer_kit.io._lock",
-                            "tokenizer_kit.io._manifest"),
-    "engines/_index.py": ("tokenizer_kit.indexer._ids", "tokenizer_kit.indexer.policies._suffix", "tokenizer_kit.io._sids"),
-    "engines/_output.py": ("tokenizer_kit.io._atomic", "tokenizer_kit.io._manifest"),
-    "engines/_plan.py": ("tokenizer_kit.io._stream",),
-    "engines/_run.py": ("tokenizer_kit.io._atomic", "tokenizer_kit.io._lock", "tokenizer_kit.io._manifest"),
-    "evaluation/__init__.py": ("tokenizer_kit._metrics",),
-    "evaluation/_compare.py": ("tokenizer_kit._tokenizer",),
-    "evaluation/_report.py": ("tokenizer_kit._metrics", "tokenizer_kit._tokenizer"),
-    "features/_store.py": ("tokenizer_kit.io._atomic", "tokenizer_kit.io._lock", "tokenizer_kit.io._manifest"),
-    "generative/_sid_lm.py": ("tokenizer_kit._tokenizer", "tokenizer_kit.alignment._caption"),
-    "indexer/__init__.py": ("tokenizer_kit._tokenizer",),
-    "indexer/_cold_start.py": ("tokenizer_kit._tokenizer",),
-    "indexer/_import.py": ("tokenizer_kit._tokenizer",),
-    "indexer/_index.py": ("tokenizer_kit._tokenizer", "tokenizer_kit.io._fingerprint", "tokenizer_kit.io._manifest"),
-    "indexer/_load.py": ("tokenizer_kit._tokenizer",),
-    "indexer/_segments.py": ("tokenizer_kit.io._manifest",),
-    "indexer/_stream_assign.py": ("tokenizer_kit._streaming", "tokenizer_kit.io._sids"),
-    "indexer/_vocab.py": ("tokenizer_kit._tokenizer",),
-    "pipeline/_run.py": ("tokenizer_kit._tokenizer", "tokenizer_kit.engines._config"),
-    "pipeline/_stage_configs.py": ("tokenizer_kit.engines._config",),
-    "pipeline/_stages.py": ("tokenizer_kit._streaming", "tokenizer_kit._tokenizer", "tokenizer_kit.engines._embed",
-                            "tokenizer_kit.engines._extract", "tokenizer_kit.engines._output",
-                            "tokenizer_kit.indexer._stream_assign", "tokenizer_kit.io._manifest"),
-    "pipeline/_verb_configs.py": ("tokenizer_kit.engines._config",),
-}
-
 
 def _module_names(pkg_dir: Path) -> dict[str, bool]:
     """Dotted name -> whether it is a package, for every module of the tree."""
@@ -143,19 +89,10 @@ def violations(pkg_dir: Path = PKG_DIR) -> dict[str, set[str]]:
     return out
 
 
-def against_allowlist(found: dict[str, set[str]], allowlist: dict[str, tuple[str, ...]]):
-    """``(new, gone)``: violations the list does not hold, entries that no longer occur."""
-    allowed = {f: set(m) for f, m in allowlist.items()}
-    new = {f: sorted(m - allowed.get(f, set())) for f, m in found.items() if m - allowed.get(f, set())}
-    gone = {f: sorted(m - found.get(f, set())) for f, m in allowed.items() if m - found.get(f, set())}
-    return new, gone
-
-
-def test_no_new_private_imports_and_the_allowlist_is_exact():
-    new, gone = against_allowlist(violations(), ALLOWLIST)
-    assert not new, (f"imports of another part's private modules: {new}; import the name from that "
-                     "subpackage's __init__ (export it there if it is missing)")
-    assert not gone, f"allowlisted private imports that no longer occur: {gone}; remove them from ALLOWLIST"
+def test_no_part_imports_another_parts_private_modules():
+    found = violations()
+    assert not found, (f"imports of another part's private modules: {found}; import the name from that "
+                       "subpackage's __init__ (export it there if it is missing)")
 
 
 # ---- the check itself, on planted sources ----------------------------------------------------
@@ -183,13 +120,6 @@ def test_the_check_flags_planted_private_imports():
     assert _check("from ..engines._run import x", "tokenizer_kit.io", is_pkg=True) == {"tokenizer_kit.engines._run"}
 
 
-def test_the_allowlist_comparison_reports_both_ways():
-    found = {"a.py": {"tokenizer_kit.io._lock", "tokenizer_kit.io._atomic"}}
-    assert against_allowlist(found, {"a.py": ("tokenizer_kit.io._lock", "tokenizer_kit.io._atomic")}) == ({}, {})
-    assert against_allowlist(found, {"a.py": ("tokenizer_kit.io._lock",)}) == ({"a.py": ["tokenizer_kit.io._atomic"]}, {})
-    assert against_allowlist({}, {"b.py": ("tokenizer_kit.io._lock",)}) == ({}, {"b.py": ["tokenizer_kit.io._lock"]})
-
-
 def test_the_check_passes_allowed_imports():
     assert _check("from ._plan import Shard") == set()  # same subpackage
     assert _check("from ..io import writer_lock\nfrom ..errors import InputError") == set()  # public names
@@ -202,4 +132,4 @@ def test_the_check_passes_allowed_imports():
 
 if __name__ == "__main__":
     for f, mods in violations().items():
-        print(f'    "{f}": {tuple(sorted(mods))!r},'.replace("'", '"'))
+        print(f"{f}: {', '.join(sorted(mods))}")
