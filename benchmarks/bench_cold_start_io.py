@@ -11,7 +11,10 @@ run in a fresh process (the CLI's own code, in process after the imports). Count
 * ``hashed_bytes``: bytes checksummed (``sha256_file``);
 * ``dir_read_bytes``: pages of the tokenizer directory's files in the page cache after the
   run, having been evicted before it (read through ``read`` or a memory map, read-ahead
-  included), plus the bytes of the files the run added. Linux only; ``null`` elsewhere.
+  included), plus the bytes of the files the run added. Linux only; ``null`` elsewhere. A touch
+  of a memory-mapped page reads the kernel's read-around window with it (``read_ahead_kb`` of
+  the disk, 8 MB on some virtual disks), so for files of a few windows this counts a file read
+  as soon as any row of it is; ``read_per_file`` gives [bytes read, file size] per file.
 
 Modes: ``memory`` (no ``--out``: the in-memory cold start) and ``stream`` (``--out``: the
 streamed cold start). ``--checkout DIR`` runs another source tree (e.g. ``git archive`` of
@@ -82,7 +85,6 @@ def _child(args: argparse.Namespace) -> None:
     import pyarrow.parquet  # noqa: F401 (imports are not the cold start's I/O)
     import safetensors.numpy  # noqa: F401
 
-    import tokenizer_kit
     import tokenizer_kit.build._tokenizer  # noqa: F401 (the modules that checksum, patched below)
     import tokenizer_kit.io._manifest  # noqa: F401
     from tokenizer_kit.cli.app import app
@@ -110,7 +112,7 @@ def _child(args: argparse.Namespace) -> None:
         raise SystemExit(f"assign failed (exit {code})")
     wall, io1 = time.perf_counter() - t0, _proc_io()
     res = {k: io1[k] - io0[k] for k in io0}
-    res.update(wall_s=wall, hashed_bytes=hashed[0], package=str(Path(tokenizer_kit.__file__).parent.parent))
+    res.update(wall_s=wall, hashed_bytes=hashed[0])
     Path(args.result).write_text(json.dumps(res))
 
 
@@ -210,7 +212,9 @@ def main() -> None:
                       flush=True)
     out = Path(args.out)
     data = json.loads(out.read_text()) if out.exists() else {}
-    data.update(benchmark="cold_start_io", new_items=args.new, dim=args.dim, codebook_sizes=sizes)
+    data.update(benchmark="cold_start_io", new_items=args.new, dim=args.dim, codebook_sizes=sizes,
+                note="rchar/wchar: bytes through read/write system calls after the imports (the input .npy included); "
+                     "dir_read_bytes: page-cache pages of the directory after the run, read-around of memory-mapped files included")
     data.setdefault("runs", {})[label] = rows
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=2) + "\n")
