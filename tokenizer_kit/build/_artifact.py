@@ -21,7 +21,13 @@ from typing import Any, Mapping
 
 from ..io import ArtifactKind
 
-__all__ = ["TOKENIZER", "tokenizer_card"]
+__all__ = ["TOKENIZER", "READ_IN_PART", "tokenizer_card"]
+
+# Files a load that leaves the items on disk reads in part: memory-mapped (the index's arrays
+# and trie) or by their statistics (sids.parquet). Under ``verify="read"`` they are checked by
+# size and each other file, read whole (quantizer, index segments), by its checksum; a cold
+# start then reads O(new items) of the directory, not all of it.
+READ_IN_PART = frozenset({"index.safetensors", "trie.safetensors", "sids.parquet"})
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 

@@ -43,7 +43,7 @@ from ..io import (
     write_artifact,
 )
 from ..quantizers import get_config_class, get_quantizer_class, list_methods
-from ._artifact import TOKENIZER
+from ._artifact import READ_IN_PART, TOKENIZER
 from ._metrics import tokenizer_metrics
 
 __all__ = [
@@ -427,8 +427,13 @@ class SemanticTokenizer:
         return m.data
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, *, verify: bool = True, load_sids: bool | str = True) -> "SemanticTokenizer":
+    def from_pretrained(cls, path: str | os.PathLike, *, verify: bool | str = True, load_sids: bool | str = True) -> "SemanticTokenizer":
         """Load a tokenizer directory (checksums verified unless ``verify=False``).
+
+        ``verify``: True or "sha256" (every file's checksum), "read" (each file the load reads
+        whole by its checksum, the ones it memory-maps or reads in part, ``READ_IN_PART``, by
+        their size: with ``load_sids`` "ids" or False a load reads O(1) of a large index),
+        False or "none" (presence only).
 
         Reads a consistent snapshot even while another process commits a new version
         (``io.read_artifact``). Besides checksums, the content is checked: codebooks finite,
@@ -443,7 +448,10 @@ class SemanticTokenizer:
         if load_sids not in (True, False, "ids"):
             raise InputError(f"load_sids must be True, False or 'ids', got {load_sids!r}")
         path = Path(path)
-        tok = read_artifact(path, TOKENIZER, lambda m: cls._load(m, load_sids=load_sids), verify="sha256" if verify else "none")
+        if verify not in (True, False, "sha256", "read", "none"):
+            raise InputError(f"verify must be True, False, 'sha256', 'read' or 'none', got {verify!r}")
+        level = verify if isinstance(verify, str) else ("sha256" if verify else "none")
+        tok = read_artifact(path, TOKENIZER, lambda m: cls._load(m, load_sids=load_sids), verify=level)
         tok.path = path
         return tok
 
@@ -454,6 +462,9 @@ class SemanticTokenizer:
         _check_fields(m)
         where = m.path
         qcls = get_quantizer_class(m["method"])
+        for name in m.files:  # under verify="read": the files read whole, by their checksum (inside the snapshot)
+            if name not in READ_IN_PART:
+                m.check(name)
         tensors = _load_safetensors(m.file(WEIGHTS_NAME), load_file)
         for key, t in tensors.items():
             if t.dtype.kind != "f":  # every quantizer's weights are floating point (an int codebook was edited in)
@@ -635,7 +646,7 @@ def _read_sids(m: Manifest, tok: "SemanticTokenizer", *, ids_only: bool = False)
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    sp = m.file(SIDS_NAME)
+    sp = m.check(SIDS_NAME)  # its id column, or every column, is read: O(items) anyway
     L = tok.levels
     try:  # the columns loaded (not the SID strings, most of the file's bytes)
         names = pq.read_schema(sp).names

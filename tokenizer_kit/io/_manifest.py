@@ -44,7 +44,8 @@ Writing, two kinds of atomic commit (both under the artifact's writer lock, ``_l
   leaves the old version; after it, the new one.
 
 Reading: ``read_manifest(path, kind)`` checks all of the above and the files' checksums
-(``verify``: "sha256" full, "size" cheap, "none" presence only). ``read_artifact(path, kind,
+(``verify``: "sha256" full, "size" cheap, "none" presence only; "read" sizes, then each
+file's checksum when its loader reads it whole, ``Manifest.check``). ``read_artifact(path, kind,
 load)`` runs ``load(manifest)`` on a consistent snapshot: readers take no lock; if a
 writer commits while a reader reads, the reader notices (the directory or manifest changed
 identity) and reads again. Directories written by older formats of a kind load when the
@@ -103,7 +104,8 @@ PACKAGE_VERSION_KEY = "package_version"
 CHECKSUM_KEY = "manifest_sha256"
 # spellings of the package version in manifests written before the one key
 _LEGACY_VERSION_KEYS = ("package_version", "tokenizer_kit_version", "version")
-_VERIFY_LEVELS = ("sha256", "size", "none")
+# "read": sizes at open, and the checksum of each file its loader reads whole (``Manifest.check``)
+_VERIFY_LEVELS = ("sha256", "read", "size", "none")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _TMP_RE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")  # atomic_write's temporary files
 
@@ -250,6 +252,8 @@ class Manifest:
     files: dict[str, dict[str, Any]]
     format_version: int
     package_version: str | None
+    level: str = "sha256"  # how the files were checked at open
+    _checked: set[str] = field(default_factory=set, repr=False)  # files whose checksum was verified since
 
     def __getitem__(self, key: str) -> Any:
         return self.data[key]
@@ -271,10 +275,26 @@ class Manifest:
         return self.path / name
 
     def verify(self, level: str | None = None) -> None:
-        """Check each listed file: present, a regular file, its size and (``sha256``) its checksum."""
+        """Check each listed file: present, a regular file, its size and (``sha256``) its checksum.
+
+        ``read``: as ``size`` now; the loader then calls ``check(name)`` for each file it
+        reads whole, so a load costs what it reads, not the size of the directory."""
         level = _level(self.kind, level)
         for name, entry in self.files.items():
-            _verify_file(self.path / name, entry, level, self.kind)
+            _verify_file(self.path / name, entry, "size" if level == "read" else level, self.kind)
+        self.level = level
+        if level == "sha256":
+            self._checked = set(self.files)
+
+    def check(self, name: str) -> Path:
+        """The path of listed file ``name``, its checksum verified first (once) when the
+        manifest was read with ``verify="read"``: for a file the caller reads whole. Files read
+        in part (memory-mapped) are left to their size check, or to ``verify="sha256"``."""
+        path = self.file(name)
+        if self.level == "read" and name not in self._checked:
+            _verify_file(path, self.files[name], "sha256", self.kind)
+            self._checked.add(name)
+        return path
 
 
 def _level(kind: ArtifactKind, verify: Any) -> str:
@@ -400,7 +420,8 @@ def read_manifest(path: str | os.PathLike, kind: ArtifactKind, *, verify: Any = 
     """Read and check the manifest of the ``kind`` artifact at ``path``, then its files.
 
     ``verify``: None (the kind's default), "sha256" or True (every file's checksum),
-    "size" (sizes only), "none" or False (presence only). Every problem is one
+    "size" (sizes only), "read" (sizes; the checksum of each file the loader reads whole,
+    when it asks, ``Manifest.check``), "none" or False (presence only). Every problem is one
     ``ArtifactError`` line saying what is wrong and how to fix it.
     """
     shown = Path(path)

@@ -488,7 +488,8 @@ def assign(embeddings: PathLike, tokenizer: PathLike, config: AssignConfig, *, o
     # plain encoding streams and needs no indexed item; a cold start into an index reads their
     # ids, and their SIDs through the index's trie, a few rows at a time (O(new items))
     indexed = bool((SemanticTokenizer.read_manifest(tokenizer).get("sections") or {}).get("index"))
-    tok = SemanticTokenizer.from_pretrained(tokenizer, load_sids="ids" if indexed else False)
+    # verify="read": the files read whole by their checksum, the index's memory-mapped ones by size
+    tok = SemanticTokenizer.from_pretrained(tokenizer, load_sids="ids" if indexed else False, verify="read")
     idx = SIDIndex.stored(tok)
     if idx is None and (update or config.replace_changed):
         raise InputError(f"{tokenizer} has no SID index to update; run `tokenizer-kit index {tokenizer}` first")
