@@ -5,6 +5,7 @@ from ._cold_start import BatchLookup, lookup_arrow, lookup_batch, lookup_columns
 from ._import import import_sid_index
 from ._index import IndexConfig, SIDIndex, embedding_hash, read_lcrec_index
 from ._load import load_sid_index, load_sids
+from ._on_disk import index_on_disk
 from .policies import POLICIES, CollisionPolicy, get_policy, reassign_sids, register_policy, suffix_sids
 from ._trie import SIDTrie
 from ._vocab import SIDVocab, add_sid_tokens
@@ -18,6 +19,7 @@ __all__ = [
     "embedding_hash",
     "get_policy",
     "import_sid_index",
+    "index_on_disk",
     "load_sid_index",
     "load_sids",
     "lookup_arrow",

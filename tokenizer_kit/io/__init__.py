@@ -36,6 +36,7 @@ from ._stream import Batch, EmbeddingSource, EmbeddingStream, as_float32_vectors
 from ._sids import sids_table, write_sids_parquet
 from ._splits import TEST, TRAIN, VALID, InteractionLog, Split, interaction_log, leave_one_out_roles, leave_one_out_split
 from ._synthetic import make_clustered_embeddings, write_clustered_npy
+from ._tensors import write_safetensors_parts
 from ._tables import (
     item_categories,
     read_catalog,
@@ -101,4 +102,5 @@ __all__ = [
     "write_clustered_npy",
     "write_embeddings_parquet",
     "write_sids_parquet",
+    "write_safetensors_parts",
 ]
