@@ -9,7 +9,7 @@ together, so no process ever holds every item:
 
 1. **partition** (driver, one batch in memory): every row's (prefix key, global row, rank)
    is appended to one of P bucket files by a hash of its key, so a group lands whole in
-   one bucket;
+   one bucket (``indexer.policies.GroupSpill``, which the in-process index shares);
 2. **resolve** (driver, one bucket in memory: ``bucket_rows`` rows of 24 bytes): the policy
    numbers each group of the bucket;
 3. **write** (a sharded job, on either engine): per source part, its rows with their suffix
@@ -48,40 +48,22 @@ __all__ = ["index_shards", "load_sharded_index", "DEFAULT_BUCKET_ROWS"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_BUCKET_ROWS = 1 << 22  # rows resolved at once: ~100 MB with the sort's copies
-_REC = np.dtype([("key", "<i8"), ("row", "<i8"), ("rank", "<f8")])
-
-
-def _bucket_of(keys: np.ndarray, n_buckets: int) -> np.ndarray:
-    h = keys.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: neighbouring prefixes spread out
-    return ((h >> np.uint64(32)) % np.uint64(n_buckets)).astype(np.int64)
 
 
 def _codes_of(rb, levels: int) -> np.ndarray:
     return np.stack([rb.column(f"code_{l}").to_numpy() for l in range(levels)], 1).astype(np.int64)
 
 
-def _partition(parts: Sequence[Path], levels: int, sizes: Sequence[int], scratch: Path, n_buckets: int, rank_column: str | None,
-               batch_rows: int) -> None:
-    """Pass 1: (key, row, rank) of every row into its bucket file."""
+def _partition(parts: Sequence[Path], levels: int, sizes: Sequence[int], spill, rank_column: str | None, batch_rows: int) -> None:
+    """Pass 1: (key, row, rank) of every row into its bucket file (``GroupSpill``)."""
     import pyarrow.parquet as pq
 
     from ..indexer.policies import sid_keys
 
-    row = 0
     cols = [f"code_{l}" for l in range(levels)] + ([rank_column] if rank_column else [])
     for p in parts:
         for rb in pq.ParquetFile(str(p)).iter_batches(batch_size=batch_rows, columns=cols):
-            keys = sid_keys(_codes_of(rb, levels), sizes)
-            rec = np.empty(len(keys), _REC)
-            rec["key"], rec["row"] = keys, np.arange(row, row + len(keys))
-            rec["rank"] = rb.column(rank_column).to_numpy() if rank_column else 0.0
-            row += len(keys)
-            b = _bucket_of(keys, n_buckets)
-            order = np.argsort(b, kind="stable")
-            bounds = np.searchsorted(b[order], np.arange(n_buckets + 1))
-            for k in np.flatnonzero(np.diff(bounds)):
-                with open(scratch / f"bucket-{k:05d}.bin", "ab") as f:
-                    f.write(rec[order[bounds[k]:bounds[k + 1]]].tobytes())
+            spill.add(sid_keys(_codes_of(rb, levels), sizes), rb.column(rank_column).to_numpy() if rank_column else None)
 
 
 def _group_policy(name: str):
@@ -95,27 +77,14 @@ def _group_policy(name: str):
     return policy
 
 
-def _resolve(scratch: Path, n_buckets: int, policy) -> dict[str, int]:
+def _resolve(spill, policy) -> dict[str, int]:
     """Pass 2: per bucket, each row's extra SID level from the policy (rows sorted by row number)."""
-    top = groups = colliding = in_collision = largest = 0
-    for k in range(n_buckets):
-        f = scratch / f"bucket-{k:05d}.bin"
-        rec = np.fromfile(f, _REC) if f.exists() else np.empty(0, _REC)
-        rec = rec[np.argsort(rec["row"], kind="stable")]  # ties in rank go by input row, as in memory
-        pos = policy.group_positions(rec["key"], rec["rank"])
-        np.save(scratch / f"rows-{k:05d}.npy", rec["row"])
-        np.save(scratch / f"suffix-{k:05d}.npy", pos.astype(np.int32))
-        if f.exists():
-            f.unlink()
-        if len(rec):
-            _, counts = np.unique(rec["key"], return_counts=True)
-            top = max(top, int(pos.max()) + 1)
-            groups += len(counts)
-            colliding += int((counts > 1).sum())
-            in_collision += int(counts[counts > 1].sum())
-            largest = max(largest, int(counts.max()))
-    return {"max_suffix": top, "unique_codes": groups, "colliding_groups": colliding, "items_in_collisions": in_collision,
-            "largest_group": largest}
+    for k, _, rows, pos in spill.resolve(policy):
+        np.save(spill.scratch / f"rows-{k:05d}.npy", rows)
+        np.save(spill.scratch / f"suffix-{k:05d}.npy", pos.astype(np.int32))
+    s = spill.stats
+    return {"max_suffix": s["max_suffix"], "unique_codes": s["unique_codes"], "colliding_groups": s["colliding_groups"],
+            "items_in_collisions": s["items_in_collisions"], "largest_group": s["largest_group"]}
 
 
 @dataclass
@@ -208,9 +177,12 @@ def index_shards(
     stats: dict[str, Any] = {}
     try:
         if extra:
+            from ..indexer.policies import GroupSpill, hash_buckets
+
             scratch.mkdir(parents=True)
-            _partition([sh.file.path for sh in shards], levels, codebook_sizes, scratch, n_buckets, rank, 1 << 20)
-            stats = _resolve(scratch, n_buckets, _group_policy(policy))
+            spill = GroupSpill(scratch, n_buckets, hash_buckets(n_buckets))
+            _partition([sh.file.path for sh in shards], levels, codebook_sizes, spill, rank, 1 << 20)
+            stats = _resolve(spill, _group_policy(policy))
             stats["suffix_size"] = max(stats["max_suffix"], int(suffix_reserve))
             stats["numbered_by"] = "err, then input row" if rank else "input row"
         job = IndexJob(scratch=str(scratch), n_buckets=n_buckets, levels=levels, policy=policy,

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import ArtifactError, InputError
 
-__all__ = ["SIDTrie"]
+__all__ = ["SIDTrie", "TrieParts"]
 
 _ARRAYS = ("child_ptr", "node_token", "item_start", "item_count", "order", "depth_start")
 
@@ -264,3 +264,102 @@ class SIDTrie:
             out[:, d - 1] = self.node_token[nodes]
             nodes = np.searchsorted(self.child_ptr, nodes, side="right") - 1
         return out
+
+
+def _file_chunks(path, dtype, rows: int = 1 << 20, add: int = 0):
+    """The values of a raw ``dtype`` file, ``rows`` at a time (plus ``add``)."""
+    data = np.memmap(path, dtype=dtype, mode="r") if path.exists() and path.stat().st_size else np.zeros(0, dtype)
+    for s in range(0, len(data), rows):
+        yield np.asarray(data[s : s + rows]) + add
+
+
+class TrieParts:
+    """A :class:`SIDTrie` written part by part into files under ``scratch``, in bounded memory.
+
+    Each part (``add``) is a block of items whose SIDs all sort after the earlier parts' and
+    whose first codes no earlier part holds (buckets by ranges of the first level): every node
+    but the root then lies in one part, and depth by depth the parts' nodes follow one another
+    in breadth-first order. ``tensors()`` gives the trie's arrays, as ``SIDTrie.build`` makes
+    them for all the items at once, as chunks read back from the files
+    (``io.write_safetensors_parts``). Memory is one part's trie.
+    """
+
+    def __init__(self, scratch, sid_length: int):
+        from pathlib import Path
+
+        self.dir = Path(scratch)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.S = int(sid_length)
+        self.n_items = 0
+        self.nodes = [1] + [0] * self.S  # nodes so far at each depth
+        self.shared_items = 0  # items whose full SID another item has
+        self._last_first = -1
+
+    def _append(self, name: str, a: np.ndarray) -> None:
+        with open(self.dir / f"{name}.bin", "ab") as f:
+            f.write(np.ascontiguousarray(a).tobytes())
+
+    def add(self, sids: np.ndarray, rows: np.ndarray) -> None:
+        """The next part: ``sids`` (m, S) of the items whose rows are ``rows`` (m,) ascending."""
+        if not len(sids):
+            return
+        t = SIDTrie.build(sids)
+        ld = t.depth_start
+        first = t.node_token[ld[1] : ld[2]]
+        if int(first[0]) <= self._last_first:
+            raise ValueError(f"trie part starts at first-level code {int(first[0])}, not after the previous part's {self._last_first}")
+        self._last_first = int(first[-1])
+        for d in range(1, self.S + 1):
+            lo, hi = int(ld[d]), int(ld[d + 1])
+            self._append(f"token-{d}", t.node_token[lo:hi].astype(np.int32))
+            self._append(f"start-{d}", t.item_start[lo:hi].astype(np.int64) + self.n_items)
+            self._append(f"count-{d}", t.item_count[lo:hi].astype(np.int64))
+            if d < self.S:  # first child as its rank among all the nodes of depth d + 1 (ids are known at the end)
+                self._append(f"child-{d}", t.child_ptr[lo:hi].astype(np.int64) - int(ld[d + 1]) + self.nodes[d + 1])
+            self.nodes[d] += hi - lo
+        leaf = t.item_count[int(ld[self.S]) :]
+        self.shared_items += int(leaf[leaf > 1].sum())
+        self._append("order", np.asarray(rows, np.int64)[t.order])
+        self.n_items += len(sids)
+
+    @property
+    def depth_start(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.nodes)]).astype(np.int64)
+
+    @property
+    def n_nodes(self) -> int:
+        return int(sum(self.nodes))
+
+    @property
+    def n_leaves(self) -> int:
+        return int(self.nodes[self.S])
+
+    def _idt(self):
+        return np.int64 if max(self.n_nodes, self.n_items) >= 2**31 - 1 else np.int32
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the trie's arrays, as ``SIDTrie.nbytes``."""
+        ds = self.depth_start
+        w = np.dtype(self._idt()).itemsize
+        return int((int(ds[self.S]) + 1) * w + self.n_nodes * (4 + 2 * w) + self.n_items * w + len(ds) * 8)
+
+    def tensors(self) -> dict[str, tuple]:
+        """name -> (dtype, shape, chunks) of the trie's arrays (``SIDTrie.state_arrays``)."""
+        S, ds, N, n, idt = self.S, self.depth_start, self.n_nodes, self.n_items, self._idt()
+        f = lambda name: self.dir / f"{name}.bin"  # noqa: E731
+
+        def levels(name, dtype, head, tail=(), add=lambda d: 0, depths=range(1, S + 1)):
+            yield np.asarray(head)
+            for d in depths:
+                yield from _file_chunks(f(f"{name}-{d}"), dtype, add=add(d))
+            yield np.asarray(tail, np.int64)
+
+        return {
+            "child_ptr": (idt, (int(ds[S]) + 1,), levels("child", np.int64, [1], [N], add=lambda d: int(ds[d + 1]), depths=range(1, S))),
+            "node_token": (np.int32, (N,), levels("token", np.int32, [-1])),
+            "item_start": (idt, (N,), levels("start", np.int64, [0])),
+            "item_count": (idt, (N,), levels("count", np.int64, [n])),
+            "order": (idt, (n,), _file_chunks(f("order"), np.int64)),
+            "depth_start": (np.int64, (S + 2,), [ds]),
+        }

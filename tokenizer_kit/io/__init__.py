@@ -57,6 +57,7 @@ from ._sids import SIDWriter, sid_string_array, sids_table, write_sids_parquet
 from ._spill import DEFAULT_KEY_BUDGET, SpilledKeys
 from ._splits import TEST, TRAIN, VALID, InteractionLog, Split, interaction_log, leave_one_out_roles, leave_one_out_split
 from ._synthetic import make_clustered_embeddings, write_clustered_npy
+from ._tensors import write_safetensors_parts
 from ._tables import (
     item_categories,
     read_catalog,
@@ -139,4 +140,5 @@ __all__ = [
     "write_clustered_npy",
     "write_embeddings_parquet",
     "write_sids_parquet",
+    "write_safetensors_parts",
 ]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .._config import base_config, config_error
 from .._progress import Progress
-from ..errors import ArtifactError, InputError, TokenizerKitError
+from ..errors import InputError, TokenizerKitError
 from ._verb_configs import AssignConfig, CategoriesInput, EmbeddingsInput, ImportIndexConfig, IndexStageConfig, ReportConfig, TextEmbedConfig
 
 if TYPE_CHECKING:  # the stage configs import torch; the functions that need it import it themselves
@@ -254,21 +254,13 @@ def build_codebook(embeddings: PathLike, out: PathLike, config: CodebookConfig, 
 def _default_index(tokenizer: PathLike, hashes=None) -> dict[str, Any]:
     """Index a freshly built tokenizer directory under the default policy (suffix), with the
     items' embedding fingerprints ``hashes`` (in the order of the tokenizer's items), so that a
-    cold start refuses a known item with another embedding."""
-    import numpy as np
+    cold start refuses a known item with another embedding. Built from the directory's files in
+    bounded memory (``indexer.index_on_disk``): the same SIDs and files as ``SIDIndex.for_tokenizer``."""
+    from ..indexer import index_on_disk
 
-    from ..build import SemanticTokenizer
-    from ..indexer import SIDIndex
-
-    tok = SemanticTokenizer.from_pretrained(tokenizer)
-    idx = SIDIndex.for_tokenizer(tok)
-    if hashes is not None:
-        if len(hashes) != len(idx):
-            raise ArtifactError(f"{tokenizer}: {len(hashes)} embedding fingerprints for {len(idx)} items; build it again")
-        idx.emb_hash = np.asarray(hashes, np.uint64)
-    idx.save(tok, tokenizer)
-    return {"policy": idx.policy, "sid_length": idx.sid_length, "level_sizes": idx.level_sizes,
-            "collision_rate_sids": idx.stats["collision_rate_sids"], "max_suffix": idx.stats["max_suffix"]}
+    sec = index_on_disk(tokenizer, hashes=hashes)
+    return {"policy": sec["policy"], "sid_length": sec["sid_length"], "level_sizes": sec["level_sizes"],
+            "collision_rate_sids": sec["stats"]["collision_rate_sids"], "max_suffix": sec["stats"]["max_suffix"]}
 
 
 def index(tokenizer: PathLike, config: IndexStageConfig, *, embeddings: PathLike | None = None, ids: PathLike | None = None,

@@ -10,6 +10,7 @@ A new policy is one ``CollisionPolicy`` subclass decorated with ``@register_poli
 # isort: off  (registration order is the order POLICIES lists them in)
 from ._base import POLICIES, CollisionPolicy, IndexView, Placement, Resolution, get_policy, group_policies, register_policy
 from ._keys import OccupiedSet, sid_keys
+from ._groups import GroupSpill, first_level_buckets, hash_buckets
 from ._suffix import SuffixPolicy, suffix_sids
 from ._reassign import ReassignPolicy, reassign_sids
 from ._none import NonePolicy
@@ -19,6 +20,7 @@ from ._none import NonePolicy
 __all__ = [
     "POLICIES",
     "CollisionPolicy",
+    "GroupSpill",
     "IndexView",
     "NonePolicy",
     "OccupiedSet",
@@ -26,8 +28,10 @@ __all__ = [
     "ReassignPolicy",
     "Resolution",
     "SuffixPolicy",
+    "first_level_buckets",
     "get_policy",
     "group_policies",
+    "hash_buckets",
     "reassign_sids",
     "register_policy",
     "sid_keys",

@@ -1,0 +1,79 @@
+"""Peak memory and wall time of ``build-codebook`` with its default index and with ``--no-index``.
+
+For each catalogue size (generated ``n x d`` float32 ``.npy``, 512 topics, seed 1), runs
+
+    tokenizer-kit build-codebook gen.npy --levels 3 --codebook-size 256 --row-ids [--no-index]
+
+as a whole process and records its wall time and the peak of the sum of ``RssAnon`` over the
+process tree (``bench_scale.run_measured``, polled every 50 ms; the memory-mapped input's
+page cache is file memory and does not count). ``--checkout DIR`` runs the same commands
+with another source tree first on the path (e.g. an export of an earlier commit), so the
+rows of both trees come from one run on one machine.
+
+    nice python benchmarks/bench_build_indexed_memory.py --n 1000000 --checkout /tmp/base \\
+        --out benchmarks/results/build_indexed_memory_1m.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_scale import ROOT, _cli, run_measured  # noqa: E402
+
+
+def _input(scratch: Path, n: int, d: int) -> Path:
+    import numpy as np
+
+    from tokenizer_kit.io import write_clustered_npy
+
+    path = scratch / f"gen_{n}_{d}.npy"
+    if not path.exists() or np.load(path, mmap_mode="r").shape != (n, d):
+        write_clustered_npy(path, n, d, seed=1)
+    return path
+
+
+def _row(tree: Path, label: str, x: Path, out: Path, index: bool) -> dict:
+    env = {"PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1"}
+    args = ["build-codebook", x, "--levels", "3", "--codebook-size", "256", "--row-ids", "--out", out, "--overwrite", "--format", "json"]
+    res = run_measured(_cli(*args, *([] if index else ["--no-index"])), env=env, cwd=tree)
+    res.pop("stdout_json", None)
+    return {"tree": label, "index": index, **res}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, nargs="+", default=[1_000_000, 2_000_000], help="catalogue sizes (at most 2M here)")
+    ap.add_argument("--d", type=int, default=64)
+    ap.add_argument("--checkout", type=Path, default=None, help="another source tree to measure first (the 'before' rows)")
+    ap.add_argument("--scratch", type=Path, default=None, help="where inputs and tokenizers go (default: a temporary directory)")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "build_indexed_memory.json")
+    a = ap.parse_args()
+    scratch = a.scratch or Path(tempfile.mkdtemp(prefix="bench_build_indexed_"))
+    scratch.mkdir(parents=True, exist_ok=True)
+    trees = ([("before", a.checkout.resolve())] if a.checkout else []) + [("after", ROOT)]
+    rows = []
+    for n in a.n:
+        x = _input(scratch, n, a.d)
+        for label, tree in trees:
+            for index in (True, False):
+                row = _row(tree, label, x, scratch / f"tok_{label}_{n}_{int(index)}", index)
+                row.update(n=n, d=a.d)
+                rows.append(row)
+                print(json.dumps({k: row[k] for k in ("tree", "n", "index", "wall_seconds", "peak_rss_anon_mib", "returncode")}), flush=True)
+    result = {"bench": "build_indexed_memory", "cores": os.cpu_count(), "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "rows": rows}
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(a.out)
+
+
+if __name__ == "__main__":
+    main()
