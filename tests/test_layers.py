@@ -12,8 +12,9 @@ and the layers below it, never one above:
   that the parts above declare on them (a config's ``errors()``, an artifact's loader):
   that is dispatch, not a return, and is not counted.
 
-``python tests/test_layers.py assign`` (or ``extract``) prints the route: each first call
-from one part into another, in the order the command makes them.
+``python tests/test_layers.py assign`` (or ``extract``; ``--ray`` for the ray engine's
+driver) prints the route: each first call from one part into another, in the order the
+command makes them.
 """
 
 from __future__ import annotations
@@ -136,27 +137,39 @@ def _assign_inputs(d: Path) -> tuple[Path, Path]:
     return d / "tok", d / "all.parquet"
 
 
-def _route_assign(d: Path) -> CallRoute:
+RAY = ("--engine", "ray", "--workers", "1")  # the driver's side of the route (the workers run the same batch functions)
+
+
+def _route_assign(d: Path, *engine: str) -> CallRoute:
     tok, src = _assign_inputs(d)
+    out = d / ("sids" if engine else "sids.parquet")  # the ray engine writes a shard directory
     with CallRoute() as route:
-        _cli("assign", src, "--tokenizer", tok, "--out", d / "sids.parquet")
+        _cli("assign", src, "--tokenizer", tok, "--out", out, *engine)
     return route
 
 
-def _route_extract(d: Path) -> CallRoute:
+def _route_extract(d: Path, *engine: str) -> CallRoute:
     pq.write_table(pa.table({"item_id": [f"i{k}" for k in range(12)], "title": [f"blue office stapler model {k}" for k in range(12)]}),
                    d / "catalog.parquet")
     with CallRoute() as route:
-        _cli("extract", d / "catalog.parquet", "--out", d / "features", "--text-fields", "title", "--format", "json")
+        _cli("extract", d / "catalog.parquet", "--out", d / "features", "--text-fields", "title", "--format", "json", *engine)
     return route
 
 
 ROUTES = {"assign": _route_assign, "extract": _route_extract}
 
 
+@pytest.mark.parametrize("engine", ["local", "ray"])
 @pytest.mark.parametrize("command", sorted(ROUTES))
-def test_route_goes_down_without_returning(command, tmp_path):
-    route = ROUTES[command](tmp_path)
+def test_route_goes_down_without_returning(command, engine, tmp_path):
+    if engine == "ray":
+        ray = pytest.importorskip("ray")
+        started = not ray.is_initialized()
+    try:
+        route = ROUTES[command](tmp_path, *(RAY if engine == "ray" else ()))
+    finally:
+        if engine == "ray" and started:
+            ray.shutdown()  # the local cluster the CLI started: other tests start their own
     parts = {b for a, b in route.edges.values()}
     assert "cli" in {a for a, _ in route.edges.values()} and len(parts) >= 3, route.lines()  # the hook saw the route
     up = route.upward()
@@ -175,8 +188,9 @@ def test_the_check_sees_a_call_that_returns():
 if __name__ == "__main__":  # python tests/test_layers.py assign|extract: print the route
     import tempfile
 
-    cmd = sys.argv[1] if len(sys.argv) > 1 else "assign"
+    args = [a for a in sys.argv[1:] if a != "--ray"]
+    cmd = args[0] if args else "assign"
     with tempfile.TemporaryDirectory() as tmp:
-        r = ROUTES[cmd](Path(tmp))
+        r = ROUTES[cmd](Path(tmp), *(RAY if "--ray" in sys.argv else ()))
     print("\n".join(r.lines()))
     print(json.dumps({"calls_between_parts": len(r.edges), "upward": r.upward()}, indent=1))
