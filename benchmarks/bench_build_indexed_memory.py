@@ -8,9 +8,10 @@ as a whole process and records its wall time and the peak of the sum of ``RssAno
 process tree (``bench_scale.run_measured``, polled every 50 ms; the memory-mapped input's
 page cache is file memory and does not count). ``--checkout DIR`` runs the same commands
 with another source tree first on the path (e.g. an export of an earlier commit), so the
-rows of both trees come from one run on one machine.
+rows of both trees come from one run on one machine. Recorded commands name the interpreter
+``python`` and the scratch directory ``<scratch>``.
 
-    nice python benchmarks/bench_build_indexed_memory.py --n 1000000 --checkout /tmp/base \\
+    nice python benchmarks/bench_build_indexed_memory.py --n 1000000 --checkout DIR \\
         --out benchmarks/results/build_indexed_memory_1m.json
 """
 
@@ -40,12 +41,21 @@ def _input(scratch: Path, n: int, d: int) -> Path:
     return path
 
 
-def _row(tree: Path, label: str, x: Path, out: Path, index: bool) -> dict:
+def _row(tree: Path, label: str, scratch: Path, x: Path, out: Path, index: bool) -> dict:
     env = {"PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1"}
     args = ["build-codebook", x, "--levels", "3", "--codebook-size", "256", "--row-ids", "--out", out, "--overwrite", "--format", "json"]
     res = run_measured(_cli(*args, *([] if index else ["--no-index"])), env=env, cwd=tree)
     res.pop("stdout_json", None)
+    res["cmd"] = _redact(res["cmd"], scratch)
     return {"tree": label, "index": index, **res}
+
+
+def _redact(cmd: str, scratch: Path) -> str:
+    """``cmd`` without this machine's paths: the interpreter as ``python``, the scratch directory as ``<scratch>``."""
+    from _paths import portable
+
+    cmd = cmd.replace(sys.executable, "python").replace(str(scratch) + os.sep, "<scratch>/")
+    return portable(cmd)
 
 
 def main() -> None:
@@ -56,7 +66,7 @@ def main() -> None:
     ap.add_argument("--scratch", type=Path, default=None, help="where inputs and tokenizers go (default: a temporary directory)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "build_indexed_memory.json")
     a = ap.parse_args()
-    scratch = a.scratch or Path(tempfile.mkdtemp(prefix="bench_build_indexed_"))
+    scratch = (a.scratch or Path(tempfile.mkdtemp(prefix="bench_build_indexed_"))).resolve()
     scratch.mkdir(parents=True, exist_ok=True)
     trees = ([("before", a.checkout.resolve())] if a.checkout else []) + [("after", ROOT)]
     rows = []
@@ -64,7 +74,7 @@ def main() -> None:
         x = _input(scratch, n, a.d)
         for label, tree in trees:
             for index in (True, False):
-                row = _row(tree, label, x, scratch / f"tok_{label}_{n}_{int(index)}", index)
+                row = _row(tree, label, scratch, x, scratch / f"tok_{label}_{n}_{int(index)}", index)
                 row.update(n=n, d=a.d)
                 rows.append(row)
                 print(json.dumps({k: row[k] for k in ("tree", "n", "index", "wall_seconds", "peak_rss_anon_mib", "returncode")}), flush=True)
