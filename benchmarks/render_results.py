@@ -64,6 +64,8 @@ def machine(d: dict | None) -> str:
     runs = d.get("runs") if isinstance(d, dict) else None
     if not isinstance(m, dict) and isinstance(runs, dict) and runs:  # a file that collects runs: its first run's
         m = runs[sorted(runs)[0]].get("machine") if isinstance(runs[sorted(runs)[0]], dict) else None
+    if not isinstance(m, dict) and isinstance(d, dict) and d.get("cores"):  # a JSON with only its core count and time
+        m = {"cpu_count": d["cores"], "date_utc": d.get("at")}
     if not isinstance(m, dict):
         return "not recorded"
     parts = [m.get("cpu_model") or m.get("cpu") or m.get("processor") or "CPU not recorded"]
@@ -520,6 +522,29 @@ def sec_assign_indexed() -> list[str]:
     return table(["items", "command", "rounds", "best wall s", "peak RssAnon MiB"], rows) + source(*names)
 
 
+def sec_build_indexed_memory() -> list[str]:
+    names = [p.name for p in sorted(RESULTS.glob("build_indexed_memory_*.json"))]
+    rows = []
+    for name in names:
+        for r in load(name)["rows"]:
+            rows.append([r["tree"], "indexed" if r["index"] else "`--no-index`", f(r["n"]), f(r["d"]), f(r["wall_seconds"], 1),
+                         f(r["peak_rss_anon_mib"], 1)])
+    if not rows:
+        return [T["missing"], ""]
+    return table(["tree", "build", "items", "d", "wall s", "peak RssAnon MiB"], rows) + source(*names)
+
+
+def sec_cold_start_io() -> list[str]:
+    d = load("cold_start_io.json")
+    if not d:
+        return [T["missing"], ""]
+    rows = [[label, r["mode"], f(r["items"]), f(r["rchar"]), f(r["wchar"]), f(r["hashed_bytes"]), f(r["wall_s"], 2)]
+            for label, runs in d["runs"].items() for r in runs]
+    out = [f"{f(d['new_items'])} new items of dimension {d['dim']}; codebooks {' x '.join(map(str, d['codebook_sizes']))}.", ""]
+    return out + table(["tree", "mode", "catalogue items", "bytes read (rchar)", "bytes written (wchar)", "bytes hashed", "wall s"],
+                       rows) + source("cold_start_io.json")
+
+
 def sec_causal_lm() -> list[str]:
     d = load("causal_lm_office_short.json")
     if not d:
@@ -582,6 +607,8 @@ WHAT = {
     "balanced_clusters": "balanced RQ-Kmeans: largest code per level against the cap",
     "caption_lm_load": "loading the caption LM: transformers against one GGUF parse",
     "cold_start_": "cold start into a large index: a segment against a rewrite",
+    "cold_start_io": "cold start into an index: bytes read, written and checksummed, before and after",
+    "build_indexed_memory": "build-codebook with its index and with --no-index: peak memory and wall time, before and after",
     "cli_startup": "CLI start-up time and memory, with and without torch imported",
     "assign_indexed": "assign on an indexed tokenizer, streamed, against the unindexed assign",
     "causal_lm_office_budget": "the causal LM against the encoder-decoder companion at equal calibrated CPU budgets on Office",
@@ -695,6 +722,18 @@ T = {
                       "same codebooks, whole processes, peak anonymous memory over the process tree "
                       "(`python benchmarks/bench_assign_indexed.py`); the Ray rows include Ray's own processes. "
                       "These runs shared a loaded machine.",
+    "build_indexed_memory": "`build-codebook` with its default suffix index against `--no-index`, whole processes "
+                            "(`python benchmarks/bench_build_indexed_memory.py`): wall time and peak anonymous memory "
+                            "(RssAnon) over the process tree; the memory-mapped input's page cache is file memory and "
+                            "does not count. Before is the source tree that builds the index in memory, after the one "
+                            "that builds it from the directory's files in bounded memory; both trees ran in one run on "
+                            "one loaded machine.",
+    "cold_start_io": "Bytes one `assign NEW --ids IDS --tokenizer DIR --update` moves, in a fresh process after its imports, "
+                     "with the tokenizer directory's files dropped from the page cache first "
+                     "(`python benchmarks/bench_cold_start_io.py`). Read and written: bytes through read and write system "
+                     "calls, the new items' input included; hashed: bytes checksummed. Modes: memory (no `--out`) and "
+                     "stream (`--out`). Before is the source tree that checksums every file it loads, after the one that "
+                     "checks the files it reads whole and the sizes of the memory-mapped ones.",
     "causal_lm": "SIDs in a pretrained causal LM (the offline SmolLM, LoRA, `evaluate-retrieval --arch causal-lm`) against the "
                  "default encoder-decoder companion on Office (`python benchmarks/bench_causal_lm_office.py`; docs/causal-lm.md). A first look "
                  "on a loaded machine, one seed, budgets not matched: the LM's step budget is a small part of one epoch.",
@@ -723,6 +762,8 @@ SECTIONS: list[tuple[str, str, Callable[[], list[str]]]] = [
     ("Cluster throughput: local and Ray engines", "engines", sec_engines),
     ("Cold start into a large index", "cold_start", sec_cold_start),
     ("Assign on an indexed tokenizer", "assign_indexed", sec_assign_indexed),
+    ("Indexed build memory", "build_indexed_memory", sec_build_indexed_memory),
+    ("Cold start I/O", "cold_start_io", sec_cold_start_io),
     ("SID trie size", "trie", sec_trie),
     ("Constrained decoding", "decoding", sec_decoding),
     ("Collision planning", "plan", sec_plan),
