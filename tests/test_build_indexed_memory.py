@@ -120,8 +120,10 @@ def _peak_rss_anon_mib(cmd: list[str]) -> float:
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RssAnon from /proc")
 def test_indexed_build_memory_does_not_grow_with_the_catalogue(tmp_path):
     """``build-codebook`` (indexed, the default) of 100,000 and of 400,000 items x 16: the
-    larger's peak RssAnon is within 24 MiB of the smaller's (measured +11 MiB, the unindexed
-    build +4; the same build indexed in memory by ``SIDIndex.for_tokenizer`` grows by about 108)."""
+    larger's peak RssAnon is within 48 MiB of the smaller's (measured +11 MiB with two threads
+    and the machine's BLAS kernel, +29 with one thread and OPENBLAS_CORETYPE=Sandybridge; the
+    unindexed build +4; the same build indexed in memory by ``SIDIndex.for_tokenizer`` grows by
+    about 108)."""
     peaks = {}
     for n in (100_000, 400_000):
         x = tmp_path / f"x{n}.npy"
@@ -129,4 +131,4 @@ def test_indexed_build_memory_does_not_grow_with_the_catalogue(tmp_path):
         peaks[n] = _peak_rss_anon_mib([sys.executable, "-m", "tokenizer_kit.cli.app", "build-codebook", str(x), "--levels", "3",
                                        "--codebook-size", "64", "--row-ids", "--out", str(tmp_path / f"t{n}"), "--format", "json"])
         assert SemanticTokenizer.read_manifest(tmp_path / f"t{n}")["sections"]["index"]["n_items"] == n
-    assert peaks[400_000] - peaks[100_000] < 24, peaks
+    assert peaks[400_000] - peaks[100_000] < 48, peaks
