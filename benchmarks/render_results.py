@@ -258,7 +258,8 @@ def _downstream(n: str, d: dict) -> list[str]:
              _diff(cmp["item_hit@10"].get(k)), _cell(s["item_ndcg@10"]), _diff(cmp["item_ndcg@10"].get(k)),
              f(s["recall@10"]["mean"], 4), f(s["ndcg@10"]["mean"], 4)]
             for k, s in sorted(sets.items(), key=lambda kv: (-kv[1]["item_ndcg@10"]["mean"], kv[0]))]
-    out = [f"{d['dataset']}: {f(d['users'])} test users, {f(d['bootstrap']['replicates'])} bootstrap replicates, "
+    tag = n[len("downstream_") + len(d["dataset"]):-len(".json")].lstrip("_")  # a named round of runs (--tag)
+    out = [f"{d['dataset']}{f' ({tag})' if tag else ''}: {f(d['users'])} test users, {f(d['bootstrap']['replicates'])} bootstrap replicates, "
            f"Holm at alpha {d['bootstrap']['alpha']} over {len(sets) - 1} comparisons per metric.", ""]
     out += table(["SIDs", "seeds", "shared targets", "ItemHit@10", f"vs {ref}", "ItemNDCG@10", f"vs {ref}", "Recall@10", "NDCG@10"], rows)
     if d.get("fewer_seeds"):
