@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -82,39 +80,15 @@ def test_on_disk_index_refuses_what_it_cannot_do(tmp_path):
         index_on_disk(tmp_path / "t")
 
 
-def _tree(pid: int) -> list[int]:
-    seen, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        seen.append(p)
-        try:
-            for t in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{t}/children") as f:
-                    todo += [int(c) for c in f.read().split()]
-        except OSError:
-            pass
-    return seen
-
-
-def _rss_anon_kb(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return next((int(line.split()[1]) for line in f if line.startswith("RssAnon:")), 0)
-    except OSError:
-        return 0
-
-
 def _peak_rss_anon_mib(cmd: list[str]) -> float:
-    """Peak of the summed RssAnon over the process tree of ``cmd``, polled every 20 ms."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    peak = 0
-    while proc.poll() is None:
-        peak = max(peak, sum(_rss_anon_kb(p) for p in _tree(proc.pid)))
-        time.sleep(0.02)
-    out, err = proc.communicate()
-    assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
-    return peak / 1024
+    """Peak of the summed RssAnon over the process tree of ``cmd`` (the benchmarks' poller, every 20 ms)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_scale import run_measured
+
+    env = {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), "HF_HUB_OFFLINE": "1"}
+    res = run_measured(cmd, env=env, interval=0.02)
+    assert res["returncode"] == 0, res.get("stderr_tail")
+    return res["peak_rss_anon_mib"]
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RssAnon from /proc")
