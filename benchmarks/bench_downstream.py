@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._machine import machine_info  # noqa: E402
 from benchmarks._paths import OFFICE, RESULTS, scientific_dir, scratch  # noqa: E402
+from benchmarks.render_results import diff_cell, interval_cell  # noqa: E402
 from tokenizer_kit.companion import RetrievalConfig, compare_retrieval, random_sid_index  # noqa: E402
 from tokenizer_kit.io import atomic_write_json  # noqa: E402
 
@@ -354,16 +355,6 @@ def cmd_summary(a) -> None:
         render_results.main([])
 
 
-def _cell(m: dict) -> str:
-    return f"{m['mean']:.4f} [{m['lo']:.4f}, {m['hi']:.4f}]"
-
-
-def _diff(d: dict | None) -> str:
-    if d is None:
-        return "reference"
-    return f"{d['diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]" + (" *" if d["significant"] else "")
-
-
 def markdown(res: dict, source: str = "") -> str:
     """The ranking as a Markdown table, best ItemNDCG@10 first: mean over seeds with the 95%
     two-stage bootstrap interval, and the paired difference to the reference (* Holm-adjusted p < alpha)."""
@@ -374,8 +365,8 @@ def markdown(res: dict, source: str = "") -> str:
         s = sets[n]
         lines.append("| " + " | ".join([
             n, ",".join(map(str, s["seeds"])), f"{s['shared_target_rate']:.1%}",
-            _cell(s["item_hit@10"]), _diff(cmp["item_hit@10"].get(n)),
-            _cell(s["item_ndcg@10"]), _diff(cmp["item_ndcg@10"].get(n)),
+            interval_cell(s["item_hit@10"]), diff_cell(cmp["item_hit@10"].get(n)),
+            interval_cell(s["item_ndcg@10"]), diff_cell(cmp["item_ndcg@10"].get(n)),
             f"{s['recall@10']['mean']:.4f}", f"{s['ndcg@10']['mean']:.4f}"]) + " |")
     notes = [f"\n{res['users']:,} test users; mean over seeds [95% interval, two-stage bootstrap over users and seeds, "
              f"{res['bootstrap']['replicates']} replicates]; differences paired on the same users, * = Holm-adjusted p < "

@@ -242,20 +242,22 @@ def sec_retrieval() -> list[str]:
     return table(["file", "SIDs", "Recall@5", "NDCG@5", "Recall@10", "NDCG@10", "parameters", "train s"], rows) + source(*names)
 
 
-def _cell(m: dict) -> str:
+def interval_cell(m: dict) -> str:
+    """A mean with its interval: ``0.0495 [0.0434, 0.0559]``."""
     return f"{m['mean']:.4f} [{m['lo']:.4f}, {m['hi']:.4f}]"
 
 
-def _diff(d: dict | None) -> str:
+def diff_cell(d: dict | None, none: str = "reference") -> str:
+    """A paired difference with its interval, ``*`` when significant after Holm; ``none`` for no comparison."""
     if d is None:
-        return "reference"
-    return f"{d['diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]" + (" *" if d["significant"] else "")
+        return none
+    return f"{d['diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]" + (" *" if d.get("significant") else "")
 
 
 def _downstream(n: str, d: dict) -> list[str]:
     ref, sets, cmp = d["reference"], d["sets"], d["comparisons"]
-    rows = [[k, ",".join(map(str, s["seeds"])), pct(s["shared_target_rate"]), _cell(s["item_hit@10"]),
-             _diff(cmp["item_hit@10"].get(k)), _cell(s["item_ndcg@10"]), _diff(cmp["item_ndcg@10"].get(k)),
+    rows = [[k, ",".join(map(str, s["seeds"])), pct(s["shared_target_rate"]), interval_cell(s["item_hit@10"]),
+             diff_cell(cmp["item_hit@10"].get(k)), interval_cell(s["item_ndcg@10"]), diff_cell(cmp["item_ndcg@10"].get(k)),
              f(s["recall@10"]["mean"], 4), f(s["ndcg@10"]["mean"], 4)]
             for k, s in sorted(sets.items(), key=lambda kv: (-kv[1]["item_ndcg@10"]["mean"], kv[0]))]
     tag = n[len("downstream_") + len(d["dataset"]):-len(".json")].lstrip("_")  # a named round of runs (--tag)
@@ -567,10 +569,6 @@ def sec_causal_lm() -> list[str]:
                         f"ItemHit@10 vs {ref}", "wall s"], rows) + source("causal_lm_office_short.json") + _causal_lm_budget()
 
 
-def _paired_cell(c: dict | None) -> str:
-    return DASH if c is None else f"{c['diff']:+.4f} [{c['lo']:+.4f}, {c['hi']:+.4f}]" + (" *" if c.get("significant") else "")
-
-
 def _causal_lm_budget() -> list[str]:
     """The equal-budget comparison (bench_causal_lm_budget.py), only once its JSON exists."""
     d = load("causal_lm_office_budget.json")
@@ -595,7 +593,7 @@ def _causal_lm_budget() -> list[str]:
         names = list(cmp.get("item_hit@10", {}))
         if names:
             out += table([head, "ItemHit@10", "ItemNDCG@10"],
-                         [[n, _paired_cell(cmp["item_hit@10"].get(n)), _paired_cell(cmp["item_ndcg@10"].get(n))] for n in names])
+                         [[n, diff_cell(cmp["item_hit@10"].get(n), DASH), diff_cell(cmp["item_ndcg@10"].get(n), DASH)] for n in names])
     return out + source("causal_lm_office_budget.json")
 
 
