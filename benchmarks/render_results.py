@@ -566,7 +566,7 @@ def sec_causal_lm() -> list[str]:
     out = [f"Seed {f(d['sets'][ref]['seeds'][0])}, {f(d['users'])} test users shared by every run; differences against "
            f"`{ref}` with bootstrap intervals, `*` significant after Holm.", ""]
     return out + table(["run", "model", "budget", "trainable parameters", "ItemHit@10 [interval]", "ItemNDCG@10",
-                        f"ItemHit@10 vs {ref}", "wall s"], rows) + source("causal_lm_office_short.json") + _causal_lm_budget()
+                        f"ItemHit@10 vs {ref}", "wall s"], rows) + source("causal_lm_office_short.json") + _causal_lm_budget() + _sid_init()
 
 
 def _causal_lm_budget() -> list[str]:
@@ -597,6 +597,17 @@ def _causal_lm_budget() -> list[str]:
     return out + source("causal_lm_office_budget.json")
 
 
+def _sid_init() -> list[str]:
+    """mean against codebook initialisation of the SID tokens (bench_sid_init.py), once its JSON exists."""
+    d = load("sid_init_office.json")
+    if not d:
+        return []
+    rows = [[r["sid_init"], f(r["steps"]), f(r["train_loss_mean"], 3), f(r["valid_loss"], 3),
+             f(r["test"]["item_hit@10"], 4), f(r["test"]["users"]), f(r["cpu_seconds"], 0)] for r in d["runs"]]
+    return ["", T["sid_init"], ""] + table(["SID init", "steps", "mean train loss", "valid loss", "ItemHit@10", "test users",
+                                            "CPU s"], rows) + source("sid_init_office.json")
+
+
 # ---------------------------------------------------------------- the index of every JSON
 
 WHAT = {
@@ -610,6 +621,7 @@ WHAT = {
     "build_indexed_memory": "build-codebook with its index and with --no-index: peak memory and wall time, before and after",
     "cli_startup": "CLI start-up time and memory, with and without torch imported",
     "assign_indexed": "assign on an indexed tokenizer, streamed, against the unindexed assign",
+    "sid_init_office": "the SID tokens' initial embeddings in a causal LM: the mean of its embeddings against the codebooks projected",
     "causal_lm_office_budget": "the causal LM against the encoder-decoder companion at equal calibrated CPU budgets on Office",
     "causal_lm_office_short": "a first look: the offline SmolLM with LoRA against the encoder-decoder companion on Office, one seed",
     "companion_fast_settings": "companion training settings: CPU seconds against retrieval quality",
@@ -736,6 +748,9 @@ T = {
     "causal_lm": "SIDs in a pretrained causal LM (the offline SmolLM, LoRA, `evaluate-retrieval --arch causal-lm`) against the "
                  "default encoder-decoder companion on Office (`python benchmarks/bench_causal_lm_office.py`; docs/causal-lm.md). A first look "
                  "on a loaded machine, one seed, budgets not matched: the LM's step budget is a small part of one epoch.",
+    "sid_init": "Which initialisation of the SID tokens trains faster (`python benchmarks/bench_sid_init.py`): the same "
+                "model, seed, batches and step count, the SID rows started from the mean of the model's embeddings or "
+                "from the codebooks projected; lower losses after the same steps mean faster training.",
     "causal_lm_budget": "At equal CPU budgets (`python benchmarks/bench_causal_lm_budget.py`): each budget is process CPU "
                         "seconds of training, turned into a fixed step count by timing a few steps of each model first; the "
                         "runs record the CPU seconds training really took. Differences are paired on the same users, with "
