@@ -737,8 +737,8 @@ T = {
                             "(`python benchmarks/bench_build_indexed_memory.py`): wall time and peak anonymous memory "
                             "(RssAnon) over the process tree; the memory-mapped input's page cache is file memory and "
                             "does not count. Before is the source tree that builds the index in memory, after the one "
-                            "that builds it from the directory's files in bounded memory; both trees ran in one run on "
-                            "one loaded machine.",
+                            "that builds it from the directory's files in bounded memory; the rows of one file ran in one "
+                            "run (a file with only after rows measured the current tree alone, on a quiet machine).",
     "cold_start_io": "Bytes one `assign NEW --ids IDS --tokenizer DIR --update` moves, in a fresh process after its imports, "
                      "with the tokenizer directory's files dropped from the page cache first "
                      "(`python benchmarks/bench_cold_start_io.py`). Read and written: bytes through read and write system "
