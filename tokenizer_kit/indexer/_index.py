@@ -132,6 +132,28 @@ def _build_stats(policy: CollisionPolicy, codes: np.ndarray, res, err, x, resolv
     return stats
 
 
+def index_section(*, policy: str, version: int, sid_length: int, codebook_sizes, level_sizes, suffix_size: int, n_items: int,
+                  base_items: int, n_retired: int, stats: dict[str, Any], history: list[dict[str, Any]],
+                  segments: list[dict[str, Any]]) -> dict[str, Any]:
+    """The manifest's ``sections.index`` (the one layout the in-memory and the on-disk index write)."""
+    return {
+        "format": INDEX_FORMAT,
+        "policy": policy,
+        "version": version,
+        "sid_length": sid_length,
+        "codebook_sizes": codebook_sizes,
+        "level_sizes": level_sizes,
+        "suffix_size": suffix_size,
+        "n_items": n_items,
+        "base_items": base_items,
+        "n_retired": n_retired,
+        "updated_at": _now(),
+        "stats": stats,
+        "history": history[-_HISTORY_KEEP:],
+        "segments": segments,
+    }
+
+
 def read_lcrec_index(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """LC-Rec / LETTER / MiniOneRec ``*.index.json`` -> (item ids (n,), SIDs (n, S))."""
     from ..evaluation import read_index_json
@@ -415,22 +437,10 @@ class SIDIndex:
         """The manifest's ``sections.index``; ``segments``: the segment entries after the base."""
         segments = [] if segments is None else segments
         n_segment_rows = sum(int(g["appended"]) for g in segments)
-        return {
-            "format": INDEX_FORMAT,
-            "policy": self.policy,
-            "version": self.version,
-            "sid_length": self.sid_length,
-            "codebook_sizes": self.codebook_sizes,
-            "level_sizes": self.level_sizes,
-            "suffix_size": self.suffix_size,
-            "n_items": len(self),
-            "base_items": len(self) - n_segment_rows,
-            "n_retired": int(len(self.retired)),
-            "updated_at": _now(),
-            "stats": self.stats,
-            "history": self.history[-_HISTORY_KEEP:],
-            "segments": segments,
-        }
+        return index_section(policy=self.policy, version=self.version, sid_length=self.sid_length, codebook_sizes=self.codebook_sizes,
+                             level_sizes=self.level_sizes, suffix_size=self.suffix_size, n_items=len(self),
+                             base_items=len(self) - n_segment_rows, n_retired=int(len(self.retired)), stats=self.stats,
+                             history=self.history, segments=segments)
 
     def attach(self, tok) -> None:
         """Put this index into ``tok`` as a new base (items, SIDs, manifest section, trie and

@@ -35,7 +35,7 @@ import numpy as np
 from ..build import SIDS_NAME, TOKENIZER, SemanticTokenizer
 from ..errors import ArtifactError, InputError
 from ..io import SIDWriter, write_artifact, write_safetensors_parts
-from ._index import INDEX_FORMAT, IndexConfig, _now
+from ._index import IndexConfig, _now, index_section
 from ._trie import TrieParts
 from .policies import GroupSpill, first_level_buckets, get_policy, sid_keys
 
@@ -193,23 +193,10 @@ def _index_files(tok, sids_path: Path, out: Path, scratch: Path, n: int, policy,
     top = groups["max_suffix"]
     suffix_size = max(top, int(config.suffix_reserve))
     stats = _stats(policy, n, groups, trie, resolve_s, t_trie)
-    at = _now()
-    return {
-        "format": INDEX_FORMAT,
-        "policy": policy.name,
-        "version": 1,
-        "sid_length": S,
-        "codebook_sizes": list(sizes),
-        "level_sizes": policy.level_sizes(sizes, suffix_size),
-        "suffix_size": suffix_size,
-        "n_items": n,
-        "base_items": n,
-        "n_retired": 0,
-        "updated_at": at,
-        "stats": stats,
-        "history": [{"version": 1, "event": "index", "policy": policy.name, "at": at, "items": n}],
-        "segments": [],
-    }
+    history = [{"version": 1, "event": "index", "policy": policy.name, "at": _now(), "items": n}]
+    return index_section(policy=policy.name, version=1, sid_length=S, codebook_sizes=list(sizes),
+                         level_sizes=policy.level_sizes(sizes, suffix_size), suffix_size=suffix_size, n_items=n, base_items=n,
+                         n_retired=0, stats=stats, history=history, segments=[])
 
 
 def _stats(policy, n: int, groups: dict[str, int], trie: TrieParts, resolve_s: float, trie_s: float) -> dict[str, Any]:
