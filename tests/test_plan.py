@@ -116,3 +116,41 @@ def test_build_codebook_cli_warns_on_a_crowded_shape(tmp_path):
     r = CliRunner().invoke(app, args + ["--out", str(tmp_path / "roomy"), "--levels", "3", "--codebook-size", "64"])
     assert r.exit_code == 0, r.output
     assert "predicted to give" not in r.stderr
+
+
+def test_scipy_free_pieces_agree_with_scipy():
+    """The prediction's Poisson tail and Nelder-Mead are numpy-only (a streaming build does not
+    import scipy): they agree with scipy.stats.poisson.sf and scipy.optimize.minimize."""
+    from scipy.optimize import minimize
+    from scipy.stats import poisson
+
+    from tokenizer_kit.quantizers._plan import _nelder_mead, poisson_at_least
+
+    lam = np.concatenate([[0.0, 1e-300, 1e-12, 0.3], np.geomspace(1e-3, 1e7, 200), [9.0, 10.0, 11.0, 4999.0, 5000.0, 5001.0]])
+    for b in (1, 2, 3, 7, 50, 1000, 5000, 65536):
+        ref = poisson.sf(b - 1, lam)
+        got = poisson_at_least(b, lam)
+        np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-300, err_msg=str(b))
+
+    def rosen(v):
+        return float((1 - v[0]) ** 2 + 100 * (v[1] - v[0] ** 2) ** 2)
+
+    for x0 in ([-1.2, 1.0], [0.0, 0.0], [2.0, -1.0]):
+        r = minimize(rosen, x0=x0, method="Nelder-Mead", options={"xatol": 1e-4, "fatol": 1e-6, "maxiter": 600})
+        x, fun = _nelder_mead(rosen, x0, xatol=1e-4, fatol=1e-6, maxiter=600)
+        assert np.array_equal(x, r.x) and fun == r.fun, (x0, x, r.x)
+
+
+def test_streaming_build_does_not_import_scipy(tmp_path):
+    import subprocess
+    import sys
+
+    x = np.random.default_rng(0).standard_normal((3000, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    code = ("import sys; from tokenizer_kit.build import build_streaming; from tokenizer_kit.io import EmbeddingSource; "
+            "from tokenizer_kit.quantizers import RQKMeansConfig; "
+            f"build_streaming(EmbeddingSource({str(tmp_path / 'x.npy')!r}, row_ids=True), {str(tmp_path / 't')!r}, "
+            "RQKMeansConfig(codebook_sizes=[8, 8], niter=3, max_points_per_centroid=32)); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'scipy'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

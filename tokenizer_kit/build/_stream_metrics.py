@@ -79,6 +79,16 @@ class StreamingMetrics:
             self.elements += a.size
         self.recon = True
 
+    def add_sq_norms(self, sq: np.ndarray, dim: int) -> None:
+        """Reconstruction from per-row ``(||x||^2, ||x - x_hat||^2)`` (b, 2) float64 of rows of
+        ``dim`` elements (what
+        ``RQKMeans.encode(..., sq_norms=)`` fills), summed in float64."""
+        sq = np.asarray(sq, dtype=np.float64)
+        self.ss += float(np.add.reduce(sq[:, 0]))
+        self.sse += float(np.add.reduce(sq[:, 1]))
+        self.elements += int(sq.shape[0]) * int(dim)
+        self.recon = True
+
     def add_sse_delta(self, delta: float) -> None:
         """Change of the squared error when codes move after the pass (distinct last level)."""
         self.sse += float(delta)

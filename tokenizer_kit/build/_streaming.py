@@ -374,8 +374,9 @@ def _encode_pass(tok: SemanticTokenizer, stream: EmbeddingStream, staging: Path,
                 if hashes is not None:
                     hashes[b.start : b.start + len(b.vectors)] = embedding_hash(b.vectors)
                 xp = tok.preprocess(b.vectors, what=stream.source)
-                codes = q.encode(xp)
-                metrics.add_reconstruction(xp, q.decode(codes))
+                sq = np.empty((len(xp), 2), np.float64)
+                codes = q.encode(xp, sq_norms=sq)  # the reconstruction error comes out of the encode's blocks
+                metrics.add_sq_norms(sq, xp.shape[1])
                 if joint:
                     codes_all[b.start : b.start + len(codes)] = codes
                 else:

@@ -28,7 +28,7 @@ import numpy as np
 
 from ._exact import CodeTable, exact_argmin, resolve_near_ties
 
-__all__ = ["BLOCK_ROWS", "greedy_encode", "greedy_level", "single_thread_blas", "cpu_threads", "TorchEncoder"]
+__all__ = ["BLOCK_ROWS", "greedy_encode", "greedy_level", "single_thread_blas", "cpu_threads", "TorchEncoder", "row_sq_norms"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,12 @@ def greedy_level(r: np.ndarray, table: CodeTable, buf: np.ndarray | None = None)
     return ids
 
 
+def row_sq_norms(a: np.ndarray) -> np.ndarray:
+    """``||a_i||^2`` (n,) float64 of float32 rows, each row summed in float64 on its own (the
+    same value whichever block or batch the row is in)."""
+    return np.einsum("ij,ij->i", a, a, dtype=np.float64)
+
+
 def _blocks(n: int, block: int) -> list[tuple[int, int]]:
     return [(s, min(s + block, n)) for s in range(0, n, block)]
 
@@ -97,8 +103,14 @@ def greedy_encode(
     block: int = BLOCK_ROWS,
     threads: int | None = None,
     out: np.ndarray | None = None,
+    sq: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Greedy codes (n, L) int64 of ``x`` (n, d) float32, one :class:`CodeTable` per level."""
+    """Greedy codes (n, L) int64 of ``x`` (n, d) float32, one :class:`CodeTable` per level.
+
+    ``sq`` (n, 2) float64, if given, receives each row's ``||x||^2`` and squared residual
+    ``||x - decode(codes)||^2`` (the residual subtracted level by level in float32, as
+    ``RQKMeans.residual_sq_norms``), computed while the block is in cache: the build's
+    reconstruction error without a second pass that decodes."""
     n = x.shape[0]
     levels = len(tables)
     codes = np.empty((n, levels), dtype=np.int64) if out is None else out
@@ -116,10 +128,13 @@ def greedy_encode(
             ids = buf.argmin(1)
             resolve_near_ties(buf, rl, ids, table)
             codes[s:e, level] = ids
-            if level + 1 < levels:
+            if level + 1 < levels or sq is not None:
                 np.take(table.codebook, ids, axis=0, out=gathered)
                 # the first subtraction also makes the residual (no separate copy of x)
                 r = np.subtract(xb, gathered) if r is None else np.subtract(r, gathered, out=r)
+        if sq is not None:
+            sq[s:e, 0] = row_sq_norms(xb)
+            sq[s:e, 1] = row_sq_norms(r)
 
     run_blocks(one, n, block=block, threads=threads)
     return codes

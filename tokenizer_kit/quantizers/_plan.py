@@ -140,9 +140,66 @@ def _f_model(s: float, mu: float, sigma: float) -> float:
     return float(1.0 - (_W * np.exp((s - 1.0) * np.log1p(-np.minimum(p, 1 - 1e-12)))).sum())
 
 
-def _fit(curve: list[tuple[int, float]], c_pairs: float) -> tuple[float, float]:
-    from scipy.optimize import minimize
+def _nelder_mead(f, x0: list[float], *, xatol: float, fatol: float, maxiter: int) -> tuple[np.ndarray, float]:
+    """Minimise ``f`` from ``x0`` with the Nelder-Mead simplex, step for step as
+    ``scipy.optimize.minimize(method="Nelder-Mead")`` without bounds (initial simplex 5% along
+    each coordinate, reflection 1, expansion 2, contraction 0.5, shrink 0.5, the same stopping
+    rule): the same optimum as scipy's, without importing scipy.optimize (most of a
+    streaming build's start-up). Returns (x, f(x))."""
+    x0 = np.asarray(x0, dtype=np.float64).ravel()
+    n = len(x0)
+    sim = np.empty((n + 1, n), np.float64)
+    sim[0] = x0
+    for k in range(n):
+        y = x0.copy()
+        y[k] = (1 + 0.05) * y[k] if y[k] != 0 else 0.00025
+        sim[k + 1] = y
+    fsim = np.array([f(v.copy()) for v in sim], np.float64)
+    ind = np.argsort(fsim)
+    sim, fsim = sim[ind], fsim[ind]
+    it = 1
+    while it < maxiter:
+        if np.max(np.abs(sim[1:] - sim[0])) <= xatol and np.max(np.abs(fsim[0] - fsim[1:])) <= fatol:
+            break
+        sim, fsim = _nelder_mead_step(f, sim, fsim)
+        it += 1
+        ind = np.argsort(fsim)
+        sim, fsim = sim[ind], fsim[ind]
+    return sim[0], float(np.min(fsim))
 
+
+def _nelder_mead_step(f, sim: np.ndarray, fsim: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One reflect / expand / contract / shrink step of :func:`_nelder_mead` (in place)."""
+    xbar = np.add.reduce(sim[:-1], 0) / (len(sim) - 1)
+    xr = 2.0 * xbar - sim[-1]
+    fxr = f(xr.copy())
+    if fxr < fsim[0]:
+        xe = 3.0 * xbar - 2.0 * sim[-1]
+        fxe = f(xe.copy())
+        sim[-1], fsim[-1] = (xe, fxe) if fxe < fxr else (xr, fxr)
+        return sim, fsim
+    if fxr < fsim[-2]:
+        sim[-1], fsim[-1] = xr, fxr
+        return sim, fsim
+    if fxr < fsim[-1]:
+        xc = 1.5 * xbar - 0.5 * sim[-1]
+        fxc = f(xc.copy())
+        if fxc <= fxr:
+            sim[-1], fsim[-1] = xc, fxc
+            return sim, fsim
+    else:
+        xcc = 0.5 * xbar + 0.5 * sim[-1]
+        fxcc = f(xcc.copy())
+        if fxcc < fsim[-1]:
+            sim[-1], fsim[-1] = xcc, fxcc
+            return sim, fsim
+    for j in range(1, len(sim)):  # shrink towards the best vertex
+        sim[j] = sim[0] + 0.5 * (sim[j] - sim[0])
+        fsim[j] = f(sim[j].copy())
+    return sim, fsim
+
+
+def _fit(curve: list[tuple[int, float]], c_pairs: float) -> tuple[float, float]:
     pts = [(s, f) for s, f in curve if s >= 2]
     s_arr = np.array([p[0] for p in pts], np.float64)
     f_arr = np.array([p[1] for p in pts], np.float64)
@@ -157,17 +214,40 @@ def _fit(curve: list[tuple[int, float]], c_pairs: float) -> tuple[float, float]:
     mu0 = math.log(max(c_pairs, 1e-12)) - 0.5
     best = None
     for ls0 in (-1.0, 0.0, 0.7, 1.2):
-        r = minimize(loss, x0=[mu0, ls0], method="Nelder-Mead", options={"xatol": 1e-4, "fatol": 1e-6, "maxiter": 600})
-        if best is None or r.fun < best.fun:
-            best = r
-    return float(best.x[0]), float(math.exp(best.x[1]))
+        x, fun = _nelder_mead(loss, [mu0, ls0], xatol=1e-4, fatol=1e-6, maxiter=600)
+        if best is None or fun < best[1]:
+            best = (x, fun)
+    return float(best[0][0]), float(math.exp(best[0][1]))
+
+
+def poisson_at_least(b: int, lam: np.ndarray) -> np.ndarray:
+    """``P(X >= b)`` for ``X ~ Poisson(lam)`` (each of ``lam``), ``b >= 1`` an integer: the upper
+    tail summed from ``b`` where ``lam < b`` (its terms fall from ``b`` on), one minus the lower
+    tail below ``b`` otherwise (then at least about one half, so no cancellation);
+    either way only the terms within 12 standard deviations of the tail's largest term (the
+    others are below 1e-30 of it). Agrees with ``scipy.stats.poisson.sf(b - 1, lam)`` to about
+    1e-12, without importing scipy."""
+    b = int(b)
+    lam = np.asarray(lam, np.float64)
+    w = int(12 * math.sqrt(max(b, 1)) + 60)
+    up = np.arange(b, b + w, dtype=np.float64)
+    lo = np.arange(max(0, b - w), b, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        loglam = np.log(lam)[:, None]
+
+        def terms(k):
+            lg = np.array([math.lgamma(v + 1.0) for v in k.tolist()], np.float64)
+            t = np.exp(k[None, :] * loglam - lam[:, None] - lg[None, :])
+            return np.where(np.isnan(t), 0.0, t).sum(1)
+
+        upper = terms(up)
+        lower = terms(lo) if len(lo) else np.zeros_like(lam)
+    return np.where(lam < b, upper, 1.0 - lower)
 
 
 def _cells_at_least(b: int, n: float, mu: float, sigma: float) -> float:
-    from scipy.stats import poisson
-
     p = np.exp(_logp(mu, sigma))
-    return float((_W * poisson.sf(b - 1, n * p) / p).sum())
+    return float((_W * poisson_at_least(b, n * p) / p).sum())
 
 
 def predict_collisions(codes: np.ndarray, n_total: int, *, seed: int = 0) -> dict[str, Any]:

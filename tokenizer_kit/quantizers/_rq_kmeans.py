@@ -24,7 +24,7 @@ from .._config import ValidatedConfig, setting
 from .._progress import Progress, as_progress
 from ..errors import TokenizerKitError
 from ._base import QuantizerBase, register_quantizer, suggest_codebook_size
-from ._encode import BLOCK_ROWS, TorchEncoder, greedy_encode, greedy_level, run_blocks
+from ._encode import BLOCK_ROWS, TorchEncoder, greedy_encode, greedy_level, row_sq_norms, run_blocks
 from ._exact import CodeTable, exact_scores, exact_top, resolve_near_ties
 from ._kmeans import KMeansConfig, cluster_sums, kmeans_device, resolve_device, train_kmeans
 
@@ -416,33 +416,58 @@ class RQKMeans(QuantizerBase):
         beam_size: int | None = None,
         device: str | None = None,
         threads: int | None = None,
+        sq_norms: np.ndarray | None = None,
     ) -> np.ndarray:
         """Codes (n, L) int64 for ``x`` (n, d); streams ``x`` in batches (memmaps welcome).
 
         Greedy codes run on the CPU in cache-sized blocks on every core (see ``_encode``), or
         with torch on every GPU when ``device`` (default: the config's) resolves to ``cuda``
         and torch sees one. Beam search runs on the CPU.
+
+        ``sq_norms`` (n, 2) float64, if given, receives each row's ``||x||^2`` and
+        ``||x - decode(codes)||^2`` (:meth:`residual_sq_norms`; the greedy CPU path computes
+        them inside its blocks, at no extra pass over ``x``).
         """
         self._require_fitted()
         x = self._check_input(x, "encode")
         n = x.shape[0]
         bs = batch_size or self.config.encode_batch_size
         beam = beam_size or self.config.beam_size
+        if sq_norms is not None and sq_norms.shape != (n, 2):
+            raise InputError(f"sq_norms must have shape ({n}, 2), got {sq_norms.shape}")
         if beam == 1 and self._use_torch(device or self.config.device):
-            return self.torch_encoder().encode(x, batch_size=max(bs, 65536))
+            out = self.torch_encoder().encode(x, batch_size=max(bs, 65536))
+            return self._fill_sq_norms(x, out, sq_norms, bs)
         out = np.empty((n, self.levels), dtype=np.int64)
         if beam == 1:
             # batches are whole multiples of the block, so codes do not depend on batch_size
             step = max(BLOCK_ROWS, (bs // BLOCK_ROWS) * BLOCK_ROWS)
             for s in range(0, n, step):
                 xb = np.ascontiguousarray(x[s : s + step], dtype=np.float32)
-                greedy_encode(xb, self._tables, threads=threads, out=out[s : s + step])
+                greedy_encode(xb, self._tables, threads=threads, out=out[s : s + step],
+                              sq=None if sq_norms is None else sq_norms[s : s + step])
             return out
         step = max(1, bs // beam)
         for s in range(0, n, step):
             xb = np.ascontiguousarray(x[s : s + step], dtype=np.float32)
             out[s : s + step] = self._encode_beam(xb, beam)
-        return out
+        return self._fill_sq_norms(x, out, sq_norms, bs)
+
+    def _fill_sq_norms(self, x: np.ndarray, codes: np.ndarray, sq_norms: np.ndarray | None, bs: int) -> np.ndarray:
+        if sq_norms is not None:
+            for s in range(0, len(codes), bs):
+                sq_norms[s : s + bs] = self.residual_sq_norms(x[s : s + bs], codes[s : s + bs])
+        return codes
+
+    def residual_sq_norms(self, x: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """(n, 2) float64: each row's ``||x||^2`` and squared residual ``||x - decode(codes)||^2``,
+        the residual subtracted level by level in float32 (as the greedy encode does)."""
+        xb = np.ascontiguousarray(x, dtype=np.float32)
+        codes = self._check_codes(codes)
+        r = xb.copy()
+        for level, c in enumerate(self.codebooks):
+            r -= c[codes[:, level]]
+        return np.stack([row_sq_norms(xb), row_sq_norms(r)], 1)
 
     @staticmethod
     def _use_torch(device: str) -> bool:
