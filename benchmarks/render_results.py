@@ -548,6 +548,25 @@ def sec_cold_start_io() -> list[str]:
                        rows) + source("cold_start_io.json")
 
 
+def sec_build_vs_naive() -> list[str]:
+    d = load("build_vs_naive.json")
+    if not d:
+        return [T["missing"], ""]
+    rows = []
+    for z in d["sizes"]:
+        for side, m in z["median"].items():
+            r = z.get(f"{side}_over_naive") or {}
+            rows.append([f(z["n"]), side, f(z["rounds"]), f(m["wall_seconds"], 1), f(m["cpu_seconds"], 1),
+                         ratio(r["wall_median"]) if r else "1", ratio(r["cpu_median"]) if r else "1", f(m["peak_rss_anon_mib"], 0)])
+    out = table(["items", "run", "rounds", "median wall s", "median CPU s", "wall / naive (paired median)",
+                 "CPU / naive (paired median)", "peak RssAnon MiB"], rows)
+    ph = [[f(z["n"])] + [f(v, 2) for v in z["ours_phases_median"].values()] for z in d["sizes"] if z.get("ours_phases_median")]
+    if ph:
+        keys = list(next(z for z in d["sizes"] if z.get("ours_phases_median"))["ours_phases_median"])
+        out += ["", T["build_vs_naive_phases"], ""] + table(["items"] + [k.replace("_seconds", "") + " s" for k in keys], ph)
+    return out + source("build_vs_naive.json")
+
+
 def sec_causal_lm() -> list[str]:
     d = load("causal_lm_office_short.json")
     if not d:
@@ -618,6 +637,7 @@ WHAT = {
     "caption_lm_load": "loading the caption LM: transformers against one GGUF parse",
     "cold_start_": "cold start into a large index: a segment against a rewrite",
     "cold_start_io": "cold start into an index: bytes read, written and checksummed, before and after",
+    "build_vs_naive": "unindexed build against the naive FAISS script: paired rounds, medians, wall and CPU",
     "build_indexed_memory": "build-codebook with its index and with --no-index: peak memory and wall time, before and after",
     "cli_startup": "CLI start-up time and memory, with and without torch imported",
     "assign_indexed": "assign on an indexed tokenizer, streamed, against the unindexed assign",
@@ -755,6 +775,13 @@ T = {
                         "seconds of training, turned into a fixed step count by timing a few steps of each model first; the "
                         "runs record the CPU seconds training really took. Differences are paired on the same users, with "
                         "bootstrap intervals, `*` significant after Holm over each table's rows.",
+    "build_vs_naive": "The unindexed `build-codebook` against the naive FAISS script (load everything, `faiss.Kmeans` per "
+                      "level, search every residual), whole processes run back to back in alternating order, medians over "
+                      "rounds (`python benchmarks/bench_build_vs_naive.py`); the ratios are medians of the paired rounds' "
+                      "ratios. Before is the source tree that decoded every batch to measure the reconstruction and "
+                      "imported scipy for the collision prediction.",
+    "build_vs_naive_phases": "Where the build's time goes (its own phase timings, medians): sampling, training on the sample "
+                             "(with the collision prediction), the encode pass (codes, reconstruction, metrics, writing).",
     "small": "Smaller measurements.",
     "swing": "Swing pair mining, vectorised, against the per-item loop and an item-pair loop "
              "(`python benchmarks/swing_speed.py`):",
@@ -783,6 +810,7 @@ SECTIONS: list[tuple[str, str, Callable[[], list[str]]]] = [
     ("Collision planning", "plan", sec_plan),
     ("SID contract", "sid_contract", sec_sid_contract),
     ("CLI start-up", "cli_startup", sec_cli_startup),
+    ("Build against the naive FAISS script", "build_vs_naive", sec_build_vs_naive),
     ("SIDs in a causal LM", "causal_lm", sec_causal_lm),
     ("Other measurements", "small", sec_small),
     ("Index of results files", "index", sec_index),
