@@ -336,9 +336,10 @@ def _train_on_sample(tok: SemanticTokenizer, stream: EmbeddingStream, *, warn_co
     del sample
     t_train = time.perf_counter() - t0 - t_sample
     predicted = None
+    t1 = time.perf_counter()
     if not q._joint_last_level:  # the distinct step removes within-prefix collisions itself
         predicted = warn_if_crowded(sample_codes, n, q.codebook_sizes, threshold=warn_collisions, seed=q.config.seed)
-    return {"sample_seconds": t_sample, "fit_seconds": t_train}, predicted
+    return {"sample_seconds": t_sample, "fit_seconds": t_train, "predict_seconds": time.perf_counter() - t1}, predicted
 
 
 def _fresh_scratch(scratch_base: Path, name: str) -> Path:
@@ -364,6 +365,7 @@ def _encode_pass(tok: SemanticTokenizer, stream: EmbeddingStream, staging: Path,
     joint = q._joint_last_level and q.config.beam_size == 1
     cats = (lambda ids: [categories.get(str(i)) for i in ids.tolist()]) if categories is not None else (lambda ids: None)
     moved = members = 0
+    spent = {"codes": 0.0, "metrics": 0.0, "write": 0.0}  # the encode pass's parts, for the build record
     metrics = StreamingMetrics(q.codebook_sizes, key_budget=key_budget, spill_dir=scratch)
     try:
         small = np.int16 if max(q.codebook_sizes) <= 32767 else np.int32
@@ -371,17 +373,24 @@ def _encode_pass(tok: SemanticTokenizer, stream: EmbeddingStream, staging: Path,
         t1 = time.perf_counter()
         with SIDWriter(staging / SIDS_NAME) as writer, prog.task("encode", total=n, unit="item") as task:
             for b in stream.batches(bs):
+                ta = time.perf_counter()
                 if hashes is not None:
                     hashes[b.start : b.start + len(b.vectors)] = embedding_hash(b.vectors)
                 xp = tok.preprocess(b.vectors, what=stream.source)
                 sq = np.empty((len(xp), 2), np.float64)
                 codes = q.encode(xp, sq_norms=sq)  # the reconstruction error comes out of the encode's blocks
+                tb = time.perf_counter()
                 metrics.add_sq_norms(sq, xp.shape[1])
                 if joint:
                     codes_all[b.start : b.start + len(codes)] = codes
                 else:
                     metrics.add_codes(codes, cats(b.ids))
+                tc = time.perf_counter()
+                if not joint:
                     writer.write(b.ids, codes)
+                spent["codes"] += tb - ta
+                spent["metrics"] += tc - tb
+                spent["write"] += time.perf_counter() - tc
                 task.advance(len(codes))
             t_encode = time.perf_counter() - t1
             t_distinct = 0.0
@@ -402,7 +411,8 @@ def _encode_pass(tok: SemanticTokenizer, stream: EmbeddingStream, staging: Path,
     finally:
         metrics.close()
     q._summary.update({"distinct_last_level_moved": int(moved), "distinct_last_level_items": int(members)})
-    return {"encode_seconds": t_encode, "distinct_last_level_seconds": t_distinct}
+    return {"encode_seconds": t_encode, **{f"encode_{k}_seconds": v for k, v in spent.items()},
+            "distinct_last_level_seconds": t_distinct}
 
 
 def _build_info(stream: EmbeddingStream, bs: int, times: dict, predicted: dict | None, *, total_seconds: float) -> dict:
@@ -411,7 +421,7 @@ def _build_info(stream: EmbeddingStream, bs: int, times: dict, predicted: dict |
         "n_items": int(stream.n),
         "streaming": True,
         "batch_size": int(bs),
-        **times,  # sample, fit, encode and distinct-last-level seconds, in that order
+        **times,  # sample, fit, predict, encode (with its codes, metrics and write parts), distinct-last-level seconds
         "total_seconds": total_seconds,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
