@@ -12,8 +12,33 @@ by wall clock, with peak anonymous memory = the largest sum of ``RssAnon`` over 
 tree, read from /proc/PID/status every 50 ms; page cache of the memory-mapped input is file
 memory and does not count):
 
-* ``build``  : ``build-codebook`` on the large set (3 x 256 by default);
-* ``assign`` : ``assign --out`` of the large set with that tokenizer;
+* ``build``  : ``build-codebook --no-index`` on the large set (3 x 256 by default);
+* ``assign`` : ``assign --out`` of the large set with that (unindexed) tokenizer;
+
+the same with the defaults a user types (``build-codebook`` builds the SID index unless told
+``--no-index``), in the same run, so that their ratios to the unindexed rows hold:
+
+* ``build_indexed``: ``build-codebook BIG --row-ids --levels 3 --codebook-size 256 --seed 0``
+  (indexes: suffix policy) -> ``tok_idx``;
+* ``assign_indexed_all_known``: ``assign BIG --row-ids --tokenizer tok_idx --out ...``;
+* ``assign_indexed_10pct_new``: the same with ``--ids MIX``, every 10th row (r % 10 == 9) under
+  the new id n + r (``bench_assign_indexed.make_inputs``);
+* ``cold_10k``: ``assign NEW --ids IDS --tokenizer COPY --update`` of 10,000 new items (rows
+  of the large set under new ids) into a hard-linked copy of ``tok_idx`` whose files were
+  dropped from the page cache: bytes read and written after the imports (rchar, wchar,
+  read_bytes, write_bytes of /proc/self/io, and checksummed), the directory's pages read
+  (page-cache residency after the run, ``bench_cold_start_io``'s helpers), peak RssAnon, wall;
+* ``ray_assign_indexed_wN`` (``_w1``, ``_w2`` by default; any N): ``assign BIG --ids MIX
+  --tokenizer tok_idx --out DIR --engine ray --workers N``, with each process's own peak
+  RssAnon by role (driver, ray worker, raylet, gcs, dashboard, ...) beside the tree's, and
+  whether its table equals the local ``assign_indexed_10pct_new`` output.
+
+``summary`` in the JSON sets each of these rows against the 2 GB (2e9 bytes) RssAnon target
+(peak, wall, within_2gb) and gives the indexed assigns' wall time over the unindexed ``assign``
+(target within 1.5x; ``same_run`` says both were measured by one run).
+
+The other rows:
+
 * ``compare``: on the comparison set, ``build-codebook`` against ``naive`` (below), both as
   whole processes, run back to back (``--repeats`` times each, alternating);
 * ``balanced``: ``build-codebook --balanced`` on the comparison set (the cost of balance and
@@ -38,7 +63,14 @@ residual, ``residual -= centroids[I]`` (in place, so its peak is 2x the input ra
 3x of ``r = r - c[I]``: a slightly leaner baseline than the scripts it stands for), and the
 codes saved with ``np.save``.
 
-    nice -n 10 python benchmarks/bench_scale.py --scratch DIR \\
+``--steps`` picks the rows (comma-separated). The default runs every row above but
+``imports`` (and ``gpu``, which ``--gpu`` adds): build, assign, the indexed rows, compare,
+balanced, equal, gemm, cold. ``--merge`` keeps the rows of an existing ``--out`` and replaces
+only the steps run now. The rows a user's defaults give, with the unindexed pair they are
+compared with, into the committed results:
+
+    nice -n 10 python benchmarks/bench_scale.py --scratch DIR --merge \\
+        --steps build,assign,build_indexed,assign_indexed_all_known,assign_indexed_10pct_new,cold_10k,ray_assign_indexed_w1,ray_assign_indexed_w2 \\
         --out benchmarks/results/scale_cpu.json
 """
 
@@ -47,6 +79,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -93,18 +127,100 @@ def _status_kb(pid: int, key: str) -> int:
     return 0
 
 
-def run_measured(cmd: list[str], *, env: dict | None = None, interval: float = 0.05, cwd: Path | None = None) -> dict:
-    """Run ``cmd`` as a process; wall time and peak RssAnon / RssFile over its process tree."""
+def _cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode(errors="replace").strip() for a in f.read().split(b"\0") if a.strip()]
+    except OSError:
+        return []
+
+
+# a process's command line -> its role: Ray's binaries by name, its Python processes by script;
+# Ray retitles its processes "ray::NAME" (workers: ray::IDLE, then their actor or task)
+RAY_BINARIES = {"raylet": "raylet", "gcs_server": "gcs"}
+RAY_TITLES = {"ray::DashboardAgent": "dashboard agent", "ray::RuntimeEnvAgent": "runtime env agent"}
+RAY_SCRIPTS = (("workers/default_worker.py", "ray worker"), ("dashboard/agent.py", "dashboard agent"),
+               ("dashboard/dashboard.py", "dashboard"), ("runtime_env/agent/main.py", "runtime env agent"),
+               ("log_monitor.py", "log monitor"), ("autoscaler/_private/monitor.py", "monitor"), ("ray_client_server", "ray client server"))
+
+
+def process_role(cmdline: list[str], root: bool = False) -> str:
+    """The role of a process in a measured tree, from its command line: ``driver`` for the
+    command itself, else a Ray component (raylet, gcs, ray worker, dashboard, ...) or the
+    executable's name."""
+    if root:
+        return "driver"
+    if not cmdline:
+        return "unknown"
+    if cmdline[0].startswith("ray::"):
+        return RAY_TITLES.get(cmdline[0].split(".")[0], "ray worker")
+    exe = Path(cmdline[0]).name
+    if exe in RAY_BINARIES:  # before the scripts: the raylet's arguments name the worker's script
+        return RAY_BINARIES[exe]
+    script = next((a for a in cmdline[1:] if a.endswith(".py")), "")
+    return next((role for key, role in RAY_SCRIPTS if script.endswith(key)), exe)
+
+
+class _TreePeaks:
+    """Peaks over a process tree, sampled: the summed RssAnon / RssFile, and optionally each
+    process's own RssAnon with its role (``process_role``) and, for Ray workers, its title."""
+
+    def __init__(self, root: int, per_process: bool):
+        self.root, self.per_process = root, per_process
+        self.anon = self.file = 0
+        self.procs: dict[int, dict] = {}
+
+    def sample(self) -> None:
+        pids = _tree(self.root)
+        anon = {p: _status_kb(p, "RssAnon") for p in pids}
+        self.anon = max(self.anon, sum(anon.values()))
+        self.file = max(self.file, sum(_status_kb(p, "RssFile") for p in pids))
+        if not self.per_process:
+            return
+        for p, kb in anon.items():
+            # read each time: a Ray worker retitles itself (ray::IDLE, then its actor's name), and a
+            # forked child shows its parent's command line, and counts the parent's copy-on-write
+            # pages as its RssAnon, until it execs: a new role starts the peak anew
+            cmd = _cmdline(p)
+            if not cmd:
+                continue
+            rec = self.procs.setdefault(p, {"pid": p, "role": "", "peak_kb": 0})
+            role = process_role(cmd, p == self.root)
+            if role != rec["role"]:
+                rec.update(role=role, peak_kb=0)
+            if rec["role"] == "ray worker" and cmd[0] not in ("ray::IDLE", ""):
+                rec["title"] = cmd[0].split(".")[0][:80]  # its actor (ray::MapWorker(...)) or task, without the method
+            rec["peak_kb"] = max(rec["peak_kb"], kb)
+
+    def per_process_report(self) -> dict:
+        procs = sorted(self.procs.values(), key=lambda r: -r["peak_kb"])
+        rows = [{**{k: v for k, v in r.items() if k != "peak_kb"}, "peak_rss_anon_mib": round(r["peak_kb"] / 1024, 1)} for r in procs]
+        by_role: dict[str, dict] = {}
+        for r in rows:
+            b = by_role.setdefault(r["role"], {"processes": 0, "peak_rss_anon_mib": 0.0})
+            b["processes"] += 1
+            b["peak_rss_anon_mib"] = max(b["peak_rss_anon_mib"], r["peak_rss_anon_mib"])
+        titles: dict[str, float] = {}
+        for r in rows:
+            if "title" in r:
+                titles[r["title"]] = max(titles.get(r["title"], 0.0), r["peak_rss_anon_mib"])
+        return {"per_process": rows, "peak_rss_anon_by_role": by_role, "peak_rss_anon_by_ray_worker_title": titles}
+
+
+def run_measured(cmd: list[str], *, env: dict | None = None, interval: float = 0.05, cwd: Path | None = None,
+                 per_process: bool = False) -> dict:
+    """Run ``cmd`` as a process; wall time and peak RssAnon / RssFile over its process tree.
+    ``per_process``: also each process's own peak RssAnon with its role (``per_process``,
+    largest first) and the largest per role (``peak_rss_anon_by_role``: driver, ray worker,
+    raylet, gcs, ...)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})}, cwd=cwd or ROOT)
-    peak = {"anon": 0, "file": 0}
+    peaks = _TreePeaks(proc.pid, per_process)
     done = threading.Event()
 
     def poll():
         while not done.is_set():
-            pids = _tree(proc.pid)
-            peak["anon"] = max(peak["anon"], sum(_status_kb(p, "RssAnon") for p in pids))
-            peak["file"] = max(peak["file"], sum(_status_kb(p, "RssFile") for p in pids))
+            peaks.sample()
             time.sleep(interval)
 
     th = threading.Thread(target=poll, daemon=True)
@@ -117,10 +233,12 @@ def run_measured(cmd: list[str], *, env: dict | None = None, interval: float = 0
         "cmd": " ".join(str(c) for c in cmd),
         "returncode": proc.returncode,
         "wall_seconds": round(wall, 2),
-        "peak_rss_anon_mib": round(peak["anon"] / 1024, 1),
-        "peak_rss_file_mib": round(peak["file"] / 1024, 1),
+        "peak_rss_anon_mib": round(peaks.anon / 1024, 1),
+        "peak_rss_file_mib": round(peaks.file / 1024, 1),
         "load_average_after": os.getloadavg(),
     }
+    if per_process:
+        res.update(peaks.per_process_report())
     if proc.returncode != 0:
         res["stderr_tail"] = err.decode(errors="replace")[-2000:]
     try:
@@ -248,15 +366,134 @@ def sids_equal(x: np.ndarray, scratch: Path) -> dict:
     return out
 
 
-def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "naive":
-        naive_faiss_main(*sys.argv[2:4])
+# ---- the rows with the defaults a user types (the SID index built and used) ---------------------
+TARGET_RSS_ANON_BYTES = 2 * 10**9  # issue 25: every row on the large set within 2 GB of RssAnon
+INDEXED_STEPS = ("build_indexed", "assign_indexed_all_known", "assign_indexed_10pct_new", "cold_10k",
+                 "ray_assign_indexed_w1", "ray_assign_indexed_w2")
+OTHER_STEPS = ("compare", "balanced", "equal", "gemm", "cold")
+DEFAULT_STEPS = ("build", "assign", *INDEXED_STEPS, *OTHER_STEPS)
+LARGE_ROWS = ("build", "assign", "build_indexed", "assign_indexed_all_known", "assign_indexed_10pct_new", "cold_10k")
+COLD_NEW = 10_000
+RAY_STEP = re.compile(r"ray_assign_indexed_w(\d+)$")
+
+
+def _ray_workers(steps: set[str]) -> list[int]:
+    return sorted(int(m.group(1)) for m in map(RAY_STEP.match, steps) if m)
+
+
+def _linked_copy(base: Path, dst: Path) -> None:
+    """``dst``: ``base``'s files hard-linked (an update writes beside and replaces, never edits a
+    file), its JSON manifest and README copied; ``base`` stays usable."""
+    for p in sorted(base.rglob("*")):
+        q = dst / p.relative_to(base)
+        if p.is_dir():
+            q.mkdir(parents=True, exist_ok=True)
+        else:
+            q.parent.mkdir(parents=True, exist_ok=True)
+            (shutil.copy2 if p.suffix == ".json" or p.name == "README.md" else os.link)(p, q)
+
+
+def cold_start_row(scratch: Path, big: Path, tok_idx: Path, new: int = COLD_NEW) -> dict:
+    """``assign NEW --ids IDS --tokenizer COPY --update`` of ``new`` items into the indexed
+    tokenizer of the large set, on a hard-linked copy with its files dropped from the page cache.
+    The process is ``bench_cold_start_io.py``'s child (the CLI's ``assign`` in process, its
+    /proc/self/io counters after the imports); measured whole by ``run_measured``. The new items
+    are rows spread over the large set (row r = k * (n // new)) under ids n + r, which the index
+    does not hold: each has an indexed item's embedding, so the suffix policy places it after it."""
+    from bench_cold_start_io import _page_cache_evict, _resident_bytes
+
+    n = np.load(big, mmap_mode="r").shape[0]
+    rows = np.arange(new, dtype=np.int64) * (n // new)
+    npy, ids = scratch / f"cold_new_{new}.npy", scratch / f"cold_new_{new}.ids.npy"
+    np.save(npy, np.ascontiguousarray(np.load(big, mmap_mode="r")[rows]))
+    np.save(ids, n + rows)
+    run = scratch / "cold_10k"
+    shutil.rmtree(run, ignore_errors=True)
+    tok = run / "tok"
+    _linked_copy(tok_idx, tok)
+    before = {p: p.stat().st_size for p in tok.rglob("*") if p.is_file()}
+    for p in before:
+        _page_cache_evict(p)
+    evicted = sum(_resident_bytes(p) or 0 for p in before)
+    result = run / "io.json"
+    row = run_measured([PY, Path(__file__).with_name("bench_cold_start_io.py"), "--child", tok, "--mode", "memory",
+                        "--npy", npy, "--ids", ids, "--result", result], env={"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"})
+    if row["returncode"] != 0:
+        return row
+    io = json.loads(result.read_text())
+    read = sum(_resident_bytes(p) or 0 for p in before if p.name not in ("manifest.json", "README.md"))
+    added = sum(p.stat().st_size for p in tok.rglob("*") if p.is_file() and p not in before)
+    row.update(new_items=new, io_after_imports={k: io[k] for k in ("rchar", "wchar", "read_bytes", "write_bytes", "hashed_bytes")},
+               assign_seconds_after_imports=round(io["wall_s"], 2), dir_bytes=sum(before.values()),
+               dir_read_bytes=read if evicted == 0 else None, added_bytes=added)
+    return row
+
+
+def indexed_rows(R: dict, steps: set[str], scratch: Path, big: Path, build_args: list, record) -> None:
+    """The indexed rows of ``steps`` (module docstring), each stored by ``record(name, row)``."""
+    from bench_assign_indexed import _same_table, make_inputs
+
+    from tokenizer_kit.build._artifact import TOKENIZER
+
+    tok_idx = scratch / "tok_idx"
+    if "build_indexed" in steps:
+        indexing = [a for a in build_args if a != "--no-index"]  # build-codebook indexes by default
+        record("build_indexed", run_measured(_cli("build-codebook", big, "--out", tok_idx, *indexing)))
+    todo = [s for s in INDEXED_STEPS[1:] if s in steps] + [f"ray_assign_indexed_w{w}" for w in _ray_workers(steps)]
+    todo = list(dict.fromkeys(todo))
+    if todo and not TOKENIZER.committed(tok_idx):
+        for s in todo:
+            record(s, {"skipped": "no indexed tokenizer in the scratch directory: run the build_indexed step"})
         return
-    from _machine import machine_info
-    from _paths import portable
+    n, d = np.load(big, mmap_mode="r").shape
+    mix, share = None, None
+    if "assign_indexed_10pct_new" in steps or _ray_workers(steps):
+        mix = make_inputs(scratch, n, d)[1]  # row r under id n + r (new) when r % 10 == 9, else r (known)
+        share = float((np.load(mix) >= n).mean())
+    local = scratch / "assign_indexed_10pct_new.parquet"
+    for key, ids in (("assign_indexed_all_known", ["--row-ids"]), ("assign_indexed_10pct_new", ["--ids", mix])):
+        if key in steps:
+            row = run_measured(_cli("assign", big, *ids, "--tokenizer", tok_idx, "--out", scratch / f"{key}.parquet", "--format", "json"))
+            record(key, {**row, "new_share": share} if key.endswith("new") else row)
+    for w in _ray_workers(steps):
+        out = scratch / f"ray_assign_indexed_w{w}"
+        shutil.rmtree(out, ignore_errors=True)  # a shard directory left by another run would be resumed
+        row = run_measured(_cli("assign", big, "--ids", mix, "--tokenizer", tok_idx, "--out", out, "--engine", "ray",
+                                "--workers", w, "--format", "json"), per_process=True)
+        same = _same_table(local, out) if row["returncode"] == 0 and local.exists() else None
+        row.update(workers=w, new_share=share, table_equals_local=same, local_table_from_this_run="assign_indexed_10pct_new" in steps)
+        record(f"ray_assign_indexed_w{w}", row)
+    if "cold_10k" in steps:
+        record("cold_10k", cold_start_row(scratch, big, tok_idx))
 
-    from tokenizer_kit.io import write_clustered_npy
 
+def summary(R: dict) -> dict:
+    """Every row on the large set against the memory target, and the indexed assign's wall time
+    over the unindexed one (``same_run``: both rows measured by one run of this script)."""
+    rows = {}
+    for key in [*LARGE_ROWS, *sorted(k for k in R if RAY_STEP.match(k))]:
+        r = R.get(key) or {}
+        if "peak_rss_anon_mib" not in r:
+            continue
+        rows[key] = {"peak_rss_anon_mib": r["peak_rss_anon_mib"], "wall_seconds": r["wall_seconds"], "ok": r["returncode"] == 0,
+                     "within_2gb": r["returncode"] == 0 and r["peak_rss_anon_mib"] * 2**20 <= TARGET_RSS_ANON_BYTES}
+        if "peak_rss_anon_by_role" in r:
+            rows[key]["largest_process_mib"] = max(v["peak_rss_anon_mib"] for v in r["peak_rss_anon_by_role"].values())
+            rows[key]["ray_worker_peak_mib"] = r["peak_rss_anon_by_role"].get("ray worker", {}).get("peak_rss_anon_mib")
+            rows[key]["table_equals_local"] = r.get("table_equals_local")
+    out = {"target_rss_anon_bytes": TARGET_RSS_ANON_BYTES, "rows": rows, "wall_over_unindexed_assign": {}}
+    base = R.get("assign") or {}
+    for key in [k for k in rows if k.startswith(("assign_indexed", "ray_assign_indexed"))]:
+        if base.get("returncode") == 0 and rows[key]["ok"]:
+            ratio = R[key]["wall_seconds"] / base["wall_seconds"]
+            out["wall_over_unindexed_assign"][key] = {
+                "ratio": round(ratio, 3), "within_1_5x": ratio <= 1.5,
+                "same_run": base.get("run_started_utc") is not None and base.get("run_started_utc") == R[key].get("run_started_utc")}
+    return out
+
+
+# ---- the run -----------------------------------------------------------------------------------
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scratch", default=str(ROOT / "benchmarks" / ".scratch" / "scale"),
                     help="where the generated inputs and outputs go (tens of GB; default benchmarks/.scratch/scale)")
@@ -268,36 +505,61 @@ def main() -> None:
     ap.add_argument("--levels", type=int, default=3)
     ap.add_argument("--codebook-size", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=1, help="runs of each side of the comparison (alternating)")
-    ap.add_argument("--steps", default="build,assign,compare,balanced,equal,gemm,cold")
+    ap.add_argument("--steps", default=",".join(DEFAULT_STEPS),
+                    help="comma-separated steps (module docstring); also imports, and ray_assign_indexed_wN for N workers")
     ap.add_argument("--gpu", action="store_true", help="also the GPU row: 3 x 8192 on 10M x 512 with --device cuda")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scale_cpu.json"))
     ap.add_argument("--cold-repeats", type=int, default=2, help="segment/rewrite runs of the cold-start row (best kept)")
     ap.add_argument("--merge", action="store_true", help="keep the rows of an existing --out and replace only the steps run now")
     args = ap.parse_args()
-    steps = set(args.steps.split(","))
-    scratch = Path(args.scratch)
-    scratch.mkdir(parents=True, exist_ok=True)
-    res: dict = {"benchmark": "scale", "machine": machine_info(), "args": portable(vars(args)), "rows": {}}
+    unknown = [s for s in args.steps.split(",") if s not in (*DEFAULT_STEPS, "imports") and not RAY_STEP.match(s)]
+    if unknown:
+        ap.error(f"unknown steps {unknown}: expected a comma-separated list of {', '.join(DEFAULT_STEPS)}, imports "
+                 "or ray_assign_indexed_wN")
+    return args
+
+
+def _portable_text(res: dict, scratch: Path) -> str:
+    """The results as JSON without this machine's paths: the scratch directory as
+    ``<scratch>/NAME``, the interpreter as ``<venv>/bin/python`` (or ``python``), then ``portable``."""
+    from _paths import portable
+
+    py = f"<venv>/bin/{Path(PY).name}" if sys.prefix != sys.base_prefix else "python"
+    text = json.dumps(res).replace(str(scratch), f"<scratch>/{scratch.name}").replace(PY, py)
+    return json.dumps(portable(json.loads(text)), indent=1)
+
+
+def _start(args: argparse.Namespace, steps: set[str]) -> dict:
+    """The results record: this run's machine and arguments; with ``--merge`` the rows of the
+    existing ``--out`` (the ones this run replaces are kept under ``earlier_runs``)."""
+    from _machine import machine_info
+    from _paths import portable
+
+    res: dict = {"benchmark": "scale", "machine": machine_info(), "args": portable(vars(args)), "rows": {},
+                 "run_started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if args.merge and Path(args.out).exists():
         old = json.loads(Path(args.out).read_text())
         res["rows"] = old.get("rows", {})
-        # the rows this run replaces keep their numbers here (rows it keeps stay in "rows")
         replaced = {k: v for k, v in res["rows"].items() if k in steps or (k == "gpu" and args.gpu)}
         res["earlier_runs"] = old.get("earlier_runs", []) + [{"machine": old.get("machine"), "args": old.get("args"),
                                                               "rows": sorted(old.get("rows", {})), "replaced_rows": replaced}]
-    R = res["rows"]
+        for key in ("generated", "generated_note"):
+            if key in old:
+                res[key] = old[key]
+    return res
 
-    def save():
-        res["machine"]["load_average_end"] = os.getloadavg()
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(res, indent=1))
+
+def _inputs(args: argparse.Namespace, steps: set[str], scratch: Path, res: dict) -> tuple[Path, Path]:
+    """The large set and the comparison set, generated when a step needs one and it is missing."""
+    from tokenizer_kit.io import write_clustered_npy
 
     def name(n: int, d: int) -> str:
         return f"gen_{n // 1_000_000}m_{d}.npy" if n % 1_000_000 == 0 else f"gen_{n}_{d}.npy"
 
     big = scratch / name(args.n, args.dim)
     cmp_ = scratch / name(args.n_compare, args.dim)
-    needs = {big: {"build", "assign", "equal", "gemm"}, cmp_: {"compare", "balanced"}}  # generated only for the steps run
+    on_big = {"build", "assign", "equal", "gemm", *INDEXED_STEPS} | {s for s in steps if RAY_STEP.match(s)}
+    needs = {big: on_big, cmp_: {"compare", "balanced"}}
     for path, n, seed in ((big, args.n, 1), (cmp_, args.n_compare, 0)):
         if not steps & needs[path]:
             continue
@@ -305,68 +567,92 @@ def main() -> None:
             t = time.perf_counter()
             write_clustered_npy(path, n, args.dim, seed=seed)
             res.setdefault("generated", {})[path.name] = time.perf_counter() - t
-    shape = dict(levels=args.levels, size=args.codebook_size)
-    # generated rows carry no ids (--row-ids numbers them); the build row is the codebook build
-    # alone (--no-index: the SID index's cost is the cold-start row's base "index_seconds")
-    build_args = ["--row-ids", "--no-index", "--levels", shape["levels"], "--codebook-size", shape["size"], "--seed", 0,
-                  "--format", "json", "--overwrite"]
+    return big, cmp_
 
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "naive":
+        naive_faiss_main(*sys.argv[2:4])
+        return
+    args = _parse_args()
+    steps = set(args.steps.split(","))
+    scratch = Path(args.scratch).resolve()
+    scratch.mkdir(parents=True, exist_ok=True)
+    res = _start(args, steps)
+    R = res["rows"]
+
+    def save():
+        res["machine"]["load_average_end"] = os.getloadavg()
+        res["summary"] = summary(R)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(_portable_text(res, scratch))
+
+    def record(key: str, row: dict) -> None:
+        R[key] = {**row, "run_started_utc": res["run_started_utc"]}
+        save()
+
+    big, cmp_ = _inputs(args, steps, scratch, res)
+    # generated rows carry no ids (--row-ids numbers them); the build and assign rows are the
+    # unindexed ones (--no-index), the indexed rows drop that flag
+    build_args = ["--row-ids", "--no-index", "--levels", args.levels, "--codebook-size", args.codebook_size, "--seed", 0,
+                  "--format", "json", "--overwrite"]
     if "build" in steps:
-        R["build"] = run_measured(_cli("build-codebook", big, "--out", scratch / "tok_big", *build_args))
-        save()
+        record("build", run_measured(_cli("build-codebook", big, "--out", scratch / "tok_big", *build_args)))
     if "assign" in steps and (scratch / "tok_big").exists():
-        R["assign"] = run_measured(_cli("assign", big, "--row-ids", "--tokenizer", scratch / "tok_big", "--out", scratch / "assign_big.parquet", "--format", "json"))
-        save()
+        record("assign", run_measured(_cli("assign", big, "--row-ids", "--tokenizer", scratch / "tok_big", "--out", scratch / "assign_big.parquet", "--format", "json")))
+    indexed_rows(R, steps, scratch, big, build_args, record)
+    other_rows(args, steps, scratch, big, cmp_, build_args, R, record)
+    save()
+    keep = ("wall_seconds", "peak_rss_anon_mib", "ours_over_naive_best", "gemm_share_of_encode", "skipped")
+    print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk in keep} if isinstance(v, dict) else v for k, v in R.items()}, indent=1))
+    print(json.dumps(res["summary"], indent=1))
+
+
+def other_rows(args, steps: set[str], scratch: Path, big: Path, cmp_: Path, build_args: list, R: dict, record) -> None:
+    """The comparison with the naive script, the balanced build, equal SIDs, GEMM share, the
+    segment/rewrite cold start, the imports' floor and the GPU row."""
+    from tokenizer_kit.io import write_clustered_npy
+
     if "compare" in steps:
         ours, naive = [], []
         for _ in range(args.repeats):
             naive.append(run_measured([PY, __file__, "naive", str(cmp_), str(scratch / "naive_codes.npy")]))
             ours.append(run_measured(_cli("build-codebook", cmp_, "--out", scratch / "tok_cmp", *build_args)))
-            save()
         best_o = min(r["wall_seconds"] for r in ours)
         best_n = min(r["wall_seconds"] for r in naive)
-        R["compare"] = {"ours": ours, "naive_faiss": naive, "ours_over_naive_best": best_o / best_n}
+        row = {"ours": ours, "naive_faiss": naive, "ours_over_naive_best": best_o / best_n}
         for i, (o, nv) in enumerate(zip(ours, naive)):
-            R["compare"][f"ratio_run{i}"] = o["wall_seconds"] / nv["wall_seconds"]
-        save()
+            row[f"ratio_run{i}"] = o["wall_seconds"] / nv["wall_seconds"]
+        record("compare", row)
     if "balanced" in steps:
-        R["balanced"] = run_measured(_cli("build-codebook", cmp_, "--out", scratch / "tok_cmp_bal", "--balanced", *build_args))
-        save()
+        record("balanced", run_measured(_cli("build-codebook", cmp_, "--out", scratch / "tok_cmp_bal", "--balanced", *build_args)))
     if "equal" in steps:
-        x = np.ascontiguousarray(np.load(big, mmap_mode="r")[: args.n_equal])
-        R["equal"] = sids_equal(x, scratch)
-        save()
+        record("equal", sids_equal(np.ascontiguousarray(np.load(big, mmap_mode="r")[: args.n_equal]), scratch))
     if "gemm" in steps:
-        x = np.ascontiguousarray(np.load(big, mmap_mode="r")[: args.n_gemm])
-        R["gemm"] = gemm_share(x, args.codebook_size, args.levels)
-        save()
+        record("gemm", gemm_share(np.ascontiguousarray(np.load(big, mmap_mode="r")[: args.n_gemm]), args.codebook_size, args.levels))
     if "cold" in steps:
         from bench_cold_start import cold_start_benchmark  # track indexer's benchmark
 
         cold = cold_start_benchmark(args.n, 10_000, workdir=scratch / "cold", d=args.dim, sizes=[args.codebook_size] * args.levels, repeats=args.cold_repeats, cli=True)
         cold.pop("machine", None)
-        R["cold"] = cold
-        save()
+        record("cold", cold)
     if "imports" in steps:  # the RssAnon a verb holds before it reads any data (its imports)
         tiny = scratch / "imports_tiny.npy"
         np.save(tiny, np.zeros((4, args.dim), np.float32))  # no ids beside it: the verb stops at open_embeddings
-        R["imports"] = {
+        record("imports", {
             "build_codebook_until_input_error": run_measured(_cli("build-codebook", tiny, "--out", scratch / "imports_tok", "--format", "json")),
             "python_numpy_faiss_pyarrow": run_measured([PY, "-c", "import numpy, faiss, pyarrow.parquet, safetensors"]),
             "python_torch": run_measured([PY, "-c", "import torch"]),
             "note": "build-codebook imports torch through pipeline/_stage_configs.py -> alignment, companion, features (their configs live beside torch modules)",
-        }
+        })
         tiny.unlink()
-        save()
     if args.gpu:
         g = scratch / "gen_10m_512.npy"
         if not g.exists():
             write_clustered_npy(g, 10_000_000, 512, seed=2)
-        R["gpu"] = run_measured(_cli("build-codebook", g, "--out", scratch / "tok_gpu", "--levels", 3, "--codebook-size", 8192, "--device", "cuda", "--seed", 0, "--format", "json", "--overwrite"))
+        record("gpu", run_measured(_cli("build-codebook", g, "--out", scratch / "tok_gpu", "--levels", 3, "--codebook-size", 8192, "--device", "cuda", "--seed", 0, "--format", "json", "--overwrite")))
     elif "gpu" not in R or "skipped" in R["gpu"]:
         R["gpu"] = {"skipped": "no GPU on this machine: run with --gpu on a CUDA machine with faiss-gpu (make install-gpu); target 3 x 8192 on 10M x 512 under 180 s on one H100"}
-    save()
-    print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk in ("wall_seconds", "peak_rss_anon_mib", "ours_over_naive_best", "gemm_share_of_encode", "skipped")} if isinstance(v, dict) else v for k, v in R.items()}, indent=1))
 
 
 if __name__ == "__main__":

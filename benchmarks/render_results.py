@@ -306,12 +306,56 @@ def sec_scale() -> list[str]:
     out += table(["run", "items", "wall s", "peak RssAnon MiB", "peak RssFile MiB"], trs)
     if "ours_over_naive_best" in cmp_:
         out += [f"Ours over the naive script, wall time: {ratio(cmp_['ours_over_naive_best'])}.", ""]
+    out += _scale_defaults(d)
     g = rows.get("gemm")
     if g:
         out += table(["encode blocks", "GEMM only s", "encode s", "FAISS search encode s", "GEMM share of encode", "encode GFLOP/s"],
                      [[f"{f(g['n'])} x {g['d']}", f(g["gemm_only_seconds"], 2), f(g["encode_seconds"], 2),
                        f(g["faiss_search_encode_seconds"], 2), pct(g["gemm_share_of_encode"]), f(g["encode_gflops"], 1)]])
     return out + _scale_equal(rows.get("equal")) + source("scale_cpu.json")
+
+
+def _scale_label(key: str, r: dict) -> str:
+    labels = {"build": "`build-codebook --no-index`", "assign": "`assign`, unindexed", "build_indexed": "`build-codebook` (indexes)",
+              "assign_indexed_all_known": "`assign`, indexed, all known", "assign_indexed_10pct_new": "`assign`, indexed"}
+    if key == "cold_10k":
+        return f"`assign --update`, {f(r.get('new_items'))} new items into the index"
+    label = f"`assign --engine ray --workers {r.get('workers')}`, indexed" if key.startswith("ray_") else labels.get(key, key)
+    return label + (f", {pct(r['new_share'], 0)} new" if r.get("new_share") is not None else "")
+
+
+def _scale_defaults(d: dict) -> list[str]:
+    """The rows a user's defaults give (the SID index built and used) against the memory target,
+    from the JSON's summary; nothing for a JSON without them."""
+    s, rows = d.get("summary") or {}, d["rows"]
+    srows = s.get("rows") or {}
+    if not set(srows) - {"build", "assign"}:
+        return []
+    over = s.get("wall_over_unindexed_assign") or {}
+    trs = []
+    for key, v in srows.items():
+        r, o = rows[key], over.get(key)
+        vs = DASH if not o else ratio(o["ratio"]) + ("" if o["same_run"] else " (another run)")
+        trs.append([_scale_label(key, r), f(_items(r) or (r.get("new_items") if key == "cold_10k" else d["args"]["n"])),
+                    f(v["wall_seconds"], 1), f(v["peak_rss_anon_mib"], 1), f(v.get("ray_worker_peak_mib"), 1),
+                    "yes" if v["within_2gb"] else "no", vs])
+    out = [T["scale_defaults"], ""] + table(
+        ["run", "items", "wall s", "peak RssAnon MiB", "largest Ray worker MiB",
+         f"within {f(s['target_rss_anon_bytes'] / 1e9, 0)} GB", "wall over unindexed `assign`"], trs)
+    c = rows.get("cold_10k") or {}
+    if c.get("io_after_imports"):
+        io = c["io_after_imports"]
+        out += [f"Cold start into the index, after the imports: {f(io['rchar'])} bytes read and {f(io['wchar'])} written through "
+                f"system calls ({f(io['read_bytes'])} and {f(io['write_bytes'])} on the disk), {f(io['hashed_bytes'])} checksummed; "
+                f"{f(c.get('dir_read_bytes'))} of the tokenizer directory's {f(c.get('dir_bytes'))} bytes read into the page cache, "
+                f"{f(c.get('added_bytes'))} added.", ""]
+    for key in (k for k in srows if k.startswith("ray_")):
+        r = rows[key]
+        roles = ", ".join(f"{role} {f(b['peak_rss_anon_mib'], 1)}" + (f" ({f(b['processes'])} processes)" if b["processes"] > 1 else "")
+                          for role, b in sorted((r.get("peak_rss_anon_by_role") or {}).items(), key=lambda kv: -kv[1]["peak_rss_anon_mib"]))
+        out += [f"{_scale_label(key, r)}: table equal to the local one: {r.get('table_equals_local')}; "
+                f"peak RssAnon MiB per process, by role: {roles or DASH}.", ""]
+    return out
 
 
 def _scale_equal(e: dict | None) -> list[str]:
@@ -730,7 +774,13 @@ T = {
                   "(`python benchmarks/bench_downstream.py summary`).",
     "scale": "Streaming `build-codebook` and `assign` on generated data (`tokenizer_kit.io.write_clustered_npy`), "
              "`python benchmarks/bench_scale.py`. Peak memory is anonymous memory (RssAnon) over the process tree; "
-             "the memory-mapped input's page cache is RssFile.",
+             "the memory-mapped input's page cache is RssFile. The builds of the first table run with `--no-index` "
+             "(codebooks and codes, no SID index) and its `assign` uses that tokenizer.",
+    "scale_defaults": "With the defaults a user types: `build-codebook` builds the SID index (suffix policy), "
+                      "`assign` reads it (known items keep their indexed SID, new ones are placed by the cold start), "
+                      "`assign --update` appends new items to a copy of that tokenizer, and the Ray engine does the same "
+                      "assign; each against the memory target, and the assigns' wall time over the unindexed one (measured in the same run "
+                      "unless the last column says otherwise).",
     "scale_equal": "The streaming build against the in-memory one on the same items:",
     "determinism": "The cost of the exact nearest-code rule (the SID contract): the same commands before and after "
                    "the change, same machine (`python benchmarks/bench_determinism_cost.py`).",
