@@ -82,11 +82,12 @@ class _Items:
         import pyarrow.parquet as pq
 
         files = [Path(f) for f in files]
-        schemas = [pq.ParquetFile(f).schema_arrow for f in files]
+        metas = [pq.ParquetFile(f).metadata for f in files]
+        schemas = [m.schema.to_arrow_schema() for m in metas]
         for f, s in zip(files, schemas):
             if "item_id" not in s.names:
                 raise InputError(f"{f} has no item_id column (it has {s.names}); expected item_id, code_0.. as `assign` writes them")
-        n = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        n = sum(m.num_rows for m in metas)
         return cls(files=files, n=n, int_ids=all(pa.types.is_integer(s.field("item_id").type) for s in schemas), **kw)
 
     def read(self, sizes: Sequence[int], batch_rows: int, *, levels: int, columns: Sequence[str] = ()) -> Iterator[tuple[Path, Any, np.ndarray]]:
@@ -262,8 +263,10 @@ def _resolve_buckets(tok, items: _Items, scratch: Path, policy, bucket_rows: int
     (scratch / "buckets").mkdir()
     spill = GroupSpill(scratch / "buckets", n_buckets, bucket_of)
     rank = [items.rank] if items.rank else []
-    for _, rb, codes in items.read(sizes, batch_rows, levels=L, columns=rank):
-        spill.add(sid_keys(codes, sizes), rb.column(items.rank).to_numpy() if items.rank and items.rank in rb.schema.names else None)
+    for f, rb, codes in items.read(sizes, batch_rows, levels=L, columns=rank):
+        if rank and rank[0] not in rb.schema.names:
+            raise InputError(f"{f} has no {rank[0]} column to number its groups by, unlike the other parts; assign them again")
+        spill.add(sid_keys(codes, sizes), rb.column(rank[0]).to_numpy() if rank else None)
     extra = policy.extra_levels > 0
     suffix = np.lib.format.open_memmap(scratch / "suffix.npy", mode="w+", dtype=np.int32, shape=(items.n,)) if extra else None
     trie = TrieParts(scratch / "trie", policy.sid_length(L))
