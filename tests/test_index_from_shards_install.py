@@ -138,3 +138,42 @@ def test_stage_installs_into_an_indexed_tokenizer_and_refuses_retired_sids(tmp_p
     assert not (tmp_path / "sids-c").exists()
     with pytest.raises(InputError, match="2 retired SIDs"):
         install_sharded_index(tmp_path / "sids-b", b)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RssAnon from /proc")
+def test_install_memory_does_not_grow_with_the_catalogue(tmp_path):
+    """The install alone (a process that runs ``install_sharded_index``) of 100,000 and of
+    400,000 items x 16: the larger's peak RssAnon is within 30 MiB of the smaller's (measured +6
+    and +10 here; loading the whole index and saving it grows by 96). Arrow allocates from the
+    system allocator: its default one keeps freed pages per thread, so the peaks of two runs of
+    the same install differ by up to 35 MiB."""
+    import os
+    import sys
+
+    from tokenizer_kit.io import EmbeddingSource, write_clustered_npy
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "benchmarks"))
+    from bench_scale import run_measured
+
+    env = {"PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]), "HF_HUB_OFFLINE": "1",
+           "ARROW_DEFAULT_MEMORY_POOL": "system"}
+    write_clustered_npy(tmp_path / "x.npy", 400_000, 16, seed=1)
+    x = np.load(tmp_path / "x.npy", mmap_mode="r")
+    SemanticTokenizer.build(np.asarray(x[:20_000]), config=RQKMeansConfig(codebook_sizes=[64, 64, 64], seed=0, niter=5),
+                            index=False).save_pretrained(tmp_path / "tok")
+    tok = SemanticTokenizer.from_pretrained(tmp_path / "tok", load_sids=False)
+    peaks = {}
+    for n in (100_000, 400_000):
+        np.save(tmp_path / f"x{n}.npy", x[:n])
+        assign_sharded(tok, EmbeddingSource(tmp_path / f"x{n}.npy", row_ids=True), tmp_path / f"codes{n}", engine=EngineConfig(),
+                       sharding=Sharding(shard_size=1 << 16), parts=AssignParts(hashes=True, errors=True), summary=False)
+        index_shards(tmp_path / f"codes{n}", tmp_path / f"sids{n}", codebook_sizes=tok.codebook_sizes)
+        shutil.copytree(tmp_path / "tok", tmp_path / f"tok{n}")
+        res = run_measured([sys.executable, "-c", "import sys; from tokenizer_kit.engines import install_sharded_index; "
+                            "install_sharded_index(sys.argv[1], sys.argv[2])", str(tmp_path / f"sids{n}"), str(tmp_path / f"tok{n}")],
+                           env=env, interval=0.01)
+        assert res["returncode"] == 0, res.get("stderr_tail")
+        peaks[n] = res["peak_rss_anon_mib"]
+        assert SemanticTokenizer.read_manifest(tmp_path / f"tok{n}")["sections"]["index"]["n_items"] == n
+    assert peaks[400_000] - peaks[100_000] < 30, peaks

@@ -57,7 +57,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_INDEX_BUCKET_ROWS = 1 << 16  # items resolved at once: ~10 MB with the sort's copies and the bucket's trie
 _BATCH_ROWS = 1 << 16
-_CHUNK = 1 << 20
+_CHUNK = 1 << 18  # rows per chunk of the streamed index arrays
 
 
 @dataclass
@@ -102,7 +102,7 @@ class _Items:
             if missing:
                 raise InputError(f"{f} lacks {missing}: expected the {len(sizes)} code levels of this tokenizer (item_id, code_0..)")
             cols = want + [c for c in columns if c in pf.schema_arrow.names and c not in want]
-            for rb in pf.iter_batches(batch_size=batch_rows, columns=cols):
+            for rb in pf.iter_batches(batch_size=batch_rows, columns=cols, use_threads=False):
                 codes = np.stack([rb.column(c).to_numpy().astype(np.int64) for c in want], 1).reshape(rb.num_rows, levels)
                 if len(codes) and ((codes < 0).any() or (codes >= np.asarray(sizes[:levels])).any()):
                     raise ArtifactError(f"{f}: a code lies outside its codebook {list(sizes[:levels])}; {self.fix}")
