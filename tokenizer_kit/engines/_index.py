@@ -19,9 +19,11 @@ together, so no process ever holds every item:
 A policy that adds no level (``none``: SIDs are the codes) needs no grouping; one that is not
 ``by_group`` (``reassign`` moves items to free codes chosen by their vectors across the whole
 space) is refused here (index in memory).
-:func:`load_sharded_index` reads such a directory into a :class:`~tokenizer_kit.indexer.SIDIndex`
-(and its trie) where the catalogue fits one process: the same SIDs as ``SIDIndex.build`` on the
-gathered rows.
+:func:`install_sharded_index` installs such a directory as a tokenizer directory's index in
+bounded memory (``indexer.index_from_parts``: the parts streamed, the trie built bucket by
+bucket); :func:`load_sharded_index` reads it into a :class:`~tokenizer_kit.indexer.SIDIndex`
+(and its trie) where the catalogue fits one process. Both give the SIDs of ``SIDIndex.build``
+on the gathered rows, and saving the loaded index writes the files the install writes.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from ._output import part_writer, read_shard_manifest
 from ._plan import InputFile, Shard, digest
 from ._run import ShardJob, run_sharded
 
-__all__ = ["index_shards", "load_sharded_index", "DEFAULT_BUCKET_ROWS"]
+__all__ = ["index_shards", "install_sharded_index", "load_sharded_index", "DEFAULT_BUCKET_ROWS"]
 
 logger = logging.getLogger(__name__)
 
@@ -199,6 +201,38 @@ def index_shards(
     return {**res, "policy": policy, **stats, "buckets": n_buckets}
 
 
+def _index_info(path: str | os.PathLike):
+    """(manifest, its index section) of a directory written by :func:`index_shards`."""
+    from ..indexer.policies import group_policies
+
+    m = read_shard_manifest(path, verify="size")
+    info = m.data.get("index") or {}
+    if not isinstance(info.get("codebook_sizes"), list) or info.get("policy") not in group_policies():
+        raise InputError(f"{path} is not a sharded SID index (its manifest has no index section); write one with index_shards")
+    return m, info
+
+
+def install_sharded_index(path: str | os.PathLike, tokenizer: str | os.PathLike, *, bucket_rows: int | None = None) -> dict[str, Any]:
+    """Install the directory ``path`` written by :func:`index_shards` as the index of the
+    tokenizer directory ``tokenizer`` (the one whose codes it holds), in bounded memory
+    (``indexer.index_from_parts``); the same files as ``load_sharded_index(path).save(tok,
+    tokenizer)``. An index already there is replaced (its version + 1, its history kept).
+    Returns the manifest's ``sections.index``."""
+    from ..build import SemanticTokenizer
+    from ..indexer import index_from_parts
+
+    m, info = _index_info(path)
+    sizes = SemanticTokenizer.read_manifest(tokenizer).get("codebook_sizes")
+    if [int(k) for k in info["codebook_sizes"]] != sizes:
+        raise InputError(f"{path} holds SIDs of codebooks {info['codebook_sizes']}, {tokenizer} has {sizes}; "
+                         f"index the codes {tokenizer} assigned")
+    rank = "err" if "err" in (m.data.get("columns") or []) else None  # as index_shards numbered the groups
+    kw = {} if bucket_rows is None else {"bucket_rows": bucket_rows}
+    return index_from_parts(tokenizer, m.files(), policy=info["policy"], suffix_size=int(info.get("suffix_size", 0)), rank=rank,
+                            stats={k: v for k, v in info.items() if k not in ("policy", "codebook_sizes")},
+                            event={"from": "shards"}, **kw)
+
+
 def load_sharded_index(path: str | os.PathLike):
     """The :class:`~tokenizer_kit.indexer.SIDIndex` of a directory written by :func:`index_shards`
     (all its rows in this process: where the catalogue fits one machine; ``save`` it into a
@@ -207,14 +241,11 @@ def load_sharded_index(path: str | os.PathLike):
 
     from ..indexer import SIDIndex
     from ..indexer import concat_ids
-    from ..indexer.policies import POLICIES, group_policies
+    from ..indexer.policies import POLICIES
     from ..io import normalise_ids
 
-    m = read_shard_manifest(path, verify="size")
-    info = m.data.get("index") or {}
-    sizes = info.get("codebook_sizes")
-    if not isinstance(sizes, list) or info.get("policy") not in group_policies():
-        raise InputError(f"{path} is not a sharded SID index (its manifest has no index section); write one with index_shards")
+    m, info = _index_info(path)
+    sizes = info["codebook_sizes"]
     L = len(sizes)
     S = L + POLICIES[info["policy"]].extra_levels
     ids, sids, hashes = [], [], []

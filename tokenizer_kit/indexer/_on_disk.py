@@ -1,23 +1,33 @@
-"""The SID index of a tokenizer directory, built from its files in bounded memory.
+"""The SID index of a tokenizer directory, built from files of items in bounded memory.
 
-``index_on_disk(path)`` gives a freshly built tokenizer directory the index that
-``SIDIndex.for_tokenizer(tok)`` followed by ``save`` gives it (the same SIDs, trie, index
-arrays and manifest section), without holding the catalogue in memory:
+Two entry points share one build:
 
-1. **count** the items per first-level code (``sids.parquet``'s ``code_0``, in batches);
-2. **spill** every item's code key to bucket files that are ranges of the first level, about
-   ``bucket_rows`` items each (``policies.GroupSpill``);
+* ``index_on_disk(path)`` gives a freshly built tokenizer directory the index that
+  ``SIDIndex.for_tokenizer(tok)`` followed by ``save`` gives it, from the directory's own
+  ``sids.parquet``;
+* ``index_from_parts(path, parts)`` installs as the directory's index the items of Parquet
+  parts (``item_id, code_0..code_{L-1}`` and optionally ``emb_hash`` and a rank column such
+  as ``err``), the rows numbered across the parts in order: what ``engines.index_shards``
+  writes, installed without gathering every SID in one process (``SIDIndex.save`` of the
+  index ``engines.load_sharded_index`` reads writes the same files).
+
+The build, without holding the catalogue in memory:
+
+1. **count** the items per first-level code (the ``code_0`` column, in batches);
+2. **spill** every item's code key (and its rank) to bucket files that are ranges of the first
+   level, about ``bucket_rows`` items each (``policies.GroupSpill``);
 3. **resolve** the buckets in SID order, one in memory at a time: the policy numbers each
-   group (``group_positions``: by input row, as ``SIDIndex.build`` numbers them without
-   vectors); the extra level goes to a memory-mapped file by row, and the bucket's trie is
-   appended to the trie's parts (``TrieParts``);
+   group (``group_positions``: by rank, then input row, as ``SIDIndex.build`` and
+   ``engines.index_shards`` number them); the extra level goes to a memory-mapped file by row,
+   and the bucket's trie is appended to the trie's parts (``TrieParts``);
 4. **write** the new directory: ``sids.parquet`` with the extra level, batch by batch,
-   ``index.safetensors`` and ``trie.safetensors`` streamed from scratch files
-   (``io.write_safetensors_parts``), the manifest last, committed atomically.
+   ``index.safetensors`` and ``trie.safetensors`` streamed from scratch files (item ids, raw
+   codes and embedding fingerprints spilled as they are read; ``io.write_safetensors_parts``),
+   the manifest last, committed atomically.
 
-Memory: one batch, one bucket with its trie, and the caller's embedding fingerprints (8 bytes
-an item); the scratch files (about 60 bytes an item) live beside the directory. Policies that
-rank items by their vectors across the whole SID space (``reassign``) are indexed in memory.
+Memory: one batch, one bucket with its trie (and ``index_on_disk``'s caller's fingerprints, 8
+bytes an item); the scratch files (about 70 bytes an item) live beside the directory. Policies
+that rank items by their vectors across the whole SID space (``reassign``) are indexed in memory.
 """
 
 from __future__ import annotations
@@ -27,24 +37,91 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from ..build import SIDS_NAME, TOKENIZER, SemanticTokenizer
 from ..errors import ArtifactError, InputError
-from ..io import SIDWriter, write_artifact, write_safetensors_parts
-from ._index import IndexConfig, _now, index_section
+from ..io import SIDWriter, normalise_ids, write_artifact, write_safetensors_parts
+from ._index import INDEX_FORMAT, IndexConfig, _now, index_section
+from ._segments import SEGMENT_PREFIX
 from ._trie import TrieParts
 from .policies import GroupSpill, first_level_buckets, get_policy, sid_keys
 
-__all__ = ["index_on_disk", "DEFAULT_INDEX_BUCKET_ROWS"]
+__all__ = ["index_on_disk", "index_from_parts", "DEFAULT_INDEX_BUCKET_ROWS"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_INDEX_BUCKET_ROWS = 1 << 16  # items resolved at once: ~10 MB with the sort's copies and the bucket's trie
 _BATCH_ROWS = 1 << 16
+_CHUNK = 1 << 18  # rows per chunk of the streamed index arrays
+
+
+@dataclass
+class _Items:
+    """The items an index is built from: Parquet ``files`` read in order (rows numbered across
+    them) with ``item_id`` and ``code_0..``; ``rank`` the column that orders a group's items
+    (None: input row); ``hashes`` (n,) the fingerprints by row, else each file's ``emb_hash``
+    column (0 where a file has none); ``normalise``: ids checked and normalised as they are read
+    (parts written by another run); ``fix``: how to fix a code outside its codebook."""
+
+    files: list[Path]
+    n: int
+    int_ids: bool
+    fix: str
+    rank: str | None = None
+    hashes: np.ndarray | None = None
+    normalise: bool = False
+
+    @classmethod
+    def of(cls, files: Sequence[str | os.PathLike], **kw) -> "_Items":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        files = [Path(f) for f in files]
+        metas = [pq.ParquetFile(f).metadata for f in files]
+        schemas = [m.schema.to_arrow_schema() for m in metas]
+        for f, s in zip(files, schemas):
+            if "item_id" not in s.names:
+                raise InputError(f"{f} has no item_id column (it has {s.names}); expected item_id, code_0.. as `assign` writes them")
+        n = sum(m.num_rows for m in metas)
+        return cls(files=files, n=n, int_ids=all(pa.types.is_integer(s.field("item_id").type) for s in schemas), **kw)
+
+    def read(self, sizes: Sequence[int], batch_rows: int, *, levels: int, columns: Sequence[str] = ()) -> Iterator[tuple[Path, Any, np.ndarray]]:
+        """(file, record batch, codes (m, levels) int64) batch by batch, with ``columns`` where a
+        file has them, each code checked inside its codebook."""
+        import pyarrow.parquet as pq
+
+        want = [f"code_{l}" for l in range(levels)]
+        for f in self.files:
+            pf = pq.ParquetFile(f)
+            missing = [c for c in want if c not in pf.schema_arrow.names]
+            if missing:
+                raise InputError(f"{f} lacks {missing}: expected the {len(sizes)} code levels of this tokenizer (item_id, code_0..)")
+            cols = want + [c for c in columns if c in pf.schema_arrow.names and c not in want]
+            for rb in pf.iter_batches(batch_size=batch_rows, columns=cols, use_threads=False):
+                codes = np.stack([rb.column(c).to_numpy().astype(np.int64) for c in want], 1).reshape(rb.num_rows, levels)
+                if len(codes) and ((codes < 0).any() or (codes >= np.asarray(sizes[:levels])).any()):
+                    raise ArtifactError(f"{f}: a code lies outside its codebook {list(sizes[:levels])}; {self.fix}")
+                yield f, rb, codes
+
+    def ids_of(self, rb, f: Path) -> np.ndarray:
+        ids = rb.column("item_id").to_numpy(zero_copy_only=False)
+        if self.normalise:
+            ids = normalise_ids(ids, str(f))
+        if not self.int_ids and ids.dtype.kind in "iu":  # string ids elsewhere: every id as a string (``concat_ids``)
+            ids = np.asarray([str(i) for i in ids.tolist()], object)
+        return ids
+
+    def hashes_of(self, rb, start: int) -> np.ndarray:
+        if self.hashes is not None:
+            return np.asarray(self.hashes[start : start + rb.num_rows], np.uint64)
+        if "emb_hash" in rb.schema.names:
+            return rb.column("emb_hash").to_numpy().astype(np.uint64)
+        return np.zeros(rb.num_rows, np.uint64)
 
 
 def index_on_disk(path: str | os.PathLike, *, hashes: np.ndarray | None = None, config: IndexConfig | None = None,
@@ -64,48 +141,106 @@ def index_on_disk(path: str | os.PathLike, *, hashes: np.ndarray | None = None, 
         tok = SemanticTokenizer.from_pretrained(path, load_sids=False)
         if tok.sections.get("index"):
             raise InputError(f"{path} is already indexed; re-index it with SIDIndex.for_tokenizer (`tokenizer-kit index`)")
-        n = _checked_rows(path, tok, hashes)
-        scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".index-scratch", dir=path.parent))
-        try:
-            section = _index_files(tok, path / SIDS_NAME, w.dir, scratch, n, policy, config, hashes,
-                                   bucket_rows=max(1, int(bucket_rows)), batch_rows=max(1, int(batch_rows)))
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-        tok.sections["index"] = section
-        tok.write_files(w.dir)  # the quantizer's weights (the SIDs and the index files are written above)
-        w.fields.update(tok.manifest_fields())
-        w.fields["n_items"] = n
+        items = _tokenizer_items(path, tok, hashes)
+        built = _build(tok, items, path, w.dir, policy, bucket_rows=bucket_rows, batch_rows=batch_rows)
+        n, groups = items.n, built["groups"]
+        suffix_size = max(groups["max_suffix"], int(config.suffix_reserve))
+        history = [{"version": 1, "event": "index", "policy": policy.name, "at": _now(), "items": n}]
+        section = index_section(policy=policy.name, version=1, sid_length=tok.levels + 1, codebook_sizes=list(tok.codebook_sizes),
+                                level_sizes=policy.level_sizes(tok.codebook_sizes, suffix_size), suffix_size=suffix_size, n_items=n,
+                                base_items=n, n_retired=0, stats=_stats(policy, n, built), history=history, segments=[])
+        _commit(w, tok, section, n)
     logger.info("indexed %d items of %s on disk (%s policy)", n, path, policy.name)
     return section
 
 
-def _checked_rows(path: Path, tok: SemanticTokenizer, hashes) -> int:
-    import pyarrow.parquet as pq
+def index_from_parts(path: str | os.PathLike, parts: Sequence[str | os.PathLike], *, policy: str = "suffix", suffix_size: int = 0,
+                     rank: str | None = None, stats: dict[str, Any] | None = None, event: dict[str, Any] | None = None,
+                     bucket_rows: int = DEFAULT_INDEX_BUCKET_ROWS, batch_rows: int = _BATCH_ROWS) -> dict[str, Any]:
+    """Install as the index of the tokenizer directory ``path`` the items of the Parquet ``parts``
+    (``item_id, code_0..code_{L-1}``, optionally ``emb_hash``; rows numbered across the parts in
+    order) under ``policy``, in bounded memory (see the module doc). Each group is numbered by
+    the column ``rank`` (e.g. ``err``), then input row; parts that also carry the extra level
+    (``code_L``, as ``engines.index_shards`` writes it) must agree with it. ``suffix_size``: the
+    suffix level's size (at least the largest group); ``stats``: the section's statistics
+    (default: ``SIDIndex.build``'s); ``event``: fields of the history entry (default: the time).
+    An index already there is replaced: its version + 1, its history carried over; one with
+    retired SIDs is refused (this build does not skip them). Returns ``sections.index``."""
+    pol = get_policy(policy)
+    if not pol.by_group or pol.extra_levels > 1:
+        raise InputError(f"the {pol.name} policy is not resolved group by group; index it in memory (`tokenizer-kit index`)")
+    path = Path(path)
+    with write_artifact(path, TOKENIZER, overwrite=True) as w:
+        tok = SemanticTokenizer.from_pretrained(path, load_sids=False)
+        version, history = _replaced(path, tok)
+        items = _Items.of(parts, fix="the parts do not hold this tokenizer's codes; assign the items with it again", rank=rank,
+                          normalise=True)
+        built = _build(tok, items, path, w.dir, pol, bucket_rows=bucket_rows, batch_rows=batch_rows)
+        n = items.n
+        size = max(int(suffix_size), built["groups"]["max_suffix"]) if pol.extra_levels else int(suffix_size)
+        entry = {"version": version, "event": "index", "policy": pol.name, **(event if event is not None else {"at": _now()}), "items": n}
+        section = index_section(policy=pol.name, version=version, sid_length=pol.sid_length(tok.levels),
+                                codebook_sizes=list(tok.codebook_sizes), level_sizes=pol.level_sizes(tok.codebook_sizes, size),
+                                suffix_size=size, n_items=n, base_items=n, n_retired=0,
+                                stats=dict(stats) if stats is not None else _stats(pol, n, built), history=history + [entry],
+                                segments=[])
+        _commit(w, tok, section, n)
+    logger.info("installed %d items of %d parts as the index of %s (%s policy, version %d)", n, len(items.files), path, pol.name,
+                version)
+    return section
 
+
+def _replaced(path: Path, tok: SemanticTokenizer) -> tuple[int, list[dict[str, Any]]]:
+    """(version, history) of a new index replacing ``tok``'s (1 and none when it has none);
+    refuses one with retired SIDs, which a new index built from parts would reissue."""
+    sec = tok.sections.get("index")
+    if not sec:
+        return 1, []
+    if int(sec.get("format", 1)) > INDEX_FORMAT:
+        raise ArtifactError(f"the index was written in format {sec.get('format')}, newer than this tokenizer-kit reads ({INDEX_FORMAT}); upgrade")
+    retired = _retired_count(tok)
+    if retired:
+        raise InputError(f"{path}'s index has {retired} retired SIDs that a new index must not reissue; "
+                         "index in memory (`tokenizer-kit index` without --from-shards)")
+    return int(sec["version"]) + 1, list(sec.get("history", []))
+
+
+def _retired_count(tok: SemanticTokenizer) -> int:
+    """SIDs retired by ``tok``'s stored index (base and segments), from its manifest (the
+    index's arrays' shapes where an older manifest does not count them); 0 without an index."""
+    sec = tok.sections.get("index") or {}
+    if not sec:
+        return 0
+    if "n_retired" in sec:
+        return int(sec["n_retired"])
+    arr = tok.attachments.get("index") or {}
+    base = int(np.asarray(arr["retired"]).size) // max(1, get_policy(sec["policy"]).sid_length(tok.levels)) if "retired" in arr else 0
+    return base + sum(int(g.get("retired", 0)) for g in sec.get("segments", []))
+
+
+def _commit(w, tok: SemanticTokenizer, section: dict[str, Any], n: int) -> None:
+    """The quantizer's weights and the manifest fields into the artifact being written (the
+    SIDs and the index files are written by ``_build``); a previous index's files are not
+    carried over."""
+    for name in [k for k in tok.attachments if k in ("index", "trie") or k.startswith(SEGMENT_PREFIX)]:
+        del tok.attachments[name]
+    tok.sections["index"] = section
+    tok.write_files(w.dir)
+    w.fields.update(tok.manifest_fields())
+    w.fields["n_items"] = n
+
+
+def _tokenizer_items(path: Path, tok: SemanticTokenizer, hashes) -> _Items:
+    """The items of the unindexed tokenizer directory ``path`` (its ``sids.parquet``)."""
     if not (path / SIDS_NAME).exists():
         raise InputError(f"{path} holds no items to index; build it with `tokenizer-kit build-codebook` or SemanticTokenizer.build")
-    n = pq.ParquetFile(path / SIDS_NAME).metadata.num_rows
-    listed = SemanticTokenizer.read_manifest(path).get("n_items", n)
-    if listed != n:
-        raise ArtifactError(f"{path / SIDS_NAME} has {n} rows, the manifest counts {listed} items; {TOKENIZER.fix}")
-    if hashes is not None and len(hashes) != n:
-        raise ArtifactError(f"{path}: {len(hashes)} embedding fingerprints for {n} items; build it again")
-    return n
-
-
-def _code_batches(sids_path: Path, tok: SemanticTokenizer, batch_rows: int, *, ids: bool = False, levels: int | None = None):
-    """(ids or None, codes (m, levels) int64) of ``sids_path`` batch by batch, each code checked
-    inside its codebook."""
-    import pyarrow.parquet as pq
-
-    L = tok.levels if levels is None else levels
-    sizes = tok.codebook_sizes
-    cols = (["item_id"] if ids else []) + [f"code_{l}" for l in range(L)]
-    for rb in pq.ParquetFile(sids_path).iter_batches(batch_size=batch_rows, columns=cols):
-        codes = np.stack([rb.column(f"code_{l}").to_numpy().astype(np.int64) for l in range(L)], 1)
-        if len(codes) and ((codes < 0).any() or (codes >= np.asarray(sizes[:L])).any()):
-            raise ArtifactError(f"{sids_path}: a code lies outside its codebook {sizes[:L]}; the SIDs are corrupt, {TOKENIZER.fix}")
-        yield (rb.column("item_id").to_numpy(zero_copy_only=False) if ids else None), codes
+    items = _Items.of([path / SIDS_NAME], fix=f"the SIDs are corrupt, {TOKENIZER.fix}", hashes=hashes)
+    listed = SemanticTokenizer.read_manifest(path).get("n_items", items.n)
+    if listed != items.n:
+        raise ArtifactError(f"{path / SIDS_NAME} has {items.n} rows, the manifest counts {listed} items; {TOKENIZER.fix}")
+    if hashes is not None and len(hashes) != items.n:
+        raise ArtifactError(f"{path}: {len(hashes)} embedding fingerprints for {items.n} items; build it again")
+    return items
 
 
 def _keys_codes(keys: np.ndarray, sizes) -> np.ndarray:
@@ -117,91 +252,102 @@ def _keys_codes(keys: np.ndarray, sizes) -> np.ndarray:
     return out
 
 
-def _resolve_buckets(tok, sids_path: Path, scratch: Path, n: int, policy, bucket_rows: int, batch_rows: int):
-    """Passes 1-3: the extra level of every row (memory-mapped (n,) int32), the trie's parts and
-    the group counts."""
-    sizes = tok.codebook_sizes
+def _resolve_buckets(tok, items: _Items, scratch: Path, policy, bucket_rows: int, batch_rows: int):
+    """Passes 1-3: the extra level of every row (memory-mapped (n,) int32; None when the policy
+    adds none), the trie's parts, the group counts and the trie's seconds."""
+    sizes, L = tok.codebook_sizes, tok.levels
     first = np.zeros(sizes[0], np.int64)
-    for _, codes in _code_batches(sids_path, tok, batch_rows, levels=1):
+    for _, _, codes in items.read(sizes, batch_rows, levels=1):
         first += np.bincount(codes[:, 0], minlength=sizes[0])
     n_buckets, bucket_of = first_level_buckets(first, sizes, bucket_rows)
     (scratch / "buckets").mkdir()
     spill = GroupSpill(scratch / "buckets", n_buckets, bucket_of)
-    for _, codes in _code_batches(sids_path, tok, batch_rows):
-        spill.add(sid_keys(codes, sizes))
-    suffix = np.lib.format.open_memmap(scratch / "suffix.npy", mode="w+", dtype=np.int32, shape=(n,))
-    trie = TrieParts(scratch / "trie", tok.levels + 1)
+    rank = [items.rank] if items.rank else []
+    for f, rb, codes in items.read(sizes, batch_rows, levels=L, columns=rank):
+        if rank and rank[0] not in rb.schema.names:
+            raise InputError(f"{f} has no {rank[0]} column to number its groups by, unlike the other parts; assign them again")
+        spill.add(sid_keys(codes, sizes), rb.column(rank[0]).to_numpy() if rank else None)
+    extra = policy.extra_levels > 0
+    suffix = np.lib.format.open_memmap(scratch / "suffix.npy", mode="w+", dtype=np.int32, shape=(items.n,)) if extra else None
+    trie = TrieParts(scratch / "trie", policy.sid_length(L))
     t_trie = 0.0
     for _, keys, rows, pos in spill.resolve(policy):
         if not len(keys):
             continue
-        suffix[rows] = pos
-        sids = np.concatenate([_keys_codes(keys, sizes), pos[:, None]], 1)
+        sids = _keys_codes(keys, sizes)
+        if extra:
+            suffix[rows] = pos
+            sids = np.concatenate([sids, pos[:, None]], 1)
         t0 = time.perf_counter()
         trie.add(sids, rows)
         t_trie += time.perf_counter() - t0
-    suffix.flush()
+    if extra:
+        suffix.flush()
     return suffix, trie, spill.stats, t_trie
 
 
-def _write_sids(tok, sids_path: Path, out: Path, scratch: Path, suffix: np.ndarray, batch_rows: int) -> bool:
-    """``sids.parquet`` with the extra level into ``out``; the raw codes (int32) and, when they
-    are integers, the item ids (int64) into scratch files for ``index.safetensors``. Returns
-    whether the ids are integers."""
-    int_ids = None
-    pos = 0
-    with SIDWriter(out / SIDS_NAME) as writer, open(scratch / "raw_codes.bin", "wb") as fc, open(scratch / "item_ids.bin", "wb") as fi:
-        for ids, codes in _code_batches(sids_path, tok, batch_rows, ids=True):
+def _write_items(tok, items: _Items, out: Path, scratch: Path, suffix: np.ndarray | None, batch_rows: int) -> None:
+    """``sids.parquet`` (with the extra level) into ``out``; the raw codes (int32), the item ids
+    (int64, when they are integers) and the fingerprints (uint64) into scratch files for
+    ``index.safetensors``. Parts that carry the extra level must agree with ``suffix``."""
+    L, pos = tok.levels, 0
+    stored = [f"code_{L}"] if suffix is not None else []
+    with SIDWriter(out / SIDS_NAME) as writer, open(scratch / "raw_codes.bin", "wb") as fc, \
+            open(scratch / "item_ids.bin", "wb") as fi, open(scratch / "emb_hash.bin", "wb") as fh:
+        for f, rb, codes in items.read(tok.codebook_sizes, batch_rows, levels=L, columns=["item_id", "emb_hash"] + stored):
             m = len(codes)
-            writer.write(ids, np.concatenate([codes, suffix[pos : pos + m, None].astype(np.int64)], 1))
+            ids = items.ids_of(rb, f)
+            sids = codes
+            if suffix is not None:
+                ext = np.asarray(suffix[pos : pos + m], np.int64)
+                if stored and stored[0] in rb.schema.names and not np.array_equal(rb.column(stored[0]).to_numpy(), ext):
+                    raise InputError(f"{f}: its suffix level differs from the groups its codes make; the parts changed since "
+                                     "they were indexed, index them again")
+                sids = np.concatenate([codes, ext[:, None]], 1)
+            writer.write(ids, sids)
             fc.write(codes.astype(np.int32).tobytes())
-            int_ids = ids.dtype.kind in "iu" if int_ids is None else int_ids
-            if int_ids:
+            if items.int_ids:
                 fi.write(ids.astype(np.int64).tobytes())
+            fh.write(items.hashes_of(rb, pos).tobytes())
             pos += m
-    return bool(int_ids)
 
 
-def _chunks(path: Path, dtype, shape=(-1,), rows: int = 1 << 20):
+def _chunks(path: Path, dtype, shape=(-1,), rows: int = _CHUNK):
     data = np.memmap(path, dtype=dtype, mode="r").reshape(shape) if path.stat().st_size else np.zeros((0,) + tuple(shape[1:]), dtype)
     for s in range(0, len(data), rows):
         yield np.asarray(data[s : s + rows])
 
 
-def _index_files(tok, sids_path: Path, out: Path, scratch: Path, n: int, policy, config: IndexConfig, hashes, *, bucket_rows: int,
-                 batch_rows: int) -> dict[str, Any]:
-    """Every index file of the new directory into ``out``; returns its ``sections.index``."""
-    L, S, sizes = tok.levels, tok.levels + 1, tok.codebook_sizes
-    t0 = time.perf_counter()
-    suffix, trie, groups, t_trie = _resolve_buckets(tok, sids_path, scratch, n, policy, bucket_rows, batch_rows)
-    resolve_s = time.perf_counter() - t0 - t_trie
-    int_ids = _write_sids(tok, sids_path, out, scratch, suffix, batch_rows)
-    zeros = (np.zeros(min(n - s, 1 << 20), np.uint8) for s in range(0, n, 1 << 20))
-    emb = (np.asarray(hashes[s : s + (1 << 20)], np.uint64) for s in range(0, n, 1 << 20)) if hashes is not None else (
-        np.zeros(min(n - s, 1 << 20), np.uint64) for s in range(0, n, 1 << 20))
-    arrays = {
-        **({"item_ids": (np.int64, (n,), _chunks(scratch / "item_ids.bin", np.int64))} if int_ids else {}),
-        "raw_codes": (np.int32, (n, L), _chunks(scratch / "raw_codes.bin", np.int32, (-1, L))),
-        "moved": (np.uint8, (n,), zeros),
-        "emb_hash": (np.uint64, (n,), emb),
-        "retired": (np.int64, (0, S), []),
-    }
-    write_safetensors_parts(out / "index.safetensors", arrays)
-    t1 = time.perf_counter()
-    write_safetensors_parts(out / "trie.safetensors", trie.tensors())
-    t_trie += time.perf_counter() - t1
-    top = groups["max_suffix"]
-    suffix_size = max(top, int(config.suffix_reserve))
-    stats = _stats(policy, n, groups, trie, resolve_s, t_trie)
-    history = [{"version": 1, "event": "index", "policy": policy.name, "at": _now(), "items": n}]
-    return index_section(policy=policy.name, version=1, sid_length=S, codebook_sizes=list(sizes),
-                         level_sizes=policy.level_sizes(sizes, suffix_size), suffix_size=suffix_size, n_items=n, base_items=n,
-                         n_retired=0, stats=stats, history=history, segments=[])
+def _build(tok, items: _Items, path: Path, out: Path, policy, *, bucket_rows: int, batch_rows: int) -> dict[str, Any]:
+    """Every index file of the new directory into ``out`` (scratch files beside the tokenizer
+    directory ``path``); returns the group counts, the trie and the timings."""
+    scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".index-scratch", dir=path.parent))
+    try:
+        n, L, S = items.n, tok.levels, policy.sid_length(tok.levels)
+        t0 = time.perf_counter()
+        suffix, trie, groups, t_trie = _resolve_buckets(tok, items, scratch, policy, max(1, int(bucket_rows)), max(1, int(batch_rows)))
+        resolve_s = time.perf_counter() - t0 - t_trie
+        _write_items(tok, items, out, scratch, suffix, max(1, int(batch_rows)))
+        arrays = {
+            **({"item_ids": (np.int64, (n,), _chunks(scratch / "item_ids.bin", np.int64))} if items.int_ids else {}),
+            "raw_codes": (np.int32, (n, L), _chunks(scratch / "raw_codes.bin", np.int32, (-1, L))),
+            "moved": (np.uint8, (n,), (np.zeros(min(n - s, _CHUNK), np.uint8) for s in range(0, n, _CHUNK))),
+            "emb_hash": (np.uint64, (n,), _chunks(scratch / "emb_hash.bin", np.uint64)),
+            "retired": (np.int64, (0, S), []),
+        }
+        write_safetensors_parts(out / "index.safetensors", arrays)
+        t1 = time.perf_counter()
+        write_safetensors_parts(out / "trie.safetensors", trie.tensors())
+        t_trie += time.perf_counter() - t1
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {"groups": groups, "trie": trie, "resolve_s": resolve_s, "trie_s": t_trie}
 
 
-def _stats(policy, n: int, groups: dict[str, int], trie: TrieParts, resolve_s: float, trie_s: float) -> dict[str, Any]:
+def _stats(policy, n: int, built: dict[str, Any]) -> dict[str, Any]:
     """``SIDIndex.build``'s statistics (``_build_stats`` and the trie's), from the groups'
     counts and the trie's leaves."""
+    groups, trie = built["groups"], built["trie"]
     return {
         "policy": policy.name,
         "n_items": int(n),
@@ -214,8 +360,8 @@ def _stats(policy, n: int, groups: dict[str, int], trie: TrieParts, resolve_s: f
         "moved_items": 0,
         "moved_rate": 0.0,
         "moved_other_prefix": 0,
-        "resolve_seconds": resolve_s,
-        "trie_build_seconds": trie_s,
+        "resolve_seconds": built["resolve_s"],
+        "trie_build_seconds": built["trie_s"],
         "trie_nodes": trie.n_nodes,
         "trie_bytes": trie.nbytes,
     }

@@ -281,17 +281,18 @@ def index(tokenizer: PathLike, config: IndexStageConfig, *, embeddings: PathLike
     idx.save(tok, tokenizer)
     res = {"tokenizer": str(tokenizer), "policy": idx.policy, "version": idx.version, "sid_length": idx.sid_length,
            "level_sizes": idx.level_sizes, **idx.stats}
-    return _exports(idx, res, config, export_lcrec=export_lcrec, vocab_out=vocab_out)
+    return _exports(lambda: idx, idx.level_sizes, res, config, export_lcrec=export_lcrec, vocab_out=vocab_out)
 
 
 def index_from_shards(tokenizer: PathLike, shards: PathLike, out: PathLike, config: IndexStageConfig, *, overwrite: bool = False,
                       engine=None, export_lcrec: PathLike | None = None, vocab_out: PathLike | None = None,
                       progress: Progress | None = None) -> dict[str, Any]:
     """The SID index of the items of a sharded ``assign`` output (``shards``): the collision
-    policy resolved group by group across shards into the shard directory ``out`` (no process
-    holds every item), then loaded into the tokenizer directory as its index (SIDs and trie)."""
+    policy resolved group by group across shards into the shard directory ``out``, then
+    installed into the tokenizer directory as its index (SIDs and trie) from the parts, bucket
+    by bucket: no process holds every item (``engines.install_sharded_index``)."""
     from ..build import SemanticTokenizer
-    from ..engines import index_shards, load_sharded_index, read_shard_manifest, tokenizer_fingerprint
+    from ..engines import index_shards, install_sharded_index, read_shard_manifest, tokenizer_fingerprint
     from ..indexer import IndexConfig, SIDIndex
 
     lib = base_config(config, IndexConfig).validate()
@@ -301,29 +302,35 @@ def index_from_shards(tokenizer: PathLike, shards: PathLike, out: PathLike, conf
     if made_by != tokenizer_fingerprint(tokenizer):
         raise InputError(f"{shards} holds codes from another tokenizer (quantizer checksum differs from {tokenizer}'s); "
                          f"assign the items with {tokenizer} first")
-    old = SIDIndex.stored(SemanticTokenizer.from_pretrained(tokenizer)) if tok.sections.get("index") else None
-    if old is not None and len(old.retired):
-        raise InputError(f"{tokenizer}'s index has {len(old.retired)} retired SIDs that a new index must not reissue; "
+    old = tok.sections.get("index") or {}
+    retired = old.get("n_retired", 0)
+    if old and "n_retired" not in old:  # a section that does not count them: read the index
+        retired = len(SIDIndex.stored(SemanticTokenizer.from_pretrained(tokenizer)).retired)
+    if retired:
+        raise InputError(f"{tokenizer}'s index has {retired} retired SIDs that a new index must not reissue; "
                          "index in memory (`tokenizer-kit index` without --from-shards)")
     res = index_shards(shards, out, codebook_sizes=tok.codebook_sizes, policy=lib.policy, suffix_reserve=lib.suffix_reserve,
                        engine=engine, overwrite=overwrite, progress=progress)
-    idx = load_sharded_index(out)
-    idx.version = old.version + 1 if old is not None else 1
-    idx.history = ([] if old is None else list(old.history)) + [{**idx.history[-1], "version": idx.version}]
-    idx.save(tok, tokenizer)
-    res = {"tokenizer": str(tokenizer), "policy": idx.policy, "version": idx.version, "sid_length": idx.sid_length,
-           "level_sizes": idx.level_sizes, "n_items": len(idx), "shards_out": str(out),
+    sec = install_sharded_index(out, tokenizer)
+    res = {"tokenizer": str(tokenizer), "policy": sec["policy"], "version": sec["version"], "sid_length": sec["sid_length"],
+           "level_sizes": sec["level_sizes"], "n_items": sec["n_items"], "shards_out": str(out),
            **{k: v for k, v in res.items() if k not in ("out", "policy")}}
-    return _exports(idx, res, config, export_lcrec=export_lcrec, vocab_out=vocab_out)
+    # the LC-Rec export lists every item's SID: it reads the installed index whole, and only when asked
+    return _exports(lambda: SIDIndex.from_tokenizer(SemanticTokenizer.from_pretrained(tokenizer)), sec["level_sizes"], res, config,
+                    export_lcrec=export_lcrec, vocab_out=vocab_out)
 
 
-def _exports(idx, res: dict[str, Any], config: IndexStageConfig, *, export_lcrec: PathLike | None, vocab_out: PathLike | None) -> dict[str, Any]:
-    """The index's optional exports (an LC-Rec ``*.index.json``, the SID vocabulary), named in ``res``."""
+def _exports(index, level_sizes: list[int], res: dict[str, Any], config: IndexStageConfig, *, export_lcrec: PathLike | None,
+             vocab_out: PathLike | None) -> dict[str, Any]:
+    """The index's optional exports (an LC-Rec ``*.index.json`` from ``index()``, the index; the
+    SID vocabulary from its ``level_sizes``), named in ``res``."""
+    from ..indexer import SIDVocab
+
     if export_lcrec is not None:
-        idx.export_lcrec(export_lcrec)
+        index().export_lcrec(export_lcrec)
         res["lcrec_index"] = str(export_lcrec)
     if vocab_out is not None:
-        idx.vocab(base=config.vocab_base).save(vocab_out)
+        SIDVocab(level_sizes, base=config.vocab_base).save(vocab_out)
         res["vocab"] = str(vocab_out)
     return res
 

@@ -99,7 +99,7 @@ class GroupSpill:
             pos = policy.group_positions(rec["key"], rec["rank"])
             if f.exists():
                 f.unlink()
-            if len(rec):
+            if len(rec) and pos is not None:  # a policy that adds no level (``none``) numbers nothing
                 self._count(rec["key"], pos)
             yield k, rec["key"], rec["row"], pos
 
