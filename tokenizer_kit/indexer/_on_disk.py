@@ -168,6 +168,16 @@ def _chunks(path: Path, dtype, shape=(-1,), rows: int = 1 << 20):
         yield np.asarray(data[s : s + rows])
 
 
+def _ids_increase(path: Path) -> bool:
+    """The int64 ids of the scratch file ``path`` increase strictly (read in chunks)."""
+    last = None
+    for c in _chunks(path, np.int64):
+        if (last is not None and len(c) and c[0] <= last) or (len(c) > 1 and not bool((c[1:] > c[:-1]).all())):
+            return False
+        last = c[-1] if len(c) else last
+    return True
+
+
 def _index_files(tok, sids_path: Path, out: Path, scratch: Path, n: int, policy, config: IndexConfig, hashes, *, bucket_rows: int,
                  batch_rows: int) -> dict[str, Any]:
     """Every index file of the new directory into ``out``; returns its ``sections.index``."""
@@ -196,7 +206,8 @@ def _index_files(tok, sids_path: Path, out: Path, scratch: Path, n: int, policy,
     history = [{"version": 1, "event": "index", "policy": policy.name, "at": _now(), "items": n}]
     return index_section(policy=policy.name, version=1, sid_length=S, codebook_sizes=list(sizes),
                          level_sizes=policy.level_sizes(sizes, suffix_size), suffix_size=suffix_size, n_items=n, base_items=n,
-                         n_retired=0, stats=stats, history=history, segments=[])
+                         n_retired=0, stats=stats, history=history, segments=[],
+                         ids_increasing=int_ids and _ids_increase(scratch / "item_ids.bin"))
 
 
 def _stats(policy, n: int, groups: dict[str, int], trie: TrieParts, resolve_s: float, trie_s: float) -> dict[str, Any]:
