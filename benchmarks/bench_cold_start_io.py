@@ -13,11 +13,15 @@ run in a fresh process (the CLI's own code, in process after the imports). Count
   run, having been evicted before it (read through ``read`` or a memory map, read-ahead
   included), plus the bytes of the files the run added. Linux only; ``null`` elsewhere. A touch
   of a memory-mapped page reads the kernel's read-around window with it (``read_ahead_kb`` of
-  the disk, 8 MB on some virtual disks), so for files of a few windows this counts a file read
-  as soon as any row of it is; ``read_per_file`` gives [bytes read, file size] per file.
+  the disk, 8 MB on some virtual disks) unless the mapping is advised random, as the index's
+  files are when a cold start loads them: then a touched page is read alone, and what is
+  counted is the pages the update touched (4 KB each, however few bytes of it were used);
+  ``read_per_file`` gives [bytes read, file size] per file.
 
 Modes: ``memory`` (no ``--out``: the in-memory cold start) and ``stream`` (``--out``: the
-streamed cold start). ``--checkout DIR`` runs another source tree (e.g. ``git archive`` of
+streamed cold start). ``--segments 0,1``: each mode into the base as built, and into the base after
+one earlier update of ``--new`` other items (an index that already holds a segment: its
+arrays are read through the segment's overlay). ``--checkout DIR`` runs another source tree (e.g. ``git archive`` of
 an earlier commit) with the same data, for a before/after pair:
 
     python benchmarks/bench_cold_start_io.py --items 200000,1000000 --new 10000 --out benchmarks/results/cold_start_io.json
@@ -134,7 +138,18 @@ def _env(src: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(src), "HF_HUB_OFFLINE": "1"}
 
 
-def _run(base: Path, run: Path, new: tuple[Path, Path], mode: str, src: Path) -> dict:
+def _update(tok: Path, run: Path, npy: Path, ids: Path, mode: str, src: Path) -> dict:
+    """One ``assign --update`` in a fresh process; its counters."""
+    result = run / "result.json"
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(tok), "--mode", mode, "--npy", str(npy),
+           "--ids", str(ids), "--result", str(result)]
+    subprocess.run(cmd, check=True, env=_env(src), capture_output=True, text=True)
+    return json.loads(result.read_text())
+
+
+def _run(base: Path, run: Path, new: tuple[Path, Path, Path], mode: str, src: Path, segments: int = 0) -> dict:
+    """The measured update into a copy of ``base``; ``segments`` earlier updates (of other
+    new items, unmeasured) first, so the index it updates holds that many segments."""
     if run.exists():
         shutil.rmtree(run)
     run.mkdir(parents=True)
@@ -142,15 +157,15 @@ def _run(base: Path, run: Path, new: tuple[Path, Path], mode: str, src: Path) ->
     tok.mkdir()
     for p in base.iterdir():  # a copy sharing the base's immutable files; the manifest is replaced, never edited
         (shutil.copy2 if p.name.endswith(".json") or p.name == "README.md" else os.link)(p, tok / p.name)
+    for k in range(segments):
+        ids = run / f"prior-{k}.ids.npy"  # the same vectors under other ids: new items again
+        np.save(ids, np.load(new[1]) + (k + 1) * 10**9)
+        _update(tok, run, new[0], ids, mode, src)
     before = {p.name: p.stat().st_size for p in tok.iterdir()}
     for p in tok.iterdir():
         _page_cache_evict(p)
     evicted = sum(_resident_bytes(p) or 0 for p in tok.iterdir())
-    result = run / "result.json"
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(tok), "--mode", mode, "--npy", str(new[0]),
-           "--ids", str(new[1]), "--result", str(result)]
-    subprocess.run(cmd, check=True, env=_env(src), capture_output=True, text=True)
-    res = json.loads(result.read_text())
+    res = _update(tok, run, new[0], new[1], mode, src)
     read, added, per_file = 0, 0, {}
     for p in sorted(tok.iterdir()):
         if p.name.startswith("."):
@@ -163,7 +178,7 @@ def _run(base: Path, run: Path, new: tuple[Path, Path], mode: str, src: Path) ->
             added += p.stat().st_size
     res.update(mode=mode, dir_bytes=sum(before.values()), dir_read_bytes=read if evicted == 0 else None, added_bytes=added,
                read_per_file=per_file if evicted == 0 else None,
-               files_after=len(list(tok.iterdir())))
+               files_after=len(list(tok.iterdir())), segments_before=segments)
     return res
 
 
@@ -175,6 +190,8 @@ def main() -> None:
     ap.add_argument("--codebook-sizes", default="256,256,256")
     ap.add_argument("--modes", default="memory,stream")
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--segments", default="0,1",
+                    help="Segments the index holds before the measured update (earlier updates of other items), comma-separated.")
     ap.add_argument("--checkout", default=None, help="Run this source tree (a checkout of another commit) instead of this one.")
     ap.add_argument("--label", default=None, help="Name of this run in the JSON (default: after, or before with --checkout).")
     ap.add_argument("--workdir", default=str(scratch("cold_start_io")))
@@ -203,13 +220,14 @@ def main() -> None:
     for n in [int(v) for v in args.items.split(",")]:
         base = _build(workdir, n, args.dim, sizes, src)
         for mode in args.modes.split(","):
-            for rep in range(args.repeats):
-                r = _run(base, workdir / "run", (npy, ids), mode, src)
-                r.update(items=n, repeat=rep)
-                rows.append(r)
-                print(json.dumps({k: r[k] for k in ("items", "mode", "dir_bytes", "rchar", "wchar", "hashed_bytes", "dir_read_bytes", "added_bytes",
-                                                     "wall_s")}),
-                      flush=True)
+            for segs in [int(v) for v in args.segments.split(",")]:
+                for rep in range(args.repeats):
+                    r = _run(base, workdir / "run", (npy, ids), mode, src, segs)
+                    r.update(items=n, repeat=rep)
+                    rows.append(r)
+                    print(json.dumps({k: r[k] for k in ("items", "mode", "segments_before", "dir_bytes", "rchar", "wchar", "hashed_bytes",
+                                                         "dir_read_bytes", "added_bytes", "wall_s")}),
+                          flush=True)
     out = Path(args.out)
     data = json.loads(out.read_text()) if out.exists() else {}
     data.update(benchmark="cold_start_io", new_items=args.new, dim=args.dim, codebook_sizes=sizes,

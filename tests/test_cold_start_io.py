@@ -114,3 +114,65 @@ def test_update_carries_checksums_and_stays_verifiable(tmp_path):
     assert len(SIDIndex.stored(tok)) == 5600
     with pytest.raises(Exception, match="verify"):
         SemanticTokenizer.from_pretrained(tok_dir, verify="lazy")
+
+
+def _evict(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def _resident(path: Path) -> int:
+    """Bytes of ``path`` in the page cache (``mincore`` over a read-only map of it)."""
+    import ctypes
+    import mmap
+
+    size = path.stat().st_size
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    page = mmap.PAGESIZE
+    vec = (ctypes.c_ubyte * ((size + page - 1) // page))()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        assert addr not in (None, ctypes.c_void_p(-1).value)
+        try:
+            assert libc.mincore(ctypes.c_void_p(addr), ctypes.c_size_t(size), vec) == 0
+        finally:
+            libc.munmap(ctypes.c_void_p(addr), size)
+    finally:
+        os.close(fd)
+    return sum(v & 1 for v in vec) * page
+
+
+_MAPPED = ("index.safetensors", "trie.safetensors", "sids.parquet")  # the base files an update reads in part
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_update_pages_do_not_grow_with_the_catalogue(tmp_path, streamed):
+    """Pages of the base files (read through memory maps: not in rchar) that an update of 10
+    items touches, into a 20k- and a 160k-item index that already holds a segment: the same
+    within a bound, far below the files' size (no pass over every id, flag, fingerprint or
+    code of the catalogue). Counted as page-cache residency after evicting the files."""
+    used, sizes = {}, {}
+    for n in (20_000, 160_000):
+        d = tmp_path / f"n{n}"
+        d.mkdir()
+        tok = _indexed(d / "tok", n)
+        npy = _new_items(d, 10, first=2 * 10**9, seed=2)
+        files = [tok / name for name in _MAPPED]
+        for f in files:
+            _evict(f)
+        if sum(_resident(f) for f in files):
+            pytest.skip("the page cache cannot be dropped for files here (a memory-backed temporary directory)")
+        res = _update(tok, npy, d / "lookup.parquet" if streamed else None)
+        assert res["updated"] and res["new"] == 10
+        used[n] = sum(_resident(f) for f in files)
+        sizes[n] = sum(f.stat().st_size for f in files)
+    assert used[160_000] < sizes[160_000] / 4, (used, sizes)
+    assert used[160_000] <= 2 * used[20_000] + 256 * 1024, (used, sizes)

@@ -245,7 +245,7 @@ def _updated_index(index: "SIDIndex", seg: Segment, retired: np.ndarray, suffix_
     new = SIDIndex._after_round(
         index, seg, codebook_sizes=index.codebook_sizes, policy=index.policy, version=seg.version, suffix_size=suffix_size,
         retired=retired, stats=dict(index.stats), history=list(index.history), segments=list(index.segments),
-        pending=list(index.pending) + [seg],
+        pending=list(index.pending) + [seg], _ids_increasing=index._ids_increasing,
     )
     live = index.live
     trie, n_base, dead, dead_sids = live.base, live.n_base, live.dead, live.dead_sids
@@ -289,10 +289,11 @@ def _nearest_under(index: "SIDIndex", tok, rnd: Round, config: "IndexConfig", pr
                    res: list[np.ndarray]) -> None:
     """The nearest indexed items of ``items`` (which share ``prefix``), into ``res``: distances
     to each distinct code row under the prefix, ranked per block of items (one stable argsort)."""
-    cand = index.rows_under(list(prefix), limit=config.nearest_candidates)
+    keeps = index.policy_obj.keeps_codes  # the candidates' codes are their SIDs' first levels: read by trie position
+    cand, sids = index.live.rows_sids_under(list(prefix), config.nearest_candidates, sids=keeps)
     if not len(cand):
         return
-    raw = np.asarray(index.raw_codes[cand], np.int64)
+    raw = sids[:, : index.levels] if keeps else np.asarray(index.raw_codes[cand], np.int64)
     uniq, inv = _unique_rows(raw, index.codebook_sizes)
     recon = tok.decode(uniq)  # [u, d]
     step = max(1, (1 << 22) // max(1, recon.size))  # items per block: [block, u, d] stays ~16 MB

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["as_ids", "concat_ids", "IdLookup"]
+__all__ = ["as_ids", "concat_ids", "ids_increase", "IdLookup"]
 
 
 def as_ids(ids) -> np.ndarray:
@@ -31,16 +31,26 @@ def concat_ids(parts: Sequence[np.ndarray]) -> np.ndarray:
     return np.asarray([str(i) for p in parts for i in p.tolist()], dtype=object)
 
 
+def ids_increase(ids: np.ndarray) -> bool:
+    """Integer ids strictly increasing with the row (one pass over them)."""
+    ids = np.asarray(ids)
+    return ids.dtype.kind in "iu" and (len(ids) < 2 or bool((ids[1:] > ids[:-1]).all()))
+
+
 class IdLookup:
     """Row of each id, in bulk: integer ids by binary search over a sorted copy (no sort
     when they are already sorted, as row numbers and time-ordered ids are), strings by a
-    dict. Ids match as strings ("42" finds the integer id 42)."""
+    dict. Ids match as strings ("42" finds the integer id 42).
 
-    def __init__(self, ids: np.ndarray):
+    ``increasing``: the caller knows the integer ids increase (an index's manifest records
+    it), so they are searched as they are, memory-mapped, without a pass over them."""
+
+    def __init__(self, ids: np.ndarray, *, increasing: bool = False):
         self.int = ids.dtype.kind in "iu"
+        self.parts: list[tuple[IdLookup, int]] | None = None
         if self.int:
             ids = ids.astype(np.int64, copy=False)
-            if len(ids) < 2 or bool((ids[1:] > ids[:-1]).all()):
+            if increasing or ids_increase(ids):
                 self.order = None
                 self.sorted = ids
             else:
@@ -49,8 +59,23 @@ class IdLookup:
         else:
             self.map = {str(i): r for r, i in enumerate(ids.tolist())}
 
+    @classmethod
+    def stacked(cls, blocks: Sequence[np.ndarray], *, increasing: Sequence[bool]) -> "IdLookup":
+        """A lookup over row blocks (a base and the rows appended after it) holding distinct
+        ids: each block searched on its own, rows numbered across the blocks."""
+        out = cls(np.zeros(0, np.int64))
+        starts = np.concatenate([[0], np.cumsum([len(b) for b in blocks])]).tolist()
+        out.parts = [(cls(b, increasing=inc), s) for b, inc, s in zip(blocks, increasing, starts)]
+        return out
+
     def rows(self, query) -> np.ndarray:
         """(m,) int64 rows, -1 where an id is not indexed."""
+        if self.parts is not None:
+            out = np.full(len(query), -1, np.int64)
+            for part, start in self.parts:
+                r = part.rows(query)
+                out = np.where((out < 0) & (r >= 0), r + start, out)
+            return out
         q = np.asarray(query)
         if not self.int:
             return np.asarray([self.map.get(str(i), -1) for i in q.tolist()], np.int64)

@@ -35,9 +35,9 @@ from ..errors import ArtifactError, InputError, TokenizerKitError
 from ..io import embedding_hash
 from ._cold_start import cold_start
 from .policies import POLICIES, CollisionPolicy, IndexView, get_policy, sid_keys
-from ._ids import IdLookup, as_ids, concat_ids
-from ._lazy import LazySIDs
-from ._segments import SEGMENT_PREFIX, LiveSIDs, Segment, apply_segments, commit_segments
+from ._ids import IdLookup, as_ids, concat_ids, ids_increase
+from ._lazy import LazySIDs, advise_random, as_bool
+from ._segments import SEGMENT_PREFIX, LiveSIDs, RowOverlay, Segment, apply_segments, commit_segments
 from ._trie import SIDTrie
 from ._vocab import SIDVocab
 
@@ -134,8 +134,13 @@ def _build_stats(policy: CollisionPolicy, codes: np.ndarray, res, err, x, resolv
 
 def index_section(*, policy: str, version: int, sid_length: int, codebook_sizes, level_sizes, suffix_size: int, n_items: int,
                   base_items: int, n_retired: int, stats: dict[str, Any], history: list[dict[str, Any]],
-                  segments: list[dict[str, Any]]) -> dict[str, Any]:
-    """The manifest's ``sections.index`` (the one layout the in-memory and the on-disk index write)."""
+                  segments: list[dict[str, Any]], ids_increasing: bool | None = None) -> dict[str, Any]:
+    """The manifest's ``sections.index`` (the one layout the in-memory and the on-disk index write).
+
+    ``ids_increasing``: the base's integer item ids (``index.safetensors``) increase strictly
+    with the row, so a load under ``verify="read"`` and the id lookup trust it instead of
+    reading every id (None: not known, not written; the readers check the ids themselves)."""
+    extra = {} if ids_increasing is None else {"ids_increasing": bool(ids_increasing)}
     return {
         "format": INDEX_FORMAT,
         "policy": policy,
@@ -151,6 +156,7 @@ def index_section(*, policy: str, version: int, sid_length: int, codebook_sizes,
         "stats": stats,
         "history": history[-_HISTORY_KEEP:],
         "segments": segments,
+        **extra,
     }
 
 
@@ -186,20 +192,26 @@ class SIDIndex:
     _base: tuple[SIDTrie, int, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
     _live: LiveSIDs | None = field(default=None, repr=False)
     _origin: tuple[Any, int] | None = field(default=None, repr=False)  # (directory, version) it was loaded from or saved to
+    # the base's integer ids increase with the row (the manifest says so): looked up without a pass over them
+    _ids_increasing: bool | None = field(default=None, repr=False)
 
     def __post_init__(self):
         n = len(self.item_ids)
-        self.item_ids = _as_ids(self.item_ids)
+        if not isinstance(self.item_ids, RowOverlay):  # a segmented stored index: base rows stay memory-mapped
+            self.item_ids = _as_ids(self.item_ids)
         if isinstance(self.sids, LazySIDs):  # a stored base read through its trie (SIDIndex.stored)
             if len(self.sids) != n:
                 raise ArtifactError(f"{len(self.sids)} SIDs for {n} item ids; rerun `tokenizer-kit index`")
         else:
             self.sids = np.asarray(self.sids, np.int64).reshape(n, -1)
-        raw = np.asarray(self.raw_codes)  # int32 as stored is kept (a 10M-item index: 120 MB less)
-        self.raw_codes = (raw if raw.dtype in (np.int32, np.int64) else raw.astype(np.int64)).reshape(n, -1)
         self.codebook_sizes = [int(k) for k in self.codebook_sizes]
-        self.moved = np.zeros(n, bool) if self.moved is None else np.asarray(self.moved, bool)
-        self.emb_hash = np.zeros(n, np.uint64) if self.emb_hash is None else np.asarray(self.emb_hash, np.uint64)
+        if not isinstance(self.raw_codes, RowOverlay):
+            raw = np.asarray(self.raw_codes)  # int32 as stored is kept (a 10M-item index: 120 MB less)
+            self.raw_codes = (raw if raw.dtype in (np.int32, np.int64) else raw.astype(np.int64)).reshape(n, -1)
+        if not isinstance(self.moved, RowOverlay):
+            self.moved = np.zeros(n, bool) if self.moved is None else as_bool(self.moved)
+        if not isinstance(self.emb_hash, RowOverlay):
+            self.emb_hash = np.zeros(n, np.uint64) if self.emb_hash is None else np.asarray(self.emb_hash, np.uint64)
         self.retired = np.zeros((0, self.sid_length), np.int64) if self.retired is None else np.asarray(self.retired, np.int64).reshape(-1, self.sid_length)
 
     # ---- shape ------------------------------------------------------------------------------
@@ -407,8 +419,11 @@ class SIDIndex:
         if arr is None or tarr is None:
             raise ArtifactError("the manifest has an index section but index.safetensors or trie.safetensors is missing; rerun `tokenizer-kit index`")
         sid_length = get_policy(sec["policy"]).sid_length(tok.levels)
+        lazy = tok.codes is None and tok.item_ids is not None  # loaded with load_sids="ids": the SIDs come from the trie
+        if lazy:  # read a few rows at a time: no read-around of a whole window per row
+            advise_random([*arr.values(), *tarr.values()])
         trie = SIDTrie.from_arrays(tarr)
-        if tok.codes is None and tok.item_ids is not None:  # loaded with load_sids="ids": the SIDs come from the trie
+        if lazy:
             if trie.n_items != len(tok.item_ids) or trie.sid_length != sid_length:
                 raise ArtifactError(f"trie.safetensors holds {trie.n_items} items of length {trie.sid_length}, sids.parquet "
                                     f"{len(tok.item_ids)} of length {sid_length}; rerun `tokenizer-kit index`")
@@ -417,7 +432,7 @@ class SIDIndex:
             base_sids = tok.sids
         _check_index_arrays(arr, len(tok.item_ids), tok.levels, sid_length)
         base = {"item_ids": _as_ids(tok.item_ids), "sids": base_sids, "raw_codes": arr["raw_codes"],
-                "moved": arr["moved"].astype(bool), "emb_hash": arr["emb_hash"], "retired": np.asarray(arr["retired"], np.int64).reshape(-1, sid_length)}
+                "moved": as_bool(arr["moved"]), "emb_hash": arr["emb_hash"], "retired": np.asarray(arr["retired"], np.int64).reshape(-1, sid_length)}
         if base["sids"].shape[1] != sid_length:
             raise ArtifactError(f"sids.parquet has SIDs of length {base['sids'].shape[1]} but the {sec['policy']} index expects {sid_length}; rerun `tokenizer-kit index`")
         segments = [Segment.from_tensors(info, _segment_arrays(tok, info), sid_length=sid_length, levels=tok.levels)
@@ -431,16 +446,19 @@ class SIDIndex:
             raise ArtifactError(f"trie.safetensors holds {trie.n_items} items of length {trie.sid_length}, sids.parquet {n_base}; rerun `tokenizer-kit index`")
         idx._base = (trie, n_base, dead, dead_sids)
         idx._origin = (tok.path, idx.version)
+        idx._ids_increasing = sec.get("ids_increasing") is True
         return idx
 
     def section(self, segments: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """The manifest's ``sections.index``; ``segments``: the segment entries after the base."""
         segments = [] if segments is None else segments
         n_segment_rows = sum(int(g["appended"]) for g in segments)
+        # the base's ids: unchanged by segments; a new base is checked once, as it is written
+        increasing = self._ids_increasing if segments else (self.item_ids.dtype.kind in "iu" and ids_increase(self.item_ids))
         return index_section(policy=self.policy, version=self.version, sid_length=self.sid_length, codebook_sizes=self.codebook_sizes,
                              level_sizes=self.level_sizes, suffix_size=self.suffix_size, n_items=len(self),
                              base_items=len(self) - n_segment_rows, n_retired=int(len(self.retired)), stats=self.stats,
-                             history=self.history, segments=segments)
+                             history=self.history, segments=segments, ids_increasing=bool(increasing))
 
     def attach(self, tok) -> None:
         """Put this index into ``tok`` as a new base (items, SIDs, manifest section, trie and
@@ -495,6 +513,8 @@ class SIDIndex:
         self.segments, self.pending = [], []
         self._base = (self.trie, len(self), np.zeros(0, np.int64), np.zeros((0, self.sid_length), np.int64))
         self._live = None
+        self._ids_increasing = tok.sections["index"].get("ids_increasing") is True
+        self._rows = None
         self._origin = (path, self.version)
         return path
 
@@ -516,7 +536,12 @@ class SIDIndex:
     def rows_of(self, ids) -> np.ndarray:
         """Row of each item id (m,) in the index, -1 where it is not indexed."""
         if self._rows is None:
-            self._rows = IdLookup(self.item_ids)
+            ids_ = self.item_ids
+            if isinstance(ids_, RowOverlay):  # base ids memory-mapped, the segments' appended after them
+                self._rows = IdLookup.stacked([ids_.base, ids_.tail], increasing=[bool(self._ids_increasing), False])
+            else:
+                self._rows = IdLookup(ids_, increasing=bool(self._ids_increasing) and self._base is not None
+                                      and self._base[1] == len(ids_))
         return self._rows.rows(_as_ids(ids))
 
     def row_of(self, item_id) -> int:

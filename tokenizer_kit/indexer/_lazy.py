@@ -19,7 +19,41 @@ import numpy as np
 
 from ._trie import SIDTrie
 
-__all__ = ["LazySIDs"]
+__all__ = ["LazySIDs", "advise_random", "as_bool"]
+
+
+def _advise(arrays, how: str) -> None:
+    import mmap
+
+    flag = getattr(mmap, how, None)
+    for a in arrays:
+        m = None
+        while a is not None and m is None:  # a np.memmap, or an array viewing one
+            m = getattr(a, "_mmap", None) if not isinstance(a, mmap.mmap) else a
+            a = getattr(a, "base", None)
+        if isinstance(m, mmap.mmap) and flag is not None and hasattr(m, "madvise"):
+            try:
+                m.madvise(flag)
+            except (OSError, ValueError):  # closed, or not supported here: only a hint
+                pass
+
+
+def advise_random(arrays) -> None:
+    """Tell the kernel the memory-mapped ``arrays`` are read a few rows at a time: a page
+    fault then reads that page, not the disk's read-ahead window around it (up to several MB,
+    so one row of a large index file would read megabytes)."""
+    _advise(arrays, "MADV_RANDOM")
+
+
+def advise_whole(arrays) -> None:
+    """Undo :func:`advise_random` before reading the ``arrays`` whole (read-ahead again)."""
+    _advise(arrays, "MADV_SEQUENTIAL")
+
+
+def as_bool(a) -> np.ndarray:
+    """A stored 0/1 uint8 flag array as booleans without a copy (a memory map stays one)."""
+    a = np.asarray(a) if not isinstance(a, np.ndarray) else a
+    return a.view(bool) if a.dtype == np.uint8 else a.astype(bool, copy=False)
 
 
 class LazySIDs:
@@ -122,10 +156,13 @@ class LazySIDs:
         rows = self._wrap(np.asarray(rows, np.int64).reshape(-1))
         out = np.empty((len(rows), self.shape[1]), np.int64)
         b = rows < self.n_base
+        t = ~b
+        if self._over:  # base rows set since are not read from the trie
+            b &= ~np.isin(rows, np.fromiter(self._over, np.int64, len(self._over)))
         if b.any():
             out[b] = self._base_rows(rows[b])
-        if (~b).any():
-            out[~b] = self.tail[rows[~b] - self.n_base]
+        if t.any():
+            out[t] = self.tail[rows[t] - self.n_base]
         if self._over:
             for i, r in enumerate(rows.tolist()):
                 v = self._over.get(r)
@@ -136,6 +173,7 @@ class LazySIDs:
     def _materialize(self) -> np.ndarray:
         if self._full is None:
             t = self.trie
+            advise_whole(t.state_arrays().values())
             S = t.sid_length
             full = np.empty(self.shape, np.int64)
             order = np.asarray(t.order)

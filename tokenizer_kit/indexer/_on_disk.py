@@ -148,7 +148,8 @@ def index_on_disk(path: str | os.PathLike, *, hashes: np.ndarray | None = None, 
         history = [{"version": 1, "event": "index", "policy": policy.name, "at": _now(), "items": n}]
         section = index_section(policy=policy.name, version=1, sid_length=tok.levels + 1, codebook_sizes=list(tok.codebook_sizes),
                                 level_sizes=policy.level_sizes(tok.codebook_sizes, suffix_size), suffix_size=suffix_size, n_items=n,
-                                base_items=n, n_retired=0, stats=_stats(policy, n, built), history=history, segments=[])
+                                base_items=n, n_retired=0, stats=_stats(policy, n, built), history=history, segments=[],
+                                ids_increasing=built["ids_increasing"])
         _commit(w, tok, section, n)
     logger.info("indexed %d items of %s on disk (%s policy)", n, path, policy.name)
     return section
@@ -183,7 +184,7 @@ def index_from_parts(path: str | os.PathLike, parts: Sequence[str | os.PathLike]
                                 codebook_sizes=list(tok.codebook_sizes), level_sizes=pol.level_sizes(tok.codebook_sizes, size),
                                 suffix_size=size, n_items=n, base_items=n, n_retired=0,
                                 stats=dict(stats) if stats is not None else _stats(pol, n, built), history=history + [entry],
-                                segments=[])
+                                segments=[], ids_increasing=built["ids_increasing"])
         _commit(w, tok, section, n)
     logger.info("installed %d items of %d parts as the index of %s (%s policy, version %d)", n, len(items.files), path, pol.name,
                 version)
@@ -318,6 +319,16 @@ def _chunks(path: Path, dtype, shape=(-1,), rows: int = _CHUNK):
         yield np.asarray(data[s : s + rows])
 
 
+def _ids_increase(path: Path) -> bool:
+    """The int64 ids of the scratch file ``path`` increase strictly (read in chunks)."""
+    last = None
+    for c in _chunks(path, np.int64):
+        if (last is not None and len(c) and c[0] <= last) or (len(c) > 1 and not bool((c[1:] > c[:-1]).all())):
+            return False
+        last = c[-1] if len(c) else last
+    return True
+
+
 def _build(tok, items: _Items, path: Path, out: Path, policy, *, bucket_rows: int, batch_rows: int) -> dict[str, Any]:
     """Every index file of the new directory into ``out`` (scratch files beside the tokenizer
     directory ``path``); returns the group counts, the trie and the timings."""
@@ -336,12 +347,13 @@ def _build(tok, items: _Items, path: Path, out: Path, policy, *, bucket_rows: in
             "retired": (np.int64, (0, S), []),
         }
         write_safetensors_parts(out / "index.safetensors", arrays)
+        ids_increasing = bool(items.int_ids) and _ids_increase(scratch / "item_ids.bin")
         t1 = time.perf_counter()
         write_safetensors_parts(out / "trie.safetensors", trie.tensors())
         t_trie += time.perf_counter() - t1
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return {"groups": groups, "trie": trie, "resolve_s": resolve_s, "trie_s": t_trie}
+    return {"groups": groups, "trie": trie, "resolve_s": resolve_s, "trie_s": t_trie, "ids_increasing": ids_increasing}
 
 
 def _stats(policy, n: int, built: dict[str, Any]) -> dict[str, Any]:

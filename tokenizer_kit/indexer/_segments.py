@@ -35,9 +35,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ArtifactError
+from ._lazy import advise_whole
 from ._trie import SIDTrie
 
-__all__ = ["Segment", "LiveSIDs", "SEGMENT_PREFIX", "apply_segments", "encode_ids", "decode_ids"]
+__all__ = ["Segment", "LiveSIDs", "RowOverlay", "SEGMENT_PREFIX", "apply_segments", "encode_ids", "decode_ids"]
 
 SEGMENT_PREFIX = "index-seg-"
 
@@ -128,20 +129,109 @@ class Segment:
         return seg
 
 
+class RowOverlay:
+    """A per-row array of a segmented index without copying its base: rows [0, n_base) from
+    ``base`` (the memory-mapped base file), rows after it from ``tail`` (the segments'
+    appended rows, small), and ``rows`` (sorted) replaced by ``values`` (rows the segments
+    updated). ``take`` reads only the rows asked for; anything that needs the whole array
+    (``np.asarray``, any other ndarray method) gets it built once."""
+
+    __array_priority__ = 20.0
+
+    def __init__(self, base: np.ndarray, tail: np.ndarray, rows: np.ndarray, values: np.ndarray):
+        self.base, self.n_base = base, len(base)
+        self.dtype = np.result_type(base.dtype, tail.dtype)
+        self.tail = tail.astype(self.dtype, copy=False)
+        self.rows, self.values = rows, values.astype(self.dtype, copy=False)
+        self.shape = (self.n_base + len(tail), *base.shape[1:])
+        self.ndim = len(self.shape)
+        self._full: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype=None, copy=None):
+        a = self._materialize()
+        return a if dtype is None or np.dtype(dtype) == a.dtype else a.astype(dtype)
+
+    def __getattr__(self, name: str):  # tolist, sum, copy, astype...: on the whole array
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._materialize(), name)
+
+    def __getitem__(self, key: Any):
+        if self._full is not None:
+            return self._full[key]
+        if isinstance(key, (int, np.integer)):
+            return self.take(np.asarray([key], np.int64))[0]
+        arr = np.asarray(key) if not isinstance(key, (slice, tuple)) else None
+        if arr is None or not (arr.dtype == bool or (arr.dtype.kind in "iu" and arr.ndim == 1)):
+            return self._materialize()[key]
+        return self.take(np.flatnonzero(arr) if arr.dtype == bool else arr.astype(np.int64))
+
+    def __setitem__(self, key: Any, value) -> None:
+        self._materialize()[key] = value
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """Values of ``rows`` (m,), reading only those rows of the base."""
+        if self._full is not None:
+            return self._full[rows]
+        n = len(self)
+        rows = np.asarray(rows, np.int64).reshape(-1)
+        rows = np.where(rows < 0, rows + n, rows)
+        if len(rows) and (rows.min() < 0 or rows.max() >= n):
+            raise IndexError(f"row {int(rows.max()) if rows.max() >= n else int(rows.min())} is out of bounds for {n} rows")
+        out = np.empty((len(rows), *self.shape[1:]), self.dtype)
+        b = rows < self.n_base
+        if b.any():
+            out[b] = self.base[rows[b]]
+        if not b.all():
+            out[~b] = self.tail[rows[~b] - self.n_base]
+        if len(self.rows) and len(rows):
+            at = np.minimum(np.searchsorted(self.rows, rows), len(self.rows) - 1)
+            hit = self.rows[at] == rows
+            out[hit] = self.values[at[hit]]
+        return out
+
+    def _materialize(self) -> np.ndarray:
+        if self._full is None:
+            advise_whole([self.base])
+            full = np.concatenate([np.asarray(self.base, self.dtype), self.tail])
+            full[self.rows] = self.values
+            self._full = full
+        return self._full
+
+
+def _overlay(base: np.ndarray, segments: Sequence["Segment"], key: str) -> "RowOverlay | np.ndarray":
+    """``key``'s rows of the base plus segments as a :class:`RowOverlay` (the last segment's
+    value wins for a row updated twice)."""
+    tail = np.concatenate([np.asarray(base[:0])] + [s.__dict__[key][: s.appended] for s in segments])
+    rows = np.concatenate([np.zeros(0, np.int64)] + [s.rows for s in segments])
+    vals = np.concatenate([tail[:0]] + [s.__dict__[key][s.appended :] for s in segments])
+    last = len(rows) - 1 - np.unique(rows[::-1], return_index=True)[1]  # the last update of each row, rows ascending
+    return RowOverlay(base, tail, rows[last], vals[last])
+
+
 def apply_segments(base: dict[str, np.ndarray], segments: Sequence[Segment], merge_ids) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Merged arrays (item_ids, sids, raw_codes, moved, emb_hash, retired) of ``base`` plus ``segments``.
 
-    Also returns the base rows some segment updated (sorted) and their SIDs in the base
+    Nothing of the base is copied: raw codes, moved flags, fingerprints and integer ids are
+    :class:`RowOverlay` s over the base arrays, the SIDs of a ``LazySIDs`` base stay in its
+    trie. Also returns the base rows some segment updated (sorted) and their SIDs in the base
     (what the base trie still holds for them).
     """
     n_base = len(base["item_ids"])
     if not segments:  # nothing to merge: no copy
         return dict(base), np.zeros(0, np.int64), np.zeros((0, base["sids"].shape[1]), np.int64)
-    out = {k: np.concatenate([base[k]] + [s.__dict__[k][: s.appended] for s in segments]) for k in ("raw_codes", "moved", "emb_hash")}
+    out = {k: _overlay(base[k], segments, k) for k in ("raw_codes", "moved", "emb_hash")}
     parts = [s.sids[: s.appended] for s in segments]
     lazy = getattr(base["sids"], "extended", None)  # LazySIDs: base rows stay in the trie
     out["sids"] = lazy(parts) if lazy is not None else np.concatenate([base["sids"]] + parts)
-    out["item_ids"] = merge_ids([base["item_ids"]] + [s.item_ids for s in segments])
+    ids = [base["item_ids"]] + [s.item_ids for s in segments]
+    if all(i.dtype.kind in "iu" for i in ids):
+        out["item_ids"] = RowOverlay(base["item_ids"], np.concatenate(ids[1:]).astype(np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+    else:
+        out["item_ids"] = merge_ids(ids)
     out["retired"] = np.concatenate([base["retired"]] + [s.retired for s in segments])
     n = len(out["item_ids"])
     stale: dict[int, np.ndarray] = {}
@@ -152,8 +242,7 @@ def apply_segments(base: dict[str, np.ndarray], segments: Sequence[Segment], mer
                                 "run `tokenizer-kit index` to rebuild the index")
         for r in rows[rows < n_base].tolist():
             stale.setdefault(r, out["sids"][r].copy())
-        for k in ("sids", "raw_codes", "moved", "emb_hash"):
-            out[k][rows] = s.__dict__[k][s.appended :]
+        out["sids"][rows] = s.sids[s.appended :]
     dead = np.asarray(sorted(stale), np.int64)
     dead_sids = np.stack([stale[r] for r in dead.tolist()]) if len(dead) else np.zeros((0, out["sids"].shape[1]), np.int64)
     return out, dead, dead_sids
@@ -209,6 +298,11 @@ class LiveSIDs:
 
     def rows_under(self, prefix: Sequence[int], limit: int | None = None) -> np.ndarray:
         """Rows under ``prefix`` in SID order, ties by row (as one trie over all rows orders them)."""
+        return self.rows_sids_under(prefix, limit, sids=False)[0]
+
+    def rows_sids_under(self, prefix: Sequence[int], limit: int | None = None, *, sids: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`rows_under` and, with ``sids``, their SIDs (m, S), read by position from the
+        base trie (contiguous) and from the overlay, not row by row."""
         prefix = [int(c) for c in prefix]
         pos = self.base.positions_under(prefix)
         if limit is not None:
@@ -217,18 +311,16 @@ class LiveSIDs:
         if len(self.dead):
             keep = ~np.isin(base, self.dead)
             base, pos = base[keep], pos[keep]
-        if self.overlay is None:
-            return base if limit is None else base[:limit]
-        over = self.rows[self.overlay.items_under(prefix)]
+        over = self.rows[self.overlay.items_under(prefix)] if self.overlay is not None else self.dead[:0]
         if limit is not None:
             over = over[:limit]
         if not len(over):
-            return base if limit is None else base[:limit]
+            base = base if limit is None else base[:limit]
+            return base, (self.base.sids_under_at(prefix, pos[: len(base)]) if sids else None)
         rows = np.concatenate([base, over])
-        s = np.concatenate([self.base.sids_at(pos), self.sids[over]])  # live base rows hold their base SIDs
-        order = np.lexsort([rows] + [s[:, l] for l in range(s.shape[1] - 1, -1, -1)])
-        rows = rows[order]
-        return rows if limit is None else rows[:limit]
+        s = np.concatenate([self.base.sids_under_at(prefix, pos), self.sids[over]])  # live base rows hold their base SIDs
+        order = np.lexsort([rows] + [s[:, l] for l in range(s.shape[1] - 1, -1, -1)])[:limit]
+        return rows[order], (s[order] if sids else None)
 
     def sids_under(self, prefix: Sequence[int]) -> np.ndarray:
         return self.sids[self.rows_under(prefix)]

@@ -243,6 +243,23 @@ class SIDTrie:
             out[:, d - 1] = self.node_token[lo + k]
         return out
 
+    def sids_under_at(self, prefix: Sequence[int], positions: np.ndarray) -> np.ndarray:
+        """:meth:`sids_at` for ``positions`` under ``prefix`` (of :meth:`positions_under`): each
+        level searched only among the prefix's descendants, so the read stays near them."""
+        prefix = [int(c) for c in prefix]
+        p = np.asarray(positions, np.int64)
+        out = np.empty((len(p), self.sid_length), np.int64)
+        out[:, : len(prefix)] = prefix
+        lo = self.node_of(prefix)
+        if lo < 0 or not len(p):
+            return out[: 0 if lo < 0 else len(p)]
+        hi = lo + 1
+        for d in range(len(prefix) + 1, self.sid_length + 1):  # the descendants at depth d: nodes lo..hi-1
+            lo, hi = int(self.child_ptr[lo]), int(self.child_ptr[hi])
+            k = np.searchsorted(self.item_start[lo:hi], p, side="right") - 1
+            out[:, d - 1] = self.node_token[lo + k]
+        return out
+
     def item_of(self, sid: Sequence[int]) -> int:
         """Row of the item with this full SID; -1 if none. Under a collision, the first such row."""
         sid = list(sid)

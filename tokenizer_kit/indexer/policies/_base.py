@@ -89,6 +89,7 @@ class CollisionPolicy:
     extra_levels: ClassVar[int] = 0  # SID levels beyond the quantizer's
     needs_vectors: ClassVar[bool] = False  # build needs the items' vectors and a decoder
     resolves: ClassVar[bool] = True  # one item per SID (False: collisions are only reported)
+    keeps_codes: ClassVar[bool] = True  # every SID starts with its item's quantizer codes (never moved)
     # each group of items sharing codes is resolved from its own rows alone, so a catalogue
     # split into shards is resolved group by group (``engines.index_shards``)
     by_group: ClassVar[bool] = False

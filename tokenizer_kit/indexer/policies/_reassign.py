@@ -172,6 +172,7 @@ def reassign_sids(
 class ReassignPolicy(CollisionPolicy):
     name = "reassign"
     needs_vectors = True
+    keeps_codes = False
 
     def build(self, codes, *, sizes, x, decode, err, retired, suffix_reserve) -> Resolution:
         sids, moved, extra = reassign_sids(codes, np.asarray(x), sizes, decode, retired=retired)
