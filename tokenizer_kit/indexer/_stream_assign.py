@@ -225,6 +225,30 @@ def _out_batch(rb, start: int, placed: _Placed, rnd, item_ids, S: int):
     return pa.table(cols)
 
 
+def _row_batches(part, columns: list[str], batch_size: int):
+    """Record batches of ``batch_size`` rows (the last one shorter) of the Parquet file ``part``,
+    read one row group at a time on one thread: ``iter_batches`` keeps every row group's
+    dictionary pages while it runs (pyarrow 26: 13 bytes per row of a lookup part, whose ids and
+    fingerprints are dictionary-encoded), and its decoder threads made the peak vary by 20 MiB
+    from run to run."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(str(part))
+    held: list = []
+    rows = 0
+    for g in range(pf.metadata.num_row_groups):
+        held.append(pf.read_row_group(g, columns=columns, use_threads=False))
+        rows += held[-1].num_rows
+        if rows < batch_size and g + 1 < pf.metadata.num_row_groups:
+            continue
+        table = pa.concat_tables(held).combine_chunks()
+        full = rows if g + 1 == pf.metadata.num_row_groups else rows - rows % batch_size
+        for a in range(0, full, batch_size):
+            yield table.slice(a, min(batch_size, full - a)).to_batches()[0]
+        held, rows = ([table.slice(full)], rows - full) if rows > full else ([], 0)
+
+
 def write_lookup_rows(part, out, placed: _Placed, rnd, item_ids, S: int, *, start: int = 0, batch_size: int = 1 << 16) -> int:
     """The lookup rows of the input rows ``start..`` that the lookup ``part`` holds, the placed
     items' SIDs filled in, written to ``out`` (Parquet, ``lookup_arrow``'s columns); returns
@@ -234,8 +258,7 @@ def write_lookup_rows(part, out, placed: _Placed, rnd, item_ids, S: int, *, star
     writer, n = None, 0
     cols = ["item_id"] + [f"code_{lv}" for lv in range(S)]
     try:
-        # one thread: the decoders' per-thread buffers made the peak vary by 20 MiB from run to run
-        for rb in pq.ParquetFile(str(part)).iter_batches(batch_size=batch_size, columns=cols, use_threads=False):
+        for rb in _row_batches(part, cols, batch_size):
             table = _out_batch(rb, start + n, placed, rnd, item_ids, S)
             writer = writer or pq.ParquetWriter(str(out), table.schema)
             writer.write_table(table)
