@@ -43,9 +43,13 @@ def _load(path):
 
 
 @pytest.mark.parametrize("hashes,int_ids", [(True, True), (False, True), (True, False)])
-def test_streamed_equals_in_memory(tmp_path, hashes, int_ids):
+def test_streamed_equals_in_memory(tmp_path, monkeypatch, hashes, int_ids):
     """10,000 input rows in 3 batches of 4,096: 7,000 known (16 with another embedding,
-    replaced), 3,000 new, shuffled; 1,000 base items under 4 x 4 x 8 codes collide."""
+    replaced), 3,000 new, shuffled; 1,000 base items under 4 x 4 x 8 codes collide. The
+    placed items' neighbours are searched in chunks of about 256 (several prefixes each)."""
+    import tokenizer_kit.indexer._stream_assign as stream_assign
+
+    monkeypatch.setattr(stream_assign, "_NEAR_CHUNK", 256)
     n_base, n_new = 9000, 3000
     x = _data(n_base + n_new, seed=7)
     ids = np.arange(n_base + n_new) * 7 + 3 if int_ids else np.asarray([f"i{k}" for k in range(n_base + n_new)], dtype=object)

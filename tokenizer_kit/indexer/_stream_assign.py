@@ -49,6 +49,8 @@ _STATUS = np.array(["known", "new", "replaced"], dtype=object)
 # rows per row group of a lookup part: the placement reads one row group at a time, the
 # vectors of its items to place included
 LOOKUP_ROW_GROUP = 8192
+# placed items per neighbour search (whole prefixes): bounds its per-item arrays
+_NEAR_CHUNK = 1 << 14
 
 
 class _Placed:
@@ -104,7 +106,7 @@ class _Placed:
         """After the placement: the input rows of the placed items, and their neighbours,
         searched under their code prefix over all batches at once (one search per prefix,
         not one per prefix and batch), as one flat array of index rows with offsets."""
-        from ._cold_start import Round, nearest_of
+        from ._cold_start import Round
 
         self._xp.close()
         self.rows = np.concatenate(self.todo_rows) if self.todo_rows else np.empty(0, np.int64)
@@ -113,9 +115,50 @@ class _Placed:
         xp = np.memmap(self.spill, np.float32, mode="r", shape=(len(t), self.dim)) if len(t) and self.dim else None
         rows = rnd.rows[t]
         own = Round(ids=rnd.ids[t], hashes=rnd.hashes[t], rows=rows, known=rows >= 0, differs=rows >= 0, xp=xp, codes=rnd.codes[t])
-        near = nearest_of(index, tok, own, config)
-        self.offsets = np.concatenate([[0], np.cumsum([len(r) for r in near])]).astype(np.int64)
-        self.values = np.concatenate(near).astype(np.int64) if near else np.empty(0, np.int64)
+        self.offsets, self.values = _nearest_flat(index, tok, own, config)
+
+
+def _prefix_chunks(codes: np.ndarray, levels: int, size: int):
+    """Index arrays (ascending) into the rows of ``codes`` (m, L), about ``size`` rows each, that
+    never split the items of one prefix (the first L-1 levels)."""
+    m, P = len(codes), max(levels - 1, 0)
+    if not P:
+        yield np.arange(m)
+        return
+    order = np.lexsort(codes[:, :P].T[::-1])
+    sp = codes[order, :P]
+    starts = np.concatenate([[0], np.flatnonzero((sp[1:] != sp[:-1]).any(1)) + 1])
+    a = 0
+    while a < m:
+        k = int(np.searchsorted(starts, a + size))
+        b = int(starts[k]) if k < len(starts) else m
+        yield np.sort(order[a:b])
+        a = b
+
+
+def _nearest_flat(index: "SIDIndex", tok, own, config: "IndexConfig") -> tuple[np.ndarray, np.ndarray]:
+    """``nearest_of(own)`` as offsets (m+1,) and one flat array of index rows, searched a chunk
+    of whole prefixes at a time: an item's neighbours depend only on its prefix's candidates
+    and its own vector, so the rows are the same, each prefix is still searched once, and the
+    per-item arrays (about 400 bytes an item) live for one chunk, not for every placed item."""
+    from ._cold_start import Round, nearest_of
+
+    m = len(own.ids)
+    lens = np.zeros(m, np.int64)
+    parts = []
+    for idx in _prefix_chunks(own.codes, index.levels, _NEAR_CHUNK) if m else ():
+        sub = Round(ids=own.ids[idx], hashes=own.hashes[idx], rows=own.rows[idx], known=own.known[idx], differs=own.differs[idx],
+                    xp=None if own.xp is None else np.asarray(own.xp[idx]), codes=own.codes[idx])
+        near = nearest_of(index, tok, sub, config)
+        lens[idx] = [len(r) for r in near]
+        parts.append((idx, np.concatenate(near).astype(np.int64) if near else np.empty(0, np.int64)))
+    offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    values = np.empty(int(offsets[-1]), np.int64)
+    for idx, v in parts:
+        n_i = lens[idx]
+        # item idx[j]'s rows go to offsets[idx[j]] onwards, in the order nearest_of gave them
+        values[np.repeat(offsets[idx] - (np.cumsum(n_i) - n_i), n_i) + np.arange(len(v))] = v
+    return offsets, values
 
 
 def _pa_bool(a: np.ndarray):
