@@ -106,27 +106,50 @@ def _id_hashes(ids: np.ndarray) -> np.ndarray:
 
 
 class _UniqueIds:
-    """64-bit hashes of every id (8 bytes per item, spilled beyond a budget); a repeated hash
-    is confirmed on the ids themselves in one ids-only pass before it is called a duplicate."""
+    """64-bit hashes of every id, 8 bytes per item: up to ``budget`` of them in one array sorted
+    in place, beyond it spilled to disk by partition (each partition sorted alone); a repeated
+    hash is confirmed on the ids themselves in one ids-only pass before it is called a
+    duplicate. Adjacent equal hashes are found a block at a time, so the check holds no more
+    than the hashes and one block."""
 
     PARTS = 64
+    BLOCK = 1 << 20
 
-    def __init__(self, *, budget: int, spill_dir):
+    def __init__(self, *, budget: int, spill_dir, n: int | None = None):
         part_of = lambda k: (k.view(np.uint64) >> np.uint64(58)).astype(np.int64)  # noqa: E731
         self.keys = SpilledKeys(self.PARTS, part_of, budget=budget, spill_dir=spill_dir)
+        # a known input size within the budget: one array filled batch by batch, no concatenation
+        self._all = np.empty(n, np.int64) if n is not None and n <= budget else None
+        self._filled = 0
 
     def add(self, ids: np.ndarray) -> None:
-        self.keys.add(_id_hashes(ids))
+        h = _id_hashes(ids)
+        if self._all is not None and self._filled + len(h) <= len(self._all):
+            self._all[self._filled : self._filled + len(h)] = h
+            self._filled += len(h)
+            return
+        if self._all is not None:  # more rows than announced: the spilled keys take them all
+            self.keys.add(self._all[: self._filled])
+            self._all = None
+        self.keys.add(h)
+
+    def _repeated(self) -> np.ndarray:
+        """Sorted hashes that occur more than once."""
+        parts = [self._all[: self._filled]] if self._all is not None else self.keys.partitions()
+        repeated = []
+        for part in parts:
+            part.sort()  # in place: a partition is a fresh array (a concatenation, a file read) or our own
+            for a in range(0, max(len(part) - 1, 0), self.BLOCK):
+                blk = part[a : a + self.BLOCK + 1]
+                repeated.append(np.unique(blk[1:][blk[1:] == blk[:-1]]))
+        rep = np.unique(np.concatenate(repeated)) if repeated else np.empty(0, np.int64)
+        self._all = None
+        return rep
 
     def check(self, stream: EmbeddingStream, batch_size: int) -> None:
-        repeated = []
-        for part in self.keys.partitions():
-            u, c = np.unique(part, return_counts=True)
-            repeated.append(u[c > 1])
-        rep = np.concatenate(repeated) if repeated else np.empty(0, np.int64)
+        rep = self._repeated()
         if not len(rep):
             return
-        rep.sort()
         seen: dict[Any, tuple[int, int]] = {}
         for b in stream.batches(batch_size, vectors=False):
             h = _id_hashes(b.ids)
@@ -153,7 +176,7 @@ class _UniqueIds:
 def check_unique_ids(stream: EmbeddingStream, batch_size: int = DEFAULT_STREAM_BATCH, *, key_budget: int = DEFAULT_KEY_BUDGET,
                       spill_dir=None) -> None:
     """Refuse a repeated item id, reading only the ids (bounded memory: hashes spill to disk)."""
-    unique_ids = _UniqueIds(budget=key_budget, spill_dir=spill_dir)
+    unique_ids = _UniqueIds(budget=key_budget, spill_dir=spill_dir, n=stream.n)
     try:
         for b in stream.batches(batch_size, vectors=False):
             unique_ids.add(b.ids)

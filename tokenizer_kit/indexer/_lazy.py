@@ -55,6 +55,8 @@ def as_bool(a) -> np.ndarray:
     a = np.asarray(a) if not isinstance(a, np.ndarray) else a
     return a.view(bool) if a.dtype == np.uint8 else a.astype(bool, copy=False)
 
+_BLOCK = 1 << 20
+
 
 class LazySIDs:
     """(n, S) int64 SIDs: base rows [0, n_base) from ``trie``, rows after it from ``tail``,
@@ -144,8 +146,12 @@ class LazySIDs:
 
     def _base_rows(self, rows: np.ndarray) -> np.ndarray:
         if self._pos is None:  # row -> position in the trie's order (one O(n) pass, the first time)
-            pos = np.empty(self.n_base, np.int64)
-            pos[np.asarray(self.trie.order)] = np.arange(self.n_base, dtype=np.int64)
+            # 4 bytes a row below 2**32 rows, filled a block of the order at a time (no O(n) temporaries)
+            pos = np.empty(self.n_base, np.uint32 if self.n_base < 2**32 else np.int64)
+            order = self.trie.order
+            for a in range(0, self.n_base, _BLOCK):
+                b = min(a + _BLOCK, self.n_base)
+                pos[np.asarray(order[a:b])] = np.arange(a, b, dtype=pos.dtype)
             self._pos = pos
         return self.trie.sids_at(self._pos[rows])
 

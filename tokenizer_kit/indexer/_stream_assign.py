@@ -17,10 +17,12 @@ so assigning a catalogue that is mostly known costs memory in proportion to the 
    (per item the same result as a search per batch), and the parts are read back batch by
    batch, the placed items' SIDs filled in, and written with ``lookup_arrow``'s columns.
 
-Memory: one batch, the index's memory-mapped arrays and the O(n) int64 row maps the lookups
-build once (ids not sorted by row: their order; the trie's inverse order), plus O(items to
-place) (their ids, codes, fingerprints, neighbours; not their vectors). Nothing new is
-stored in the tokenizer directory, so every indexed tokenizer takes this path as it is.
+Memory: one batch, the index's memory-mapped arrays and the row maps the lookups build once
+(the trie's inverse order, 4 bytes per indexed item; integer ids not ascending: their order
+and a sorted copy, 16; string ids: a dict), the input ids' 8-byte hashes for the uniqueness
+check before the first pass, plus O(items to place) (their ids, codes, fingerprints,
+neighbours; not their vectors). Nothing new is stored in the tokenizer directory, so every
+indexed tokenizer takes this path as it is.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ _STATUS = np.array(["known", "new", "replaced"], dtype=object)
 # rows per row group of a lookup part: the placement reads one row group at a time, the
 # vectors of its items to place included
 LOOKUP_ROW_GROUP = 8192
+# placed items per neighbour search (whole prefixes): bounds its per-item arrays
+_NEAR_CHUNK = 1 << 14
 
 
 class _Placed:
@@ -102,7 +106,7 @@ class _Placed:
         """After the placement: the input rows of the placed items, and their neighbours,
         searched under their code prefix over all batches at once (one search per prefix,
         not one per prefix and batch), as one flat array of index rows with offsets."""
-        from ._cold_start import Round, nearest_of
+        from ._cold_start import Round
 
         self._xp.close()
         self.rows = np.concatenate(self.todo_rows) if self.todo_rows else np.empty(0, np.int64)
@@ -111,9 +115,50 @@ class _Placed:
         xp = np.memmap(self.spill, np.float32, mode="r", shape=(len(t), self.dim)) if len(t) and self.dim else None
         rows = rnd.rows[t]
         own = Round(ids=rnd.ids[t], hashes=rnd.hashes[t], rows=rows, known=rows >= 0, differs=rows >= 0, xp=xp, codes=rnd.codes[t])
-        near = nearest_of(index, tok, own, config)
-        self.offsets = np.concatenate([[0], np.cumsum([len(r) for r in near])]).astype(np.int64)
-        self.values = np.concatenate(near).astype(np.int64) if near else np.empty(0, np.int64)
+        self.offsets, self.values = _nearest_flat(index, tok, own, config)
+
+
+def _prefix_chunks(codes: np.ndarray, levels: int, size: int):
+    """Index arrays (ascending) into the rows of ``codes`` (m, L), about ``size`` rows each, that
+    never split the items of one prefix (the first L-1 levels)."""
+    m, P = len(codes), max(levels - 1, 0)
+    if not P:
+        yield np.arange(m)
+        return
+    order = np.lexsort(codes[:, :P].T[::-1])
+    sp = codes[order, :P]
+    starts = np.concatenate([[0], np.flatnonzero((sp[1:] != sp[:-1]).any(1)) + 1])
+    a = 0
+    while a < m:
+        k = int(np.searchsorted(starts, a + size))
+        b = int(starts[k]) if k < len(starts) else m
+        yield np.sort(order[a:b])
+        a = b
+
+
+def _nearest_flat(index: "SIDIndex", tok, own, config: "IndexConfig") -> tuple[np.ndarray, np.ndarray]:
+    """``nearest_of(own)`` as offsets (m+1,) and one flat array of index rows, searched a chunk
+    of whole prefixes at a time: an item's neighbours depend only on its prefix's candidates
+    and its own vector, so the rows are the same, each prefix is still searched once, and the
+    per-item arrays (about 400 bytes an item) live for one chunk, not for every placed item."""
+    from ._cold_start import Round, nearest_of
+
+    m = len(own.ids)
+    lens = np.zeros(m, np.int64)
+    parts = []
+    for idx in _prefix_chunks(own.codes, index.levels, _NEAR_CHUNK) if m else ():
+        sub = Round(ids=own.ids[idx], hashes=own.hashes[idx], rows=own.rows[idx], known=own.known[idx], differs=own.differs[idx],
+                    xp=None if own.xp is None else np.asarray(own.xp[idx]), codes=own.codes[idx])
+        near = nearest_of(index, tok, sub, config)
+        lens[idx] = [len(r) for r in near]
+        parts.append((idx, np.concatenate(near).astype(np.int64) if near else np.empty(0, np.int64)))
+    offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    values = np.empty(int(offsets[-1]), np.int64)
+    for idx, v in parts:
+        n_i = lens[idx]
+        # item idx[j]'s rows go to offsets[idx[j]] onwards, in the order nearest_of gave them
+        values[np.repeat(offsets[idx] - (np.cumsum(n_i) - n_i), n_i) + np.arange(len(v))] = v
+    return offsets, values
 
 
 def _pa_bool(a: np.ndarray):
@@ -223,6 +268,30 @@ def _out_batch(rb, start: int, placed: _Placed, rnd, item_ids, S: int):
     return pa.table(cols)
 
 
+def _row_batches(part, columns: list[str], batch_size: int):
+    """Record batches of ``batch_size`` rows (the last one shorter) of the Parquet file ``part``,
+    read one row group at a time on one thread: ``iter_batches`` keeps every row group's
+    dictionary pages while it runs (pyarrow 26: 13 bytes per row of a lookup part, whose ids and
+    fingerprints are dictionary-encoded), and its decoder threads made the peak vary by 20 MiB
+    from run to run."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(str(part))
+    held: list = []
+    rows = 0
+    for g in range(pf.metadata.num_row_groups):
+        held.append(pf.read_row_group(g, columns=columns, use_threads=False))
+        rows += held[-1].num_rows
+        if rows < batch_size and g + 1 < pf.metadata.num_row_groups:
+            continue
+        table = pa.concat_tables(held).combine_chunks()
+        full = rows if g + 1 == pf.metadata.num_row_groups else rows - rows % batch_size
+        for a in range(0, full, batch_size):
+            yield table.slice(a, min(batch_size, full - a)).to_batches()[0]
+        held, rows = ([table.slice(full)], rows - full) if rows > full else ([], 0)
+
+
 def write_lookup_rows(part, out, placed: _Placed, rnd, item_ids, S: int, *, start: int = 0, batch_size: int = 1 << 16) -> int:
     """The lookup rows of the input rows ``start..`` that the lookup ``part`` holds, the placed
     items' SIDs filled in, written to ``out`` (Parquet, ``lookup_arrow``'s columns); returns
@@ -232,7 +301,7 @@ def write_lookup_rows(part, out, placed: _Placed, rnd, item_ids, S: int, *, star
     writer, n = None, 0
     cols = ["item_id"] + [f"code_{lv}" for lv in range(S)]
     try:
-        for rb in pq.ParquetFile(str(part)).iter_batches(batch_size=batch_size, columns=cols):
+        for rb in _row_batches(part, cols, batch_size):
             table = _out_batch(rb, start + n, placed, rnd, item_ids, S)
             writer = writer or pq.ParquetWriter(str(out), table.schema)
             writer.write_table(table)

@@ -234,7 +234,9 @@ class SIDTrie:
     def sids_at(self, positions: np.ndarray) -> np.ndarray:
         """The SIDs (m, S) of the items at ``positions`` of ``order``: the depth-d node whose item
         range holds a position gives its level-d code (one binary search per level)."""
-        p = np.asarray(positions, np.int64)
+        # positions in item_start's dtype: searchsorted would otherwise cast the whole level to
+        # the positions' dtype (O(n) per call); a position below n_items fits it
+        p = np.asarray(positions, np.int64).astype(self.item_start.dtype, copy=False)
         S = self.sid_length
         out = np.empty((len(p), S), np.int64)
         for d in range(1, S + 1):
