@@ -55,7 +55,8 @@ def as_bool(a) -> np.ndarray:
     a = np.asarray(a) if not isinstance(a, np.ndarray) else a
     return a.view(bool) if a.dtype == np.uint8 else a.astype(bool, copy=False)
 
-_BLOCK = 1 << 20
+
+_BLOCK = 1 << 20  # rows of the trie's order filled at once
 
 
 class LazySIDs:
