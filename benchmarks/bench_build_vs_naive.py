@@ -19,7 +19,7 @@ phase timings (``info``: sampling, fitting on the sample, the encode pass, total
 profile of where its time goes. Run it on a quiet machine; the load average after each run is
 recorded.
 
-    nice python benchmarks/bench_build_vs_naive.py --sizes 1000000,4000000 --rounds 5 \\
+    python benchmarks/bench_build_vs_naive.py --sizes 1000000,4000000 --rounds 5,3 --checkout DIR \\
         --out benchmarks/results/build_vs_naive.json
 """
 
@@ -55,9 +55,9 @@ def _cpu_children() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _run(cmd: list[str], env: dict | None = None) -> dict:
+def _run(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> dict:
     c0 = _cpu_children()
-    res = run_measured(cmd, env=env)
+    res = run_measured(cmd, env=env, cwd=cwd)
     res["cpu_seconds"] = round(_cpu_children() - c0, 2)
     if res["returncode"] != 0:
         raise SystemExit(f"{cmd[:4]} failed: {res.get('stderr_tail', '')[-500:]}")
@@ -82,8 +82,9 @@ def _size(scratch: Path, n: int, d: int, rounds: int, checkout: str | None) -> d
         "naive": lambda: _run([PY, str(ROOT / "benchmarks" / "bench_scale.py"), "naive", str(x), str(scratch / "naive_codes.npy")]),
     }
     if checkout:
-        env = {"PYTHONPATH": os.pathsep.join([str(Path(checkout).resolve()), os.environ.get("PYTHONPATH", "")])}
-        sides["before"] = lambda: _run(_cli("build-codebook", x, "--out", scratch / "tok_before", *build), env=env)
+        tree = Path(checkout).resolve()  # `python -m` puts the working directory first on the path
+        sides["before"] = lambda: _run(_cli("build-codebook", x, "--out", scratch / "tok_before", *build), env={"PYTHONPATH": str(tree)},
+                                       cwd=tree)
     runs: dict[str, list[dict]] = {k: [] for k in sides}
     order = list(sides)
     for r in range(rounds):
@@ -117,7 +118,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="1000000,4000000", help="catalogue sizes, comma-separated")
     ap.add_argument("--dim", type=int, default=256)
-    ap.add_argument("--rounds", type=int, default=5, help="paired rounds per size (the order alternates)")
+    ap.add_argument("--rounds", default="5", help="paired rounds per size (the order alternates); one number, or one per size")
     ap.add_argument("--checkout", default=None, help="another source tree run as 'before' in the same rounds")
     ap.add_argument("--scratch", default=None, help="inputs and outputs (default benchmarks/.scratch/build_vs_naive)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "build_vs_naive.json"))
@@ -125,9 +126,14 @@ def main() -> None:
     work = Path(args.scratch) if args.scratch else scratch("build_vs_naive")
     work.mkdir(parents=True, exist_ok=True)
     res: dict = {"benchmark": "build_vs_naive", "machine": machine_info(), "args": portable(vars(args)), "sizes": []}
-    for n in [int(s) for s in args.sizes.split(",") if s]:
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    rounds = [int(r) for r in args.rounds.split(",") if r]
+    rounds = rounds * len(sizes) if len(rounds) == 1 else rounds
+    if len(rounds) != len(sizes):
+        raise SystemExit(f"--rounds: give one number or one per size ({len(sizes)}), got {args.rounds!r}")
+    for n, r in zip(sizes, rounds):
         t = time.perf_counter()
-        res["sizes"].append(_size(work, n, args.dim, args.rounds, args.checkout))
+        res["sizes"].append(_size(work, n, args.dim, r, args.checkout))
         res["sizes"][-1]["benchmark_seconds"] = round(time.perf_counter() - t, 1)
         res["machine"]["load_average_end"] = os.getloadavg()
         text = json.dumps(portable(res), indent=1).replace(sys.executable, "python").replace(str(work), "<scratch>")
