@@ -15,8 +15,11 @@ Each run is a whole process (``bench_scale.run_measured``: wall clock, peak RssA
 process tree) with its CPU seconds (user + system of the reaped child, from
 ``resource.getrusage(RUSAGE_CHILDREN)``). Reported: per size the medians over rounds, and the
 ratios ours / naive of the paired runs (their median too). ``ours`` rows carry the build's own
-phase timings (``info``: sampling, fitting on the sample, the encode pass, total), the
-profile of where its time goes. Run it on a quiet machine; the load average after each run is
+phase timings (the manifest's ``build`` record: sampling, training on the sample, the
+collision prediction, the encode pass and its parts, total). After the rounds, one process
+runs both methods' steps one after the other (``phases``): the naive's load, training, search
+and residual update against our training and encode, each timed, which separates compute from
+the naive's memory traffic. Run it on a quiet machine; the load average after each run is
 recorded.
 
     python benchmarks/bench_build_vs_naive.py --sizes 1000000,4000000 --rounds 5,3 --checkout DIR \\
@@ -74,6 +77,55 @@ def _median(rows: list[dict], key: str) -> float:
     return round(statistics.median(r[key] for r in rows), 2)
 
 
+def phases_main(path: str) -> None:
+    """In one process, one after the other, the naive script's steps and ours, each timed (wall
+    and process CPU seconds): the naive's load, per level ``faiss.Kmeans.train``,
+    ``index.search`` and the residual update; our sample read, training on the sample, the
+    collision prediction and the greedy encode of every row with the reconstruction (64k-row
+    batches, no writing). Prints JSON."""
+    import faiss
+    import numpy as np
+
+    from tokenizer_kit.quantizers import RQKMeans, warn_if_crowded
+
+    x = np.load(path, mmap_mode="r")
+    n = len(x)
+    out: dict = {}
+
+    def clock(name, fn):
+        c, w = time.process_time(), time.perf_counter()
+        r = fn()
+        out[name] = {"wall_seconds": round(time.perf_counter() - w, 2), "cpu_seconds": round(time.process_time() - c, 2)}
+        return r
+
+    res = clock("naive_load", lambda: np.load(path))
+    for level in range(3):
+        km = faiss.Kmeans(x.shape[1], 256, niter=20, seed=level, verbose=False)
+        clock(f"naive_train_{level}", lambda: km.train(res))
+        _, ids = clock(f"naive_search_{level}", lambda: km.index.search(res, 1))
+        clock(f"naive_update_{level}", lambda: res.__isub__(km.centroids[ids[:, 0]]))
+    del res
+    q = RQKMeans(codebook_sizes=[256] * 3, seed=0)
+    rows = q.sample_rows(n)
+    sample = clock("ours_sample", lambda: np.ascontiguousarray(x[rows]))
+    codes = clock("ours_train", lambda: q.fit_sample(sample, n_total=n))
+    clock("ours_predict", lambda: warn_if_crowded(codes, n, q.codebook_sizes, threshold=2.0, seed=0))
+    sq = np.empty((1 << 16, 2))
+
+    def encode():
+        for s in range(0, n, 1 << 16):
+            xb = np.ascontiguousarray(x[s : s + (1 << 16)])
+            q.encode(xb, sq_norms=sq[: len(xb)])
+
+    clock("ours_encode", encode)
+    for side in ("naive", "ours"):
+        for kind in ("train", "search", "update", "encode"):
+            keys = [k for k in out if k.startswith(f"{side}_{kind}")]
+            if keys:
+                out[f"{side}_{kind}_total"] = {u: round(sum(out[k][u] for k in keys), 2) for u in ("wall_seconds", "cpu_seconds")}
+    print(json.dumps(out))
+
+
 def _size(scratch: Path, n: int, d: int, rounds: int, checkout: str | None) -> dict:
     x = _input(scratch, n, d)
     build = ["--row-ids", "--no-index", "--levels", 3, "--codebook-size", 256, "--seed", 0, "--format", "json", "--overwrite"]
@@ -105,6 +157,8 @@ def _size(scratch: Path, n: int, d: int, rounds: int, checkout: str | None) -> d
         out[f"{side}_over_naive"] = {"wall_per_round": [round(v, 3) for v in wall], "cpu_per_round": [round(v, 3) for v in cpu],
                                      "wall_median": round(statistics.median(wall), 3), "cpu_median": round(statistics.median(cpu), 3),
                                      "wall_of_medians": round(out["median"][side]["wall_seconds"] / out["median"]["naive"]["wall_seconds"], 3)}
+    split = run_measured([PY, __file__, "phases", str(x)])
+    out["steps_in_one_process"] = split.get("stdout_json") or {"failed": split.get("stderr_tail", "")[-300:]}
     phases = [r["phases"] for r in runs["ours"] if r.get("phases")]
     if phases:
         out["ours_phases_median"] = {k: round(statistics.median(p.get(k, 0.0) for p in phases), 2) for k in phases[0]}
@@ -112,6 +166,9 @@ def _size(scratch: Path, n: int, d: int, rounds: int, checkout: str | None) -> d
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "phases":
+        phases_main(sys.argv[2])
+        return
     from _machine import machine_info
     from _paths import portable, scratch
 
@@ -122,9 +179,17 @@ def main() -> None:
     ap.add_argument("--checkout", default=None, help="another source tree run as 'before' in the same rounds")
     ap.add_argument("--scratch", default=None, help="inputs and outputs (default benchmarks/.scratch/build_vs_naive)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "build_vs_naive.json"))
+    ap.add_argument("--steps-only", action="store_true", help="only the one-process step split, added to the sizes of an existing --out")
     args = ap.parse_args()
     work = Path(args.scratch) if args.scratch else scratch("build_vs_naive")
     work.mkdir(parents=True, exist_ok=True)
+    if args.steps_only:
+        res = json.loads(Path(args.out).read_text())
+        for z in res["sizes"]:
+            split = run_measured([PY, __file__, "phases", str(_input(work, z["n"], z["d"]))])
+            z["steps_in_one_process"] = split.get("stdout_json") or {"failed": split.get("stderr_tail", "")[-300:]}
+        Path(args.out).write_text(json.dumps(res, indent=1))
+        return
     res: dict = {"benchmark": "build_vs_naive", "machine": machine_info(), "args": portable(vars(args)), "sizes": []}
     sizes = [int(s) for s in args.sizes.split(",") if s]
     rounds = [int(r) for r in args.rounds.split(",") if r]

@@ -610,6 +610,14 @@ def sec_build_vs_naive() -> list[str]:
     if ph:
         keys = list(next(z for z in d["sizes"] if z.get("ours_phases_median"))["ours_phases_median"])
         out += ["", T["build_vs_naive_phases"], ""] + table(["items"] + [k.replace("_seconds", "") + " s" for k in keys], ph)
+    steps = [("naive_load", "naive: load"), ("naive_train_total", "naive: train"), ("naive_search_total", "naive: search"),
+             ("naive_update_total", "naive: residual update"), ("ours_train", "ours: train"), ("ours_predict", "ours: predict"),
+             ("ours_encode", "ours: encode")]
+    split = [z for z in d["sizes"] if isinstance(z.get("steps_in_one_process"), dict) and "ours_encode" in z["steps_in_one_process"]]
+    if split:
+        rows = [[label] + [f"{f(z['steps_in_one_process'][k]['wall_seconds'], 2)} / {f(z['steps_in_one_process'][k]['cpu_seconds'], 2)}"
+                           for z in split] for k, label in steps]
+        out += ["", T["build_vs_naive_steps"], ""] + table(["step"] + [f"{f(z['n'])} items: wall / CPU s" for z in split], rows)
     return out + source("build_vs_naive.json")
 
 
@@ -834,6 +842,9 @@ T = {
                       "imported scipy for the collision prediction.",
     "build_vs_naive_phases": "Where the build's time goes (its own phase timings, medians): sampling, training on the sample "
                              "(with the collision prediction), the encode pass (codes, reconstruction, metrics, writing).",
+    "build_vs_naive_steps": "Both methods' steps one after the other in one process (the script's `phases` mode): compute "
+                            "(training, search, encode) apart from the naive's memory traffic (loading the matrix, the "
+                            "residual update that gathers a full copy per level).",
     "small": "Smaller measurements.",
     "swing": "Swing pair mining, vectorised, against the per-item loop and an item-pair loop "
              "(`python benchmarks/swing_speed.py`):",
