@@ -229,7 +229,9 @@ def _first_pass(index: "SIDIndex", tok, stream: "EmbeddingStream", scratch: Path
             for b in stream.batches(bs):  # a wrong dimension fails on the first batch, after its row checks
                 _check_dim(stream, b.vectors, tok)
                 table = lookup_part(index, tok, b.ids, b.vectors, config=config, batch_size=batch_size)
-                writer = writer or pq.ParquetWriter(str(scratch), table.schema, compression="none")  # read once, soon
+                # read once, soon: no compression, and no dictionaries (ids and fingerprints are unique:
+                # building a dictionary only to drop it made the writes five times slower)
+                writer = writer or pq.ParquetWriter(str(scratch), table.schema, compression="none", use_dictionary=False)
                 writer.write_table(table, row_group_size=LOOKUP_ROW_GROUP)
                 task.advance(table.num_rows)
     finally:

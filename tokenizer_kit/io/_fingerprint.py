@@ -12,7 +12,13 @@ __all__ = ["embedding_hash"]
 
 def embedding_hash(x: np.ndarray) -> np.ndarray:
     """A 64-bit fingerprint per row of ``x`` (n, d), rounded to 4 decimals (0 is reserved for 'unknown')."""
-    xr = np.ascontiguousarray(np.round(np.asarray(x, np.float32), 4) + np.float32(0.0))  # +0 folds -0.0 into 0.0
+    # np.round(x, 4) step by step into one buffer (multiply by 10^4, round half to even, divide:
+    # the same float32 operations, bit for bit), then +0 folds -0.0 into 0.0
+    xr = np.array(x, dtype=np.float32, order="C", copy=True)
+    np.multiply(xr, 10.0**4, out=xr)
+    np.rint(xr, out=xr)
+    np.true_divide(xr, 10.0**4, out=xr)
+    xr += np.float32(0.0)
     if not xr.size:  # no rows, or rows of no bytes (each the digest of b"")
         return np.full(len(xr), int.from_bytes(hashlib.blake2b(b"", digest_size=8).digest(), "little") or 1, np.uint64)
     flat, rb, blake = memoryview(xr).cast("B"), xr[0].nbytes, hashlib.blake2b  # a row's bytes: a slice, no copy
