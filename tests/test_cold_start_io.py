@@ -116,38 +116,20 @@ def test_update_carries_checksums_and_stays_verifiable(tmp_path):
         SemanticTokenizer.from_pretrained(tok_dir, verify="lazy")
 
 
-def _evict(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
+def _page_cache():
+    """(evict, resident bytes) of a file: the benchmark's own helpers (bench_cold_start_io.py)."""
+    import sys
 
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_cold_start_io import _page_cache_evict, _resident_bytes
 
-def _resident(path: Path) -> int:
-    """Bytes of ``path`` in the page cache (``mincore`` over a read-only map of it)."""
-    import ctypes
-    import mmap
+    def resident(f: Path) -> int:
+        got = _resident_bytes(f)
+        if got is None:
+            pytest.skip("page-cache residency cannot be read here (mincore failed)")
+        return got
 
-    size = path.stat().st_size
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
-    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    page = mmap.PAGESIZE
-    vec = (ctypes.c_ubyte * ((size + page - 1) // page))()
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
-        assert addr not in (None, ctypes.c_void_p(-1).value)
-        try:
-            assert libc.mincore(ctypes.c_void_p(addr), ctypes.c_size_t(size), vec) == 0
-        finally:
-            libc.munmap(ctypes.c_void_p(addr), size)
-    finally:
-        os.close(fd)
-    return sum(v & 1 for v in vec) * page
+    return _page_cache_evict, resident
 
 
 _MAPPED = ("index.safetensors", "trie.safetensors", "sids.parquet")  # the base files an update reads in part
@@ -159,6 +141,7 @@ def test_update_pages_do_not_grow_with_the_catalogue(tmp_path, streamed):
     items touches, into a 20k- and a 160k-item index that already holds a segment: the same
     within a bound, far below the files' size (no pass over every id, flag, fingerprint or
     code of the catalogue). Counted as page-cache residency after evicting the files."""
+    evict, resident = _page_cache()
     used, sizes = {}, {}
     for n in (20_000, 160_000):
         d = tmp_path / f"n{n}"
@@ -167,12 +150,12 @@ def test_update_pages_do_not_grow_with_the_catalogue(tmp_path, streamed):
         npy = _new_items(d, 10, first=2 * 10**9, seed=2)
         files = [tok / name for name in _MAPPED]
         for f in files:
-            _evict(f)
-        if sum(_resident(f) for f in files):
+            evict(f)
+        if sum(resident(f) for f in files):
             pytest.skip("the page cache cannot be dropped for files here (a memory-backed temporary directory)")
         res = _update(tok, npy, d / "lookup.parquet" if streamed else None)
         assert res["updated"] and res["new"] == 10
-        used[n] = sum(_resident(f) for f in files)
+        used[n] = sum(resident(f) for f in files)
         sizes[n] = sum(f.stat().st_size for f in files)
     assert used[160_000] < sizes[160_000] / 4, (used, sizes)
     assert used[160_000] <= 2 * used[20_000] + 256 * 1024, (used, sizes)
