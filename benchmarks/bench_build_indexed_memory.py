@@ -30,14 +30,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_scale import ROOT, _cli, run_measured  # noqa: E402
 
 
-def _input(scratch: Path, n: int, d: int) -> Path:
+def _input(scratch: Path, n: int, d: int, seed: int = 1) -> Path:
     import numpy as np
 
     from tokenizer_kit.io import write_clustered_npy
 
     path = scratch / f"gen_{n}_{d}.npy"
     if not path.exists() or np.load(path, mmap_mode="r").shape != (n, d):
-        write_clustered_npy(path, n, d, seed=1)
+        write_clustered_npy(path, n, d, seed=seed)
     return path
 
 

@@ -43,14 +43,10 @@ from bench_scale import PY, ROOT, _cli, run_measured  # noqa: E402
 
 
 def _input(scratch: Path, n: int, d: int) -> Path:
-    import numpy as np
+    """The generated ``n x d`` set (seed 0, bench_scale's comparison set), made if missing."""
+    from bench_build_indexed_memory import _input as generated
 
-    from tokenizer_kit.io import write_clustered_npy
-
-    path = scratch / f"gen_{n}_{d}.npy"
-    if not path.exists() or np.load(path, mmap_mode="r").shape != (n, d):
-        write_clustered_npy(path, n, d, seed=0)
-    return path
+    return generated(scratch, n, d, seed=0)
 
 
 def _cpu_children() -> float:
