@@ -46,6 +46,7 @@ import numpy as np
 from ..build import SIDS_NAME, TOKENIZER, SemanticTokenizer
 from ..errors import ArtifactError, InputError
 from ..io import SIDWriter, normalise_ids, write_artifact, write_safetensors_parts
+from ._ids import ids_increase
 from ._index import INDEX_FORMAT, IndexConfig, _now, index_section
 from ._segments import SEGMENT_PREFIX
 from ._trie import TrieParts
@@ -323,7 +324,7 @@ def _ids_increase(path: Path) -> bool:
     """The int64 ids of the scratch file ``path`` increase strictly (read in chunks)."""
     last = None
     for c in _chunks(path, np.int64):
-        if (last is not None and len(c) and c[0] <= last) or (len(c) > 1 and not bool((c[1:] > c[:-1]).all())):
+        if (last is not None and len(c) and c[0] <= last) or not ids_increase(c):
             return False
         last = c[-1] if len(c) else last
     return True

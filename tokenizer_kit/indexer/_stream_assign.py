@@ -273,9 +273,9 @@ def _out_batch(rb, start: int, placed: _Placed, rnd, item_ids, S: int):
 def _row_batches(part, columns: list[str], batch_size: int):
     """Record batches of ``batch_size`` rows (the last one shorter) of the Parquet file ``part``,
     read one row group at a time on one thread: ``iter_batches`` keeps every row group's
-    dictionary pages while it runs (pyarrow 26: 13 bytes per row of a lookup part, whose ids and
-    fingerprints are dictionary-encoded), and its decoder threads made the peak vary by 20 MiB
-    from run to run."""
+    dictionary pages while it runs (pyarrow 26: 13 bytes per row of a part with dictionary-encoded
+    columns; the lookup parts are now written without dictionaries, but the reader does not rely
+    on it), and its decoder threads made the peak vary by 20 MiB from run to run."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
