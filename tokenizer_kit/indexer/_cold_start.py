@@ -288,7 +288,8 @@ def _nearest(index: "SIDIndex", tok, rnd: Round, config: "IndexConfig", prefixes
 def _nearest_under(index: "SIDIndex", tok, rnd: Round, config: "IndexConfig", prefix: tuple, items: list[int],
                    res: list[np.ndarray]) -> None:
     """The nearest indexed items of ``items`` (which share ``prefix``), into ``res``: distances
-    to each distinct code row under the prefix, ranked per block of items (one stable argsort)."""
+    to each distinct code row under the prefix, ranked per block of items by (distance, SID
+    order), an item's own row (a replaced item) left out."""
     keeps = index.policy_obj.keeps_codes  # the candidates' codes are their SIDs' first levels: read by trie position
     cand, sids = index.live.rows_sids_under(list(prefix), config.nearest_candidates, sids=keeps)
     if not len(cand):
@@ -296,18 +297,66 @@ def _nearest_under(index: "SIDIndex", tok, rnd: Round, config: "IndexConfig", pr
     raw = sids[:, : index.levels] if keeps else np.asarray(index.raw_codes[cand], np.int64)
     uniq, inv = _unique_rows(raw, index.codebook_sizes)
     recon = tok.decode(uniq)  # [u, d]
+    # candidates in SID order hold each distinct code row as one run, the runs in row order
+    runs = np.bincount(inv, minlength=len(uniq)) if bool((np.diff(inv) >= 0).all()) else None
     step = max(1, (1 << 22) // max(1, recon.size))  # items per block: [block, u, d] stays ~16 MB
     k = config.nearest_k
     for s in range(0, len(items), step):
         block = np.asarray(items[s : s + step])
-        dist = ((recon[None, :, :] - rnd.xp[block][:, None, :]) ** 2).sum(2)[:, inv]  # [block, cand]
-        own = cand[None, :] == rnd.rows[block][:, None]  # a replaced item is not its own neighbour
-        dist[own] = np.inf
-        order = np.argsort(dist, axis=1, kind="stable")[:, :k]  # own row (inf) last, ties by SID order
-        n_ok = np.minimum((~own).sum(1), k)
+        du = ((recon[None, :, :] - rnd.xp[block][:, None, :]) ** 2).sum(2)  # [block, u]
+        slow = rnd.rows[block] >= 0  # an indexed item (replaced) may be among the candidates: its own row is left out
+        if runs is None:
+            slow[:] = True
+        elif slow.any():
+            slow[slow] = np.isin(rnd.rows[block][slow], cand)
+        order = np.empty((len(block), min(k, len(cand))), np.int64)
+        n_ok = np.full(len(block), order.shape[1], np.int64)
+        if not slow.all():
+            order[~slow] = _run_top(du[~slow], runs, k)
+        if slow.any():
+            dist = du[slow][:, inv]  # [slow, cand]
+            own = cand[None, :] == rnd.rows[block[slow]][:, None]  # a replaced item is not its own neighbour
+            dist[own] = np.inf
+            order[slow] = _stable_top(dist, k)  # own row (inf) last, ties by SID order
+            n_ok[slow] = np.minimum((~own).sum(1), k)
         rows = cand[order]
         for j, i in enumerate(block.tolist()):
             res[i] = np.asarray(rows[j, : n_ok[j]], np.int64)
+
+
+def _run_top(du: np.ndarray, runs: np.ndarray, k: int) -> np.ndarray:
+    """The first ``min(k, candidates)`` candidates (positions) of each row of ``du`` (b, u) in
+    the stable order of their distances, when distinct code row j's candidates are the run of
+    ``runs[j]`` consecutive positions after rows 0..j-1's: ranking the rows by (distance, j)
+    and reading their runs in that order gives the candidates by (distance, position), as a
+    stable argsort over the candidates would, without expanding the distances to every one."""
+    n = int(runs.sum())
+    k = min(k, n)
+    top = _stable_top(du, k)  # k rows hold at least k candidates (each run has one)
+    lens = runs[top]
+    ends = np.cumsum(lens, axis=1)
+    starts = (np.cumsum(runs) - runs)[top]
+    q = np.arange(k)
+    r = np.minimum((ends[:, None, :] <= q[None, :, None]).sum(2), top.shape[1] - 1)  # the run of output q
+    return np.take_along_axis(starts, r, 1) + q - np.take_along_axis(ends - lens, r, 1)
+
+
+def _stable_top(d: np.ndarray, k: int) -> np.ndarray:
+    """``np.argsort(d, axis=1, kind="stable")[:, :k]`` without sorting whole rows: per row the
+    elements below its k-th smallest value, then the ones equal to it in column order until
+    there are k, ordered by (value, column). The same columns in the same order, in O(columns)
+    per row instead of O(columns log columns) (a prefix lists up to ``nearest_candidates``)."""
+    b, n = d.shape
+    if k <= 0:
+        return np.empty((b, 0), np.intp)
+    if k >= n or not b:
+        return np.argsort(d, axis=1, kind="stable")[:, :k]
+    kth = np.partition(d, k - 1, axis=1)[:, k - 1 : k]
+    less, eq = d < kth, d == kth
+    # the first (k - #less) of the values equal to the k-th smallest, in column order
+    sel = less | (eq & (np.cumsum(eq, axis=1) <= k - less.sum(1, keepdims=True)))
+    cols = np.nonzero(sel)[1].reshape(b, k)  # k per row, ascending
+    return np.take_along_axis(cols, np.argsort(np.take_along_axis(d, cols, 1), axis=1, kind="stable"), 1)
 
 
 def _unique_rows(raw: np.ndarray, sizes) -> tuple[np.ndarray, np.ndarray]:
