@@ -17,6 +17,24 @@ def _level_prefix(level: int) -> str:
     return chr(ord("a") + level) if level < 26 else f"l{level}"
 
 
+_TOKENS: dict[int, object] = {}  # level -> Arrow strings "<a_0>", "<a_1>", ... (the longest made so far)
+
+
+def _level_tokens(level: int, n: int):
+    """The tokens of codes 0..n-1 of ``level`` as an Arrow string array (at least n long): made
+    once and grown on demand, not once per batch (a suffix level holds tens of thousands)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    have = _TOKENS.get(level)
+    if have is None or len(have) < n:
+        m = max(n, 2 * len(have) if have is not None else n)
+        digits = pc.cast(pa.array(np.arange(m, dtype=np.int64)), pa.string())  # made in Arrow: no Python string per code
+        have = pc.binary_join_element_wise(f"<{_level_prefix(level)}_", digits, ">", "")
+        _TOKENS[level] = have
+    return have
+
+
 def sid_string_array(codes: np.ndarray):
     """SID strings ``<a_3><b_4><c_1>`` of ``codes`` (n, L) as an Arrow string array (vectorised)."""
     import pyarrow as pa
@@ -33,8 +51,7 @@ def sid_string_array(codes: np.ndarray):
         lo = int(col.min()) if n else 0
         if lo < 0:
             raise ValueError(f"negative code {lo} at level {level}")
-        tokens = pa.array([f"<{_level_prefix(level)}_{k}>" for k in range(hi)], pa.string())
-        cols.append(tokens.take(pa.array(col)))
+        cols.append(_level_tokens(level, hi).take(pa.array(col)))
     return pc.binary_join_element_wise(*cols, "") if levels > 1 else cols[0]
 
 
