@@ -49,6 +49,8 @@ _STATUS = np.array(["known", "new", "replaced"], dtype=object)
 # rows per row group of a lookup part: the placement reads one row group at a time, the
 # vectors of its items to place included
 LOOKUP_ROW_GROUP = 8192
+# the placed items' preprocessed vectors in a scratch directory (float32 rows, input order)
+PLACED_VECTORS = "placed_xp.f32"
 # placed items per neighbour search (whole prefixes): bounds its per-item arrays
 _NEAR_CHUNK = 1 << 14
 
@@ -58,11 +60,12 @@ class _Placed:
     fingerprints, codes), the input rows of the items placed (not only pinned), ascending,
     and their nearest index rows as one flat array with offsets."""
 
-    def __init__(self, levels: int, spill: Path):
+    def __init__(self, levels: int, spill: Path, dim: int = 0):
         self.levels = levels
         self.spill = spill  # the preprocessed vectors of the placed items, float32 rows in input order
-        self._xp = open(spill, "wb")
-        self.dim = 0
+        # ``dim``: the first pass already wrote them there (the parts hold no vectors)
+        self._xp = open(spill, "rb" if dim else "wb")
+        self.dim = dim
         self.ids: list[np.ndarray] = []
         self.hashes: list[np.ndarray] = []
         self.codes: list[np.ndarray] = []
@@ -87,7 +90,13 @@ class _Placed:
         self.codes.append(np.stack([pc.filter(rb.column(f"raw_{lv}"), mask).to_numpy() for lv in range(self.levels)], 1).astype(np.int64))
         todo = place == 1
         self.todo_rows.append(start + np.flatnonzero(todo))
-        xp = pc.filter(rb.column("xp"), _pa_bool(todo))
+        if "xp" in rb.schema.names:
+            self._spill_vectors(rb.column("xp"), todo)
+
+    def _spill_vectors(self, col, todo: np.ndarray) -> None:
+        import pyarrow.compute as pc
+
+        xp = pc.filter(col, _pa_bool(todo))
         offs = np.asarray(xp.offsets.to_numpy(), np.int64)
         if todo.any():
             self.dim = int((offs[-1] - offs[0]) // int(todo.sum()))
@@ -176,6 +185,17 @@ def lookup_part(index: "SIDIndex", tok, ids: np.ndarray, x: np.ndarray, *, confi
     empty for the others: the neighbour search reads it after the placement)."""
     import pyarrow as pa
 
+    table, xp = _lookup_columns(index, tok, ids, x, config=config, batch_size=batch_size)
+    todo = table.column("place").to_numpy() == 1
+    offs = np.concatenate([[0], np.cumsum(todo * x.shape[1])]).astype(np.int32)
+    return table.append_column("xp", pa.ListArray.from_arrays(pa.array(offs), pa.array(xp.reshape(-1), pa.float32())))
+
+
+def _lookup_columns(index: "SIDIndex", tok, ids: np.ndarray, x: np.ndarray, *, config: "IndexConfig", batch_size: int | None):
+    """:func:`lookup_part`'s table without its xp column, and the vectors of the items to place
+    (k, d) float32 in input order."""
+    import pyarrow as pa
+
     if x.shape[1] != tok.dim:
         raise InputError(f"vectors have dimension {x.shape[1]} but this tokenizer expects {tok.dim}; "
                          "embed with the model the tokenizer was built on")
@@ -185,7 +205,7 @@ def lookup_part(index: "SIDIndex", tok, ids: np.ndarray, x: np.ndarray, *, confi
     if keep.any():
         sids[keep] = index.sids[rnd.rows[keep]]
     fill = keep & (index.emb_hash[np.maximum(rnd.rows, 0)] == 0) if len(index) else np.zeros(len(keep), bool)
-    cols = {"item_id": pa.array(rnd.ids.tolist(), pa.int64() if rnd.ids.dtype.kind in "iu" else pa.string())}
+    cols = {"item_id": pa.array(rnd.ids.astype(np.int64)) if rnd.ids.dtype.kind in "iu" else pa.array(rnd.ids.tolist(), pa.string())}
     for lv in range(sids.shape[1]):
         cols[f"code_{lv}"] = pa.array(sids[:, lv].astype(np.int32))
     cols["place"] = pa.array(np.where(rnd.todo, 1, np.where(fill, 2, 0)).astype(np.int8))
@@ -193,20 +213,19 @@ def lookup_part(index: "SIDIndex", tok, ids: np.ndarray, x: np.ndarray, *, confi
         cols[f"raw_{lv}"] = pa.array(rnd.codes[:, lv].astype(np.int32))
     cols["emb_hash"] = pa.array(rnd.hashes, pa.uint64())
     todo = rnd.todo
-    xp = np.asarray(rnd.xp[todo], np.float32).reshape(-1) if todo.any() else np.empty(0, np.float32)
-    offs = np.concatenate([[0], np.cumsum(todo * x.shape[1])]).astype(np.int32)
-    cols["xp"] = pa.ListArray.from_arrays(pa.array(offs), pa.array(xp, pa.float32()))
-    return pa.table(cols)
+    xp = np.asarray(rnd.xp[todo], np.float32) if todo.any() else np.empty((0, x.shape[1]), np.float32)
+    return pa.table(cols), xp
 
 
-def gather(parts: list, levels: int, spill: Path, *, pin: bool) -> _Placed:
+def gather(parts: list, levels: int, spill: Path, *, pin: bool, dim: int = 0) -> _Placed:
     """The items to place from the lookup ``parts`` (Parquet files, in input order), reading
     them row group by row group, their vectors to ``spill``; with ``pin`` also the known items
-    whose fingerprint the index lacks."""
+    whose fingerprint the index lacks. ``dim``: the parts hold no vectors column, their
+    vectors (``dim`` floats each) are in ``spill`` already."""
     import pyarrow.parquet as pq
 
-    placed, start = _Placed(levels, spill), 0
-    cols = ["item_id", "place", "emb_hash", "xp"] + [f"raw_{lv}" for lv in range(levels)]
+    placed, start = _Placed(levels, spill, dim), 0
+    cols = ["item_id", "place", "emb_hash"] + ([] if dim else ["xp"]) + [f"raw_{lv}" for lv in range(levels)]
     for p in parts:
         pf = pq.ParquetFile(str(p))
         # one row group at a time: iter_batches over the list column "xp" keeps what it decoded
@@ -218,17 +237,19 @@ def gather(parts: list, levels: int, spill: Path, *, pin: bool) -> _Placed:
     return placed
 
 
-def _first_pass(index: "SIDIndex", tok, stream: "EmbeddingStream", scratch: Path, config: "IndexConfig", bs: int,
+def _first_pass(index: "SIDIndex", tok, stream: "EmbeddingStream", scratch: Path, spill: Path, config: "IndexConfig", bs: int,
                 batch_size: int | None, progress: Progress | None) -> None:
-    """Every batch through :func:`lookup_part`, into one scratch file."""
+    """Every batch through :func:`lookup_part`, into one scratch file, the vectors of the items
+    to place into ``spill`` (float32 rows, input order: what the placement reads, written once)."""
     import pyarrow.parquet as pq
 
     writer = None
     try:
-        with as_progress(progress).task("assign", total=stream.n, unit="item") as task:
+        with as_progress(progress).task("assign", total=stream.n, unit="item") as task, open(spill, "wb") as xp:
             for b in stream.batches(bs):  # a wrong dimension fails on the first batch, after its row checks
                 _check_dim(stream, b.vectors, tok)
-                table = lookup_part(index, tok, b.ids, b.vectors, config=config, batch_size=batch_size)
+                table, vectors = _lookup_columns(index, tok, b.ids, b.vectors, config=config, batch_size=batch_size)
+                xp.write(memoryview(np.ascontiguousarray(vectors)))
                 # read once, soon: no compression, and no dictionaries (ids and fingerprints are unique:
                 # building a dictionary only to drop it made the writes five times slower)
                 writer = writer or pq.ParquetWriter(str(scratch), table.schema, compression="none", use_dictionary=False)
@@ -315,11 +336,12 @@ def write_lookup_rows(part, out, placed: _Placed, rnd, item_ids, S: int, *, star
 
 
 def place_lookups(index: "SIDIndex", tok, parts: list, scratch: Path, *, replace: bool, config: "IndexConfig",
-          update: bool) -> tuple["SIDIndex", Any, _Placed, dict]:
+          update: bool, dim: int = 0) -> tuple["SIDIndex", Any, _Placed, dict]:
     """Pass 2's placement: the items to place gathered from the lookup ``parts`` and placed by
     one cold-start round, then their neighbours searched (a vectors file in the directory
-    ``scratch``); returns the new index, the round, what was gathered and the summary."""
-    placed = gather(parts, index.levels, Path(scratch) / "placed_xp.f32", pin=update)
+    ``scratch``: written here from the parts' vectors, or with ``dim`` by the first pass, the
+    parts then holding none); returns the new index, the round, what was gathered and the summary."""
+    placed = gather(parts, index.levels, Path(scratch) / PLACED_VECTORS, pin=update, dim=dim)
     try:
         new, rnd, _, summary = cold_start_round(index, tok, None, None, lookups=placed.lookups(), replace=replace, config=config,
                                                 batch_size=None)
@@ -359,8 +381,9 @@ def assign_to_file(index: "SIDIndex", tok, stream: "EmbeddingStream", out, *, re
     try:
         check_unique_ids(stream, bs, spill_dir=scratch)
         part = scratch / "lookup.parquet"
-        _first_pass(index, tok, stream, part, config, bs, batch_size, progress)
-        new, rnd, placed, summary = place_lookups(index, tok, [part], scratch, replace=replace, config=config, update=update)
+        _first_pass(index, tok, stream, part, scratch / PLACED_VECTORS, config, bs, batch_size, progress)
+        new, rnd, placed, summary = place_lookups(index, tok, [part], scratch, replace=replace, config=config, update=update,
+                                                  dim=tok.dim)
         with atomic_write(out) as tmp:
             write_lookup_rows(part, Path(tmp), placed, rnd, index.item_ids, index.sid_length, batch_size=bs)
             if save_to is not None and update and new.version != index.version:
