@@ -175,6 +175,41 @@ def test_kill_and_resume_keeps_finished_shards(generated, ray_cluster, tmp_path)
         assign_sharded(SemanticTokenizer.from_pretrained(tmp_path / "other"), d / "emb", out, engine=LOCAL, sharding=SHARDS_8192)
 
 
+def test_ray_workers_return_freed_batch_arrays_to_the_system(ray_cluster, tmp_path):
+    """A worker frees its batch's arrays (tens of MiB) after every batch; what it freed must
+    leave its resident memory. The job frees one 24 MiB array (which raises glibc's default,
+    dynamic mmap threshold to 24 MiB), then allocates eight 16 MiB batches and a 1 MiB array
+    after them, and frees the batches: with the default threshold they sit in the heap below the
+    1 MiB array and stay resident (128 MiB); the workers start with the threshold fixed."""
+    from dataclasses import dataclass
+
+    from tokenizer_kit.engines import engine_for, plan_rows
+
+    @dataclass
+    class FreedBatches:
+        name: str = "freed"
+
+        def setup(self, threads):
+            pass
+
+        def run(self, shard, out_dir):
+            def anon_mib():
+                with open("/proc/self/status") as f:
+                    return next(int(line.split()[1]) for line in f if line.startswith("RssAnon:")) / 1024
+
+            big = np.ones(24 << 18, np.float32)
+            del big
+            before = anon_mib()
+            batches = [np.ones(16 << 18, np.float32) for _ in range(8)]
+            pin = np.ones(1 << 18, np.float32)  # after the batches: the heap cannot shrink below it
+            del batches
+            held = anon_mib() - before
+            return {"info": {"index": shard.index, "held_mib": held, "pin": float(pin[0])}, "stats": None}
+
+    res = list(engine_for(RAY1).map(FreedBatches(), plan_rows(1, 1), str(tmp_path)))
+    assert len(res) == 1 and res[0]["info"]["held_mib"] < 32, res[0]["info"]
+
+
 def test_worker_errors_are_the_local_one_line_errors(generated, ray_cluster, tmp_path):
     from tokenizer_kit import SemanticTokenizer
     from tokenizer_kit.build._streaming import StreamingRun, assign_streaming

@@ -214,7 +214,8 @@ def embedding_batches(shard: Shard, *, source: str, batch_size: int, id_column: 
         from ..io import read_ids_file
 
         arr = np.load(f.path, mmap_mode="r", allow_pickle=False)
-        ids_all = read_ids_file(f.ids) if f.ids is not None else None
+        # memory-mapped: a worker holds one batch of ids, not the whole file, per shard
+        ids_all = read_ids_file(f.ids, mmap=True) if f.ids is not None else None
         for s in range(shard.file_row, shard.file_row + shard.rows, batch_size):
             e = min(s + batch_size, shard.file_row + shard.rows)
             g = shard.first_row + (s - shard.file_row)

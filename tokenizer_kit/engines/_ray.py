@@ -15,6 +15,15 @@ engine's batches. Shards fixed by the input alone (``engines._plan``) give both.
 
 A project error raised in a worker (``TokenizerKitError``) comes back as a result record
 and is raised again on the driver as the same class with the same one-line message.
+
+The actors start with glibc's mmap threshold fixed (``WORKER_ENV``, through their runtime
+environment, merged by Ray with the job's): a worker frees its batch's arrays (tens of MiB each)
+after every batch, and glibc raises its threshold after the first such free, so later arrays
+of up to 32 MiB come from its heaps, whose freed pages stay resident. An indexed assign
+worker (1M-row shards of 256-d vectors, 10% new items) peaked at about 550 MiB of RssAnon while
+its traced arrays never exceeded about 105 MiB; with the threshold fixed every such array is
+mapped and returned to the system when freed: about 255 MiB, at the same wall time. A variable
+already set in the driver's environment is left as it is.
 """
 
 from __future__ import annotations
@@ -34,6 +43,9 @@ __all__ = ["ray_map", "ensure_ray", "shutdown_ray"]
 logger = logging.getLogger(__name__)
 
 _STARTED = False  # whether this process started the local Ray it uses
+
+# glibc's mmap threshold in the workers (see the module doc): 128 KiB, its initial value, made fixed
+WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 
 
 def ensure_ray(engine: EngineConfig) -> None:
@@ -69,6 +81,12 @@ def shutdown_ray() -> None:
 
         ray.shutdown()
         _STARTED = False
+
+
+def worker_env() -> dict[str, str]:
+    """The environment variables the actors start with (``WORKER_ENV``), less those the
+    driver's environment sets (a local Ray's workers inherit them)."""
+    return {k: v for k, v in WORKER_ENV.items() if k not in os.environ}
 
 
 def _gpus(engine: EngineConfig) -> float:
@@ -164,6 +182,7 @@ def _map(job, shards: Sequence[Shard], out_dir: str, engine: EngineConfig) -> It
             # object store (ray-project/ray#53727) and says so on stderr for every pool; a failed
             # worker fails the job with its error
             max_restarts=0,
+            **({"runtime_env": {"env_vars": env}} if (env := worker_env()) else {}),
         )
         for row in mapped.iter_rows():
             rec = json.loads(row["result"])

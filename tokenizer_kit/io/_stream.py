@@ -223,8 +223,12 @@ def ids_file_beside(path: Path) -> Path | None:
     return None
 
 
-def read_ids_file(path: str | Path) -> np.ndarray:
-    """Item ids from ``.npy``, ``.json`` (a list) or text (one id per line)."""
+def read_ids_file(path: str | Path, *, mmap: bool = False) -> np.ndarray:
+    """Item ids from ``.npy``, ``.json`` (a list) or text (one id per line).
+
+    ``mmap``: integer ids of a ``.npy`` file come back memory-mapped, as stored (a reader of a
+    few rows at a time normalises its slice with :func:`normalise_ids`: the same int64 values,
+    without a copy of the whole file); any other file is read and normalised whole."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"ids file {path} does not exist; pass an existing .npy/.json/.txt file of item ids")
@@ -232,7 +236,9 @@ def read_ids_file(path: str | Path) -> np.ndarray:
         raise InputError(f"ids file {path} is a directory; pass a .npy/.json/.txt file of item ids")
     try:
         if path.suffix == ".npy":
-            ids = np.load(path, allow_pickle=False)
+            ids = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+            if mmap and ids.dtype.kind in "iu" and ids.ndim == 1:
+                return ids
         elif path.suffix == ".json":
             from ._paths import read_json
 
