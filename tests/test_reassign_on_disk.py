@@ -6,8 +6,11 @@ byte for byte, and the same manifest section, on catalogues that nearly fill sma
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -123,6 +126,33 @@ def test_on_disk_reassign_refuses_what_it_cannot_do(tmp_path):
         index_on_disk(tmp_path / "big", config=REASSIGN, embeddings=_save_source(tmp_path, xb, ib))
 
 
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_the_index_command_builds_reassign_on_disk(tmp_path, monkeypatch, shuffled):
+    """``index DIR --policy reassign -e E``: on disk when E lists the directory's items in its
+    order (the in-memory build is not called), in memory otherwise; the same output and files."""
+    from typer.testing import CliRunner
+
+    from tokenizer_kit.cli.app import app
+
+    tok, x, ids = _catalogue(120, 5, [8, 4, 4], seed=4, string_ids=True)
+    a, b = tmp_path / "memory", tmp_path / "cli"
+    tok.save_pretrained(a)
+    tok.save_pretrained(b)
+    ta = SemanticTokenizer.from_pretrained(a)
+    idx = SIDIndex.for_tokenizer(ta, config=REASSIGN, x=x, ids=ids)
+    idx.save(ta, a)
+    perm = np.random.default_rng(0).permutation(len(x)) if shuffled else np.arange(len(x))
+    emb = tmp_path / "emb.parquet"
+    pq.write_table(pa.table({"item_id": ids[perm].tolist(), "embedding": x[perm].tolist()}), emb)
+    if not shuffled:
+        monkeypatch.setattr(SIDIndex, "for_tokenizer", classmethod(lambda *a, **k: pytest.fail("indexed in memory")))
+    r = CliRunner().invoke(app, ["index", str(b), "--policy", "reassign", "-e", str(emb), "--format", "json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["moved_items"] == idx.stats["moved_items"] > 0 and out["version"] == 1
+    _assert_same(a, b)
+
+
 def test_the_two_steps_give_reassign_sids():
     """``reassign_prefixes`` per range of the first level, then ``place_overflow`` in row order
     over the sorted taken keys: ``reassign_sids``' SIDs, on random codes with ties."""
@@ -162,3 +192,34 @@ def test_sorted_occupied_is_an_occupied_set():
     for lo in range(0, 500, 37):
         assert np.array_equal(np.unique(a.used_in_range(lo, lo + 50)), np.unique(b.used_in_range(lo, lo + 50)))
     assert all((k in a) == (k in b) for k in range(500))
+
+
+_INDEX = """
+import sys
+from tokenizer_kit.indexer import IndexConfig, index_on_disk
+from tokenizer_kit.io import EmbeddingSource
+index_on_disk(sys.argv[1], config=IndexConfig(policy="reassign"), embeddings=EmbeddingSource(sys.argv[2], row_ids=True),
+              bucket_rows=1024, batch_rows=1024)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RssAnon from /proc")
+def test_reassign_index_memory_does_not_grow_with_the_catalogue(tmp_path):
+    """``index_on_disk`` under ``reassign`` of 10,000 and of 40,000 items x 16 (clustered: some
+    items go under another prefix), buckets and batches of 1,024 items so both sizes fill them:
+    the larger's peak RssAnon is within 8 MiB of the smaller's (measured +4.6 MiB; the same
+    index built in memory by ``SIDIndex.for_tokenizer`` grows by 31.7 MiB)."""
+    from test_build_indexed_memory import _peak_rss_anon_mib
+
+    from tokenizer_kit.io import write_clustered_npy
+
+    peaks = {}
+    for n in (10_000, 40_000):
+        x, out = tmp_path / f"x{n}.npy", tmp_path / f"t{n}"
+        write_clustered_npy(x, n, 16, seed=1)
+        SemanticTokenizer.build(np.load(x), config=RQKMeansConfig(codebook_sizes=[64, 64, 64], seed=0, niter=3),
+                                index=False).save_pretrained(out)
+        peaks[n] = _peak_rss_anon_mib([sys.executable, "-c", _INDEX, str(out), str(x)])
+        sec = SemanticTokenizer.read_manifest(out)["sections"]["index"]
+        assert sec["policy"] == "reassign" and sec["n_items"] == n and sec["stats"]["moved_other_prefix"] > 0, sec["stats"]
+    assert peaks[40_000] - peaks[10_000] < 8, peaks
