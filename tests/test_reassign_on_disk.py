@@ -83,7 +83,11 @@ def _assert_same(a, b):
 
 @pytest.mark.parametrize("string_ids", [False, True])
 @pytest.mark.parametrize("sizes,n,bucket_rows", [([4, 4, 4], 60, 1 << 16), ([8, 4, 4], 120, 20), ([3, 4], 12, 5), ([16, 8, 8], 950, 100)])
-def test_on_disk_reassign_equals_the_in_memory_one(tmp_path, string_ids, sizes, n, bucket_rows):
+def test_on_disk_reassign_equals_the_in_memory_one(tmp_path, monkeypatch, string_ids, sizes, n, bucket_rows):
+    import tokenizer_kit.indexer._reassign_on_disk as on_disk
+
+    monkeypatch.setattr(on_disk, "_MOVED_ROWS", 3)  # several chunks of moved and left-over items
+    monkeypatch.setattr(on_disk, "_OVERFLOW_ROWS", 2)
     tok, x, ids = _catalogue(n, 6, sizes, seed=n, string_ids=string_ids)
     a, b, sec = _both(tmp_path, tok, x, ids, bucket_rows=bucket_rows, batch_rows=7)
     st = sec["stats"]

@@ -38,6 +38,7 @@ __all__ = ["ReassignResolved", "resolve_reassign"]
 logger = logging.getLogger(__name__)
 
 _OVERFLOW_ROWS = 4096  # left-over items placed per read of their vectors
+_MOVED_ROWS = 4096  # moved items whose squared-error increase is computed at once
 
 
 @dataclass
@@ -182,9 +183,9 @@ def _step_prefixes(spill, res, extra, err, vec: _Colliding, tok, scratch: Path) 
             stay[left] = False
             res.final[rows] = sid_keys(new, sizes)
             moved = np.flatnonzero(stay & (new[:, -1] != keys % int(sizes[-1])))
-            if len(moved):
-                codes = key_codes(keys[moved], sizes)
-                _record_moved(res, extra, err, rows[moved], codes, new[moved], vec.of(rows[moved]), tok.decode)
+            for s in range(0, len(moved), _MOVED_ROWS):  # a chunk's float64 copies at a time, not the bucket's
+                mv = moved[s : s + _MOVED_ROWS]
+                _record_moved(res, extra, err, rows[mv], key_codes(keys[mv], sizes), new[mv], vec.of(rows[mv]), tok.decode)
             occ.write(np.sort(np.asarray(res.final[rows[stay]], np.int64)).tobytes())
             left_rows.append(rows[left])
             left_keys.append(keys[left])
