@@ -48,7 +48,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..build import SIDS_NAME, TOKENIZER, SemanticTokenizer
-from ..errors import ArtifactError, InputError
+from ..errors import ArtifactError, InputError, TokenizerKitError
 from ..io import SIDWriter, normalise_ids, write_artifact, write_safetensors_parts
 from ._ids import ids_increase
 from ._index import INDEX_FORMAT, IndexConfig, _now, index_section
@@ -178,7 +178,10 @@ def reassign_on_disk_refusal(tok, embeddings=None) -> str | None:
     the in-memory index looks up by id (their ids are read, in batches)."""
     sec = tok.sections.get("index")
     if embeddings is not None:
-        why = _embeddings_refusal(tok, embeddings)
+        try:
+            why = _embeddings_refusal(tok, embeddings)
+        except TokenizerKitError as e:  # the in-memory build reads them again and reports it as it always has
+            why = f"the embeddings cannot be read in batches ({e})"
         if why is not None:
             return why
     if not sec:
