@@ -186,16 +186,18 @@ def test_the_two_steps_give_reassign_sids():
     assert np.array_equal(out, want)
 
 
-def test_sorted_occupied_is_an_occupied_set():
+def test_sorted_occupied_is_an_occupied_set(monkeypatch):
+    monkeypatch.setattr(SortedOccupied, "_RECENT", 4)  # additions in several merged runs
     rng = np.random.default_rng(2)
-    base = np.unique(rng.integers(0, 500, 120))
+    base = np.unique(rng.integers(0, 5000, 1200))
     a, b = OccupiedSet(base), SortedOccupied(base)
-    for k in rng.integers(0, 500, 60).tolist():
+    for k in rng.choice(np.setdiff1d(np.arange(5000), base), 700, replace=False).tolist():
         a.add(k)
         b.add(k)
-    for lo in range(0, 500, 37):
-        assert np.array_equal(np.unique(a.used_in_range(lo, lo + 50)), np.unique(b.used_in_range(lo, lo + 50)))
-    assert all((k in a) == (k in b) for k in range(500))
+    assert len(b.runs) > 1 and sum(map(len, b.runs)) + len(b.recent) == 700
+    for lo in range(0, 5000, 37):
+        assert np.array_equal(np.unique(a.used_in_range(lo, lo + 50)), np.sort(b.used_in_range(lo, lo + 50)))
+    assert all((k in a) == (k in b) for k in range(5000))
 
 
 _INDEX = """

@@ -15,7 +15,8 @@
 The trie is then built from the final SIDs spilled again by first level (``TrieParts``).
 Scratch files per item: 24 bytes per bucket record (twice), the final key, the reconstruction
 error and its increase (8 bytes each), the fingerprint, the moved flag, and the vectors of the
-colliding items. Memory: one bucket, one batch of vectors, and 16 bytes per left-over item.
+colliding items. Memory: one bucket, one batch of vectors, and 8 bytes per left-over item once
+placed (``SortedOccupied``'s additions).
 """
 
 from __future__ import annotations
@@ -169,11 +170,12 @@ def _record_moved(res: ReassignResolved, extra: np.ndarray, err: np.ndarray, row
         extra[r] = ((np.asarray(x[m], np.float64) - decode(new[m])) ** 2).sum(1) - err[r]
 
 
-def _step_prefixes(spill, res, extra, err, vec: _Colliding, tok, scratch: Path) -> tuple[np.ndarray, np.ndarray]:
+def _step_prefixes(spill, res, extra, err, flag: np.ndarray, vec: _Colliding, tok, scratch: Path) -> int:
     """Step 1, bucket by bucket: final keys of the items that stay under their prefix, the
-    taken keys appended (sorted) to ``occupied.bin``; returns the left-over items' (rows, keys)."""
+    taken keys appended (sorted) to ``occupied.bin``; the left-over items keep their codes'
+    key and are flagged 2 in ``flag`` (by row). Returns how many are left over."""
     sizes = tok.codebook_sizes
-    left_rows, left_keys = [], []
+    n_left = 0
     with open(scratch / "occupied.bin", "wb") as occ:
         for _, keys, rows, _ in spill.resolve(get_policy("none")):
             if not len(keys):
@@ -187,27 +189,26 @@ def _step_prefixes(spill, res, extra, err, vec: _Colliding, tok, scratch: Path) 
                 mv = moved[s : s + _MOVED_ROWS]
                 _record_moved(res, extra, err, rows[mv], key_codes(keys[mv], sizes), new[mv], vec.of(rows[mv]), tok.decode)
             occ.write(np.sort(np.asarray(res.final[rows[stay]], np.int64)).tobytes())
-            left_rows.append(rows[left])
-            left_keys.append(keys[left])
-    cat = (lambda a: np.concatenate(a) if a else np.zeros(0, np.int64))
-    return cat(left_rows), cat(left_keys)
+            flag[rows[left]] = 2
+            n_left += len(left)
+    return n_left
 
 
-def _step_overflow(rows, keys, res, extra, err, vec: _Colliding, tok, scratch: Path) -> int:
-    """Step 2: the left-over items in row order, each to the nearest SID still free; returns
-    how many landed under another prefix."""
+def _step_overflow(res, extra, err, flag: np.ndarray, vec: _Colliding, tok, scratch: Path) -> int:
+    """Step 2: the left-over items (flagged 2) in row order, each to the nearest SID still
+    free; returns how many landed under another prefix."""
     sizes = tok.codebook_sizes
-    order = np.argsort(rows, kind="stable")
-    rows, keys = rows[order], keys[order]
     blocked = SortedOccupied(_readback(scratch / "occupied.bin", np.int64))
     other = 0
-    for s in range(0, len(rows), _OVERFLOW_ROWS):
-        r = rows[s : s + _OVERFLOW_ROWS]
-        codes, x = key_codes(keys[s : s + _OVERFLOW_ROWS], sizes), vec.of(r)
-        new = place_overflow(codes, x, sizes, tok.decode, blocked)
-        res.final[r] = sid_keys(new, sizes)
-        _record_moved(res, extra, err, r, codes, new, x, tok.decode)
-        other += int((new[:, :-1] != codes[:, :-1]).any(1).sum())
+    for s0 in range(0, len(flag), 1 << 18):
+        left = np.flatnonzero(np.asarray(flag[s0 : s0 + (1 << 18)]) == 2) + s0
+        for s in range(0, len(left), _OVERFLOW_ROWS):
+            r = left[s : s + _OVERFLOW_ROWS]
+            codes, x = key_codes(np.asarray(res.final[r]), sizes), vec.of(r)
+            new = place_overflow(codes, x, sizes, tok.decode, blocked)
+            res.final[r] = sid_keys(new, sizes)
+            _record_moved(res, extra, err, r, codes, new, x, tok.decode)
+            other += int((new[:, :-1] != codes[:, :-1]).any(1).sum())
     return other
 
 
@@ -271,11 +272,11 @@ def resolve_reassign(tok, items, source, scratch: Path, *, bucket_rows: int, bat
                            hashes=hashes, trie=TrieParts(scratch / "trie", L), groups=groups)
     extra = _memmap(scratch / "extra.npy", np.float64, n)
     vec = _Colliding(scratch, tok.dim)
-    rows, keys = _step_prefixes(spill, res, extra, err, vec, tok, scratch)
-    other = _step_overflow(rows, keys, res, extra, err, vec, tok, scratch)
+    n_left = _step_prefixes(spill, res, extra, err, flag, vec, tok, scratch)
+    other = _step_overflow(res, extra, err, flag, vec, tok, scratch)
     res.stats = {**_cost_stats(res, extra, err, n, tok.dim, scratch), "moved_other_prefix": other}
     if groups["items_in_collisions"]:
         logger.info("reassign: %d colliding items, %d moved, %d to another prefix", groups["items_in_collisions"],
-                    res.stats["moved_items"], len(rows))
+                    res.stats["moved_items"], n_left)
     res.trie_s = _trie(res, sizes, scratch, bucket_rows)
     return res

@@ -62,26 +62,42 @@ class OccupiedSet:
 
 class SortedOccupied:
     """``OccupiedSet``'s interface over keys already sorted and unique (an array or a read-only
-    memory map, never copied) plus additions kept sorted, so a range is two binary searches
-    whatever the number of additions."""
+    memory map, never copied) plus additions kept sorted: the latest few in a list, the others
+    in sorted int64 runs of decreasing size (merged as a binary counter merges), so a range is
+    a few binary searches and an addition costs 8 bytes."""
+
+    _RECENT = 1024
 
     def __init__(self, sorted_keys: np.ndarray):
         self.base = sorted_keys
-        self.added: list[int] = []
+        self.runs: list[np.ndarray] = []
+        self.recent: list[int] = []
 
     def __contains__(self, key: int) -> bool:
         key = int(key)
-        i = int(np.searchsorted(self.base, key))
-        j = bisect.bisect_left(self.added, key)
-        return (i < len(self.base) and int(self.base[i]) == key) or (j < len(self.added) and self.added[j] == key)
+        for a in [self.base, *self.runs]:
+            i = int(np.searchsorted(a, key))
+            if i < len(a) and int(a[i]) == key:
+                return True
+        j = bisect.bisect_left(self.recent, key)
+        return j < len(self.recent) and self.recent[j] == key
 
     def add(self, key: int) -> None:
-        bisect.insort(self.added, int(key))
+        bisect.insort(self.recent, int(key))
+        if len(self.recent) >= self._RECENT:
+            self.runs.append(np.asarray(self.recent, np.int64))
+            self.recent = []
+            while len(self.runs) > 1 and len(self.runs[-1]) * 2 > len(self.runs[-2]):
+                last = self.runs.pop()
+                self.runs[-1] = np.sort(np.concatenate([self.runs[-1], last]))
 
     def used_in_range(self, lo: int, hi: int) -> np.ndarray:
-        a, b = np.searchsorted(self.base, [lo, hi])
-        c, d = bisect.bisect_left(self.added, lo), bisect.bisect_left(self.added, hi)
-        return np.concatenate([np.asarray(self.base[a:b], np.int64), np.asarray(self.added[c:d], np.int64)])
+        parts = []
+        for a in [self.base, *self.runs]:
+            i, j = np.searchsorted(a, [lo, hi])
+            parts.append(np.asarray(a[i:j], np.int64))
+        c, d = bisect.bisect_left(self.recent, lo), bisect.bisect_left(self.recent, hi)
+        return np.concatenate(parts + [np.asarray(self.recent[c:d], np.int64)])
 
 
 def sq_err(x: np.ndarray, recon: np.ndarray) -> np.ndarray:
