@@ -581,6 +581,16 @@ def sec_build_indexed_memory() -> list[str]:
     return table(["tree", "build", "items", "d", "wall s", "peak RssAnon MiB"], rows) + source(*names)
 
 
+def sec_reassign_indexed_memory() -> list[str]:
+    d = load("reassign_indexed_memory.json")
+    if not d:
+        return [T["missing"], ""]
+    rows = [[r["tree"], f(r["n"]), f(r["d"]), "timed out" if r.get("timed_out") else f(r["wall_seconds"], 1), f(r["peak_rss_anon_mib"], 1),
+             DASH if r.get("moved_items") is None else f(r["moved_items"]),
+             DASH if r.get("moved_other_prefix") is None else f(r["moved_other_prefix"])] for r in d["rows"]]
+    return table(["tree", "items", "d", "wall s", "peak RssAnon MiB", "moved", "to another prefix"], rows) + source("reassign_indexed_memory.json")
+
+
 def sec_cold_start_io() -> list[str]:
     d = load("cold_start_io.json")
     if not d:
@@ -693,6 +703,7 @@ WHAT = {
     "cold_start_io": "cold start into an index: bytes read, written and checksummed, before and after",
     "build_vs_naive": "unindexed build against the naive FAISS script: paired rounds, medians, wall and CPU",
     "build_indexed_memory": "build-codebook with its index and with --no-index: peak memory and wall time, before and after",
+    "reassign_indexed_memory": "index --policy reassign: peak memory and wall time, built in memory (before) and from files (after)",
     "cli_startup": "CLI start-up time and memory, with and without torch imported",
     "assign_indexed": "assign on an indexed tokenizer, streamed, against the unindexed assign",
     "sid_init_office": "the SID tokens' initial embeddings in a causal LM: the mean of its embeddings against the codebooks projected",
@@ -819,6 +830,14 @@ T = {
                             "does not count. Before is the source tree that builds the index in memory, after the one "
                             "that builds it from the directory's files in bounded memory; the rows of one file ran in one "
                             "run (a file with only after rows measured the current tree alone, on a quiet machine).",
+    "reassign_indexed_memory": "`index DIR --policy reassign -e E` re-indexing a directory `build-codebook` indexed (suffix), "
+                               "whole processes (`python benchmarks/bench_reassign_indexed_memory.py`; standard normal "
+                               "vectors, codebooks 3 x 256): wall time and peak anonymous memory (RssAnon) over the process "
+                               "tree; memory-mapped input and scratch files are file memory and do not count. Before is the "
+                               "source tree that indexes in memory (run only where it fits), after the one that resolves the "
+                               "prefixes from files one first-level bucket at a time, with the same SIDs (at 1M the two "
+                               "trees wrote byte-identical index and trie files). The before row ran 25 minutes before "
+                               "the after rows, on the same machine shared with other jobs (the file's `note`).",
     "cold_start_io": "Bytes one `assign NEW --ids IDS --tokenizer DIR --update` moves, in a fresh process after its imports, "
                      "with the tokenizer directory's files dropped from the page cache first "
                      "(`python benchmarks/bench_cold_start_io.py`). Read and written: bytes through read and write system "
@@ -867,6 +886,7 @@ SECTIONS: list[tuple[str, str, Callable[[], list[str]]]] = [
     ("Cold start into a large index", "cold_start", sec_cold_start),
     ("Assign on an indexed tokenizer", "assign_indexed", sec_assign_indexed),
     ("Indexed build memory", "build_indexed_memory", sec_build_indexed_memory),
+    ("Reassign index memory", "reassign_indexed_memory", sec_reassign_indexed_memory),
     ("Cold start I/O", "cold_start_io", sec_cold_start_io),
     ("SID trie size", "trie", sec_trie),
     ("Constrained decoding", "decoding", sec_decoding),

@@ -6,7 +6,7 @@ from ._ids import concat_ids
 from ._import import import_sid_index
 from ._index import IndexConfig, SIDIndex, embedding_hash, read_lcrec_index
 from ._load import load_sid_index, load_sids
-from ._on_disk import index_from_parts, index_on_disk
+from ._on_disk import index_from_parts, index_on_disk, reassign_on_disk_refusal
 from ._stream_assign import LOOKUP_ROW_GROUP, assign_to_file, lookup_part, place_lookups, write_lookup_rows
 from .policies import POLICIES, CollisionPolicy, get_policy, reassign_sids, register_policy, suffix_sids
 from ._trie import SIDTrie
@@ -26,6 +26,7 @@ __all__ = [
     "import_sid_index",
     "index_from_parts",
     "index_on_disk",
+    "reassign_on_disk_refusal",
     "load_sid_index",
     "load_sids",
     "lookup_arrow",

@@ -26,8 +26,12 @@ The build, without holding the catalogue in memory:
    the manifest last, committed atomically.
 
 Memory: one batch, one bucket with its trie (and ``index_on_disk``'s caller's fingerprints, 8
-bytes an item); the scratch files (about 70 bytes an item) live beside the directory. Policies
-that rank items by their vectors across the whole SID space (``reassign``) are indexed in memory.
+bytes an item); the scratch files (about 70 bytes an item) live beside the directory.
+
+``reassign`` moves items by their vectors, and the items that do not fit under their prefix go
+under another one, so it is not resolved group by group: ``index_on_disk`` resolves it from the
+same sorted buckets in two steps, with the SIDs ``reassign_sids`` gives (``_reassign_on_disk``),
+and writes the trie from the final SIDs spilled again.
 """
 
 from __future__ import annotations
@@ -44,15 +48,16 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..build import SIDS_NAME, TOKENIZER, SemanticTokenizer
-from ..errors import ArtifactError, InputError
+from ..errors import ArtifactError, InputError, TokenizerKitError
 from ..io import SIDWriter, normalise_ids, write_artifact, write_safetensors_parts
 from ._ids import ids_increase
 from ._index import INDEX_FORMAT, IndexConfig, _now, index_section
 from ._segments import SEGMENT_PREFIX
 from ._trie import TrieParts
-from .policies import GroupSpill, first_level_buckets, get_policy, sid_keys
+from ._reassign_on_disk import resolve_reassign
+from .policies import GroupSpill, first_level_buckets, get_policy, key_codes, sid_keys
 
-__all__ = ["index_on_disk", "index_from_parts", "DEFAULT_INDEX_BUCKET_ROWS"]
+__all__ = ["index_on_disk", "index_from_parts", "reassign_on_disk_refusal", "DEFAULT_INDEX_BUCKET_ROWS"]
 
 logger = logging.getLogger(__name__)
 
@@ -126,34 +131,110 @@ class _Items:
 
 
 def index_on_disk(path: str | os.PathLike, *, hashes: np.ndarray | None = None, config: IndexConfig | None = None,
-                  bucket_rows: int = DEFAULT_INDEX_BUCKET_ROWS, batch_rows: int = _BATCH_ROWS) -> dict[str, Any]:
+                  embeddings=None, bucket_rows: int = DEFAULT_INDEX_BUCKET_ROWS, batch_rows: int = _BATCH_ROWS) -> dict[str, Any]:
     """Index the unindexed tokenizer directory ``path`` under ``config.policy`` (default
     ``suffix``) in bounded memory (see the module doc), with the items' embedding fingerprints
     ``hashes`` (n,) uint64 in the order of its items (default: unknown). Returns the manifest's
-    ``sections.index``. Only policies that resolve a group from its own rows and add one level
-    (``suffix``); an already indexed directory is re-indexed by ``SIDIndex.for_tokenizer``."""
+    ``sections.index``: the files and section ``SIDIndex.for_tokenizer`` + ``save`` give.
+
+    ``suffix`` (and ``none``) index an unindexed directory. ``reassign`` needs ``embeddings``
+    (an ``io.EmbeddingSource`` or path: the directory's items in its order, which give the
+    fingerprints) and also re-indexes a directory whose index keeps the codes (``suffix``,
+    ``none``) and has neither segments nor retired SIDs (``reassign_on_disk_refusal``)."""
     config = (config or IndexConfig()).validate()
     policy = get_policy(config.policy)
-    if not policy.by_group or policy.extra_levels != 1:
+    reassign = policy.name == "reassign"
+    if not reassign and (not policy.by_group or policy.extra_levels != 1):
         raise InputError(f"the {policy.name} policy is not resolved group by group with a suffix level; index it in memory "
                          "(SIDIndex.for_tokenizer, `tokenizer-kit index`)")
+    if reassign and embeddings is None:
+        raise InputError("the reassign policy needs the items' embeddings to rank free codes; pass them (`--embeddings`)")
     path = Path(path)
     with write_artifact(path, TOKENIZER, overwrite=True) as w:
         tok = SemanticTokenizer.from_pretrained(path, load_sids=False)
-        if tok.sections.get("index"):
-            raise InputError(f"{path} is already indexed; re-index it with SIDIndex.for_tokenizer (`tokenizer-kit index`)")
+        version, history, old_length = _previous(path, tok, reassign)
         items = _tokenizer_items(path, tok, hashes)
-        built = _build(tok, items, path, w.dir, policy, bucket_rows=bucket_rows, batch_rows=batch_rows)
+        built = _build(tok, items, path, w.dir, policy, bucket_rows=bucket_rows, batch_rows=batch_rows, embeddings=embeddings)
         n, groups = items.n, built["groups"]
-        suffix_size = max(groups["max_suffix"], int(config.suffix_reserve))
-        history = [{"version": 1, "event": "index", "policy": policy.name, "at": _now(), "items": n}]
-        section = index_section(policy=policy.name, version=1, sid_length=tok.levels + 1, codebook_sizes=list(tok.codebook_sizes),
-                                level_sizes=policy.level_sizes(tok.codebook_sizes, suffix_size), suffix_size=suffix_size, n_items=n,
-                                base_items=n, n_retired=0, stats=_stats(policy, n, built), history=history, segments=[],
-                                ids_increasing=built["ids_increasing"])
+        suffix_size = max(groups["max_suffix"], int(config.suffix_reserve)) if policy.extra_levels else 0
+        stats = _stats(policy, n, built)
+        if old_length is not None:  # as SIDIndex.for_tokenizer counts it: every SID when the length changed
+            stats["changed_sids_vs_previous"] = stats["moved_items"] if old_length == policy.sid_length(tok.levels) else n
+        history = history + [{"version": version, "event": "index", "policy": policy.name, "at": _now(), "items": n}]
+        section = index_section(policy=policy.name, version=version, sid_length=policy.sid_length(tok.levels),
+                                codebook_sizes=list(tok.codebook_sizes), level_sizes=policy.level_sizes(tok.codebook_sizes, suffix_size),
+                                suffix_size=suffix_size, n_items=n, base_items=n, n_retired=0, stats=stats, history=history,
+                                segments=[], ids_increasing=built["ids_increasing"])
         _commit(w, tok, section, n)
     logger.info("indexed %d items of %s on disk (%s policy)", n, path, policy.name)
     return section
+
+
+def reassign_on_disk_refusal(tok, embeddings=None) -> str | None:
+    """Why ``index_on_disk`` cannot (re-)index the loaded tokenizer ``tok`` under ``reassign``
+    (None: it can): a previous index that moved codes, or holds segments or retired SIDs, is
+    re-indexed from its merged arrays in memory (``SIDIndex.for_tokenizer``); so are embeddings
+    (``embeddings``, when given) that do not list the tokenizer's items in its order, whose rows
+    the in-memory index looks up by id (their ids are read, in batches)."""
+    sec = tok.sections.get("index")
+    if embeddings is not None:
+        try:
+            why = _embeddings_refusal(tok, embeddings)
+        except TokenizerKitError as e:  # the in-memory build reads them again and reports it as it always has
+            why = f"the embeddings cannot be read in batches ({e})"
+        if why is not None:
+            return why
+    if not sec:
+        return None
+    if not get_policy(sec["policy"]).keeps_codes:
+        return f"its {sec['policy']} index moved items away from their codes"
+    if sec.get("segments"):
+        return "its index has cold-start segments"
+    if _retired_count(tok):
+        return "its index has retired SIDs"
+    return None
+
+
+def _embeddings_refusal(tok, embeddings) -> str | None:
+    """Why the embeddings are not the tokenizer's items in its order (None: they are)."""
+    from ..io import EmbeddingSource
+
+    stream = EmbeddingSource.of(embeddings).open()
+    if stream.dim != tok.dim:
+        return f"the embeddings have dimension {stream.dim}, the tokenizer {tok.dim}"
+    if tok.path is None or not (Path(tok.path) / SIDS_NAME).exists():
+        return "the tokenizer holds no items file"
+    items = _Items.of([Path(tok.path) / SIDS_NAME], fix=f"the SIDs are corrupt, {TOKENIZER.fix}")
+    if stream.n != items.n:
+        return f"the embeddings hold {stream.n} rows, the tokenizer {items.n} items"
+    theirs = stream.batches(_BATCH_ROWS, vectors=False)
+    buf, start = np.zeros(0, np.int64), 0
+    for f, rb, _ in items.read(tok.codebook_sizes, _BATCH_ROWS, levels=1, columns=["item_id"]):
+        ours = items.ids_of(rb, f)
+        while len(buf) < len(ours):
+            b = next(theirs).ids
+            if b is None:
+                return "the embeddings have no item ids"
+            buf = np.concatenate([buf, b]) if len(buf) else b
+        mine, buf = buf[: len(ours)], buf[len(ours) :]
+        if (ours.dtype.kind in "iu") != (mine.dtype.kind in "iu") or ours.tolist() != mine.tolist():
+            return f"the embeddings list the items in another order (from row {start})"
+        start += len(ours)
+    return None
+
+
+def _previous(path: Path, tok: SemanticTokenizer, reassign: bool) -> tuple[int, list[dict[str, Any]], int | None]:
+    """(version, history, SID length) of the index a new one replaces: (1, [], None) for none."""
+    sec = tok.sections.get("index")
+    if not sec:
+        return 1, [], None
+    if not reassign:
+        raise InputError(f"{path} is already indexed; re-index it with SIDIndex.for_tokenizer (`tokenizer-kit index`)")
+    why = reassign_on_disk_refusal(tok)
+    if why is not None:
+        raise InputError(f"{path} cannot be indexed on disk: {why}; re-index it with SIDIndex.for_tokenizer (`tokenizer-kit index`)")
+    version, history = _replaced(path, tok)
+    return version, history, int(sec["sid_length"])
 
 
 def index_from_parts(path: str | os.PathLike, parts: Sequence[str | os.PathLike], *, policy: str = "suffix", suffix_size: int = 0,
@@ -245,15 +326,6 @@ def _tokenizer_items(path: Path, tok: SemanticTokenizer, hashes) -> _Items:
     return items
 
 
-def _keys_codes(keys: np.ndarray, sizes) -> np.ndarray:
-    """Codes (m, L) of mixed-radix keys (``sid_keys`` inverted)."""
-    out = np.empty((len(keys), len(sizes)), np.int64)
-    rest = keys.copy()
-    for l in range(len(sizes) - 1, -1, -1):
-        rest, out[:, l] = np.divmod(rest, int(sizes[l]))
-    return out
-
-
 def _resolve_buckets(tok, items: _Items, scratch: Path, policy, bucket_rows: int, batch_rows: int):
     """Passes 1-3: the extra level of every row (memory-mapped (n,) int32; None when the policy
     adds none), the trie's parts, the group counts and the trie's seconds."""
@@ -276,7 +348,7 @@ def _resolve_buckets(tok, items: _Items, scratch: Path, policy, bucket_rows: int
     for _, keys, rows, pos in spill.resolve(policy):
         if not len(keys):
             continue
-        sids = _keys_codes(keys, sizes)
+        sids = key_codes(keys, sizes)
         if extra:
             suffix[rows] = pos
             sids = np.concatenate([sids, pos[:, None]], 1)
@@ -288,10 +360,12 @@ def _resolve_buckets(tok, items: _Items, scratch: Path, policy, bucket_rows: int
     return suffix, trie, spill.stats, t_trie
 
 
-def _write_items(tok, items: _Items, out: Path, scratch: Path, suffix: np.ndarray | None, batch_rows: int) -> None:
-    """``sids.parquet`` (with the extra level) into ``out``; the raw codes (int32), the item ids
-    (int64, when they are integers) and the fingerprints (uint64) into scratch files for
-    ``index.safetensors``. Parts that carry the extra level must agree with ``suffix``."""
+def _write_items(tok, items: _Items, out: Path, scratch: Path, suffix: np.ndarray | None, batch_rows: int,
+                 final: np.ndarray | None = None) -> None:
+    """``sids.parquet`` (with the extra level; the SIDs of the keys ``final`` (n,) by row where
+    given, else the codes) into ``out``; the raw codes (int32), the item ids (int64, when they
+    are integers) and the fingerprints (uint64) into scratch files for ``index.safetensors``.
+    Parts that carry the extra level must agree with ``suffix``."""
     L, pos = tok.levels, 0
     stored = [f"code_{L}"] if suffix is not None else []
     with SIDWriter(out / SIDS_NAME) as writer, open(scratch / "raw_codes.bin", "wb") as fc, \
@@ -299,7 +373,7 @@ def _write_items(tok, items: _Items, out: Path, scratch: Path, suffix: np.ndarra
         for f, rb, codes in items.read(tok.codebook_sizes, batch_rows, levels=L, columns=["item_id", "emb_hash"] + stored):
             m = len(codes)
             ids = items.ids_of(rb, f)
-            sids = codes
+            sids = codes if final is None else key_codes(np.asarray(final[pos : pos + m]), tok.codebook_sizes)
             if suffix is not None:
                 ext = np.asarray(suffix[pos : pos + m], np.int64)
                 if stored and stored[0] in rb.schema.names and not np.array_equal(rb.column(stored[0]).to_numpy(), ext):
@@ -330,20 +404,31 @@ def _ids_increase(path: Path) -> bool:
     return True
 
 
-def _build(tok, items: _Items, path: Path, out: Path, policy, *, bucket_rows: int, batch_rows: int) -> dict[str, Any]:
+def _build(tok, items: _Items, path: Path, out: Path, policy, *, bucket_rows: int, batch_rows: int, embeddings=None) -> dict[str, Any]:
     """Every index file of the new directory into ``out`` (scratch files beside the tokenizer
-    directory ``path``); returns the group counts, the trie and the timings."""
+    directory ``path``); returns the group counts, the trie and the timings (and ``reassign``'s
+    statistics). ``embeddings``: the items' vectors, for ``reassign``."""
     scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".index-scratch", dir=path.parent))
     try:
         n, L, S = items.n, tok.levels, policy.sid_length(tok.levels)
+        bucket_rows, batch_rows = max(1, int(bucket_rows)), max(1, int(batch_rows))
         t0 = time.perf_counter()
-        suffix, trie, groups, t_trie = _resolve_buckets(tok, items, scratch, policy, max(1, int(bucket_rows)), max(1, int(batch_rows)))
+        final, moved, extra_stats = None, None, {}
+        if policy.name == "reassign":
+            from ..io import EmbeddingSource
+
+            res = resolve_reassign(tok, items, EmbeddingSource.of(embeddings), scratch, bucket_rows=bucket_rows, batch_rows=batch_rows)
+            suffix, trie, groups, t_trie, final, moved, extra_stats = None, res.trie, res.groups, res.trie_s, res.final, res.moved, res.stats
+            items.hashes = res.hashes
+        else:
+            suffix, trie, groups, t_trie = _resolve_buckets(tok, items, scratch, policy, bucket_rows, batch_rows)
         resolve_s = time.perf_counter() - t0 - t_trie
-        _write_items(tok, items, out, scratch, suffix, max(1, int(batch_rows)))
+        _write_items(tok, items, out, scratch, suffix, batch_rows, final)
         arrays = {
             **({"item_ids": (np.int64, (n,), _chunks(scratch / "item_ids.bin", np.int64))} if items.int_ids else {}),
             "raw_codes": (np.int32, (n, L), _chunks(scratch / "raw_codes.bin", np.int32, (-1, L))),
-            "moved": (np.uint8, (n,), (np.zeros(min(n - s, _CHUNK), np.uint8) for s in range(0, n, _CHUNK))),
+            "moved": (np.uint8, (n,), (np.zeros(min(n - s, _CHUNK), np.uint8) if moved is None else np.asarray(moved[s : s + _CHUNK])
+                                       for s in range(0, n, _CHUNK))),
             "emb_hash": (np.uint64, (n,), _chunks(scratch / "emb_hash.bin", np.uint64)),
             "retired": (np.int64, (0, S), []),
         }
@@ -354,13 +439,15 @@ def _build(tok, items: _Items, path: Path, out: Path, policy, *, bucket_rows: in
         t_trie += time.perf_counter() - t1
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return {"groups": groups, "trie": trie, "resolve_s": resolve_s, "trie_s": t_trie, "ids_increasing": ids_increasing}
+    return {"groups": groups, "trie": trie, "resolve_s": resolve_s, "trie_s": t_trie, "ids_increasing": ids_increasing,
+            "policy_stats": extra_stats}
 
 
 def _stats(policy, n: int, built: dict[str, Any]) -> dict[str, Any]:
-    """``SIDIndex.build``'s statistics (``_build_stats`` and the trie's), from the groups'
-    counts and the trie's leaves."""
-    groups, trie = built["groups"], built["trie"]
+    """``SIDIndex.build``'s statistics (``_build_stats`` and the trie's), in its order, from the
+    groups' counts, the trie's leaves and the policy's own (``reassign``: moves and costs)."""
+    groups, trie, own = built["groups"], built["trie"], dict(built.get("policy_stats") or {})
+    moved = {k: own.pop(k) for k in ("moved_items", "moved_rate", "moved_other_prefix") if k in own}
     return {
         "policy": policy.name,
         "n_items": int(n),
@@ -373,7 +460,9 @@ def _stats(policy, n: int, built: dict[str, Any]) -> dict[str, Any]:
         "moved_items": 0,
         "moved_rate": 0.0,
         "moved_other_prefix": 0,
+        **moved,
         "resolve_seconds": built["resolve_s"],
+        **own,
         "trie_build_seconds": built["trie_s"],
         "trie_nodes": trie.n_nodes,
         "trie_bytes": trie.nbytes,

@@ -8,6 +8,7 @@ config, so a verb and its pipeline stage cannot drift apart. Each returns a JSON
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -37,6 +38,8 @@ __all__ = [
 ]
 
 PathLike = str | os.PathLike
+
+logger = logging.getLogger(__name__)
 
 
 def _refuse_existing(path: Path, overwrite: bool) -> None:
@@ -271,6 +274,11 @@ def index(tokenizer: PathLike, config: IndexStageConfig, *, embeddings: PathLike
     from ..indexer import IndexConfig, SIDIndex
     lib = base_config(config, IndexConfig).validate()
     _outputs_ok(export_lcrec, vocab_out)
+    if lib.policy == "reassign" and embeddings is not None:
+        res = _reassign_on_disk(tokenizer, lib, (columns or EmbeddingsInput()).source(embeddings, ids))
+        if res is not None:
+            return _exports(lambda: SIDIndex.from_tokenizer(SemanticTokenizer.from_pretrained(tokenizer)), res["level_sizes"], res,
+                            config, export_lcrec=export_lcrec, vocab_out=vocab_out)
     tok = SemanticTokenizer.from_pretrained(tokenizer)
     x = xid = None
     if embeddings is not None:
@@ -282,6 +290,22 @@ def index(tokenizer: PathLike, config: IndexStageConfig, *, embeddings: PathLike
     res = {"tokenizer": str(tokenizer), "policy": idx.policy, "version": idx.version, "sid_length": idx.sid_length,
            "level_sizes": idx.level_sizes, **idx.stats}
     return _exports(lambda: idx, idx.level_sizes, res, config, export_lcrec=export_lcrec, vocab_out=vocab_out)
+
+
+def _reassign_on_disk(tokenizer: PathLike, lib, source) -> dict[str, Any] | None:
+    """``index``'s result under ``reassign`` with the index built from files in bounded memory
+    (``indexer.index_on_disk``: the SIDs and files of ``SIDIndex.for_tokenizer``), or None where
+    that build does not apply (``indexer.reassign_on_disk_refusal``) and the index is built in memory."""
+    from ..build import SemanticTokenizer
+    from ..indexer import index_on_disk, reassign_on_disk_refusal
+
+    why = reassign_on_disk_refusal(SemanticTokenizer.from_pretrained(tokenizer, load_sids=False), source)
+    if why is not None:
+        logger.info("indexing %s in memory: %s", tokenizer, why)
+        return None
+    sec = index_on_disk(tokenizer, config=lib, embeddings=source)
+    return {"tokenizer": str(tokenizer), "policy": sec["policy"], "version": sec["version"], "sid_length": sec["sid_length"],
+            "level_sizes": sec["level_sizes"], **sec["stats"]}
 
 
 def index_from_shards(tokenizer: PathLike, shards: PathLike, out: PathLike, config: IndexStageConfig, *, overwrite: bool = False,

@@ -88,16 +88,17 @@ class GroupSpill:
             with open(self._file(k), "ab") as f:
                 f.write(rec[order[bounds[k]:bounds[k + 1]]].tobytes())
 
-    def resolve(self, policy) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+    def resolve(self, policy, *, keep: bool = False) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
         """Per bucket in order (empty ones too): (bucket, keys, rows, positions), the rows
         ascending and ``positions`` the policy's extra level for each (``group_positions``:
-        rank, then input row, within a group). Each bucket file is removed once read."""
+        rank, then input row, within a group). Each bucket file is removed once read, unless
+        ``keep`` (the buckets are read again)."""
         for k in range(self.n_buckets):
             f = self._file(k)
             rec = np.fromfile(f, _REC) if f.exists() else np.empty(0, _REC)
             rec = rec[np.argsort(rec["row"], kind="stable")]  # ties in rank go by input row, as in memory
             pos = policy.group_positions(rec["key"], rec["rank"])
-            if f.exists():
+            if f.exists() and not keep:
                 f.unlink()
             if len(rec) and pos is not None:  # a policy that adds no level (``none``) numbers nothing
                 self._count(rec["key"], pos)

@@ -16,9 +16,9 @@ import numpy as np
 
 from ...errors import InputError
 from ._base import CollisionPolicy, Decode, IndexView, Placement, Resolution, register_policy
-from ._keys import OccupiedSet, sid_keys, sq_err
+from ._keys import OccupiedSet, key_codes, sid_keys, sq_err
 
-__all__ = ["ReassignPolicy", "reassign_sids"]
+__all__ = ["ReassignPolicy", "place_overflow", "reassign_prefixes", "reassign_sids"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,9 +111,9 @@ def _check_fits(n: int, x: np.ndarray, sizes: Sequence[int], retired: np.ndarray
         raise InputError(f"{n} items do not fit in {int(cap)} SIDs of codebooks {list(sizes)}; use the suffix policy or larger codebooks")
 
 
-def _assign_prefix(out, rows, codes, x, decode: Decode, blocked: OccupiedSet, p: int, K: int) -> np.ndarray:
-    """Hungarian assignment of a prefix's colliding ``rows`` to its free and contested last codes;
-    returns the rows left over (more colliding items than codes)."""
+def _assign_prefix(out, rows, codes, xr, decode: Decode, blocked, p: int, K: int) -> np.ndarray:
+    """Hungarian assignment of a prefix's colliding ``rows`` (vectors ``xr``) to its free and
+    contested last codes; returns the rows left over (more colliding items than codes)."""
     from scipy.optimize import linear_sum_assignment
 
     contested = np.unique(codes[rows, -1])
@@ -123,12 +123,55 @@ def _assign_prefix(out, rows, codes, x, decode: Decode, blocked: OccupiedSet, p:
     block = np.empty((K, len(prefix) + 1), np.int64)
     block[:, :-1] = prefix[None, :]
     block[:, -1] = np.arange(K)
-    err = sq_err(x[rows], decode(block)[avail])  # [m, |avail|]
+    err = sq_err(xr, decode(block)[avail])  # [m, |avail|]
     r, c = linear_sum_assignment(err)
     out[rows[r], -1] = avail[c]
     for k in avail[c].tolist():
         blocked.add(p * K + int(k))
     return rows[np.setdiff1d(np.arange(len(rows)), r)]
+
+
+def _resolve_prefixes(out, codes, keys, colliding, vectors, decode: Decode, blocked, K: int) -> np.ndarray:
+    """Every prefix holding a collision, in key order, assigned alone (``_assign_prefix``, its
+    colliding rows ascending, ``vectors(rows)`` their vectors); returns the left-over rows ascending."""
+    rows = np.flatnonzero(colliding)
+    pkey = keys[rows] // K
+    order = np.argsort(pkey, kind="stable")  # by prefix, rows ascending within one
+    rows, pkey = rows[order], pkey[order]
+    starts = np.flatnonzero(np.r_[True, pkey[1:] != pkey[:-1]]) if len(rows) else np.zeros(0, np.int64)
+    overflow = []
+    for a, b in zip(starts.tolist(), starts[1:].tolist() + [len(rows)]):
+        r = rows[a:b]
+        overflow.append(_assign_prefix(out, r, codes, vectors(r), decode, blocked, int(pkey[a]), K))
+    return np.sort(np.concatenate(overflow)) if overflow else np.zeros(0, np.int64)
+
+
+def reassign_prefixes(keys: np.ndarray, sizes: Sequence[int], decode: Decode, vectors) -> tuple[np.ndarray, np.ndarray]:
+    """The first step of ``reassign_sids`` over items that fill whole prefixes (no other item
+    shares their first L-1 codes), e.g. a range of the first level: ``keys`` (m,) their code keys
+    (``sid_keys``) in row order, ``vectors(idx)`` the (preprocessed) vectors of the items ``idx``
+    (ascending). Returns (codes (m, L) after each prefix's assignment, the items left over
+    ascending: they go to another prefix, ``place_overflow``, in row order across all items)."""
+    keys = np.asarray(keys, np.int64)
+    uniq, inv, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    codes = key_codes(keys, sizes)
+    out = codes.copy()
+    colliding = counts[inv] > 1
+    if not colliding.any():
+        return out, np.zeros(0, np.int64)
+    blocked = OccupiedSet(uniq[counts == 1])
+    return out, _resolve_prefixes(out, codes, keys, colliding, vectors, decode, blocked, int(sizes[-1]))
+
+
+def place_overflow(codes: np.ndarray, x: np.ndarray, sizes: Sequence[int], decode: Decode, blocked) -> np.ndarray:
+    """The second step of ``reassign_sids``: SIDs (m, L) for the left-over items ``codes`` (m, L)
+    with vectors ``x`` (m, d), placed in order, each at the nearest SID free in ``blocked`` (an
+    ``OccupiedSet``-like set of keys, to which each placed SID is added)."""
+    out = np.asarray(codes, np.int64).copy()
+    for i in range(len(out)):
+        out[i], _ = _nearest_free(np.asarray(x[i], np.float64), out[i], sizes, decode, blocked)
+        blocked.add(int(sid_keys(out[i][None, :], sizes)[0]))
+    return out
 
 
 def reassign_sids(
@@ -152,15 +195,9 @@ def reassign_sids(
         return out, np.zeros(n, bool), extra
     retired_keys = np.zeros(0, np.int64) if retired is None or not len(retired) else sid_keys(retired, sizes)
     orig_err = ((x.astype(np.float64) - decode(codes)) ** 2).sum(1)
-    pkey = keys // K  # items under prefixes that hold a collision, grouped by prefix
     blocked = OccupiedSet(np.concatenate([uniq[counts == 1], retired_keys]))
-    overflow = []
-    for p in np.unique(pkey[colliding]).tolist():
-        overflow.extend(_assign_prefix(out, np.flatnonzero((pkey == p) & colliding), codes, x, decode, blocked, p, K).tolist())
-    for i in sorted(overflow):
-        sid, _ = _nearest_free(x[i].astype(np.float64), codes[i], sizes, decode, blocked)
-        out[i] = sid
-        blocked.add(int(sid_keys(sid[None, :], sizes)[0]))
+    overflow = _resolve_prefixes(out, codes, keys, colliding, lambda r: x[r], decode, blocked, K)
+    out[overflow] = place_overflow(codes[overflow], x[overflow], sizes, decode, blocked)
     moved = (out != codes).any(1)
     if moved.any():
         extra[moved] = ((x[moved].astype(np.float64) - decode(out[moved])) ** 2).sum(1) - orig_err[moved]
