@@ -832,12 +832,12 @@ T = {
                             "run (a file with only after rows measured the current tree alone, on a quiet machine).",
     "reassign_indexed_memory": "`index DIR --policy reassign -e E` re-indexing a directory `build-codebook` indexed (suffix), "
                                "whole processes (`python benchmarks/bench_reassign_indexed_memory.py`; standard normal "
-                               "vectors, codebooks 3 x 256): wall time and peak anonymous memory (RssAnon) over the process "
-                               "tree; memory-mapped input and scratch files are file memory and do not count. Before is the "
-                               "source tree that indexes in memory (run only where it fits), after the one that resolves the "
-                               "prefixes from files one first-level bucket at a time, with the same SIDs (at 1M the two "
-                               "trees wrote byte-identical index and trie files). The before row ran 25 minutes before "
-                               "the after rows, on the same machine shared with other jobs (the file's `note`).",
+                               "vectors, three levels of two hundred and fifty-six codes): wall time and peak anonymous memory "
+                               "(RssAnon) over the process tree; memory-mapped input and scratch files are file memory and do "
+                               "not count. Before is the source tree that indexes in memory (run only where it fits), after the "
+                               "one that resolves the prefixes from files one first-level bucket at a time, with the same SIDs "
+                               "(at the size both ran, the two trees wrote byte-identical index and trie files). The before row "
+                               "ran earlier than the after rows, on the same machine shared with other jobs (the file's `note`).",
     "cold_start_io": "Bytes one `assign NEW --ids IDS --tokenizer DIR --update` moves, in a fresh process after its imports, "
                      "with the tokenizer directory's files dropped from the page cache first "
                      "(`python benchmarks/bench_cold_start_io.py`). Read and written: bytes through read and write system "
