@@ -78,11 +78,15 @@ def main() -> None:
                 row.update(n=n, d=a.d)
                 rows.append(row)
                 print(json.dumps({k: row[k] for k in ("tree", "n", "index", "wall_seconds", "peak_rss_anon_mib", "returncode")}), flush=True)
-    result = {"bench": "build_indexed_memory", "cores": os.cpu_count(), "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "rows": rows}
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(a.out)
+    write_rows(a.out, "build_indexed_memory", rows)
+
+
+def write_rows(out: Path, bench: str, rows: list[dict], **extra) -> None:
+    """The results file ``out``: the benchmark's name, this machine's core count, the time, ``rows``."""
+    result = {"bench": bench, "cores": os.cpu_count(), "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra, "rows": rows}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(out)
 
 
 if __name__ == "__main__":

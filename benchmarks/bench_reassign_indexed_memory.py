@@ -27,16 +27,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_build_indexed_memory import _redact  # noqa: E402
+from bench_build_indexed_memory import _redact, write_rows  # noqa: E402
 from bench_scale import ROOT, _cli, run_measured  # noqa: E402
 
 
@@ -93,11 +91,7 @@ def main() -> None:
             row = {**_row(tree, label, scratch, x, base, a.timeout), "n": n, "d": a.d}
             rows.append(row)
             print(json.dumps({k: row[k] for k in ("tree", "n", "wall_seconds", "peak_rss_anon_mib", "returncode", "moved_items")}), flush=True)
-    result = {"bench": "reassign_indexed_memory", "cores": os.cpu_count(), "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "rows": rows}
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(a.out)
+    write_rows(a.out, "reassign_indexed_memory", rows)
 
 
 if __name__ == "__main__":

@@ -21,20 +21,9 @@ from tokenizer_kit.indexer.policies import OccupiedSet, SortedOccupied, place_ov
 from tokenizer_kit.io import EmbeddingSource
 from tokenizer_kit.quantizers import RQKMeansConfig
 
+from _same_index import assert_same_index
+
 REASSIGN = IndexConfig(policy="reassign")
-
-
-def _without_timings(m: dict) -> dict:
-    m = json.loads(json.dumps(m))
-    for k in ("files", "manifest_sha256", "written_at", "created_at"):
-        m.pop(k, None)
-    sec = m["sections"]["index"]
-    sec.pop("updated_at")
-    for h in sec["history"]:
-        h.pop("at")
-    for k in ("resolve_seconds", "trie_build_seconds"):
-        sec["stats"].pop(k)
-    return m
 
 
 def _catalogue(n: int, d: int, sizes, seed: int, string_ids: bool, per_centre: int = 12):
@@ -69,13 +58,7 @@ def _both(tmp_path, tok, x, ids, pre_index: str | None = None, **kw):
 
 
 def _assert_same(a, b):
-    for name in ("trie.safetensors", "index.safetensors", "quantizer.safetensors"):
-        assert (a / name).read_bytes() == (b / name).read_bytes(), name
-    assert pq.read_table(a / "sids.parquet").equals(pq.read_table(b / "sids.parquet"))
-    ma, mb = (json.loads((d / "manifest.json").read_text()) for d in (a, b))
-    assert _without_timings(ma) == _without_timings(mb)
-    la, lb = SemanticTokenizer.from_pretrained(a), SemanticTokenizer.from_pretrained(b)
-    assert np.array_equal(la.sids, lb.sids) and np.array_equal(la.item_ids, lb.item_ids)
+    la, lb = assert_same_index(a, b)
     ia, ib = SIDIndex.from_tokenizer(la), SIDIndex.from_tokenizer(lb)
     assert np.array_equal(ia.moved, ib.moved) and np.array_equal(ia.emb_hash, ib.emb_hash)
     ib.check()
