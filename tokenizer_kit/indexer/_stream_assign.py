@@ -64,7 +64,7 @@ class _Placed:
         self.levels = levels
         self.spill = spill  # the preprocessed vectors of the placed items, float32 rows in input order
         # ``dim``: the first pass already wrote them there (the parts hold no vectors)
-        self._xp = open(spill, "rb" if dim else "wb")
+        self._xp = None if dim else open(spill, "wb")
         self.dim = dim
         self.ids: list[np.ndarray] = []
         self.hashes: list[np.ndarray] = []
@@ -103,6 +103,11 @@ class _Placed:
             # from Arrow's buffer, without a temporary copy
             self._xp.write(memoryview(np.ascontiguousarray(xp.values.to_numpy()[offs[0] : offs[-1]], np.float32)))
 
+    def close(self) -> None:
+        """Done writing the vectors (if this gathering writes them)."""
+        if self._xp is not None:
+            self._xp.close()
+
     def lookups(self) -> BatchLookup:
         """What the placement reads; neighbours are left out (they are kept here, flat)."""
         if not self.ids:
@@ -117,7 +122,7 @@ class _Placed:
         not one per prefix and batch), as one flat array of index rows with offsets."""
         from ._cold_start import Round
 
-        self._xp.close()
+        self.close()
         self.rows = np.concatenate(self.todo_rows) if self.todo_rows else np.empty(0, np.int64)
         self.ids = self.hashes = self.codes = self.todo_rows = []
         t = rnd.todo_idx
@@ -346,7 +351,7 @@ def place_lookups(index: "SIDIndex", tok, parts: list, scratch: Path, *, replace
         new, rnd, _, summary = cold_start_round(index, tok, None, None, lookups=placed.lookups(), replace=replace, config=config,
                                                 batch_size=None)
     finally:
-        placed._xp.close()
+        placed.close()
     rnd.todo_idx = np.flatnonzero(rnd.todo)
     placed.finish(index, tok, rnd, config)
     summary = {**summary, "items": int(placed.counts["known"] + len(placed.rows)), "known": placed.counts["known"]}
