@@ -27,6 +27,7 @@ from .._progress import Progress, as_progress
 from ..build import sid_string
 from ..errors import InputError
 from ._segments import Segment
+from .policies import sid_keys
 
 if TYPE_CHECKING:
     from ._index import IndexConfig, SIDIndex
@@ -365,10 +366,7 @@ def _unique_rows(raw: np.ndarray, sizes) -> tuple[np.ndarray, np.ndarray]:
     if float(np.prod([float(k) for k in sizes])) >= 2.0**62:
         uniq, inv = np.unique(raw, axis=0, return_inverse=True)
         return uniq, inv.ravel()
-    key = np.zeros(len(raw), np.int64)
-    for l, k in enumerate(sizes):
-        key = key * int(k) + raw[:, l]
-    _, first, inv = np.unique(key, return_index=True, return_inverse=True)
+    _, first, inv = np.unique(sid_keys(raw, sizes), return_index=True, return_inverse=True)
     return raw[first], inv.ravel()
 
 

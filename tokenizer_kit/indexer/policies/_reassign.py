@@ -26,11 +26,8 @@ _MAX_CANDIDATES = 1 << 20
 
 
 def _digits(key: int, sizes: Sequence[int]) -> np.ndarray:
-    out = np.empty(len(sizes), np.int64)
-    for l in range(len(sizes) - 1, -1, -1):
-        out[l] = key % int(sizes[l])
-        key //= int(sizes[l])
-    return out
+    """The codes (L,) of one key (``key_codes`` of a single key)."""
+    return key_codes(np.array([key], np.int64), sizes)[0]
 
 
 class ViewOccupied:
